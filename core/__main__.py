@@ -1,0 +1,7 @@
+"""``python -m cryobuild`` is the ``cryobuild`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

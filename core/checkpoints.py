@@ -1,0 +1,57 @@
+"""Locating, loading and saving network checkpoints (``weights/<name>.pt``).
+
+A checkpoint is a plain dict of tensors and primitives (``config``, ``model`` state dict,
+training ``step``, ``history`` ...), loaded with ``weights_only=True``: no pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import InputError
+
+__all__ = ["checkpoint_path", "load_checkpoint", "save_checkpoint"]
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def checkpoint_path(name: str) -> Path:
+    """Where ``<name>.pt`` lives: the installed package's ``weights/`` or, in a checkout, the
+    repository's ``weights/`` beside ``core/``. The path may not exist yet."""
+    candidates = [_PACKAGE_DIR / "weights" / f"{name}.pt", _PACKAGE_DIR.parent / "weights" / f"{name}.pt"]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    return candidates[1] if (_PACKAGE_DIR.parent / "weights").is_dir() else candidates[0]
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint dict on the CPU (move to a device afterwards)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such weights file (reinstall cryobuild or train the network)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise InputError(f"{path}: not a usable checkpoint ({err})") from None
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+    """Save ``state`` atomically (a temporary file renamed into place)."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

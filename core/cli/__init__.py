@@ -1,0 +1,74 @@
+"""The ``cryobuild`` command: a thin registry of verbs.
+
+Each verb is a module in this package with ``HELP`` (one line), ``add_args(parser)`` and
+``main(args) -> int``. ``main`` only parses arguments, calls library functions that take and
+return typed objects, and writes files at the edges. Errors meant for the user
+(`cryobuild.errors.CryobuildError`) become one line on stderr and exit status 2; anything else is
+a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import Cancelled, CryobuildError
+
+__all__ = ["main", "VERBS"]
+
+#: verb name -> module (relative to this package). Verbs a later stage fills in still parse
+#: their arguments and say what is missing.
+VERBS = {
+    "demo": "demo",
+    "simulate": "simulate",
+    "evaluate": "evaluate",
+    "detect": "detect",
+    "build": "build",
+    "build_no_seq": "build_no_seq",
+    "hmm_search": "hmm_search",
+    "gui": "gui",
+    "install-plugin": "install_plugin",
+}
+
+
+def _load(verb: str):
+    return importlib.import_module(f".{VERBS[verb]}", __name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cryobuild",
+        description="Automated atomic model building of proteins into cryo-EM maps.",
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"cryobuild {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for verb in VERBS:
+        module = _load(verb)
+        verb_parser = sub.add_parser(verb, help=module.HELP, description=module.HELP)
+        module.add_args(verb_parser)
+        verb_parser.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._module.main(args) or 0)
+    except Cancelled as err:
+        print(f"cryobuild {args.verb}: cancelled: {err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"cryobuild {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    except CryobuildError as err:
+        print(f"cryobuild {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Cα detection: map preparation, sliding-window inference and peak extraction.
+
+``DensityMap -> CalphaPoints``. The map is resampled to `DETECTION_VOXEL` Å, z-scored and given
+a local-standard-deviation channel (`prepare_features`, shared with training); the network runs
+on overlapping windows whose edges are discarded and whose overlaps are averaged
+(`sliding_window_predict`); points are the local maxima of the probability above a threshold,
+moved by the predicted sub-voxel offset, merged into probability-weighted centroids and cleared
+of isolated points (`extract_points`, shared with the classical baseline).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+
+from ..maps import DensityMap, normalise, pad_to_shape, resample
+from ..points import CalphaPoints
+from ..progress import check_cancel, report
+
+__all__ = [
+    "DETECTION_VOXEL",
+    "DetectionOptions",
+    "DetectionResult",
+    "prepare_features",
+    "sliding_window_predict",
+    "extract_points",
+    "detect_calphas",
+]
+
+#: Grid spacing (Å) the detector works on: no voxel can hold two Cα atoms (>= 3.8 Å apart).
+DETECTION_VOXEL = 1.5
+#: Gaussian sigma (Å) of the local standard deviation channel.
+LOCAL_STD_SIGMA = 3.0
+#: Points closer than this (Å) are merged into one probability-weighted centroid.
+MERGE_DISTANCE = 1.65
+#: Merging passes (as ModelAngelo).
+MERGE_PASSES = 3
+#: A point with no other point within this distance (Å) is dropped as isolated.
+ISOLATION_DISTANCE = 6.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionOptions:
+    """Inference settings: window and discarded margin in voxels (1.5 Å), probability threshold,
+    windows per batch."""
+
+    threshold: float = 0.3
+    window: int = 64
+    margin: int = 6
+    batch_size: int = 2
+    drop_isolated: bool = True
+
+    def __post_init__(self):
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
+        if self.window <= 2 * self.margin:
+            raise ValueError("window must be larger than twice the margin")
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionResult:
+    """Detected points and the per-voxel Cα probability on the 1.5 Å detection grid."""
+
+    points: CalphaPoints
+    probability: DensityMap
+
+
+def prepare_features(density: DensityMap) -> tuple[DensityMap, np.ndarray]:
+    """Resample to 1.5 Å and z-score; returns the prepared map and features ``[2, Z, Y, X]``
+    (z-scored density, local standard deviation)."""
+    from scipy.ndimage import gaussian_filter
+
+    prepared = normalise(resample(density, DETECTION_VOXEL))
+    grid = prepared.grid
+    sigma = LOCAL_STD_SIGMA / DETECTION_VOXEL
+    mean = gaussian_filter(grid, sigma, mode="constant")
+    mean_sq = gaussian_filter(grid * grid, sigma, mode="constant")
+    local_std = np.sqrt(np.maximum(mean_sq - mean * mean, 0))
+    return prepared, np.stack([grid, local_std]).astype(np.float32)
+
+
+def _window_starts(size: int, window: int, stride: int) -> list[int]:
+    if size <= window:
+        return [0]
+    starts = list(range(0, size - window, stride))
+    starts.append(size - window)
+    return starts
+
+
+def sliding_window_predict(
+    network,
+    features: np.ndarray,
+    options: DetectionOptions = DetectionOptions(),
+    *,
+    window_mask: np.ndarray | None = None,
+    device=None,
+    progress=None,
+    cancel=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``network`` over ``features`` ``[C, Z, Y, X]`` (already padded to >= one window).
+
+    Each window's outer ``margin`` voxels are discarded except where the window touches the
+    map's edge; overlapping kept regions are averaged. With ``window_mask`` (bool ``[Z, Y, X]``)
+    only windows whose kept region touches the mask are run. Returns the probability
+    ``[Z, Y, X]`` and offsets ``[3, Z, Y, X]`` (voxels, x, y, z); unvisited voxels get 0.
+    """
+    import torch
+
+    device = device if device is not None else torch.device("cpu")
+    shape = features.shape[1:]
+    window, margin = options.window, options.margin
+    stride = window - 2 * margin
+    if any(n < window for n in shape):
+        raise ValueError(f"features {shape} smaller than one window ({window}); pad first")
+    corners = list(
+        itertools.product(*[_window_starts(n, window, stride) for n in shape])
+    )
+
+    def kept_region(corner):
+        region = []
+        for start, n in zip(corner, shape):
+            lo = start + (margin if start > 0 else 0)
+            hi = start + window - (margin if start + window < n else 0)
+            region.append(slice(lo, hi))
+        return tuple(region)
+
+    if window_mask is not None:
+        corners = [c for c in corners if window_mask[kept_region(c)].any()]
+    sums = np.zeros((4,) + shape, dtype=np.float32)
+    counts = np.zeros(shape, dtype=np.float32)
+    network.eval()
+    with torch.inference_mode():
+        for first in range(0, len(corners), options.batch_size):
+            check_cancel(cancel)
+            batch_corners = corners[first : first + options.batch_size]
+            batch = np.stack(
+                [features[(slice(None),) + tuple(slice(s, s + window) for s in c)] for c in batch_corners]
+            )
+            output = network(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+            output[:, 0] = 1 / (1 + np.exp(-output[:, 0]))
+            for corner, values in zip(batch_corners, output):
+                region = kept_region(corner)
+                local = tuple(slice(r.start - s, r.stop - s) for r, s in zip(region, corner))
+                sums[(slice(None),) + region] += values[(slice(None),) + local]
+                counts[region] += 1
+            report(progress, "detect", (first + len(batch_corners)) / max(len(corners), 1),
+                   f"{first + len(batch_corners)}/{len(corners)} windows")
+    averaged = sums / np.maximum(counts, 1)
+    return averaged[0], averaged[1:]
+
+
+def extract_points(
+    probability: DensityMap,
+    offsets: np.ndarray | None,
+    threshold: float,
+    *,
+    drop_isolated: bool = True,
+    keep_mask: np.ndarray | None = None,
+) -> CalphaPoints:
+    """Points from a probability (or score) map: local maxima (3x3x3) at or above
+    ``threshold``, shifted by ``offsets`` ``[3, Z, Y, X]`` (voxels, x, y, z) if given, merged
+    within `MERGE_DISTANCE` Å into probability-weighted centroids, and (optionally) cleared of
+    points with no neighbour within `ISOLATION_DISTANCE` Å. ``keep_mask`` (bool ``[Z, Y, X]``)
+    keeps only maxima inside it."""
+    from scipy.ndimage import maximum_filter
+
+    grid = probability.grid
+    peaks = (grid >= threshold) & (grid == maximum_filter(grid, size=3, mode="constant"))
+    if keep_mask is not None:
+        peaks &= keep_mask
+    kk, jj, ii = np.nonzero(peaks)
+    ijk = np.stack([ii, jj, kk], axis=1).astype(np.float64)
+    if offsets is not None and len(ijk):
+        ijk += offsets[:, kk, jj, ii].T
+    points = CalphaPoints(probability.voxel_to_xyz(ijk), grid[kk, jj, ii])
+    points = merge_points(points)
+    if drop_isolated:
+        points = drop_isolated_points(points)
+    return points
+
+
+def merge_points(points: CalphaPoints, distance: float = MERGE_DISTANCE) -> CalphaPoints:
+    """Merge points closer than ``distance`` Å into probability-weighted centroids
+    (`MERGE_PASSES` passes; the merged score is the highest of the group)."""
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    for _ in range(MERGE_PASSES):
+        if len(points) < 2:
+            return points
+        pairs = cKDTree(points.xyz).query_pairs(distance, output_type="ndarray")
+        if len(pairs) == 0:
+            return points
+        from scipy.sparse import coo_matrix
+
+        graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(points),) * 2)
+        count, label = connected_components(graph, directed=False)
+        weight = points.score.astype(np.float64) + 1e-6
+        total = np.bincount(label, weight, minlength=count)
+        xyz = np.stack(
+            [np.bincount(label, weight * points.xyz[:, a], minlength=count) / total for a in range(3)],
+            axis=1,
+        )
+        score = np.zeros(count, dtype=np.float32)
+        np.maximum.at(score, label, points.score)
+        points = CalphaPoints(xyz, score)
+    return points
+
+
+def drop_isolated_points(points: CalphaPoints, distance: float = ISOLATION_DISTANCE) -> CalphaPoints:
+    """Remove points with no other point within ``distance`` Å."""
+    from scipy.spatial import cKDTree
+
+    if len(points) < 2:
+        return points.select(np.zeros(len(points), dtype=bool))
+    near, _ = cKDTree(points.xyz).query(points.xyz, k=2, distance_upper_bound=distance)
+    return points.select(np.isfinite(near[:, 1]))
+
+
+def detect_calphas(
+    density: DensityMap,
+    network,
+    options: DetectionOptions = DetectionOptions(),
+    *,
+    mask: DensityMap | None = None,
+    device=None,
+    progress=None,
+    cancel=None,
+) -> DetectionResult:
+    """Find Cα atoms in ``density`` with a trained `CalphaDetector`.
+
+    ``mask`` (a map whose positive voxels mark the region of interest, any grid) restricts both
+    the windows run and the points kept. The probability map is returned on the 1.5 Å grid.
+    """
+    report(progress, "detect", 0.0, "preparing map")
+    prepared, features = prepare_features(density)
+    divisor = network.config.divisor
+    target = np.maximum(prepared.shape_xyz, options.window)
+    target = ((target + divisor - 1) // divisor) * divisor
+    padded_map = pad_to_shape(prepared, target)
+    before = np.round(padded_map.xyz_to_voxel(prepared.origin)).astype(int)
+    pad_zyx = [(int(b), int(t - s - b)) for b, t, s in zip(before, target, prepared.shape_xyz)][::-1]
+    features = np.pad(features, [(0, 0)] + pad_zyx)
+    window_mask = None
+    if mask is not None:
+        centres = padded_map.voxel_to_xyz(
+            np.stack(np.meshgrid(*[np.arange(n) for n in padded_map.shape_xyz], indexing="ij"), -1)
+        )
+        # [X, Y, Z, 3] -> mask sampled at every detection voxel, [Z, Y, X]
+        window_mask = (mask.interpolate(centres.reshape(-1, 3), order=0) > 0).reshape(
+            centres.shape[:3]
+        ).transpose(2, 1, 0)
+        if not window_mask.any():
+            raise ValueError("the mask does not overlap the map")
+    probability, offsets = sliding_window_predict(
+        network, features, options, window_mask=window_mask, device=device,
+        progress=progress, cancel=cancel,
+    )
+    probability_map = padded_map.with_grid(probability)
+    points = extract_points(
+        probability_map, offsets, options.threshold,
+        drop_isolated=options.drop_isolated, keep_mask=window_mask,
+    )
+    report(progress, "detect", 1.0, f"{len(points)} Cα candidates")
+    return DetectionResult(points, probability_map)

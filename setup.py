@@ -1,0 +1,51 @@
+"""Installs the engine (core/ -> package ``cryobuild``), the PyMOL plugin
+(plugin/ -> package ``cryobuild_pymol``), the trained weights as package data, and the
+``cryobuild`` console script."""
+
+from setuptools import setup
+
+setup(
+    name="cryobuild",
+    version="0.1.0",
+    description="Automated atomic model building of proteins into cryo-EM maps, inside PyMOL",
+    python_requires=">=3.10",
+    packages=[
+        "cryobuild",
+        "cryobuild.cli",
+        "cryobuild.detect",
+        "cryobuild.train",
+        "cryobuild.bench",
+        "cryobuild.weights",
+        "cryobuild_pymol",
+    ],
+    package_dir={
+        "cryobuild": "core",
+        "cryobuild.cli": "core/cli",
+        "cryobuild.detect": "core/detect",
+        "cryobuild.train": "core/train",
+        "cryobuild.bench": "core/bench",
+        "cryobuild.weights": "weights",
+        "cryobuild_pymol": "plugin",
+    },
+    package_data={
+        "cryobuild": ["*.json"],
+        "cryobuild.weights": ["*.pt", "*.json", "MANIFEST.md"],
+        "cryobuild_pymol": ["*.ui"],
+    },
+    install_requires=[
+        # On a CPU-only machine pip takes the local CPU wheel of this version; on a CUDA
+        # machine the same pin gives the CUDA build.
+        "torch==2.13.0",
+        "pymol-open-source==3.2.0a0",
+        "PyQt5==5.15.11",
+        "mrcfile>=1.5",
+        "gemmi>=0.7",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "pyhmmer>=0.12",
+        "fair-esm==2.0.0",
+        "tqdm>=4.60",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={"console_scripts": ["cryobuild = cryobuild.cli:main"]},
+)

@@ -1,0 +1,188 @@
+"""Map reading/writing and operations: every placement convention puts density where it belongs."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+
+import mrcfile
+import numpy as np
+import pytest
+
+from cryobuild.errors import InputError
+from cryobuild.maps import (
+    DensityMap, crop_around, crop_box, map_to_bytes, mask_around, normalise, pad_to_shape,
+    read_map, read_map_bytes, resample, resample_onto, write_map,
+)
+
+#: A density peak must be found this close (Å) to the atom that made it.
+PEAK_TOLERANCE = 0.3
+ATOM = np.array([13.37, -4.21, 27.9])
+BLOB_SIGMA = 1.5  # Å
+
+
+def blob_map(voxel_xyz, shape_xyz, origin_xyz, atom=ATOM) -> DensityMap:
+    """A Gaussian blob (sigma 1.5 Å) at ``atom`` on the given grid."""
+    voxel_xyz = np.asarray(voxel_xyz, float)
+    axes = [origin_xyz[a] + voxel_xyz[a] * np.arange(shape_xyz[a]) for a in (2, 1, 0)]
+    z, y, x = np.meshgrid(*axes, indexing="ij")
+    r2 = (x - atom[0]) ** 2 + (y - atom[1]) ** 2 + (z - atom[2]) ** 2
+    return DensityMap(np.exp(-r2 / (2 * BLOB_SIGMA**2)), voxel_xyz, origin_xyz)
+
+
+def peak_position(density: DensityMap) -> np.ndarray:
+    """Sub-voxel position (Å) of the highest peak (log-parabolic fit along each axis, exact for
+    a Gaussian)."""
+    grid = np.log(np.maximum(density.grid, 1e-30))
+    k, j, i = np.unravel_index(np.argmax(density.grid), grid.shape)
+    index = np.array([i, j, k], float)
+    for axis, (di, dj, dk) in enumerate([(1, 0, 0), (0, 1, 0), (0, 0, 1)]):
+        lo, mid, hi = grid[k - dk, j - dj, i - di], grid[k, j, i], grid[k + dk, j + dj, i + di]
+        index[axis] += 0.5 * (lo - hi) / (lo - 2 * mid + hi)
+    return density.voxel_to_xyz(index)
+
+
+def centre_of_mass(density: DensityMap) -> np.ndarray:
+    """Density-weighted mean position (Å)."""
+    k, j, i = np.indices(density.grid.shape)
+    weights = density.grid / density.grid.sum()
+    return density.voxel_to_xyz([(weights * i).sum(), (weights * j).sum(), (weights * k).sum()])
+
+
+def write_with_axis_order(path, density: DensityMap, order_crs, nstart_xyz=(0, 0, 0),
+                          origin_field=(0.0, 0.0, 0.0)):
+    """Write ``density`` with MAPC/MAPR/MAPS = ``order_crs`` (x=1, y=2, z=3), NSTART given per
+    x/y/z axis, and ORIGIN field values, the way other programs may."""
+    mapc, mapr, maps = order_crs
+    zyx_dim = {1: 2, 2: 1, 3: 0}
+    data = density.grid.transpose([zyx_dim[maps], zyx_dim[mapr], zyx_dim[mapc]])
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(np.ascontiguousarray(data))
+        header = mrc.header
+        header.mapc, header.mapr, header.maps = mapc, mapr, maps
+        nx, ny, nz = density.shape_xyz
+        header.mx, header.my, header.mz = nx, ny, nz
+        header.cella.x, header.cella.y, header.cella.z = density.voxel_size * [nx, ny, nz]
+        start_crs = [nstart_xyz[axis - 1] for axis in order_crs]
+        header.nxstart, header.nystart, header.nzstart = start_crs
+        header.origin.x, header.origin.y, header.origin.z = origin_field
+
+
+AXIS_ORDERS = list(itertools.permutations((1, 2, 3)))
+
+
+@pytest.mark.parametrize("order", AXIS_ORDERS, ids=lambda o: "".join(map(str, o)))
+@pytest.mark.parametrize("placement", ["nstart", "origin"])
+def test_axis_order_and_placement(tmp_path, order, placement):
+    voxel = np.array([0.9, 1.1, 1.3])  # anisotropic
+    shape = np.array([30, 36, 26])  # non-cubic
+    if placement == "nstart":
+        nstart = np.array([7, -5, 12])
+        origin = nstart * voxel
+        field = (0.0, 0.0, 0.0)
+    else:
+        nstart = np.zeros(3, int)
+        origin = np.array([0.3, -19.6, 11.05])
+        field = tuple(origin)
+    truth = blob_map(voxel, shape, origin)
+    path = tmp_path / "map.mrc"
+    write_with_axis_order(path, truth, order, tuple(int(n) for n in nstart), field)
+    density = read_map(path)
+    np.testing.assert_allclose(density.voxel_size, voxel, rtol=1e-5)
+    np.testing.assert_array_equal(density.shape_xyz, shape)
+    assert np.linalg.norm(peak_position(density) - ATOM) < PEAK_TOLERANCE
+    coarse = resample(density, 1.5)
+    np.testing.assert_allclose(coarse.voxel_size, 1.5)
+    assert np.linalg.norm(peak_position(coarse) - ATOM) < PEAK_TOLERANCE
+
+
+def test_origin_field_wins_over_nstart_as_in_pymol(tmp_path):
+    """PyMOL and ChimeraX place the grid by ORIGIN when it is non-zero, ignoring NSTART."""
+    origin = np.array([5.0, 6.0, 7.0])
+    truth = blob_map([1, 1, 1], [30, 30, 30], origin, atom=origin + 15)
+    write_with_axis_order(tmp_path / "m.mrc", truth, (1, 2, 3), (3, 3, 3), tuple(origin))
+    np.testing.assert_allclose(read_map(tmp_path / "m.mrc").origin, origin)
+
+
+def test_write_read_round_trip_gzip_and_bytes(tmp_path):
+    truth = blob_map([0.8, 0.8, 0.8], [20, 24, 28], [1.5, 2.5, -3.5], atom=[9, 11, 7])
+    for name in ("m.mrc", "m.map.gz"):
+        back = read_map(write_map(truth, tmp_path / name))
+        np.testing.assert_allclose(back.grid, truth.grid, atol=1e-6)
+        np.testing.assert_allclose(back.origin, truth.origin, atol=1e-4)
+    assert not list(tmp_path.glob(".*part"))
+    from_bytes = read_map_bytes(map_to_bytes(truth))
+    np.testing.assert_allclose(from_bytes.origin, truth.origin, atol=1e-4)
+    from_gz_bytes = read_map_bytes(gzip.compress(map_to_bytes(truth)))
+    np.testing.assert_allclose(from_gz_bytes.grid, truth.grid, atol=1e-6)
+
+
+def test_voxel_index_round_trip():
+    density = blob_map([0.9, 1.1, 1.3], [10, 11, 12], [3.0, -2.0, 8.5])
+    xyz = np.random.default_rng(0).normal(size=(20, 3)) * 10
+    np.testing.assert_allclose(density.voxel_to_xyz(density.xyz_to_voxel(xyz)), xyz)
+
+
+def test_pad_crop_and_mask_keep_positions():
+    density = blob_map([1, 1, 1], [24, 20, 18], [0, 0, 0], atom=[12, 9.5, 8.2])
+    padded = pad_to_shape(density, [64, 64, 64])
+    np.testing.assert_array_equal(padded.shape_xyz, [64, 64, 64])
+    assert np.linalg.norm(peak_position(padded) - [12, 9.5, 8.2]) < PEAK_TOLERANCE
+    box = crop_box(density, [6, 4, 3], [18, 15, 14])
+    assert np.linalg.norm(peak_position(box) - [12, 9.5, 8.2]) < PEAK_TOLERANCE
+    around = crop_around(density, np.array([[12, 9.5, 8.2]]), 5.0)
+    assert np.linalg.norm(peak_position(around) - [12, 9.5, 8.2]) < PEAK_TOLERANCE
+    mask = mask_around(density, np.array([[12, 9.5, 8.2]]), 3.0)
+    assert 4 / 3 * np.pi * 27 * 0.8 < mask.sum() < 4 / 3 * np.pi * 27 * 1.2
+    # back from 1.5 Å: a twice-interpolated peak is flattened, so compare centres of mass
+    back = resample_onto(resample(density, 1.5), density)
+    assert np.linalg.norm(centre_of_mass(back) - centre_of_mass(density)) < PEAK_TOLERANCE
+
+
+def test_normalise():
+    density = normalise(blob_map([1, 1, 1], [16, 16, 16], [0, 0, 0], atom=[8, 8, 8]))
+    assert abs(density.grid.mean()) < 1e-5 and abs(density.grid.std() - 1) < 1e-4
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"", "empty"),
+        (b"this is not a map\n" * 10, "not an MRC"),
+        (b"x" * 2000, "not"),
+    ],
+)
+def test_bad_files_raise_input_errors(tmp_path, content, problem):
+    path = tmp_path / "bad.mrc"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=problem) as info:
+        read_map(path)
+    assert str(path) in str(info.value)
+
+
+def test_truncated_and_constant_maps(tmp_path):
+    truth = blob_map([1, 1, 1], [20, 20, 20], [0, 0, 0], atom=[10, 10, 10])
+    data = map_to_bytes(truth)
+    (tmp_path / "cut.mrc").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated"):
+        read_map(tmp_path / "cut.mrc")
+    write_map(truth.with_grid(np.zeros_like(truth.grid)), tmp_path / "zeros.mrc")
+    with pytest.raises(InputError, match="constant"):
+        read_map(tmp_path / "zeros.mrc")
+    with pytest.raises(InputError, match="no such"):
+        read_map(tmp_path / "missing.mrc")
+
+
+def test_dev_maps_have_density_at_reference_calphas(shared_data):
+    from cryobuild.data import dev_cases
+    from cryobuild.models import read_model
+
+    cases = [c for c in dev_cases(shared_data) if c.model_path is not None]
+    assert cases
+    for case in cases:
+        density = normalise(read_map(case.map_path))
+        ca = read_model(case.model_path).ca
+        at_ca = density.interpolate(ca)
+        assert at_ca.mean() > 1.0, f"{case.name}: mean z-score at Cα {at_ca.mean():.2f}"
+        coarse = normalise(resample(density, 1.5))
+        assert coarse.interpolate(ca).mean() > 1.0, case.name
