@@ -7,9 +7,9 @@ training ``step``, ``history`` ...), loaded with ``weights_only=True``: no pickl
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
+from .atomic import atomic_path
 from .errors import InputError
 
 __all__ = ["checkpoint_path", "load_checkpoint", "save_checkpoint"]
@@ -45,13 +45,6 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     import torch
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

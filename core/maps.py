@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import InputError
 
 __all__ = [
@@ -97,6 +98,12 @@ class DensityMap:
     def xyz_to_voxel(self, xyz: np.ndarray) -> np.ndarray:
         """Å coordinates ``[..., 3]`` (x, y, z) to continuous voxel indices ``[..., 3]`` (i, j, k)."""
         return (np.asarray(xyz, dtype=np.float64) - self.origin) / self.voxel_size
+
+    def voxel_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(scale, offset)``, float64 ``[3]`` each (x, y, z), with ``voxel = xyz * scale + offset``:
+        the conversion of `xyz_to_voxel` as numbers, for code that applies it to tensors."""
+        scale = 1.0 / self.voxel_size
+        return scale, -self.origin * scale
 
     def voxel_to_xyz(self, ijk: np.ndarray) -> np.ndarray:
         """Voxel indices ``[..., 3]`` (i, j, k; may be fractional) to Å coordinates ``[..., 3]``."""
@@ -227,10 +234,7 @@ def write_map(density: DensityMap, path: str | os.PathLike) -> Path:
     import mrcfile
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with mrcfile.new(tmp, overwrite=True) as mrc:
@@ -240,12 +244,7 @@ def write_map(density: DensityMap, path: str | os.PathLike) -> Path:
                 mrc.header.origin.x, mrc.header.origin.y, mrc.header.origin.z = density.origin
                 mrc.header.nxstart = mrc.header.nystart = mrc.header.nzstart = 0
         if path.suffix == ".gz":
-            raw = Path(tmp).read_bytes()
-            Path(tmp).write_bytes(gzip.compress(raw))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            tmp.write_bytes(gzip.compress(tmp.read_bytes()))
     return path
 
 

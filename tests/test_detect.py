@@ -18,7 +18,7 @@ from cryobuild.detect.inference import (
 from cryobuild.detect.network import CalphaDetector, DetectorConfig, load_detector
 from cryobuild.errors import Cancelled
 from cryobuild.evaluate import match_calpha
-from cryobuild.maps import DensityMap, mask_around, pad_to_shape
+from cryobuild.maps import mask_around, pad_to_shape
 from cryobuild.progress import CancelToken
 
 

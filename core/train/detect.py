@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..data import ca_coordinates, default_split, read_structure
-from ..detect.inference import DETECTION_VOXEL, prepare_features
+from ..detect.inference import prepare_features
 from ..detect.network import CalphaDetector, DetectorConfig
 from ..simulate import SimulationOptions, simulate_map
 from ..checkpoints import checkpoint_path, load_checkpoint, save_checkpoint

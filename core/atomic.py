@@ -1,0 +1,38 @@
+"""Atomic file output: a file appears complete under its name or not at all.
+
+Every output of cryobuild (maps, models, checkpoints, session state) is written to a temporary
+file in the target's folder and renamed into place, so a killed run never leaves a half-written
+file, and a reader never sees one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomic_path", "write_bytes_atomic"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yields a temporary path beside ``path``; renamed to ``path`` when the block succeeds,
+    removed when it fails (the old ``path``, if any, is untouched)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
