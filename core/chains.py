@@ -1,0 +1,251 @@
+"""Link predicted residues into chains (METHODS §4, post-processing).
+
+The graph network predicts, for each candidate residue (node) ``i`` of ``N``, its backbone
+(N, CA, C), residue-type probabilities, a confidence, an existence probability, and sparse
+next-residue link probabilities: ``edge_prob[e]`` is the probability that ``edge_dst[e]`` is the
+residue after ``edge_src[e]`` in a chain, i.e. that C(src) and N(dst) form a peptide bond.
+`ResiduePredictions` holds exactly these arrays.
+
+`link_chains` turns them into chains in three steps:
+
+1. **Remove duplicates.** Nodes with ``existence < MIN_EXISTENCE`` are dropped. Among the rest,
+   in order of decreasing confidence, a node is kept unless its CA lies within
+   `DUPLICATE_CA_DISTANCE` of a node kept before it (a more confident copy of the same residue).
+2. **Candidate links.** A link ``i -> j`` between kept nodes is a candidate when
+   ``edge_prob >= MIN_LINK_PROB`` and the would-be peptide bond C(i)-N(j) is at most
+   `MAX_PEPTIDE_BOND` long, or at most `MAX_PEPTIDE_BOND_CONFIDENT` when
+   ``edge_prob >= CONFIDENT_LINK_PROB``.
+3. **Greedy selection.** Candidates are taken in order of increasing bond length (ties: higher
+   probability first), which keeps the total peptide-bond length small; a link is accepted when
+   ``i`` has no successor yet, ``j`` no predecessor, and ``i`` and ``j`` are not already in the
+   same chain (so there are no cycles).
+
+Each chain is returned as an int64 array of node indices in N -> C order; every kept node is in
+exactly one chain (possibly a chain of one residue). `chain_ids` gives chains their names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+__all__ = [
+    "MIN_EXISTENCE",
+    "DUPLICATE_CA_DISTANCE",
+    "MIN_LINK_PROB",
+    "CONFIDENT_LINK_PROB",
+    "MAX_PEPTIDE_BOND",
+    "MAX_PEPTIDE_BOND_CONFIDENT",
+    "ResiduePredictions",
+    "remove_duplicates",
+    "link_chains",
+    "chain_ids",
+]
+
+#: Nodes whose existence probability is below this are not residues.
+MIN_EXISTENCE = 0.5
+#: Å: a node whose CA is closer than this to a more confident node's CA is a duplicate
+#: (consecutive CAs are 3.8 Å apart, so real neighbours are never this close).
+DUPLICATE_CA_DISTANCE = 1.5
+#: Links with a lower next-residue probability are ignored (ModelAngelo: 0.5).
+MIN_LINK_PROB = 0.5
+#: Links at least this probable may have a longer bond (`MAX_PEPTIDE_BOND_CONFIDENT`).
+CONFIDENT_LINK_PROB = 0.9
+#: Å, longest C(i)-N(j) distance of a link (ModelAngelo: 2.1 Å; a peptide bond is 1.33 Å).
+MAX_PEPTIDE_BOND = 2.1
+#: Å, longest C(i)-N(j) distance of a link with probability >= `CONFIDENT_LINK_PROB`.
+MAX_PEPTIDE_BOND_CONFIDENT = 2.5
+
+#: Chain names that fit PDB's one-character chain column, in the order they are used.
+_SINGLE_IDS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+# Backbone atom rows of ``ResiduePredictions.backbone``.
+_N, _CA, _C = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ResiduePredictions:
+    """Per-node outputs of the graph network that post-processing uses.
+
+    Attributes
+    ----------
+    backbone : float64 ``[N, 3, 3]``
+        Positions in Å of the atoms N, CA, C (axis 1, in that order) of each node.
+    aa_probs : float64 ``[N, 20]``
+        Residue-type probabilities in ``residues.AA_ORDER``; rows sum to 1.
+    confidence : float64 ``[N]``
+        Confidence, 0-100.
+    existence : float64 ``[N]``
+        Probability that the node is a real residue, 0-1.
+    edge_src, edge_dst : int64 ``[E]``
+        Candidate links: node ``edge_dst[e]`` may be the residue after ``edge_src[e]``.
+    edge_prob : float64 ``[E]``
+        Probability of each link, 0-1.
+
+    Instances compare by identity (``eq=False``).
+    """
+
+    backbone: np.ndarray
+    aa_probs: np.ndarray
+    confidence: np.ndarray
+    existence: np.ndarray
+    edge_src: np.ndarray
+    edge_dst: np.ndarray
+    edge_prob: np.ndarray
+
+    def __post_init__(self):
+        backbone = np.asarray(self.backbone, dtype=np.float64)
+        num = backbone.shape[0] if backbone.ndim == 3 else -1
+        if backbone.shape != (num, 3, 3):
+            raise ValueError(f"backbone must have shape [N, 3, 3], got {backbone.shape}")
+        aa_probs = np.asarray(self.aa_probs, dtype=np.float64)
+        if aa_probs.shape != (num, 20):
+            raise ValueError(f"aa_probs must have shape [{num}, 20], got {aa_probs.shape}")
+        per_node = {
+            "confidence": np.asarray(self.confidence, dtype=np.float64),
+            "existence": np.asarray(self.existence, dtype=np.float64),
+        }
+        for name, array in per_node.items():
+            if array.shape != (num,):
+                raise ValueError(f"{name} must have shape [{num}], got {array.shape}")
+        src = np.asarray(self.edge_src, dtype=np.int64)
+        dst = np.asarray(self.edge_dst, dtype=np.int64)
+        prob = np.asarray(self.edge_prob, dtype=np.float64)
+        if src.ndim != 1 or src.shape != dst.shape or src.shape != prob.shape:
+            raise ValueError(
+                f"edge_src, edge_dst and edge_prob must be [E] arrays of one length, got "
+                f"{src.shape}, {dst.shape}, {prob.shape}"
+            )
+        if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= num):
+            raise ValueError(f"edge node indices must be in 0..{num - 1}")
+        if not (np.all(np.isfinite(backbone)) and np.all(np.isfinite(aa_probs))):
+            raise ValueError("backbone and aa_probs must be finite")
+        object.__setattr__(self, "backbone", backbone)
+        object.__setattr__(self, "aa_probs", aa_probs)
+        object.__setattr__(self, "confidence", per_node["confidence"])
+        object.__setattr__(self, "existence", per_node["existence"])
+        object.__setattr__(self, "edge_src", src)
+        object.__setattr__(self, "edge_dst", dst)
+        object.__setattr__(self, "edge_prob", prob)
+
+    @property
+    def num_nodes(self) -> int:
+        return self.backbone.shape[0]
+
+
+def remove_duplicates(predictions: ResiduePredictions) -> np.ndarray:
+    """Which nodes are residues: existent, and not a less confident copy of another node.
+
+    Parameters
+    ----------
+    predictions : ResiduePredictions
+        The ``N`` nodes.
+
+    Returns
+    -------
+    bool ``[N]``
+        True for kept nodes (see step 1 of the module docstring).
+    """
+    from scipy.spatial import cKDTree
+
+    candidates = np.flatnonzero(predictions.existence >= MIN_EXISTENCE)
+    # Most confident first; a stable sort keeps ties in node order.
+    candidates = candidates[np.argsort(-predictions.confidence[candidates], kind="stable")]
+    kept = np.zeros(predictions.num_nodes, dtype=bool)
+    suppressed = np.zeros(predictions.num_nodes, dtype=bool)
+    ca = predictions.backbone[candidates, _CA]
+    neighbours = cKDTree(ca).query_ball_point(ca, DUPLICATE_CA_DISTANCE)
+    for rank, node in enumerate(candidates):
+        if suppressed[node]:
+            continue
+        kept[node] = True
+        suppressed[candidates[neighbours[rank]]] = True
+    return kept
+
+
+def _candidate_links(
+    predictions: ResiduePredictions, kept: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate links between kept nodes, in the order the greedy selection takes them.
+
+    Returns
+    -------
+    src, dst : int64 ``[K]``
+        Links sorted by bond length (ascending), ties by probability (descending).
+    """
+    src, dst, prob = predictions.edge_src, predictions.edge_dst, predictions.edge_prob
+    usable = kept[src] & kept[dst] & (src != dst) & (prob >= MIN_LINK_PROB)
+    src, dst, prob = src[usable], dst[usable], prob[usable]
+    # [K, 3] => [K] would-be peptide bond C(src)-N(dst), Å
+    bond = np.linalg.norm(predictions.backbone[src, _C] - predictions.backbone[dst, _N], axis=-1)
+    limit = np.where(prob >= CONFIDENT_LINK_PROB, MAX_PEPTIDE_BOND_CONFIDENT, MAX_PEPTIDE_BOND)
+    close = bond <= limit
+    src, dst, prob, bond = src[close], dst[close], prob[close], bond[close]
+    order = np.lexsort((-prob, bond))
+    return src[order], dst[order]
+
+
+def link_chains(predictions: ResiduePredictions) -> list[np.ndarray]:
+    """Link the predicted residues into chains (see the module docstring).
+
+    Parameters
+    ----------
+    predictions : ResiduePredictions
+        The ``N`` nodes and their candidate links.
+
+    Returns
+    -------
+    list of int64 ``[L_c]``
+        One array of node indices per chain in N -> C order, longest chain first (ties: the
+        chain with the smaller first node index first). Every node kept by `remove_duplicates`
+        is in exactly one chain.
+    """
+    kept = remove_duplicates(predictions)
+    src, dst = _candidate_links(predictions, kept)
+    num = predictions.num_nodes
+    successor = np.full(num, -1, dtype=np.int64)
+    predecessor = np.full(num, -1, dtype=np.int64)
+    # Union-find over chains: a link inside one chain would close a cycle.
+    root = np.arange(num)
+
+    def find(node: int) -> int:
+        while root[node] != node:
+            root[node] = root[root[node]]
+            node = root[node]
+        return node
+
+    for i, j in zip(src.tolist(), dst.tolist()):
+        if successor[i] >= 0 or predecessor[j] >= 0:
+            continue
+        root_i, root_j = find(i), find(j)
+        if root_i == root_j:
+            continue
+        successor[i], predecessor[j] = j, i
+        root[root_j] = root_i
+
+    chains = []
+    for start in np.flatnonzero(kept & (predecessor < 0)).tolist():
+        chain = [start]
+        while successor[chain[-1]] >= 0:
+            chain.append(int(successor[chain[-1]]))
+        chains.append(np.array(chain, dtype=np.int64))
+    chains.sort(key=lambda chain: (-len(chain), chain[0]))
+    return chains
+
+
+def chain_ids(count: int) -> list[str]:
+    """``count`` distinct chain names valid in PDB files where possible.
+
+    The first 62 are single characters ``A-Z``, ``a-z``, ``0-9``; then two characters from the
+    same alphabet (``AA``, ``AB``, ..., 62 + 62**2 = 3,906 names in all). PDB format holds up to
+    two characters (mmCIF any number).
+    """
+    alphabet = _SINGLE_IDS
+    limit = len(alphabet) + len(alphabet) ** 2
+    if not 0 <= count <= limit:
+        raise ValueError(f"can name 0..{limit} chains, asked for {count}")
+    names = list(alphabet[:count])
+    for index in range(max(0, count - len(alphabet))):
+        names.append(alphabet[index // len(alphabet)] + alphabet[index % len(alphabet)])
+    return names

@@ -1,0 +1,137 @@
+"""Tests of cryobuild.chains: linking simulated network output of il2 back into chains."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import pytest
+
+from cryobuild.chains import (
+    MAX_PEPTIDE_BOND,
+    ResiduePredictions,
+    chain_ids,
+    link_chains,
+    remove_duplicates,
+)
+from cryobuild.models import read_model
+
+from gnn_synth import simulate_predictions
+
+#: Fraction of true links that must be recovered, and of chosen links that must be true.
+MIN_CONNECTIVITY = 0.95
+
+
+@pytest.fixture(scope="module")
+def il2(il2_path):
+    model = read_model(il2_path)
+    return model.atom_positions[:, :3].astype(np.float64), model.aatype, model.residue_number
+
+
+@pytest.fixture(scope="module")
+def simulated(il2):
+    return simulate_predictions(*il2, np.random.default_rng(7))
+
+
+def test_duplicates_and_ghosts_are_removed(simulated):
+    kept = remove_duplicates(simulated.predictions)
+    np.testing.assert_array_equal(kept, simulated.kept_truth)
+
+
+def test_chains_recover_the_true_order(simulated):
+    chains = link_chains(simulated.predictions)
+    links = {(int(a), int(b)) for chain in chains for a, b in itertools.pairwise(chain)}
+    nodes = np.concatenate(chains)
+    assert len(nodes) == len(set(nodes.tolist())) == simulated.kept_truth.sum()
+    right = len(links & simulated.true_links)
+    assert right >= MIN_CONNECTIVITY * len(simulated.true_links)
+    assert right >= MIN_CONNECTIVITY * len(links)
+    # Chains run N -> C: residue indices increase along every chain.
+    for chain in chains:
+        assert np.all(np.diff(simulated.residue_of_node[chain]) > 0)
+
+
+def _line(num: int, rise: float = 3.8) -> np.ndarray:
+    """``[num, 3, 3]`` backbones along x; C(i)-N(i+1) is ``rise - 2.4`` Å."""
+    backbone = np.zeros((num, 3, 3))
+    backbone[:, 1, 0] = rise * np.arange(num)
+    backbone[:, 0, 0] = backbone[:, 1, 0] - 1.2
+    backbone[:, 2, 0] = backbone[:, 1, 0] + 1.2
+    return backbone
+
+
+def _predictions(backbone, src, dst, prob) -> ResiduePredictions:
+    num = len(backbone)
+    return ResiduePredictions(
+        backbone=backbone,
+        aa_probs=np.full((num, 20), 0.05),
+        confidence=np.full(num, 80.0),
+        existence=np.ones(num),
+        edge_src=np.array(src),
+        edge_dst=np.array(dst),
+        edge_prob=np.array(prob),
+    )
+
+
+def test_links_need_probability_and_a_short_bond():
+    backbone = _line(4)
+    # 0->1 probable, 1->2 improbable, 2->3 probable; 3->0 would close a cycle but is too long.
+    chains = link_chains(_predictions(backbone, [0, 1, 2, 3], [1, 2, 3, 0], [0.9, 0.3, 0.8, 0.9]))
+    assert [c.tolist() for c in chains] == [[0, 1], [2, 3]]
+    # A bond of 2.3 Å is accepted only with a confident link.
+    stretched = _line(2, rise=2.4 + MAX_PEPTIDE_BOND + 0.2)
+    assert len(link_chains(_predictions(stretched, [0], [1], [0.7]))) == 2
+    assert len(link_chains(_predictions(stretched, [0], [1], [0.95]))) == 1
+
+
+def test_no_cycles_and_one_successor():
+    # CAs on a triangle of side 3 Å; every N and C near its centre, so every link is short.
+    backbone = np.zeros((3, 3, 3))
+    backbone[:, 1, :2] = [[0.0, 0.0], [3.0, 0.0], [1.5, 2.6]]
+    backbone[:, [0, 2]] = [0.75, 0.87, 0.0]
+    backbone[:, 2, 2] = [0.1, 0.2, 0.3]
+    src, dst = [0, 1, 2, 0], [1, 2, 0, 2]
+    chains = link_chains(_predictions(backbone, src, dst, [0.95] * 4))
+    assert sorted(len(c) for c in chains) == [3]
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ValueError):
+        _predictions(_line(3), [0], [5], [0.9])
+    with pytest.raises(ValueError):
+        ResiduePredictions(
+            backbone=_line(2),
+            aa_probs=np.zeros((3, 20)),
+            confidence=np.zeros(2),
+            existence=np.zeros(2),
+            edge_src=[],
+            edge_dst=[],
+            edge_prob=[],
+        )
+
+
+def test_fast_for_5000_nodes(il2):
+    """40 shifted copies of il2 (5,040 residues): linking takes well under a second."""
+    backbone, aatype, numbers = il2
+    copies = 40
+    shifts = 60.0 * np.arange(copies)[:, None, None, None] * np.array([1.0, 0, 0])
+    big = (backbone[None] + shifts).reshape(-1, 3, 3)
+    rng = np.random.default_rng(3)
+    offsets = 1000 * np.repeat(np.arange(copies), len(aatype))
+    simulated = simulate_predictions(
+        big, np.tile(aatype, copies), np.tile(numbers, copies) + offsets, rng, num_breaks=20
+    )
+    start = time.perf_counter()
+    chains = link_chains(simulated.predictions)
+    elapsed = time.perf_counter() - start
+    assert sum(map(len, chains)) == simulated.kept_truth.sum()
+    assert elapsed < 2.0
+
+
+def test_chain_ids():
+    assert chain_ids(3) == ["A", "B", "C"]
+    ids = chain_ids(64)
+    assert ids[61] == "9" and ids[62:] == ["AA", "AB"] and len(set(ids)) == 64
+    with pytest.raises(ValueError):
+        chain_ids(62 + 62**2 + 1)

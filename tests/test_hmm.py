@@ -1,0 +1,258 @@
+"""Tests of cryobuild.hmm (profiles, E-value calibration, files, search) and
+cryobuild.assignment (threading, joining, naming)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from pyhmmer import plan7
+
+from cryobuild import assignment, hmm
+from cryobuild.chains import chain_ids, link_chains
+from cryobuild.cli import main as cli_main
+from cryobuild.models import read_model
+from cryobuild.residues import AA_ORDER
+from cryobuild.sequences import Sequence, read_fasta
+
+from gnn_synth import noisy_probs, simulate_predictions
+
+#: Residues that must get their true residue number (at 60 % top-1 type accuracy).
+MIN_SEQUENCE_RECALL = 0.9
+#: E-values of the r-th best random sequence must lie within this factor of r.
+EVALUE_RANK_FACTOR = 4.0
+#: Largest difference (bits) between our Forward scores and pyhmmer's.
+FORWARD_TOLERANCE = 1e-3
+
+
+@pytest.fixture(scope="module")
+def il2(il2_path):
+    """The il2 model, its full sequence (gaps filled at random) and the background frequencies."""
+    model = read_model(il2_path)
+    rng = np.random.default_rng(11)
+    letters = list(rng.choice(list(AA_ORDER), size=int(model.residue_number.max())))
+    for number, aatype in zip(model.residue_number, model.aatype):
+        letters[number - 1] = AA_ORDER[aatype]
+    return model, Sequence("il2", "".join(letters))
+
+
+def _random_sequence(name: str, length: int, rng: np.random.Generator) -> Sequence:
+    """A sequence with natural (HMMER background) amino-acid composition."""
+    _, frequencies = hmm._background()
+    residues = rng.choice(list(AA_ORDER), size=length, p=frequencies / frequencies.sum())
+    return Sequence(name, "".join(residues))
+
+
+def _shuffled(sequence: Sequence, rng: np.random.Generator) -> Sequence:
+    return Sequence(f"{sequence.name}_shuffled", "".join(rng.permutation(list(sequence.residues))))
+
+
+@pytest.fixture(scope="module")
+def threaded(il2):
+    """il2 simulated at 60 % accuracy, linked and threaded against il2 and two decoys."""
+    model, sequence = il2
+    rng = np.random.default_rng(5)
+    simulated = simulate_predictions(
+        model.atom_positions[:, :3].astype(np.float64), model.aatype, model.residue_number, rng
+    )
+    chains = link_chains(simulated.predictions)
+    decoys = [_shuffled(sequence, rng), _random_sequence("unrelated", 150, rng)]
+    sequences = [decoys[0], sequence, decoys[1]]
+    predictions = simulated.predictions
+    matches = assignment.thread_chains(
+        chains, predictions.aa_probs, predictions.confidence, sequences, rng=rng
+    )
+    return simulated, chains, sequences, matches
+
+
+def _recall(simulated, matches, model) -> float:
+    """Fraction of the model's residues whose node got the true residue number of il2."""
+    right = 0
+    for match in matches:
+        if match.sequence_index != 1:
+            continue
+        residues = simulated.residue_of_node[match.nodes]
+        true_numbers = model.residue_number[residues]
+        right += int(np.sum(match.residue_number == true_numbers))
+    return right / model.num_residues
+
+
+def test_profile_is_valid(il2):
+    model, _ = il2
+    probs = noisy_probs(model.aatype, 0.6, np.random.default_rng(0))
+    profile = hmm.profile_from_probs(probs, np.full(len(probs), 80.0), "il2")
+    assert profile.M == model.num_residues
+    emissions = np.asarray(profile.match_emissions)[1:]
+    np.testing.assert_allclose(emissions.sum(axis=1), 1.0, atol=1e-5)
+    assert emissions.min() > 0
+    with pytest.raises(ValueError):
+        hmm.profile_from_probs(probs[:, :5], np.ones(len(probs)), "bad")
+
+
+def test_forward_scores_match_pyhmmer(il2):
+    """Our vectorised Forward equals the pipeline's Forward score (Hit.pre_score)."""
+    model, _ = il2
+    rng = np.random.default_rng(1)
+    probs = noisy_probs(model.aatype, 0.6, rng)
+    profile = hmm.profile_from_probs(probs, np.full(len(probs), 70.0), "il2")
+    hmm.calibrate(profile, rng)
+    _, frequencies = hmm._background()
+    residues = hmm._random_residues(rng, frequencies, 100, 120)
+    ours = hmm._forward_scores(hmm._local_scores(profile, frequencies), residues)
+    pipeline = plan7.Pipeline(
+        hmm.ALPHABET,
+        bias_filter=False,
+        null2=False,
+        F1=1.0,
+        F2=1.0,
+        F3=1.0,
+        T=-math.inf,
+        domT=-math.inf,
+    )
+    hits = list(pipeline.search_hmm(profile, hmm._block(residues)))
+    assert len(hits) > 20
+    for hit in hits:
+        assert abs(hit.pre_score - ours[int(hit.name.removeprefix("random"))]) < FORWARD_TOLERANCE
+
+
+def test_calibrated_evalues_follow_rank(il2):
+    """Random sequences: the r-th best has an E-value of about r (searched with filters open)."""
+    model, _ = il2
+    rng = np.random.default_rng(2)
+    probs = noisy_probs(model.aatype, 0.6, rng)
+    profile = hmm.profile_from_probs(probs, np.full(len(probs), 70.0), "il2")
+    hmm.calibrate(profile, rng)
+    ev = profile.evalue_parameters.as_vector()
+    assert all(math.isfinite(value) for value in ev)
+    _, frequencies = hmm._background()
+    count = 1000
+    block = hmm._block(hmm._random_residues(rng, frequencies, count, 150))
+    pipeline = plan7.Pipeline(
+        hmm.ALPHABET, bias_filter=False, F1=1.0, F2=1.0, F3=1.0, Z=count, E=math.inf
+    )
+    evalues = sorted(hit.evalue for hit in pipeline.search_hmm(profile, block))
+    for rank in (2, 5, 10, 20):
+        assert rank / EVALUE_RANK_FACTOR < evalues[rank - 1] < rank * EVALUE_RANK_FACTOR
+
+
+def test_threading_finds_il2_and_numbers(threaded, il2):
+    model, _ = il2
+    simulated, _, _, matches = threaded
+    long_matches = [m for m in matches if len(m.nodes) >= 10]
+    assert long_matches and all(m.sequence_index == 1 for m in long_matches)
+    assert all(m.evalue < assignment.MAX_THREAD_EVALUE for m in long_matches)
+    assert _recall(simulated, matches, model) >= MIN_SEQUENCE_RECALL
+    for match in long_matches:
+        assigned = match.assigned
+        expected = np.array([AA_ORDER.index(c) for c in il2[1].residues])
+        np.testing.assert_array_equal(
+            match.aatype[assigned], expected[match.residue_number[assigned] - 1]
+        )
+
+
+def test_taken_positions_are_avoided(threaded):
+    simulated, chains, sequences, _ = threaded
+    taken = [np.zeros(len(s), dtype=bool) for s in sequences]
+    taken[1][:70] = True
+    predictions = simulated.predictions
+    matches = assignment.thread_chains(
+        chains,
+        predictions.aa_probs,
+        predictions.confidence,
+        sequences,
+        taken=taken,
+        rng=np.random.default_rng(0),
+    )
+    numbers = np.concatenate(
+        [m.residue_number[m.assigned] for m in matches if m.sequence_index == 1]
+    )
+    assert len(numbers) > 30 and numbers.min() > 70
+
+
+def test_random_chain_is_unthreadable():
+    rng = np.random.default_rng(4)
+    probs = rng.dirichlet(np.ones(20), size=30)
+    [match] = assignment.thread_chains(
+        [np.arange(30)], probs, np.full(30, 50.0), [_random_sequence("other", 200, rng)], rng=rng
+    )
+    assert match.sequence_index == -1 and not match.assigned.any()
+    assert match.evalue > assignment.MAX_THREAD_EVALUE
+
+
+def test_joining_and_copies(threaded):
+    """Two copies of the threaded il2 chains, 200 Å apart: joined per copy, copies kept apart."""
+    simulated, _, sequences, matches = threaded
+    backbone = simulated.predictions.backbone
+    num = len(backbone)
+    shifted = np.concatenate([backbone, backbone + np.array([200.0, 0, 0])])
+    copies = matches + [
+        assignment.ChainMatch(
+            m.nodes + num, m.sequence_index, m.residue_number, m.aatype, m.score, m.evalue
+        )
+        for m in matches
+    ]
+    joined = assignment.join_matches(copies, shifted)
+    on_il2 = [m for m in joined if m.sequence_index == 1]
+    assert len(on_il2) < len([m for m in copies if m.sequence_index == 1])
+    for match in on_il2:
+        numbers = match.residue_number[match.assigned]
+        assert np.all(np.diff(numbers) > 0)  # never overlapping copies
+        assert np.all(match.nodes < num) or np.all(match.nodes >= num)
+    named = assignment.name_chains(joined, sequences)
+    assert [n.chain_id for n in named] == chain_ids(len(joined))
+    assert named[0].label == "il2 copy 1" and named[1].label == "il2 copy 2"
+
+
+@pytest.fixture(scope="module")
+def il2_profile_folder(il2, tmp_path_factory):
+    """build_no_seq-like output: the calibrated profile of one simulated il2 chain."""
+    model, _ = il2
+    rng = np.random.default_rng(8)
+    probs = noisy_probs(model.aatype, 0.6, rng)
+    [profile] = hmm.chain_profiles([np.arange(len(probs))], probs, np.full(len(probs), 70.0), rng)
+    folder = tmp_path_factory.mktemp("build_no_seq")
+    [path] = hmm.write_profiles([profile], folder / "hmm_profiles")
+    assert path.name == "0001_A.hmm"
+    [read] = hmm.read_profiles(folder / "hmm_profiles")
+    np.testing.assert_allclose(
+        read.evalue_parameters.as_vector(), profile.evalue_parameters.as_vector(), atol=1e-3
+    )
+    return folder
+
+
+def test_hmm_search_ranks_il2_first(il2, il2_profile_folder, tmp_path, capsys):
+    _, sequence = il2
+    rng = np.random.default_rng(9)
+    decoys = [_random_sequence(f"decoy{i}", int(rng.integers(80, 400)), rng) for i in range(1000)]
+    decoys += [_shuffled(sequence, rng)]
+    fasta = tmp_path / "db.fasta"
+    fasta.write_text("".join(f">{s.name}\n{s.residues}\n" for s in decoys + [sequence]))
+    assert (
+        cli_main(
+            [
+                "hmm_search",
+                "-i",
+                str(il2_profile_folder),
+                "-f",
+                str(fasta),
+                "-o",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
+    lines = (tmp_path / "out" / "hits.csv").read_text().splitlines()
+    assert lines[0] == "profile,target,bits,evalue,rank"
+    assert lines[1].startswith("A,il2,") and lines[1].endswith(",1")
+    assert "il2" in capsys.readouterr().out
+
+
+def test_hmm_search_against_shared_chains(il2, il2_profile_folder, shared_data):
+    paths = sorted((shared_data / "structures").glob("*/chains.fasta"))
+    if not paths:
+        pytest.skip("no structures/*/chains.fasta in the shared data")
+    database = [s for path in paths for s in read_fasta(path)] + [il2[1]]
+    assert len(database) > 1000
+    hits = hmm.search_profiles(hmm.read_profiles(il2_profile_folder / "hmm_profiles"), database)
+    assert hits and hits[0].target == "il2"
