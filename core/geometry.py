@@ -138,12 +138,12 @@ class Rigid:
 
     def apply(self, points: torch.Tensor) -> torch.Tensor:
         """Map local points ``[*, 3]`` (Å) to global ones; ``*`` broadcasts with the batch."""
-        return (self.rotations @ points[..., None])[..., 0] + self.translations
+        return torch.einsum("...ij,...j->...i", self.rotations, points) + self.translations
 
     def invert_apply(self, points: torch.Tensor) -> torch.Tensor:
         """Map global points ``[*, 3]`` (Å) into the local frames."""
         shifted = points - self.translations
-        return (self.rotations.transpose(-1, -2) @ shifted[..., None])[..., 0]
+        return torch.einsum("...ji,...j->...i", self.rotations, shifted)
 
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None

@@ -1,0 +1,375 @@
+"""Train the graph network on simulated maps: ``python -m cryobuild.train.gnn``.
+
+Resumable: every run starts from ``--checkpoint`` (default ``weights/gnn.pt``, or
+``weights/gnn_noseq.pt`` with ``--no-sequence``) when it exists and saves back to it every
+``--save-every`` steps and at the end, so training can continue over many sessions
+(``nohup python -m cryobuild.train.gnn --minutes 60 &``). Progress goes to ``--log`` as JSON
+lines: loss parts every ``--log-every`` steps, validation figures every ``--validate-every``.
+
+Each step is one crop (METHODS §3): a training-split structure, a sphere of 64-160 residues
+around a random residue (the nearest ones), a map simulated from the atoms near the crop into a
+box around it (resolution 2.5-4.5 Å, B sharpen/blur ±30 Å², coloured noise at a random SNR,
+voxel 1.0-1.4 Å), Cα noise N(0, 1/√3) Å per axis, random initial frames, and 10% of the
+residues replaced by random 2-5-residue peptides (fake nodes, placed at random in the box).
+Recycling: r ∈ {1, 2, 3} rounds, the first r-1 without gradients. Losses:
+`cryobuild.gnn.losses.graph_loss`. Validation: `cryobuild.bench.gnn` on a few fixed held-out
+structures at 3.0 Å (Cα and backbone RMSD, residue-type accuracy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..bench.gnn import run_case, simulated_cases
+from ..checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from ..data import default_split, read_structure
+from ..geometry import Rigid, random_rotations
+from ..gnn.config import GraphConfig, config_from_dict, default_config
+from ..gnn.density import DensityVolume, normalise_near
+from ..gnn.losses import GraphTargets, graph_loss
+from ..gnn.network import GraphInputs, GraphNetwork, run_rounds
+from ..maps import DensityMap
+from ..models import BuiltModel, read_model
+from ..residues import BACKBONE_NAMES, MAX_ATOMS, NUM_AA, UNK_INDEX
+from ..simulate import SimulationOptions, simulate_map
+
+__all__ = ["GraphAugmentation", "GraphSample", "SimulatedGraphs", "chain_links", "main"]
+
+#: Largest C(i)-N(i+1) distance (Å) for a peptide bond between consecutive residues.
+PEPTIDE_BOND_MAX = 2.0
+#: Step between consecutive Cα of a fake peptide, Å.
+CA_CA_DISTANCE = 3.8
+#: Residues whose Cα lies this far (Å) outside the map box still go into the simulation
+#: (their side chains reach into the box).
+CONTEXT_MARGIN = 6.0
+_N, _CA, _C = (BACKBONE_NAMES.index(name) for name in ("N", "CA", "C"))
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphAugmentation:
+    """Ranges of the random choices per sample: residues per crop, resolution (Å), voxel (Å),
+    extra B (Å²), log SNR, fraction of noise-free maps, Cα noise per axis (Å), fraction of
+    residues replaced by fake peptides, fake peptide length, map margin around the crop (Å),
+    solvent level."""
+
+    crop_residues: tuple[int, int] = (64, 160)
+    resolution: tuple[float, float] = (2.5, 4.5)
+    voxel_size: tuple[float, float] = (1.0, 1.4)
+    b_extra: tuple[float, float] = (-30.0, 30.0)
+    log_snr: tuple[float, float] = (math.log(0.5), math.log(8.0))
+    noise_free_fraction: float = 0.1
+    calpha_noise: float = 1.0 / math.sqrt(3.0)
+    fake_fraction: float = 0.1
+    fake_length: tuple[int, int] = (2, 5)
+    map_margin: float = 6.0
+    solvent_level: tuple[float, float] = (0.0, 0.3)
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphSample:
+    """One training crop (NumPy; ``N`` nodes: real ones first, then fake ones).
+
+    Attributes
+    ----------
+    density : DensityMap
+        The simulated map of the box around the crop (not normalised).
+    rotations : float32 ``[N, 3, 3]``
+        Random initial frames.
+    ca : float32 ``[N, 3]``
+        Noisy Cα of the real nodes, fake peptides' Cα; Å.
+    real : bool ``[N]``
+    aatype : int64 ``[N]`` (20 for fake nodes)
+    atom14 : float32 ``[N, 14, 3]`` Å; atom14_mask : bool ``[N, 14]``
+    next_node, previous_node : int64 ``[N]`` (-1: none)
+    sequences : tuple of str
+        The structure's distinct chain sequences.
+    """
+
+    density: DensityMap
+    rotations: np.ndarray
+    ca: np.ndarray
+    real: np.ndarray
+    aatype: np.ndarray
+    atom14: np.ndarray
+    atom14_mask: np.ndarray
+    next_node: np.ndarray
+    previous_node: np.ndarray
+    sequences: tuple[str, ...]
+
+    def inputs_and_targets(self, network: GraphNetwork) -> tuple[GraphInputs, GraphTargets]:
+        """Tensors for `run_rounds` and `graph_loss` (the sequence embedding keeps gradients)."""
+        device = network.device
+        density = normalise_near(self.density, self.ca)
+        ca = torch.from_numpy(self.ca).to(device)
+        inputs = GraphInputs(
+            volume=DensityVolume.from_map(density, device),
+            frames=Rigid(torch.from_numpy(self.rotations).to(device), ca),
+            aa_prior=torch.zeros(len(self.ca), NUM_AA, device=device),
+            sequence=network.embed_sequences(list(self.sequences)),
+        )
+        targets = GraphTargets(
+            real=torch.from_numpy(self.real).to(device),
+            aatype=torch.from_numpy(self.aatype).to(device),
+            atom14=torch.from_numpy(self.atom14).to(device),
+            atom14_mask=torch.from_numpy(self.atom14_mask).to(device),
+            next_node=torch.from_numpy(self.next_node).to(device),
+            previous_node=torch.from_numpy(self.previous_node).to(device),
+        )
+        return inputs, targets
+
+
+def chain_links(model: BuiltModel) -> np.ndarray:
+    """Bool ``[R]``: residue ``i`` is peptide-bonded to residue ``i + 1`` (same chain, both
+    atoms present, C(i)-N(i+1) < `PEPTIDE_BOND_MAX`); the last entry is False."""
+    links = np.zeros(model.num_residues, dtype=bool)
+    same_chain = model.chain_id[:-1] == model.chain_id[1:]
+    present = model.atom_mask[:-1, _C] & model.atom_mask[1:, _N]
+    bond = np.linalg.norm(model.atom_positions[:-1, _C] - model.atom_positions[1:, _N], axis=-1)
+    links[:-1] = same_chain & present & (bond < PEPTIDE_BOND_MAX)
+    return links
+
+
+def _stretches(n: int, count: int, lengths: tuple[int, int], rng) -> np.ndarray:
+    """Bool ``[n]`` with about ``count`` positions set, in stretches of the given lengths."""
+    mask = np.zeros(n, dtype=bool)
+    while mask.sum() < count:
+        length = int(rng.integers(lengths[0], lengths[1] + 1))
+        start = int(rng.integers(0, max(n - length, 1)))
+        mask[start : start + length] = True
+    return mask
+
+
+def _fake_peptides(count: int, lo: np.ndarray, hi: np.ndarray, lengths, rng) -> np.ndarray:
+    """Cα ``[M, 3]`` (M ≈ count) of random-walk peptides starting at random points in a box."""
+    chains = []
+    total = 0
+    while total < count:
+        length = int(rng.integers(lengths[0], lengths[1] + 1))
+        steps = rng.normal(size=(length, 3))
+        steps *= CA_CA_DISTANCE / np.linalg.norm(steps, axis=-1, keepdims=True)
+        steps[0] = rng.uniform(lo, hi)
+        chains.append(np.cumsum(steps, axis=0))
+        total += length
+    return np.concatenate(chains).reshape(-1, 3)
+
+
+def _box_structure(structure, model: BuiltModel, lo: np.ndarray, hi: np.ndarray):
+    """A copy of ``structure`` with only the residues whose Cα lies within `CONTEXT_MARGIN` of
+    the box ``lo``-``hi`` (Å), so the periodic simulation cell does not wrap far atoms in."""
+    keep = {
+        (chain, int(number))
+        for chain, number, ca in zip(model.chain_id, model.residue_number, model.ca)
+        if np.all(ca > lo - CONTEXT_MARGIN) and np.all(ca < hi + CONTEXT_MARGIN)
+    }
+    st = structure.clone()
+    st.remove_ligands_and_waters()
+    for chain in st[0]:
+        for index in range(len(chain) - 1, -1, -1):
+            if (chain.name, chain[index].seqid.num) not in keep:
+                del chain[index]
+    st.remove_empty_chains()
+    return st
+
+
+def make_sample(structure, model: BuiltModel, sequences, aug: GraphAugmentation, rng) -> GraphSample:
+    """One training crop of ``model`` (atom14, from the same file as ``structure``)."""
+    ca_all = model.ca
+    centre = ca_all[int(rng.integers(model.num_residues))]
+    size = min(int(rng.integers(aug.crop_residues[0], aug.crop_residues[1] + 1)), model.num_residues)
+    chosen = np.sort(np.argsort(np.linalg.norm(ca_all - centre, axis=-1))[:size])
+    replaced = _stretches(size, round(aug.fake_fraction * size), aug.fake_length, rng)
+    kept = chosen[~replaced]
+
+    lo = ca_all[chosen].min(0) - aug.map_margin
+    hi = ca_all[chosen].max(0) + aug.map_margin
+    voxel = float(rng.uniform(*aug.voxel_size))
+    snr = None if rng.random() < aug.noise_free_fraction else math.exp(rng.uniform(*aug.log_snr))
+    options = SimulationOptions(
+        resolution=float(rng.uniform(*aug.resolution)),
+        voxel_size=voxel,
+        b_extra=float(rng.uniform(*aug.b_extra)),
+        snr=snr,
+        solvent_level=float(rng.uniform(*aug.solvent_level)),
+        origin=tuple(lo),
+        shape_xyz=tuple(int(n) for n in np.ceil((hi - lo) / voxel).astype(int) + 1),
+    )
+    density = simulate_map(_box_structure(structure, model, lo, hi), options, rng)
+
+    fake = _fake_peptides(len(chosen) - len(kept), lo + aug.map_margin, hi - aug.map_margin,
+                          aug.fake_length, rng)
+    n_real, n = len(kept), len(kept) + len(fake)
+    ca = np.concatenate([ca_all[kept] + rng.normal(0, aug.calpha_noise, (n_real, 3)), fake])
+    # residue index -> node index of the kept residues
+    node_of = np.full(model.num_residues, -1, dtype=np.int64)
+    node_of[kept] = np.arange(n_real)
+    links = chain_links(model)
+    following = np.where(links[kept], node_of[np.minimum(kept + 1, model.num_residues - 1)], -1)
+    preceding = np.where(links[np.maximum(kept - 1, 0)] & (kept > 0), node_of[np.maximum(kept - 1, 0)], -1)
+    pad = n - n_real
+    generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    return GraphSample(
+        density=density,
+        rotations=random_rotations((n,), generator).numpy(),
+        ca=ca.astype(np.float32),
+        real=np.arange(n) < n_real,
+        aatype=np.concatenate([model.aatype[kept], np.full(pad, UNK_INDEX)]).astype(np.int64),
+        atom14=np.concatenate([model.atom_positions[kept], np.zeros((pad, MAX_ATOMS, 3), np.float32)]),
+        atom14_mask=np.concatenate([model.atom_mask[kept], np.zeros((pad, MAX_ATOMS), bool)]),
+        next_node=np.concatenate([following, np.full(pad, -1)]).astype(np.int64),
+        previous_node=np.concatenate([preceding, np.full(pad, -1)]).astype(np.int64),
+        sequences=tuple(dict.fromkeys(s for s in sequences if s)),
+    )
+
+
+class SimulatedGraphs(torch.utils.data.IterableDataset):
+    """Endless `GraphSample` crops of random training structures (several per structure)."""
+
+    def __init__(self, records, aug: GraphAugmentation, crops_per_structure: int, seed: int):
+        self.records = list(records)
+        self.aug = aug
+        self.crops_per_structure = crops_per_structure
+        self.seed = seed
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.seed, worker.id if worker else 0, os.getpid()])
+        while True:
+            record = self.records[int(rng.integers(len(self.records)))]
+            try:
+                structure = read_structure(record.path)
+                model = read_model(record.path)
+            except Exception:  # noqa: BLE001, S112 - a bad training file is skipped, not fatal
+                continue
+            if model.num_residues < self.aug.crop_residues[0]:
+                continue
+            for _ in range(self.crops_per_structure):
+                yield make_sample(structure, model, record.sequences, self.aug, rng)
+
+
+def validation_figures(network: GraphNetwork, cases) -> dict[str, float]:
+    """Mean Cα RMSD, backbone RMSD and residue-type accuracy over the validation cases."""
+    network.eval()
+    results = [run_case(case, network, rounds=3, device=network.device) for case in cases]
+    network.train()
+    return {
+        key: round(float(np.nanmean([r[key] for r in results])), 4)
+        for key in ("ca_rmsd", "bb_rmsd", "aa_accuracy", "confidence_error_corr")
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="default: weights/gnn.pt (weights/gnn_noseq.pt with --no-sequence)")
+    parser.add_argument("--no-sequence", dest="use_sequence", action="store_false",
+                        help="the ablation without sequence attention")
+    parser.add_argument("--minutes", type=float, default=60.0, help="wall-time budget")
+    parser.add_argument("--steps", type=int, default=None, help="stop after this many steps in total")
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--save-every", type=int, default=200)
+    parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("--validate-every", type=int, default=1000)
+    parser.add_argument("--validation-cases", type=int, default=3)
+    parser.add_argument("--crops-per-structure", type=int, default=4)
+    parser.add_argument("--log", type=Path, default=Path("runs/gnn/log.jsonl"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the training process (the data worker takes "
+                             "another core; measured: 1 thread ~0.3 s/step, 2 threads beside "
+                             "other CPU load several times slower)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.checkpoint is None:
+        args.checkpoint = checkpoint_path("gnn" if args.use_sequence else "gnn_noseq")
+
+    state = load_checkpoint(args.checkpoint) if args.checkpoint.exists() else None
+    config: GraphConfig = (
+        config_from_dict(state["config"]) if state else default_config(use_sequence=args.use_sequence)
+    )
+    if config.use_sequence != args.use_sequence:
+        raise SystemExit(f"{args.checkpoint} has use_sequence={config.use_sequence}; "
+                         "pass --checkpoint to train the other variant")
+    network = GraphNetwork(config)
+    optimizer = torch.optim.AdamW(
+        [p for p in network.parameters() if p.requires_grad], lr=args.lr, weight_decay=1e-4
+    )
+    step, history, wall = 0, [], 0.0
+    if state:
+        network.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, history, wall = state["step"], list(state["history"]), state["wall_seconds"]
+        print(f"resumed from {args.checkpoint} at step {step}", flush=True)
+    for group in optimizer.param_groups:
+        group["lr"] = args.lr
+
+    split = default_split()
+    dataset = SimulatedGraphs(split["train"], GraphAugmentation(), args.crops_per_structure,
+                              seed=args.seed + step)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=1, prefetch_factor=4)
+    validation = simulated_cases(args.validation_cases, 3.0) if args.validate_every else []
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([args.seed, step])
+
+    def log(entry: dict) -> None:
+        with args.log.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        print(json.dumps(entry), flush=True)
+
+    def save() -> None:
+        save_checkpoint(args.checkpoint, {
+            "config": dataclasses.asdict(config),
+            "model": network.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "wall_seconds": wall,
+            "history": history,
+        })
+
+    start = last = time.time()
+    running: dict[str, list[float]] = {}
+    step_seconds: list[float] = []
+    network.train()
+    for sample in loader:
+        began = time.time()
+        inputs, targets = sample.inputs_and_targets(network)
+        output = run_rounds(network, inputs, int(rng.integers(1, 4)))
+        loss, parts = graph_loss(output, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        now = time.time()
+        step_seconds.append(now - began)
+        wall += now - last
+        last = now
+        for name, value in {**parts, "nodes": float(len(sample.ca))}.items():
+            running.setdefault(name, []).append(value)
+        if step % args.log_every == 0:
+            log({"step": step, **{k: round(float(np.mean(v)), 4) for k, v in running.items()},
+                 "step_seconds": round(float(np.mean(step_seconds)), 3), "wall": round(wall)})
+            running, step_seconds = {}, []
+        if validation and step % args.validate_every == 0:
+            entry = {"step": step, "validation_3.0A": validation_figures(network, validation),
+                     "wall": round(wall)}
+            history.append(entry)
+            log(entry)
+        if step % args.save_every == 0:
+            save()
+        if (now - start) / 60 > args.minutes or (args.steps and step >= args.steps):
+            break
+    save()
+    print(f"saved {args.checkpoint} at step {step}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

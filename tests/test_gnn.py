@@ -1,0 +1,153 @@
+"""The graph network: a tiny random network end to end on a simulated il2 map, equivariance
+under a 90° rotation of map and model together, the no-sequence variant, crops, cancellation
+and the training loss."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from cryobuild.errors import Cancelled
+from cryobuild.gnn import GraphNetwork, RefineOptions, refine, run_rounds, tiny_config
+from cryobuild.gnn.losses import GraphTargets, graph_loss
+from cryobuild.maps import DensityMap
+from cryobuild.models import BuiltModel, read_model
+from cryobuild.points import CalphaPoints
+from cryobuild.progress import CancelToken
+from cryobuild.residues import one_letter
+
+#: Tolerances of the equivariance test (float32 round-off through a 1-layer network).
+POSITION_TOLERANCE = 1e-3  # Å
+PROBABILITY_TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def il2_model(il2_path):
+    return read_model(il2_path)
+
+
+@pytest.fixture(scope="module")
+def sequences(il2_model):
+    """The modelled sequence (the PDB file declares none)."""
+    return ["".join(one_letter(aatype) for aatype in il2_model.aatype)]
+
+
+def _tiny_network(**changes) -> GraphNetwork:
+    torch.manual_seed(0)
+    network = GraphNetwork(tiny_config(**changes))
+    # the frame update starts at the identity; make it move so equivariance is tested
+    torch.nn.init.normal_(network.frame_update.weight, std=0.05)
+    return network.eval()
+
+
+def _rotate_z90(density: DensityMap, model: BuiltModel) -> tuple[DensityMap, BuiltModel, np.ndarray]:
+    """Map and model rotated by 90° about z: (x, y, z) -> (-y, x, z), exactly on the grid."""
+    rotation = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    if not np.allclose(density.voxel_size, density.voxel_size[0]):
+        raise ValueError("the test needs cubic voxels")
+    ny = density.grid.shape[1]
+    # new[k, i, ny - 1 - j] = old[k, j, i]
+    grid = density.grid.transpose(0, 2, 1)[:, :, ::-1]
+    origin = rotation @ density.origin + density.voxel_size * np.array([-(ny - 1), 0.0, 0.0])
+    rotated = DensityMap(grid, density.voxel_size, origin)
+    positions = model.atom_positions @ rotation.T.astype(np.float32)
+    return rotated, dataclasses.replace(model, atom_positions=positions), rotation
+
+
+def test_refine_end_to_end(il2_map_3A, il2_model, sequences):
+    density, _ = il2_map_3A
+    start = CalphaPoints(il2_model.ca, np.ones(il2_model.num_residues))
+    events = []
+    output = refine(density, start, sequences, _tiny_network(), rounds=2,
+                    progress=lambda *event: events.append(event))
+    n = il2_model.num_residues
+    assert output.rotations.shape == (n, 3, 3)
+    assert output.atom14_positions.shape == (n, 14, 3)
+    assert output.aa_probs.shape == (n, 20)
+    np.testing.assert_allclose(output.aa_probs.sum(-1), 1.0, atol=1e-5)
+    assert np.all((output.confidence >= 0) & (output.confidence <= 100))
+    assert np.all((output.existence >= 0) & (output.existence <= 1))
+    assert output.edge_index.shape == (n, tiny_config().num_neighbours)
+    assert np.all((output.edge_index >= 0) & (output.edge_index < n))
+    np.testing.assert_allclose(np.linalg.det(output.rotations), 1.0, atol=1e-4)
+    assert events[-1][1] == 1.0 and len(events) == 2
+    model = output.to_model()
+    assert model.num_residues == n and model.atom_mask[:, 1].all()
+
+
+def test_equivariance_under_90_degree_rotation(il2_map_3A, il2_model, sequences):
+    density, _ = il2_map_3A
+    network = _tiny_network()
+    before = refine(density, il2_model, sequences, network, rounds=2)
+    rotated_map, rotated_model, rotation = _rotate_z90(density, il2_model)
+    after = refine(rotated_map, rotated_model, sequences, network, rounds=2)
+    assert np.abs(before.translations - il2_model.ca).max() > 0.01  # the network moved nodes
+    np.testing.assert_allclose(after.translations, before.translations @ rotation.T,
+                               atol=POSITION_TOLERANCE)
+    np.testing.assert_allclose(after.rotations, rotation @ before.rotations, atol=1e-4)
+    np.testing.assert_allclose(after.atom14_positions, before.atom14_positions @ rotation.T,
+                               atol=POSITION_TOLERANCE)
+    np.testing.assert_allclose(after.aa_probs, before.aa_probs, atol=PROBABILITY_TOLERANCE)
+    np.testing.assert_allclose(after.existence, before.existence, atol=PROBABILITY_TOLERANCE)
+
+
+def test_no_sequence_variant(il2_map_3A, il2_model):
+    density, _ = il2_map_3A
+    network = _tiny_network(use_sequence=False)
+    assert network.sequence_encoder is None
+    output = refine(density, il2_model, [], network, rounds=1)
+    assert output.num_nodes == il2_model.num_residues
+
+
+def test_crops_cover_every_node(il2_map_3A, il2_model, sequences):
+    density, _ = il2_map_3A
+    events = []
+    output = refine(density, il2_model, sequences, _tiny_network(), rounds=1,
+                    options=RefineOptions(max_crop_nodes=40),
+                    progress=lambda *event: events.append(event))
+    assert len(events) > 1
+    assert np.all(output.edge_index >= 0)
+    assert np.all(np.isfinite(output.translations))
+
+
+def test_cancel_raises(il2_map_3A, il2_model, sequences):
+    density, _ = il2_map_3A
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        refine(density, il2_model, sequences, _tiny_network(), cancel=token)
+
+
+def test_training_loss_backpropagates(il2_map_3A, il2_model, sequences):
+    from cryobuild.geometry import Rigid, random_rotations
+    from cryobuild.gnn.density import DensityVolume, normalise_near
+    from cryobuild.gnn.network import GraphInputs
+
+    density, _ = il2_map_3A
+    network = _tiny_network().train()
+    n = il2_model.num_residues
+    ca = torch.from_numpy(il2_model.ca)
+    inputs = GraphInputs(
+        volume=DensityVolume.from_map(normalise_near(density, il2_model.ca)),
+        frames=Rigid(random_rotations((n,), torch.Generator().manual_seed(1)), ca),
+        aa_prior=torch.zeros(n, 20),
+        sequence=network.embed_sequences(sequences),
+    )
+    following = torch.arange(1, n + 1)
+    following[-1] = -1
+    targets = GraphTargets(
+        real=torch.ones(n, dtype=torch.bool),
+        aatype=torch.from_numpy(il2_model.aatype),
+        atom14=torch.from_numpy(il2_model.atom_positions),
+        atom14_mask=torch.from_numpy(il2_model.atom_mask),
+        next_node=following,
+        previous_node=torch.arange(-1, n - 1),
+    )
+    loss, parts = graph_loss(run_rounds(network, inputs, 2), targets)
+    loss.backward()
+    assert np.isfinite(parts["total"]) and parts["torsion"] > 0
+    gradients = [p.grad for p in network.parameters() if p.grad is not None]
+    assert gradients and all(torch.isfinite(g).all() for g in gradients)
+    assert network.sequence_encoder.language_model.embed_tokens.weight.grad is not None
