@@ -258,11 +258,14 @@ def main(argv=None):
     parser.add_argument("--log", type=Path, default=Path("runs/detect/log.jsonl"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--crops-per-map", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the training process (the data worker takes "
+                             "another core; 2 threads under contention made steps 3x slower)")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false",
                         help="train in float32 (bf16 autocast halves the CPU step time)")
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    torch.set_num_threads(args.threads)
     split = default_split()
     state = load_checkpoint(args.checkpoint) if args.checkpoint.exists() else None
     config = DetectorConfig(**state["config"]) if state else DetectorConfig()
@@ -314,7 +317,7 @@ def main(argv=None):
         now = time.time()
         wall += now - last
         last = now
-        running.append(float(loss))
+        running.append(float(loss.detach()))
         if step % 50 == 0:
             entry = {"step": step, "loss": float(np.mean(running)), **parts, "wall": round(wall)}
             running = []
