@@ -1,0 +1,202 @@
+"""Train the Structure Generator on simulated inputs: ``python -m cryobuild.train.structgen``.
+
+Resumable: every run starts from ``--checkpoint`` (default ``weights/structgen.pt``) when it
+exists and saves back to it every ``--save-every`` steps and at the end, so training can continue
+over many sessions. Progress goes to ``--log`` as JSON lines: the run's settings when it starts,
+loss and accuracy every ``--log-every`` steps, validation accuracies every ``--validate-every``.
+
+Each step is one chain of a training-split structure (Li et al. 2021, §III-B/C, METHODS §6): its
+true Cα contact map, simulated residue-type scores, dummy nodes up to 500, nodes shuffled, chains
+longer than ``--max-length`` cropped to a window (`cryobuild.structgen.samples.make_sample`);
+batch size 1, Adam, loss eq. 1, one reading direction per step (drawn at random for a network
+with ``direction="both"``). The learning rate drops tenfold after ``--lr-drop-step`` steps
+(paper: 1e-3, then 1e-4 after 100,000).
+
+Two stages, the second resuming the first with noisier scores (a stand-in for the graph
+network's residue-type probabilities on detected Cα; ``--score-sigma`` and ``--wrong-fraction``
+set the noise, so a later run can match the measured GNN accuracy):
+
+    python -m cryobuild.train.structgen --layers 2 --minutes 240
+    python -m cryobuild.train.structgen --score-sigma 0.03 --wrong-fraction 0.2 \\
+        --ca-noise 0.3 --missing-fraction 0.05 --lr 1e-4 --minutes 60
+
+``--layers``, ``--direction`` and ``--contact-distance`` shape a new network; on resume they
+must match the checkpoint.
+Validation: `cryobuild.bench.structgen` on ``--validation-chains`` held-out chains with the
+run's score noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..bench.structgen import benchmark, paper_samples, validation_chains
+from ..checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from ..data import default_split
+from ..errors import InputError
+from ..structgen.model import (
+    DIRECTIONS,
+    StructGenConfig,
+    StructureGenerator,
+    config_from_dict,
+    threading_loss,
+)
+from ..structgen.samples import SampleOptions, ScoreNoise, make_sample, read_chains
+from ..structgen.thread import ThreadOptions
+
+__all__ = ["LR_DROP", "MIN_TRAIN_LENGTH", "main"]
+
+#: Shortest training chain (residues).
+MIN_TRAIN_LENGTH = 20
+#: Factor applied to the learning rate after ``--lr-drop-step`` steps (paper: 1e-3 -> 1e-4).
+LR_DROP = 0.1
+#: Gradient-norm clip (the summed loss grows with the sequence length).
+GRADIENT_CLIP = 10.0
+
+
+def _network_config(state: dict | None, changes: dict) -> StructGenConfig:
+    """The checkpoint's config (the given ``changes``, config field -> value or None, must
+    agree with it) or a new config with them."""
+    changes = {name: value for name, value in changes.items() if value is not None}
+    if state is None:
+        return StructGenConfig(**changes)
+    config = config_from_dict(state["config"])
+    for name, wanted in changes.items():
+        if getattr(config, name) != wanted:
+            raise SystemExit(f"the checkpoint has {name}={getattr(config, name)!r}, not {wanted!r}; "
+                             "pass another --checkpoint to train a new network")
+    return config
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, default=None, help="default: weights/structgen.pt")
+    parser.add_argument("--layers", type=int, default=None, help="GCN layers T of a new network (default 2)")
+    parser.add_argument("--direction", choices=DIRECTIONS + ("both",), default=None,
+                        help="reading directions of a new network (default both)")
+    parser.add_argument("--contact-distance", type=float, default=None,
+                        help="edge cutoff (Å) of a new network (default 4.0)")
+    parser.add_argument("--minutes", type=float, default=60.0, help="wall-time budget")
+    parser.add_argument("--steps", type=int, default=None, help="stop after this many steps in total")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr-drop-step", type=int, default=100_000)
+    parser.add_argument("--score-sigma", type=float, default=ScoreNoise().sigma,
+                        help="standard deviation of the wrong types' simulated scores")
+    parser.add_argument("--wrong-fraction", type=float, default=ScoreNoise().wrong_fraction,
+                        help="fraction of nodes scored as a wrong type")
+    parser.add_argument("--ca-noise", type=float, default=0.0, help="Å per axis on the true Cα")
+    parser.add_argument("--missing-fraction", type=float, default=0.0,
+                        help="fraction of residues whose Cα is unknown (node without edges)")
+    parser.add_argument("--num-nodes", type=int, default=SampleOptions().num_nodes)
+    parser.add_argument("--max-length", type=int, default=SampleOptions().max_length,
+                        help="longest window of sequence positions per step")
+    parser.add_argument("--save-every", type=int, default=200)
+    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--validate-every", type=int, default=1000, help="0: never")
+    parser.add_argument("--validation-chains", type=int, default=20)
+    parser.add_argument("--log", type=Path, default=Path("runs/structgen/log.jsonl"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.checkpoint is None:
+        args.checkpoint = checkpoint_path("structgen")
+
+    state = load_checkpoint(args.checkpoint) if args.checkpoint.exists() else None
+    config = _network_config(state, {"gcn_layers": args.layers, "direction": args.direction,
+                                     "contact_distance": args.contact_distance})
+    network = StructureGenerator(config)
+    optimizer = torch.optim.Adam(network.parameters(), lr=args.lr)
+    step, history, wall = 0, [], 0.0
+    if state:
+        network.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, history, wall = state["step"], list(state["history"]), state["wall_seconds"]
+        print(f"resumed from {args.checkpoint} at step {step}", flush=True)
+
+    options = SampleOptions(
+        num_nodes=args.num_nodes,
+        max_length=args.max_length,
+        ca_noise=args.ca_noise,
+        missing_fraction=args.missing_fraction,
+        noise=ScoreNoise(args.score_sigma, args.wrong_fraction),
+    )
+    records = default_split()["train"]
+    validation = (
+        paper_samples(validation_chains(args.validation_chains), options, config.contact_distance, args.seed)
+        if args.validate_every else []
+    )
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([args.seed, step])
+
+    def log(entry: dict) -> None:
+        with args.log.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        print(json.dumps(entry), flush=True)
+
+    def save() -> None:
+        save_checkpoint(args.checkpoint, {
+            "config": dataclasses.asdict(config),
+            "model": network.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "wall_seconds": wall,
+            "history": history,
+            "sample_options": dataclasses.asdict(options),
+        })
+
+    log({"step": step, "run": {"checkpoint": str(args.checkpoint), "config": dataclasses.asdict(config),
+                               "sample_options": dataclasses.asdict(options), "lr": args.lr}})
+    start = last = time.time()
+    running: dict[str, list[float]] = {}
+    network.train()
+    while True:
+        record = records[int(rng.integers(len(records)))]
+        try:
+            chains = read_chains(record.path, MIN_TRAIN_LENGTH)
+        except InputError:
+            continue  # an unreadable training file is skipped, not fatal
+        if not chains:
+            continue
+        began = time.time()
+        sample = make_sample(chains[int(rng.integers(len(chains)))], options, rng, config.contact_distance)
+        direction = DIRECTIONS[int(rng.integers(2))] if config.direction == "both" else config.direction
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * (LR_DROP if step >= args.lr_drop_step else 1.0)
+        loss, parts = threading_loss(network, sample, direction)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), GRADIENT_CLIP)
+        optimizer.step()
+        step += 1
+        now = time.time()
+        wall += now - last
+        last = now
+        for name, value in {**parts, "positions": float(len(sample.sequence)), "step_seconds": now - began}.items():
+            running.setdefault(name, []).append(value)
+        if step % args.log_every == 0:
+            log({"step": step, **{k: round(float(np.mean(v)), 4) for k, v in running.items()},
+                 "lr": optimizer.param_groups[0]["lr"], "wall": round(wall)})
+            running = {}
+        if validation and step % args.validate_every == 0:
+            entry = {"step": step, "validation": benchmark(network, validation, ThreadOptions()), "wall": round(wall)}
+            network.train()
+            history.append(entry)
+            log(entry)
+        if step % args.save_every == 0:
+            save()
+        if (now - start) / 60 > args.minutes or (args.steps and step >= args.steps):
+            break
+    save()
+    print(f"saved {args.checkpoint} at step {step}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

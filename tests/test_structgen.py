@@ -1,0 +1,213 @@
+"""The Structure Generator: contact graphs, simulated samples, permutation equivariance, a tiny
+network overfitting one chain, LSTM windows, the assignment and the threader's ChainMatch output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from cryobuild.assignment import ChainMatch
+from cryobuild.residues import AA_ORDER, NUM_AA
+from cryobuild.sequences import Sequence
+from cryobuild.structgen import (
+    ChainRecord,
+    NodeGraph,
+    SampleOptions,
+    StructureGenerator,
+    ThreadingSample,
+    ThreadOptions,
+    assign_positions,
+    contact_edges,
+    make_sample,
+    sequence_log_probs,
+    simulate_scores,
+    thread_structgen,
+    threading_loss,
+    tiny_config,
+)
+from cryobuild.structgen.model import _windows
+from cryobuild.structgen.samples import ScoreNoise
+
+#: Log-probabilities must agree to this under a relabelling of the nodes (float32 round-off).
+LOG_PROB_TOLERANCE = 1e-4
+#: Training steps and learning rate of the overfit test.
+OVERFIT_STEPS = 300
+OVERFIT_LR = 1e-2
+#: Residues of the overfitted chain and dummy nodes beside it.
+CHAIN_LENGTH, NUM_DUMMIES = 30, 30
+#: Å, Cα-Cα distance of consecutive residues.
+CA_CA = 3.8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: beside other CPU load, several threads make these tiny networks' steps
+    ten times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _helix(length: int, start: np.ndarray) -> np.ndarray:
+    """Cα ``[length, 3]`` of an ideal α-helix (2.3 Å radius, 1.5 Å rise, 100° per residue;
+    consecutive Cα 3.83 Å apart, i/i+3 about 5 Å) starting near ``start``."""
+    turn = np.deg2rad(100.0) * np.arange(length)
+    return start + np.stack([2.3 * np.cos(turn), 2.3 * np.sin(turn), 1.5 * np.arange(length)], axis=1)
+
+
+def _peptides(count: int, rng: np.random.Generator, centre: np.ndarray) -> np.ndarray:
+    """Cα ``[count, 3]`` of random-walk 5-residue peptides scattered around ``centre``."""
+    pieces = []
+    while sum(len(p) for p in pieces) < count:
+        steps = rng.normal(size=(5, 3))
+        steps *= CA_CA / np.linalg.norm(steps, axis=1, keepdims=True)
+        steps[0] = centre + rng.uniform(-30, 30, 3)
+        pieces.append(np.cumsum(steps, axis=0))
+    return np.concatenate(pieces)[:count]
+
+
+def test_contact_edges_join_only_close_nodes():
+    ca = np.array([[0.0, 0, 0], [3.8, 0, 0], [7.6, 0, 0], [3.8, 3.9, 0]])
+    np.testing.assert_array_equal(contact_edges(ca), [[0, 1, 1], [1, 2, 3]])
+
+
+def test_simulated_scores_follow_the_paper():
+    rng = np.random.default_rng(0)
+    aatype = rng.integers(0, NUM_AA, 200)
+    scores = simulate_scores(aatype, ScoreNoise(), rng)
+    np.testing.assert_allclose(scores.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(scores.argmax(1), aatype)
+    # 19 wrong types at |N(0, 0.01)|: about 0.15 in all
+    assert 0.1 < 1 - scores.max(1).mean() < 0.2
+
+
+def test_long_chain_sample_is_cropped_and_padded():
+    rng = np.random.default_rng(1)
+    chain = ChainRecord("helix", _helix(700, np.zeros(3)), rng.integers(0, NUM_AA, 700))
+    options = SampleOptions()
+    sample = make_sample(chain, options, rng, 4.0)
+    assert sample.graph.num_nodes == options.num_nodes
+    assert len(sample.sequence) == options.max_length
+    assert len(np.unique(sample.target)) == options.max_length
+    np.testing.assert_array_equal(sample.graph.scores[sample.target].argmax(1), sample.sequence)
+    degree = np.bincount(sample.graph.edges.ravel(), minlength=sample.graph.num_nodes)
+    assert np.all(degree[sample.target[1:-1]] == 2)  # a helix: only i +- 1 within 4 Å
+
+
+def _random_graph(rng: np.random.Generator, num: int) -> NodeGraph:
+    ca = np.concatenate([_helix(num // 2, np.zeros(3)), _peptides(num - num // 2, rng, np.zeros(3))])
+    return NodeGraph.from_nodes(simulate_scores(rng.integers(0, NUM_AA, num), ScoreNoise(0.05), rng), ca)
+
+
+def test_relabelling_nodes_permutes_the_scores():
+    rng = np.random.default_rng(2)
+    torch.manual_seed(0)
+    network = StructureGenerator(tiny_config()).eval()
+    graph = _random_graph(rng, 40)
+    sequence = rng.integers(0, NUM_AA + 1, 12)
+    new_index = rng.permutation(graph.num_nodes)
+    with torch.inference_mode():
+        before = sequence_log_probs(network, graph, sequence).numpy()
+        after = sequence_log_probs(network, graph.relabelled(new_index), sequence).numpy()
+    np.testing.assert_allclose(after[:, new_index], before, atol=LOG_PROB_TOLERANCE)
+
+
+@pytest.mark.parametrize("length, window, overlap", [(10, 20, 5), (30, 8, 3), (101, 25, 10)])
+def test_windows_keep_every_position_once(length, window, overlap):
+    kept = []
+    for start, stop, keep_start, keep_stop in _windows(length, window, overlap):
+        assert 0 <= start <= keep_start < keep_stop <= stop <= length and stop - start <= window
+        kept.extend(range(keep_start, keep_stop))
+    assert kept == list(range(length))
+
+
+def test_assignment_uses_each_node_once_and_drops_unlikely_positions():
+    probs = np.full((4, 6), 0.01)
+    probs[0, 2] = probs[1, 4] = 0.9
+    probs[2, 4], probs[2, 5] = 0.6, 0.3  # wants node 4 too, gets its second choice
+    probs /= probs.sum(1, keepdims=True)
+    probs[3] = 1 / 6  # flat: below min_probability
+    nodes = assign_positions(np.log(probs), ThreadOptions(min_probability=0.2))
+    np.testing.assert_array_equal(nodes, [2, 4, 5, -1])
+
+
+@pytest.fixture(scope="module")
+def chain_case():
+    """A 30-residue helix (nodes 0-29) and 30 dummy nodes (random peptides far away): the sample,
+    Cα and scores."""
+    rng = np.random.default_rng(3)
+    aatype = rng.integers(0, NUM_AA, CHAIN_LENGTH)
+    ca = np.concatenate([_helix(CHAIN_LENGTH, np.zeros(3)), _peptides(NUM_DUMMIES, rng, np.array([60.0, 0, 0]))])
+    types = np.concatenate([aatype, rng.choice(aatype, NUM_DUMMIES)])
+    scores = simulate_scores(types, ScoreNoise(), rng)
+    # nodes in chain order: the network cannot see node order (test_relabelling_...)
+    graph = NodeGraph.from_nodes(scores, ca)
+    return ThreadingSample(graph, aatype, np.arange(CHAIN_LENGTH)), ca, scores
+
+
+@pytest.fixture(scope="module")
+def overfitted(chain_case):
+    """The tiny network after `OVERFIT_STEPS` steps on the chain, both directions in turn."""
+    sample = chain_case[0]
+    torch.manual_seed(0)
+    network = StructureGenerator(tiny_config())
+    optimizer = torch.optim.Adam(network.parameters(), lr=OVERFIT_LR)
+    for step in range(OVERFIT_STEPS):
+        loss, _ = threading_loss(network, sample, ("forward", "backward")[step % 2])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return network.eval()
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_tiny_network_overfits_one_chain(chain_case, overfitted, direction):
+    with torch.no_grad():
+        _, parts = threading_loss(overfitted, chain_case[0], direction)
+    assert parts["accuracy"] == 1.0
+
+
+def _check_matches(matches, num_nodes: int, sequences: list[Sequence], ca: np.ndarray, options: ThreadOptions):
+    """Every node in exactly one ChainMatch; threaded ones numbered consecutively and linked."""
+    assert all(isinstance(match, ChainMatch) for match in matches)
+    nodes = np.concatenate([match.nodes for match in matches])
+    np.testing.assert_array_equal(np.sort(nodes), np.arange(num_nodes))
+    for match in [m for m in matches if m.threaded]:
+        residues = sequences[match.sequence_index].residues
+        assert np.all(np.diff(match.residue_number) == 1)
+        assert 1 <= match.residue_number[0] and match.residue_number[-1] <= len(residues)
+        assert "".join(AA_ORDER[a] for a in match.aatype) == "".join(
+            residues[n - 1] for n in match.residue_number)
+        assert np.all(np.linalg.norm(np.diff(ca[match.nodes], axis=0), axis=1) <= options.link_distance)
+        assert len(match.nodes) >= options.min_segment
+    for match in [m for m in matches if not m.threaded]:
+        assert np.all(match.residue_number == -1)
+
+
+def test_threader_orders_and_numbers_the_overfitted_chain(chain_case, overfitted):
+    sample, ca, scores = chain_case
+    sequence = Sequence("helix", "".join(AA_ORDER[a] for a in sample.sequence))
+    options = ThreadOptions()
+    matches = thread_structgen([np.arange(len(ca))], scores, ca, [sequence], overfitted, options)
+    _check_matches(matches, len(ca), [sequence], ca, options)
+    threaded = [m for m in matches if m.threaded]
+    assert len(threaded) == 1
+    np.testing.assert_array_equal(threaded[0].nodes, np.arange(CHAIN_LENGTH))
+    np.testing.assert_array_equal(threaded[0].residue_number, np.arange(1, CHAIN_LENGTH + 1))
+    assert threaded[0].score > 0
+
+
+def test_threader_handles_several_sequences_and_windows(chain_case, overfitted):
+    sample, ca, scores = chain_case
+    rng = np.random.default_rng(4)
+    sequences = [
+        Sequence("helix", "".join(AA_ORDER[a] for a in sample.sequence)),
+        Sequence("other", "".join(rng.choice(list(AA_ORDER), 45))),
+    ]
+    options = ThreadOptions(window=16, overlap=4, min_probability=0.0, min_residues=5, min_segment=1)
+    # the input chains: the helix split in two and the dummies one by one
+    chains = [np.arange(12), np.arange(12, CHAIN_LENGTH)] + [np.array([i]) for i in range(CHAIN_LENGTH, len(ca))]
+    matches = thread_structgen(chains, scores, ca, sequences, overfitted, options)
+    _check_matches(matches, len(ca), sequences, ca, options)
+    assert {m.sequence_index for m in matches if m.threaded} <= {0, 1}
