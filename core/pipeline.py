@@ -13,6 +13,14 @@ paths and writes nothing (the CLI and the engine write at the edges):
 
 ``on_result(kind, payload)`` is called with ``("points", CalphaPoints)`` and, after each round,
 ``("round", RoundResult)``, so a viewer can show progress as it happens.
+
+Fixed context (``context=``, used by the engine for accepted residues and region rebuilds):
+residues that must stay as they are. Cα candidates within `CONTEXT_CLEARANCE` of a context Cα
+are dropped (the residue is already there); every graph-network pass runs on the context
+residues plus the moving nodes, and only the moving nodes' results are kept; relaxation moves
+the new residues with the nearby context residues held ``fixed``. ``taken=`` marks the sequence
+positions the context already holds, so threading never reuses them. The results hold only
+the new residues: splicing them into the context is the caller's job.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from .residues import NUM_AA
 from .sequences import Sequence
 
 __all__ = [
+    "CONTEXT_CLEARANCE",
     "MIN_CHAIN_LENGTH",
     "BuildOptions",
     "Networks",
@@ -41,6 +50,7 @@ __all__ = [
     "RoundResult",
     "BuildResult",
     "build",
+    "join_models",
 ]
 
 #: Chains shorter than this (residues) are left out of the final model (METHODS §4).
@@ -48,6 +58,11 @@ MIN_CHAIN_LENGTH = 4
 #: Fewest Cα candidates a map must give before a build is attempted.
 MIN_POINTS = 8
 THREADERS = ("hmm", "structgen")
+#: Å: a Cα candidate this close to a context residue's Cα is that residue, not a new one
+#: (well under the 3.8 Å Cα-Cα spacing).
+CONTEXT_CLEARANCE = 2.5
+#: Å: context residues with a Cα this close to a new residue take part in its relaxation.
+RELAX_CONTEXT = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +226,80 @@ def _assemble(graph, named: list[NamedChain], sequences: list[Sequence], *, thre
     return model, graph.aa_probs[nodes], tuple(reports)
 
 
+def join_models(models: list[BuiltModel]) -> BuiltModel:
+    """The residues of ``models`` one after another (chain ids as they are; entity sequences
+    merged, earlier models first)."""
+    sequences = {}
+    for model in reversed(models):
+        sequences.update(model.entity_sequences)
+    return BuiltModel(
+        atom_positions=np.concatenate([m.atom_positions for m in models]),
+        atom_mask=np.concatenate([m.atom_mask for m in models]),
+        aatype=np.concatenate([m.aatype for m in models]),
+        residue_number=np.concatenate([m.residue_number for m in models]),
+        chain_id=np.concatenate([m.chain_id for m in models]),
+        confidence=np.concatenate([m.confidence for m in models]),
+        entity_sequences=sequences,
+    )
+
+
+def _take_nodes(graph, first: int):
+    """Nodes ``first..N-1`` of a `GraphOutput` (edges to the nodes left out become empty)."""
+    keep = slice(first, None)
+    edges = graph.edge_index[keep]
+    return dataclasses.replace(
+        graph,
+        rotations=graph.rotations[keep], translations=graph.translations[keep],
+        atom14_positions=graph.atom14_positions[keep], atom14_mask=graph.atom14_mask[keep],
+        aa_probs=graph.aa_probs[keep], confidence=graph.confidence[keep],
+        existence=graph.existence[keep], torsions=graph.torsions[keep],
+        edge_index=np.where(edges >= first, edges - first, -1),
+        next_prob=np.where(edges >= first, graph.next_prob[keep], 0).astype(np.float32),
+        previous_prob=np.where(edges >= first, graph.previous_prob[keep], 0).astype(np.float32),
+    )
+
+
+def _refine_with_context(density, current, context: BuiltModel | None, sequences, networks,
+                         progress, cancel):
+    """One graph-network pass over ``current`` (points, graph or model) with the ``context``
+    residues as fixed neighbours: only ``current``'s nodes come back."""
+    from .gnn.refine import GraphOutput, refine
+    from .models import model_from_ca
+
+    if context is None or context.num_residues == 0:
+        return refine(density, current, sequences, networks.gnn, rounds=1,
+                      device=networks.device, progress=progress, cancel=cancel)
+    if isinstance(current, CalphaPoints):
+        current = model_from_ca(current.xyz, current.score)
+    elif isinstance(current, GraphOutput):
+        current = current.to_model()
+    start = join_models([context, current])
+    graph = refine(density, start, sequences, networks.gnn, rounds=1,
+                   device=networks.device, progress=progress, cancel=cancel)
+    return _take_nodes(graph, context.num_residues)
+
+
+def _relax_with_context(model: BuiltModel, context: BuiltModel | None, density, networks, cancel):
+    """Relax ``model`` with the context residues within `RELAX_CONTEXT` of it held fixed."""
+    from scipy.spatial import cKDTree
+
+    from .relax import relax
+
+    near = np.zeros(0, dtype=np.int64)
+    if context is not None and context.num_residues and model.num_residues:
+        distance, _ = cKDTree(model.ca).query(context.ca, distance_upper_bound=RELAX_CONTEXT)
+        near = np.flatnonzero(np.isfinite(distance))
+    if len(near) == 0:
+        return relax(model, density, device=networks.device, cancel=cancel)
+    neighbours = context.select(np.isin(np.arange(context.num_residues), near))
+    joined = join_models([neighbours, model])
+    fixed = np.arange(joined.num_residues) < neighbours.num_residues
+    relaxed, relax_report = relax(joined, density, fixed=fixed, device=networks.device,
+                                  cancel=cancel)
+    positions = relaxed.atom_positions[neighbours.num_residues:]
+    return dataclasses.replace(model, atom_positions=positions), relax_report
+
+
 def build(
     density: DensityMap,
     sequences: list[Sequence],
@@ -218,18 +307,23 @@ def build(
     options: BuildOptions = BuildOptions(),
     *,
     mask: DensityMap | None = None,
+    context: BuiltModel | None = None,
+    taken: list[np.ndarray] | None = None,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     on_result: Optional[Callable[[str, object], None]] = None,
 ) -> BuildResult:
     """Build a model of ``sequences`` into ``density``.
 
+    ``context`` holds residues that stay as they are (fixed neighbours of the new ones, see the
+    module docstring) and ``taken`` (bool ``[len(sequences[s])]`` per sequence) the sequence
+    positions they hold; the result holds only new residues.
+
     Raises `InputError` for unusable sequences, `BuildError` when the map yields too few Cα
     candidates (e.g. no protein density), `Cancelled` when ``cancel`` is set (checked between
     windows, crops, chains and rounds).
     """
     from .detect.inference import DetectionOptions, detect_calphas
-    from .gnn.refine import refine
 
     if not sequences:
         raise InputError("at least one sequence is needed to build (or use build_no_seq)")
@@ -245,6 +339,11 @@ def build(
     points = detect_calphas(density, networks.detector, detection, mask=mask,
                             device=networks.device, progress=progress, cancel=cancel).points
     seconds["detect"] = time.time() - start
+    if context is not None and context.num_residues and len(points):
+        from scipy.spatial import cKDTree
+
+        distance, _ = cKDTree(context.ca).query(points.xyz, distance_upper_bound=CONTEXT_CLEARANCE)
+        points = points.select(~np.isfinite(distance))
     if len(points) < MIN_POINTS:
         raise BuildError(
             f"only {len(points)} Cα candidates found: the map shows no protein density at this "
@@ -259,15 +358,15 @@ def build(
     for index in range(options.rounds):
         check_cancel(cancel)
         start = time.time()
-        graph = refine(density, current, residue_strings, networks.gnn, rounds=1,
-                       device=networks.device, progress=progress, cancel=cancel)
+        graph = _refine_with_context(density, current, context, residue_strings, networks,
+                                     progress, cancel)
         seconds["gnn"] += time.time() - start
         start = time.time()
         report(progress, "thread", 0.0, f"round {index + 1}: linking chains")
         predictions = _predictions(graph)
         chains = link_chains(predictions)
-        matches = thread_chains(chains, graph.aa_probs, graph.confidence, sequences, rng=rng,
-                                cancel=cancel)
+        matches = thread_chains(chains, graph.aa_probs, graph.confidence, sequences,
+                                taken=taken, rng=rng, cancel=cancel)
         named = name_chains(join_matches(matches, predictions.backbone), sequences)
         model, aa_probs, reports = _assemble(graph, named, sequences, threaded_only=False)
         seconds["thread"] += time.time() - start
@@ -280,11 +379,9 @@ def build(
     final, final_probs, final_reports = _assemble(graph, named, sequences, threaded_only=True)
     relax_report = None
     if options.relax and final.num_residues:
-        from .relax import relax
-
         start = time.time()
         report(progress, "relax", 0.0, "relaxing geometry")
-        final, relax_report = relax(final, density, device=networks.device, cancel=cancel)
+        final, relax_report = _relax_with_context(final, context, density, networks, cancel)
         seconds["relax"] = time.time() - start
         report(progress, "relax", 1.0, "done")
     return BuildResult(points, tuple(rounds), rounds[-1].model, final, final_probs,

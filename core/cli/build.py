@@ -26,8 +26,9 @@ def add_args(parser):
 def main(args) -> int:
     from ..atomic import write_bytes_atomic
     from ..build_outputs import write_build
+    from ..engine import Engine
     from ..maps import read_map
-    from ..pipeline import BuildOptions, Networks, build
+    from ..pipeline import BuildOptions
     from ..sequences import read_fasta
     from .progressbar import terminal_progress
 
@@ -36,9 +37,18 @@ def main(args) -> int:
     mask = read_map(args.mask) if args.mask else None
     options = BuildOptions(rounds=args.rounds, threader=args.threader, relax=args.relax)
     started = time.time()
-    networks = Networks.load(args.device)
+    engine = Engine(args.device)
+    networks = engine.networks()
     with terminal_progress(quiet=args.quiet) as progress:
-        result = build(density, sequences, networks, options, mask=mask, progress=progress)
+
+        def on_event(event):
+            if progress is not None and event.kind == "stage":
+                progress("build", event.fraction, f"{event.stage}: {event.message}")
+
+        # The engine's job runs in this thread (Ctrl-C cancels it); result() raises its error.
+        job = engine.start_build(density, sequences, options, mask=mask, on_event=on_event,
+                                 threaded=False)
+        result = job.result()
     out = Path(args.output_dir)
     write_build(result, out)
     log = {

@@ -1,0 +1,436 @@
+"""The engine: background build jobs, sessions, accepted residues and region rebuilds.
+
+``Engine(device)`` holds the trained networks (loaded once, lazily, by the first job) and the
+open sessions, and starts jobs:
+
+* `Engine.start_build` -- a full build (`cryobuild.pipeline.build`) into a map; with a session,
+  the session's accepted residues stay as they are (fixed context for the graph network and
+  relaxation, their sequence positions taken for threading) and everything else is replaced.
+* `Engine.start_rebuild` -- rebuild a region of a session's model (residue keys, or a centre
+  and radius): detection only in a mask around the region (on the map cropped around it), the
+  graph network on the new nodes with the kept residues nearby as fixed context (their outputs
+  are discarded, so they never move), threading with every kept residue's sequence position
+  taken, and the result spliced back in place of the region's residues.
+
+Both return a `Job` at once and stream the same events (`cryobuild.engine.jobs`). With a
+session, each round's model is spliced in and saved as it arrives, so a cancelled, failed or
+killed job leaves the last complete round; the final model replaces it at the end.
+
+One job at a time per map and per session: a map is known by a hash of its content (grid,
+voxel size, origin), so a second copy of the same map read again counts as the same map --
+two builds into one density would compete for the same residues. Starting a second job on a
+busy map or session raises `JobConflict`; cancel the first and wait for its ``finished`` event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import InputError
+from ..maps import DensityMap
+from ..pipeline import BuildOptions, BuildResult, Networks, build
+from ..sequences import Sequence
+from ..session import JobConflict, Session, SessionState
+from .jobs import Job, JobEvent
+from .splice import (
+    REGION_CONTEXT,
+    REGION_MASK_RADIUS,
+    context_near,
+    rename_model,
+    rename_reports,
+    rename_round,
+    select_region,
+    splice,
+    thread_records,
+)
+
+__all__ = ["STAGE_EVENT_INTERVAL", "Engine"]
+
+log = logging.getLogger("cryobuild.engine")
+
+#: Seconds between two ``stage`` events of the same stage (progress is throttled, not lost:
+#: a stage's start and end always get an event).
+STAGE_EVENT_INTERVAL = 0.1
+#: Share of a job's overall progress before the rounds (loading, detection) and after them
+#: (relaxation, saving); the rounds share the rest equally, half graph network, half threading.
+_DETECT_SPAN = (0.02, 0.2)
+_ROUNDS_SPAN = (0.2, 0.9)
+_job_numbers = itertools.count(1)
+
+
+class _Progress:
+    """The pipeline's ``progress(stage, fraction, message)`` -> throttled ``stage`` events with
+    the job's overall fraction."""
+
+    def __init__(self, job: Job, rounds: int):
+        self.job = job
+        self.rounds = rounds
+        self.rounds_done = 0
+        self.last_stage = None
+        self.last_time = 0.0
+
+    def overall(self, stage: str, fraction: float) -> float:
+        if stage == "load":
+            return _DETECT_SPAN[0] * fraction
+        if stage == "detect":
+            return _DETECT_SPAN[0] + (_DETECT_SPAN[1] - _DETECT_SPAN[0]) * fraction
+        per_round = (_ROUNDS_SPAN[1] - _ROUNDS_SPAN[0]) / self.rounds
+        base = _ROUNDS_SPAN[0] + per_round * self.rounds_done
+        if stage == "gnn":
+            return base + per_round * 0.5 * fraction
+        if stage == "thread":
+            return base + per_round * (0.5 + 0.5 * fraction)
+        return _ROUNDS_SPAN[1] + (1.0 - _ROUNDS_SPAN[1]) * 0.9 * fraction  # relax, save
+
+    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+        now = time.monotonic()
+        boundary = stage != self.last_stage or fraction >= 1.0 or fraction <= 0.0
+        if boundary or now - self.last_time >= STAGE_EVENT_INTERVAL:
+            self.last_stage, self.last_time = stage, now
+            self.job._emit("stage", stage=stage, fraction=self.overall(stage, fraction), message=message)
+
+
+def _map_key(density: DensityMap) -> str:
+    """A content hash of a map (grid, voxel size, origin)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(np.ascontiguousarray(density.grid).view(np.uint8).data)
+    digest.update(np.asarray(density.grid.shape, np.int64).tobytes())
+    digest.update(np.asarray(density.voxel_size, np.float64).tobytes())
+    digest.update(np.asarray(density.origin, np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def _map_info(density: DensityMap, key: str) -> dict:
+    return {"key": key, "shape_xyz": density.shape_xyz.tolist(),
+            "voxel_size": density.voxel_size.tolist(), "origin": density.origin.tolist()}
+
+
+def _check_sequences(sequences) -> list[Sequence]:
+    if isinstance(sequences, Sequence):
+        sequences = [sequences]
+    sequences = list(sequences) if sequences is not None else []
+    if not sequences:
+        raise InputError("at least one sequence is needed to build")
+    for sequence in sequences:
+        if not isinstance(sequence, Sequence):
+            raise InputError(f"sequences must be Sequence objects (cryobuild.sequences), got {type(sequence).__name__}")
+    names = [s.name for s in sequences]
+    if len(set(names)) != len(names):
+        raise InputError("sequence names must be unique (they name the chains' sequences)")
+    return sequences
+
+
+def _check_options(options, density, mask) -> None:
+    if not isinstance(options, BuildOptions):
+        raise InputError(f"options must be a BuildOptions, got {type(options).__name__}")
+    if options.threader != "hmm":
+        raise InputError(f"the {options.threader!r} threader is not in this version of cryobuild")
+    if not isinstance(density, DensityMap):
+        raise InputError(f"the map must be a DensityMap, got {type(density).__name__}")
+    if mask is not None and not isinstance(mask, DensityMap):
+        raise InputError(f"the mask must be a DensityMap, got {type(mask).__name__}")
+
+
+class Engine:
+    """Runs build jobs in worker threads and keeps their sessions.
+
+    Parameters
+    ----------
+    device : str
+        Torch device for the networks (`cryobuild.device.resolve_device`: "auto" is CUDA when
+        available, else CPU); checked when the first job loads the networks.
+    networks : Networks, optional
+        Already loaded networks (otherwise `Networks.load(device)` on first use).
+
+    Examples
+    --------
+    In a GUI, start a job and drain its events on the GUI's timer::
+
+        engine = Engine()
+        job = engine.start_build(density, sequences, BuildOptions(), session="my_session")
+        ...
+        for event in job.poll():      # every 100 ms on the GUI thread
+            show(event)               # event.kind, event.fraction, event.payload ...
+    """
+
+    def __init__(self, device: str | None = "auto", *, networks: Networks | None = None):
+        self.device = device
+        self._networks = networks
+        self._networks_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._busy_maps: dict[str, Job] = {}
+        self._sessions: dict[Path, Session] = {}
+        self._jobs: list[Job] = []
+        self._map_keys: dict[int, tuple[weakref.ref, str]] = {}
+
+    # ------------------------------------------------------------------ resources
+
+    def networks(self) -> Networks:
+        """The networks, loaded on first use (blocks while loading)."""
+        with self._networks_lock:
+            if self._networks is None:
+                self._networks = Networks.load(self.device)
+            return self._networks
+
+    def preload(self) -> Networks:
+        """Import the pipeline's modules and load the networks now, in the calling thread.
+
+        Imports hold the GIL while they run, so the first job would otherwise stall the
+        caller's thread for a few hundred ms while its worker imports; a GUI calls this once
+        when its panel opens (as apbs_gui defers heavy imports to that moment)."""
+        import scipy.ndimage
+        import scipy.signal
+        import scipy.sparse.csgraph
+        import scipy.spatial
+        import scipy.special
+        import scipy.stats
+        import torch.nn.functional
+
+        from .. import assignment, chains, hmm, models, relax, validation
+        from ..detect import inference
+        from ..gnn import refine
+
+        return self.networks()
+
+    def open_session(self, path: str | Path, *, create: bool = True) -> Session:
+        """The session in folder ``path``, restored from disk (or new, with ``create``); the
+        same object while this engine has it open."""
+        resolved = Path(path).resolve()
+        with self._lock:
+            session = self._sessions.get(resolved)
+            if session is None:
+                session = self._sessions[resolved] = Session.open(resolved, create=create)
+            return session
+
+    def _session(self, session) -> Session | None:
+        if session is None or isinstance(session, Session):
+            return session
+        if isinstance(session, (str, Path)):
+            return self.open_session(session)
+        raise InputError(f"session must be a folder path or a Session, got {type(session).__name__}")
+
+    def _key(self, density: DensityMap) -> str:
+        """Content key of ``density``, cached per map object."""
+        cached = self._map_keys.get(id(density))
+        if cached is not None and cached[0]() is density:
+            return cached[1]
+        key = _map_key(density)
+        self._map_keys[id(density)] = (weakref.ref(density), key)
+        return key
+
+    @property
+    def jobs(self) -> list[Job]:
+        """Jobs not yet finished."""
+        with self._lock:
+            return [job for job in self._jobs if not job.done]
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Cancel every running job and wait for its thread to end."""
+        for job in self.jobs:
+            job.cancel()
+        for job in self.jobs:
+            job.wait(timeout)
+
+    # ------------------------------------------------------------------ starting jobs
+
+    def start_build(
+        self,
+        density: DensityMap,
+        sequences: list[Sequence],
+        options: BuildOptions = BuildOptions(),
+        *,
+        session: str | Path | Session | None = None,
+        mask: DensityMap | None = None,
+        on_event: Callable[[JobEvent], None] | None = None,
+        threaded: bool = True,
+    ) -> Job:
+        """Start a full build of ``sequences`` into ``density``; returns the running `Job`.
+
+        With a ``session`` (folder or `Session`), its accepted residues stay, the rest of its
+        model is replaced round by round, and every round is saved. ``on_event(event)`` is
+        called in the worker thread for each event. ``threaded=False`` runs the job in the
+        calling thread and returns it finished (its events still queued).
+
+        Raises
+        ------
+        InputError
+            For a bad map, mask, sequences or options (at once, before any work).
+        JobConflict
+            When a job is running on the same map (by content) or session.
+        """
+        _check_options(options, density, mask)
+        sequences = _check_sequences(sequences)
+        session = self._session(session)
+        job = Job(f"job-{next(_job_numbers)}", "build", on_event)
+
+        def body(job: Job) -> BuildResult:
+            return self._build(job, density, sequences, options, mask, session)
+
+        return self._launch(job, density, session, sequences, body, threaded)
+
+    def start_rebuild(
+        self,
+        session: str | Path | Session,
+        density: DensityMap,
+        *,
+        keys: Iterable | None = None,
+        centre=None,
+        radius: float | None = None,
+        sequences: list[Sequence] | None = None,
+        options: BuildOptions = BuildOptions(),
+        on_event: Callable[[JobEvent], None] | None = None,
+        threaded: bool = True,
+    ) -> Job:
+        """Rebuild a region of ``session``'s model: the residues named by ``keys`` (``(chain,
+        number)`` pairs), or those with an atom within ``radius`` Å of ``centre`` (the whole
+        sphere is searched, so empty density in it gets built too). Accepted residues in the
+        region stay. ``sequences`` default to the session's. Streams the same events as
+        `start_build`; the new residues replace the region's in the session.
+
+        Raises `InputError` for an empty or unknown region, bad options or no sequences, and
+        `JobConflict` as `start_build`.
+        """
+        _check_options(options, density, None)
+        session = self._session(session)
+        if session is None:
+            raise InputError("a region rebuild needs a session")
+        sequences = _check_sequences(session.sequences if sequences is None else sequences)
+        if session.busy:
+            raise JobConflict(f"{session.path}: a job is running on this session; cancel it first")
+        state = session.state
+        region = select_region(state, density, keys=keys, centre=centre, radius=radius)
+        stored = session.map_info.get("key")
+        other_map = stored is not None and stored != self._key(density)
+        job = Job(f"job-{next(_job_numbers)}", "rebuild", on_event)
+
+        def body(job: Job) -> BuildResult:
+            return self._rebuild(job, region, state, sequences, options, session, other_map)
+
+        return self._launch(job, density, session, sequences, body, threaded)
+
+    def _launch(self, job: Job, density, session, sequences, body, threaded: bool) -> Job:
+        key = self._key(density)
+        with self._lock:
+            other = self._busy_maps.get(key)
+            if other is not None:
+                raise JobConflict(
+                    f"{other.id} is already running on this map; cancel it (and wait for its "
+                    "'finished' event) before starting another job on it"
+                )
+            if session is not None:
+                session._begin_job(job.id, job.kind, sequences, _map_info(density, key))
+            self._busy_maps[key] = job
+            self._jobs = [j for j in self._jobs if not j.done] + [job]
+        job.session = session
+        job._map_key = key
+
+        def release(job: Job, outcome: str, message: str) -> None:
+            try:
+                if session is not None:
+                    session._end_job(job.id, outcome, message)
+            except Exception:
+                log.error("%s: could not save the session's job record", job.id, exc_info=True)
+            finally:
+                with self._lock:
+                    if self._busy_maps.get(key) is job:
+                        del self._busy_maps[key]
+
+        if threaded:
+            thread = threading.Thread(target=job._run, args=(body, release),
+                                      name=f"cryobuild-{job.id}", daemon=True)
+            job._thread = thread
+            thread.start()
+        else:
+            job._run(body, release)
+        return job
+
+    # ------------------------------------------------------------------ job bodies
+
+    def _load(self, job: Job, progress: _Progress) -> Networks:
+        if self._networks is None:
+            progress("load", 0.0, "loading the networks")
+        networks = self.networks()
+        progress("load", 1.0, f"networks on {networks.device}")
+        return networks
+
+    def _run_pipeline(self, job: Job, density, sequences, options, *, mask, kept: SessionState | None,
+                      context, session: Session | None, spare: bool) -> BuildResult:
+        """`build` with the kept residues' positions taken, each round spliced and saved."""
+        progress = _Progress(job, options.rounds)
+        networks = self._load(job, progress)
+        visible = kept.select(kept.visible) if kept is not None else None
+        if visible is not None and visible.num_residues:
+            records = thread_records(sequences, visible, spare=spare)
+            threaded, taken = records.records, records.taken
+        else:
+            threaded, taken = sequences, None
+        rounds = []
+
+        def on_result(kind: str, payload) -> None:
+            if kind == "points":
+                job._emit("points", stage="detect", message=f"{len(payload)} Cα candidates", payload=payload)
+                return
+            renames = {}
+            if session is not None:
+                state, renames = splice(kept, payload.model, payload.chains)
+                session._job_update(state, rounds_saved=payload.index)
+            result = rename_round(payload, renames)
+            rounds.append(result)
+            progress.rounds_done = payload.index
+            job._emit("round", stage="thread", fraction=progress.overall("thread", 0.0),
+                      message=f"round {payload.index}/{options.rounds}: {result.model.num_residues} "
+                              f"residues in {len(result.chains)} chains", payload=result)
+
+        result = build(density, threaded, networks, options, mask=mask, context=context, taken=taken,
+                       progress=progress, cancel=job.cancel_token, on_result=on_result)
+        renames = {}
+        if session is not None:
+            progress("save", 0.0, "saving the model")
+            state, renames = splice(kept, result.final, result.final_chains)
+            session._job_update(state, rounds_saved=len(rounds))
+        result = dataclasses.replace(
+            result, rounds=tuple(rounds), raw=rounds[-1].model,
+            final=rename_model(result.final, renames),
+            final_chains=rename_reports(result.final_chains, renames),
+        )
+        if result.final.num_residues == 0:
+            job._emit("warning", message="no chain could be threaded to the sequences: the final "
+                                         "model has no new residues")
+        return result
+
+    def _build(self, job: Job, density, sequences, options, mask, session: Session | None) -> BuildResult:
+        kept = context = None
+        if session is not None:
+            state = session.state
+            kept = state.select(state.accepted)
+            context = kept.model if kept.num_residues else None
+            if kept.num_residues:
+                job._emit("stage", stage="load", message=f"keeping {kept.num_residues} accepted residues")
+        return self._run_pipeline(job, density, sequences, options, mask=mask, kept=kept,
+                                  context=context, session=session, spare=True)
+
+    def _rebuild(self, job: Job, region, state: SessionState, sequences, options,
+                 session: Session, other_map: bool) -> BuildResult:
+        if other_map:
+            job._emit("warning", message="the map differs from the one the session's last job used")
+        if region.kept_accepted:
+            job._emit("warning", message=f"{region.kept_accepted} accepted residues in the region are kept")
+        kept = state.select(~region.rows)
+        visible = kept.select(kept.visible)
+        context = context_near(visible, region.points, REGION_CONTEXT + REGION_MASK_RADIUS)
+        log.info("%s: rebuilding %d residues with %d context residues", job.id,
+                 int(region.rows.sum()), context.num_residues)
+        return self._run_pipeline(job, region.density, sequences, options, mask=region.mask,
+                                  kept=kept, context=context if context.num_residues else None,
+                                  session=session, spare=False)

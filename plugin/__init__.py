@@ -1,0 +1,1 @@
+"""cryobuild's PyMOL plugin (package ``cryobuild_pymol``): a thin view over `cryobuild.engine`."""

@@ -1,0 +1,359 @@
+"""The engine: background jobs, events, cancel, sessions, accept / prune / undo, region rebuilds.
+
+Behaviour only, never model quality: the committed weights are still training. Everything runs
+on a 3 Å map simulated from PyMOL's il2 (126 residues). The reference model (renumbered 1..R to
+match its sequence) stands in for a model the user opened, so accepting and rebuilding have
+residues to work on whatever the networks build.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+from cryobuild.checkpoints import checkpoint_path
+from cryobuild.engine import EVENT_KINDS, Engine, JobConflict
+from cryobuild.errors import CryobuildError, InputError
+from cryobuild.maps import DensityMap
+from cryobuild.models import read_model
+from cryobuild.pipeline import BuildOptions, BuildResult, RoundResult
+from cryobuild.points import CalphaPoints
+from cryobuild.residues import one_letter
+from cryobuild.sequences import Sequence
+from cryobuild.session import MODEL_FILE, STATE_FILE, Session
+
+#: Pause (s) of the caller's (GUI) thread while a job runs: the issue's limit, held by 99% of
+#: timer ticks. The worst tick is printed, not asserted below `MAX_GUI_FREEZE`: on a machine
+#: whose cores are saturated, GIL hand-over during the threading stage's calibration has shown
+#: 160-310 ms (a build in a separate process: 16 ms).
+MAX_GUI_GAP = 0.2
+MAX_GUI_FREEZE = 1.0
+#: Seconds from cancel() to the "cancelled" event.
+MAX_CANCEL_LATENCY = 5.0
+#: Poll period of the simulated GUI timer (s).
+TIMER = 0.02
+#: A job that has not finished in this long has hung.
+JOB_TIMEOUT = 120.0
+EVENT_ORDER = re.compile(r"^started (stage |points |round |warning )*(final|failed|cancelled) finished$")
+
+pytestmark = pytest.mark.skipif(
+    not (checkpoint_path("detect").is_file() and checkpoint_path("gnn").is_file()),
+    reason="trained weights (weights/detect.pt, gnn.pt) not available",
+)
+
+
+@pytest.fixture(scope="module")
+def il2(il2_map_3A, il2_path):
+    """(map, reference model numbered 1..R, its sequence)."""
+    density, _ = il2_map_3A
+    reference = read_model(il2_path)
+    reference = dataclasses.replace(reference, residue_number=np.arange(1, reference.num_residues + 1),
+                                    entity_sequences={})
+    sequence = Sequence("il2", "".join(one_letter(int(a)) for a in reference.aatype))
+    return density, reference, sequence
+
+
+@pytest.fixture(scope="module")
+def engine():
+    engine = Engine("cpu")
+    engine.preload()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(autouse=True)
+def no_threads_left_behind():
+    """Every job's worker thread has ended when a test ends (pyhmmer's tearDown check)."""
+    before = threading.active_count()
+    yield
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before
+
+
+def drive(job, on_event=None):
+    """Poll ``job`` on a GUI-like timer until it finishes; returns (events, sorted timer gaps
+    in s beyond the period)."""
+    events, gaps, last = [], [], time.perf_counter()
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while True:
+        for event in job.poll():
+            events.append(event)
+            if on_event is not None:
+                on_event(event)
+        if events and events[-1].kind == "finished":
+            break
+        assert time.monotonic() < deadline, "the job hung"
+        time.sleep(TIMER)
+        now = time.perf_counter()
+        gaps.append(now - last - TIMER)
+        last = now
+    assert job.wait(10)
+    return events, sorted(gaps)
+
+
+def kinds(events) -> str:
+    return " ".join(event.kind for event in events)
+
+
+def key_rows(state) -> dict:
+    return {key: row for row, key in enumerate(state.keys())}
+
+
+def assert_no_partial_files(folder):
+    assert not [p.name for p in folder.rglob("*.part")]
+
+
+def reference_session(engine, il2, folder) -> Session:
+    _, reference, sequence = il2
+    session = engine.open_session(folder)
+    session.set_model(reference, sequences=[sequence])
+    return session
+
+
+def test_build_streams_events_in_order_while_the_caller_stays_responsive(engine, il2, tmp_path):
+    density, _, sequence = il2
+    saved_at_round = []
+
+    def on_event(event):  # worker thread: the round is on disk before its event
+        if event.kind == "round":
+            saved_at_round.append(Session.open(tmp_path / "s", create=False).job["rounds_saved"])
+
+    job = engine.start_build(density, [sequence], BuildOptions(rounds=2, relax=False),
+                             session=tmp_path / "s", on_event=on_event)
+    events, gaps = drive(job)
+    p99 = gaps[int(0.99 * (len(gaps) - 1))]
+    print(f"GUI-thread timer gaps during the build: max {gaps[-1] * 1000:.0f} ms, "
+          f"99th percentile {p99 * 1000:.0f} ms over {len(gaps)} ticks")
+    assert EVENT_ORDER.match(kinds(events)), kinds(events)
+    assert {e.job_id for e in events} == {job.id}
+    assert all(e.kind in EVENT_KINDS for e in events)
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] == 1.0
+    points = [e for e in events if e.kind == "points"]
+    rounds = [e for e in events if e.kind == "round"]
+    assert len(points) == 1 and isinstance(points[0].payload, CalphaPoints)
+    assert events.index(points[0]) < events.index(rounds[0])
+    assert [r.payload.index for r in rounds] == [1, 2] and saved_at_round == [1, 2]
+    assert all(isinstance(r.payload, RoundResult) for r in rounds)
+    final = next(e for e in events if e.kind == "final")
+    assert isinstance(final.payload, BuildResult) and job.result() is final.payload
+    session = job.session
+    assert session.job["state"] == "finished" and not session.busy
+    assert session.state.built.all() and not session.state.accepted.any()
+    assert (tmp_path / "s" / STATE_FILE).is_file() and (tmp_path / "s" / MODEL_FILE).is_file()
+    assert_no_partial_files(tmp_path / "s")
+    assert p99 < MAX_GUI_GAP and gaps[-1] < MAX_GUI_FREEZE
+
+
+def test_cancel_keeps_the_last_round_and_accepted_residues(engine, il2, tmp_path):
+    density, _, sequence = il2
+    session = reference_session(engine, il2, tmp_path / "s")
+    accepted = session.keys()[:30]
+    session.accept(accepted)
+    before = session.state
+    job = engine.start_build(density, [sequence], BuildOptions(rounds=3), session=session)
+
+    # one job per map (by content: a copy counts) and per session, and no edits meanwhile
+    copy = DensityMap(density.grid.copy(), density.voxel_size, density.origin)
+    with pytest.raises(JobConflict, match="already running on this map"):
+        engine.start_build(copy, [sequence], session=tmp_path / "other")
+    with pytest.raises(JobConflict):
+        session.accept(session.keys()[40:41])
+
+    cancelled_at = []
+
+    def cancel_after_first_round(event):
+        if event.kind == "round" and not cancelled_at:
+            cancelled_at.append(time.time())
+            job.cancel()
+
+    events, _ = drive(job, cancel_after_first_round)
+    assert EVENT_ORDER.match(kinds(events)) and events[-2].kind == "cancelled", kinds(events)
+    latency = events[-2].time - cancelled_at[0]
+    print(f"cancel latency: {latency:.2f} s")
+    assert latency < MAX_CANCEL_LATENCY
+    with pytest.raises(Exception, match="cancelled"):
+        job.result()
+    last_round = [e for e in events if e.kind == "round"][-1].payload
+    assert session.job["state"] == "cancelled" and session.job["rounds_saved"] == last_round.index
+    after = session.state
+    built = zip(last_round.model.chain_id.tolist(), last_round.model.residue_number.tolist())
+    assert set(after.keys()) == set(accepted) | set(built)
+    rows_before, rows_after = key_rows(before), key_rows(after)
+    for key in accepted:
+        assert np.array_equal(before.model.atom_positions[rows_before[key]],
+                              after.model.atom_positions[rows_after[key]])
+        assert after.accepted[rows_after[key]]
+    assert_no_partial_files(tmp_path / "s")
+    reopened = Session.open(tmp_path / "s")
+    assert reopened.keys() == session.keys()
+
+    # the map is free again; a job cancelled before it starts work ends at once
+    job = engine.start_build(copy, [sequence], BuildOptions(rounds=1))
+    job.cancel()
+    assert kinds(job.events(timeout=JOB_TIMEOUT)).endswith("cancelled finished")
+    assert job.wait(10)
+
+
+def test_region_rebuild_changes_only_the_region_and_keeps_accepted(engine, il2, tmp_path):
+    density, reference, _ = il2
+    session = reference_session(engine, il2, tmp_path / "s")
+    keys = session.keys()
+    session.accept(keys[:40])
+    region = keys[30:70]  # 10 accepted: they stay
+    before = session.state
+    began = time.perf_counter()
+    job = engine.start_rebuild(session, density, keys=region, options=BuildOptions(rounds=1))
+    events, _ = drive(job)
+    print(f"region rebuild of 30 residues: {time.perf_counter() - began:.1f} s")
+    assert EVENT_ORDER.match(kinds(events)) and events[-2].kind == "final", kinds(events)
+    assert any(e.kind == "warning" and "10 accepted" in e.message for e in events)
+    after = session.state
+    rows_before, rows_after = key_rows(before), key_rows(after)
+    replaced = set(region[10:])
+    for key in keys:
+        if key in replaced:
+            continue
+        assert np.array_equal(before.model.atom_positions[rows_before[key]],
+                              after.model.atom_positions[rows_after[key]]), key
+        assert after.accepted[rows_after[key]] == before.accepted[rows_before[key]]
+    # new residues sit in the region's mask (6 Å around its atoms), give or take the network's shift
+    region_atoms = reference.atom_positions[40:70][reference.atom_mask[40:70]]
+    new = [rows_after[k] for k in after.keys() if k not in rows_before or k in replaced]
+    for row in new:
+        distance = np.linalg.norm(region_atoms - after.model.ca[row], axis=-1).min()
+        assert distance < 6.0 + 3.0
+        assert after.built[row] and not after.accepted[row]
+    assert session.history[-1] == f"rebuild {job.id}"
+    assert session.undo() == f"rebuild {job.id}"
+    assert session.keys() == before.keys()
+
+
+def test_prune_and_undo(engine, il2, tmp_path):
+    session = reference_session(engine, il2, tmp_path / "s")
+    keys = session.keys()
+    confidence = session.model.confidence
+    session.accept(keys[:5])
+    threshold = float(np.median(confidence))
+    expected = int(np.sum(confidence[5:] < threshold))
+    assert session.prune(below=threshold) == expected
+    assert session.model.num_residues == len(keys) - expected
+    assert set(keys[:5]) <= set(session.keys())  # accepted residues are never pruned
+    with pytest.raises(InputError, match="accepted"):
+        session.prune(keys[:1])
+    assert session.prune(session.keys()[-2:]) == 2
+    assert session.undo().startswith("prune 2")
+    assert session.undo().startswith(f"prune {expected}")
+    assert session.keys() == keys
+    assert Session.open(tmp_path / "s").keys() == keys  # saved after every change
+    session.undo(), session.undo()  # the accept, then the model replacement
+    assert session.model.num_residues == 0
+    with pytest.raises(InputError, match="nothing to undo"):
+        session.undo()
+    with pytest.raises(InputError, match="no such residue"):
+        session.prune([("Q", 999)])
+
+
+def test_bad_input_raises_clear_errors(engine, il2, tmp_path):
+    density, _, sequence = il2
+    with pytest.raises(InputError, match="rounds"):
+        BuildOptions(rounds=0)
+    with pytest.raises(InputError, match="threader"):
+        engine.start_build(density, [sequence], BuildOptions(threader="structgen"))
+    with pytest.raises(InputError, match="sequence"):
+        engine.start_build(density, [], BuildOptions())
+    with pytest.raises(InputError, match="DensityMap"):
+        engine.start_build(density.grid, [sequence])
+    session = reference_session(engine, il2, tmp_path / "s")
+    with pytest.raises(InputError, match="no such residue"):
+        engine.start_rebuild(session, density, keys=[("Z", 1)])
+    with pytest.raises(InputError, match="not both or neither"):
+        engine.start_rebuild(session, density)
+    with pytest.raises(InputError, match="radius"):
+        engine.start_rebuild(session, density, centre=(0, 0, 0), radius=-1)
+    session.accept(session.keys()[:3])
+    with pytest.raises(InputError, match="accepted"):
+        engine.start_rebuild(session, density, keys=session.keys()[:3])
+    assert not session.busy and not engine.jobs
+
+    # a failing callback is an internal error of the job (inline: runs in this thread)
+    def explode(event):
+        raise RuntimeError("boom")
+
+    job = engine.start_build(density, [sequence], on_event=explode, threaded=False)
+    failed = [e for e in job.poll() if e.kind == "failed"]
+    assert failed and failed[0].message.startswith("internal error: the event callback raised")
+    with pytest.raises(RuntimeError, match="boom"):
+        job.result()
+
+    # a flat map fails with the stage's one-line message
+    flat = DensityMap(np.zeros((40, 40, 40), np.float32), 1.0, (0, 0, 0))
+    job = engine.start_build(flat, [sequence], threaded=False)
+    events = job.poll()
+    assert kinds(events).endswith("failed finished")
+    with pytest.raises(CryobuildError) as error:
+        job.result()
+    assert events[-2].message == str(error.value) and "\n" not in events[-2].message
+
+
+_WORKER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from cryobuild.data import read_structure
+    from cryobuild.demo_data import demo_structure_path
+    from cryobuild.engine import Engine
+    from cryobuild.pipeline import BuildOptions
+    from cryobuild.sequences import Sequence
+    from cryobuild.simulate import SimulationOptions, simulate_map
+
+    path = demo_structure_path("il2.pdb")
+    density = simulate_map(read_structure(path), SimulationOptions(resolution=3.0),
+                           np.random.default_rng(0))
+
+    def on_event(event):
+        if event.kind == "round":
+            print("ROUND", event.payload.index, event.payload.model.num_residues, flush=True)
+
+    job = Engine("cpu").start_build(density, [Sequence("il2", sys.argv[2])],
+                                    BuildOptions(rounds=5), session=sys.argv[1], on_event=on_event)
+    job.wait()
+    print("DONE", flush=True)
+    """
+)
+
+
+def test_session_survives_a_killed_worker_process(il2, tmp_path):
+    _, _, sequence = il2
+    folder = tmp_path / "s"
+    worker = subprocess.Popen([sys.executable, "-c", _WORKER, str(folder), sequence.residues],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        line = worker.stdout.readline()
+        assert line.startswith("ROUND 1"), line
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(30)
+        worker.stdout.close()
+    residues = int(line.split()[2])
+    session = Session.open(folder)
+    assert session.job["state"] == "interrupted" and session.job["rounds_saved"] >= 1
+    assert session.model.num_residues > 0 and session.state.built.all()
+    if session.job["rounds_saved"] == 1:
+        assert session.model.num_residues == residues
+    assert read_model(folder / MODEL_FILE).num_residues == session.model.num_residues
+    assert_no_partial_files(folder)
