@@ -1,11 +1,12 @@
 """``cryobuild demo``: the whole job on a built-in example.
 
-Simulates a 3 Å map from the interleukin-2 structure that PyMOL ships, runs every stage this
-version has on it, and prints the scores against the known structure.
+Simulates a 3 Å map from the interleukin-2 structure that PyMOL ships, builds into it with its
+sequence and prints the scores of the raw and final models against the known structure.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,47 +22,53 @@ def add_args(parser):
 
 
 def main(args) -> int:
+    from ..build_outputs import write_build
     from ..checkpoints import checkpoint_path
     from ..data import read_structure
     from ..demo_data import demo_structure_path
-    from ..detect.inference import detect_calphas
-    from ..detect.network import load_detector
-    from ..device import resolve_device
-    from ..evaluate import match_calpha
+    from ..evaluate import evaluate
     from ..maps import write_map
-    from ..models import model_from_ca, read_model, write_model
+    from ..models import read_model
+    from ..pipeline import BuildOptions, Networks, build
+    from ..residues import AA_ORDER
+    from ..sequences import Sequence
     from ..simulate import SimulationOptions, simulate_map
+    from ..validation import validate_geometry
     from .progressbar import terminal_progress
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     source = demo_structure_path()
-    structure = read_structure(source)
     reference = read_model(source)
     density = simulate_map(
-        structure, SimulationOptions(resolution=args.resolution, voxel_size=1.0, snr=3.0),
+        read_structure(source),
+        SimulationOptions(resolution=args.resolution, voxel_size=1.0, snr=3.0),
         np.random.default_rng(0),
     )
     write_map(density, out / "map.mrc")
+    sequence = Sequence("il2", "".join(AA_ORDER[a] for a in reference.aatype if a < len(AA_ORDER)))
     print(f"simulated {out / 'map.mrc'} from {source.name} ({reference.num_residues} residues) "
           f"at {args.resolution:g} Å")
-
-    detector_weights = checkpoint_path("detect")
-    if not detector_weights.exists():
-        print("stopping here: no trained Cα detector (weights/detect.pt) in this installation")
+    missing = [name for name in ("detect", "gnn") if not checkpoint_path(name).exists()]
+    if missing:
+        print(f"stopping: no trained weights for {', '.join(missing)} in this installation")
         return 0
-    device = resolve_device(args.device)
+    started = time.time()
+    networks = Networks.load(args.device)
     with terminal_progress(quiet=args.quiet) as progress:
-        result = detect_calphas(density, load_detector(detector_weights, device), device=device,
-                                progress=progress)
-    points = result.points
-    write_model(model_from_ca(points.xyz, points.score), out / "ca_points.cif")
-    pred_index, ref_index = match_calpha(points.xyz, reference.ca)
-    errors = np.linalg.norm(points.xyz[pred_index] - reference.ca[ref_index], axis=1)
-    print(f"Cα detection: {len(points)} points; recall {len(ref_index) / reference.num_residues:.3f}, "
-          f"precision {len(pred_index) / max(len(points), 1):.3f}, "
-          f"median error {np.median(errors) if len(errors) else float('nan'):.2f} Å "
-          f"-> {out / 'ca_points.cif'}")
-    print("stopping after Cα detection: the graph network builder, sequence threading and "
-          "relaxation are not in this version yet")
+        result = build(density, [sequence], networks, BuildOptions(), progress=progress)
+    write_build(result, out)
+    seconds = time.time() - started
+    print(f"built {result.final.num_residues} residues in {len(result.final_chains)} chains in "
+          f"{seconds:.0f} s -> {out / 'model.cif'}")
+    for name, model in (("raw model", result.raw), ("final model", result.final)):
+        metrics = evaluate(model, reference)
+        print(f"{name:>12}: Cα recall {metrics.ca_recall:.2f}, precision {metrics.ca_precision:.2f}, "
+              f"sequence recall {metrics.sequence_recall:.2f}, backbone RMSD "
+              f"{metrics.backbone_rmsd:.2f} Å, connectivity {metrics.connectivity:.2f}")
+    if result.final.num_residues:
+        geometry = validate_geometry(result.final)
+        print(f"    geometry: {geometry.peptide_bond_ideal_fraction:.2f} of peptide bonds within "
+              f"0.1 Å of 1.33 Å, clashscore {geometry.clashscore:.1f}, "
+              f"{geometry.ramachandran_outlier_fraction:.1%} Ramachandran outliers")
     return 0

@@ -33,7 +33,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -189,17 +188,17 @@ class Engine:
         Imports hold the GIL while they run, so the first job would otherwise stall the
         caller's thread for a few hundred ms while its worker imports; a GUI calls this once
         when its panel opens (as apbs_gui defers heavy imports to that moment)."""
-        import scipy.ndimage
-        import scipy.signal
-        import scipy.sparse.csgraph
-        import scipy.spatial
-        import scipy.special
-        import scipy.stats
-        import torch.nn.functional
+        import scipy.ndimage  # noqa: F401 - imported to warm up
+        import scipy.signal  # noqa: F401 - imported to warm up
+        import scipy.sparse.csgraph  # noqa: F401 - imported to warm up
+        import scipy.spatial  # noqa: F401 - imported to warm up
+        import scipy.special  # noqa: F401 - imported to warm up
+        import scipy.stats  # noqa: F401 - imported to warm up
+        import torch.nn.functional  # noqa: F401 - imported to warm up
 
-        from .. import assignment, chains, hmm, models, relax, validation
-        from ..detect import inference
-        from ..gnn import refine
+        from .. import assignment, chains, hmm, models, relax, validation  # noqa: F401 - imported to warm up
+        from ..detect import inference  # noqa: F401 - imported to warm up
+        from ..gnn import refine  # noqa: F401 - imported to warm up
 
         return self.networks()
 

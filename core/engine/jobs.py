@@ -24,7 +24,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from typing import Optional
 
 from ..errors import Cancelled, CryobuildError
 from ..progress import CancelToken
