@@ -67,7 +67,8 @@ RELAX_CONTEXT = 10.0
 
 @dataclasses.dataclass(frozen=True)
 class BuildOptions:
-    """rounds: graph-network passes, each followed by threading; threader: "hmm" (pyhmmer);
+    """rounds: graph-network passes, each followed by threading; threader: "hmm" (pyhmmer
+    profiles, `assignment`) or "structgen" (the Structure Generator, `structgen.thread`);
     detection_threshold: Cα probability threshold (None: the detector's default); relax: run
     the geometry relaxation on the final model; seed: random seed (initial frames, HMM
     calibration)."""
@@ -94,15 +95,20 @@ class Networks:
     detector: object
     gnn: object
     device: object
+    structgen: object = None
 
     @classmethod
     def load(cls, device: str | None = "auto") -> "Networks":
+        """Load the bundled networks; the Structure Generator only if its weights exist."""
+        from .checkpoints import checkpoint_path
         from .detect.network import load_detector
         from .device import resolve_device
         from .gnn.refine import load_gnn
+        from .structgen.thread import load_structgen
 
         resolved = resolve_device(device)
-        return cls(load_detector(device=resolved), load_gnn(device=resolved), resolved)
+        structgen = load_structgen(device=resolved) if checkpoint_path("structgen").exists() else None
+        return cls(load_detector(device=resolved), load_gnn(device=resolved), resolved, structgen)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,8 +333,11 @@ def build(
 
     if not sequences:
         raise InputError("at least one sequence is needed to build (or use build_no_seq)")
-    if options.threader != "hmm":
-        raise InputError(f"the {options.threader!r} threader is not in this version of cryobuild")
+    if options.threader == "structgen":
+        if networks.structgen is None:
+            raise InputError("the structgen threader needs trained weights (weights/structgen.pt)")
+        if taken is not None:
+            raise InputError("the structgen threader cannot thread around accepted residues; use hmm")
     seconds = {}
     notify = on_result or (lambda kind, payload: None)
     rng = np.random.default_rng(options.seed)
@@ -365,8 +374,14 @@ def build(
         report(progress, "thread", 0.0, f"round {index + 1}: linking chains")
         predictions = _predictions(graph)
         chains = link_chains(predictions)
-        matches = thread_chains(chains, graph.aa_probs, graph.confidence, sequences,
-                                taken=taken, rng=rng, cancel=cancel)
+        if options.threader == "structgen":
+            from .structgen.thread import thread_structgen
+
+            matches = thread_structgen(chains, graph.aa_probs, graph.translations, sequences,
+                                       networks.structgen, cancel=cancel)
+        else:
+            matches = thread_chains(chains, graph.aa_probs, graph.confidence, sequences,
+                                    taken=taken, rng=rng, cancel=cancel)
         named = name_chains(join_matches(matches, predictions.backbone), sequences)
         model, aa_probs, reports = _assemble(graph, named, sequences, threaded_only=False)
         seconds["thread"] += time.time() - start

@@ -23,36 +23,44 @@ def add_args(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def build_with_engine(density, sequences, options, *, device="auto", mask=None, quiet=False):
+    """Run one build through the engine in this thread (Ctrl-C cancels it) with a terminal
+    progress bar; returns the `BuildResult` and the device used. Shared by ``build`` and
+    ``demo`` so the command line has no second pipeline."""
+    from ..engine import Engine
+    from .progressbar import terminal_progress
+
+    engine = Engine(device)
+    networks = engine.networks()
+    with terminal_progress(quiet=quiet) as progress:
+
+        def on_event(event):
+            if progress is not None and event.kind == "stage":
+                progress("build", event.fraction, f"{event.stage}: {event.message}")
+
+        job = engine.start_build(density, sequences, options, mask=mask, on_event=on_event,
+                                 threaded=False)
+        return job.result(), networks.device
+
+
 def main(args) -> int:
     from ..atomic import write_bytes_atomic
     from ..build_outputs import write_build
-    from ..engine import Engine
     from ..maps import read_map
     from ..pipeline import BuildOptions
     from ..sequences import read_fasta
-    from .progressbar import terminal_progress
 
     density = read_map(args.map)
     sequences = read_fasta(args.fasta)
     mask = read_map(args.mask) if args.mask else None
     options = BuildOptions(rounds=args.rounds, threader=args.threader, relax=args.relax)
     started = time.time()
-    engine = Engine(args.device)
-    networks = engine.networks()
-    with terminal_progress(quiet=args.quiet) as progress:
-
-        def on_event(event):
-            if progress is not None and event.kind == "stage":
-                progress("build", event.fraction, f"{event.stage}: {event.message}")
-
-        # The engine's job runs in this thread (Ctrl-C cancels it); result() raises its error.
-        job = engine.start_build(density, sequences, options, mask=mask, on_event=on_event,
-                                 threaded=False)
-        result = job.result()
+    result, device = build_with_engine(density, sequences, options, device=args.device,
+                                       mask=mask, quiet=args.quiet)
     out = Path(args.output_dir)
     write_build(result, out)
     log = {
-        "map": str(args.map), "fasta": str(args.fasta), "device": str(networks.device),
+        "map": str(args.map), "fasta": str(args.fasta), "device": str(device),
         "rounds": args.rounds, "threader": args.threader, "points": len(result.points),
         "raw_residues": result.raw.num_residues, "final_residues": result.final.num_residues,
         "seconds": {k: round(v, 2) for k, v in result.seconds.items()},

@@ -29,12 +29,12 @@ def main(args) -> int:
     from ..evaluate import evaluate
     from ..maps import write_map
     from ..models import read_model
-    from ..pipeline import BuildOptions, Networks, build
+    from ..pipeline import BuildOptions
     from ..residues import AA_ORDER
     from ..sequences import Sequence
     from ..simulate import SimulationOptions, simulate_map
     from ..validation import validate_geometry
-    from .progressbar import terminal_progress
+    from .build import build_with_engine
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,9 +54,8 @@ def main(args) -> int:
         print(f"stopping: no trained weights for {', '.join(missing)} in this installation")
         return 0
     started = time.time()
-    networks = Networks.load(args.device)
-    with terminal_progress(quiet=args.quiet) as progress:
-        result = build(density, [sequence], networks, BuildOptions(), progress=progress)
+    result, _ = build_with_engine(density, [sequence], BuildOptions(), device=args.device,
+                                  quiet=args.quiet)
     write_build(result, out)
     seconds = time.time() - started
     print(f"built {result.final.num_residues} residues in {len(result.final_chains)} chains in "
