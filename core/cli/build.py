@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def build_with_engine(density, sequences, options, *, device="auto", mask=None, 
         def on_event(event):
             if progress is not None and event.kind == "stage":
                 progress("build", event.fraction, f"{event.stage}: {event.message}")
+            elif event.kind == "warning":
+                print(f"cryobuild: warning: {event.message}", file=sys.stderr)
 
         job = engine.start_build(density, sequences, options, mask=mask, on_event=on_event,
                                  threaded=False)
