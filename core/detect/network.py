@@ -2,8 +2,8 @@
 
 Input ``[B, 2, D, H, W]``: the z-scored density and its local standard deviation, on a 1.5 Å
 grid. Output ``[B, 4, D, H, W]``: channel 0 is the logit that a Cα lies in the voxel, channels
-1-3 the Cα's offset from the voxel centre in voxels, ``(x, y, z)``, in (-0.75, 0.75) (only
-meaningful where channel 0 is high). The offset head puts points closer than the 1.5 Å voxel
+1-3 the offset from the voxel centre to the nearest Cα in voxels, ``(x, y, z)``, within
+±`MAX_OFFSET` (only meaningful near a Cα). The offset head puts points closer than the 1.5 Å voxel
 grid allows (target: median error <= 0.6 Å).
 """
 
@@ -16,9 +16,9 @@ from torch import nn
 
 __all__ = ["DetectorConfig", "CalphaDetector", "load_detector"]
 
-#: Largest offset (voxels) the offset head can express: a little more than half a voxel, so a
-#: Cα near a voxel face can be reached from either neighbour.
-MAX_OFFSET = 0.75
+#: Largest offset (voxels) the offset head can express: the Cα can be reached from any voxel of
+#: the 3x3x3 neighbourhood of its own voxel.
+MAX_OFFSET = 1.5
 
 
 @dataclasses.dataclass(frozen=True)
