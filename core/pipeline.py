@@ -11,6 +11,10 @@ paths and writes nothing (the CLI and the engine write at the edges):
 3. the final model: threaded chains of at least `MIN_CHAIN_LENGTH` residues, residues with a
    sequence position only, relaxed (`relax.relax`); the raw model keeps every chain.
 
+Without sequences (``build_no_seq``: a graph network trained without sequence attention),
+threading is skipped and the final model holds every chain of at least `MIN_CHAIN_LENGTH`
+residues, numbered from 1, for HMM profiles and `hmm.search_profiles`.
+
 ``on_result(kind, payload)`` is called with ``("points", CalphaPoints)`` and, after each round,
 ``("round", RoundResult)``, so a viewer can show progress as it happens.
 
@@ -31,7 +35,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .assignment import NamedChain, join_matches, name_chains, thread_chains
+from .assignment import ChainMatch, NamedChain, join_matches, name_chains, thread_chains
 from .chains import ResiduePredictions, link_chains
 from .errors import BuildError, InputError
 from .maps import DensityMap
@@ -103,8 +107,10 @@ class Networks:
     structgen: object = None
 
     @classmethod
-    def load(cls, device: str | None = "auto") -> "Networks":
-        """Load the bundled networks; the Structure Generator only if its weights exist."""
+    def load(cls, device: str | None = "auto", gnn: str = "gnn") -> "Networks":
+        """Load the bundled networks (the graph network from ``weights/<gnn>.pt``: ``gnn``, or
+        ``gnn_noseq`` for builds without a sequence); the Structure Generator only if its
+        weights exist."""
         from .checkpoints import checkpoint_path
         from .detect.network import load_detector
         from .device import resolve_device
@@ -113,7 +119,8 @@ class Networks:
 
         resolved = resolve_device(device)
         structgen = load_structgen(device=resolved) if checkpoint_path("structgen").exists() else None
-        return cls(load_detector(device=resolved), load_gnn(device=resolved), resolved, structgen)
+        graph = load_gnn(checkpoint_path(gnn), device=resolved)
+        return cls(load_detector(device=resolved), graph, resolved, structgen)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,18 +199,22 @@ def _predictions(graph) -> ResiduePredictions:
     )
 
 
-def _assemble(graph, named: list[NamedChain], sequences: list[Sequence], *, threaded_only: bool):
+def _assemble(graph, named: list[NamedChain], sequences: list[Sequence], *, threaded_only: bool,
+              min_length: int = 1):
     """A `BuiltModel` (+ aa_probs ``[R, 20]`` and chain reports) from named chains.
 
     With ``threaded_only``, unthreaded chains, residues without a sequence position and chains
     shorter than `MIN_CHAIN_LENGTH` are left out, and residues are numbered by their sequence
-    position; otherwise every chain is kept and numbered 1..L in chain order.
+    position; otherwise every chain of at least ``min_length`` residues is kept and numbered
+    1..L in chain order.
     """
     nodes, types, numbers, chain_of, reports = [], [], [], [], []
     for chain in named:
         match = chain.match
         keep = match.assigned if threaded_only else np.ones(len(match.nodes), dtype=bool)
         if threaded_only and (not match.threaded or keep.sum() < MIN_CHAIN_LENGTH):
+            continue
+        if keep.sum() < min_length:
             continue
         chain_nodes = match.nodes[keep]
         chain_numbers = match.residue_number[keep] if threaded_only else np.arange(1, len(chain_nodes) + 1)
@@ -349,7 +360,7 @@ def build(
     """
     from .detect.inference import DetectionOptions, detect_calphas
 
-    if not sequences:
+    if not sequences and networks.gnn.config.use_sequence:
         raise InputError("at least one sequence is needed to build (or use build_no_seq)")
     if options.threader == "structgen":
         if networks.structgen is None:
@@ -393,7 +404,10 @@ def build(
         report(progress, "thread", 0.0, f"round {index + 1}: linking chains")
         predictions = _predictions(graph)
         chains = link_chains(predictions)
-        if options.threader == "structgen":
+        if not sequences:
+            matches = [ChainMatch(c, -1, np.full(len(c), -1), graph.aa_probs[c].argmax(-1),
+                                  float("nan"), float("inf")) for c in chains]
+        elif options.threader == "structgen":
             from .structgen.thread import thread_structgen
 
             matches = thread_structgen(chains, graph.aa_probs, graph.translations, sequences,
@@ -410,7 +424,8 @@ def build(
         notify("round", result)
         current = model if model.num_residues >= MIN_POINTS else graph
 
-    final, final_probs, final_reports = _assemble(graph, named, sequences, threaded_only=True)
+    final, final_probs, final_reports = _assemble(
+        graph, named, sequences, threaded_only=bool(sequences), min_length=MIN_CHAIN_LENGTH)
     relax_report = None
     if options.relax and final.num_residues:
         start = time.time()

@@ -1,4 +1,11 @@
-"""``cryobuild build_no_seq``: build without a sequence and write HMM profiles."""
+"""``cryobuild build_no_seq``: build without a sequence and write HMM profiles of the chains,
+for ``cryobuild hmm_search`` to identify the protein in a sequence database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
 
 HELP = "build a model without a sequence; writes hmm_profiles/ for hmm_search"
 
@@ -8,10 +15,31 @@ def add_args(parser):
     parser.add_argument("-o", "--output-dir", required=True, help="folder for the outputs")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--mask", default=None, help="mask map restricting the build")
+    parser.add_argument("--rounds", type=int, default=3, help="graph network rounds (default 3)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def main(args) -> int:
-    from .pending import not_yet
+    from ..build_outputs import write_build
+    from ..hmm import chain_profiles, write_profiles
+    from ..maps import read_map
+    from ..pipeline import BuildOptions, Networks, build
+    from .progressbar import terminal_progress
 
-    return not_yet("build_no_seq", "the trained graph network builder")
+    density = read_map(args.map)
+    mask = read_map(args.mask) if args.mask else None
+    networks = Networks.load(args.device, gnn="gnn_noseq")
+    with terminal_progress(quiet=args.quiet) as progress:
+        result = build(density, [], networks, BuildOptions(rounds=args.rounds), mask=mask,
+                       progress=progress)
+    out = Path(args.output_dir)
+    write_build(result, out)
+    final = result.final
+    names = [chain.chain_id for chain in result.final_chains]
+    rows = [np.flatnonzero(final.chain_id == name) for name in names]
+    profiles = chain_profiles(rows, result.final_aa_probs, final.confidence,
+                              np.random.default_rng(0), names=names)
+    paths = write_profiles(profiles, out / "hmm_profiles")
+    print(f"{final.num_residues} residues in {len(names)} chains -> {out / 'model.cif'}; "
+          f"{len(paths)} HMM profiles -> {out / 'hmm_profiles'}")
+    return 0
