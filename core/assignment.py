@@ -97,6 +97,21 @@ class ChainMatch:
         object.__setattr__(self, "residue_number", numbers)
         object.__setattr__(self, "aatype", aatype)
 
+    @classmethod
+    def unthreaded(cls, nodes: np.ndarray, aa_probs: np.ndarray, score: float = math.nan,
+                   evalue: float = math.inf) -> ChainMatch:
+        """A chain given no sequence: no residue numbers, the most probable type of each node
+        (``aa_probs`` ``[N, 20]`` of all nodes), and the best alignment's ``score`` and
+        ``evalue`` if one was found but rejected."""
+        return cls(
+            nodes=nodes,
+            sequence_index=-1,
+            residue_number=np.full(len(nodes), -1),
+            aatype=np.argmax(aa_probs[nodes], axis=1),
+            score=score,
+            evalue=evalue,
+        )
+
     @property
     def threaded(self) -> bool:
         return self.sequence_index >= 0
@@ -285,26 +300,21 @@ def thread_chains(
         check_cancel(cancel)
         report(progress, "thread", number / max(len(chains), 1), f"chain {number + 1}")
         chain = np.asarray(chain, dtype=np.int64)
-        predicted = np.argmax(aa_probs[chain], axis=1)
         hmm = profile_from_probs(aa_probs[chain], confidence[chain], f"chain{number}")
         calibrate(hmm, rng)
         hits = _search(hmm, block, len(sequences)) if len(block) else []
         best = max(hits, key=lambda hit: hit.score, default=None)
         if best is None or best.evalue > MAX_THREAD_EVALUE:
             matches.append(
-                ChainMatch(
-                    nodes=chain,
-                    sequence_index=-1,
-                    residue_number=np.full(len(chain), -1),
-                    aatype=predicted,
-                    score=math.nan if best is None else best.score,
-                    evalue=math.inf if best is None else best.evalue,
-                )
+                ChainMatch.unthreaded(chain, aa_probs)
+                if best is None
+                else ChainMatch.unthreaded(chain, aa_probs, best.score, best.evalue)
             )
             continue
         index, start, segment_length = origins[int(best.name)]
         positions = _extend_ends(_hit_positions(best, len(chain)), segment_length)
         assigned = positions >= 0
+        predicted = np.argmax(aa_probs[chain], axis=1)
         numbers = np.where(assigned, start + positions + 1, -1)
         aatype = np.where(
             assigned, sequence_types[index][np.maximum(start + positions, 0)], predicted

@@ -135,6 +135,14 @@ def peptide_links(model: BuiltModel) -> np.ndarray:
     return linked
 
 
+def _links_or_default(model: BuiltModel, links: np.ndarray | None) -> np.ndarray:
+    """``links`` (bool ``[R]``, checked) or, when None, `peptide_links` of ``model``."""
+    links = peptide_links(model) if links is None else np.asarray(links, dtype=bool)
+    if links.shape != (model.num_residues,):
+        raise ValueError(f"links must be bool [{model.num_residues}], got {links.shape}")
+    return links
+
+
 def _disulfides(model: BuiltModel) -> np.ndarray:
     """Residue pairs ``[D, 2]`` (int64, first < second) of cysteines whose SG atoms are closer
     than `DISULFIDE_MAX_DISTANCE`."""
@@ -252,9 +260,7 @@ def geometry_restraints(model: BuiltModel, links: np.ndarray | None = None) -> G
     links : bool ``[R]``, optional
         Residues peptide-bonded to the next one; `peptide_links` by default.
     """
-    links = peptide_links(model) if links is None else np.asarray(links, dtype=bool)
-    if links.shape != (model.num_residues,):
-        raise ValueError(f"links must be bool [{model.num_residues}], got {links.shape}")
+    links = _links_or_default(model, links)
     tables = build_tables()
     ids = _atom_ids(model)
     aatype = model.aatype
@@ -311,7 +317,7 @@ def geometry_restraints(model: BuiltModel, links: np.ndarray | None = None) -> G
     omega_atoms, present = _rows(ids, first + (0, 0, 1, 1), np.array((_CA, _C, _N, _CA)))
     omega_atoms = omega_atoms[present]
     positions = model.atom_positions[model.atom_mask].astype(np.float64)
-    omega = _dihedrals(positions, omega_atoms)
+    omega = _angles(positions, omega_atoms, 4)
     cis_proline = (aatype[first[present, 0] + 1] == _PROLINE) & (np.abs(omega) < CIS_OMEGA_LIMIT)
 
     def stack(store, width):
@@ -340,24 +346,15 @@ def _angle_between(u: np.ndarray, v: np.ndarray) -> float:
     return float(np.arctan2(np.linalg.norm(np.cross(u, v)), np.dot(u, v)))
 
 
-def _dihedrals(positions: np.ndarray, quads: np.ndarray) -> np.ndarray:
-    """Dihedral angles (radians ``[N]``) of atom quadruples ``[N, 4]`` in ``positions [A, 3]``."""
+def _angles(positions: np.ndarray, atoms: np.ndarray, width: int) -> np.ndarray:
+    """Bond angles (``width`` 3: atom triples ``[N, 3]``) or dihedral angles (``width`` 4:
+    quadruples ``[N, 4]``) of atoms in ``positions [A, 3]``; radians ``[N]``."""
     import torch
 
-    from .geometry import dihedral
+    from .geometry import bond_angle, dihedral
 
-    points = torch.from_numpy(positions[quads.reshape(-1, 4)])  # [N, 4, 3]
-    return dihedral(*points.unbind(-2)).numpy()
-
-
-def _bond_angles(positions: np.ndarray, triples: np.ndarray) -> np.ndarray:
-    """Bond angles (radians ``[N]``) of atom triples ``[N, 3]`` in ``positions [A, 3]``."""
-    import torch
-
-    from .geometry import bond_angle
-
-    points = torch.from_numpy(positions[triples.reshape(-1, 3)])  # [N, 3, 3]
-    return bond_angle(*points.unbind(-2)).numpy()
+    points = torch.from_numpy(positions[atoms.reshape(-1, width)])  # [N, width, 3]
+    return (bond_angle if width == 3 else dihedral)(*points.unbind(-2)).numpy()
 
 
 # ----------------------------------------------------------------------------- contacts
@@ -500,9 +497,7 @@ def nonbonded_topology(model: BuiltModel, links: np.ndarray | None = None) -> No
     links : bool ``[R]``, optional
         Residues peptide-bonded to the next one; `peptide_links` by default.
     """
-    links = peptide_links(model) if links is None else np.asarray(links, dtype=bool)
-    if links.shape != (model.num_residues,):
-        raise ValueError(f"links must be bool [{model.num_residues}], got {links.shape}")
+    links = _links_or_default(model, links)
     ids = _atom_ids(model)
     residue, slot = np.nonzero(model.atom_mask)
     radius = _radius_table()[model.aatype[residue], slot]
@@ -539,7 +534,7 @@ def backbone_dihedrals(
         Both angles are defined: the residue is linked on both sides and its N, CA, C and the
         neighbours' C and N are present.
     """
-    links = peptide_links(model) if links is None else np.asarray(links, dtype=bool)
+    links = _links_or_default(model, links)
     num = model.num_residues
     ids = _atom_ids(model)
     positions = model.atom_positions[model.atom_mask].astype(np.float64)
@@ -555,7 +550,7 @@ def backbone_dihedrals(
         atoms, present = _rows(ids, residues, np.array([slots]).repeat(num, 0))
         valid = present & linked
         values = np.full(num, np.nan)
-        values[valid] = np.degrees(_dihedrals(positions, atoms[valid]))
+        values[valid] = np.degrees(_angles(positions, atoms[valid], 4))
         angles.append(values)
     phi, psi = angles
     return phi, psi, np.isfinite(phi) & np.isfinite(psi)
@@ -694,7 +689,7 @@ def validate_geometry(model: BuiltModel) -> GeometryReport:
     restraints = geometry_restraints(model, links)
     bonds = positions[restraints.bond_atoms]  # [B, 2, 3]
     bond_error = np.linalg.norm(bonds[:, 0] - bonds[:, 1], axis=-1) - restraints.bond_ideal
-    angle_error = _bond_angles(positions, restraints.angle_atoms) - restraints.angle_ideal
+    angle_error = _angles(positions, restraints.angle_atoms, 3) - restraints.angle_ideal
 
     first, _, _ = nonbonded_topology(model, links).contacts(positions)
     outliers, defined = ramachandran_outliers(model, links)

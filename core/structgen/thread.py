@@ -179,17 +179,7 @@ def _leftovers(chains: list[np.ndarray], used: np.ndarray, aa_probs: np.ndarray)
         # boundaries of runs of free nodes
         edges = np.flatnonzero(np.diff(np.concatenate([[0], free.astype(np.int8), [0]])))
         for start, stop in zip(edges[::2], edges[1::2]):
-            nodes = chain[start:stop]
-            matches.append(
-                ChainMatch(
-                    nodes=nodes,
-                    sequence_index=-1,
-                    residue_number=np.full(len(nodes), -1),
-                    aatype=np.argmax(aa_probs[nodes], axis=1),
-                    score=math.nan,
-                    evalue=math.inf,
-                )
-            )
+            matches.append(ChainMatch.unthreaded(chain[start:stop], aa_probs))
     return matches
 
 

@@ -22,20 +22,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
-import os
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..checkpoints import checkpoint_path, load_checkpoint
 from ..data import ca_coordinates, default_split, read_structure
 from ..detect.inference import prepare_features
 from ..detect.network import CalphaDetector, DetectorConfig
 from ..simulate import SimulationOptions, simulate_map
-from ..checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from .loop import TrainingRun, random_files, worker_rng
 
 #: Heat-map Gaussian sigma (voxels) for the negative-weight term of the focal loss. 1.0 (steps
 #: 0-2,000) let peaks settle a voxel off (median error ~1 Å): a neighbour of the Cα voxel kept
@@ -164,14 +162,8 @@ class SimulatedCrops(torch.utils.data.IterableDataset):
         self.seed = seed
 
     def __iter__(self):
-        worker = torch.utils.data.get_worker_info()
-        rng = np.random.default_rng([self.seed, worker.id if worker else 0, os.getpid()])
-        while True:
-            record = self.records[int(rng.integers(len(self.records)))]
-            try:
-                structure = read_structure(record.path)
-            except Exception:  # noqa: BLE001 - a bad training file is skipped, not fatal
-                continue
+        rng = worker_rng(self.seed)
+        for _, structure in random_files(self.records, read_structure, rng):
             yield from self._crops(structure, rng)
 
     def _crops(self, structure, rng):
@@ -284,40 +276,17 @@ def main(argv=None):
     config = DetectorConfig(**state["config"]) if state else DetectorConfig()
     network = CalphaDetector(config)
     optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)
-    step, history, wall = 0, [], 0.0
-    if state:
-        network.load_state_dict(state["model"])
-        if "optimizer" in state:
-            optimizer.load_state_dict(state["optimizer"])
-        step, history, wall = state["step"], list(state.get("history", [])), state.get("wall_seconds", 0.0)
-        print(f"resumed from {args.checkpoint} at step {step}", flush=True)
-    for group in optimizer.param_groups:
-        group["lr"] = args.lr
+    run = TrainingRun(args.checkpoint, args.log, network, optimizer, dataclasses.asdict(config),
+                      extra={"crop": args.crop, "batch": args.batch})
+    run.resume(state)
+    run.set_lr(args.lr)
 
-    dataset = SimulatedCrops(split["train"], args.crop, crops_per_map=args.crops_per_map, aug=Augmentation(), seed=args.seed + step)
+    dataset = SimulatedCrops(split["train"], args.crop, crops_per_map=args.crops_per_map, aug=Augmentation(), seed=args.seed + run.step)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, num_workers=1, prefetch_factor=4)
     val_records = sorted(split["validation"], key=lambda r: r.num_residues)[:: max(len(split["validation"]) // 4, 1)][:4]
-    args.log.parent.mkdir(parents=True, exist_ok=True)
 
-    def save():
-        save_checkpoint(
-            args.checkpoint,
-            {
-                "config": dataclasses.asdict(config),
-                "model": network.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "step": step,
-                "wall_seconds": wall,
-                "history": history,
-                "crop": args.crop,
-                "batch": args.batch,
-            },
-        )
-
-    start = time.time()
-    last = start
     running = []
-    network.train()
+    run.start()
     for features, *targets in loader:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             output = network(features)
@@ -326,31 +295,16 @@ def main(argv=None):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
         optimizer.step()
-        step += 1
-        now = time.time()
-        wall += now - last
-        last = now
+        run.tick()
         running.append(float(loss.detach()))
-        if step % 50 == 0:
-            entry = {"step": step, "loss": float(np.mean(running)), **parts, "wall": round(wall)}
+        if run.step % 50 == 0:
+            run.log({"step": run.step, "loss": float(np.mean(running)), **parts, "wall": round(run.wall_seconds)})
             running = []
-            with args.log.open("a") as handle:
-                handle.write(json.dumps(entry) + "\n")
-            print(json.dumps(entry), flush=True)
-        if step % args.validate_every == 0 and val_records:
-            figures = validation_figures(network, val_records, 3.0, 0.3)
-            network.train()
-            entry = {"step": step, "validation_3.0A": figures, "wall": round(wall)}
-            history.append(entry)
-            with args.log.open("a") as handle:
-                handle.write(json.dumps(entry) + "\n")
-            print(json.dumps(entry), flush=True)
-        if step % args.save_every == 0:
-            save()
-        if (now - start) / 60 > args.minutes or (args.steps and step >= args.steps):
+        if run.step % args.validate_every == 0 and val_records:
+            run.add_validation("validation_3.0A", validation_figures(network, val_records, 3.0, 0.3))
+        if run.end_step(args.save_every, args.minutes, args.steps):
             break
-    save()
-    print(f"saved {args.checkpoint} at step {step}", flush=True)
+    run.finish()
 
 
 if __name__ == "__main__":

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -30,7 +28,7 @@ import numpy as np
 import torch
 
 from ..bench.gnn import run_case, simulated_cases
-from ..checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from ..checkpoints import checkpoint_path, load_checkpoint
 from ..data import default_split, read_structure
 from ..geometry import Rigid, random_rotations
 from ..gnn.config import GraphConfig, config_from_dict, default_config
@@ -41,6 +39,7 @@ from ..maps import DensityMap
 from ..models import BuiltModel, read_model
 from ..residues import BACKBONE_NAMES, MAX_ATOMS, NUM_AA, UNK_INDEX
 from ..simulate import SimulationOptions, simulate_map
+from .loop import TrainingRun, random_files, worker_rng
 
 __all__ = ["GraphAugmentation", "GraphSample", "SimulatedGraphs", "chain_links", "main"]
 
@@ -230,6 +229,11 @@ def make_sample(structure, model: BuiltModel, sequences, aug: GraphAugmentation,
     )
 
 
+def _read_both(path) -> tuple:
+    """The gemmi structure and the `BuiltModel` of one file."""
+    return read_structure(path), read_model(path)
+
+
 class SimulatedGraphs(torch.utils.data.IterableDataset):
     """Endless `GraphSample` crops of random training structures (several per structure)."""
 
@@ -240,15 +244,8 @@ class SimulatedGraphs(torch.utils.data.IterableDataset):
         self.seed = seed
 
     def __iter__(self):
-        worker = torch.utils.data.get_worker_info()
-        rng = np.random.default_rng([self.seed, worker.id if worker else 0, os.getpid()])
-        while True:
-            record = self.records[int(rng.integers(len(self.records)))]
-            try:
-                structure = read_structure(record.path)
-                model = read_model(record.path)
-            except Exception:  # noqa: BLE001, S112 - a bad training file is skipped, not fatal
-                continue
+        rng = worker_rng(self.seed)
+        for record, (structure, model) in random_files(self.records, _read_both, rng):
             if model.num_residues < self.aug.crop_residues[0]:
                 continue
             for _ in range(self.crops_per_structure):
@@ -302,42 +299,20 @@ def main(argv=None) -> None:
     optimizer = torch.optim.AdamW(
         [p for p in network.parameters() if p.requires_grad], lr=args.lr, weight_decay=1e-4
     )
-    step, history, wall = 0, [], 0.0
-    if state:
-        network.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, history, wall = state["step"], list(state["history"]), state["wall_seconds"]
-        print(f"resumed from {args.checkpoint} at step {step}", flush=True)
-    for group in optimizer.param_groups:
-        group["lr"] = args.lr
+    run = TrainingRun(args.checkpoint, args.log, network, optimizer, dataclasses.asdict(config))
+    run.resume(state)
+    run.set_lr(args.lr)
 
     split = default_split()
     dataset = SimulatedGraphs(split["train"], GraphAugmentation(), args.crops_per_structure,
-                              seed=args.seed + step)
+                              seed=args.seed + run.step)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=1, prefetch_factor=4)
     validation = simulated_cases(args.validation_cases, 3.0) if args.validate_every else []
-    args.log.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng([args.seed, step])
+    rng = np.random.default_rng([args.seed, run.step])
 
-    def log(entry: dict) -> None:
-        with args.log.open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
-        print(json.dumps(entry), flush=True)
-
-    def save() -> None:
-        save_checkpoint(args.checkpoint, {
-            "config": dataclasses.asdict(config),
-            "model": network.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "step": step,
-            "wall_seconds": wall,
-            "history": history,
-        })
-
-    start = last = time.time()
     running: dict[str, list[float]] = {}
     step_seconds: list[float] = []
-    network.train()
+    run.start()
     for sample in loader:
         began = time.time()
         inputs, targets = sample.inputs_and_targets(network)
@@ -347,28 +322,18 @@ def main(argv=None) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
         optimizer.step()
-        step += 1
-        now = time.time()
-        step_seconds.append(now - began)
-        wall += now - last
-        last = now
+        step_seconds.append(run.tick() - began)
         for name, value in {**parts, "nodes": float(len(sample.ca))}.items():
             running.setdefault(name, []).append(value)
-        if step % args.log_every == 0:
-            log({"step": step, **{k: round(float(np.mean(v)), 4) for k, v in running.items()},
-                 "step_seconds": round(float(np.mean(step_seconds)), 3), "wall": round(wall)})
+        if run.step % args.log_every == 0:
+            run.log({"step": run.step, **{k: round(float(np.mean(v)), 4) for k, v in running.items()},
+                     "step_seconds": round(float(np.mean(step_seconds)), 3), "wall": round(run.wall_seconds)})
             running, step_seconds = {}, []
-        if validation and step % args.validate_every == 0:
-            entry = {"step": step, "validation_3.0A": validation_figures(network, validation),
-                     "wall": round(wall)}
-            history.append(entry)
-            log(entry)
-        if step % args.save_every == 0:
-            save()
-        if (now - start) / 60 > args.minutes or (args.steps and step >= args.steps):
+        if validation and run.step % args.validate_every == 0:
+            run.add_validation("validation_3.0A", validation_figures(network, validation))
+        if run.end_step(args.save_every, args.minutes, args.steps):
             break
-    save()
-    print(f"saved {args.checkpoint} at step {step}", flush=True)
+    run.finish()
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ import numpy as np
 import torch
 
 from ..bench.structgen import benchmark, paper_samples, validation_chains
-from ..checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from ..checkpoints import checkpoint_path, load_checkpoint
 from ..data import default_split
 from ..errors import InputError
 from ..structgen.model import (
@@ -50,6 +49,7 @@ from ..structgen.model import (
 )
 from ..structgen.samples import SampleOptions, ScoreNoise, make_sample, read_chains
 from ..structgen.thread import ThreadOptions
+from .loop import TrainingRun, random_files
 
 __all__ = ["LR_DROP", "MIN_TRAIN_LENGTH", "main"]
 
@@ -114,13 +114,6 @@ def main(argv=None) -> None:
                                      "contact_distance": args.contact_distance})
     network = StructureGenerator(config)
     optimizer = torch.optim.Adam(network.parameters(), lr=args.lr)
-    step, history, wall = 0, [], 0.0
-    if state:
-        network.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, history, wall = state["step"], list(state["history"]), state["wall_seconds"]
-        print(f"resumed from {args.checkpoint} at step {step}", flush=True)
-
     options = SampleOptions(
         num_nodes=args.num_nodes,
         max_length=args.max_length,
@@ -128,74 +121,45 @@ def main(argv=None) -> None:
         missing_fraction=args.missing_fraction,
         noise=ScoreNoise(args.score_sigma, args.wrong_fraction),
     )
+    run = TrainingRun(args.checkpoint, args.log, network, optimizer, dataclasses.asdict(config),
+                      extra={"sample_options": dataclasses.asdict(options)})
+    run.resume(state)
+
     records = default_split()["train"]
     validation = (
         paper_samples(validation_chains(args.validation_chains), options, config.contact_distance, args.seed)
         if args.validate_every else []
     )
-    args.log.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng([args.seed, step])
+    rng = np.random.default_rng([args.seed, run.step])
 
-    def log(entry: dict) -> None:
-        with args.log.open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
-        print(json.dumps(entry), flush=True)
-
-    def save() -> None:
-        save_checkpoint(args.checkpoint, {
-            "config": dataclasses.asdict(config),
-            "model": network.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "step": step,
-            "wall_seconds": wall,
-            "history": history,
-            "sample_options": dataclasses.asdict(options),
-        })
-
-    log({"step": step, "run": {"checkpoint": str(args.checkpoint), "config": dataclasses.asdict(config),
-                               "sample_options": dataclasses.asdict(options), "lr": args.lr}})
-    start = last = time.time()
+    run.log({"step": run.step, "run": {"checkpoint": str(args.checkpoint), "config": run.config,
+                                       "sample_options": run.extra["sample_options"], "lr": args.lr}})
     running: dict[str, list[float]] = {}
-    network.train()
-    while True:
-        record = records[int(rng.integers(len(records)))]
-        try:
-            chains = read_chains(record.path, MIN_TRAIN_LENGTH)
-        except InputError:
-            continue  # an unreadable training file is skipped, not fatal
+    run.start()
+    for _, chains in random_files(records, lambda path: read_chains(path, MIN_TRAIN_LENGTH), rng, InputError):
         if not chains:
             continue
         began = time.time()
         sample = make_sample(chains[int(rng.integers(len(chains)))], options, rng, config.contact_distance)
         direction = DIRECTIONS[int(rng.integers(2))] if config.direction == "both" else config.direction
-        for group in optimizer.param_groups:
-            group["lr"] = args.lr * (LR_DROP if step >= args.lr_drop_step else 1.0)
+        run.set_lr(args.lr * (LR_DROP if run.step >= args.lr_drop_step else 1.0))
         loss, parts = threading_loss(network, sample, direction)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), GRADIENT_CLIP)
         optimizer.step()
-        step += 1
-        now = time.time()
-        wall += now - last
-        last = now
+        now = run.tick()
         for name, value in {**parts, "positions": float(len(sample.sequence)), "step_seconds": now - began}.items():
             running.setdefault(name, []).append(value)
-        if step % args.log_every == 0:
-            log({"step": step, **{k: round(float(np.mean(v)), 4) for k, v in running.items()},
-                 "lr": optimizer.param_groups[0]["lr"], "wall": round(wall)})
+        if run.step % args.log_every == 0:
+            run.log({"step": run.step, **{k: round(float(np.mean(v)), 4) for k, v in running.items()},
+                     "lr": optimizer.param_groups[0]["lr"], "wall": round(run.wall_seconds)})
             running = {}
-        if validation and step % args.validate_every == 0:
-            entry = {"step": step, "validation": benchmark(network, validation, ThreadOptions()), "wall": round(wall)}
-            network.train()
-            history.append(entry)
-            log(entry)
-        if step % args.save_every == 0:
-            save()
-        if (now - start) / 60 > args.minutes or (args.steps and step >= args.steps):
+        if validation and run.step % args.validate_every == 0:
+            run.add_validation("validation", benchmark(network, validation, ThreadOptions()))
+        if run.end_step(args.save_every, args.minutes, args.steps):
             break
-    save()
-    print(f"saved {args.checkpoint} at step {step}", flush=True)
+    run.finish()
 
 
 if __name__ == "__main__":
