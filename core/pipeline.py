@@ -405,8 +405,7 @@ def build(
         predictions = _predictions(graph)
         chains = link_chains(predictions)
         if not sequences:
-            matches = [ChainMatch(c, -1, np.full(len(c), -1), graph.aa_probs[c].argmax(-1),
-                                  float("nan"), float("inf")) for c in chains]
+            matches = [ChainMatch.unthreaded(c, graph.aa_probs) for c in chains]
         elif options.threader == "structgen":
             from .structgen.thread import thread_structgen
 
