@@ -1,0 +1,348 @@
+"""PyMOL commands: every panel action is also a scriptable command (STYLE 2.12).
+
+The commands convert their own string arguments and raise `pymol.CmdException` with a
+readable message for anything the user can fix. With PyMOL's Qt GUI running, a build runs in
+the background and the panel's timer shows it as it goes; without a GUI (``pymol -c``, scripts)
+the command runs the job in a worker and applies its events in the calling thread as they
+arrive, returning when the job ends (Ctrl-C cancels it).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pymol import CmdException, cmd as _cmd
+
+from .bridge import DEFAULT_MODEL, get_bridge
+
+__all__ = [
+    "cryobuild_accept",
+    "cryobuild_build",
+    "cryobuild_cancel",
+    "cryobuild_prune",
+    "cryobuild_rebuild",
+    "cryobuild_undo",
+    "register",
+]
+
+log = logging.getLogger("cryobuild.pymol")
+
+#: Seconds without any event after which a headless command stops waiting (a hung job).
+HEADLESS_EVENT_TIMEOUT = 600.0
+
+
+def _readable(err: BaseException) -> CmdException:
+    return CmdException(f"cryobuild: {err}")
+
+
+def _gui_active() -> bool:
+    """True when a Qt timer is pumping the bridge (PyMOL's Qt window, or an open panel)."""
+    try:
+        from . import panel
+    except ImportError:
+        return False
+    return panel.pump_running()
+
+
+def _say(message: str, quiet: int) -> None:
+    if not quiet:
+        print(f" cryobuild: {message}")
+
+
+def _run_here(bridge, view, job, quiet: int) -> None:
+    """Apply ``job``'s events as they arrive (headless): returns when it ends."""
+    failure = []
+
+    def drain():
+        for event in job.events(timeout=HEADLESS_EVENT_TIMEOUT):
+            bridge.apply(view, event)
+            _report(event, quiet)
+            if event.kind == "failed":
+                failure.append(event.message)
+
+    try:
+        drain()
+    except KeyboardInterrupt:
+        job.cancel()
+        drain()
+    except TimeoutError as err:
+        job.cancel()
+        raise _readable(err) from None
+    if failure:
+        raise CmdException(f"cryobuild: {job.kind} failed: {failure[0]}")
+
+
+def _report(event, quiet: int) -> None:
+    if event.kind in ("stage", "started"):
+        return
+    if event.kind == "final":
+        result = event.payload
+        _say(f"done: {result.final.num_residues} residues in {len(result.final_chains)} chains "
+             f"(last round: {result.raw.num_residues} residues)", quiet)
+    elif event.kind == "finished":
+        return
+    elif event.kind == "failed":
+        return  # raised as the command's error
+    else:
+        _say(f"{event.kind}: {event.message}", quiet)
+
+
+def _sequences_from(fasta: str):
+    """Sequences from a FASTA file path, or FASTA/plain sequence text given inline."""
+    import os
+
+    from cryobuild.sequences import parse_fasta, read_fasta
+
+    fasta = fasta.strip()
+    if not fasta:
+        raise CmdException("cryobuild: give a FASTA file (or a sequence) to build from")
+    if os.path.isfile(os.path.expanduser(fasta)):
+        return read_fasta(os.path.expanduser(fasta))
+    if os.sep in fasta or fasta.lower().endswith((".fa", ".fasta", ".faa", ".seq")):
+        raise CmdException(f"cryobuild: {fasta}: no such FASTA file")
+    text = fasta if fasta.startswith(">") else f">sequence\n{fasta}"
+    return parse_fasta(text, "<command argument>")
+
+
+def cryobuild_build(map, fasta="", name=DEFAULT_MODEL, rounds=3, device="auto", quiet=0, *, _self=_cmd):
+    '''
+DESCRIPTION
+
+    Build an atomic model of a protein into a map object: Cα candidates
+    appear first (object cryobuild_ca), then each round's model replaces
+    the model object; residues are coloured by confidence (B-factor
+    0-100, red -> yellow -> blue). With the Qt GUI the build runs in the
+    background (see cryobuild_cancel); without it the command returns when
+    the build has finished.
+
+USAGE
+
+    cryobuild_build map [, fasta [, name [, rounds [, device ]]]]
+
+ARGUMENTS
+
+    map = str: map object loaded in PyMOL
+
+    fasta = str: FASTA file with the chains' sequences, or a sequence
+
+    name = str: name of the model object {default: cryobuild_model}
+
+    rounds = int: graph-network rounds, 1-20 {default: 3}
+
+    device = str: auto, cpu or cuda {default: auto}
+
+EXAMPLE
+
+    load emd_1234.map, emd
+    cryobuild_build emd, chains.fasta, rounds=2
+
+SEE ALSO
+
+    cryobuild_cancel, cryobuild_prune, cryobuild_accept, cryobuild_rebuild
+    '''
+    from cryobuild.errors import CryobuildError
+
+    quiet = int(quiet)
+    try:
+        rounds = int(rounds)
+    except ValueError:
+        raise CmdException(f"cryobuild: rounds must be a whole number, got {rounds!r}") from None
+    bridge = get_bridge()
+    try:
+        sequences = _sequences_from(str(fasta))
+        background = _gui_active()
+        job = bridge.start_build(str(map), sequences, rounds=rounds, name=str(name), device=str(device))
+    except CryobuildError as err:
+        raise _readable(err) from None
+    view = bridge.view(str(name))
+    _say(f"{job.id}: building {len(sequences)} sequence(s) into {map} -> {name}", quiet)
+    if not background:
+        _run_here(bridge, view, job, quiet)
+    return job.id
+
+
+def cryobuild_cancel(name="", quiet=0, *, _self=_cmd):
+    '''
+DESCRIPTION
+
+    Stop the running cryobuild job (of one model, or all). The model
+    keeps its last finished round.
+
+USAGE
+
+    cryobuild_cancel [ name ]
+
+ARGUMENTS
+
+    name = str: model object whose job to stop {default: all jobs}
+
+SEE ALSO
+
+    cryobuild_build, cryobuild_rebuild
+    '''
+    asked = get_bridge().cancel(str(name).strip() or None)
+    _say(f"asked {asked} job(s) to stop" if asked else "no job is running", int(quiet))
+    return asked
+
+
+def cryobuild_prune(name=DEFAULT_MODEL, threshold=50.0, quiet=0, *, _self=_cmd):
+    '''
+DESCRIPTION
+
+    Remove the residues of a cryobuild model whose confidence is below a
+    threshold (accepted residues stay). cryobuild_undo brings them back.
+
+USAGE
+
+    cryobuild_prune name, threshold
+
+ARGUMENTS
+
+    name = str: model object {default: cryobuild_model}
+
+    threshold = float: confidence 0-100 {default: 50}
+
+SEE ALSO
+
+    cryobuild_accept, cryobuild_undo
+    '''
+    from cryobuild.errors import CryobuildError
+
+    try:
+        threshold = float(threshold)
+    except ValueError:
+        raise CmdException(f"cryobuild: the threshold must be a number 0-100, got {threshold!r}") from None
+    try:
+        count = get_bridge().prune(threshold, str(name))
+    except CryobuildError as err:
+        raise _readable(err) from None
+    _say(f"pruned {count} residues below {threshold:g} from {name}", int(quiet))
+    return count
+
+
+def cryobuild_accept(selection="sele", name=DEFAULT_MODEL, quiet=0, *, _self=_cmd):
+    '''
+DESCRIPTION
+
+    Accept the residues of a cryobuild model in a selection: later builds
+    and rebuilds keep them as they are, and prune passes over them. They
+    are shown as sticks with green carbons.
+
+USAGE
+
+    cryobuild_accept selection [, name ]
+
+ARGUMENTS
+
+    selection = str: atom selection {default: sele}
+
+    name = str: model object {default: cryobuild_model}
+
+SEE ALSO
+
+    cryobuild_prune, cryobuild_rebuild, cryobuild_undo
+    '''
+    from cryobuild.errors import CryobuildError
+
+    try:
+        added = get_bridge().accept(str(selection), str(name))
+    except CryobuildError as err:
+        raise _readable(err) from None
+    except Exception as err:  # a selection PyMOL cannot parse
+        if type(err).__name__ in ("CmdException", "QuietException"):
+            raise CmdException(f"cryobuild: bad selection {selection!r}") from None
+        raise
+    _say(f"accepted {added} more residues of {name}", int(quiet))
+    return added
+
+
+def cryobuild_rebuild(selection="sele", name=DEFAULT_MODEL, rounds=1, quiet=0, *, _self=_cmd):
+    '''
+DESCRIPTION
+
+    Rebuild the residues of a cryobuild model in a selection, into the
+    map it was built in; accepted residues in the region stay.
+
+USAGE
+
+    cryobuild_rebuild selection [, name [, rounds ]]
+
+ARGUMENTS
+
+    selection = str: atom selection {default: sele}
+
+    name = str: model object {default: cryobuild_model}
+
+    rounds = int: graph-network rounds {default: 1}
+
+SEE ALSO
+
+    cryobuild_build, cryobuild_accept, cryobuild_cancel
+    '''
+    from cryobuild.errors import CryobuildError
+
+    quiet = int(quiet)
+    try:
+        rounds = int(rounds)
+    except ValueError:
+        raise CmdException(f"cryobuild: rounds must be a whole number, got {rounds!r}") from None
+    bridge = get_bridge()
+    try:
+        background = _gui_active()
+        job = bridge.start_rebuild(str(selection), name=str(name), rounds=rounds)
+    except CryobuildError as err:
+        raise _readable(err) from None
+    _say(f"{job.id}: rebuilding {selection} of {name}", quiet)
+    if not background:
+        _run_here(bridge, bridge.view(str(name)), job, quiet)
+    return job.id
+
+
+def cryobuild_undo(name=DEFAULT_MODEL, quiet=0, *, _self=_cmd):
+    '''
+DESCRIPTION
+
+    Undo the last change to a cryobuild model (accept, prune, build).
+
+USAGE
+
+    cryobuild_undo [ name ]
+
+SEE ALSO
+
+    cryobuild_accept, cryobuild_prune
+    '''
+    from cryobuild.errors import CryobuildError
+
+    try:
+        action = get_bridge().undo(str(name))
+    except CryobuildError as err:
+        raise _readable(err) from None
+    _say(f"undid: {action}", int(quiet))
+    return action
+
+
+_COMMANDS = {
+    "cryobuild_build": cryobuild_build,
+    "cryobuild_cancel": cryobuild_cancel,
+    "cryobuild_prune": cryobuild_prune,
+    "cryobuild_accept": cryobuild_accept,
+    "cryobuild_rebuild": cryobuild_rebuild,
+    "cryobuild_undo": cryobuild_undo,
+}
+
+
+def register(_self=_cmd) -> None:
+    """Add the commands to PyMOL (with argument completion) and make meshes safe to hide."""
+    # Hiding a shader-drawn mesh segfaults under software OpenGL (STACK_NOTES).
+    _self.set("mesh_use_shader", 0)
+    for name, function in _COMMANDS.items():
+        _self.extend(name, function)
+    from pymol.shortcut import Shortcut
+
+    maps = [lambda: Shortcut(_self.get_names_of_type("object:map")), "map object", ", "]
+    selections = _self.auto_arg[0].get("zoom")
+    _self.auto_arg[0]["cryobuild_build"] = maps
+    if selections is not None:
+        _self.auto_arg[0]["cryobuild_accept"] = selections
+        _self.auto_arg[0]["cryobuild_rebuild"] = selections

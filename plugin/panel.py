@@ -1,0 +1,649 @@
+"""The cryobuild panel: a Qt view over the shared `Bridge` (Qt through ``pymol.Qt``).
+
+Threading (STYLE 2.11 and 3.8): the engine computes in its worker threads; an `EventPump`
+(a QTimer living on the GUI thread) drains the jobs' events with `Bridge.pump`, applies them to
+PyMOL objects and hands them to the panel, which updates its widgets. Workers never touch a
+widget. The form is read once, on the GUI thread, when a job starts.
+
+Errors the user can fix (`CryobuildError`, a bad selection) and failed jobs go to the panel's
+log in red; unexpected errors are logged there too (with the traceback on the console log),
+never in a dialog.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+
+from pymol.Qt import QtCore, QtGui, QtWidgets
+
+from .bridge import CONFIDENCE_RANGE, DEFAULT_MODEL, get_bridge, map_names
+
+__all__ = ["CryobuildPanel", "EventPump", "ensure_pump", "pump_running", "show_panel"]
+
+log = logging.getLogger("cryobuild.pymol")
+
+#: Milliseconds between two drains of the jobs' event queues.
+PUMP_INTERVAL_MS = 50
+#: Slider steps per confidence unit (the slider is an integer widget).
+SLIDER_STEPS = 1
+#: Progress bar resolution.
+PROGRESS_STEPS = 1000
+#: Seconds the app waits for running jobs to stop when PyMOL quits.
+QUIT_TIMEOUT = 10.0
+DEVICES = (("auto", "auto"), ("CPU", "cpu"), ("GPU", "cuda"))
+ERROR_COLOUR = "#c0392b"
+WARNING_COLOUR = "#b9770e"
+
+
+# ----------------------------------------------------------------------------- the pump
+
+
+class EventPump(QtCore.QObject):
+    """Drains the bridge's jobs on a GUI-thread timer; `tick` carries ``[(view, event), ...]``."""
+
+    tick = QtCore.Signal(list)
+
+    def __init__(self):
+        super().__init__()
+        self._timer = None
+
+    @QtCore.Slot()
+    def start(self) -> None:
+        if self._timer is None:
+            self._timer = QtCore.QTimer(self)
+            self._timer.setInterval(PUMP_INTERVAL_MS)
+            self._timer.timeout.connect(self._drain)
+        self._timer.start()
+
+    @QtCore.Slot()
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+
+    @property
+    def active(self) -> bool:
+        return self._timer is not None and self._timer.isActive()
+
+    def _drain(self) -> None:
+        try:
+            applied = get_bridge().pump()
+        except Exception:  # drawing failed: say so, keep the timer alive
+            log.exception("cryobuild: applying job events to PyMOL failed")
+            applied = []
+        self.tick.emit(applied)
+
+
+_pump: EventPump | None = None
+
+
+def ensure_pump() -> EventPump | None:
+    """The running pump (started on the GUI thread); None without a QApplication."""
+    global _pump
+    app = QtWidgets.QApplication.instance()
+    if app is None:
+        return None
+    if _pump is None:
+        _pump = EventPump()
+        _pump.moveToThread(app.thread())
+        app.aboutToQuit.connect(_on_quit)
+    if QtCore.QThread.currentThread() is app.thread():
+        _pump.start()
+    else:  # a command run from another thread: start the timer where it lives
+        QtCore.QMetaObject.invokeMethod(_pump, "start", QtCore.Qt.QueuedConnection)
+    return _pump
+
+
+def pump_running() -> bool:
+    """True when job events are shown by a Qt timer: an open panel, or PyMOL's Qt window."""
+    if _pump is not None and _pump.active:
+        return True
+    try:
+        from pymol import gui
+        window = gui.get_qtwindow()
+    except ImportError:
+        window = None
+    return window is not None and ensure_pump() is not None
+
+
+def _on_quit() -> None:
+    """PyMOL is closing: stop the jobs (each session keeps its last finished round)."""
+    get_bridge().shutdown(timeout=QUIT_TIMEOUT)
+
+
+def _reported(method):
+    """Run a slot; show errors in the panel's log instead of a traceback dialog."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        from pymol import CmdException
+
+        from cryobuild.errors import CryobuildError
+
+        try:
+            return method(self, *args, **kwargs)
+        except (CryobuildError, CmdException) as err:
+            self.log(str(err).removeprefix("cryobuild: "), ERROR_COLOUR)
+        except Exception as err:
+            log.exception("cryobuild panel: %s failed", method.__name__)
+            self.log(f"internal error: {type(err).__name__}: {err}", ERROR_COLOUR)
+        return None
+
+    return wrapper
+
+
+# ----------------------------------------------------------------------------- widgets
+
+
+class _MapCombo(QtWidgets.QComboBox):
+    """Lists PyMOL's map objects, refreshed each time it opens."""
+
+    def __init__(self, cmd):
+        super().__init__()
+        self._cmd = cmd
+        self.refresh()
+
+    def refresh(self, select: str | None = None) -> None:
+        current = select or self.currentText()
+        names = map_names(self._cmd)
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if current in names:
+            self.setCurrentIndex(names.index(current))
+        self.blockSignals(False)
+
+    def showPopup(self) -> None:
+        self.refresh()
+        super().showPopup()
+
+
+class _Legend(QtWidgets.QWidget):
+    """Confidence colour bar, 0 (red) - 50 (yellow) - 100 (blue), as on the model."""
+
+    def __init__(self):
+        super().__init__()
+        layout = QtWidgets.QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        bar = QtWidgets.QLabel()
+        bar.setFixedHeight(12)
+        bar.setStyleSheet("background: qlineargradient(x1:0, y1:0, x2:1, y2:0, stop:0 #ff0000, "
+                          "stop:0.5 #ffff00, stop:1 #0000ff); border: 1px solid #555;")
+        lo, hi = CONFIDENCE_RANGE
+        layout.addWidget(QtWidgets.QLabel(f"confidence {lo:.0f}"))
+        layout.addWidget(bar, 1)
+        layout.addWidget(QtWidgets.QLabel(f"{hi:.0f}"))
+
+
+class CryobuildPanel(QtWidgets.QWidget):
+    """Map, sequence, device and rounds; Auto-build / Stop with progress and a log; then
+    accept, prune (with a live preview), rebuild, undo and save."""
+
+    jobStarted = QtCore.Signal(str)
+    jobEnded = QtCore.Signal(str, str)  # job id, outcome
+
+    def __init__(self, bridge=None, _self=None, parent=None):
+        super().__init__(parent)
+        if _self is None:
+            from pymol import cmd as _self
+        self.cmd = _self
+        self.bridge = bridge if bridge is not None else get_bridge()
+        self.job = None
+        self.job_view = ""
+        self._preload = None
+        self._preload_result = None
+        self._build_form()
+        self._set_running(False)
+        self._validate_sequence()
+
+    # ------------------------------------------------------------------ layout
+
+    def _build_form(self) -> None:
+        self.setWindowTitle("cryobuild")
+        outer = QtWidgets.QVBoxLayout(self)
+
+        inputs = QtWidgets.QGroupBox("Build")
+        form = QtWidgets.QFormLayout(inputs)
+        self.map_combo = _MapCombo(self.cmd)
+        self.open_map_button = QtWidgets.QPushButton("Open…")
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.map_combo, 1)
+        row.addWidget(self.open_map_button)
+        form.addRow("Map", row)
+
+        self.sequence_edit = QtWidgets.QPlainTextEdit()
+        self.sequence_edit.setPlaceholderText(">A\nMKVLAAGIVG…  (paste FASTA, or Load…)")
+        self.sequence_edit.setMaximumHeight(90)
+        self.fasta_button = QtWidgets.QPushButton("Load FASTA…")
+        self.sequence_status = QtWidgets.QLabel()
+        self.sequence_status.setWordWrap(True)
+        column = QtWidgets.QVBoxLayout()
+        column.addWidget(self.sequence_edit)
+        line = QtWidgets.QHBoxLayout()
+        line.addWidget(self.sequence_status, 1)
+        line.addWidget(self.fasta_button)
+        column.addLayout(line)
+        form.addRow("Sequence", column)
+
+        self.device_combo = QtWidgets.QComboBox()
+        for label, value in DEVICES:
+            self.device_combo.addItem(label, value)
+        self.device_label = QtWidgets.QLabel("devices: checking…")
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.device_combo)
+        row.addWidget(self.device_label, 1)
+        form.addRow("Device", row)
+
+        self.rounds_spin = QtWidgets.QSpinBox()
+        self.rounds_spin.setRange(1, 20)
+        self.rounds_spin.setValue(3)
+        self.name_edit = QtWidgets.QLineEdit(DEFAULT_MODEL)
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.rounds_spin)
+        row.addWidget(QtWidgets.QLabel("Model object"))
+        row.addWidget(self.name_edit, 1)
+        form.addRow("Rounds", row)
+        outer.addWidget(inputs)
+
+        self.build_button = QtWidgets.QPushButton("Auto-build")
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setRange(0, PROGRESS_STEPS)
+        self.stage_label = QtWidgets.QLabel("idle")
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.build_button)
+        row.addWidget(self.progress, 1)
+        outer.addLayout(row)
+        outer.addWidget(self.stage_label)
+
+        edits = QtWidgets.QGroupBox("Model")
+        grid = QtWidgets.QGridLayout(edits)
+        self.selection_edit = QtWidgets.QLineEdit("sele")
+        self.accept_button = QtWidgets.QPushButton("Accept selection")
+        self.rebuild_button = QtWidgets.QPushButton("Rebuild selection")
+        grid.addWidget(QtWidgets.QLabel("Selection"), 0, 0)
+        grid.addWidget(self.selection_edit, 0, 1)
+        grid.addWidget(self.accept_button, 0, 2)
+        grid.addWidget(self.rebuild_button, 0, 3)
+        self.prune_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
+        self.prune_slider.setRange(int(CONFIDENCE_RANGE[0]), int(CONFIDENCE_RANGE[1]) * SLIDER_STEPS)
+        self.prune_slider.setValue(0)
+        self.prune_label = QtWidgets.QLabel("below 0")
+        self.prune_button = QtWidgets.QPushButton("Prune")
+        grid.addWidget(QtWidgets.QLabel("Prune"), 1, 0)
+        grid.addWidget(self.prune_slider, 1, 1)
+        grid.addWidget(self.prune_label, 1, 2)
+        grid.addWidget(self.prune_button, 1, 3)
+        self.undo_button = QtWidgets.QPushButton("Undo")
+        self.save_button = QtWidgets.QPushButton("Save model…")
+        grid.addWidget(_Legend(), 2, 0, 1, 2)
+        grid.addWidget(self.undo_button, 2, 2)
+        grid.addWidget(self.save_button, 2, 3)
+        outer.addWidget(edits)
+
+        self.log_view = QtWidgets.QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(2000)
+        outer.addWidget(self.log_view, 1)
+
+        self.open_map_button.clicked.connect(lambda: self.open_map())
+        self.fasta_button.clicked.connect(lambda: self.load_fasta())
+        self.sequence_edit.textChanged.connect(self._validate_sequence)
+        self.build_button.clicked.connect(lambda: self.build_or_stop())
+        self.accept_button.clicked.connect(lambda: self.accept_selection())
+        self.rebuild_button.clicked.connect(lambda: self.rebuild_selection())
+        self.prune_slider.valueChanged.connect(lambda value: self.preview_prune())
+        self.prune_button.clicked.connect(lambda: self.prune())
+        self.undo_button.clicked.connect(lambda: self.undo())
+        self.save_button.clicked.connect(lambda: self.save_model())
+
+    # ------------------------------------------------------------------ helpers
+
+    def log(self, message: str, colour: str | None = None) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        text = QtGui.QTextDocumentFragment.fromPlainText(f"{stamp}  {message}").toHtml()
+        if colour:
+            text = f'<span style="color:{colour}">{text}</span>'
+        self.log_view.appendHtml(text)
+
+    @property
+    def model_name(self) -> str:
+        return self.name_edit.text().strip() or DEFAULT_MODEL
+
+    @property
+    def threshold(self) -> float:
+        return self.prune_slider.value() / SLIDER_STEPS
+
+    def _set_running(self, running: bool) -> None:
+        self.build_button.setText("Stop" if running else "Auto-build")
+        for widget in (self.accept_button, self.rebuild_button, self.prune_button, self.undo_button,
+                       self.prune_slider, self.name_edit, self.map_combo, self.open_map_button):
+            widget.setEnabled(not running)
+
+    def sequence_text(self) -> str:
+        """The sequence box as FASTA (a bare sequence gets a header)."""
+        text = self.sequence_edit.toPlainText()
+        if text.strip() and not text.lstrip().startswith(">"):
+            text = ">sequence\n" + text
+        return text
+
+    def _validate_sequence(self) -> list[str]:
+        from cryobuild.sequences import validate_sequence_text
+
+        text = self.sequence_text()
+        if not text.strip():
+            self.sequence_status.setText("no sequence yet")
+            self.sequence_status.setStyleSheet("")
+            return ["no sequence"]
+        problems = validate_sequence_text(text)
+        if problems:
+            shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+            self.sequence_status.setText(shown)
+            self.sequence_status.setStyleSheet(f"color: {ERROR_COLOUR}")
+        else:
+            records = text.count("\n>") + 1
+            self.sequence_status.setText(f"{records} sequence(s), OK")
+            self.sequence_status.setStyleSheet("color: #1e8449")
+        return problems
+
+    # ------------------------------------------------------------------ start-up
+
+    def start_preload(self) -> None:
+        """Load the networks in a thread (imports would otherwise stall the first build's
+        start); the device description arrives with it."""
+        if self._preload is not None:
+            return
+        bridge, device = self.bridge, self.device_combo.currentData()
+
+        def preload():
+            from cryobuild.device import describe_devices
+
+            try:
+                networks = bridge.preload(device)
+                self._preload_result = (describe_devices(), str(networks.device), "")
+            except Exception as err:  # shown on the GUI thread by _poll_preload
+                self._preload_result = ("", "", f"{type(err).__name__}: {err}")
+
+        self._preload = threading.Thread(target=preload, name="cryobuild-preload", daemon=True)
+        self._preload.start()
+        self.log("loading the networks…")
+
+    @property
+    def ready(self) -> bool:
+        """True once the networks are loaded (or failed to load)."""
+        return self._preload_result is not None
+
+    def _poll_preload(self) -> None:
+        if self._preload is None or self._preload_result is None or self._preload_result == "shown":
+            return
+        description, device, error = self._preload_result
+        self._preload_result = "shown"
+        if error:
+            self.device_label.setText("devices: unknown")
+            self.log(f"could not load the networks: {error}", ERROR_COLOUR)
+        else:
+            self.device_label.setText(description)
+            self.log(f"networks loaded on {device} ({description})")
+
+    # ------------------------------------------------------------------ actions
+
+    @_reported
+    def open_map(self, path: str | None = None) -> str:
+        if path is None:
+            path, _ = QtWidgets.QFileDialog.getOpenFileName(
+                self, "Open map", "", "Maps (*.mrc *.map *.ccp4 *.mrc.gz *.map.gz);;All files (*)")
+            if not path:
+                return ""
+        import os
+
+        name = self.cmd.get_unused_name(os.path.basename(path).split(".")[0] or "map", 0)
+        name = self.cmd.get_legal_name(name)
+        self.cmd.load(path, name)
+        self.map_combo.refresh(select=name)
+        self.log(f"loaded map {path} as {name}")
+        return name
+
+    @_reported
+    def load_fasta(self, path: str | None = None) -> None:
+        from cryobuild.errors import InputError
+
+        if path is None:
+            path, _ = QtWidgets.QFileDialog.getOpenFileName(
+                self, "Sequence file", "", "FASTA (*.fasta *.fa *.faa *.seq *.txt);;All files (*)")
+            if not path:
+                return
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
+        except OSError as err:
+            raise InputError(f"{path}: {err.strerror}") from None
+        self.sequence_edit.setPlainText(text)
+        self.log(f"sequence from {path}")
+
+    @_reported
+    def build_or_stop(self) -> None:
+        if self.job is not None and not self.job.done:
+            self.stop()
+        else:
+            self.build()
+
+    def build(self):
+        """Read the form once and start a build (errors go to the log)."""
+        from cryobuild.errors import InputError
+        from cryobuild.sequences import parse_fasta
+
+        self.map_combo.refresh()
+        map_name = self.map_combo.currentText()
+        if not map_name:
+            raise InputError("no map: load one (Open…) or choose one in the list")
+        problems = self._validate_sequence()
+        if problems:
+            raise InputError(f"the sequence has problems: {problems[0]}")
+        sequences = parse_fasta(self.sequence_text(), "<panel>")
+        request = dict(rounds=self.rounds_spin.value(), name=self.model_name,
+                       device=self.device_combo.currentData())
+        job = self.bridge.start_build(map_name, sequences, **request)
+        self._started(job, request["name"], f"building {len(sequences)} sequence(s) into {map_name}, "
+                                            f"{request['rounds']} round(s) -> {request['name']}")
+        return job
+
+    def _started(self, job, view_name: str, message: str) -> None:
+        self.job, self.job_view = job, view_name
+        self.progress.setValue(0)
+        self.stage_label.setText("starting…")
+        self._set_running(True)
+        self.log(f"{job.id}: {message}")
+        ensure_pump()
+        self.jobStarted.emit(job.id)
+
+    def stop(self) -> None:
+        if self.job is not None and not self.job.done:
+            self.job.cancel()
+            self.build_button.setEnabled(False)
+            self.stage_label.setText("stopping…")
+            self.log(f"{self.job.id}: stopping…")
+
+    @_reported
+    def accept_selection(self) -> int:
+        added = self.bridge.accept(self.selection_edit.text().strip() or "sele", self.model_name)
+        self.log(f"accepted {added} residues of {self.model_name}")
+        return added
+
+    @_reported
+    def rebuild_selection(self):
+        selection = self.selection_edit.text().strip() or "sele"
+        job = self.bridge.start_rebuild(selection, name=self.model_name)
+        self._started(job, self.model_name, f"rebuilding {selection} of {self.model_name}")
+        return job
+
+    @_reported
+    def preview_prune(self) -> int:
+        threshold = self.threshold
+        self.prune_label.setText(f"below {threshold:.0f}")
+        if self.model_name not in self.bridge.views:
+            return 0
+        going = self.bridge.preview_prune(threshold, self.model_name)
+        self.prune_label.setText(f"below {threshold:.0f}: {going} res.")
+        return going
+
+    @_reported
+    def prune(self) -> int:
+        count = self.bridge.prune(self.threshold, self.model_name)
+        self.log(f"pruned {count} residues below {self.threshold:.0f} from {self.model_name}")
+        self.prune_label.setText(f"below {self.threshold:.0f}")
+        return count
+
+    @_reported
+    def undo(self) -> str:
+        action = self.bridge.undo(self.model_name)
+        self.log(f"undid: {action}")
+        return action
+
+    @_reported
+    def save_model(self, path: str | None = None):
+        if path is None:
+            path, _ = QtWidgets.QFileDialog.getSaveFileName(
+                self, "Save model", f"{self.model_name}.cif", "mmCIF (*.cif);;PDB (*.pdb)")
+            if not path:
+                return None
+        written = self.bridge.save(path, self.model_name)
+        self.log(f"saved {self.model_name} to {written}")
+        return written
+
+    # ------------------------------------------------------------------ events
+
+    def on_tick(self, applied: list) -> None:
+        """Show the events the pump has just applied to PyMOL (GUI thread)."""
+        self._poll_preload()
+        for view, event in applied:
+            if self.job is None or event.job_id != self.job.id:
+                if event.kind in ("failed", "final", "cancelled"):
+                    self.log(f"{event.job_id} ({view.name}): {event.kind} {event.message}")
+                continue
+            self._show_event(view, event)
+
+    @_reported
+    def _show_event(self, view, event) -> None:
+        kind = event.kind
+        self.progress.setValue(int(round(event.fraction * PROGRESS_STEPS)))
+        if kind == "stage":
+            self.stage_label.setText(f"{event.stage}: {event.message}" if event.message else event.stage)
+        elif kind in ("points", "round"):
+            self.stage_label.setText(event.message)
+            self.log(f"{event.job_id}: {event.message}")
+        elif kind == "warning":
+            self.log(f"{event.job_id}: {event.message}", WARNING_COLOUR)
+        elif kind == "final":
+            result = event.payload
+            self.log(f"{event.job_id}: done: {result.final.num_residues} residues in "
+                     f"{len(result.final_chains)} chains (last round {result.raw.num_residues} residues)")
+            if result.final.num_residues == 0 and view.last_round is not None:
+                self.log(f"the last round's model is shown as {view.raw_name}", WARNING_COLOUR)
+        elif kind == "failed":
+            self.log(f"{event.job_id} failed: {event.message}", ERROR_COLOUR)
+        elif kind == "cancelled":
+            self.log(f"{event.job_id}: stopped ({event.message}); the model keeps its last round")
+        elif kind == "finished":
+            outcome = self.job.outcome or ""
+            self.stage_label.setText({"final": "done", "cancelled": "stopped", "failed": "failed"}
+                                     .get(outcome, outcome))
+            if outcome != "final":
+                self.progress.setValue(0)
+            self._set_running(False)
+            self.build_button.setEnabled(True)
+            self.jobEnded.emit(event.job_id, outcome)
+
+    def shutdown(self) -> None:
+        """The panel is closing: stop its job (it ends within seconds, keeping its last round)."""
+        if self.job is not None and not self.job.done:
+            self.job.cancel()
+            log.info("cryobuild: panel closed, %s cancelled", self.job.id)
+
+
+class _PanelDock(QtWidgets.QDockWidget):
+    def __init__(self, panel, parent=None):
+        super().__init__("cryobuild", parent)
+        self.panel = panel
+        self.setObjectName("cryobuild_dock")
+        scroll = QtWidgets.QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(panel)
+        self.setWidget(scroll)
+
+    def closeEvent(self, event):
+        self.panel.shutdown()
+        super().closeEvent(event)
+
+
+class _PanelDialog(QtWidgets.QDialog):
+    def __init__(self, panel, parent=None):
+        super().__init__(parent)
+        self.panel = panel
+        self.setWindowTitle("cryobuild")
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(panel)
+        self.resize(460, 720)
+
+    def closeEvent(self, event):
+        self.panel.shutdown()
+        super().closeEvent(event)
+
+    def reject(self):  # Escape
+        self.panel.shutdown()
+        super().reject()
+
+
+_container = None
+
+
+def show_panel(map_path=None, fasta_path=None, *, bridge=None, _self=None):
+    """Open the panel (a dock in PyMOL's window, else a dialog) or raise it; returns it."""
+    global _container
+    from pymol import gui
+
+    from . import commands
+
+    if _self is None:
+        from pymol import cmd as _self
+    commands.register(_self)  # also sets mesh_use_shader 0
+    if _container is None:
+        panel = CryobuildPanel(bridge, _self)
+        window = gui.get_qtwindow()
+        if window is not None:
+            _container = _PanelDock(panel, window)
+            window.addDockWidget(QtCore.Qt.RightDockWidgetArea, _container)
+        else:
+            _container = _PanelDialog(panel)
+        pump = ensure_pump()
+        pump.tick.connect(panel.on_tick)
+        panel.start_preload()
+    panel = _container.panel
+    _container.show()
+    _container.raise_()
+    if map_path:
+        panel.open_map(str(map_path))
+    if fasta_path:
+        panel.load_fasta(str(fasta_path))
+    return panel
+
+
+def close_panel() -> None:
+    """Close and forget the panel (its job is cancelled)."""
+    global _container
+    if _container is None:
+        return
+    container, _container = _container, None
+    container.panel.shutdown()
+    if _pump is not None:
+        try:
+            _pump.tick.disconnect(container.panel.on_tick)
+        except (TypeError, RuntimeError):
+            pass
+    container.close()
+    container.deleteLater()
+    from pymol import gui
+
+    if _pump is not None and gui.get_qtwindow() is None:
+        _pump.stop()  # no panel and no PyMOL window: commands run in the foreground again
