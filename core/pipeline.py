@@ -382,8 +382,10 @@ def build(
 
         distance, _ = cKDTree(context.ca).query(points.xyz, distance_upper_bound=CONTEXT_CLEARANCE)
         points = points.select(~np.isfinite(distance))
+    # A whole-map build must find chain-like density; a region rebuild (with context) may be
+    # a short stretch whose few candidates are judged by the graph network instead.
     protein_like = _protein_like(points)
-    if protein_like < MIN_POINTS:
+    if protein_like < (MIN_POINTS if context is None else 2):
         raise BuildError(
             f"only {protein_like} of {len(points)} Cα candidates look like a protein chain: the "
             "map shows no protein density here (check the map, its region and resolution)"
