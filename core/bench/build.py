@@ -1,0 +1,115 @@
+"""Benchmark the whole build: ``python -m cryobuild.bench.build``.
+
+Runs ``build`` (through the engine, as the command line does) on held-out simulated maps
+(validation split, SNR 3) at 3.0 and 4.0 Å and on every dev map with a deposited model, and
+prints per case one JSON line with the `cryobuild.evaluate` figures of the final and the raw
+model, the final model's geometry (`cryobuild.validation`) and the wall time; then a Markdown
+table of the means per data set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from ..cli.build import build_with_engine
+from ..data import default_split, dev_cases, read_structure
+from ..evaluate import evaluate
+from ..maps import read_map
+from ..models import read_model
+from ..pipeline import BuildOptions
+from ..residues import AA_ORDER
+from ..sequences import Sequence, read_fasta
+from ..simulate import SimulationOptions, simulate_map
+from ..validation import validate_geometry
+
+#: Noise of the simulated maps (signal variance / noise variance in the envelope).
+BENCH_SNR = 3.0
+FIGURES = ("ca_recall", "ca_precision", "sequence_recall", "backbone_rmsd", "connectivity")
+
+
+def model_sequences(model) -> list[Sequence]:
+    """One sequence per chain of a reference model (its declared sequence, else its residues)."""
+    sequences = []
+    for chain in model.chains():
+        declared = model.entity_sequences.get(chain)
+        residues = declared or "".join(AA_ORDER[a] for a in model.aatype[model.chain_id == chain] if a < 20)
+        sequences.append(Sequence(chain, residues))
+    return sequences
+
+
+def run_case(name, density, sequences, reference, options, device) -> dict:
+    started = time.time()
+    try:
+        result, _ = build_with_engine(density, sequences, options, device=device, quiet=True)
+    except Exception as err:  # noqa: BLE001 - a failed case is reported, not fatal
+        row = {"case": name, "error": str(err), "seconds": round(time.time() - started, 1)}
+        print(json.dumps(row), flush=True)
+        return row
+    row = {"case": name, "residues": reference.num_residues, "seconds": round(time.time() - started, 1)}
+    for label, model in (("final", result.final), ("raw", result.raw)):
+        metrics = evaluate(model, reference).to_dict()
+        row.update({f"{label}_{key}": round(metrics[key], 3) for key in FIGURES})
+    if result.final.num_residues:
+        geometry = validate_geometry(result.final)
+        row.update(peptide_bonds_ok=round(geometry.peptide_bond_ideal_fraction, 3),
+                   clashscore=round(geometry.clashscore, 1),
+                   rama_outliers=round(geometry.ramachandran_outlier_fraction, 3))
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", type=int, default=4, help="held-out structures per resolution")
+    parser.add_argument("--resolutions", type=float, nargs="*", default=[3.0, 4.0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threader", default="hmm", choices=["hmm", "structgen"])
+    parser.add_argument("--no-dev", action="store_true", help="skip the dev maps")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+
+    options = BuildOptions(rounds=args.rounds, threader=args.threader)
+    table = {}
+    validation = sorted(default_split()["validation"], key=lambda r: r.num_residues)
+    picks = [r for r in validation if 80 <= r.num_residues <= 400]
+    picks = picks[:: max(len(picks) // args.cases, 1)][: args.cases]
+    for resolution in args.resolutions:
+        rng = np.random.default_rng(int(resolution * 10))
+        rows = []
+        for record in picks:
+            structure = read_structure(record.path)
+            reference = read_model(record.path)
+            density = simulate_map(structure, SimulationOptions(resolution=resolution, snr=BENCH_SNR), rng)
+            rows.append(run_case(f"{record.path.name}@{resolution}", density, model_sequences(reference),
+                                 reference, options, args.device))
+        table[f"simulated {resolution} Å ({len(picks)} held-out)"] = rows
+    if not args.no_dev:
+        for case in dev_cases():
+            if case.model_path is None:
+                continue
+            reference = read_model(case.model_path)
+            sequences = read_fasta(case.fasta_path) if case.fasta_path else model_sequences(reference)
+            row = run_case(case.name, read_map(case.map_path), sequences, reference, options, args.device)
+            table[f"{case.name} ({case.resolution} Å)"] = [row]
+
+    print(f"\n{args.rounds} rounds, threader {args.threader}")
+    header = ["data"] + [f"final {k}" for k in FIGURES] + ["raw ca_recall", "raw sequence_recall", "seconds"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for data, rows in table.items():
+        good = [r for r in rows if "error" not in r]
+        if not good:
+            print(f"| {data} | " + " | ".join(["failed"] * (len(header) - 1)) + " |")
+            continue
+        cells = [np.mean([r[f"final_{k}"] for r in good]) for k in FIGURES]
+        cells += [np.mean([r["raw_ca_recall"] for r in good]), np.mean([r["raw_sequence_recall"] for r in good]),
+                  np.mean([r["seconds"] for r in good])]
+        print(f"| {data} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
