@@ -14,6 +14,9 @@ from pathlib import Path
 
 __all__ = ["atomic_path", "write_bytes_atomic"]
 
+#: Permissions of written files: rw-r--r--.
+_FILE_MODE = 0o644
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
@@ -23,6 +26,8 @@ def atomic_path(path: str | os.PathLike):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(fd)
+    # mkstemp makes the file private (0600); outputs are ordinary files anyone may read
+    os.chmod(tmp, _FILE_MODE)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
