@@ -77,6 +77,8 @@ class DensityMap:
             raise ValueError(f"grid must be 3-D [Z, Y, X], got shape {grid.shape}")
         if voxel.size == 1:
             voxel = np.repeat(voxel, 3)
+        if origin.size == 1:
+            origin = np.repeat(origin, 3)
         if voxel.shape != (3,) or not np.all(voxel > 0):
             raise ValueError(f"voxel_size must be 3 positive values in Å, got {self.voxel_size}")
         if origin.shape != (3,):

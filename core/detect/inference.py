@@ -35,6 +35,14 @@ DETECTION_VOXEL = 1.5
 LOCAL_STD_SIGMA = 3.0
 #: Points closer than this (Å) are merged into one probability-weighted centroid.
 MERGE_DISTANCE = 1.65
+#: Neighbourhood of a local maximum: the 6 face neighbours. Over the full 3x3x3 cube, Cα 3.8 Å
+#: apart on a diagonal (Chebyshev distance 1 voxel after rounding) suppressed each other: recall
+#: 0.73-0.82 on held-out 3 Å maps, against 0.91-0.99 with face neighbours (duplicates of one Cα
+#: are merged below, since the offsets of its neighbourhood all point at it).
+_PEAK_FOOTPRINT = np.array(
+    [[[0, 0, 0], [0, 1, 0], [0, 0, 0]], [[0, 1, 0], [1, 1, 1], [0, 1, 0]], [[0, 0, 0], [0, 1, 0], [0, 0, 0]]],
+    dtype=bool,
+)
 #: Merging passes (as ModelAngelo).
 MERGE_PASSES = 3
 #: A point with no other point within this distance (Å) is dropped as isolated.
@@ -159,7 +167,7 @@ def extract_points(
     drop_isolated: bool = True,
     keep_mask: np.ndarray | None = None,
 ) -> CalphaPoints:
-    """Points from a probability (or score) map: local maxima (3x3x3) at or above
+    """Points from a probability (or score) map: local maxima (over the 6 face neighbours) at or above
     ``threshold``, shifted by ``offsets`` ``[3, Z, Y, X]`` (voxels, x, y, z) if given, merged
     within `MERGE_DISTANCE` Å into probability-weighted centroids, and (optionally) cleared of
     points with no neighbour within `ISOLATION_DISTANCE` Å. ``keep_mask`` (bool ``[Z, Y, X]``)
@@ -167,7 +175,7 @@ def extract_points(
     from scipy.ndimage import maximum_filter
 
     grid = probability.grid
-    peaks = (grid >= threshold) & (grid == maximum_filter(grid, size=3, mode="constant"))
+    peaks = (grid >= threshold) & (grid == maximum_filter(grid, footprint=_PEAK_FOOTPRINT, mode="constant"))
     if keep_mask is not None:
         peaks &= keep_mask
     kk, jj, ii = np.nonzero(peaks)
