@@ -99,7 +99,8 @@ def test_trained_detector_on_simulated_il2(il2_map_3A):
     # measured with the bundled weights: recall 1.00, precision 0.62 (the graph network's
     # existence head removes the extra candidates)
     assert recall >= 0.9 and precision >= 0.5, (recall, precision)
-    # windows smaller than the map give (almost) the same points as one pass over the whole map
+    # windows smaller than the map find the same atoms as one pass over the whole map (instance
+    # norm sees each window's own statistics, so weak spurious peaks may differ)
     small = detect_calphas(density, network, DetectionOptions(window=32, margin=6))
-    pairs, _ = match_calpha(small.points.xyz, result.points.xyz, cutoff=0.5)
-    assert len(pairs) >= 0.95 * len(result.points)
+    _, small_ref = match_calpha(small.points.xyz, ca)
+    assert len(small_ref) >= len(ref) - 0.05 * len(ca)
