@@ -214,7 +214,14 @@ def plan_chain_names(kept: BuiltModel, new: BuiltModel, reports: tuple[ChainRepo
                 target = owner
             elif candidates:
                 tree = cKDTree(new.ca[rows])
-                target = min(candidates, key=lambda c: tree.query(kept.ca[kept.chain_id == c])[0].min())
+
+                def distance(candidate):
+                    # a candidate is a kept chain, or a fresh one earlier new chains went to
+                    parts = [kept.ca[kept.chain_id == candidate]]
+                    parts += [new.ca[new.chain_id == n] for n, t in renames.items() if t == candidate]
+                    return tree.query(np.concatenate(parts))[0].min()
+
+                target = min(candidates, key=distance)
         if target is None:
             target = next(fresh)
             used.add(target)
