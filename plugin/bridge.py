@@ -371,8 +371,10 @@ class Bridge:
                 # The engine threaded no chain: keep the last round visible, apart.
                 self._load_model(view.last_round.model, view.raw_name)
                 self._colour(view.raw_name)
-        elif kind in ("cancelled", "failed"):
-            self.show_model(view)  # the session keeps its last saved round
+        elif kind in ("cancelled", "failed", "finished"):
+            # the session keeps its last saved round; "finished" comes after the engine has
+            # saved the final splice into the session, which "final" may precede
+            self.show_model(view)
 
     # ------------------------------------------------------------------ drawing
 
