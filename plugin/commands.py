@@ -44,6 +44,14 @@ def _gui_active() -> bool:
     return panel.pump_running()
 
 
+def _whole_number(value, what: str) -> int:
+    """A command's string argument as an int, or a readable `CmdException`."""
+    try:
+        return int(value)
+    except ValueError:
+        raise CmdException(f"cryobuild: {what} must be a whole number, got {value!r}") from None
+
+
 def _say(message: str, quiet: int) -> None:
     if not quiet:
         print(f" cryobuild: {message}")
@@ -143,10 +151,7 @@ SEE ALSO
     from cryobuild.errors import CryobuildError
 
     quiet = int(quiet)
-    try:
-        rounds = int(rounds)
-    except ValueError:
-        raise CmdException(f"cryobuild: rounds must be a whole number, got {rounds!r}") from None
+    rounds = _whole_number(rounds, "rounds")
     bridge = get_bridge()
     try:
         sequences = _sequences_from(str(fasta))
@@ -282,10 +287,7 @@ SEE ALSO
     from cryobuild.errors import CryobuildError
 
     quiet = int(quiet)
-    try:
-        rounds = int(rounds)
-    except ValueError:
-        raise CmdException(f"cryobuild: rounds must be a whole number, got {rounds!r}") from None
+    rounds = _whole_number(rounds, "rounds")
     bridge = get_bridge()
     try:
         background = _gui_active()
