@@ -272,6 +272,9 @@ def main(argv=None) -> None:
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-time budget")
     parser.add_argument("--steps", type=int, default=None, help="stop after this many steps in total")
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--final-lr", type=float, default=None,
+                        help="anneal the learning rate on a half cosine from --lr to this over "
+                             "the session's --minutes (default: constant --lr)")
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--validate-every", type=int, default=1000)
@@ -315,6 +318,7 @@ def main(argv=None) -> None:
     run.start()
     for sample in loader:
         began = time.time()
+        run.anneal_lr(args.lr, args.final_lr, args.minutes)
         inputs, targets = sample.inputs_and_targets(network)
         output = run_rounds(network, inputs, int(rng.integers(1, 4)))
         loss, parts = graph_loss(output, targets)
@@ -327,7 +331,8 @@ def main(argv=None) -> None:
             running.setdefault(name, []).append(value)
         if run.step % args.log_every == 0:
             run.log({"step": run.step, **{k: round(float(np.mean(v)), 4) for k, v in running.items()},
-                     "step_seconds": round(float(np.mean(step_seconds)), 3), "wall": round(run.wall_seconds)})
+                     "step_seconds": round(float(np.mean(step_seconds)), 3),
+                     "lr": float(f"{optimizer.param_groups[0]['lr']:.3g}"), "wall": round(run.wall_seconds)})
             running, step_seconds = {}, []
         if validation and run.step % args.validate_every == 0:
             run.add_validation("validation_3.0A", validation_figures(network, validation))

@@ -11,6 +11,7 @@ the time spent in training loops, summed over all sessions.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -71,6 +72,20 @@ class TrainingRun:
         """Set the learning rate of every parameter group."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+
+    def session_fraction(self, minutes: float) -> float:
+        """How much of this session's wall-time budget of ``minutes`` has passed, in [0, 1]."""
+        return min(1.0, (time.time() - self._started) / 60.0 / minutes)
+
+    def anneal_lr(self, lr: float, final_lr: float | None, minutes: float) -> None:
+        """Set the learning rate on a half cosine from ``lr`` at the session's start to
+        ``final_lr`` at the end of its ``minutes`` (constant ``lr`` when ``final_lr`` is None).
+        The schedule follows the session's clock, not the step count, because a resumed run
+        is budgeted in minutes."""
+        if final_lr is None:
+            return
+        fraction = self.session_fraction(minutes)
+        self.set_lr(final_lr + (lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * fraction)))
 
     def log(self, entry: dict) -> None:
         """Append ``entry`` to the log as one JSON line and print it."""
