@@ -42,6 +42,7 @@ from ..simulate import SimulationOptions, simulate_map
 __all__ = [
     "START_NOISE",
     "BenchCase",
+    "detected_refinement",
     "folder_case",
     "main",
     "noisy_start",
@@ -116,18 +117,26 @@ def run_case(case: BenchCase, network, *, rounds: int = 3, seed: int = 0, device
     return {"name": case.name, **score_refinement(output, case.reference), "seconds": round(seconds, 2)}
 
 
-def run_detected_case(case: BenchCase, network, detector, *, rounds: int = 3, device=None) -> dict:
-    """Refine from the Cα the detector finds in the case's map; scored after one-to-one
-    matching to the reference (`cryobuild.evaluate`): ``aa_accuracy`` is the sequence match of
-    matched residues, ``ca_recall`` how many reference residues have a node."""
+def detected_refinement(case: BenchCase, network, detector, *, rounds: int = 3, device=None):
+    """The graph network's output (`GraphOutput`, one node per detected Cα) after ``rounds``
+    recycling rounds from the Cα the detector finds in the case's map (default threshold), and
+    the seconds the refinement took."""
     from ..detect.inference import detect_calphas
-    from ..evaluate import evaluate
     from ..gnn.refine import refine
 
     points = detect_calphas(case.density, detector, device=device).points
     began = time.time()
     output = refine(case.density, points, list(case.sequences), network, rounds=rounds, device=device)
-    seconds = time.time() - began
+    return output, time.time() - began
+
+
+def run_detected_case(case: BenchCase, network, detector, *, rounds: int = 3, device=None) -> dict:
+    """Refine from the Cα the detector finds in the case's map; scored after one-to-one
+    matching to the reference (`cryobuild.evaluate`): ``aa_accuracy`` is the sequence match of
+    matched residues, ``ca_recall`` how many reference residues have a node."""
+    from ..evaluate import evaluate
+
+    output, seconds = detected_refinement(case, network, detector, rounds=rounds, device=device)
     metrics = evaluate(output.to_model(), case.reference)
     return {"name": case.name, "start": "detected", "n_residues": int(case.reference.num_residues),
             "ca_recall": metrics.ca_recall, "aa_accuracy": metrics.sequence_match,

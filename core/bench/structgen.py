@@ -10,16 +10,28 @@ scores, nodes shuffled (`cryobuild.structgen.samples`). Datasets (rows):
 * ``simulated``: perfect contact maps (the paper's UniRef50 row);
 * ``missing``: the same with ``--missing`` (5%) of the Cα unknown: those nodes lose their edges
   (the paper's ProteinNet row);
-* ``gnn`` (with ``--gnn-probs``): the trained graph network's residue-type probabilities and
-  refined Cα on simulated maps (the paper's RotamerNet row); all residues of the structure are
-  nodes (the other chains are the distractors, no dummies), contact edges from the refined Cα.
+* ``gnn`` (with ``--gnn-probs``): the graph network's real residue-type probabilities on
+  *detected* Cα (the paper's RotamerNet row). For ``--gnn-structures`` held-out structures
+  (`cryobuild.bench.gnn.simulated_cases`: 3.0 Å maps at SNR 3) the detector finds the Cα and
+  the graph network refines them for 3 recycling rounds (the build's round count; the build
+  threads between its rounds, here no threader's output feeds back:
+  `cryobuild.bench.gnn.detected_refinement`); the nodes are those the build hands its threader
+  (existent, duplicates removed: `cryobuild.chains.remove_duplicates`) with their refined Cα
+  and residue-type probabilities; contact edges from the refined Cα at each network's cutoff.
+  Nodes and reference residues are paired one-to-one within 3 Å (`node_targets`); one sample
+  per reference chain of at least `MIN_CHAIN_LENGTH` residues, all chains sharing the map's
+  graph (the other chains and false detections are the distractors, no dummies). **Positions
+  without a matched node are excluded** from the accuracy (target -1: no node is right for
+  them); ``matched`` in the JSON lines is the mean fraction of positions that have a node, so
+  about ``accuracy * matched`` is the figure with those positions counted as wrong.
 
-Inference (sub-rows): ``forward`` (N -> C reading only), ``ensemble`` (forward and backward
+Inference modes: ``forward`` (N -> C reading only), ``ensemble`` (forward and backward
 log-probabilities averaged; needs a network trained with ``direction="both"``), and
 ``assigned`` (the ensemble through the threader's one-node-per-position assignment,
 `cryobuild.structgen.thread.assign_positions`, as the pipeline uses it). Accuracy (eq. 2): the
 fraction of positions whose selected node is the true node, averaged over chains. One JSON line
-per dataset and checkpoint, then a Markdown table.
+per dataset and checkpoint, then a Markdown table (Table I's layout): one row per dataset, a
+``forward`` and an ``ensemble`` column per checkpoint.
 """
 
 from __future__ import annotations
@@ -34,6 +46,9 @@ import torch
 
 from ..checkpoints import checkpoint_path
 from ..data import default_split
+from ..evaluate import CA_MATCH_CUTOFF, match_calpha
+from ..models import BuiltModel
+from ..residues import BACKBONE_NAMES
 from ..structgen.graph import NodeGraph, ThreadingSample
 from ..structgen.model import StructureGenerator, sequence_log_probs
 from ..structgen.samples import (
@@ -47,10 +62,14 @@ from ..structgen.thread import ThreadOptions, assign_positions, load_structgen
 
 __all__ = [
     "MISSING_FRACTION",
+    "BuildNodes",
     "benchmark",
+    "build_nodes",
     "chain_accuracies",
-    "gnn_samples",
+    "detected_samples",
     "main",
+    "markdown_table",
+    "node_targets",
     "paper_samples",
     "validation_chains",
 ]
@@ -62,6 +81,9 @@ MIN_CHAIN_LENGTH = 20
 #: Resolution (Å) of the simulated maps of the ``gnn`` dataset.
 GNN_MAP_RESOLUTION = 3.0
 _INFERENCE = ("forward", "ensemble", "assigned")
+#: Inference modes shown in the Markdown table (all are in the JSON lines).
+_TABLE_INFERENCE = ("forward", "ensemble")
+_CA = BACKBONE_NAMES.index("CA")
 
 
 def validation_chains(count: int | None = None) -> list[ChainRecord]:
@@ -90,44 +112,83 @@ def paper_samples(
     return samples
 
 
-def gnn_samples(records, gnn, contact_distance: float, seed: int) -> list[ThreadingSample]:
-    """Samples from the graph network's outputs on simulated maps (the ``gnn`` dataset).
+@dataclasses.dataclass(frozen=True, eq=False)
+class BuildNodes:
+    """The nodes a build hands its threader on one map, and the reference they are scored by.
+
+    Attributes
+    ----------
+    name : str
+    aa_probs : float32 ``[M, 20]``
+        The graph network's residue-type probabilities.
+    ca : float32 ``[M, 3]``
+        Refined Cα positions, Å.
+    reference : BuiltModel
+        The deposited model, in the map's frame.
+    """
+
+    name: str
+    aa_probs: np.ndarray
+    ca: np.ndarray
+    reference: BuiltModel
+
+
+def build_nodes(case, gnn, detector, *, rounds: int = 3, device=None) -> BuildNodes:
+    """Detect and refine the Cα of a `cryobuild.bench.gnn.BenchCase` and keep the nodes the
+    build threads (existence at least `cryobuild.chains.MIN_EXISTENCE`, duplicates removed)."""
+    from ..chains import ResiduePredictions, remove_duplicates
+    from .gnn import detected_refinement
+
+    output, _ = detected_refinement(case, gnn, detector, rounds=rounds, device=device)
+    no_links = np.zeros(0, dtype=np.int64)
+    kept = remove_duplicates(ResiduePredictions(
+        backbone=output.atom14_positions[:, :3], aa_probs=output.aa_probs, confidence=output.confidence,
+        existence=output.existence, edge_src=no_links, edge_dst=no_links, edge_prob=np.zeros(0),
+    ))
+    return BuildNodes(case.name, output.aa_probs[kept], output.translations[kept], case.reference)
+
+
+def node_targets(node_ca: np.ndarray, reference_ca: np.ndarray, has_ca: np.ndarray) -> np.ndarray:
+    """The true node of each reference residue.
+
+    Nodes and reference residues with a Cα are paired one-to-one within `CA_MATCH_CUTOFF`
+    (3 Å) by `cryobuild.evaluate.match_calpha` (as many pairs as possible, then the smallest
+    summed distance).
 
     Parameters
     ----------
-    records : list of StructureRecord
-        Structures to simulate (`GNN_MAP_RESOLUTION`, SNR of `cryobuild.bench.gnn`).
-    gnn : cryobuild.gnn.GraphNetwork
-        The trained graph network (`cryobuild.gnn.load_gnn`), refining 3 rounds from the
-        reference Cα plus noise (`cryobuild.bench.gnn.noisy_start`); node ``i`` is residue ``i``.
-    contact_distance : float
-        Å, the Structure Generator's edge cutoff, applied to the refined Cα.
-    seed : int
+    node_ca : ``[M, 3]``
+        Node Cα positions, Å.
+    reference_ca : ``[R, 3]``
+        Reference Cα positions, Å (rows without a Cα are ignored).
+    has_ca : bool ``[R]``
+        Which reference residues have a Cα.
 
     Returns
     -------
-    list of ThreadingSample
-        One per chain of at least `MIN_CHAIN_LENGTH` residues, all sharing their structure's graph.
+    int64 ``[R]``
+        The matched node of each residue, -1 where none is.
     """
-    from ..data import read_structure
-    from ..gnn.refine import refine
-    from ..models import read_model
-    from ..simulate import SimulationOptions, simulate_map
-    from .gnn import SIMULATED_SNR, noisy_start
+    residues = np.flatnonzero(has_ca)
+    node_index, matched = match_calpha(node_ca, np.asarray(reference_ca)[residues], cutoff=CA_MATCH_CUTOFF)
+    target = np.full(len(has_ca), -1, dtype=np.int64)
+    target[residues[matched]] = node_index
+    return target
 
-    rng = np.random.default_rng(seed)
+
+def detected_samples(maps: list[BuildNodes], contact_distance: float) -> list[ThreadingSample]:
+    """The ``gnn`` dataset: per map the graph of its nodes (edges at ``contact_distance`` Å
+    between refined Cα) and one sample per reference chain of at least `MIN_CHAIN_LENGTH`
+    residues with at least one matched node; targets from `node_targets`."""
     samples = []
-    for record in records:
-        reference = read_model(record.path)
-        density = simulate_map(
-            read_structure(record.path), SimulationOptions(resolution=GNN_MAP_RESOLUTION, snr=SIMULATED_SNR), rng
-        )
-        output = refine(density, noisy_start(reference, rng), list(dict.fromkeys(record.sequences)), gnn, rounds=3)
-        graph = NodeGraph.from_nodes(output.aa_probs, output.translations, contact_distance)
+    for nodes in maps:
+        reference = nodes.reference
+        graph = NodeGraph.from_nodes(nodes.aa_probs, nodes.ca, contact_distance)
+        target = node_targets(nodes.ca, reference.ca, reference.atom_mask[:, _CA])
         for chain in reference.chains():
-            nodes = np.flatnonzero(reference.chain_id == chain)
-            if len(nodes) >= MIN_CHAIN_LENGTH:
-                samples.append(ThreadingSample(graph, reference.aatype[nodes], nodes))
+            residues = np.flatnonzero(reference.chain_id == chain)
+            if len(residues) >= MIN_CHAIN_LENGTH and np.any(target[residues] >= 0):
+                samples.append(ThreadingSample(graph, reference.aatype[residues], target[residues]))
     return samples
 
 
@@ -151,10 +212,13 @@ def chain_accuracies(network: StructureGenerator, sample: ThreadingSample, optio
 
 
 def benchmark(network: StructureGenerator, samples: list[ThreadingSample], options: ThreadOptions) -> dict[str, float]:
-    """Eq. 2: per-chain accuracies averaged over ``samples``, per inference mode."""
+    """Eq. 2: per-chain accuracies averaged over ``samples``, per inference mode, and
+    ``matched``: the mean fraction of positions that have a true node."""
     network.eval()
     rows = [chain_accuracies(network, sample, options) for sample in samples]
-    return {mode: round(float(np.mean([row[mode] for row in rows])), 4) for mode in _INFERENCE}
+    result = {mode: round(float(np.mean([row[mode] for row in rows])), 4) for mode in _INFERENCE}
+    result["matched"] = round(float(np.mean([np.mean(sample.target >= 0) for sample in samples])), 4)
+    return result
 
 
 def _parse_checkpoint(text: str) -> tuple[str | None, Path]:
@@ -175,10 +239,10 @@ def main(argv=None) -> None:
     parser.add_argument("--wrong-fraction", type=float, default=ScoreNoise().wrong_fraction,
                         help="fraction of simulated nodes scored as a wrong type")
     parser.add_argument("--gnn-probs", action="store_true",
-                        help="add the 'gnn' dataset (needs weights/gnn.pt, or --gnn-checkpoint)")
-    parser.add_argument("--gnn-checkpoint", type=Path, default=None)
-    parser.add_argument("--gnn-structures", type=int, default=10,
-                        help="validation structures simulated for the 'gnn' dataset")
+                        help="add the 'gnn' dataset (needs weights/detect.pt and weights/gnn.pt)")
+    parser.add_argument("--gnn-checkpoint", type=Path, default=None, help="default: weights/gnn.pt")
+    parser.add_argument("--gnn-structures", type=int, default=6,
+                        help="held-out structures simulated for the 'gnn' dataset")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -195,14 +259,19 @@ def main(argv=None) -> None:
         networks[label] = network
     chains = validation_chains(args.chains)
     noise = ScoreNoise(args.score_sigma, args.wrong_fraction)
-    gnn = None
+    maps = []
     if args.gnn_probs:
+        from ..detect.network import load_detector
         from ..gnn.refine import load_gnn
+        from .gnn import simulated_cases
 
-        gnn = load_gnn(args.gnn_checkpoint)
-        records = default_split()["validation"][: args.gnn_structures]
+        gnn, detector = load_gnn(args.gnn_checkpoint), load_detector()
+        for case in simulated_cases(args.gnn_structures, GNN_MAP_RESOLUTION, args.seed):
+            maps.append(build_nodes(case, gnn, detector))
+            print(json.dumps({"gnn_map": case.name, "nodes": len(maps[-1].ca),
+                              "residues": int(case.reference.num_residues)}), flush=True)
     options = ThreadOptions()
-    table: dict[tuple[str, str], dict[str, float]] = {}
+    table: dict[str, dict[tuple[str, str], float]] = {}
     for label, network in networks.items():
         distance = network.config.contact_distance
         datasets = {
@@ -210,18 +279,25 @@ def main(argv=None) -> None:
             "missing": paper_samples(
                 chains, SampleOptions(noise=noise, missing_fraction=args.missing), distance, args.seed),
         }
-        if gnn is not None:
-            datasets["gnn"] = gnn_samples(records, gnn, distance, args.seed)
+        if maps:
+            datasets["gnn"] = detected_samples(maps, distance)
         for dataset, samples in datasets.items():
             result = benchmark(network, samples, options)
             print(json.dumps({"checkpoint": label, "dataset": dataset, "chains": len(samples), **result}), flush=True)
-            for mode, value in result.items():
-                table.setdefault((dataset, mode), {})[label] = value
-    labels = list(networks)
-    print("\n| dataset | inference | " + " | ".join(labels) + " |")
-    print("|---|---|" + "---|" * len(labels))
-    for (dataset, mode), row in table.items():
-        print(f"| {dataset} | {mode} | " + " | ".join(f"{row[label]:.4f}" for label in labels) + " |")
+            for mode in _TABLE_INFERENCE:
+                table.setdefault(dataset, {})[label, mode] = result[mode]
+    print(markdown_table(table, list(networks)))
+
+
+def markdown_table(table: dict[str, dict[tuple[str, str], float]], labels: list[str]) -> str:
+    """Table I's layout: a row per dataset, a ``forward`` and an ``ensemble`` column per
+    checkpoint label; ``table[dataset][label, mode]`` is an accuracy."""
+    columns = [(label, mode) for label in labels for mode in _TABLE_INFERENCE]
+    lines = ["", "| dataset | " + " | ".join(f"{label} {mode}" for label, mode in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for dataset, row in table.items():
+        lines.append(f"| {dataset} | " + " | ".join(f"{row[column]:.3f}" for column in columns) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
