@@ -378,21 +378,38 @@ class Bridge:
 
     # ------------------------------------------------------------------ drawing
 
-    def _load_model(self, model, object_name: str) -> None:
-        """Replace ``object_name`` with ``model`` (loaded under a scratch name, then renamed, so
-        the old object stays on screen until the new one is ready)."""
+    def _load(self, model, object_name: str) -> bool:
+        """Replace ``object_name`` with the atoms of ``model``; with no residues, delete it and
+        return False.
+
+        The model goes through an mmCIF file, loaded under a scratch name and then renamed, so
+        the old object stays on screen until the new one is ready. PyMOL's mmCIF reader adds a
+        coordinate-less atom for every residue of ``_entity_poly_seq`` that has no atoms
+        (pymol-open-source #359), so a chain covering part of its declared sequence (a region
+        rebuild, a prune) would show residues the model does not have: those atoms (``not
+        present``) are removed after the load. The file keeps the declared sequences, and mmCIF
+        any chain name (PDB, which PyMOL reads without such atoms, allows two characters).
+        """
         from cryobuild.models import write_model
 
         cmd = self.cmd
-        scratch = f"_{object_name}_incoming"
         if model.num_residues == 0:
             cmd.delete(object_name)
-            return
+            return False
+        scratch = f"_{object_name}_incoming"
         path = write_model(model, Path(self._scratch.name) / f"{object_name}.cif")
         cmd.delete(scratch)
         cmd.load(str(path), scratch, format="cif", quiet=1, zoom=0)
+        cmd.remove(f"{scratch} and not present", quiet=1)
         cmd.delete(object_name)
         cmd.set_name(scratch, object_name)
+        return True
+
+    def _load_model(self, model, object_name: str) -> None:
+        """Replace ``object_name`` with ``model`` as cartoon and lines (see `_load`)."""
+        if not self._load(model, object_name):
+            return
+        cmd = self.cmd
         cmd.hide("everything", object_name)
         cmd.show("cartoon", object_name)
         cmd.show("lines", object_name)
@@ -413,15 +430,11 @@ class Bridge:
 
     def show_points(self, view: ModelView, points) -> None:
         """The Cα candidates as small spheres (B-factor = 100 × detection probability)."""
-        from cryobuild.models import model_from_ca, write_model
+        from cryobuild.models import model_from_ca
 
-        cmd = self.cmd
-        cmd.delete(view.ca_name)
-        if len(points.xyz) == 0:
+        if not self._load(model_from_ca(points.xyz, points.score), view.ca_name):
             return
-        model = model_from_ca(points.xyz, points.score)
-        path = write_model(model, Path(self._scratch.name) / f"{view.ca_name}.pdb")
-        cmd.load(str(path), view.ca_name, format="pdb", quiet=1, zoom=0)
+        cmd = self.cmd
         cmd.hide("everything", view.ca_name)
         cmd.show("spheres", view.ca_name)
         cmd.set("sphere_scale", CA_SPHERE_SCALE, view.ca_name)
