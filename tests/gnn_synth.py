@@ -110,7 +110,7 @@ def simulate_predictions(
     num_duplicates : int
         Extra, less confident copies of random residues (CA moved 0.5 Å).
     num_ghosts : int
-        Extra nodes with existence 0.2 near random residues.
+        Extra nodes with existence 0.05 near random residues.
     """
     num = len(aatype)
     duplicated = rng.choice(num, size=num_duplicates, replace=False)
@@ -124,7 +124,7 @@ def simulate_predictions(
     confidence = np.clip(rng.normal(70.0, 8.0, size=total), 0, 100)
     confidence[num:] = 20.0
     existence = np.full(total, 0.9)
-    existence[num + num_duplicates :] = 0.2
+    existence[num + num_duplicates :] = 0.05
 
     ca = backbone[:, 1]
     consecutive = (np.diff(residue_number) == 1) & (

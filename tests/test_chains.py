@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 
@@ -135,3 +136,10 @@ def test_chain_ids():
     assert ids[61] == "9" and ids[62:] == ["AA", "AB"] and len(set(ids)) == 64
     with pytest.raises(ValueError):
         chain_ids(62 + 62**2 + 1)
+
+
+def test_min_existence_is_a_parameter():
+    predictions = _predictions(_line(3), [0, 1], [1, 2], [0.9, 0.9])
+    predictions = dataclasses.replace(predictions, existence=np.array([0.9, 0.3, 0.9]))
+    assert [len(c) for c in link_chains(predictions)] == [3]
+    assert sorted(len(c) for c in link_chains(predictions, min_existence=0.5)) == [1, 1]
