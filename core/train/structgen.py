@@ -21,7 +21,12 @@ set the noise, so a later run can match the measured GNN accuracy):
         --ca-noise 0.3 --missing-fraction 0.05 --lr 1e-4 --minutes 60
 
 ``--layers``, ``--direction`` and ``--contact-distance`` shape a new network; on resume they
-must match the checkpoint.
+must match the checkpoint. Table I's other depths (T = 0: no GCN layer, the nodes' own scores
+only; T = 1; T = 3) are one network each, in its own checkpoint and log:
+
+    python -m cryobuild.train.structgen --layers 0 --checkpoint weights/structgen_t0.pt \\
+        --steps 4000 --lr-drop-step 3000 --log runs/structgen_t0/log.jsonl
+
 Validation: `cryobuild.bench.structgen` on ``--validation-chains`` held-out chains with the
 run's score noise.
 """
