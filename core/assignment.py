@@ -3,7 +3,7 @@
 Threading (`thread_chains`). Each chain's profile (`cryobuild.hmm.profile_from_probs`,
 calibrated) is searched with every filter open against every input sequence, cut at the
 positions already ``taken`` into segments; the best-scoring segment wins if its E-value is at
-most `MAX_THREAD_EVALUE` (otherwise the chain is unthreadable). Along the alignment, match
+most ``max_evalue`` (default `MAX_THREAD_EVALUE`; otherwise the chain is unthreadable). Along the alignment, match
 states give their residue the sequence position (1-based residue number) and type; residues in
 insert states or between aligned domains stay unassigned, and residues beyond either end of the
 alignment continue its numbering outward (`_extend_ends`).
@@ -29,6 +29,7 @@ __all__ = [
     "MAX_JOIN_DISTANCE",
     "MAX_JOIN_GAP",
     "CA_CA_DISTANCE",
+    "CA_REACH_SLACK",
     "ChainMatch",
     "NamedChain",
     "thread_chains",
@@ -49,6 +50,10 @@ MAX_JOIN_DISTANCE = 30.0
 MAX_JOIN_GAP = 40
 #: Å, CA-CA distance of consecutive residues (trans peptide): the most a residue can span.
 CA_CA_DISTANCE = 3.8
+#: Å added to ``gap * CA_CA_DISTANCE`` when asking whether residues ``gap`` apart in sequence
+#: can be where they are: predicted Cα are off by a few tenths of an Å (consecutive Cα 3.81 Å
+#: apart were refused without it).
+CA_REACH_SLACK = 1.0
 
 # Row of the backbone atoms in ``backbone [N, 3, 3]``.
 _N, _CA, _C = 0, 1, 2
@@ -198,17 +203,17 @@ def _alignment_positions(alignment: plan7.Alignment, length: int) -> np.ndarray:
     return positions
 
 
-def _hit_positions(hit: plan7.Hit, length: int) -> np.ndarray:
+def _hit_positions(hit: plan7.Hit, length: int, max_evalue: float) -> np.ndarray:
     """Target positions of each node from a hit's co-linear, non-overlapping domains.
 
-    The best domain is always used; further domains with ``i_evalue <= MAX_THREAD_EVALUE`` are
+    The best domain is always used; further domains with ``i_evalue <= max_evalue`` are
     added in order of score when they neither overlap nor cross the ones already used.
     """
     positions = np.full(length, -1, dtype=np.int64)
     used: list[tuple[int, int, int, int]] = []
     domains = sorted(hit.domains, key=lambda domain: -domain.score)
     for rank, domain in enumerate(domains):
-        if rank > 0 and domain.i_evalue > MAX_THREAD_EVALUE:
+        if rank > 0 and domain.i_evalue > max_evalue:
             continue
         a = domain.alignment
         box = (a.hmm_from, a.hmm_to, a.target_from, a.target_to)
@@ -263,6 +268,7 @@ def thread_chains(
     sequences: list[Sequence],
     *,
     taken: list[np.ndarray] | None = None,
+    max_evalue: float = MAX_THREAD_EVALUE,
     rng: np.random.Generator | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
@@ -281,6 +287,8 @@ def thread_chains(
         The input sequences (one record per chain copy or per distinct sequence).
     taken : list of bool ``[len(sequences[s])]``, optional
         Positions already used by accepted residues; alignments never use them.
+    max_evalue : float
+        Chains whose best alignment has a larger E-value stay unthreaded.
     rng : numpy.random.Generator, optional
         For profile calibration; by default ``numpy.random.default_rng(0)``.
     progress, cancel
@@ -308,7 +316,7 @@ def thread_chains(
         calibrate(hmm, rng)
         hits = _search(hmm, block, len(sequences)) if len(block) else []
         best = max(hits, key=lambda hit: hit.score, default=None)
-        if best is None or best.evalue > MAX_THREAD_EVALUE:
+        if best is None or best.evalue > max_evalue:
             matches.append(
                 ChainMatch.unthreaded(chain, aa_probs)
                 if best is None
@@ -316,7 +324,7 @@ def thread_chains(
             )
             continue
         index, start, segment_length = origins[int(best.name)]
-        positions = _extend_ends(_hit_positions(best, len(chain)), segment_length)
+        positions = _extend_ends(_hit_positions(best, len(chain), max_evalue), segment_length)
         assigned = positions >= 0
         predicted = np.argmax(aa_probs[chain], axis=1)
         numbers = np.where(assigned, start + positions + 1, -1)
@@ -359,7 +367,8 @@ def join_matches(matches: list[ChainMatch], backbone: np.ndarray) -> list[ChainM
     * the C-terminus of ``a`` (C atom of its last residue) is closer than `MAX_JOIN_DISTANCE`
       to the N-terminus of ``b`` (N atom of its first residue);
     * the CAs of the residues numbered ``last(a)`` and ``first(b)`` are at most
-      ``gap * CA_CA_DISTANCE`` apart (the missing residues can span the distance).
+      ``gap * CA_CA_DISTANCE + CA_REACH_SLACK`` apart (the missing residues can span the
+      distance).
 
     Candidate joins are accepted greedily, closest ends first; each chain has at most one
     chain before and one after it. Chains whose numbering overlaps are never joined: they are
@@ -416,7 +425,7 @@ def _join_distance(first: ChainMatch, second: ChainMatch, backbone: np.ndarray) 
         return None
     ends = np.linalg.norm(backbone[first.nodes[-1], _C] - backbone[second.nodes[0], _N])
     span = np.linalg.norm(backbone[first.nodes[last_a], _CA] - backbone[second.nodes[first_b], _CA])
-    if ends >= MAX_JOIN_DISTANCE or span > gap * CA_CA_DISTANCE:
+    if ends >= MAX_JOIN_DISTANCE or span > gap * CA_CA_DISTANCE + CA_REACH_SLACK:
         return None
     return float(ends)
 

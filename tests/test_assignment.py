@@ -1,0 +1,37 @@
+"""Joining threaded chains: the Cα reach allows `CA_REACH_SLACK`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cryobuild.assignment import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch, join_matches
+
+
+def _backbone(ca: np.ndarray) -> np.ndarray:
+    """``[N, 3, 3]`` N, CA, C with N and C 1 Å before and after CA along x."""
+    return np.stack([ca - [1.0, 0, 0], ca, ca + [1.0, 0, 0]], axis=1)
+
+
+def _pair(spacing: float) -> tuple[list[ChainMatch], np.ndarray]:
+    """Two 4-residue chains threaded to residues 1-4 and 5-8, with the Cα of residues 4 and 5
+    ``spacing`` Å apart."""
+    x = np.concatenate([np.arange(4) * CA_CA_DISTANCE, 3 * CA_CA_DISTANCE + spacing
+                        + np.arange(4) * CA_CA_DISTANCE])
+    ca = np.stack([x, np.zeros(8), np.zeros(8)], axis=1)
+    matches = [
+        ChainMatch(np.arange(4), 0, np.arange(1, 5), np.zeros(4), 20.0, 1e-5),
+        ChainMatch(np.arange(4, 8), 0, np.arange(5, 9), np.zeros(4), 20.0, 1e-5),
+    ]
+    return matches, _backbone(ca)
+
+
+def test_consecutive_calphas_a_little_over_the_spacing_are_joined():
+    matches, backbone = _pair(3.81)
+    joined = join_matches(matches, backbone)
+    assert len(joined) == 1
+    np.testing.assert_array_equal(joined[0].residue_number, np.arange(1, 9))
+
+
+def test_calphas_out_of_reach_are_not_joined():
+    matches, backbone = _pair(CA_CA_DISTANCE + CA_REACH_SLACK + 0.2)
+    assert len(join_matches(matches, backbone)) == 2
