@@ -3,8 +3,9 @@
 Runs ``build`` (through the engine, as the command line does) on held-out simulated maps
 (validation split, SNR 3) at 3.0 and 4.0 Å and on every dev map with a deposited model, and
 prints per case one JSON line with the `cryobuild.evaluate` figures of the final and the raw
-model, the final model's geometry (`cryobuild.validation`) and the wall time; then a Markdown
-table of the means per data set.
+model, the final model's geometry (`cryobuild.validation`), the wall time and the threader's
+share of it (``--threader hmm|structgen``; run once per threader to compare them); then a
+Markdown table of the means per data set.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def run_case(name, density, sequences, reference, options, device) -> dict:
         row = {"case": name, "error": str(err), "seconds": round(time.time() - started, 1)}
         print(json.dumps(row), flush=True)
         return row
-    row = {"case": name, "residues": reference.num_residues, "seconds": round(time.time() - started, 1)}
+    row = {"case": name, "residues": reference.num_residues, "seconds": round(time.time() - started, 1),
+           "thread_seconds": round(result.seconds.get("thread", 0.0), 1)}
     for label, model in (("final", result.final), ("raw", result.raw)):
         metrics = evaluate(model, reference).to_dict()
         row.update({f"{label}_{key}": round(metrics[key], 3) for key in FIGURES})
@@ -97,7 +99,8 @@ def main(argv=None):
             table[f"{case.name} ({case.resolution} Å)"] = [row]
 
     print(f"\n{args.rounds} rounds, threader {args.threader}")
-    header = ["data"] + [f"final {k}" for k in FIGURES] + ["raw ca_recall", "raw sequence_recall", "seconds"]
+    header = ["data"] + [f"final {k}" for k in FIGURES] + ["raw ca_recall", "raw sequence_recall", "seconds",
+                                                           "thread seconds"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for data, rows in table.items():
@@ -107,7 +110,7 @@ def main(argv=None):
             continue
         cells = [np.mean([r[f"final_{k}"] for r in good]) for k in FIGURES]
         cells += [np.mean([r["raw_ca_recall"] for r in good]), np.mean([r["raw_sequence_recall"] for r in good]),
-                  np.mean([r["seconds"] for r in good])]
+                  np.mean([r["seconds"] for r in good]), np.mean([r["thread_seconds"] for r in good])]
         print(f"| {data} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
 
 
