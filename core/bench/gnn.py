@@ -19,6 +19,14 @@ in ``shared/data/real/*``, and optionally ``seq.fasta`` (else the model's declar
 `cryobuild.data`) with maps simulated at ``--resolution``. ``--start detected`` refines from
 the detector's Cα instead (scored after matching, see `run_detected_case`); ``--speed`` times
 one round for 200, 500 and 2,000 nodes.
+
+``--sequence-probe`` (#4: does the jointly trained ESM-2 pass on the sequence's order, or only
+its composition?) runs every case three times from the same start, with (i) the ``true``
+sequences, (ii) each sequence ``shuffled`` (same composition, order lost) and (iii) a
+``composition`` stand-in per sequence (`composition_stand_in`: same length, residues drawn
+from the background composition, so neither order nor the protein's own composition is
+left); one JSON line per case and sequence, then the means and a table of the residue-type
+accuracy per sequence.
 """
 
 from __future__ import annotations
@@ -36,16 +44,19 @@ from ..data import default_split, read_structure
 from ..maps import DensityMap, read_map
 from ..models import BuiltModel, read_model
 from ..points import CalphaPoints
-from ..residues import UNK_INDEX
+from ..residues import AA_ORDER, UNK_INDEX
 from ..simulate import SimulationOptions, simulate_map
 
 __all__ = [
     "START_NOISE",
+    "PROBE_SEQUENCES",
     "BenchCase",
+    "composition_stand_in",
     "detected_refinement",
     "folder_case",
     "main",
     "noisy_start",
+    "probe_sequences",
     "run_case",
     "score_refinement",
     "simulated_cases",
@@ -58,6 +69,8 @@ SIMULATED_SNR = 3.0
 #: Simulated benchmark structures are taken from this size range (residues).
 SIMULATED_SIZE = (80, 400)
 _SIDECHAIN_START = 4  # atom14 slot of CB
+#: The sequences of ``--sequence-probe`` (see the module docstring).
+PROBE_SEQUENCES = ("true", "shuffled", "composition")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +156,27 @@ def run_detected_case(case: BenchCase, network, detector, *, rounds: int = 3, de
             "ca_rmsd": metrics.ca_rmsd, "bb_rmsd": metrics.backbone_rmsd, "seconds": round(seconds, 2)}
 
 
+def composition_stand_in(length: int, rng: np.random.Generator) -> str:
+    """A stand-in sequence of ``length`` residues drawn independently from HMMER's background
+    amino-acid composition (``pyhmmer.plan7.Background``, the frequencies `cryobuild.hmm`
+    uses for random sequences)."""
+    import pyhmmer
+
+    background = pyhmmer.plan7.Background(pyhmmer.easel.Alphabet.amino())
+    # [20] in the alphabet's order, which is AA_ORDER
+    frequencies = np.asarray(background.residue_frequencies, dtype=np.float64)[: len(AA_ORDER)]
+    return "".join(rng.choice(list(AA_ORDER), length, p=frequencies / frequencies.sum()))
+
+
+def probe_sequences(sequences: tuple[str, ...], rng: np.random.Generator) -> dict[str, tuple[str, ...]]:
+    """The `PROBE_SEQUENCES` variants of a case's sequences (each sequence on its own)."""
+    return {
+        "true": tuple(sequences),
+        "shuffled": tuple("".join(rng.permutation(list(sequence))) for sequence in sequences),
+        "composition": tuple(composition_stand_in(len(sequence), rng) for sequence in sequences),
+    }
+
+
 def round_seconds(network, sizes=(200, 500, 2000), device=None) -> dict[int, float]:
     """Seconds of one graph-network round for graphs of ``sizes`` nodes (points on a 3.8 Å
     lattice in a noise map; the time does not depend on the content)."""
@@ -210,6 +244,8 @@ def main(argv=None) -> None:
                         help="reference Cα + noise (default) or the detector's Cα")
     parser.add_argument("--speed", action="store_true",
                         help="also time one round for 200, 500 and 2,000 nodes")
+    parser.add_argument("--sequence-probe", action="store_true",
+                        help="run each case with the true, shuffled and composition stand-in sequences")
     args = parser.parse_args(argv)
     from ..gnn.refine import load_gnn
 
@@ -227,17 +263,33 @@ def main(argv=None) -> None:
         from ..detect.network import load_detector
 
         detector = load_detector(device=args.device)
+    rng = np.random.default_rng(args.seed)
     results = []
     for case in cases:
-        if detector is not None:
-            result = run_detected_case(case, network, detector, rounds=args.rounds, device=args.device)
-        else:
-            result = run_case(case, network, rounds=args.rounds, seed=args.seed, device=args.device)
-        results.append(result)
-        print(json.dumps(result), flush=True)
+        variants = probe_sequences(case.sequences, rng) if args.sequence_probe else {"true": case.sequences}
+        for label, sequences in variants.items():
+            probed = dataclasses.replace(case, sequences=sequences)
+            if detector is not None:
+                result = run_detected_case(probed, network, detector, rounds=args.rounds, device=args.device)
+            else:
+                result = run_case(probed, network, rounds=args.rounds, seed=args.seed, device=args.device)
+            if args.sequence_probe:
+                result = {"sequence": label, **result}
+            results.append(result)
+            print(json.dumps(result), flush=True)
     numeric = [key for key, value in results[0].items() if isinstance(value, (int, float))]
-    means = {key: float(np.nanmean([r[key] for r in results])) for key in numeric}
-    print(json.dumps({"name": "mean", "cases": len(results), **means}), flush=True)
+    labels = PROBE_SEQUENCES if args.sequence_probe else ("true",)
+    accuracy = {}
+    for label in labels:
+        rows = [r for r in results if r.get("sequence", "true") == label]
+        means = {key: float(np.nanmean([r[key] for r in rows])) for key in numeric}
+        accuracy[label] = means["aa_accuracy"]
+        tag = {"sequence": label} if args.sequence_probe else {}
+        print(json.dumps({"name": "mean", **tag, "cases": len(rows), **means}), flush=True)
+    if args.sequence_probe:
+        print("\n| sequence | residue-type accuracy |\n|---|---|")
+        for label, value in accuracy.items():
+            print(f"| {label} | {value:.3f} |")
 
 
 if __name__ == "__main__":
