@@ -1,5 +1,6 @@
-"""The Structure Generator: contact graphs, simulated samples, permutation equivariance, a tiny
-network overfitting one chain, LSTM windows, the assignment and the threader's ChainMatch output."""
+"""The Structure Generator: contact graphs, simulated samples, permutation equivariance (with and
+without GCN layers), a tiny network overfitting one chain, LSTM windows, the assignment, the
+threader's ChainMatch output and the benchmark's matching of detected nodes to residues."""
 
 from __future__ import annotations
 
@@ -100,10 +101,11 @@ def _random_graph(rng: np.random.Generator, num: int) -> NodeGraph:
     return NodeGraph.from_nodes(simulate_scores(rng.integers(0, NUM_AA, num), ScoreNoise(0.05), rng), ca)
 
 
-def test_relabelling_nodes_permutes_the_scores():
+@pytest.mark.parametrize("gcn_layers", [0, 2])
+def test_relabelling_nodes_permutes_the_scores(gcn_layers):
     rng = np.random.default_rng(2)
     torch.manual_seed(0)
-    network = StructureGenerator(tiny_config()).eval()
+    network = StructureGenerator(tiny_config(gcn_layers=gcn_layers)).eval()
     graph = _random_graph(rng, 40)
     sequence = rng.integers(0, NUM_AA + 1, 12)
     new_index = rng.permutation(graph.num_nodes)
@@ -211,3 +213,23 @@ def test_threader_handles_several_sequences_and_windows(chain_case, overfitted):
     matches = thread_structgen(chains, scores, ca, sequences, overfitted, options)
     _check_matches(matches, len(ca), sequences, ca, options)
     assert {m.sequence_index for m in matches if m.threaded} <= {0, 1}
+
+
+def test_detected_nodes_are_matched_one_to_one_within_3_angstrom():
+    """Case (c) of the benchmark: each reference residue's true node is its one-to-one partner
+    within 3 Å; a residue without a Cα or without a node nearby has none (-1)."""
+    from cryobuild.bench.structgen import node_targets
+
+    reference = _helix(6, np.zeros(3))
+    has_ca = np.array([True, True, True, True, False, True])
+    # nodes, shuffled: residue 0 (0.5 Å off), a false detection between residues 1 and 2,
+    # residue 2 (0.3 Å off), residue 1 (1 Å off), residue 4's Cα (which the reference lacks)
+    nodes = np.stack([
+        reference[0] + [0.5, 0, 0],
+        (reference[1] + reference[2]) / 2,
+        reference[2] + [0, 0.3, 0],
+        reference[1] + [0, 0, 1.0],
+        reference[4],
+    ])
+    # residue 3: nearest node is 2's (over 3 Å away); residue 5: no node
+    np.testing.assert_array_equal(node_targets(nodes, reference, has_ca), [0, 3, 2, -1, -1, -1])
