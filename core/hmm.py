@@ -66,6 +66,8 @@ __all__ = [
     "FORWARD_LENGTH",
     "FORWARD_TAIL",
     "ProfileHit",
+    "background_frequencies",
+    "match_emissions",
     "profile_from_probs",
     "calibrate",
     "chain_profiles",
@@ -140,6 +142,41 @@ def _background() -> tuple[plan7.Background, np.ndarray]:
     return background, np.asarray(background.residue_frequencies, dtype=np.float64)
 
 
+def match_emissions(aa_probs: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """Emission probabilities of a chain's match states (see the module docstring).
+
+    Parameters
+    ----------
+    aa_probs : ``[L, 20]``
+        Residue-type probabilities in ``AA_ORDER`` (rows are renormalised; all-zero rows
+        become the background).
+    confidence : ``[L]``
+        Per-residue confidence, 0-100 (clipped to that range).
+
+    Returns
+    -------
+    float64 ``[L, 20]``
+        The predicted probabilities mixed with the background by ``1 - confidence / 100``
+        and a floor of `BACKGROUND_FLOOR`; rows sum to 1.
+    """
+    aa_probs = np.asarray(aa_probs, dtype=np.float64)
+    confidence = np.asarray(confidence, dtype=np.float64).reshape(-1)
+    _, frequencies = _background()
+    totals = aa_probs.sum(axis=1, keepdims=True)
+    predicted = np.divide(aa_probs, totals, out=np.tile(frequencies, (len(aa_probs), 1)),
+                          where=totals > 0)
+    # [L, 1] weight of the background in each match state
+    weight = BACKGROUND_FLOOR + (1.0 - BACKGROUND_FLOOR) * (
+        1.0 - np.clip(np.nan_to_num(confidence), 0.0, 100.0)[:, None] / 100.0
+    )
+    return weight * frequencies + (1.0 - weight) * predicted
+
+
+def background_frequencies() -> np.ndarray:
+    """HMMER's amino-acid background frequencies, float64 ``[20]`` in ``AA_ORDER``."""
+    return _background()[1]
+
+
 def profile_from_probs(aa_probs: np.ndarray, confidence: np.ndarray, name: str) -> plan7.HMM:
     """An uncalibrated HMMER3 profile with one match state per residue of a chain.
 
@@ -168,18 +205,12 @@ def profile_from_probs(aa_probs: np.ndarray, confidence: np.ndarray, name: str) 
     if not np.all(np.isfinite(aa_probs)) or np.any(aa_probs < 0):
         raise ValueError("aa_probs must be finite and non-negative")
     _, frequencies = _background()
-    totals = aa_probs.sum(axis=1, keepdims=True)
-    predicted = np.divide(aa_probs, totals, out=np.tile(frequencies, (length, 1)), where=totals > 0)
-    # [L, 1] weight of the background in each match state
-    weight = BACKGROUND_FLOOR + (1.0 - BACKGROUND_FLOOR) * (
-        1.0 - np.clip(np.nan_to_num(confidence), 0.0, 100.0)[:, None] / 100.0
-    )
     hmm = plan7.HMM(ALPHABET, length, name)
     match = np.asarray(hmm.match_emissions)
     # Row 0 is the begin state; HMMER's convention gives it residue 0 with probability 1.
     match[0] = 0.0
     match[0, 0] = 1.0
-    match[1:] = weight * frequencies + (1.0 - weight) * predicted
+    match[1:] = match_emissions(aa_probs, confidence)
     np.asarray(hmm.insert_emissions)[:] = frequencies
     transitions = np.asarray(hmm.transition_probabilities)
     T = plan7.Transitions

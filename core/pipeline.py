@@ -6,8 +6,9 @@ paths and writes nothing (the CLI and the engine write at the edges):
 1. Cα detection (`detect.inference.detect_calphas`) -> `CalphaPoints`;
 2. per round: the graph network (`gnn.refine.refine`, one pass) from the previous round's
    model -> `GraphOutput`; chains linked from predicted peptide links (`chains.link_chains`);
-   sequence threading with pyhmmer (`assignment.thread_chains`, `join_matches`,
-   `name_chains`); the threaded model feeds the next round;
+   sequence threading with pyhmmer (`assignment.thread_chains`), unthreaded chains placed into
+   the sequence gaps between threaded ones (`placement.place_chains`), then `join_matches`
+   and `name_chains`; the threaded model feeds the next round;
 3. the final model: threaded chains of at least `MIN_CHAIN_LENGTH` residues, residues with a
    sequence position only, relaxed (`relax.relax`); the raw model keeps every chain.
 
@@ -35,11 +36,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .assignment import ChainMatch, NamedChain, join_matches, name_chains, thread_chains
-from .chains import ResiduePredictions, link_chains
+from .assignment import (
+    MAX_THREAD_EVALUE, ChainMatch, NamedChain, join_matches, name_chains, thread_chains,
+)
+from .chains import MIN_EXISTENCE, ResiduePredictions, link_chains
 from .errors import BuildError, InputError
 from .maps import DensityMap
 from .models import BuiltModel
+from .placement import place_chains
 from .points import CalphaPoints
 from .progress import CancelToken, ProgressCallback, check_cancel, report
 from .residues import NUM_AA
@@ -80,13 +84,19 @@ class BuildOptions:
     profiles, `assignment`) or "structgen" (the Structure Generator, `structgen.thread`);
     detection_threshold: Cα probability threshold (None: the detector's default); relax: run
     the geometry relaxation on the final model; seed: random seed (initial frames, HMM
-    calibration)."""
+    calibration); max_evalue: chains whose best alignment has a larger E-value are not
+    threaded (`assignment.MAX_THREAD_EVALUE`); min_existence: nodes with a lower existence
+    probability are not residues (`chains.MIN_EXISTENCE`); placement: place unthreaded chains
+    into the sequence gaps between threaded ones (`placement`, hmm threader only)."""
 
     rounds: int = 3
     threader: str = "hmm"
     detection_threshold: float | None = None
     relax: bool = True
     seed: int = 0
+    max_evalue: float = MAX_THREAD_EVALUE
+    min_existence: float = MIN_EXISTENCE
+    placement: bool = True
 
     def __post_init__(self):
         if not isinstance(self.rounds, int) or not 1 <= self.rounds <= 20:
@@ -95,6 +105,10 @@ class BuildOptions:
             raise InputError(f"threader must be one of {', '.join(THREADERS)}, got {self.threader!r}")
         if self.detection_threshold is not None and not 0 < self.detection_threshold < 1:
             raise InputError(f"detection threshold must be in (0, 1), got {self.detection_threshold}")
+        if not self.max_evalue > 0:
+            raise InputError(f"max E-value must be positive, got {self.max_evalue}")
+        if not 0 <= self.min_existence < 1:
+            raise InputError(f"min existence must be in [0, 1), got {self.min_existence}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -405,7 +419,7 @@ def build(
         start = time.time()
         report(progress, "thread", 0.0, f"round {index + 1}: linking chains")
         predictions = _predictions(graph)
-        chains = link_chains(predictions)
+        chains = link_chains(predictions, options.min_existence)
         if not sequences:
             matches = [ChainMatch.unthreaded(c, graph.aa_probs) for c in chains]
         elif options.threader == "structgen":
@@ -415,7 +429,12 @@ def build(
                                        networks.structgen, cancel=cancel)
         else:
             matches = thread_chains(chains, graph.aa_probs, graph.confidence, sequences,
-                                    taken=taken, rng=rng, cancel=cancel)
+                                    taken=taken, max_evalue=options.max_evalue, rng=rng,
+                                    cancel=cancel)
+            if options.placement:
+                matches = place_chains(matches, graph.aa_probs, graph.confidence,
+                                       predictions.backbone[:, 1], sequences,
+                                       min_length=MIN_CHAIN_LENGTH, taken=taken)
         named = name_chains(join_matches(matches, predictions.backbone), sequences)
         model, aa_probs, reports = _assemble(graph, named, sequences, threaded_only=False)
         seconds["thread"] += time.time() - start

@@ -80,3 +80,12 @@ def test_unrelated_sequence_gives_a_clear_warning(tmp_path, il2_inputs):
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert "no chain could be threaded" in result.stderr
+
+
+def test_bad_tuning_flags_give_a_clear_message(tmp_path, il2_inputs):
+    map_path, fasta, _, _ = il2_inputs
+    result = cryobuild("build", "-v", str(map_path), "-f", str(fasta), "-o", str(tmp_path / "o"),
+                       "--quiet", "--max-evalue", "0")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "max E-value must be positive" in result.stderr

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from ..cli.build import build_with_engine
+from ..cli.build import add_tuning_args, build_with_engine, tuning_options
 from ..data import default_split, dev_cases, read_structure
 from ..evaluate import evaluate
 from ..maps import read_map
@@ -72,9 +72,10 @@ def main(argv=None):
     parser.add_argument("--threader", default="hmm", choices=["hmm", "structgen"])
     parser.add_argument("--no-dev", action="store_true", help="skip the dev maps")
     parser.add_argument("--device", default="auto")
+    add_tuning_args(parser)
     args = parser.parse_args(argv)
 
-    options = BuildOptions(rounds=args.rounds, threader=args.threader)
+    options = BuildOptions(rounds=args.rounds, threader=args.threader, **tuning_options(args))
     table = {}
     validation = sorted(default_split()["validation"], key=lambda r: r.num_residues)
     picks = [r for r in validation if 80 <= r.num_residues <= 400]
@@ -98,7 +99,8 @@ def main(argv=None):
             row = run_case(case.name, read_map(case.map_path), sequences, reference, options, args.device)
             table[f"{case.name} ({case.resolution} Å)"] = [row]
 
-    print(f"\n{args.rounds} rounds, threader {args.threader}")
+    print(f"\n{args.rounds} rounds, threader {args.threader}, max E-value {args.max_evalue:g}, "
+          f"min existence {args.min_existence:g}, placement {'on' if args.placement else 'off'}")
     header = ["data"] + [f"final {k}" for k in FIGURES] + ["raw ca_recall", "raw sequence_recall", "seconds",
                                                            "thread seconds"]
     print("| " + " | ".join(header) + " |")

@@ -21,7 +21,27 @@ def add_args(parser):
                         help="sequence threader (default hmm)")
     parser.add_argument("--no-relax", dest="relax", action="store_false",
                         help="skip the final geometry relaxation")
+    add_tuning_args(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_tuning_args(parser):
+    """Flags of the threading trade-offs, shared with ``cryobuild.bench.build``."""
+    from ..assignment import MAX_THREAD_EVALUE
+    from ..chains import MIN_EXISTENCE
+
+    parser.add_argument("--max-evalue", type=float, default=MAX_THREAD_EVALUE,
+                        help=f"thread chains up to this E-value (default {MAX_THREAD_EVALUE:g})")
+    parser.add_argument("--min-existence", type=float, default=MIN_EXISTENCE,
+                        help=f"least existence probability of a residue (default {MIN_EXISTENCE:g})")
+    parser.add_argument("--no-placement", dest="placement", action="store_false",
+                        help="do not place unthreaded chains into the sequence gaps")
+
+
+def tuning_options(args) -> dict:
+    """The `BuildOptions` fields of the `add_tuning_args` flags."""
+    return {"max_evalue": args.max_evalue, "min_existence": args.min_existence,
+            "placement": args.placement}
 
 
 def build_with_engine(density, sequences, options, *, device="auto", mask=None, quiet=False):
@@ -56,7 +76,8 @@ def main(args) -> int:
     density = read_map(args.map)
     sequences = read_fasta(args.fasta)
     mask = read_map(args.mask) if args.mask else None
-    options = BuildOptions(rounds=args.rounds, threader=args.threader, relax=args.relax)
+    options = BuildOptions(rounds=args.rounds, threader=args.threader, relax=args.relax,
+                           **tuning_options(args))
     started = time.time()
     result, device = build_with_engine(density, sequences, options, device=args.device,
                                        mask=mask, quiet=args.quiet)
@@ -64,7 +85,8 @@ def main(args) -> int:
     write_build(result, out)
     log = {
         "map": str(args.map), "fasta": str(args.fasta), "device": str(device),
-        "rounds": args.rounds, "threader": args.threader, "points": len(result.points),
+        "rounds": args.rounds, "threader": args.threader, **tuning_options(args),
+        "points": len(result.points),
         "raw_residues": result.raw.num_residues, "final_residues": result.final.num_residues,
         "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
         "total_seconds": round(time.time() - started, 2),

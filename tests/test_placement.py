@@ -1,0 +1,106 @@
+"""Placing unthreaded chains between threaded anchors (`cryobuild.placement`), on synthetic
+chains: anchor A threaded to residues 1-20 along x, anchor B to 61-80 coming back 10 Å away
+(a hairpin), and a 6-residue fragment near the turn."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cryobuild.assignment import CA_CA_DISTANCE, ChainMatch
+from cryobuild.placement import ANCHOR_EVALUE, place_chains
+from cryobuild.residues import AA_ORDER
+from cryobuild.sequences import Sequence
+
+LENGTH = 80
+FRAGMENT = 6
+MIN_LENGTH = 4
+
+
+def _sequence(repeat_at: int | None = None, window: int = 35) -> Sequence:
+    """A random sequence; with ``repeat_at``, residues ``window..window+5`` (1-based) are
+    copied to ``repeat_at..``."""
+    residues = list(np.random.default_rng(3).choice(list(AA_ORDER[:20]), LENGTH))
+    if repeat_at is not None:
+        residues[repeat_at - 1 : repeat_at - 1 + FRAGMENT] = residues[window - 1 : window - 1 + FRAGMENT]
+    return Sequence("s", "".join(residues))
+
+
+def _scene(sequence: Sequence, window: int, fragment_ca: np.ndarray, *, anchor_evalue=1e-6,
+           fragment_length: int = FRAGMENT):
+    """Matches, aa_probs ``[N, 20]``, confidence ``[N]`` and Cα ``[N, 3]``: the anchors, and a
+    fragment whose probabilities point (0.9) at residues ``window..`` of ``sequence``."""
+    x = np.arange(20) * CA_CA_DISTANCE
+    anchor_a = np.stack([x, np.zeros(20), np.zeros(20)], axis=1)
+    anchor_b = np.stack([x[::-1], np.full(20, 10.0), np.zeros(20)], axis=1)
+    ca = np.concatenate([anchor_a, anchor_b, fragment_ca[:fragment_length]])
+    num = len(ca)
+    aa_probs = np.full((num, 20), 0.05)
+    fragment = np.arange(40, num)
+    aa_probs[fragment] = 0.1 / 19
+    aa_probs[fragment, sequence.aatype[window - 1 : window - 1 + fragment_length]] = 0.9
+    confidence = np.full(num, 90.0)
+    matches = [
+        ChainMatch(np.arange(20), 0, np.arange(1, 21), sequence.aatype[:20], 50.0, anchor_evalue),
+        ChainMatch(np.arange(20, 40), 0, np.arange(61, 81), sequence.aatype[60:], 50.0,
+                   anchor_evalue),
+        ChainMatch.unthreaded(fragment, aa_probs),
+    ]
+    return matches, aa_probs, confidence, ca
+
+
+def _near_turn() -> np.ndarray:
+    """A fragment's Cα a few Å from both anchors' ends, spaced 3.8 Å."""
+    start = np.array([19 * CA_CA_DISTANCE + 6.0, 5.0, 0.0])
+    return start + np.stack([np.zeros(FRAGMENT), np.zeros(FRAGMENT),
+                             np.arange(FRAGMENT) * CA_CA_DISTANCE], axis=1)
+
+
+def _place(matches, aa_probs, confidence, ca, sequence):
+    return place_chains(matches, aa_probs, confidence, ca, [sequence], min_length=MIN_LENGTH)
+
+
+def test_the_right_window_is_found():
+    sequence = _sequence()
+    scene = _scene(sequence, 35, _near_turn())
+    placed = _place(*scene, sequence)
+    fragment = placed[2]
+    assert fragment.threaded and fragment.sequence_index == 0
+    np.testing.assert_array_equal(fragment.residue_number, np.arange(35, 35 + FRAGMENT))
+    np.testing.assert_array_equal(fragment.aatype, sequence.aatype[34 : 34 + FRAGMENT])
+    assert placed[:2] == scene[0][:2]  # the anchors are the same objects
+
+
+def test_a_window_out_of_reach_is_refused():
+    """Residues 21-26 follow anchor A's residue 20 directly: the fragment's first Cα must be
+    within 3.8 + 1 Å of it. Next to it the placement is taken, 10 Å away it is not."""
+    sequence = _sequence()
+    end_of_a = np.array([19 * CA_CA_DISTANCE, 0.0, 0.0])
+    along = np.stack([np.zeros(FRAGMENT), np.zeros(FRAGMENT),
+                      np.arange(FRAGMENT) * CA_CA_DISTANCE], axis=1)
+    adjacent = end_of_a + [0.0, 0.0, CA_CA_DISTANCE] + along
+    assert _place(*_scene(sequence, 21, adjacent), sequence)[2].residue_number[0] == 21
+    far = end_of_a + [0.0, 0.0, 10.0] + along
+    assert not _place(*_scene(sequence, 21, far), sequence)[2].threaded
+
+
+def test_an_ambiguous_placement_is_refused():
+    sequence = _sequence(repeat_at=45)
+    assert not _place(*_scene(sequence, 35, _near_turn()), sequence)[2].threaded
+
+
+def test_occupied_positions_are_never_used():
+    """The fragment points at residues 15-20, which anchor A holds."""
+    sequence = _sequence()
+    assert not _place(*_scene(sequence, 15, _near_turn()), sequence)[2].threaded
+
+
+def test_only_confident_threads_anchor():
+    sequence = _sequence()
+    scene = _scene(sequence, 35, _near_turn(), anchor_evalue=10 * ANCHOR_EVALUE)
+    assert not _place(*scene, sequence)[2].threaded
+
+
+def test_short_fragments_are_left_alone():
+    sequence = _sequence()
+    scene = _scene(sequence, 35, _near_turn(), fragment_length=MIN_LENGTH - 1)
+    assert not _place(*scene, sequence)[2].threaded
