@@ -12,9 +12,10 @@ paths and writes nothing (the CLI and the engine write at the edges):
 3. the final model: threaded chains of at least `MIN_CHAIN_LENGTH` residues, residues with a
    sequence position only, relaxed (`relax.relax`); the raw model keeps every chain.
 
-Without sequences (``build_no_seq``: a graph network trained without sequence attention),
-threading is skipped and the final model holds every chain of at least `MIN_CHAIN_LENGTH`
-residues, numbered from 1, for HMM profiles and `hmm.search_profiles`.
+Without sequences (``build_no_seq``), threading is skipped and the final model holds every
+chain of at least `MIN_CHAIN_LENGTH` residues, numbered from 1, for HMM profiles and
+`hmm.search_profiles`. A graph network with sequence attention then reads
+`composition_stand_in` (as many residues as there are Cα candidates) in place of a sequence.
 
 ``on_result(kind, payload)`` is called with ``("points", CalphaPoints)`` and, after each round,
 ``("round", RoundResult)``, so a viewer can show progress as it happens.
@@ -58,7 +59,10 @@ __all__ = [
     "RoundResult",
     "BuildResult",
     "build",
+    "composition_stand_in",
     "join_models",
+    "relax_with_context",
+    "reorder_model",
 ]
 
 #: Chains shorter than this (residues) are left out of the final model (METHODS §4).
@@ -123,8 +127,8 @@ class Networks:
     @classmethod
     def load(cls, device: str | None = "auto", gnn: str = "gnn") -> "Networks":
         """Load the bundled networks (the graph network from ``weights/<gnn>.pt``: ``gnn``, or
-        ``gnn_noseq`` for builds without a sequence); the Structure Generator only if its
-        weights exist."""
+        ``gnn_noseq``, the ablation without sequence attention); the Structure Generator only
+        if its weights exist."""
         from .checkpoints import checkpoint_path
         from .detect.network import load_detector
         from .device import resolve_device
@@ -181,6 +185,29 @@ class BuildResult:
     final_chains: tuple[ChainReport, ...]
     relax_report: object
     seconds: dict
+
+
+def composition_stand_in(length: int) -> str:
+    """A sequence of ``length`` residues whose composition is the background
+    (`hmm.background_frequencies`, HMMER's), to stand in for an unknown sequence.
+
+    The jointly trained small ESM-2 of the graph network passes on little more than the
+    composition of its input, so the network is told nothing about which residue is where,
+    while it runs as trained (the sequence-free network traced far less: README). Each residue
+    is the type furthest below its expected count so far, so every prefix has the background
+    composition as well.
+    """
+    from .hmm import background_frequencies
+    from .residues import AA_ORDER
+
+    frequencies = background_frequencies()
+    counts = np.zeros(NUM_AA)
+    residues = []
+    for position in range(1, length + 1):
+        chosen = int(np.argmax(position * frequencies - counts))
+        counts[chosen] += 1
+        residues.append(AA_ORDER[chosen])
+    return "".join(residues)
 
 
 def _protein_like(points: CalphaPoints) -> int:
@@ -328,25 +355,45 @@ def _refine_with_context(density, current, context: BuiltModel | None, sequences
     return _take_nodes(graph, context.num_residues)
 
 
-def _relax_with_context(model: BuiltModel, context: BuiltModel | None, density, networks, cancel):
-    """Relax ``model`` with the context residues within `RELAX_CONTEXT` of it held fixed."""
+def reorder_model(model: BuiltModel, order: np.ndarray) -> BuiltModel:
+    """The residues of ``model`` in the order of ``order`` (int ``[R]``, a permutation)."""
+    return BuiltModel(
+        atom_positions=model.atom_positions[order], atom_mask=model.atom_mask[order],
+        aatype=model.aatype[order], residue_number=model.residue_number[order],
+        chain_id=model.chain_id[order], confidence=model.confidence[order],
+        entity_sequences=model.entity_sequences,
+    )
+
+
+def relax_with_context(model: BuiltModel, context: BuiltModel | None, density, *, device=None,
+                       cancel: Optional[CancelToken] = None):
+    """Relax ``model`` with the context residues within `RELAX_CONTEXT` Å of it held fixed.
+
+    The residues are relaxed in (chain, number) order, so a residue of ``model`` that continues
+    a context chain (same chain id, the next or previous number) is peptide-bonded to it --
+    unless its C-N gap exceeds `relax.MAX_LINK_DISTANCE`, which keeps unrelated residues
+    apart. Name ``model``'s chains as they will be spliced in before calling this. Returns the
+    relaxed ``model`` (same residue order) and the `RelaxReport`.
+    """
     from scipy.spatial import cKDTree
 
     from .relax import relax
 
-    near = np.zeros(0, dtype=np.int64)
-    if context is not None and context.num_residues and model.num_residues:
+    near = np.zeros(context.num_residues if context is not None else 0, dtype=bool)
+    if near.size and model.num_residues:
         distance, _ = cKDTree(model.ca).query(context.ca, distance_upper_bound=RELAX_CONTEXT)
-        near = np.flatnonzero(np.isfinite(distance))
-    if len(near) == 0:
-        return relax(model, density, device=networks.device, cancel=cancel)
-    neighbours = context.select(np.isin(np.arange(context.num_residues), near))
+        near = np.isfinite(distance)
+    if not near.any():
+        return relax(model, density, device=device, cancel=cancel)
+    neighbours = context.select(near)
     joined = join_models([neighbours, model])
-    fixed = np.arange(joined.num_residues) < neighbours.num_residues
-    relaxed, relax_report = relax(joined, density, fixed=fixed, device=networks.device,
-                                  cancel=cancel)
-    positions = relaxed.atom_positions[neighbours.num_residues:]
-    return dataclasses.replace(model, atom_positions=positions), relax_report
+    order = np.lexsort((joined.residue_number, joined.chain_id))
+    fixed = order < neighbours.num_residues
+    relaxed, relax_report = relax(reorder_model(joined, order), density, fixed=fixed,
+                                  device=device, cancel=cancel)
+    positions = np.empty_like(relaxed.atom_positions)
+    positions[order] = relaxed.atom_positions
+    return dataclasses.replace(model, atom_positions=positions[neighbours.num_residues:]), relax_report
 
 
 def build(
@@ -374,8 +421,6 @@ def build(
     """
     from .detect.inference import DetectionOptions, detect_calphas
 
-    if not sequences and networks.gnn.config.use_sequence:
-        raise InputError("at least one sequence is needed to build (or use build_no_seq)")
     if options.threader == "structgen":
         if networks.structgen is None:
             raise InputError("the structgen threader needs trained weights (weights/structgen.pt)")
@@ -407,6 +452,8 @@ def build(
     notify("points", points)
 
     residue_strings = [s.residues for s in sequences]
+    if not sequences and networks.gnn.config.use_sequence:
+        residue_strings = [composition_stand_in(len(points))]
     current = points
     rounds = []
     seconds["gnn"] = seconds["thread"] = 0.0
@@ -450,7 +497,8 @@ def build(
     if options.relax and final.num_residues:
         start = time.time()
         report(progress, "relax", 0.0, "relaxing geometry")
-        final, relax_report = _relax_with_context(final, context, density, networks, cancel)
+        final, relax_report = relax_with_context(final, context, density, device=networks.device,
+                                                 cancel=cancel)
         seconds["relax"] = time.time() - start
         report(progress, "relax", 1.0, "done")
     return BuildResult(points, tuple(rounds), rounds[-1].model, final, final_probs,

@@ -27,6 +27,7 @@ from cryobuild.maps import DensityMap
 from cryobuild.models import read_model
 from cryobuild.pipeline import BuildOptions, BuildResult, RoundResult
 from cryobuild.points import CalphaPoints
+from cryobuild.relax import MAX_LINK_DISTANCE
 from cryobuild.residues import one_letter
 from cryobuild.sequences import Sequence
 from cryobuild.session import MODEL_FILE, STATE_FILE, Session
@@ -43,6 +44,8 @@ MAX_CANCEL_LATENCY = 5.0
 TIMER = 0.02
 #: A job that has not finished in this long has hung.
 JOB_TIMEOUT = 120.0
+#: Å, the C-N peptide bond (Engh & Huber 1991: 1.329).
+PEPTIDE_BOND = 1.33
 EVENT_ORDER = re.compile(r"^started (stage |points |round |warning )*(final|failed|cancelled) finished$")
 
 pytestmark = pytest.mark.skipif(
@@ -238,6 +241,34 @@ def test_region_rebuild_changes_only_the_region_and_keeps_accepted(engine, il2, 
     assert session.history[-1] == f"rebuild {job.id}"
     assert session.undo() == f"rebuild {job.id}"
     assert session.keys() == before.keys()
+
+
+def junctions(state, new) -> list[float]:
+    """C(i)-N(i+1) distances (Å) where a residue of ``new`` (bool ``[R]``) and a kept one follow
+    each other in a chain."""
+    model = state.model
+    linked = (model.chain_id[1:] == model.chain_id[:-1]) & (np.diff(model.residue_number) == 1)
+    rows = np.flatnonzero(linked & (new[1:] != new[:-1]))
+    gaps = model.atom_positions[rows, 2] - model.atom_positions[rows + 1, 0]
+    return np.linalg.norm(gaps, axis=-1).tolist()
+
+
+def test_a_rebuilt_stretch_is_relaxed_bonded_to_the_chain_it_continues(engine, il2, tmp_path):
+    density, _, _ = il2
+    session = reference_session(engine, il2, tmp_path / "s")
+    keys = session.keys()
+    region = set(keys[80:110])
+    job = engine.start_rebuild(session, density, keys=sorted(region), options=BuildOptions(rounds=3))
+    events, _ = drive(job)
+    assert events[-2].kind == "final", kinds(events)
+    state = session.state
+    before = set(keys)
+    new = np.array([key in region or key not in before for key in state.keys()])
+    # the guard of relaxation: a longer gap is a chain break, left as it is
+    bonded = [d for d in junctions(state, new) if d < MAX_LINK_DISTANCE]
+    print(f"junction C-N distances: {junctions(state, new)}")
+    assert bonded, "the rebuilt stretch continues no kept chain"
+    assert np.allclose(bonded, PEPTIDE_BOND, atol=0.1), bonded
 
 
 def test_prune_and_undo(engine, il2, tmp_path):

@@ -14,7 +14,10 @@ open sessions, and starts jobs:
 
 Both return a `Job` at once and stream the same events (`cryobuild.engine.jobs`). With a
 session, each round's model is spliced in and saved as it arrives, so a cancelled, failed or
-killed job leaves the last complete round; the final model replaces it at the end.
+killed job leaves the last complete round; the final model replaces it at the end. The final
+model is relaxed after its chains get the session's names (`plan_chain_names`), so a new
+stretch that continues a kept chain is relaxed peptide-bonded to it
+(`cryobuild.pipeline.relax_with_context`).
 
 One job at a time per map and per session: a map is known by a hash of its content (grid,
 voxel size, origin), so a second copy of the same map read again counts as the same map --
@@ -38,7 +41,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..maps import DensityMap
-from ..pipeline import BuildOptions, BuildResult, Networks, build
+from ..pipeline import BuildOptions, BuildResult, Networks, build, relax_with_context
 from ..sequences import Sequence
 from ..session import JobConflict, Session, SessionState
 from .jobs import Job, JobEvent
@@ -46,6 +49,7 @@ from .splice import (
     REGION_CONTEXT,
     REGION_MASK_RADIUS,
     context_near,
+    plan_chain_names,
     rename_model,
     rename_reports,
     rename_round,
@@ -376,14 +380,19 @@ class Engine:
             threaded, taken = sequences, None
         rounds = []
 
+        def named(model, reports):
+            """``model``'s chains renamed to the session's, the renames and chain -> sequence."""
+            renames, chain_sequences = plan_chain_names(kept.model, model, reports, kept.chain_sequences)
+            return rename_model(model, renames), renames, chain_sequences
+
         def on_result(kind: str, payload) -> None:
             if kind == "points":
                 job._emit("points", stage="detect", message=f"{len(payload)} Cα candidates", payload=payload)
                 return
             renames = {}
             if session is not None:
-                state, renames = splice(kept, payload.model, payload.chains)
-                session._job_update(state, rounds_saved=payload.index)
+                model, renames, chain_sequences = named(payload.model, payload.chains)
+                session._job_update(splice(kept, model, chain_sequences), rounds_saved=payload.index)
             result = rename_round(payload, renames)
             rounds.append(result)
             progress.rounds_done = payload.index
@@ -391,16 +400,27 @@ class Engine:
                       message=f"round {payload.index}/{options.rounds}: {result.model.num_residues} "
                               f"residues in {len(result.chains)} chains", payload=result)
 
-        result = build(density, threaded, networks, options, mask=mask, context=context, taken=taken,
-                       progress=progress, cancel=job.cancel_token, on_result=on_result)
-        renames = {}
+        # With a session the final model is relaxed here, after its chains get the session's
+        # names: a stretch that continues a kept chain is then relaxed peptide-bonded to it.
+        pipeline_options = dataclasses.replace(options, relax=False) if session is not None else options
+        result = build(density, threaded, networks, pipeline_options, mask=mask, context=context,
+                       taken=taken, progress=progress, cancel=job.cancel_token, on_result=on_result)
+        final, renames = result.final, {}
         if session is not None:
+            final, renames, chain_sequences = named(result.final, result.final_chains)
+            relax_report, seconds = result.relax_report, dict(result.seconds)
+            if options.relax and final.num_residues:
+                began = time.time()
+                progress("relax", 0.0, "relaxing geometry")
+                final, relax_report = relax_with_context(final, context, density, device=networks.device,
+                                                         cancel=job.cancel_token)
+                seconds["relax"] = time.time() - began
+                progress("relax", 1.0, "done")
             progress("save", 0.0, "saving the model")
-            state, renames = splice(kept, result.final, result.final_chains)
-            session._job_update(state, rounds_saved=len(rounds))
+            session._job_update(splice(kept, final, chain_sequences), rounds_saved=len(rounds))
+            result = dataclasses.replace(result, relax_report=relax_report, seconds=seconds)
         result = dataclasses.replace(
-            result, rounds=tuple(rounds), raw=rounds[-1].model,
-            final=rename_model(result.final, renames),
+            result, rounds=tuple(rounds), raw=rounds[-1].model, final=final,
             final_chains=rename_reports(result.final_chains, renames),
         )
         if result.final.num_residues == 0:

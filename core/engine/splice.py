@@ -6,8 +6,10 @@
   as one FASTA record do not block each other; a full build adds one untaken record per
   sequence for copies not modelled yet.
 * `select_region`: the residues a region rebuild replaces and the mask it detects in.
-* `splice`: kept residues + new ones -> the next `SessionState`, new chains named after the
-  kept chain of the same sequence copy when their numbering fits, otherwise fresh chain ids.
+* `plan_chain_names`: the session's chain id for each new chain -- the kept chain of the same
+  sequence copy when their numbering fits, otherwise a fresh one. The engine names new residues
+  before relaxing them, so a stretch that continues a kept chain is relaxed bonded to it.
+* `splice`: kept residues + the named new ones -> the next `SessionState`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ..chains import chain_ids
 from ..errors import InputError
 from ..maps import DensityMap, crop_box, mask_around
 from ..models import BuiltModel
-from ..pipeline import ChainReport, RoundResult, join_models
+from ..pipeline import ChainReport, RoundResult, join_models, reorder_model
 from ..sequences import Sequence
 from ..session import SessionState
 
@@ -244,18 +246,15 @@ def rename_model(model: BuiltModel, renames: dict[str, str]) -> BuiltModel:
     )
 
 
-def splice(kept: SessionState, new: BuiltModel, reports: tuple[ChainReport, ...],
-           ) -> tuple[SessionState, dict[str, str]]:
-    """``kept`` plus the ``new`` residues (flags: built, not accepted, not pruned), chains named
-    by `plan_chain_names`; pruned kept residues whose key a new residue takes are dropped.
-    Residues are ordered by chain (kept chains first) and number. Returns the state and the
-    chain renames."""
-    renames, chain_sequences = plan_chain_names(kept.model, new, reports, kept.chain_sequences)
-    renamed = rename_model(new, renames)
-    new_keys = set(zip(renamed.chain_id.tolist(), renamed.residue_number.tolist()))
+def splice(kept: SessionState, new: BuiltModel, chain_sequences: dict[str, str]) -> SessionState:
+    """``kept`` plus the ``new`` residues (flags: built, not accepted, not pruned), whose chains
+    are already named by `plan_chain_names` (``chain_sequences`` is its updated chain ->
+    sequence map); pruned kept residues whose key a new residue takes are dropped. Residues are
+    ordered by chain (kept chains first) and number."""
+    new_keys = set(zip(new.chain_id.tolist(), new.residue_number.tolist()))
     superseded = np.array([key in new_keys for key in kept.keys()], dtype=bool) & kept.pruned
     kept = kept.select(~superseded)
-    joined = join_models([kept.model, renamed])
+    joined = join_models([kept.model, new])
     count = new.num_residues
     flags = {
         "accepted": np.concatenate([kept.accepted, np.zeros(count, bool)]),
@@ -264,17 +263,5 @@ def splice(kept: SessionState, new: BuiltModel, reports: tuple[ChainReport, ...]
     }
     rank = {c: i for i, c in enumerate(joined.chains())}
     order = np.lexsort((joined.residue_number, [rank[c] for c in joined.chain_id.tolist()]))
-    state = SessionState(joined, **flags, chain_sequences=chain_sequences)
-    return _reorder(state, order), renames
-
-
-def _reorder(state: SessionState, order: np.ndarray) -> SessionState:
-    model = state.model
-    reordered = BuiltModel(
-        atom_positions=model.atom_positions[order], atom_mask=model.atom_mask[order],
-        aatype=model.aatype[order], residue_number=model.residue_number[order],
-        chain_id=model.chain_id[order], confidence=model.confidence[order],
-        entity_sequences=model.entity_sequences,
-    )
-    return SessionState(reordered, state.accepted[order], state.built[order], state.pruned[order],
-                        state.chain_sequences)
+    return SessionState(reorder_model(joined, order), *(flag[order] for flag in flags.values()),
+                        chain_sequences=chain_sequences)
