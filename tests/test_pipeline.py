@@ -89,3 +89,14 @@ def test_bad_tuning_flags_give_a_clear_message(tmp_path, il2_inputs):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "max E-value must be positive" in result.stderr
+
+
+def test_composition_stand_in_has_the_background_composition():
+    from cryobuild.hmm import background_frequencies
+    from cryobuild.pipeline import composition_stand_in
+
+    for length in (8, 137, 500):
+        sequence = composition_stand_in(length)
+        counts = np.array([sequence.count(letter) for letter in AA_ORDER[:20]])
+        assert len(sequence) == length
+        assert np.all(np.abs(counts - length * background_frequencies()) < 1.0)

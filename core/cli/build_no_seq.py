@@ -1,5 +1,8 @@
 """``cryobuild build_no_seq``: build without a sequence and write HMM profiles of the chains,
-for ``cryobuild hmm_search`` to identify the protein in a sequence database."""
+for ``cryobuild hmm_search`` to identify the protein in a sequence database.
+
+The graph network is the one ``build`` uses, reading a background-composition stand-in for
+the sequence (`cryobuild.pipeline.composition_stand_in`)."""
 
 from __future__ import annotations
 
@@ -21,25 +24,33 @@ def add_args(parser):
 
 def main(args) -> int:
     from ..build_outputs import write_build
-    from ..hmm import chain_profiles, write_profiles
+    from ..hmm import write_profiles
     from ..maps import read_map
     from ..pipeline import BuildOptions, Networks, build
     from .progressbar import terminal_progress
 
     density = read_map(args.map)
     mask = read_map(args.mask) if args.mask else None
-    networks = Networks.load(args.device, gnn="gnn_noseq")
+    networks = Networks.load(args.device)
     with terminal_progress(quiet=args.quiet) as progress:
         result = build(density, [], networks, BuildOptions(rounds=args.rounds), mask=mask,
                        progress=progress)
     out = Path(args.output_dir)
     write_build(result, out)
+    profiles = final_profiles(result)
+    paths = write_profiles(profiles, out / "hmm_profiles")
+    print(f"{result.final.num_residues} residues in {len(profiles)} chains -> {out / 'model.cif'}; "
+          f"{len(paths)} HMM profiles -> {out / 'hmm_profiles'}")
+    return 0
+
+
+def final_profiles(result) -> list:
+    """Calibrated HMM profiles (`cryobuild.hmm.chain_profiles`) of the final chains of a
+    `BuildResult`, named by chain ID (seeded, so the same build gives the same profiles)."""
+    from ..hmm import chain_profiles
+
     final = result.final
     names = [chain.chain_id for chain in result.final_chains]
     rows = [np.flatnonzero(final.chain_id == name) for name in names]
-    profiles = chain_profiles(rows, result.final_aa_probs, final.confidence,
-                              np.random.default_rng(0), names=names)
-    paths = write_profiles(profiles, out / "hmm_profiles")
-    print(f"{final.num_residues} residues in {len(names)} chains -> {out / 'model.cif'}; "
-          f"{len(paths)} HMM profiles -> {out / 'hmm_profiles'}")
-    return 0
+    return chain_profiles(rows, result.final_aa_probs, final.confidence,
+                          np.random.default_rng(0), names=names)
