@@ -43,8 +43,6 @@ __all__ = [
     "ANCHOR_EVALUE",
     "MIN_PLACEMENT_BITS",
     "PLACEMENT_MARGIN_BITS",
-    "Placement",
-    "best_placement",
     "place_chains",
 ]
 
@@ -58,7 +56,7 @@ PLACEMENT_MARGIN_BITS = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
-class Placement:
+class _Placement:
     """The best window of a chain: sequence index, 1-based first residue number, its score
     and the second-best score (bits; -inf when there is no other window) and the number of
     allowed windows."""
@@ -156,8 +154,8 @@ def _allowed(chain_ca: np.ndarray, count: int, occupied: np.ndarray, numbers: np
     return free & reach
 
 
-def best_placement(log_odds: np.ndarray, chain_ca: np.ndarray, sequences: list[Sequence],
-                   anchors: _Anchors) -> Placement | None:
+def _best_placement(log_odds: np.ndarray, chain_ca: np.ndarray, sequences: list[Sequence],
+                   anchors: _Anchors) -> _Placement | None:
     """The best and second-best allowed window of one chain over all sequences.
 
     Parameters
@@ -169,7 +167,7 @@ def best_placement(log_odds: np.ndarray, chain_ca: np.ndarray, sequences: list[S
 
     Returns
     -------
-    Placement or None
+    _Placement or None
         None when no window is allowed.
     """
     best, second, windows = None, -np.inf, 0
@@ -187,7 +185,7 @@ def best_placement(log_odds: np.ndarray, chain_ca: np.ndarray, sequences: list[S
                 second = max(second, score)
     if best is None:
         return None
-    return Placement(best[0], best[1], best[2], second, windows)
+    return _Placement(best[0], best[1], best[2], second, windows)
 
 
 def place_chains(
@@ -239,7 +237,7 @@ def place_chains(
         anchors = _anchors(result, is_anchor, ca, sequences, taken)
         for index in list(pending):
             nodes = result[index].nodes
-            placement = best_placement(log_odds[index], ca[nodes], sequences, anchors)
+            placement = _best_placement(log_odds[index], ca[nodes], sequences, anchors)
             if placement is None or not placement.accepted:
                 continue
             numbers = np.arange(placement.first, placement.first + len(nodes))
