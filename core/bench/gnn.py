@@ -23,10 +23,10 @@ one round for 200, 500 and 2,000 nodes.
 ``--sequence-probe`` (#4: does the jointly trained ESM-2 pass on the sequence's order, or only
 its composition?) runs every case three times from the same start, with (i) the ``true``
 sequences, (ii) each sequence ``shuffled`` (same composition, order lost) and (iii) a
-``composition`` stand-in per sequence (`composition_stand_in`: same length, residues drawn
-from the background composition, so neither order nor the protein's own composition is
-left); one JSON line per case and sequence, then the means and a table of the residue-type
-accuracy per sequence.
+``composition`` stand-in per sequence (`cryobuild.pipeline.composition_stand_in`, what a
+sequence-free build reads: same length, HMMER's background composition, so neither order nor
+the protein's own composition is left); one JSON line per case and sequence, then the means
+and a table of the residue-type accuracy per sequence.
 """
 
 from __future__ import annotations
@@ -44,14 +44,13 @@ from ..data import default_split, read_structure
 from ..maps import DensityMap, read_map
 from ..models import BuiltModel, read_model
 from ..points import CalphaPoints
-from ..residues import AA_ORDER, UNK_INDEX
+from ..residues import UNK_INDEX
 from ..simulate import SimulationOptions, simulate_map
 
 __all__ = [
     "START_NOISE",
     "PROBE_SEQUENCES",
     "BenchCase",
-    "composition_stand_in",
     "detected_refinement",
     "folder_case",
     "main",
@@ -156,24 +155,15 @@ def run_detected_case(case: BenchCase, network, detector, *, rounds: int = 3, de
             "ca_rmsd": metrics.ca_rmsd, "bb_rmsd": metrics.backbone_rmsd, "seconds": round(seconds, 2)}
 
 
-def composition_stand_in(length: int, rng: np.random.Generator) -> str:
-    """A stand-in sequence of ``length`` residues drawn independently from HMMER's background
-    amino-acid composition (``pyhmmer.plan7.Background``, the frequencies `cryobuild.hmm`
-    uses for random sequences)."""
-    import pyhmmer
-
-    background = pyhmmer.plan7.Background(pyhmmer.easel.Alphabet.amino())
-    # [20] in the alphabet's order, which is AA_ORDER
-    frequencies = np.asarray(background.residue_frequencies, dtype=np.float64)[: len(AA_ORDER)]
-    return "".join(rng.choice(list(AA_ORDER), length, p=frequencies / frequencies.sum()))
-
-
 def probe_sequences(sequences: tuple[str, ...], rng: np.random.Generator) -> dict[str, tuple[str, ...]]:
-    """The `PROBE_SEQUENCES` variants of a case's sequences (each sequence on its own)."""
+    """The `PROBE_SEQUENCES` variants of a case's sequences (each sequence on its own;
+    ``rng`` shuffles)."""
+    from ..pipeline import composition_stand_in
+
     return {
         "true": tuple(sequences),
         "shuffled": tuple("".join(rng.permutation(list(sequence))) for sequence in sequences),
-        "composition": tuple(composition_stand_in(len(sequence), rng) for sequence in sequences),
+        "composition": tuple(composition_stand_in(len(sequence)) for sequence in sequences),
     }
 
 
