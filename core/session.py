@@ -12,6 +12,14 @@ Both are written atomically after every change (`cryobuild.atomic`), so a crash 
 a killed worker loses nothing that was saved, and a reader never sees half a file. A session is
 restored with `Session.open` (or `cryobuild.engine.Engine.open_session`).
 
+Several programs may open one folder (PyMOL and a script, say). Every save carries a fresh
+stamp, and a save first checks, under an exclusive ``flock`` of ``.session.lock``, that the
+folder still holds the stamp this `Session` last read or wrote: a save never overwrites what
+another program saved since -- it raises `JobConflict` and changes nothing (`Session.reload`
+reads the newer state). A running job holds a ``flock`` of ``.job.lock`` until it ends, so
+another program sees the session busy (no edits, no second job) and does not take the job for
+an interrupted one; a killed program's locks are released by the system.
+
 Residues are named by keys ``(chain_id, residue_number)``, unique within a session.
 
 Flags:
@@ -23,18 +31,22 @@ Flags:
 * **pruned** -- removed by `Session.prune`; kept in the state (hidden from `Session.model`) so
   that `Session.undo` can bring them back; the next full build drops them.
 
-While a job of the engine runs on a session, the session belongs to that job: user edits
-(`accept`, `prune`, `undo`, `set_model`) raise `JobConflict`. Every Session method is
-thread-safe.
+While a job of the engine runs on a session, in this program or another, the session belongs
+to that job: user edits (`accept`, `prune`, `undo`, `set_model`) raise `JobConflict`. Every
+Session method is thread-safe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import io
 import json
+import os
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -60,6 +72,9 @@ __all__ = [
 #: File names inside a session folder.
 STATE_FILE = "state.npz"
 MODEL_FILE = "model.cif"
+#: Lock files: held while the folder is read or written, and by a running job.
+FOLDER_LOCK = ".session.lock"
+JOB_LOCK = ".job.lock"
 #: Format version of ``state.npz``.
 SESSION_VERSION = 1
 #: Undo steps kept (older ones are dropped).
@@ -76,7 +91,32 @@ ResidueKey = tuple[str, int]
 
 class JobConflict(CryobuildError):
     """A job is already running on the same map or session: cancel it (and wait for its
-    "finished" event) first. User edits of a session while a job runs on it raise it too."""
+    "finished" event) first. User edits of a session while a job runs on it raise it too, and
+    so does a save when another program has saved the session since (`Session.reload`)."""
+
+
+@contextlib.contextmanager
+def _flock(path: Path, *, wait: bool = True):
+    """Hold an exclusive ``flock`` of ``path`` (created if needed) inside the block; yields
+    the open descriptor. Without ``wait``, raises `BlockingIOError` when it is held."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        yield fd
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _job_lock_held(folder: Path) -> bool:
+    """True when a job (of any program, this one included) holds ``folder``'s `JOB_LOCK`."""
+    if not (folder / JOB_LOCK).exists():
+        return False
+    try:
+        with _flock(folder / JOB_LOCK, wait=False):
+            return False
+    except BlockingIOError:
+        return True
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -221,12 +261,18 @@ class Session:
                  history: list[tuple[dict, SessionState]]):
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._busy: str | None = None
+        self._job_lock: int | None = None  # descriptor holding JOB_LOCK while our job runs
+        self._load(state, sequences, meta, history)
+
+    def _load(self, state: SessionState, sequences: list[Sequence], meta: dict,
+              history: list[tuple[dict, SessionState]]) -> None:
         self._state = state
         self._sequences = list(sequences)
         self._map_info = dict(meta.get("map", {}))
         self._job = dict(meta.get("job", {}))
         self._history = list(history)
-        self._busy: str | None = None
+        self._stamp = meta.get("stamp")
 
     # ------------------------------------------------------------------ opening
 
@@ -234,10 +280,11 @@ class Session:
     def create(cls, path: str | Path) -> Session:
         """A new, empty session in ``path`` (created if needed; must not hold a session)."""
         path = Path(path)
-        if (path / STATE_FILE).exists():
-            raise InputError(f"{path}: already holds a session; open it instead")
-        session = cls(path, SessionState.empty(), [], {}, [])
-        session._save()
+        with _flock(path / FOLDER_LOCK):
+            if (path / STATE_FILE).exists():
+                raise InputError(f"{path}: already holds a session; open it instead")
+            session = cls(path, SessionState.empty(), [], {}, [])
+            session._write()
         return session
 
     @classmethod
@@ -245,38 +292,31 @@ class Session:
         """Restore the session saved in ``path`` (a new one if there is none and ``create``).
 
         Leftover temporary files of an interrupted write (``.*.part``) are removed; a job that
-        was running when the state was last saved is recorded as ``"interrupted"``.
+        was running when the state was last saved, and whose program no longer holds
+        `JOB_LOCK`, is recorded as ``"interrupted"``.
         """
         path = Path(path)
-        state_path = path / STATE_FILE
-        if not state_path.exists():
+        if not (path / STATE_FILE).exists():
             if not create:
                 raise InputError(f"{path}: no session here ({STATE_FILE} missing)")
             return cls.create(path)
-        for leftover in path.glob(".*.part"):
-            leftover.unlink(missing_ok=True)
-        try:
-            with np.load(state_path, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
-            meta = json.loads(str(arrays.pop("meta")))
-        except (OSError, ValueError, KeyError) as err:
-            raise InputError(f"{state_path}: not a readable session state ({err})") from None
-        if meta.get("version") != SESSION_VERSION:
-            raise InputError(
-                f"{state_path}: session format {meta.get('version')!r}, this cryobuild reads "
-                f"{SESSION_VERSION}"
-            )
-        state = _state_from_arrays(arrays, "current", meta["current"])
-        history = [
-            (entry["info"], _state_from_arrays(arrays, f"h{index}", entry["state"]))
-            for index, entry in enumerate(meta.get("history", []))
-        ]
-        sequences = [Sequence(*record) for record in meta.get("sequences", [])]
-        session = cls(path, state, sequences, meta, history)
-        if session._job.get("state") == "running":
-            session._job["state"] = "interrupted"
-            session._save()
+        with _flock(path / FOLDER_LOCK):
+            for leftover in path.glob(".*.part"):  # every write holds the lock: none is live
+                leftover.unlink(missing_ok=True)
+            session = cls(path, *_read(path))
+            if session._job.get("state") == "running" and not _job_lock_held(path):
+                session._job["state"] = "interrupted"
+                session._write()
         return session
+
+    def reload(self) -> None:
+        """Read the folder again (e.g. after `JobConflict` from a save: another program saved
+        since). Not while this session's own job runs."""
+        with self._lock:
+            if self._busy is not None:
+                raise JobConflict(f"{self.path}: {self._busy} is running on this session; cancel it first")
+            with _flock(self.path / FOLDER_LOCK):
+                self._load(*_read(self.path))
 
     # ------------------------------------------------------------------ reading
 
@@ -334,9 +374,9 @@ class Session:
 
     @property
     def busy(self) -> bool:
-        """True while a job runs on the session."""
+        """True while a job runs on the session (in this program or another)."""
         with self._lock:
-            return self._busy is not None
+            return self._busy is not None or _job_lock_held(self.path)
 
     # ------------------------------------------------------------------ user edits
 
@@ -393,9 +433,10 @@ class Session:
             self._check_idle()
             if not self._history:
                 raise InputError("nothing to undo")
-            info, previous = self._history.pop()
-            self._state = previous
-            self._save()
+            with self._rollback():
+                info, previous = self._history.pop()
+                self._state = previous
+                self._save()
             return info["action"]
 
     def set_model(self, model: BuiltModel, *, sequences: list[Sequence] | None = None,
@@ -408,62 +449,109 @@ class Session:
             self._check_idle()
             if self._state.accepted.any():
                 raise InputError("the session has accepted residues: unaccept them before replacing the model")
-            if sequences is not None:
-                self._sequences = list(sequences)
-            num = model.num_residues
-            state = SessionState(model, np.zeros(num, bool), np.full(num, built), np.zeros(num, bool),
-                                 infer_chain_sequences(model, self._sequences))
-            self._change("replace model", state)
+            with self._rollback():
+                if sequences is not None:
+                    self._sequences = list(sequences)
+                num = model.num_residues
+                state = SessionState(model, np.zeros(num, bool), np.full(num, built), np.zeros(num, bool),
+                                     infer_chain_sequences(model, self._sequences))
+                self._change("replace model", state)
 
     # ------------------------------------------------------------------ engine side
 
     def _check_idle(self) -> None:
         if self._busy is not None:
             raise JobConflict(f"{self.path}: {self._busy} is running on this session; cancel it first")
+        if _job_lock_held(self.path):
+            raise JobConflict(f"{self.path}: another program is running a job on this session")
+
+    @contextlib.contextmanager
+    def _rollback(self):
+        """Undo the block's changes to this object when it raises (e.g. a refused save)."""
+        saved = (self._state, list(self._history), list(self._sequences), dict(self._map_info),
+                 dict(self._job))
+        try:
+            yield
+        except BaseException:
+            self._state, self._history, self._sequences, self._map_info, self._job = saved
+            raise
 
     def _begin_job(self, job_id: str, kind: str, sequences: list[Sequence] | None, map_info: dict) -> None:
-        """Claim the session for a job (raises `JobConflict`) and save an undo point."""
+        """Claim the session for a job (raises `JobConflict`): take `JOB_LOCK`, save an undo
+        point and the job's record."""
         with self._lock:
             self._check_idle()
-            self._busy = job_id
-            self._push_history(f"{kind} {job_id}")
-            if sequences is not None:
-                self._sequences = list(sequences)
-            self._map_info = dict(map_info)
-            self._job = {"id": job_id, "kind": kind, "state": "running", "rounds_saved": 0,
-                         "started": time.time(), "updated": time.time(), "message": ""}
-            self._save()
+            fd = os.open(self.path / JOB_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                with self._rollback():
+                    self._push_history(f"{kind} {job_id}")
+                    if sequences is not None:
+                        self._sequences = list(sequences)
+                    self._map_info = dict(map_info)
+                    self._job = {"id": job_id, "kind": kind, "state": "running", "rounds_saved": 0,
+                                 "started": time.time(), "updated": time.time(), "message": ""}
+                    self._save()
+            except BlockingIOError:
+                os.close(fd)
+                raise JobConflict(f"{self.path}: another program is running a job on this session") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            self._busy, self._job_lock = job_id, fd
 
     def _job_update(self, state: SessionState | None = None, **job_fields) -> None:
         """Save a job's intermediate or final model and/or its record (the job owns the session)."""
-        with self._lock:
+        with self._lock, self._rollback():
             if state is not None:
                 self._state = state
             self._job.update(job_fields, updated=time.time())
             self._save()
 
     def _end_job(self, job_id: str, outcome: str, message: str = "") -> None:
+        """Record the job's outcome and let go of the session (even when the save fails)."""
         with self._lock:
             if self._busy != job_id:
                 return
-            self._busy = None
-            self._job.update(state=outcome, message=message, updated=time.time())
-            self._save()
+            try:
+                with self._rollback():
+                    self._job.update(state=outcome, message=message, updated=time.time())
+                    self._save()
+            finally:
+                self._busy = None
+                os.close(self._job_lock)
+                self._job_lock = None
 
     def _change(self, action: str, state: SessionState) -> None:
-        self._push_history(action)
-        self._state = state
-        self._save()
+        with self._rollback():
+            self._push_history(action)
+            self._state = state
+            self._save()
 
     def _push_history(self, action: str) -> None:
         self._history.append(({"action": action, "time": time.time()}, self._state))
         del self._history[:-HISTORY_LIMIT]
 
     def _save(self) -> None:
-        """Write ``state.npz`` then ``model.cif``, each atomically."""
+        """`_write`, unless another program saved the folder since this object last read or
+        wrote it (raises `JobConflict`, nothing written)."""
+        with _flock(self.path / FOLDER_LOCK):
+            on_disk = None
+            if (self.path / STATE_FILE).exists():
+                on_disk = _read_arrays(self.path, meta_only=True)[1].get("stamp")
+            if on_disk != self._stamp:
+                raise JobConflict(f"{self.path}: another program has saved this session since it "
+                                  "was read here; reload it (Session.reload) and repeat the change")
+            self._write()
+
+    def _write(self) -> None:
+        """Write ``state.npz`` (with a new stamp) then ``model.cif``, each atomically; the
+        caller holds `FOLDER_LOCK`."""
+        stamp = uuid.uuid4().hex
         arrays = _state_arrays(self._state, "current")
         meta = {
             "version": SESSION_VERSION,
+            "stamp": stamp,
             "current": _state_meta(self._state),
             "sequences": [[s.name, s.residues, s.description] for s in self._sequences],
             "map": self._map_info,
@@ -479,7 +567,40 @@ class Session:
         self.path.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.path / STATE_FILE) as tmp:
             tmp.write_bytes(buffer.getvalue())
+        self._stamp = stamp
         write_model(self._state.model.select(self._state.visible), self.path / MODEL_FILE)
+
+
+def _read_arrays(path: Path, *, meta_only: bool = False) -> tuple[dict, dict]:
+    """The arrays (none with ``meta_only``) and the ``meta`` record of the state saved in
+    folder ``path``. Raises `InputError` for an unreadable state."""
+    state_path = path / STATE_FILE
+    try:
+        with np.load(state_path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in (["meta"] if meta_only else data.files)}
+        meta = json.loads(str(arrays.pop("meta")))
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(f"{state_path}: not a readable session state ({err})") from None
+    return arrays, meta
+
+
+def _read(path: Path) -> tuple[SessionState, list[Sequence], dict, list[tuple[dict, SessionState]]]:
+    """State, sequences, meta and history saved in folder ``path`` (the caller holds
+    `FOLDER_LOCK`). Raises `InputError` for an unreadable or foreign-format state."""
+    state_path = path / STATE_FILE
+    arrays, meta = _read_arrays(path)
+    if meta.get("version") != SESSION_VERSION:
+        raise InputError(
+            f"{state_path}: session format {meta.get('version')!r}, this cryobuild reads "
+            f"{SESSION_VERSION}"
+        )
+    state = _state_from_arrays(arrays, "current", meta["current"])
+    history = [
+        (entry["info"], _state_from_arrays(arrays, f"h{index}", entry["state"]))
+        for index, entry in enumerate(meta.get("history", []))
+    ]
+    sequences = [Sequence(*record) for record in meta.get("sequences", [])]
+    return state, sequences, meta, history
 
 
 def _state_arrays(state: SessionState, prefix: str) -> dict[str, np.ndarray]:

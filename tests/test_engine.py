@@ -353,9 +353,10 @@ _WORKER = textwrap.dedent(
     density = simulate_map(read_structure(path), SimulationOptions(resolution=3.0),
                            np.random.default_rng(0))
 
-    def on_event(event):
+    def on_event(event):  # round 1 is saved: hold the job there until told to go on
         if event.kind == "round":
             print("ROUND", event.payload.index, event.payload.model.num_residues, flush=True)
+            sys.stdin.readline()
 
     job = Engine("cpu").start_build(density, [Sequence("il2", sys.argv[2])],
                                     BuildOptions(rounds=5), session=sys.argv[1], on_event=on_event)
@@ -365,26 +366,60 @@ _WORKER = textwrap.dedent(
 )
 
 
-def test_session_survives_a_killed_worker_process(il2, tmp_path):
-    _, _, sequence = il2
+def test_session_survives_a_killed_worker_process(engine, il2, tmp_path):
+    density, _, sequence = il2
     folder = tmp_path / "s"
     worker = subprocess.Popen([sys.executable, "-c", _WORKER, str(folder), sequence.residues],
-                              stdout=subprocess.PIPE, text=True)
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         line = worker.stdout.readline()
         assert line.startswith("ROUND 1"), line
+
+        # another program sees the running job: not interrupted, no edits, no second job
+        other = Session.open(folder)
+        assert other.job["state"] == "running" and other.busy
+        with pytest.raises(JobConflict, match="another program"):
+            other.accept(other.keys()[:1])
+        with pytest.raises(JobConflict, match="another program"):
+            engine.start_build(density, [sequence], BuildOptions(rounds=1), session=other)
+        assert not engine.jobs
+
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(30)
     finally:
         if worker.poll() is None:
             worker.kill()
             worker.wait(30)
+        worker.stdin.close()
         worker.stdout.close()
     residues = int(line.split()[2])
     session = Session.open(folder)
-    assert session.job["state"] == "interrupted" and session.job["rounds_saved"] >= 1
-    assert session.model.num_residues > 0 and session.state.built.all()
-    if session.job["rounds_saved"] == 1:
-        assert session.model.num_residues == residues
+    assert session.job["state"] == "interrupted" and session.job["rounds_saved"] == 1
+    assert session.model.num_residues == residues and session.state.built.all()
     assert read_model(folder / MODEL_FILE).num_residues == session.model.num_residues
     assert_no_partial_files(folder)
+    assert not other.busy
+
+
+def test_a_save_never_overwrites_what_another_program_saved(engine, il2, tmp_path):
+    density, reference, sequence = il2
+    first = Session.open(tmp_path / "s")
+    first.set_model(reference, sequences=[sequence])
+    second = Session.open(tmp_path / "s")  # as another program would
+    keys = second.keys()
+    first.accept(keys[:3])
+    with pytest.raises(JobConflict, match="another program has saved"):
+        second.prune(keys[-2:])
+    assert second.keys() == keys and second.history == ["replace model"]  # unchanged
+    assert Session.open(tmp_path / "s").accepted_keys() == keys[:3]
+    second.reload()
+    assert second.accepted_keys() == keys[:3] and second.prune(keys[-2:]) == 2
+
+    # the first is stale now: neither its edits nor its jobs may overwrite the prune
+    with pytest.raises(JobConflict, match="another program has saved"):
+        first.undo()
+    with pytest.raises(JobConflict, match="another program has saved"):
+        engine.start_build(density, [sequence], BuildOptions(rounds=1), session=first)
+    assert not first.busy and not engine.jobs and first.history == ["replace model", "accept 3"]
+    assert Session.open(tmp_path / "s").keys() == keys[:-2]
+    assert_no_partial_files(tmp_path / "s")
