@@ -69,9 +69,11 @@ __all__ = [
 MIN_CHAIN_LENGTH = 4
 #: Fewest Cα candidates a map must give before a build is attempted.
 MIN_POINTS = 8
-#: A candidate counts as protein-like when its probability is at least this and another
-#: candidate sits at a Cα-Cα spacing (`CHAIN_SPACING`, Å) from it. Pure or smoothed noise maps
-#: gave 0 such candidates, every dev map and simulated map 44-127 (detector of this version).
+#: A candidate of a whole-map build counts as protein-like when its probability is at least
+#: this and another candidate sits at a Cα-Cα spacing (`CHAIN_SPACING`, Å) from it. Pure or
+#: smoothed noise maps gave 0 such candidates, every dev map and simulated map 44-127 (detector
+#: of this version). A region rebuild counts candidates at the detection threshold instead: a
+#: region of a 1,644-residue dev map gave candidates of 0.3-0.45 only, and was refused.
 PROTEIN_LIKE_SCORE = 0.5
 CHAIN_SPACING = (3.3, 4.3)
 THREADERS = ("hmm", "structgen")
@@ -210,8 +212,9 @@ def composition_stand_in(length: int) -> str:
     return "".join(residues)
 
 
-def _protein_like(points: CalphaPoints) -> int:
-    """How many candidates look like Cα of a chain (see `PROTEIN_LIKE_SCORE`)."""
+def _protein_like(points: CalphaPoints, min_score: float) -> int:
+    """How many candidates of at least ``min_score`` look like Cα of a chain (see
+    `PROTEIN_LIKE_SCORE`)."""
     from scipy.spatial import cKDTree
 
     if len(points) < 2:
@@ -220,7 +223,7 @@ def _protein_like(points: CalphaPoints) -> int:
     distance = np.linalg.norm(points.xyz[pairs[:, 0]] - points.xyz[pairs[:, 1]], axis=1)
     chained = np.zeros(len(points), dtype=bool)
     chained[pairs[distance >= CHAIN_SPACING[0]].ravel()] = True
-    return int(np.sum(chained & (points.score >= PROTEIN_LIKE_SCORE)))
+    return int(np.sum(chained & (points.score >= min_score)))
 
 
 def _predictions(graph) -> ResiduePredictions:
@@ -442,8 +445,11 @@ def build(
         distance, _ = cKDTree(context.ca).query(points.xyz, distance_upper_bound=CONTEXT_CLEARANCE)
         points = points.select(~np.isfinite(distance))
     # A whole-map build must find chain-like density; a region rebuild (with context) may be
-    # a short stretch whose few candidates are judged by the graph network instead.
-    protein_like = _protein_like(points)
+    # a short stretch of weak density whose few candidates are judged by the graph network.
+    if context is None:
+        protein_like = _protein_like(points, PROTEIN_LIKE_SCORE)
+    else:
+        protein_like = _protein_like(points, detection.threshold)
     if protein_like < (MIN_POINTS if context is None else 2):
         raise BuildError(
             f"only {protein_like} of {len(points)} Cα candidates look like a protein chain: the "

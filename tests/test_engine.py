@@ -243,6 +243,30 @@ def test_region_rebuild_changes_only_the_region_and_keeps_accepted(engine, il2, 
     assert session.keys() == before.keys()
 
 
+def test_a_region_of_weak_candidates_is_rebuilt(engine, il2, tmp_path, monkeypatch):
+    """Candidates scoring 0.3-0.45 only (as in a region of a large dev map) are enough."""
+    from cryobuild.detect import inference
+    from cryobuild.detect.inference import DetectionOptions
+
+    detect = inference.detect_calphas
+    threshold = DetectionOptions().threshold
+
+    def weak(*args, **kwargs):
+        found = detect(*args, **kwargs)
+        score = threshold + (found.points.score - threshold) / (1 - threshold) * (0.45 - threshold)
+        return dataclasses.replace(found, points=CalphaPoints(found.points.xyz, score))
+
+    monkeypatch.setattr(inference, "detect_calphas", weak)
+    density, _, _ = il2
+    session = reference_session(engine, il2, tmp_path / "s")
+    job = engine.start_rebuild(session, density, keys=session.keys()[40:70],
+                               options=BuildOptions(rounds=1, relax=False))
+    events, _ = drive(job)
+    assert events[-2].kind == "final", events[-2].message
+    points = next(e.payload for e in events if e.kind == "points")
+    assert points.score.max() <= 0.45
+
+
 def junctions(state, new) -> list[float]:
     """C(i)-N(i+1) distances (Å) where a residue of ``new`` (bool ``[R]``) and a kept one follow
     each other in a chain."""
