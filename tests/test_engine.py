@@ -243,6 +243,21 @@ def test_region_rebuild_changes_only_the_region_and_keeps_accepted(engine, il2, 
     assert session.keys() == before.keys()
 
 
+def test_a_build_that_threads_little_warns(engine, il2, monkeypatch, caplog):
+    from cryobuild.engine import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "MIN_THREADED_FRACTION", 1.01)  # any build threads less
+    density, _, sequence = il2
+    job = engine.start_build(density, [sequence], BuildOptions(rounds=1, relax=False))
+    events, _ = drive(job)
+    result = job.result()
+    threaded, traced = result.final.num_residues, result.raw.num_residues
+    assert 0 < threaded <= traced
+    expected = f"only {threaded} of the {traced} traced residues"
+    assert [e.message for e in events if e.kind == "warning" and e.message.startswith(expected)]
+    assert any(expected in record.getMessage() for record in caplog.records)
+
+
 def test_a_region_of_weak_candidates_is_rebuilt(engine, il2, tmp_path, monkeypatch):
     """Candidates scoring 0.3-0.45 only (as in a region of a large dev map) are enough."""
     from cryobuild.detect import inference

@@ -58,13 +58,16 @@ from .splice import (
     thread_records,
 )
 
-__all__ = ["STAGE_EVENT_INTERVAL", "Engine"]
+__all__ = ["MIN_THREADED_FRACTION", "STAGE_EVENT_INTERVAL", "Engine"]
 
 log = logging.getLogger("cryobuild.engine")
 
 #: Seconds between two ``stage`` events of the same stage (progress is throttled, not lost:
 #: a stage's start and end always get an event).
 STAGE_EVENT_INTERVAL = 0.1
+#: A build warns when fewer than this fraction of the residues it traced (its last round) could
+#: be threaded to the sequences: the sequences may not belong to the map.
+MIN_THREADED_FRACTION = 0.05
 #: Share of a job's overall progress before the rounds (loading, detection) and after them
 #: (relaxation, saving); the rounds share the rest equally, half graph network, half threading.
 _DETECT_SPAN = (0.02, 0.2)
@@ -423,9 +426,15 @@ class Engine:
             result, rounds=tuple(rounds), raw=rounds[-1].model, final=final,
             final_chains=rename_reports(result.final_chains, renames),
         )
-        if result.final.num_residues == 0:
+        threaded, traced = result.final.num_residues, result.raw.num_residues
+        if threaded == 0:
             job._emit("warning", message="no chain could be threaded to the sequences: the final "
                                          "model has no new residues")
+        elif threaded < MIN_THREADED_FRACTION * traced:
+            message = (f"only {threaded} of the {traced} traced residues ({threaded / traced:.1%}) "
+                       "could be threaded to the sequences: do they belong to this map?")
+            log.warning("%s: %s", job.id, message)
+            job._emit("warning", message=message)
         return result
 
     def _build(self, job: Job, density, sequences, options, mask, session: Session | None) -> BuildResult:
