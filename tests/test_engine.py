@@ -243,6 +243,18 @@ def test_region_rebuild_changes_only_the_region_and_keeps_accepted(engine, il2, 
     assert session.keys() == before.keys()
 
 
+@pytest.mark.skipif(not checkpoint_path("structgen").is_file(), reason="weights/structgen.pt not available")
+def test_a_full_build_with_the_structure_generator(engine, il2, tmp_path):
+    density, _, sequence = il2
+    job = engine.start_build(density, [sequence], BuildOptions(rounds=1, threader="structgen", relax=False),
+                             session=tmp_path / "s")
+    events, _ = drive(job)
+    assert EVENT_ORDER.match(kinds(events)) and events[-2].kind == "final", events[-2].message
+    result = job.result()
+    assert job.session.model.num_residues == result.final.num_residues
+    assert {c.sequence for c in result.final_chains} <= {sequence.name}
+
+
 def test_a_build_that_threads_little_warns(engine, il2, monkeypatch, caplog):
     from cryobuild.engine import engine as engine_module
 
@@ -340,7 +352,7 @@ def test_bad_input_raises_clear_errors(engine, il2, tmp_path):
     with pytest.raises(InputError, match="rounds"):
         BuildOptions(rounds=0)
     with pytest.raises(InputError, match="threader"):
-        engine.start_build(density, [sequence], BuildOptions(threader="structgen"))
+        BuildOptions(threader="guess")
     with pytest.raises(InputError, match="sequence"):
         engine.start_build(density, [], BuildOptions())
     with pytest.raises(InputError, match="DensityMap"):
@@ -352,9 +364,14 @@ def test_bad_input_raises_clear_errors(engine, il2, tmp_path):
         engine.start_rebuild(session, density)
     with pytest.raises(InputError, match="radius"):
         engine.start_rebuild(session, density, centre=(0, 0, 0), radius=-1)
+    structgen = BuildOptions(threader="structgen")
+    with pytest.raises(InputError, match="structgen threader cannot thread a region"):
+        engine.start_rebuild(session, density, keys=session.keys()[:3], options=structgen)
     session.accept(session.keys()[:3])
     with pytest.raises(InputError, match="accepted"):
         engine.start_rebuild(session, density, keys=session.keys()[:3])
+    with pytest.raises(InputError, match="structgen threader cannot thread around accepted"):
+        engine.start_build(density, [sequence], structgen, session=session)
     assert not session.busy and not engine.jobs
 
     # a failing callback is an internal error of the job (inline: runs in this thread)

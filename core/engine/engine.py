@@ -140,8 +140,6 @@ def _check_sequences(sequences) -> list[Sequence]:
 def _check_options(options, density, mask) -> None:
     if not isinstance(options, BuildOptions):
         raise InputError(f"options must be a BuildOptions, got {type(options).__name__}")
-    if options.threader != "hmm":
-        raise InputError(f"the {options.threader!r} threader is not in this version of cryobuild")
     if not isinstance(density, DensityMap):
         raise InputError(f"the map must be a DensityMap, got {type(density).__name__}")
     if mask is not None and not isinstance(mask, DensityMap):
@@ -271,13 +269,18 @@ class Engine:
         Raises
         ------
         InputError
-            For a bad map, mask, sequences or options (at once, before any work).
+            For a bad map, mask, sequences or options (at once, before any work), and for the
+            structgen threader with accepted residues in the session (it cannot thread around
+            them).
         JobConflict
             When a job is running on the same map (by content) or session.
         """
         _check_options(options, density, mask)
         sequences = _check_sequences(sequences)
         session = self._session(session)
+        if options.threader == "structgen" and session is not None and session.state.accepted.any():
+            raise InputError("the structgen threader cannot thread around accepted residues: use "
+                             "the hmm threader, or unaccept them")
         job = Job(f"job-{next(_job_numbers)}", "build", on_event)
 
         def body(job: Job) -> BuildResult:
@@ -304,10 +307,14 @@ class Engine:
         region stay. ``sequences`` default to the session's. Streams the same events as
         `start_build`; the new residues replace the region's in the session.
 
-        Raises `InputError` for an empty or unknown region, bad options or no sequences, and
-        `JobConflict` as `start_build`.
+        Raises `InputError` for an empty or unknown region, bad options, the structgen threader
+        (it cannot thread around kept residues) or no sequences, and `JobConflict` as
+        `start_build`.
         """
         _check_options(options, density, None)
+        if options.threader == "structgen":
+            raise InputError("the structgen threader cannot thread a region around the kept "
+                             "residues: use the hmm threader")
         session = self._session(session)
         if session is None:
             raise InputError("a region rebuild needs a session")
