@@ -1,4 +1,5 @@
-"""Shared fixtures: the demo structure PyMOL ships, the optional shared data, small maps."""
+"""Shared fixtures: the demo structure PyMOL ships, the optional shared data, small maps, an
+engine."""
 
 from __future__ import annotations
 
@@ -33,3 +34,14 @@ def il2_map_3A(il2_path):
     structure = read_structure(il2_path)
     density = simulate_map(structure, SimulationOptions(resolution=3.0), np.random.default_rng(0))
     return density, structure
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """An `Engine` on the CPU with its networks loaded; its jobs are cancelled at the end."""
+    from cryobuild.engine import Engine
+
+    engine = Engine("cpu")
+    engine.preload()
+    yield engine
+    engine.close()

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import pytest
 from cryobuild.checkpoints import checkpoint_path
-from cryobuild.engine import EVENT_KINDS, Engine, JobConflict
+from cryobuild.engine import EVENT_KINDS, JobConflict
 from cryobuild.errors import CryobuildError, InputError
 from cryobuild.maps import DensityMap
 from cryobuild.models import read_model
@@ -63,14 +63,6 @@ def il2(il2_map_3A, il2_path):
                                     entity_sequences={})
     sequence = Sequence("il2", "".join(one_letter(int(a)) for a in reference.aatype))
     return density, reference, sequence
-
-
-@pytest.fixture(scope="module")
-def engine():
-    engine = Engine("cpu")
-    engine.preload()
-    yield engine
-    engine.close()
 
 
 @pytest.fixture(autouse=True)

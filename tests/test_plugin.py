@@ -25,7 +25,6 @@ except Exception as err:  # no Qt binding, or no platform plugin
     pytest.skip(f"Qt is not usable here: {err}", allow_module_level=True)
 
 from cryobuild.checkpoints import checkpoint_path  # noqa: E402
-from cryobuild.engine import Engine  # noqa: E402
 from cryobuild.maps import read_map, write_map  # noqa: E402
 from cryobuild.models import read_model  # noqa: E402
 from cryobuild.residues import one_letter  # noqa: E402
@@ -56,14 +55,6 @@ needs_weights = pytest.mark.skipif(
 @pytest.fixture(scope="session")
 def qapp():
     return QtWidgets.QApplication.instance() or QtWidgets.QApplication(["pytest"])
-
-
-@pytest.fixture(scope="module")
-def engine():
-    engine = Engine("cpu")
-    engine.preload()
-    yield engine
-    engine.close()
 
 
 @pytest.fixture(scope="module")
