@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from cryobuild.chains import (
+    MAX_CA_CA,
     MAX_PEPTIDE_BOND,
+    MIN_LINK_PROB,
     ResiduePredictions,
     chain_ids,
     link_chains,
@@ -78,12 +80,26 @@ def _predictions(backbone, src, dst, prob) -> ResiduePredictions:
 def test_links_need_probability_and_a_short_bond():
     backbone = _line(4)
     # 0->1 probable, 1->2 improbable, 2->3 probable; 3->0 would close a cycle but is too long.
-    chains = link_chains(_predictions(backbone, [0, 1, 2, 3], [1, 2, 3, 0], [0.9, 0.3, 0.8, 0.9]))
+    low = MIN_LINK_PROB / 2
+    chains = link_chains(_predictions(backbone, [0, 1, 2, 3], [1, 2, 3, 0], [0.9, low, 0.8, 0.9]))
     assert [c.tolist() for c in chains] == [[0, 1], [2, 3]]
-    # A bond of 2.3 Å is accepted only with a confident link.
+    # A bond longer than the limit is refused however probable the link.
     stretched = _line(2, rise=2.4 + MAX_PEPTIDE_BOND + 0.2)
-    assert len(link_chains(_predictions(stretched, [0], [1], [0.7]))) == 2
-    assert len(link_chains(_predictions(stretched, [0], [1], [0.95]))) == 1
+    assert len(link_chains(_predictions(stretched, [0], [1], [0.99]))) == 2
+    # So is a short bond between Cα too far apart (N and C pulled out towards each other).
+    apart = _line(2, rise=MAX_CA_CA + 0.3)
+    apart[0, 2, 0] = apart[1, 0, 0] - 1.33
+    assert len(link_chains(_predictions(apart, [0], [1], [0.99]))) == 2
+
+
+def test_a_probable_link_beats_a_shorter_improbable_one():
+    # Node 0 may continue to 1 (bond 1.4 Å, p 0.95) or to 2 (bond 1.33 Å, p 0.35).
+    backbone = _line(3)
+    backbone[2] = backbone[1] + [0.0, 2.0, 0.0]  # Cα 2 Å from node 1's: not a duplicate
+    backbone[2, 0] = backbone[0, 2] + [1.33, 0.0, 0.0]
+    backbone[1, 0] = backbone[0, 2] + [1.4, 0.0, 0.0]
+    chains = link_chains(_predictions(backbone, [0, 0], [1, 2], [0.95, 0.35]))
+    assert [0, 1] in [c.tolist() for c in chains]
 
 
 def test_no_cycles_and_one_successor():
