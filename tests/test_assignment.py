@@ -35,3 +35,21 @@ def test_consecutive_calphas_a_little_over_the_spacing_are_joined():
 def test_calphas_out_of_reach_are_not_joined():
     matches, backbone = _pair(CA_CA_DISTANCE + CA_REACH_SLACK + 0.2)
     assert len(join_matches(matches, backbone)) == 2
+
+
+def test_the_piece_that_continues_the_numbering_is_joined_not_the_closest():
+    """Chain 0 holds residues 1-4, chain 1 residues 6-9 (out of chain 0's reach); chain 2
+    (residues 10-13) starts closer to chain 0's end than to chain 1's, but continues chain 1."""
+    line = np.arange(4) * CA_CA_DISTANCE
+    ca = np.concatenate([
+        np.stack([line, np.zeros(4), np.zeros(4)], axis=1),                  # residues 1-4
+        np.stack([np.full(4, line[-1]), np.full(4, 6.0), line[::-1]], axis=1),  # 6-9, down z
+        np.stack([line + 13.0, np.full(4, 2.6), np.zeros(4)], axis=1),       # residues 10-13
+    ])
+    # Ends: chain 0's C to chain 2's N 2.6 Å, chain 1's C to chain 2's N 3.4 Å; the Cα of
+    # residues 9 and 10 are 3.76 Å apart.
+    matches = [ChainMatch(np.arange(4) + 4 * i, 0, first + np.arange(4), np.zeros(4), 20.0, 1e-5)
+               for i, first in enumerate((1, 6, 10))]
+    joined = join_matches(matches, _backbone(ca))
+    numbers = sorted(tuple(match.residue_number.tolist()) for match in joined)
+    assert numbers == [(1, 2, 3, 4), (6, 7, 8, 9, 10, 11, 12, 13)]
