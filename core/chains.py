@@ -26,10 +26,12 @@ first): our graph network's backbone atoms are each ~0.5-1 Å off, so the predic
 truly consecutive residues measured a median 1.9-3.0 Å (rounds 3 and 1, held-out simulated 3 Å
 maps, step-9,800 network), and their link probability a median 0.54-0.99. The 2.1 Å gate cut
 a fifth to a half of the true links and left most residues in chains too short to thread. The
-gates and the cost here were chosen on 4 held-out structures at 3 and 4 Å
-(`python -m cryobuild.bench.build`): final Cα recall 0.44 -> 0.49 and sequence recall 0.43 ->
-0.44 at 3 Å, 0.11 -> 0.25 and 0.10 -> 0.21 at 4 Å, precision 0.97 -> 0.91 at 3 Å and 0.75 ->
-0.93 at 4 Å.
+gates and the cost here were chosen on 4 held-out structures at 3 and 4 Å with the step-9,800
+network (final sequence recall 0.43 -> 0.44 at 3 Å, 0.10 -> 0.21 at 4 Å). With the step-21,428
+network (`python -m cryobuild.bench.build` cases, old rule -> this one): final Cα recall 0.67 ->
+0.71 at 3 Å, 0.47 -> 0.56 at 4 Å, 0.62 -> 0.63 on EMD-2566, 0.74 -> 0.71 on apoferritin;
+sequence recall 0.65 -> 0.65, 0.43 -> 0.46, 0.53 -> 0.54, 0.67 -> 0.69; precision 0.96 -> 0.92,
+0.96 -> 0.93, 0.97 -> 0.95, 1.00 -> 0.99. The better the network, the smaller the gain.
 
 Each chain is returned as an int64 array of node indices in N -> C order; every kept node is in
 exactly one chain (possibly a chain of one residue). `chain_ids` gives chains their names.
