@@ -135,14 +135,20 @@ class BuiltModel:
             raise ValueError(
                 f"mask must be bool [{self.num_residues}], got {mask.dtype} {mask.shape}"
             )
-        kept = set(self.chain_id[mask].tolist())
+        return self.take(np.flatnonzero(mask))
+
+    def take(self, rows: np.ndarray) -> "BuiltModel":
+        """The residues at ``rows`` (int ``[K]``), in that order (a permutation reorders the
+        model), with their chains' sequences."""
+        rows = np.asarray(rows, dtype=np.int64)
+        kept = set(self.chain_id[rows].tolist())
         return BuiltModel(
-            atom_positions=self.atom_positions[mask],
-            atom_mask=self.atom_mask[mask],
-            aatype=self.aatype[mask],
-            residue_number=self.residue_number[mask],
-            chain_id=self.chain_id[mask],
-            confidence=self.confidence[mask],
+            atom_positions=self.atom_positions[rows],
+            atom_mask=self.atom_mask[rows],
+            aatype=self.aatype[rows],
+            residue_number=self.residue_number[rows],
+            chain_id=self.chain_id[rows],
+            confidence=self.confidence[rows],
             entity_sequences={c: s for c, s in self.entity_sequences.items() if c in kept},
         )
 

@@ -61,8 +61,9 @@ __all__ = [
     "build",
     "composition_stand_in",
     "join_models",
+    "relax_stage",
     "relax_with_context",
-    "reorder_model",
+    "residue_predictions",
 ]
 
 #: Chains shorter than this (residues) are left out of the final model (METHODS §4).
@@ -226,8 +227,9 @@ def _protein_like(points: CalphaPoints, min_score: float) -> int:
     return int(np.sum(chained & (points.score >= min_score)))
 
 
-def _predictions(graph) -> ResiduePredictions:
-    """The graph network's output as post-processing's input (edge slots flattened)."""
+def residue_predictions(graph) -> ResiduePredictions:
+    """The graph network's output (`cryobuild.gnn.refine.GraphOutput`) as post-processing's
+    input (edge slots flattened)."""
     k = graph.edge_index.shape[1]
     src = np.repeat(np.arange(graph.num_nodes), k)
     dst = graph.edge_index.ravel()
@@ -358,16 +360,6 @@ def _refine_with_context(density, current, context: BuiltModel | None, sequences
     return _take_nodes(graph, context.num_residues)
 
 
-def reorder_model(model: BuiltModel, order: np.ndarray) -> BuiltModel:
-    """The residues of ``model`` in the order of ``order`` (int ``[R]``, a permutation)."""
-    return BuiltModel(
-        atom_positions=model.atom_positions[order], atom_mask=model.atom_mask[order],
-        aatype=model.aatype[order], residue_number=model.residue_number[order],
-        chain_id=model.chain_id[order], confidence=model.confidence[order],
-        entity_sequences=model.entity_sequences,
-    )
-
-
 def relax_with_context(model: BuiltModel, context: BuiltModel | None, density, *, device=None,
                        cancel: Optional[CancelToken] = None):
     """Relax ``model`` with the context residues within `RELAX_CONTEXT` Å of it held fixed.
@@ -392,11 +384,28 @@ def relax_with_context(model: BuiltModel, context: BuiltModel | None, density, *
     joined = join_models([neighbours, model])
     order = np.lexsort((joined.residue_number, joined.chain_id))
     fixed = order < neighbours.num_residues
-    relaxed, relax_report = relax(reorder_model(joined, order), density, fixed=fixed,
+    relaxed, relax_report = relax(joined.take(order), density, fixed=fixed,
                                   device=device, cancel=cancel)
     positions = np.empty_like(relaxed.atom_positions)
     positions[order] = relaxed.atom_positions
     return dataclasses.replace(model, atom_positions=positions[neighbours.num_residues:]), relax_report
+
+
+def relax_stage(model: BuiltModel, context: BuiltModel | None, density, networks: Networks,
+                seconds: dict, *, progress: Optional[ProgressCallback] = None,
+                cancel: Optional[CancelToken] = None):
+    """The build's relaxation stage: `relax_with_context` with progress reports (stage
+    ``"relax"``) and its wall time added to ``seconds["relax"]``. Returns the relaxed model and
+    the `RelaxReport` (None for an empty model, which is returned as it is)."""
+    if not model.num_residues:
+        return model, None
+    start = time.time()
+    report(progress, "relax", 0.0, "relaxing geometry")
+    model, relax_report = relax_with_context(model, context, density, device=networks.device,
+                                             cancel=cancel)
+    seconds["relax"] = time.time() - start
+    report(progress, "relax", 1.0, "done")
+    return model, relax_report
 
 
 def build(
@@ -471,7 +480,7 @@ def build(
         seconds["gnn"] += time.time() - start
         start = time.time()
         report(progress, "thread", 0.0, f"round {index + 1}: linking chains")
-        predictions = _predictions(graph)
+        predictions = residue_predictions(graph)
         chains = link_chains(predictions, options.min_existence)
         if not sequences:
             matches = [ChainMatch.unthreaded(c, graph.aa_probs) for c in chains]
@@ -500,12 +509,8 @@ def build(
     final, final_probs, final_reports = _assemble(
         graph, named, sequences, threaded_only=bool(sequences), min_length=MIN_CHAIN_LENGTH)
     relax_report = None
-    if options.relax and final.num_residues:
-        start = time.time()
-        report(progress, "relax", 0.0, "relaxing geometry")
-        final, relax_report = relax_with_context(final, context, density, device=networks.device,
-                                                 cancel=cancel)
-        seconds["relax"] = time.time() - start
-        report(progress, "relax", 1.0, "done")
+    if options.relax:
+        final, relax_report = relax_stage(final, context, density, networks, seconds,
+                                          progress=progress, cancel=cancel)
     return BuildResult(points, tuple(rounds), rounds[-1].model, final, final_probs,
                        final_reports, relax_report, seconds)

@@ -136,15 +136,12 @@ class BuildNodes:
 def build_nodes(case, gnn, detector, *, rounds: int = 3, device=None) -> BuildNodes:
     """Detect and refine the Cα of a `cryobuild.bench.gnn.BenchCase` and keep the nodes the
     build threads (existence at least `cryobuild.chains.MIN_EXISTENCE`, duplicates removed)."""
-    from ..chains import ResiduePredictions, remove_duplicates
+    from ..chains import remove_duplicates
+    from ..pipeline import residue_predictions
     from .gnn import detected_refinement
 
     output, _ = detected_refinement(case, gnn, detector, rounds=rounds, device=device)
-    no_links = np.zeros(0, dtype=np.int64)
-    kept = remove_duplicates(ResiduePredictions(
-        backbone=output.atom14_positions[:, :3], aa_probs=output.aa_probs, confidence=output.confidence,
-        existence=output.existence, edge_src=no_links, edge_dst=no_links, edge_prob=np.zeros(0),
-    ))
+    kept = remove_duplicates(residue_predictions(output))
     return BuildNodes(case.name, output.aa_probs[kept], output.translations[kept], case.reference)
 
 

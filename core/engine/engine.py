@@ -17,7 +17,7 @@ session, each round's model is spliced in and saved as it arrives, so a cancelle
 killed job leaves the last complete round; the final model replaces it at the end. The final
 model is relaxed after its chains get the session's names (`plan_chain_names`), so a new
 stretch that continues a kept chain is relaxed peptide-bonded to it
-(`cryobuild.pipeline.relax_with_context`).
+(`cryobuild.pipeline.relax_stage`).
 
 One job at a time per map and per session: a map is known by a hash of its content (grid,
 voxel size, origin), so a second copy of the same map read again counts as the same map --
@@ -41,7 +41,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..maps import DensityMap
-from ..pipeline import BuildOptions, BuildResult, Networks, build, relax_with_context
+from ..pipeline import BuildOptions, BuildResult, Networks, build, relax_stage
 from ..sequences import Sequence
 from ..session import JobConflict, Session, SessionState
 from .jobs import Job, JobEvent
@@ -419,13 +419,9 @@ class Engine:
         if session is not None:
             final, renames, chain_sequences = named(result.final, result.final_chains)
             relax_report, seconds = result.relax_report, dict(result.seconds)
-            if options.relax and final.num_residues:
-                began = time.time()
-                progress("relax", 0.0, "relaxing geometry")
-                final, relax_report = relax_with_context(final, context, density, device=networks.device,
-                                                         cancel=job.cancel_token)
-                seconds["relax"] = time.time() - began
-                progress("relax", 1.0, "done")
+            if options.relax:
+                final, relax_report = relax_stage(final, context, density, networks, seconds,
+                                                  progress=progress, cancel=job.cancel_token)
             progress("save", 0.0, "saving the model")
             session._job_update(splice(kept, final, chain_sequences), rounds_saved=len(rounds))
             result = dataclasses.replace(result, relax_report=relax_report, seconds=seconds)

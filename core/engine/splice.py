@@ -22,7 +22,7 @@ from ..chains import chain_ids
 from ..errors import InputError
 from ..maps import DensityMap, crop_box, mask_around
 from ..models import BuiltModel
-from ..pipeline import ChainReport, RoundResult, join_models, reorder_model
+from ..pipeline import ChainReport, RoundResult, join_models
 from ..sequences import Sequence
 from ..session import SessionState
 
@@ -263,5 +263,5 @@ def splice(kept: SessionState, new: BuiltModel, chain_sequences: dict[str, str])
     }
     rank = {c: i for i, c in enumerate(joined.chains())}
     order = np.lexsort((joined.residue_number, [rank[c] for c in joined.chain_id.tolist()]))
-    return SessionState(reorder_model(joined, order), *(flag[order] for flag in flags.values()),
+    return SessionState(joined.take(order), *(flag[order] for flag in flags.values()),
                         chain_sequences=chain_sequences)
