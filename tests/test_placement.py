@@ -83,24 +83,30 @@ def test_a_window_out_of_reach_is_refused():
     assert not _place(*_scene(sequence, 21, far), sequence)[2].threaded
 
 
+# Each refusal below is paired with the same scene changed in the one respect the test is about,
+# where the fragment is placed: a placement that never placed anything would fail them.
+
+
+def _is_placed(sequence: Sequence, window: int, **scene) -> bool:
+    return _place(*_scene(sequence, window, _near_turn(), **scene), sequence)[2].threaded
+
+
 def test_an_ambiguous_placement_is_refused():
-    sequence = _sequence(repeat_at=45)
-    assert not _place(*_scene(sequence, 35, _near_turn()), sequence)[2].threaded
+    assert _is_placed(_sequence(), 35)
+    assert not _is_placed(_sequence(repeat_at=45), 35)
 
 
 def test_occupied_positions_are_never_used():
-    """The fragment points at residues 15-20, which anchor A holds."""
-    sequence = _sequence()
-    assert not _place(*_scene(sequence, 15, _near_turn()), sequence)[2].threaded
+    """The fragment points at residues 15-20, which anchor A holds (control: 35-40, free)."""
+    assert _is_placed(_sequence(), 35)
+    assert not _is_placed(_sequence(), 15)
 
 
 def test_only_confident_threads_anchor():
-    sequence = _sequence()
-    scene = _scene(sequence, 35, _near_turn(), anchor_evalue=10 * ANCHOR_EVALUE)
-    assert not _place(*scene, sequence)[2].threaded
+    assert _is_placed(_sequence(), 35, anchor_evalue=ANCHOR_EVALUE)
+    assert not _is_placed(_sequence(), 35, anchor_evalue=10 * ANCHOR_EVALUE)
 
 
 def test_short_fragments_are_left_alone():
-    sequence = _sequence()
-    scene = _scene(sequence, 35, _near_turn(), fragment_length=MIN_LENGTH - 1)
-    assert not _place(*scene, sequence)[2].threaded
+    assert _is_placed(_sequence(), 35, fragment_length=MIN_LENGTH)
+    assert not _is_placed(_sequence(), 35, fragment_length=MIN_LENGTH - 1)
