@@ -151,3 +151,24 @@ def test_training_loss_backpropagates(il2_map_3A, il2_model, sequences):
     gradients = [p.grad for p in network.parameters() if p.grad is not None]
     assert gradients and all(torch.isfinite(g).all() for g in gradients)
     assert network.sequence_encoder.language_model.embed_tokens.weight.grad is not None
+
+
+def test_training_samples_carry_sidechain_decoys(il2_map_3A, il2_model):
+    """Fake nodes of a training crop: the side-chain decoys sit on side-chain atoms beyond Cβ
+    (the detector's typical false positives), are not real and have no links."""
+    from scipy.spatial import cKDTree
+
+    from cryobuild.train.gnn import GraphAugmentation, make_sample
+
+    structure = il2_map_3A[1].clone()
+    structure[0][0].name = "A"  # the PDB file's chain is blank; read_model names it A
+    aug = GraphAugmentation(fake_fraction=0.0, sidechain_decoys=(0.3, 0.3), decoy_noise=0.0,
+                            noise_free_fraction=1.0)
+    sample = make_sample(structure, il2_model, ["A"], aug, np.random.default_rng(2))
+    decoys = sample.ca[~sample.real]
+    chosen = sample.real.sum()
+    assert len(decoys) == round(0.3 * chosen)
+    beyond_cb = il2_model.atom_positions[:, 5:][il2_model.atom_mask[:, 5:]]
+    distance, _ = cKDTree(beyond_cb).query(decoys)
+    assert distance.max() < 1e-3
+    assert np.all(sample.next_node[~sample.real] == -1) and np.all(sample.aatype[~sample.real] == 20)
