@@ -69,6 +69,7 @@ __all__ = [
     "ramachandran_class",
     "load_ramachandran",
     "ramachandran_outliers",
+    "ramachandran_restraints",
     "validate_geometry",
 ]
 
@@ -514,6 +515,27 @@ def nonbonded_topology(model: BuiltModel, links: np.ndarray | None = None) -> No
 # ----------------------------------------------------------------------------- Ramachandran
 
 
+def _phi_psi_atoms(model: BuiltModel, links: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat atom indices of every residue's phi (C(i-1), N, CA, C) and psi (N, CA, C, N(i+1))
+    quadruples, int64 ``[R, 4]`` each, and which are defined, bool ``[2, R]`` (linked on that
+    side and all four atoms present)."""
+    ids = _atom_ids(model)
+    num = model.num_residues
+    index = np.arange(num)
+    previous = np.clip(index - 1, 0, None)
+    following = np.clip(index + 1, None, max(num - 1, 0))
+    quads, defined = [], []
+    for residues, slots, linked in (
+        # links[-1] is always False, so rolling it makes the first residue's phi undefined.
+        (np.stack([previous, index, index, index], 1), (_C, _N, _CA, _C), np.roll(links, 1)),
+        (np.stack([index, index, index, following], 1), (_N, _CA, _C, _N), links),
+    ):
+        atoms, present = _rows(ids, residues, np.array([slots]).repeat(num, 0))
+        quads.append(atoms)
+        defined.append(present & linked)
+    return quads[0], quads[1], np.array(defined).reshape(2, num)
+
+
 def backbone_dihedrals(
     model: BuiltModel, links: np.ndarray | None = None
 ) -> tuple[np.ndarray, ...]:
@@ -534,26 +556,32 @@ def backbone_dihedrals(
         Both angles are defined: the residue is linked on both sides and its N, CA, C and the
         neighbours' C and N are present.
     """
-    links = _links_or_default(model, links)
-    num = model.num_residues
-    ids = _atom_ids(model)
+    phi_atoms, psi_atoms, valid = _phi_psi_atoms(model, _links_or_default(model, links))
     positions = model.atom_positions[model.atom_mask].astype(np.float64)
-    index = np.arange(num)
-    previous = np.clip(index - 1, 0, None)
-    following = np.clip(index + 1, None, max(num - 1, 0))
     angles = []
-    for residues, slots, linked in (
-        # links[-1] is always False, so rolling it makes the first residue's phi undefined.
-        (np.stack([previous, index, index, index], 1), (_C, _N, _CA, _C), np.roll(links, 1)),
-        (np.stack([index, index, index, following], 1), (_N, _CA, _C, _N), links),
-    ):
-        atoms, present = _rows(ids, residues, np.array([slots]).repeat(num, 0))
-        valid = present & linked
-        values = np.full(num, np.nan)
-        values[valid] = np.degrees(_angles(positions, atoms[valid], 4))
+    for atoms, ok in zip((phi_atoms, psi_atoms), valid):
+        values = np.full(model.num_residues, np.nan)
+        values[ok] = np.degrees(_angles(positions, atoms[ok], 4))
         angles.append(values)
     phi, psi = angles
     return phi, psi, np.isfinite(phi) & np.isfinite(psi)
+
+
+def ramachandran_restraints(
+    model: BuiltModel, links: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The residues a Ramachandran restraint applies to: those with phi and psi defined.
+
+    Returns
+    -------
+    phi_atoms, psi_atoms : int64 ``[M, 4]``
+        Flat atom indices (row-major over ``atom_mask``) of their phi and psi quadruples.
+    classes : int64 ``[M]``
+        Their `RAMACHANDRAN_CLASSES` index.
+    """
+    phi_atoms, psi_atoms, valid = _phi_psi_atoms(model, _links_or_default(model, links))
+    both = valid.all(0)
+    return phi_atoms[both], psi_atoms[both], ramachandran_class(model.aatype)[both]
 
 
 def ramachandran_class(aatype: np.ndarray) -> np.ndarray:
@@ -587,6 +615,21 @@ class RamachandranTable:
         bins = int(round(360 / self.bin_degrees))
         if self.allowed.shape != (len(RAMACHANDRAN_CLASSES), bins, bins):
             raise ValueError(f"allowed must be [{len(RAMACHANDRAN_CLASSES)}, {bins}, {bins}]")
+
+    def outside_distance(self) -> np.ndarray:
+        """Degrees from each bin's centre to the nearest allowed bin's centre of its class,
+        float64 ``[C, B, B]`` (0 on allowed bins; distances on the (phi, psi) torus)."""
+        bins = self.allowed.shape[1]
+        centres = (np.arange(bins) + 0.5) * self.bin_degrees - 180.0
+        phi, psi = np.meshgrid(centres, centres, indexing="ij")
+        grid = np.stack([phi.ravel(), psi.ravel()], -1)  # [B*B, 2]
+        distance = np.zeros(self.allowed.shape)
+        for index, allowed in enumerate(self.allowed):
+            # [B*B, K, 2] wrapped angle differences to the K allowed bins
+            delta = np.abs(grid[:, None] - grid[allowed.ravel()][None])
+            delta = np.minimum(delta, 360.0 - delta)
+            distance[index] = np.sqrt((delta**2).sum(-1)).min(1).reshape(bins, bins)
+        return distance
 
     def bin_index(self, degrees: np.ndarray) -> np.ndarray:
         """Bin index (int64, same shape) of angles in degrees (any range; NaN gives bin 0)."""

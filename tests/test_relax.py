@@ -189,3 +189,25 @@ def test_2000_residues_within_time_limit(il2_truth, tmp_path):
     assert big.num_residues >= 2000
     assert report.seconds < TIME_LIMIT_2000
     assert report.geometry_after.peptide_bond_ideal_fraction >= 0.95
+
+
+def test_ramachandran_outliers_are_pulled_into_the_allowed_region(il2_truth):
+    """Turning residue 100's atoms (all but N) by 50° about its N-CA bond moves its phi from
+    -52° to -2°, an outlier. Relaxation without a map brings it back into the allowed region
+    only with the Ramachandran term: with the other terms alone it stays an outlier (phi -60°,
+    psi -149°; measured by setting `RAMACHANDRAN_SIGMA` to 1e6)."""
+    from scipy.spatial.transform import Rotation
+
+    from cryobuild.validation import ramachandran_outliers
+
+    model, row = il2_truth, 100
+    n, ca = model.atom_positions[row, 0].astype(np.float64), model.atom_positions[row, 1]
+    turn = Rotation.from_rotvec(np.deg2rad(50.0) * (ca - n) / np.linalg.norm(ca - n))
+    positions = model.atom_positions.astype(np.float64).copy()
+    positions[row, 1:] = turn.apply(positions[row, 1:] - n) + n
+    bent = dataclasses.replace(model, atom_positions=positions.astype(np.float32))
+    assert ramachandran_outliers(bent)[0][row]
+    relaxed, report = relax(bent, None, device="cpu")
+    assert report.energy_before.ramachandran > 0
+    assert report.energy_after.ramachandran < 0.1 * report.energy_before.ramachandran
+    assert not ramachandran_outliers(relaxed)[0][row]

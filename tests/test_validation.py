@@ -248,3 +248,14 @@ def test_generator_covers_its_own_data(il2):
 def test_outliers_only_where_defined(il2):
     outlier, defined = ramachandran_outliers(il2)
     assert not np.any(outlier & ~defined)
+
+
+def test_ramachandran_outside_distance_is_zero_exactly_on_allowed_bins():
+    from cryobuild.validation import load_ramachandran
+
+    table = load_ramachandran()
+    distance = table.outside_distance()
+    assert np.all((distance == 0) == table.allowed)
+    assert np.all(distance[~table.allowed] >= table.bin_degrees - 1e-9)
+    # Distances wrap around the torus: no bin is further than half the diagonal of it.
+    assert distance.max() <= np.hypot(180.0, 180.0)
