@@ -68,9 +68,9 @@ class GraphAugmentation:
     Why side-chain decoys: the detector's false positives are not random. On two held-out
     simulated 3 Å maps, 25 of 112 and 51 of 188 detected points were more than 2 Å from every
     Cα; their median distance to the nearest atom was 0.8 Å and to the nearest Cα 2.7-3.3 Å,
-    and 59 of the 76 sat on a side-chain atom beyond Cβ (``runs``-style diagnostic of
-    `detect_calphas` against the deposited model). Random peptides in the box teach the
-    network little about those.
+    and 59 of the 76 sat on a side-chain atom beyond Cβ (`detect_calphas` with the committed
+    detector, compared with the deposited atoms). Random peptides in the box teach the network
+    little about those.
     """
 
     crop_residues: tuple[int, int] = (64, 160)
