@@ -115,6 +115,16 @@ def main(argv=None):
                   np.mean([r["seconds"] for r in good]), np.mean([r["thread_seconds"] for r in good])]
         print(f"| {data} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
 
+    print("\nGeometry of the final models (`cryobuild.validation`; mean over cases with a final model)")
+    print("| data | peptide bonds within 0.1 Å | clashscore | Ramachandran outliers (%) |")
+    print("|---|---|---|---|")
+    for data, rows in table.items():
+        built = [r for r in rows if "clashscore" in r]
+        if built:
+            print(f"| {data} | {np.mean([r['peptide_bonds_ok'] for r in built]):.2f} | "
+                  f"{np.mean([r['clashscore'] for r in built]):.1f} | "
+                  f"{100 * np.mean([r['rama_outliers'] for r in built]):.1f} |")
+
 
 if __name__ == "__main__":
     main()
