@@ -262,6 +262,22 @@ def test_a_build_that_threads_little_warns(engine, il2, monkeypatch, caplog):
     assert any(expected in record.getMessage() for record in caplog.records)
 
 
+def test_a_build_without_a_confident_thread_warns(engine, il2, monkeypatch):
+    """The control: il2 with its own sequence threads confidently and does not warn; with the
+    confidence cut set below every E-value it does."""
+    from cryobuild.engine import engine as engine_module
+
+    density, _, sequence = il2
+    options = BuildOptions(rounds=1, relax=False)
+    events, _ = drive(engine.start_build(density, [sequence], options))
+    assert not [e for e in events if e.kind == "warning"]
+    monkeypatch.setattr(engine_module, "CONFIDENT_THREAD_EVALUE", 0.0)
+    events, _ = drive(engine.start_build(density, [sequence], options))
+    warnings = [e.message for e in events if e.kind == "warning"]
+    assert len(warnings) == 1 and warnings[0].startswith("no chain threaded confidently (best E-value")
+    assert warnings[0].endswith("do the sequences belong to this map?")
+
+
 def test_a_region_of_weak_candidates_is_rebuilt(engine, il2, tmp_path, monkeypatch):
     """Candidates scoring 0.3-0.45 only (as in a region of a large dev map) are enough."""
     from cryobuild.detect import inference

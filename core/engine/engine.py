@@ -42,6 +42,7 @@ import numpy as np
 from ..errors import InputError
 from ..maps import DensityMap
 from ..pipeline import BuildOptions, BuildResult, Networks, build, relax_stage
+from ..placement import ANCHOR_EVALUE
 from ..sequences import Sequence
 from ..session import JobConflict, Session, SessionState
 from .jobs import Job, JobEvent
@@ -58,7 +59,7 @@ from .splice import (
     thread_records,
 )
 
-__all__ = ["MIN_THREADED_FRACTION", "STAGE_EVENT_INTERVAL", "Engine"]
+__all__ = ["CONFIDENT_THREAD_EVALUE", "MIN_THREADED_FRACTION", "STAGE_EVENT_INTERVAL", "Engine"]
 
 log = logging.getLogger("cryobuild.engine")
 
@@ -68,6 +69,12 @@ STAGE_EVENT_INTERVAL = 0.1
 #: A build warns when fewer than this fraction of the residues it traced (its last round) could
 #: be threaded to the sequences: the sequences may not belong to the map.
 MIN_THREADED_FRACTION = 0.05
+#: A build also warns when no chain threaded with at most this E-value (placement's anchor
+#: cut): chance threads onto a sequence that does not belong to the map reach E 0.005-0.03
+#: (il2's map and an unrelated 90-residue sequence: 22 residues in two chains at E 0.005 and
+#: 0.018, 17% of those traced, so the fraction alone did not warn), while every dev map with
+#: its own sequence has chains far below it.
+CONFIDENT_THREAD_EVALUE = ANCHOR_EVALUE
 #: Share of a job's overall progress before the rounds (loading, detection) and after them
 #: (relaxation, saving); the rounds share the rest equally, half graph network, half threading.
 _DETECT_SPAN = (0.02, 0.2)
@@ -433,11 +440,19 @@ class Engine:
         if threaded == 0:
             job._emit("warning", message="no chain could be threaded to the sequences: the final "
                                          "model has no new residues")
-        elif threaded < MIN_THREADED_FRACTION * traced:
-            message = (f"only {threaded} of the {traced} traced residues ({threaded / traced:.1%}) "
-                       "could be threaded to the sequences: do they belong to this map?")
-            log.warning("%s: %s", job.id, message)
-            job._emit("warning", message=message)
+        else:
+            best = min(report.evalue for report in result.final_chains)
+            doubts = []
+            if threaded < MIN_THREADED_FRACTION * traced:
+                doubts.append(f"only {threaded} of the {traced} traced residues "
+                              f"({threaded / traced:.1%}) could be threaded to the sequences")
+            if best > CONFIDENT_THREAD_EVALUE:
+                doubts.append(f"no chain threaded confidently (best E-value {best:.2g}, "
+                              f"confident ≤ {CONFIDENT_THREAD_EVALUE:g})")
+            if doubts:
+                message = "; ".join(doubts) + ": do the sequences belong to this map?"
+                log.warning("%s: %s", job.id, message)
+                job._emit("warning", message=message)
         return result
 
     def _build(self, job: Job, density, sequences, options, mask, session: Session | None) -> BuildResult:
