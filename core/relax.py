@@ -252,7 +252,8 @@ class _Energy:
         self.rama_class = self._index(classes[keep])
         table = load_ramachandran()
         self.rama_bin = table.bin_degrees
-        self.rama_outside = self._tensor(table.outside_distance())  # [C, B, B] degrees
+        # [C, B, B] degrees (a writable float32 copy of the table's shared read-only field)
+        self.rama_outside = self._tensor(table.outside_distance.astype(np.float32))
         self.free = free
         self.set_contacts(start)
 

@@ -616,9 +616,11 @@ class RamachandranTable:
         if self.allowed.shape != (len(RAMACHANDRAN_CLASSES), bins, bins):
             raise ValueError(f"allowed must be [{len(RAMACHANDRAN_CLASSES)}, {bins}, {bins}]")
 
+    @functools.cached_property
     def outside_distance(self) -> np.ndarray:
         """Degrees from each bin's centre to the nearest allowed bin's centre of its class,
-        float64 ``[C, B, B]`` (0 on allowed bins; distances on the (phi, psi) torus)."""
+        float64 ``[C, B, B]``, read-only (0 on allowed bins; distances on the (phi, psi) torus).
+        Computed once per table (~0.1 s): every relaxation reads it."""
         bins = self.allowed.shape[1]
         centres = (np.arange(bins) + 0.5) * self.bin_degrees - 180.0
         phi, psi = np.meshgrid(centres, centres, indexing="ij")
@@ -629,6 +631,7 @@ class RamachandranTable:
             delta = np.abs(grid[:, None] - grid[allowed.ravel()][None])
             delta = np.minimum(delta, 360.0 - delta)
             distance[index] = np.sqrt((delta**2).sum(-1)).min(1).reshape(bins, bins)
+        distance.flags.writeable = False
         return distance
 
     def bin_index(self, degrees: np.ndarray) -> np.ndarray:

@@ -254,8 +254,18 @@ def test_ramachandran_outside_distance_is_zero_exactly_on_allowed_bins():
     from cryobuild.validation import load_ramachandran
 
     table = load_ramachandran()
-    distance = table.outside_distance()
+    distance = table.outside_distance
     assert np.all((distance == 0) == table.allowed)
     assert np.all(distance[~table.allowed] >= table.bin_degrees - 1e-9)
-    # Distances wrap around the torus: no bin is further than half the diagonal of it.
-    assert distance.max() <= np.hypot(180.0, 180.0)
+
+
+def test_ramachandran_outside_distance_wraps_around():
+    """One allowed bin at (-175°, -175°): the bin at (175°, 175°) is one diagonal step away
+    across both borders, not 350° away along each axis."""
+    from cryobuild.validation import RamachandranTable
+
+    allowed = np.zeros((3, 36, 36), dtype=bool)
+    allowed[:, 0, 0] = True
+    distance = RamachandranTable(10.0, allowed, "test").outside_distance
+    assert distance[0, 35, 35] == pytest.approx(np.hypot(10.0, 10.0))
+    assert distance[0, 18, 0] == pytest.approx(180.0)
