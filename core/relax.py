@@ -77,11 +77,11 @@ DIHEDRAL_SIGMA = np.deg2rad(5.0)
 #: Peptide omega, in radians (observed spread about 6°: MacArthur & Thornton 1996, JMB 264:1180).
 OMEGA_SIGMA = np.deg2rad(6.0)
 #: Degrees outside the allowed Ramachandran region that cost as much as a bond one sigma off.
-#: Measured on the build benchmark (4 held-out simulated maps each at 3 / 4 Å, graph network
-#: fine-tuned with side-chain decoys at step ~24,000): without the term / 10° / 5°,
-#: Ramachandran outliers 6.2 / 4.6 / 2.2% at 3 Å and 10.0 / 5.7 / 2.4% at 4 Å; clashscore
-#: 12.1 / 12.2 / 13.1 and 9.6 / 10.9 / 12.0; backbone RMSD 0.68 / 0.68 / 0.69 Å and 1.13 Å
-#: throughout; Cα and sequence recall unchanged.
+#: Measured with ``python -m cryobuild.bench.build --cases 4 --resolutions 3.0 4.0 --no-dev``
+#: (committed gnn.pt, step 35,949) with this constant at 1e6 (no term) / 10 / 5: Ramachandran
+#: outliers 3.7 / 2.5 / 1.1% at 3 Å and 12.5 / 8.6 / 2.7% at 4 Å; clashscore 5.3 / 4.7 / 6.3 and
+#: 12.1 / 12.6 / 15.1; backbone RMSD 0.56 / 0.55 / 0.55 Å and 0.93 / 0.92 / 0.91 Å; Cα and
+#: sequence recall unchanged.
 RAMACHANDRAN_SIGMA = 5.0
 #: Scale of the clash penalty in Å: a pair this far inside its clash distance costs as much as
 #: a bond one sigma off.
