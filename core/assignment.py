@@ -6,7 +6,11 @@ positions already ``taken`` into segments; the best-scoring segment wins if its 
 most ``max_evalue`` (default `MAX_THREAD_EVALUE`; otherwise the chain is unthreadable). Along the alignment, match
 states give their residue the sequence position (1-based residue number) and type; residues in
 insert states or between aligned domains stay unassigned, and residues beyond either end of the
-alignment continue its numbering outward (`_extend_ends`).
+alignment continue its numbering outward (`_extend_ends`). A run of at least `MIN_OVERHANG`
+residues left unassigned at either end (the numbering cannot continue: the sequence segment
+ends there) is cut off and threaded as a chain of its own: chain linking had run from one
+chain of a complex into the next (the C-terminus of one touching the N-terminus of another),
+and the alignment holds only one of them.
 
 Joining (`join_matches`) and naming (`name_chains`) are described there.
 """
@@ -26,6 +30,7 @@ from .sequences import Sequence
 
 __all__ = [
     "MAX_THREAD_EVALUE",
+    "MIN_OVERHANG",
     "MAX_JOIN_DISTANCE",
     "MAX_JOIN_GAP",
     "CA_CA_DISTANCE",
@@ -55,6 +60,9 @@ __all__ = [
 #: benchmark cases. With the network fine-tuned on side-chain decoys (step 35,949) the cut
 #: matters less: 0.81 / 0.80 / 0.83 at 3 Å and 0.60 / 0.62 / 0.60 at 4 Å, precision 0.97-0.98.
 MAX_THREAD_EVALUE = 3e-2
+#: Residues: unassigned runs at least this long at a threaded chain's ends are cut off and
+#: threaded on their own (the shortest chain the final model keeps).
+MIN_OVERHANG = 4
 #: Å: chains are joined only when the C-terminus of one is this close to the N-terminus of the
 #: next (METHODS §4, as ModelAngelo).
 MAX_JOIN_DISTANCE = 30.0
@@ -309,8 +317,9 @@ def thread_chains(
     Returns
     -------
     list of ChainMatch
-        One per chain, in the order of ``chains``. Chains are independent: two chains may be
-        given the same positions (`join_matches` keeps overlapping ones apart as copies).
+        One per chain, in the order of ``chains``, followed by the overhangs cut off (module
+        docstring). Chains are independent: two chains may be given the same positions
+        (`join_matches` keeps overlapping ones apart as copies).
     """
     if not sequences:
         raise ValueError("thread_chains needs at least one sequence")
@@ -320,11 +329,13 @@ def thread_chains(
     block, origins = _untaken_segments(sequences, taken)
     sequence_types = [sequence.aatype for sequence in sequences]
     matches = []
-    for number, chain in enumerate(chains):
+    queue = [np.asarray(chain, dtype=np.int64) for chain in chains]
+    while queue:
         check_cancel(cancel)
-        report(progress, "thread", number / max(len(chains), 1), f"chain {number + 1}")
-        chain = np.asarray(chain, dtype=np.int64)
-        hmm = profile_from_probs(aa_probs[chain], confidence[chain], f"chain{number}")
+        report(progress, "thread", len(matches) / max(len(matches) + len(queue), 1),
+               f"chain {len(matches) + 1}")
+        chain = queue.pop(0)
+        hmm = profile_from_probs(aa_probs[chain], confidence[chain], f"chain{len(matches)}")
         calibrate(hmm, rng)
         hits = _search(hmm, block, len(sequences)) if len(block) else []
         best = max(hits, key=lambda hit: hit.score, default=None)
@@ -337,6 +348,15 @@ def thread_chains(
             continue
         index, start, segment_length = origins[int(best.name)]
         positions = _extend_ends(_hit_positions(best, len(chain), max_evalue), segment_length)
+        aligned = np.flatnonzero(positions >= 0)
+        head, tail = aligned[0], len(chain) - 1 - aligned[-1]
+        if head >= MIN_OVERHANG:
+            queue.append(chain[:head])
+        if tail >= MIN_OVERHANG:
+            queue.append(chain[len(chain) - tail:])
+        keep = slice(head if head >= MIN_OVERHANG else 0,
+                     len(chain) - tail if tail >= MIN_OVERHANG else len(chain))
+        chain, positions = chain[keep], positions[keep]
         assigned = positions >= 0
         predicted = np.argmax(aa_probs[chain], axis=1)
         numbers = np.where(assigned, start + positions + 1, -1)

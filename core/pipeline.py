@@ -7,8 +7,9 @@ paths and writes nothing (the CLI and the engine write at the edges):
 2. per round: the graph network (`gnn.refine.refine`, one pass) from the previous round's
    model -> `GraphOutput`; chains linked from predicted peptide links (`chains.link_chains`);
    sequence threading with pyhmmer (`assignment.thread_chains`), unthreaded chains placed into
-   the sequence gaps between threaded ones (`placement.place_chains`), then `join_matches`
-   and `name_chains`; the threaded model feeds the next round;
+   the sequence gaps between threaded ones (`placement.place_chains`), then `join_matches`,
+   gaps inside threaded chains filled with untraced nodes (`closure.close_gaps`) and
+   `name_chains`; the threaded model feeds the next round;
 3. the final model: threaded chains of at least `MIN_CHAIN_LENGTH` residues, residues with a
    sequence position only, relaxed (`relax.relax`); the raw model keeps every chain.
 
@@ -41,6 +42,7 @@ from .assignment import (
     MAX_THREAD_EVALUE, ChainMatch, NamedChain, join_matches, name_chains, thread_chains,
 )
 from .chains import MIN_EXISTENCE, ResiduePredictions, link_chains
+from .closure import close_gaps
 from .errors import BuildError, InputError
 from .maps import DensityMap
 from .models import BuiltModel
@@ -94,7 +96,9 @@ class BuildOptions:
     calibration); max_evalue: chains whose best alignment has a larger E-value are not
     threaded (`assignment.MAX_THREAD_EVALUE`); min_existence: nodes with a lower existence
     probability are not residues (`chains.MIN_EXISTENCE`); placement: place unthreaded chains
-    into the sequence gaps between threaded ones (`placement`, hmm threader only)."""
+    into the sequence gaps between threaded ones (`placement`, hmm threader only); closure:
+    fill the numbering gaps inside threaded chains with untraced nodes (`closure`, hmm
+    threader only); polish: a last graph-network pass over the threaded chains (`_polish`)."""
 
     rounds: int = 3
     threader: str = "hmm"
@@ -104,6 +108,8 @@ class BuildOptions:
     max_evalue: float = MAX_THREAD_EVALUE
     min_existence: float = MIN_EXISTENCE
     placement: bool = True
+    closure: bool = True
+    polish: bool = True
 
     def __post_init__(self):
         if not isinstance(self.rounds, int) or not 1 <= self.rounds <= 20:
@@ -360,6 +366,24 @@ def _refine_with_context(density, current, context: BuiltModel | None, sequences
     return _take_nodes(graph, context.num_residues)
 
 
+def _polish(density, model: BuiltModel, named: list[NamedChain], context, sequences, networks,
+            progress, cancel):
+    """One more graph-network pass over the last round's ``model`` (every chain, as threaded),
+    without re-linking: residues that closure or placement put into a chain after the last
+    pass get their frames and side chains from the network with their chain and sequence
+    around them (closure alone, unpolished, left 2% of peptide bonds stretched and doubled the
+    clashscore at 3 Å: README). Returns the new `GraphOutput`, whose nodes are ``model``'s
+    rows, and ``named`` re-indexed to them."""
+    graph = _refine_with_context(density, model, context, sequences, networks, progress, cancel)
+    renamed, row = [], 0
+    for chain in named:
+        count = len(chain.match.nodes)
+        match = dataclasses.replace(chain.match, nodes=np.arange(row, row + count))
+        renamed.append(dataclasses.replace(chain, match=match))
+        row += count
+    return graph, renamed
+
+
 def relax_with_context(model: BuiltModel, context: BuiltModel | None, density, *, device=None,
                        cancel: Optional[CancelToken] = None):
     """Relax ``model`` with the context residues within `RELAX_CONTEXT` Å of it held fixed.
@@ -497,7 +521,11 @@ def build(
                 matches = place_chains(matches, graph.aa_probs, graph.confidence,
                                        predictions.backbone[:, 1], sequences,
                                        min_length=MIN_CHAIN_LENGTH, taken=taken)
-        named = name_chains(join_matches(matches, predictions.backbone), sequences)
+        matches = join_matches(matches, predictions.backbone)
+        if sequences and options.threader == "hmm" and options.closure:
+            matches = close_gaps(matches, predictions.backbone[:, 1], graph.aa_probs,
+                                 graph.confidence, sequences)
+        named = name_chains(matches, sequences)
         model, aa_probs, reports = _assemble(graph, named, sequences, threaded_only=False)
         seconds["thread"] += time.time() - start
         report(progress, "thread", 1.0, f"round {index + 1}: {len(named)} chains")
@@ -506,6 +534,11 @@ def build(
         notify("round", result)
         current = model if model.num_residues >= MIN_POINTS else graph
 
+    if sequences and options.polish:
+        start = time.time()
+        graph, named = _polish(density, rounds[-1].model, named, context, residue_strings,
+                               networks, progress, cancel)
+        seconds["gnn"] += time.time() - start
     final, final_probs, final_reports = _assemble(
         graph, named, sequences, threaded_only=bool(sequences), min_length=MIN_CHAIN_LENGTH)
     relax_report = None

@@ -256,3 +256,26 @@ def test_hmm_search_against_shared_chains(il2, il2_profile_folder, shared_data):
     assert len(database) > 1000
     hits = hmm.search_profiles(hmm.read_profiles(il2_profile_folder / "hmm_profiles"), database)
     assert hits and hits[0].target == "il2"
+
+
+def test_chain_running_into_another_sequence_is_cut(monkeypatch):
+    """A chain linked from the C-terminal 30 residues of one sequence into the N-terminal 40
+    of another: threading cuts it where its alignment ends and threads both pieces; with the
+    cut disabled, the 30-residue overhang stays unassigned."""
+    rng = np.random.default_rng(8)
+    first, second = _random_sequence("first", 80, rng), _random_sequence("second", 80, rng)
+    types = np.concatenate([first.aatype[50:], second.aatype[:40]])
+    probs = np.full((70, 20), 0.2 / 19)
+    probs[np.arange(70), types] = 0.8
+    confidence = np.full(70, 80.0)
+
+    def thread():
+        return assignment.thread_chains([np.arange(70)], probs, confidence, [first, second],
+                                        rng=np.random.default_rng(0))
+
+    numbered = {m.sequence_index: m.residue_number.tolist() for m in thread() if m.threaded}
+    assert numbered == {0: list(range(51, 81)), 1: list(range(1, 41))}
+
+    monkeypatch.setattr(assignment, "MIN_OVERHANG", 10**6)
+    [match] = thread()
+    assert match.sequence_index == 1 and np.sum(~match.assigned) == 30

@@ -36,12 +36,14 @@ def add_tuning_args(parser):
                         help=f"least existence probability of a residue (default {MIN_EXISTENCE:g})")
     parser.add_argument("--no-placement", dest="placement", action="store_false",
                         help="do not place unthreaded chains into the sequence gaps")
+    parser.add_argument("--no-closure", dest="closure", action="store_false",
+                        help="do not fill gaps inside threaded chains with untraced residues")
 
 
 def tuning_options(args) -> dict:
     """The `BuildOptions` fields of the `add_tuning_args` flags."""
     return {"max_evalue": args.max_evalue, "min_existence": args.min_existence,
-            "placement": args.placement}
+            "placement": args.placement, "closure": args.closure}
 
 
 def build_with_engine(density, sequences, options, *, device="auto", mask=None, quiet=False):

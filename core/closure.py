@@ -1,0 +1,244 @@
+"""Closing sequence gaps inside threaded chains with untraced nodes (METHODS §4, after joining).
+
+A threaded chain (`cryobuild.assignment`) whose numbering jumps from residue ``n`` to
+``n + k + 1`` lacks ``k`` residues. On the held-out simulated 3 Å maps of the build benchmark,
+most residues missing from the final model were in such interior gaps, and most of those had a
+node: the graph network had placed it, but chain linking broke there (a link probability or a
+predicted C-N distance outside its gates) and the piece in between was too short to thread or
+to place (`cryobuild.placement` needs `MIN_CHAIN_LENGTH` residues and a 3-bit margin).
+
+Between two fixed ends and with a known count, the missing stretch is narrowly determined in
+space, so `close_gaps` fills it from the *free* nodes -- the nodes of unthreaded chains, and the
+chain's own unassigned nodes between the two ends -- as follows:
+
+* **Path.** Exactly ``k`` distinct free nodes ``x_1..x_k`` such that every step
+  ``n -> x_1 -> ... -> x_k -> n + k + 1`` has a Cα-Cα distance within `STEP` (Å), and no
+  residue folds back onto the one before last: Cα(i) to Cα(i + 2) is at least `MIN_SKIP` Å.
+* **Score.** The sum over the path of the log-odds (bits) of node ``x_t`` emitting the
+  sequence's residue ``n + t``, with the emissions of `cryobuild.hmm.match_emissions`
+  (residue-type probabilities mixed with the background by confidence), as in placement.
+* **Choice.** The best-scoring path (dynamic programming over pairs of consecutive nodes, so
+  the fold-back rule is exact) is taken when it scores at least `MIN_CLOSURE_BITS`.
+
+Gaps are closed smallest first, so a node serves the gap it fits most tightly; a node used by
+one closure is no longer free. What remains of a chain that gave up nodes stays in the result
+as unthreaded pieces (in the raw model, not the final one).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .assignment import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch
+from .hmm import background_frequencies, match_emissions
+from .sequences import Sequence
+
+__all__ = ["MAX_CLOSURE_GAP", "MAX_SKIP", "MIN_CLOSURE_BITS", "MIN_FILLED", "MIN_SKIP", "NODE_BITS", "STEP", "close_gaps"]
+
+#: Longest gap (residues) that is closed.
+MAX_CLOSURE_GAP = 12
+#: Å: Cα-Cα distance of a step along the path. Consecutive Cα are 3.80 Å apart (trans
+#: peptides; 2.9 Å for the rare cis ones), and predicted Cα are off by a few tenths of an Å.
+STEP = (2.8, 5.0)
+#: Å: least and most distance from Cα(i) to Cα(i + 2). The Cα pseudo-bond angle is 80-150°
+#: in proteins (tight turns to extended strands), which puts Cα(i + 2) 4.9-7.3 Å from Cα(i).
+MIN_SKIP = 4.4
+MAX_SKIP = 7.8
+#: Bits: the least summed log-odds of an accepted path's nodes.
+MIN_CLOSURE_BITS = 0.0
+#: Bits a path gains per node it uses (so a node is preferred to an empty position unless its
+#: residue type argues against it by more than this).
+NODE_BITS = 2.0
+#: Least fraction of a gap's positions that must hold a node. Empty positions (residues
+#: without a node: the Cα detector misses ~5%) are at least two nodes apart (`_best_path`).
+MIN_FILLED = 0.5
+
+
+# ``before`` of a path state whose node follows an empty position.
+_AFTER_EMPTY = -2
+
+
+def _best_path(start: int, end: int, count: int, pool: np.ndarray, ca: np.ndarray,
+               scores: np.ndarray, outside: tuple[int, int]) -> tuple[list[int], list[int], float] | None:
+    """The best path through the ``count`` positions between node ``start`` and node ``end``.
+
+    Each position holds a distinct pool node or is left empty (a residue without a node); the
+    node after an empty position is followed by another node, so empty positions are at least
+    two nodes apart (a lone node between two gaps in the path is too loosely held). Between the Cα of consecutive nodes: a `STEP` (Å); of nodes on
+    either side of one position (empty or not): `MIN_SKIP` to `MAX_SKIP` (no check of the upper
+    bound when the middle one holds a node: the two steps bound it). A path scores the summed
+    log-odds of its nodes plus `NODE_BITS` per node.
+
+    Parameters
+    ----------
+    pool : int ``[P]``
+        Candidate nodes.
+    ca : ``[N, 3]``
+        Cα of all nodes, Å.
+    scores : ``[count, P]``
+        Log-odds (bits) of pool node ``p`` at path position ``t``.
+    outside : (int, int)
+        The chain's nodes of the residues just before ``start`` and just after ``end`` (-1
+        where there is none), for the fold-back rule at the ends.
+
+    Returns
+    -------
+    (nodes, positions, log_odds) or None
+        The path's nodes, their 0-based positions and their summed log-odds; None when no path
+        fits.
+    """
+    size = len(pool)
+    # pool, then start (size), end (size + 1) and the residues outside them (size + 2, + 3)
+    before_start, after_end = outside
+    points = np.concatenate([ca[pool], ca[[start, end]], ca[[max(before_start, 0), max(after_end, 0)]]])
+    distance = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    reach = np.arange(1, count + 2) * CA_CA_DISTANCE + CA_REACH_SLACK
+    # [count, P]: pool node p may sit at position t (0-based) as far as the two ends allow
+    usable = ((distance[size, :size] <= reach[:count, None])
+              & (distance[size + 1, :size] <= reach[count - 1::-1, None]))
+    step = (distance >= STEP[0]) & (distance <= STEP[1])
+    # A state is (position, node, node one position before, or -1 where there is none, or
+    # _AFTER_EMPTY); position -1 is the start, ``count`` the end. Value: (score, log-odds, previous state).
+    origin = {(-1, size, size + 2 if before_start >= 0 else -1): (0.0, 0.0, None)}
+    layers = [dict() for _ in range(count)]
+    best = None
+    for current in [origin] + layers:
+        for (at, node, before), (score, odds, _) in current.items():
+            # after an empty position (``before`` is _AFTER_EMPTY) the next one holds a node
+            for jump in (1,) if before == _AFTER_EMPTY else (1, 2):
+                target = at + jump
+                if target > count:
+                    break
+                if target == count:
+                    candidates = np.array([size + 1])
+                else:
+                    candidates = np.flatnonzero(usable[target])
+                if jump == 1:
+                    ok = step[node, candidates]
+                    if before >= 0:
+                        ok &= distance[before, candidates] >= MIN_SKIP
+                else:
+                    ok = (distance[node, candidates] >= MIN_SKIP) & (distance[node, candidates] <= MAX_SKIP)
+                if target == count - 1 and after_end >= 0:
+                    ok &= distance[size + 3, candidates] >= MIN_SKIP
+                for candidate in candidates[ok]:
+                    if target == count:
+                        if best is None or score > best[0]:
+                            best = (score, odds, (at, node, before))
+                        continue
+                    gain = scores[target, candidate]
+                    key = (target, int(candidate), node if jump == 1 else _AFTER_EMPTY)
+                    total = score + gain + NODE_BITS
+                    if total > layers[target].get(key, (-np.inf,))[0]:
+                        layers[target][key] = (total, odds + gain, (at, node, before))
+    if best is None:
+        return None
+    nodes, positions = [], []
+    state = best[2]
+    while state[0] >= 0:
+        nodes.append(int(pool[state[1]]))
+        positions.append(state[0])
+        state = layers[state[0]][state][2]
+    if len(set(nodes)) < len(nodes):
+        return None
+    return nodes[::-1], positions[::-1], float(best[1])
+
+
+def close_gaps(
+    matches: list[ChainMatch],
+    ca: np.ndarray,
+    aa_probs: np.ndarray,
+    confidence: np.ndarray,
+    sequences: list[Sequence],
+    *,
+    max_gap: int = MAX_CLOSURE_GAP,
+) -> list[ChainMatch]:
+    """Fill the numbering gaps of threaded chains with free nodes (module docstring).
+
+    Parameters
+    ----------
+    matches : list of ChainMatch
+        Joined chains (`cryobuild.assignment.join_matches`), threaded and unthreaded.
+    ca : ``[N, 3]``
+        Cα of all nodes, Å.
+    aa_probs : ``[N, 20]``
+        Residue-type probabilities of all nodes.
+    confidence : ``[N]``
+        Confidence of all nodes, 0-100.
+    sequences : list of Sequence
+        The sequences the matches refer to.
+    max_gap : int
+        Longest gap (residues) to close.
+
+    Returns
+    -------
+    list of ChainMatch
+        The threaded chains in their order, gaps filled (score and E-value unchanged), then the
+        unthreaded chains and the pieces of them (and the unassigned nodes dropped from gaps)
+        left after closing, each a run of consecutive nodes in its original order.
+    """
+    ca = np.asarray(ca, dtype=np.float64)
+    log_odds = np.log2(match_emissions(aa_probs, confidence) / background_frequencies())
+    log_odds = np.concatenate([log_odds, np.zeros((len(log_odds), 1))], axis=1)  # X scores 0
+    free = np.zeros(len(ca), dtype=bool)
+    for match in matches:
+        if not match.threaded:
+            free[match.nodes] = True
+    threaded = [m for m in matches if m.threaded]
+    # Mutable copies of the threaded chains: node -> (number, type) in chain order.
+    chains = [dict(zip(m.nodes.tolist(), zip(m.residue_number.tolist(), m.aatype.tolist())))
+              for m in threaded]
+    gaps = []
+    for index, match in enumerate(threaded):
+        assigned = np.flatnonzero(match.assigned)
+        for a, b in zip(assigned[:-1], assigned[1:]):
+            count = int(match.residue_number[b] - match.residue_number[a] - 1)
+            if 1 <= count <= max_gap:
+                gaps.append((count, index, int(match.nodes[a]), int(match.nodes[b])))
+    dropped = []
+    for count, index, start, end in sorted(gaps):
+        chain = chains[index]
+        order = list(chain)
+        between = order[order.index(start) + 1: order.index(end)]
+        pool = np.array(sorted(set(np.flatnonzero(free).tolist()) | set(between)), dtype=np.int64)
+        span = (np.linalg.norm(ca[pool] - ca[start], axis=1)
+                + np.linalg.norm(ca[pool] - ca[end], axis=1))
+        pool = pool[span <= (count + 1) * CA_CA_DISTANCE + 2 * CA_REACH_SLACK]
+        if len(pool) == 0:
+            continue
+        match = threaded[index]
+        first = chain[start][0]
+        residues = sequences[match.sequence_index].aatype[first: first + count]  # numbers first+1..
+        at_start, at_end = order.index(start), order.index(end)
+        outside = (order[at_start - 1] if at_start > 0 and chain[order[at_start - 1]][0] == first - 1 else -1,
+                   order[at_end + 1] if at_end + 1 < len(order) and chain[order[at_end + 1]][0] == first + count + 2 else -1)
+        found = _best_path(start, end, count, pool, ca, log_odds[pool][:, residues].T, outside)
+        if found is None or found[2] < MIN_CLOSURE_BITS or len(found[0]) < MIN_FILLED * count:
+            continue
+        path, positions = found[0], found[1]
+        free[path] = False
+        left = np.array([node for node in between if node not in path], dtype=np.int64)
+        free[left] = True
+        dropped.append(left)
+        head, tail = order[: order.index(start) + 1], order[order.index(end):]
+        filled = {node: (first + 1 + t, int(residues[t])) for t, node in zip(positions, path)}
+        chains[index] = {node: chain.get(node) or filled[node] for node in head + path + tail}
+
+    result = []
+    for match, chain in zip(threaded, chains):
+        numbers, types = zip(*chain.values())
+        result.append(ChainMatch(nodes=np.array(list(chain), dtype=np.int64),
+                                 sequence_index=match.sequence_index,
+                                 residue_number=np.array(numbers), aatype=np.array(types),
+                                 score=match.score, evalue=match.evalue))
+    for match in [m for m in matches if not m.threaded] + dropped:
+        nodes = match.nodes if isinstance(match, ChainMatch) else match
+        keep = free[nodes]
+        if keep.all() and isinstance(match, ChainMatch):
+            result.append(match)
+            continue
+        # Starts and ends (exclusive) of the runs of nodes still free.
+        edges = np.diff(np.concatenate([[0], keep.astype(np.int8), [0]]))
+        for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+            result.append(ChainMatch.unthreaded(nodes[a:b], aa_probs))
+    return result

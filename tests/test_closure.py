@@ -1,0 +1,105 @@
+"""Tests of cryobuild.closure: numbering gaps of threaded chains filled with free nodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cryobuild import closure
+from cryobuild.assignment import ChainMatch
+from cryobuild.sequences import Sequence
+
+SEQUENCE = Sequence("s", "ACDEFGHIKLMNPQ")
+#: Å: a zigzag with 3.3 Å along x and 1.9 Å across: Cα-Cα 3.81 Å, Cα(i)-Cα(i+2) 6.6 Å.
+RISE, ZIG = 3.3, 1.9
+
+
+def _zigzag(count: int) -> np.ndarray:
+    t = np.arange(count)
+    return np.stack([t * RISE, np.where(t % 2, ZIG, 0.0), np.zeros(count)], axis=1)
+
+
+def _probs(types: np.ndarray, right: float = 0.8) -> np.ndarray:
+    """Residue-type probabilities ``[N, 20]`` with ``right`` on the given types."""
+    probs = np.full((len(types), 20), (1 - right) / 19)
+    probs[np.arange(len(types)), types] = right
+    return probs
+
+
+def _scene(ca: np.ndarray, probs: np.ndarray, free: list[int]):
+    """A threaded chain of nodes 0-3 and 10-13 (residues 1-4 and 11-14) and an unthreaded chain
+    of the ``free`` nodes; returns the result of `close_gaps`."""
+    held = np.array([0, 1, 2, 3, 10, 11, 12, 13])
+    threaded = ChainMatch(held, 0, held + 1, SEQUENCE.aatype[held], 50.0, 1e-9)
+    loose = ChainMatch.unthreaded(np.array(free), probs)
+    return closure.close_gaps([threaded, loose], ca, probs, np.full(len(ca), 50.0), [SEQUENCE])
+
+
+def test_gap_filled_from_a_reversed_fragment_with_a_missing_residue():
+    """Nodes 4-9 lie where residues 5-10 belong, traced backwards and without node 6 (a
+    detector miss): they fill the gap in order and residue 7 stays empty."""
+    ca = _zigzag(14)
+    probs = _probs(SEQUENCE.aatype)
+    result = _scene(ca, probs, [9, 8, 7, 5, 4])
+    threaded = [m for m in result if m.threaded]
+    assert len(threaded) == 1
+    assert threaded[0].nodes.tolist() == [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13]
+    assert threaded[0].residue_number.tolist() == [1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14]
+    assert threaded[0].aatype.tolist() == SEQUENCE.aatype[threaded[0].residue_number - 1].tolist()
+    assert not any(not m.threaded for m in result)  # every free node was used
+
+
+def test_fragment_out_of_reach_is_left_alone():
+    """The same fragment shifted 4 Å off the chain's line cannot continue it."""
+    ca = _zigzag(14)
+    ca[4:10, 2] += 4.0
+    probs = _probs(SEQUENCE.aatype)
+    result = _scene(ca, probs, [9, 8, 7, 5, 4])
+    [threaded] = [m for m in result if m.threaded]
+    assert threaded.residue_number.tolist() == [1, 2, 3, 4, 11, 12, 13, 14]
+    [loose] = [m for m in result if not m.threaded]
+    assert loose.nodes.tolist() == [9, 8, 7, 5, 4]
+
+
+def test_fragment_whose_types_disagree_is_left_alone():
+    """Nodes in the right places whose residue types contradict the sequence there."""
+    ca = _zigzag(14)
+    wrong = (SEQUENCE.aatype + 7) % 20
+    probs = _probs(SEQUENCE.aatype)
+    probs[4:10] = _probs(wrong[4:10], right=0.95)
+    result = _scene(ca, probs, [9, 8, 7, 5, 4])
+    [threaded] = [m for m in result if m.threaded]
+    assert threaded.residue_number.tolist() == [1, 2, 3, 4, 11, 12, 13, 14]
+
+
+def test_too_few_nodes_leave_the_gap_open():
+    """Two nodes cannot stand for six residues (never two empty positions in a row)."""
+    ca = _zigzag(14)
+    probs = _probs(SEQUENCE.aatype)
+    result = _scene(ca, probs, [4, 9])
+    [threaded] = [m for m in result if m.threaded]
+    assert threaded.residue_number.tolist() == [1, 2, 3, 4, 11, 12, 13, 14]
+
+
+@pytest.mark.parametrize("skip", [3.5, 6.6])
+def test_no_fold_back(skip):
+    """A one-residue gap whose only candidate sits where Cα(i + 2) folds back onto Cα(i)
+    (``skip`` Å from the residue before the gap): refused below `MIN_SKIP`, taken above."""
+    ca = _zigzag(14)
+    # node 4 at 3.8 Å from node 3 and ``skip`` Å from node 2 (placed in the xy-plane)
+    a, b = ca[2], ca[3]
+    angle = np.arccos((3.81**2 + np.linalg.norm(b - a) ** 2 - skip**2) / (2 * 3.81 * np.linalg.norm(b - a)))
+    back = (a - b) / np.linalg.norm(a - b)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    ca[4] = b + 3.81 * rotation @ back
+    # residue 6 (node 5) 3.8 Å from node 4, so a one-node path exists geometrically
+    direction = (ca[4] - b) / np.linalg.norm(ca[4] - b)
+    ca[5] = ca[4] + 3.8 * direction
+    held = np.array([0, 1, 2, 3, 5])
+    threaded = ChainMatch(held, 0, np.array([1, 2, 3, 4, 6]), SEQUENCE.aatype[[0, 1, 2, 3, 5]], 50.0, 1e-9)
+    probs = _probs(SEQUENCE.aatype[:6])
+    loose = ChainMatch.unthreaded(np.array([4]), probs)
+    result = closure.close_gaps([threaded, loose], ca[:6], probs, np.full(6, 50.0), [SEQUENCE])
+    [chain] = [m for m in result if m.threaded]
+    filled = 5 in chain.residue_number.tolist()
+    assert filled == (skip >= closure.MIN_SKIP)
