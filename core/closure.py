@@ -20,7 +20,9 @@ chain's own unassigned nodes between the two ends -- as follows:
 * **Choice.** The best-scoring path (dynamic programming over pairs of consecutive nodes, so
   the fold-back rule is exact) is taken when it scores at least `MIN_CLOSURE_BITS`.
 
-Gaps are closed smallest first, so a node serves the gap it fits most tightly; a node used by
+The same holds between two chains of one sequence that `join_matches` left apart, the
+last assigned residue of one numbered before the first of the other (`_gaps`); a closed gap
+merges them. Gaps are closed smallest first, so a node serves the gap it fits most tightly; a node used by
 one closure is no longer free. What remains of a chain that gave up nodes stays in the result
 as unthreaded pieces (in the raw model, not the final one).
 """
@@ -144,6 +146,42 @@ def _best_path(start: int, end: int, count: int, pool: np.ndarray, ca: np.ndarra
     return nodes[::-1], positions[::-1], float(best[1])
 
 
+def _gaps(threaded: list[ChainMatch], max_gap: int) -> list[tuple[int, int, int]]:
+    """The gaps to close, smallest first: (residue count, node before, node after).
+
+    Inside a chain: consecutive assigned residues whose numbers jump. Between two chains of the
+    same sequence: the last assigned residue of one and the first of another numbered after it
+    (chains that `join_matches` left apart, e.g. because a wrongly extended end residue lay
+    too far away).
+    """
+    gaps = []
+    ends = []
+    for match in threaded:
+        assigned = np.flatnonzero(match.assigned)
+        numbers = match.residue_number[assigned]
+        nodes = match.nodes[assigned]
+        jumps = np.diff(numbers) - 1
+        for k in np.flatnonzero((jumps >= 1) & (jumps <= max_gap)):
+            gaps.append((int(jumps[k]), int(nodes[k]), int(nodes[k + 1])))
+        if len(assigned):
+            ends.append((match.sequence_index, int(numbers[0]), int(numbers[-1]),
+                         int(nodes[0]), int(nodes[-1])))
+    for sequence, _, last, _, last_node in ends:
+        for other, first, _, first_node, _ in ends:
+            if other == sequence and 1 <= first - last - 1 <= max_gap:
+                gaps.append((first - last - 1, last_node, first_node))
+    return sorted(gaps)
+
+
+def _neighbour(chain: dict, order: list[int], at: int, side: int) -> int:
+    """The node next to ``order[at]`` on ``side`` (-1 before, +1 after) if it holds the
+    adjacent residue number, else -1."""
+    other = at + side
+    if 0 <= other < len(order) and chain[order[other]][0] == chain[order[at]][0] + side:
+        return order[other]
+    return -1
+
+
 def close_gaps(
     matches: list[ChainMatch],
     ca: np.ndarray,
@@ -173,7 +211,8 @@ def close_gaps(
     Returns
     -------
     list of ChainMatch
-        The threaded chains in their order, gaps filled (score and E-value unchanged), then the
+        The threaded chains in their order, gaps filled (a chain merged into the one before it
+        is gone, and that one has the summed score and the smaller E-value), then the
         unthreaded chains and the pieces of them (and the unassigned nodes dropped from gaps)
         left after closing, each a run of consecutive nodes in its original order.
     """
@@ -185,33 +224,31 @@ def close_gaps(
         if not match.threaded:
             free[match.nodes] = True
     threaded = [m for m in matches if m.threaded]
-    # Mutable copies of the threaded chains: node -> (number, type) in chain order.
+    # Mutable threaded chains: node -> (residue number, type) in chain order; None once merged
+    # into another.
     chains = [dict(zip(m.nodes.tolist(), zip(m.residue_number.tolist(), m.aatype.tolist())))
               for m in threaded]
-    gaps = []
-    for index, match in enumerate(threaded):
-        assigned = np.flatnonzero(match.assigned)
-        for a, b in zip(assigned[:-1], assigned[1:]):
-            count = int(match.residue_number[b] - match.residue_number[a] - 1)
-            if 1 <= count <= max_gap:
-                gaps.append((count, index, int(match.nodes[a]), int(match.nodes[b])))
+    owner = {node: index for index, m in enumerate(threaded) for node in m.nodes.tolist()}
+    scores = [m.score for m in threaded]
+    evalues = [m.evalue for m in threaded]
     dropped = []
-    for count, index, start, end in sorted(gaps):
-        chain = chains[index]
-        order = list(chain)
-        between = order[order.index(start) + 1: order.index(end)]
+    for count, start, end in _gaps(threaded, max_gap):
+        a, b = owner[start], owner[end]
+        head, tail = list(chains[a]), list(chains[b])
+        i, j = head.index(start), tail.index(end)
+        between = head[i + 1:j] if a == b else head[i + 1:] + tail[:j]
+        entries = {**chains[a], **chains[b]}
+        if (a == b and j <= i) or any(entries[node][0] >= 0 for node in between):
+            continue
         pool = np.array(sorted(set(np.flatnonzero(free).tolist()) | set(between)), dtype=np.int64)
         span = (np.linalg.norm(ca[pool] - ca[start], axis=1)
                 + np.linalg.norm(ca[pool] - ca[end], axis=1))
         pool = pool[span <= (count + 1) * CA_CA_DISTANCE + 2 * CA_REACH_SLACK]
         if len(pool) == 0:
             continue
-        match = threaded[index]
-        first = chain[start][0]
-        residues = sequences[match.sequence_index].aatype[first: first + count]  # numbers first+1..
-        at_start, at_end = order.index(start), order.index(end)
-        outside = (order[at_start - 1] if at_start > 0 and chain[order[at_start - 1]][0] == first - 1 else -1,
-                   order[at_end + 1] if at_end + 1 < len(order) and chain[order[at_end + 1]][0] == first + count + 2 else -1)
+        first = chains[a][start][0]
+        residues = sequences[threaded[a].sequence_index].aatype[first: first + count]  # first+1..
+        outside = (_neighbour(chains[a], head, i, -1), _neighbour(chains[b], tail, j, +1))
         found = _best_path(start, end, count, pool, ca, log_odds[pool][:, residues].T, outside)
         if found is None or found[2] < MIN_CLOSURE_BITS or len(found[0]) < MIN_FILLED * count:
             continue
@@ -220,17 +257,26 @@ def close_gaps(
         left = np.array([node for node in between if node not in path], dtype=np.int64)
         free[left] = True
         dropped.append(left)
-        head, tail = order[: order.index(start) + 1], order[order.index(end):]
-        filled = {node: (first + 1 + t, int(residues[t])) for t, node in zip(positions, path)}
-        chains[index] = {node: chain.get(node) or filled[node] for node in head + path + tail}
+        entries.update({node: (first + 1 + t, int(residues[t])) for t, node in zip(positions, path)})
+        merged = head[: i + 1] + path + tail[j:]
+        chains[a] = {node: entries[node] for node in merged}
+        if b != a:
+            chains[b] = None
+            scores[a] += scores[b]
+            evalues[a] = min(evalues[a], evalues[b])
+        for node in left:
+            del owner[node]
+        owner.update({node: a for node in merged})
 
     result = []
-    for match, chain in zip(threaded, chains):
+    for match, chain, score, evalue in zip(threaded, chains, scores, evalues):
+        if chain is None:
+            continue
         numbers, types = zip(*chain.values())
         result.append(ChainMatch(nodes=np.array(list(chain), dtype=np.int64),
                                  sequence_index=match.sequence_index,
                                  residue_number=np.array(numbers), aatype=np.array(types),
-                                 score=match.score, evalue=match.evalue))
+                                 score=score, evalue=evalue))
     for match in [m for m in matches if not m.threaded] + dropped:
         nodes = match.nodes if isinstance(match, ChainMatch) else match
         keep = free[nodes]

@@ -40,6 +40,10 @@ __all__ = [
     "map_to_bytes",
     "resample",
     "resample_onto",
+    "frequency_radius",
+    "fourier_filter",
+    "low_pass",
+    "LOW_PASS_PADDING",
     "normalise",
     "pad_to_shape",
     "crop_box",
@@ -287,6 +291,51 @@ def resample(density: DensityMap, voxel_size: float | np.ndarray) -> DensityMap:
     zz, yy, xx = np.meshgrid(*axes, indexing="ij")
     values = map_coordinates(grid, [zz, yy, xx], order=1, mode="nearest")
     return DensityMap(values.astype(np.float32), new_voxel, density.origin)
+
+
+def frequency_radius(shape_zyx, voxel_zyx) -> np.ndarray:
+    """|s| (1/Å) on the `numpy.fft.rfftn` grid of a box of ``shape_zyx`` voxels whose spacing
+    per axis is ``voxel_zyx`` (Å; a scalar for cubic voxels)."""
+    voxel_zyx = np.broadcast_to(np.asarray(voxel_zyx, dtype=np.float64), (3,))
+    axes = [np.fft.fftfreq(n, d=d) for n, d in zip(shape_zyx[:-1], voxel_zyx[:-1])]
+    axes.append(np.fft.rfftfreq(shape_zyx[-1], d=voxel_zyx[-1]))
+    kz, ky, kx = np.meshgrid(*axes, indexing="ij")
+    return np.sqrt(kx**2 + ky**2 + kz**2)
+
+
+def fourier_filter(grid: np.ndarray, voxel_zyx, resolution: float, b_extra: float = 0.0) -> np.ndarray:
+    """``grid`` ``[Z, Y, X]`` low-passed at ``resolution`` Å with a cosine edge over the top
+    10% of the passed frequencies, and multiplied by exp(-B s² / 4) for ``b_extra`` (Å²);
+    the box is treated as periodic. float32, same shape."""
+    spectrum = np.fft.rfftn(grid)
+    s = frequency_radius(grid.shape, voxel_zyx)
+    cutoff = 1.0 / resolution
+    width = 0.1 * cutoff
+    edge = np.clip((s - (cutoff - width)) / width, 0, 1)
+    factor = 0.5 * (1 + np.cos(np.pi * edge))
+    if b_extra:
+        factor = factor * np.exp(-b_extra * s**2 / 4)
+    return np.fft.irfftn(spectrum * factor, s=grid.shape, axes=(0, 1, 2)).astype(np.float32)
+
+
+#: Å of mirrored padding around a map before `low_pass`, so the FFT's periodic box does not
+#: carry density from one face to the opposite one.
+LOW_PASS_PADDING = 8.0
+
+
+def low_pass(density: DensityMap, resolution: float) -> DensityMap:
+    """``density`` without detail finer than ``resolution`` Å (`fourier_filter`, on the map
+    padded by `LOW_PASS_PADDING` Å of its mirror image); returned as it is when its voxels
+    cannot hold such detail (Nyquist: 2 voxels >= ``resolution`` on every axis)."""
+    voxel_zyx = density.voxel_size[::-1]
+    if np.all(2 * voxel_zyx >= resolution):
+        return density
+    pad = [(int(np.ceil(LOW_PASS_PADDING / v)),) * 2 for v in voxel_zyx]
+    pad = [(min(p, n - 1),) * 2 for (p, _), n in zip(pad, density.grid.shape)]
+    grid = np.pad(density.grid.astype(np.float64), pad, mode="reflect")
+    filtered = fourier_filter(grid, voxel_zyx, resolution)
+    inner = tuple(slice(p, p + n) for (p, _), n in zip(pad, density.grid.shape))
+    return density.with_grid(filtered[inner])
 
 
 def resample_onto(source: DensityMap, target: DensityMap) -> DensityMap:

@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from .maps import DensityMap
+from .maps import DensityMap, fourier_filter, frequency_radius
 
 __all__ = ["SimulationOptions", "simulate_map", "resolution_blur"]
 
@@ -123,7 +123,7 @@ def simulate_map(
     calc.grid.symmetrize_sum()
     full = np.array(calc.grid, copy=True).transpose(2, 1, 0)  # gemmi [x, y, z] -> [z, y, x]
 
-    full = _fourier_filter(full, voxel, options.resolution, options.b_extra)
+    full = fourier_filter(full, voxel, options.resolution, options.b_extra)
     envelope = _molecular_envelope(full)
     signal_mean = float(full[envelope].mean()) if envelope.any() else float(full.std())
     full = full / signal_mean
@@ -151,27 +151,6 @@ def _fft_friendly(n: int) -> int:
         n += 1
 
 
-def _frequency_radius(shape_zyx, voxel: float) -> np.ndarray:
-    """|s| in 1/Å on the rfftn grid of a box of ``shape_zyx`` voxels."""
-    axes = [np.fft.fftfreq(n, d=voxel) for n in shape_zyx[:-1]]
-    axes.append(np.fft.rfftfreq(shape_zyx[-1], d=voxel))
-    kz, ky, kx = np.meshgrid(*axes, indexing="ij")
-    return np.sqrt(kx**2 + ky**2 + kz**2)
-
-
-def _fourier_filter(grid: np.ndarray, voxel: float, resolution: float, b_extra: float):
-    """Apply exp(-B s^2 / 4) for ``b_extra`` and a cosine-edged low-pass at ``resolution``."""
-    spectrum = np.fft.rfftn(grid)
-    s = _frequency_radius(grid.shape, voxel)
-    cutoff = 1.0 / resolution
-    width = 0.1 * cutoff
-    edge = np.clip((s - (cutoff - width)) / width, 0, 1)
-    factor = 0.5 * (1 + np.cos(np.pi * edge))
-    if b_extra:
-        factor = factor * np.exp(-b_extra * s**2 / 4)
-    return np.fft.irfftn(spectrum * factor, s=grid.shape, axes=(0, 1, 2)).astype(np.float32)
-
-
 def _molecular_envelope(grid: np.ndarray) -> np.ndarray:
     """Voxels above 10% of the 99.9th percentile: a rough protein envelope."""
     level = 0.1 * float(np.percentile(grid, 99.9))
@@ -183,7 +162,7 @@ def _coloured_noise(grid: np.ndarray, envelope: np.ndarray, snr: float, rng) -> 
     var(signal in envelope) / var(noise) = ``snr``."""
     spectrum = np.abs(np.fft.rfftn(grid))
     shape = grid.shape
-    s_index = np.round(_frequency_radius(shape, 1.0) * max(shape)).astype(int)
+    s_index = np.round(frequency_radius(shape, 1.0) * max(shape)).astype(int)
     radial = np.bincount(s_index.ravel(), spectrum.ravel()) / np.maximum(
         np.bincount(s_index.ravel()), 1
     )

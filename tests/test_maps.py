@@ -186,3 +186,30 @@ def test_dev_maps_have_density_at_reference_calphas(shared_data):
         assert at_ca.mean() > 1.0, f"{case.name}: mean z-score at Cα {at_ca.mean():.2f}"
         coarse = normalise(resample(density, 1.5))
         assert coarse.interpolate(ca).mean() > 1.0, case.name
+
+
+def test_low_pass_removes_fine_detail_only():
+    """A 1.5 Å-period ripple is removed at 3 Å, a 6 Å one is kept; a map whose voxels cannot
+    hold 3 Å detail comes back as it is."""
+    from cryobuild.maps import low_pass
+
+    x = np.arange(48) * 0.5  # Å, 0.5 Å voxels
+    fine = np.sin(2 * np.pi * x / 1.5)
+    coarse = np.sin(2 * np.pi * x / 6.0)
+    grid = np.broadcast_to(fine + coarse, (16, 16, 48)).astype(np.float32)
+    filtered = low_pass(DensityMap(grid, 0.5, np.zeros(3)), 3.0).grid
+    middle = filtered[8, 8, 12:36]
+    np.testing.assert_allclose(middle, coarse[12:36], atol=0.05)
+    wide = DensityMap(grid, 1.6, np.zeros(3))
+    assert low_pass(wide, 3.0) is wide
+
+
+def test_low_pass_does_not_wrap_around():
+    """Density at one face of the box does not leak to the opposite face (the FFT's box is
+    padded with the map's mirror image)."""
+    from cryobuild.maps import low_pass
+
+    grid = np.zeros((32, 32, 32), np.float32)
+    grid[:, :, :3] = 1.0
+    filtered = low_pass(DensityMap(grid, 0.5, np.zeros(3)), 3.0).grid
+    assert np.abs(filtered[:, :, -3:]).max() < 0.01

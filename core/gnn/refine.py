@@ -27,7 +27,7 @@ from ..points import CalphaPoints
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..residues import BACKBONE_NAMES, NUM_AA
 from .config import config_from_dict
-from .density import DensityVolume, normalise_near
+from .density import DensityVolume, input_view
 from .network import GraphInputs, GraphNetwork, confidence_from_error
 
 __all__ = ["GraphOutput", "RefineOptions", "crop_assignment", "load_gnn", "refine"]
@@ -219,7 +219,8 @@ def refine(
     Parameters
     ----------
     density : DensityMap
-        The map (any voxel size; it is z-scored over the voxels near the start's Cα).
+        The map (any voxel size; `density.input_view` low-passes it to the training maps'
+        resolution range and z-scores it over the voxels near the start's Cα).
     start : CalphaPoints, GraphOutput or BuiltModel
         Nodes to refine: points get random frames (seed ``options.frame_seed``) and no type
         prior; a previous output keeps its frames and probabilities; a model gives frames from
@@ -254,7 +255,7 @@ def refine(
     network = network.to(device).eval()
     crops, owner = crop_assignment(ca, options.max_crop_nodes)
     k = network.config.num_neighbours
-    volume = DensityVolume.from_map(normalise_near(density, ca), device)
+    volume = DensityVolume.from_map(input_view(density, ca), device)
     state = {
         "rotations": torch.as_tensor(rotations, dtype=torch.float32, device=device),
         "translations": torch.as_tensor(ca, dtype=torch.float32, device=device),
