@@ -51,6 +51,11 @@ MIN_CLOSURE_BITS = 0.0
 #: Bits a path gains per node it uses (so a node is preferred to an empty position unless its
 #: residue type argues against it by more than this).
 NODE_BITS = 2.0
+#: Longest extension (residues) of a threaded chain's end (`_extension`).
+MAX_EXTENSION = 16
+#: Bits an extension gains per node: ends are held at one side only, so a node must earn its
+#: place by its residue type more than inside a gap.
+EXTENSION_NODE_BITS = 1.0
 #: Least fraction of a gap's positions that must hold a node. Empty positions (residues
 #: without a node: the Cα detector misses ~5%) are at least two nodes apart (`_best_path`).
 MIN_FILLED = 0.5
@@ -60,16 +65,19 @@ MIN_FILLED = 0.5
 _AFTER_EMPTY = -2
 
 
-def _best_path(start: int, end: int, count: int, pool: np.ndarray, ca: np.ndarray,
-               scores: np.ndarray, outside: tuple[int, int]) -> tuple[list[int], list[int], float] | None:
-    """The best path through the ``count`` positions between node ``start`` and node ``end``.
+def _best_path(start: int, end: int | None, count: int, pool: np.ndarray, ca: np.ndarray,
+               scores: np.ndarray, outside: tuple[int, int], node_bits: float = NODE_BITS,
+               ) -> tuple[list[int], list[int], float] | None:
+    """The best path through the ``count`` positions between node ``start`` and node ``end``,
+    or, with ``end`` None, through the first positions after ``start`` (an open end: the path
+    may stop at any of its nodes).
 
     Each position holds a distinct pool node or is left empty (a residue without a node); the
     node after an empty position is followed by another node, so empty positions are at least
     two nodes apart (a lone node between two gaps in the path is too loosely held). Between the Cα of consecutive nodes: a `STEP` (Å); of nodes on
     either side of one position (empty or not): `MIN_SKIP` to `MAX_SKIP` (no check of the upper
     bound when the middle one holds a node: the two steps bound it). A path scores the summed
-    log-odds of its nodes plus `NODE_BITS` per node.
+    log-odds of its nodes plus ``node_bits`` per node.
 
     Parameters
     ----------
@@ -82,6 +90,8 @@ def _best_path(start: int, end: int, count: int, pool: np.ndarray, ca: np.ndarra
     outside : (int, int)
         The chain's nodes of the residues just before ``start`` and just after ``end`` (-1
         where there is none), for the fold-back rule at the ends.
+    node_bits : float
+        Bits a path gains per node.
 
     Returns
     -------
@@ -90,14 +100,17 @@ def _best_path(start: int, end: int, count: int, pool: np.ndarray, ca: np.ndarra
         fits.
     """
     size = len(pool)
+    open_end = end is None
     # pool, then start (size), end (size + 1) and the residues outside them (size + 2, + 3)
     before_start, after_end = outside
-    points = np.concatenate([ca[pool], ca[[start, end]], ca[[max(before_start, 0), max(after_end, 0)]]])
+    ends = [start, start if open_end else end, max(before_start, 0), max(after_end, 0)]
+    points = np.concatenate([ca[pool], ca[ends]])
     distance = np.linalg.norm(points[:, None] - points[None], axis=-1)
     reach = np.arange(1, count + 2) * CA_CA_DISTANCE + CA_REACH_SLACK
     # [count, P]: pool node p may sit at position t (0-based) as far as the two ends allow
-    usable = ((distance[size, :size] <= reach[:count, None])
-              & (distance[size + 1, :size] <= reach[count - 1::-1, None]))
+    usable = distance[size, :size] <= reach[:count, None]
+    if not open_end:
+        usable &= distance[size + 1, :size] <= reach[count - 1::-1, None]
     step = (distance >= STEP[0]) & (distance <= STEP[1])
     # A state is (position, node, node one position before, or -1 where there is none, or
     # _AFTER_EMPTY); position -1 is the start, ``count`` the end. Value: (score, log-odds, previous state).
@@ -109,7 +122,7 @@ def _best_path(start: int, end: int, count: int, pool: np.ndarray, ca: np.ndarra
             # after an empty position (``before`` is _AFTER_EMPTY) the next one holds a node
             for jump in (1,) if before == _AFTER_EMPTY else (1, 2):
                 target = at + jump
-                if target > count:
+                if target > count or (open_end and target == count):
                     break
                 if target == count:
                     candidates = np.array([size + 1])
@@ -130,9 +143,12 @@ def _best_path(start: int, end: int, count: int, pool: np.ndarray, ca: np.ndarra
                         continue
                     gain = scores[target, candidate]
                     key = (target, int(candidate), node if jump == 1 else _AFTER_EMPTY)
-                    total = score + gain + NODE_BITS
+                    total = score + gain + node_bits
                     if total > layers[target].get(key, (-np.inf,))[0]:
                         layers[target][key] = (total, odds + gain, (at, node, before))
+    if open_end:
+        best = max(((value[0], value[1], key) for layer in layers for key, value in layer.items()),
+                   key=lambda item: item[0], default=None)
     if best is None:
         return None
     nodes, positions = [], []
@@ -171,6 +187,54 @@ def _gaps(threaded: list[ChainMatch], max_gap: int) -> list[tuple[int, int, int]
             if other == sequence and 1 <= first - last - 1 <= max_gap:
                 gaps.append((first - last - 1, last_node, first_node))
     return sorted(gaps)
+
+
+def _extension(chains: list, index: int, side: int, threaded: list[ChainMatch], free: np.ndarray,
+               ca: np.ndarray, log_odds: np.ndarray, sequences: list[Sequence], max_length: int):
+    """The free nodes that continue chain ``index`` outward from its first (``side`` -1) or
+    last (+1) assigned residue, numbered on: (chain order, path nodes outward, their numbers
+    and types, the chain's unassigned end nodes left out); None when nothing fits.
+
+    The numbering runs outward until the sequence ends, `MAX_EXTENSION` residues, or a number
+    that another threaded chain of the sequence holds within reach (its Cα no further than the
+    number difference times `CA_CA_DISTANCE` plus `CA_REACH_SLACK`; farther away it is another
+    copy). The path (`_best_path` with an open end, `EXTENSION_NODE_BITS` per node) is taken
+    when its nodes' log-odds sum to at least `MIN_CLOSURE_BITS`.
+    """
+    chain = chains[index]
+    order = list(chain)
+    assigned = [at for at, node in enumerate(order) if chain[node][0] >= 0]
+    if not assigned:
+        return None
+    at = assigned[0] if side < 0 else assigned[-1]
+    start = order[at]
+    number = chain[start][0]
+    sequence = sequences[threaded[index].sequence_index]
+    limit = number - 1 if side < 0 else len(sequence) - number
+    for other, entries in enumerate(chains):
+        if entries is None or other == index or threaded[other].sequence_index != threaded[index].sequence_index:
+            continue
+        for node, (held, _) in entries.items():
+            gap = (number - held) * -side
+            if held >= 0 and gap > 0 and np.linalg.norm(ca[node] - ca[start]) <= gap * CA_CA_DISTANCE + CA_REACH_SLACK:
+                limit = min(limit, gap - 1)
+    count = min(limit, max_length, MAX_EXTENSION)
+    if count < 1:
+        return None
+    dangling = order[:at] if side < 0 else order[at + 1:]
+    pool = np.array(sorted(set(np.flatnonzero(free).tolist()) | set(dangling)), dtype=np.int64)
+    if len(pool) == 0:
+        return None
+    numbers = number + side * np.arange(1, count + 1)
+    residues = sequence.aatype[numbers - 1]
+    inner = _neighbour(chain, order, at, -side)
+    found = _best_path(start, None, count, pool, ca, log_odds[pool][:, residues].T, (inner, -1),
+                       node_bits=EXTENSION_NODE_BITS)
+    if found is None or found[2] < MIN_CLOSURE_BITS:
+        return None
+    path, positions = found[0], np.array(found[1])
+    left = np.array([node for node in dangling if node not in path], dtype=np.int64)
+    return order, path, numbers[positions], residues[positions], left
 
 
 def _neighbour(chain: dict, order: list[int], at: int, side: int) -> int:
@@ -267,6 +331,26 @@ def close_gaps(
         for node in left:
             del owner[node]
         owner.update({node: a for node in merged})
+
+    for index in sorted(range(len(chains)), key=lambda k: -len(chains[k] or ())):
+        for side in (-1, +1):
+            if chains[index] is None:
+                continue
+            found = _extension(chains, index, side, threaded, free, ca, log_odds, sequences, max_gap)
+            if found is None:
+                continue
+            order, path, numbers, types, left = found
+            free[path] = False
+            free[left] = True
+            dropped.append(left)
+            entries = dict(chains[index])
+            entries.update({node: (int(n), int(t)) for node, n, t in zip(path, numbers, types)})
+            kept = [node for node in order if node not in set(left)]
+            merged = path[::-1] + kept if side < 0 else kept + path
+            chains[index] = {node: entries[node] for node in merged}
+            for node in left:
+                del owner[node]
+            owner.update({node: index for node in path})
 
     result = []
     for match, chain, score, evalue in zip(threaded, chains, scores, evalues):

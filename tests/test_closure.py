@@ -103,3 +103,36 @@ def test_no_fold_back(skip):
     [chain] = [m for m in result if m.threaded]
     filled = 5 in chain.residue_number.tolist()
     assert filled == (skip >= closure.MIN_SKIP)
+
+
+def test_ends_extended_through_free_nodes():
+    """A chain threaded as residues 5-10 on nodes 4-9 takes the free nodes on both sides
+    (traced either way) as residues 1-4 and 11-14; a far node is not taken."""
+    ca = np.concatenate([_zigzag(14), [[0.0, 30.0, 0.0]]])
+    probs = _probs(np.concatenate([SEQUENCE.aatype, [0]]))
+    held = np.arange(4, 10)
+    threaded = ChainMatch(held, 0, held + 1, SEQUENCE.aatype[held], 50.0, 1e-9)
+    loose = [ChainMatch.unthreaded(np.array(nodes), probs) for nodes in ([3, 2, 1, 0], [10, 11, 12, 13], [14])]
+    result = closure.close_gaps([threaded] + loose, ca, probs, np.full(15, 50.0), [SEQUENCE])
+    [chain] = [m for m in result if m.threaded]
+    assert chain.nodes.tolist() == list(range(14))
+    assert chain.residue_number.tolist() == list(range(1, 15))
+    assert [m.nodes.tolist() for m in result if not m.threaded] == [[14]]
+
+
+def test_extension_stops_at_a_number_held_nearby():
+    """Another chain holding residue 12 within reach of residue 10 (6 Å above it, where no
+    path closes the gap) stops the C-terminal extension at 11; a copy far away does not."""
+    probs = _probs(np.concatenate([SEQUENCE.aatype, [SEQUENCE.aatype[11]]]))
+    held = np.arange(0, 10)
+    threaded = ChainMatch(held, 0, held + 1, SEQUENCE.aatype[held], 50.0, 1e-9)
+
+    def last_number(blocker_xyz) -> int:
+        ca = np.concatenate([_zigzag(14), [blocker_xyz]])
+        other = ChainMatch(np.array([14]), 0, np.array([12]), SEQUENCE.aatype[[11]], 10.0, 1e-3)
+        loose = ChainMatch.unthreaded(np.array([10, 11, 12, 13]), probs)
+        result = closure.close_gaps([threaded, other, loose], ca, probs, np.full(15, 50.0), [SEQUENCE])
+        return result[0].residue_number[-1]
+
+    assert last_number(_zigzag(14)[9] + [0.0, 0.0, 6.0]) == 11
+    assert last_number([500.0, 0.0, 0.0]) == 14
