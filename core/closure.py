@@ -35,7 +35,20 @@ from .assignment import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch
 from .hmm import background_frequencies, match_emissions
 from .sequences import Sequence
 
-__all__ = ["MAX_CLOSURE_GAP", "MAX_SKIP", "MIN_CLOSURE_BITS", "MIN_FILLED", "MIN_SKIP", "NODE_BITS", "STEP", "close_gaps"]
+__all__ = [
+    "BRIDGE_DIRECTIONS",
+    "EXTENSION_NODE_BITS",
+    "MAX_CLOSURE_GAP",
+    "MAX_EXTENSION",
+    "MAX_SKIP",
+    "MIN_CLOSURE_BITS",
+    "MIN_FILLED",
+    "MIN_SKIP",
+    "NODE_BITS",
+    "STEP",
+    "bridge_positions",
+    "close_gaps",
+]
 
 #: Longest gap (residues) that is closed.
 MAX_CLOSURE_GAP = 12
@@ -95,9 +108,9 @@ def _best_path(start: int, end: int | None, count: int, pool: np.ndarray, ca: np
 
     Returns
     -------
-    (nodes, positions, log_odds) or None
-        The path's nodes, their 0-based positions and their summed log-odds; None when no path
-        fits.
+    (nodes, positions, log_odds, score) or None
+        The path's nodes, their 0-based positions, their summed log-odds and the path's score;
+        None when no path fits.
     """
     size = len(pool)
     open_end = end is None
@@ -159,7 +172,7 @@ def _best_path(start: int, end: int | None, count: int, pool: np.ndarray, ca: np
         state = layers[state[0]][state][2]
     if len(set(nodes)) < len(nodes):
         return None
-    return nodes[::-1], positions[::-1], float(best[1])
+    return nodes[::-1], positions[::-1], float(best[1]), float(best[0])
 
 
 def _gaps(threaded: list[ChainMatch], max_gap: int) -> list[tuple[int, int, int]]:
@@ -230,7 +243,7 @@ def _extension(chains: list, index: int, side: int, threaded: list[ChainMatch], 
     inner = _neighbour(chain, order, at, -side)
     found = _best_path(start, None, count, pool, ca, log_odds[pool][:, residues].T, (inner, -1),
                        node_bits=EXTENSION_NODE_BITS)
-    if found is None or found[2] < MIN_CLOSURE_BITS:
+    if found is None or found[3] <= 0:
         return None
     path, positions = found[0], np.array(found[1])
     left = np.array([node for node in dangling if node not in path], dtype=np.int64)
@@ -372,3 +385,57 @@ def close_gaps(
         for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
             result.append(ChainMatch.unthreaded(nodes[a:b], aa_probs))
     return result
+
+
+#: Points tried around the circle of possible Cα positions of a bridging residue.
+BRIDGE_DIRECTIONS = 24
+#: Å: least distance from a bridging residue's Cα to other Cα (non-adjacent Cα in proteins
+#: are rarely closer than 4 Å).
+BRIDGE_CLEARANCE = 3.5
+#: Å: N-Cα and Cα-C bond lengths (Engh & Huber 1991) of a bridging residue's start.
+BRIDGE_N_CA, BRIDGE_CA_C = 1.46, 1.52
+
+
+def bridge_positions(before: np.ndarray, after: np.ndarray, density,
+                     others: np.ndarray | None = None) -> np.ndarray:
+    """N, Cα and C (Å, ``[M, 3, 3]``) of one residue between each pair of Cα two residues apart.
+
+    The residue between Cα ``before[m]`` and ``after[m]`` (``[M, 3]``, Å; `MIN_SKIP` to
+    `MAX_SKIP` apart) lies on the circle of points `CA_CA_DISTANCE` from both; its Cα is put at
+    the densest of `BRIDGE_DIRECTIONS` points on that circle (``density``: a `DensityMap`) that
+    are at least `BRIDGE_CLEARANCE` Å from the Cα ``others`` (``[K, 3]``: the model's), its
+    N `BRIDGE_N_CA` Å towards the Cα before it and its C `BRIDGE_CA_C` Å towards the one after
+    (so its frame points along the chain). The graph network then refines it like any node
+    (`cryobuild.pipeline`'s polish pass): these are the empty positions closure leaves where
+    the Cα detector missed a residue.
+    """
+    before = np.asarray(before, dtype=np.float64).reshape(-1, 3)
+    after = np.asarray(after, dtype=np.float64).reshape(-1, 3)
+    axis = after - before
+    half = np.linalg.norm(axis, axis=1, keepdims=True) / 2
+    axis = axis / np.maximum(2 * half, 1e-9)
+    radius = np.sqrt(np.maximum(CA_CA_DISTANCE**2 - half**2, 0.0))
+    # two unit vectors perpendicular to each axis
+    helper = np.where(np.abs(axis[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    first = np.cross(axis, helper)
+    first /= np.linalg.norm(first, axis=1, keepdims=True)
+    second = np.cross(axis, first)
+    angles = np.linspace(0, 2 * np.pi, BRIDGE_DIRECTIONS, endpoint=False)
+    # [M, D, 3] candidate points
+    ring = ((before + after) / 2)[:, None] + radius[:, None] * (
+        np.cos(angles)[None, :, None] * first[:, None] + np.sin(angles)[None, :, None] * second[:, None])
+    values = density.interpolate(ring.reshape(-1, 3)).reshape(len(ring), BRIDGE_DIRECTIONS)
+    if others is not None and len(others):
+        from scipy.spatial import cKDTree
+
+        nearest, _ = cKDTree(others).query(ring.reshape(-1, 3))
+        crowded = (nearest < BRIDGE_CLEARANCE).reshape(values.shape)
+        # where every point is crowded, the densest is taken all the same
+        values = np.where(crowded & ~crowded.all(axis=1, keepdims=True), -np.inf, values)
+    ca = ring[np.arange(len(ring)), np.argmax(values, axis=1)]
+
+    def towards(target, length):
+        direction = target - ca
+        return ca + length * direction / np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-9)
+
+    return np.stack([towards(before, BRIDGE_N_CA), ca, towards(after, BRIDGE_CA_C)], axis=1)

@@ -372,15 +372,49 @@ def _polish(density, model: BuiltModel, named: list[NamedChain], context, sequen
     without re-linking: residues that closure or placement put into a chain after the last
     pass get their frames and side chains from the network with their chain and sequence
     around them (closure alone, unpolished, left 2% of peptide bonds stretched and doubled the
-    clashscore at 3 Å: README). Returns the new `GraphOutput`, whose nodes are ``model``'s
-    rows, and ``named`` re-indexed to them."""
-    graph = _refine_with_context(density, model, context, sequences, networks, progress, cancel)
-    renamed, row = [], 0
+    clashscore at 3 Å: README). Single residues missing inside a threaded chain (its numbering
+    skips one, the Cα on either side `closure.MIN_SKIP` to `closure.MAX_SKIP` apart) are added
+    first, at `closure.bridge_positions`, for the pass to refine.
+
+    Returns the new `GraphOutput`, whose nodes are ``model``'s rows followed by the added
+    residues, and ``named`` re-indexed to them.
+    """
+    from .closure import MAX_SKIP, MIN_SKIP, bridge_positions
+    from .models import model_from_ca
+
+    renamed, row, added = [], 0, []
     for chain in named:
-        count = len(chain.match.nodes)
-        match = dataclasses.replace(chain.match, nodes=np.arange(row, row + count))
+        match = chain.match
+        rows = np.arange(row, row + len(match.nodes))
+        row += len(rows)
+        numbers, types = match.residue_number, match.aatype
+        if match.threaded:
+            ca = model.ca[rows]
+            span = np.linalg.norm(ca[1:] - ca[:-1], axis=1)
+            bridge = np.flatnonzero((numbers[:-1] >= 0) & (numbers[1:] - numbers[:-1] == 2)
+                                    & (span >= MIN_SKIP) & (span <= MAX_SKIP))
+            if len(bridge):
+                new_rows = model.num_residues + len(added) + np.arange(len(bridge))
+                new_numbers = numbers[bridge] + 1
+                new_types = sequences[match.sequence_index].aatype[new_numbers - 1]
+                added += [(chain.chain_id, t, ca[k], ca[k + 1]) for k, t in zip(bridge, new_types)]
+                rows = np.insert(rows, bridge + 1, new_rows)
+                numbers = np.insert(numbers, bridge + 1, new_numbers)
+                types = np.insert(types, bridge + 1, new_types)
+        match = dataclasses.replace(match, nodes=rows, residue_number=numbers, aatype=types)
         renamed.append(dataclasses.replace(chain, match=match))
-        row += count
+    if added:
+        chain_ids, added_types, before, after = zip(*added)
+        backbone = bridge_positions(np.array(before), np.array(after), density, model.ca)
+        extra = model_from_ca(backbone[:, 1], np.zeros(len(added)))
+        positions, mask = extra.atom_positions.copy(), extra.atom_mask.copy()
+        positions[:, :3], mask[:, :3] = backbone, True  # atom14 slots N, CA, C
+        extra = dataclasses.replace(extra, atom_positions=positions.astype(np.float32),
+                                    atom_mask=mask, chain_id=np.array(chain_ids),
+                                    aatype=np.array(added_types, dtype=np.int64))
+        model = join_models([model, extra])
+    graph = _refine_with_context(density, model, context, [s.residues for s in sequences],
+                                 networks, progress, cancel)
     return graph, renamed
 
 
@@ -536,7 +570,7 @@ def build(
 
     if sequences and options.polish:
         start = time.time()
-        graph, named = _polish(density, rounds[-1].model, named, context, residue_strings,
+        graph, named = _polish(density, rounds[-1].model, named, context, sequences,
                                networks, progress, cancel)
         seconds["gnn"] += time.time() - start
     final, final_probs, final_reports = _assemble(

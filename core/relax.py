@@ -57,6 +57,7 @@ __all__ = [
     "DEFAULT_DENSITY_WEIGHT",
     "DEFAULT_STEPS",
     "DIHEDRAL_SIGMA",
+    "MAX_LINK_CA_DISTANCE",
     "MAX_LINK_DISTANCE",
     "NEIGHBOUR_INTERVAL",
     "NEIGHBOUR_SKIN",
@@ -102,6 +103,10 @@ NEIGHBOUR_SKIN = 1.0
 #: A C(i)-N(i+1) gap longer than this (Å) in the input is a chain break, not a bond to restore,
 #: even when the residue numbers are consecutive.
 MAX_LINK_DISTANCE = 4.0
+#: ... unless their Cα are at most this far apart (Å; consecutive Cα are 3.8 Å apart): then the
+#: residues are neighbours whose frames point the wrong way (a residue added by closure or
+#: bridging before its one graph-network pass), and the bond is restored.
+MAX_LINK_CA_DISTANCE = 4.6
 #: Torch CPU threads while minimising. The tensors (tens of thousands of rows) are too small to
 #: gain from threads: for 2,000 residues on a busy 2-core machine one energy evaluation took
 #: 12-16 ms on one thread and 280-550 ms on two.
@@ -443,7 +448,8 @@ def relax(
     gap = np.linalg.norm(
         model.atom_positions[:-1, _C_SLOT] - model.atom_positions[1:, _N_SLOT], axis=-1
     )
-    links[:-1] &= gap < MAX_LINK_DISTANCE
+    spacing = np.linalg.norm(model.ca[:-1] - model.ca[1:], axis=-1)
+    links[:-1] &= (gap < MAX_LINK_DISTANCE) | (spacing < MAX_LINK_CA_DISTANCE)
     geometry_before = validate_geometry(model)
     energy = _Energy(model, density, links, fixed, density_weight, torch_device)
     params = energy.start_free.clone().requires_grad_(True)

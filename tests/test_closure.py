@@ -136,3 +136,23 @@ def test_extension_stops_at_a_number_held_nearby():
 
     assert last_number(_zigzag(14)[9] + [0.0, 0.0, 6.0]) == 11
     assert last_number([500.0, 0.0, 0.0]) == 14
+
+
+def test_bridge_residue_sits_in_density_between_its_neighbours():
+    """The bridging Cα is 3.8 Å from both neighbours, at the density blob beside them (not at
+    the other side of the circle), unless another Cα holds that spot; N points back along the
+    chain and C forward."""
+    from cryobuild.maps import DensityMap
+
+    before, after = np.array([[10.0, 10.0, 10.0]]), np.array([[16.0, 10.0, 10.0]])
+    blob = np.array([13.0, 10.0 + np.sqrt(3.8**2 - 9.0), 10.0])
+    zyx = np.stack(np.meshgrid(*[np.arange(24.0)] * 3, indexing="ij"), -1)
+    grid = np.exp(-np.sum((zyx[..., ::-1] - blob) ** 2, axis=-1) / 2.0).astype(np.float32)
+    density = DensityMap(grid, 1.0, np.zeros(3))
+    [(n, ca, c)] = closure.bridge_positions(before, after, density)
+    assert np.linalg.norm(ca - before[0]) == pytest.approx(3.8, abs=1e-6)
+    assert np.linalg.norm(ca - after[0]) == pytest.approx(3.8, abs=1e-6)
+    assert np.linalg.norm(ca - blob) < 0.6
+    assert np.linalg.norm(n - before[0]) < np.linalg.norm(c - before[0])
+    [(_, elsewhere, _)] = closure.bridge_positions(before, after, density, others=blob[None])
+    assert np.linalg.norm(elsewhere - blob) >= closure.BRIDGE_CLEARANCE

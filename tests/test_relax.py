@@ -10,7 +10,7 @@ from cryobuild.data import read_structure
 from cryobuild.errors import Cancelled
 from cryobuild.models import BuiltModel, read_model, write_model
 from cryobuild.progress import CancelToken
-from cryobuild.relax import MAX_LINK_DISTANCE, relax
+from cryobuild.relax import MAX_LINK_CA_DISTANCE, MAX_LINK_DISTANCE, relax
 from cryobuild.simulate import SimulationOptions, simulate_map
 from cryobuild.validation import peptide_links, validate_geometry
 
@@ -132,6 +132,31 @@ def test_chain_break_is_not_closed(il2_truth):
     model, _ = relax(renumbered, None, steps=20, device="cpu")
     after = np.linalg.norm(model.atom_positions[gap, 2] - model.atom_positions[gap + 1, 0])
     assert after == pytest.approx(before, abs=0.5)
+
+
+def test_turned_residue_between_close_neighbours_is_bonded(il2_truth):
+    """A residue turned end for end (180° about the normal of its N-Cα-C plane) and moved
+    0.8 Å: its C-N gaps to both neighbours exceed `MAX_LINK_DISTANCE`, but its Cα stays within
+    `MAX_LINK_CA_DISTANCE` of theirs, so both peptide bonds are restored."""
+    k = 40
+    positions = il2_truth.atom_positions.copy()
+    n, ca, c, cb = positions[k, [0, 1, 2, 4]]
+    normal = np.cross(c - n, cb - ca)
+    normal /= np.linalg.norm(normal)
+    half_turn = 2 * np.outer(normal, normal) - np.eye(3)
+    outward = (cb - ca) / np.linalg.norm(cb - ca)
+    atoms = il2_truth.atom_mask[k]
+    positions[k][atoms] = (positions[k][atoms] - ca) @ half_turn.T + ca + 0.8 * outward
+    turned = dataclasses.replace(il2_truth, atom_positions=positions)
+
+    def gaps(model):
+        return (np.linalg.norm(model.atom_positions[k - 1, 2] - model.atom_positions[k, 0]),
+                np.linalg.norm(model.atom_positions[k, 2] - model.atom_positions[k + 1, 0]))
+
+    assert min(gaps(turned)) > MAX_LINK_DISTANCE
+    assert np.linalg.norm(turned.ca[k] - turned.ca[[k - 1, k + 1]], axis=1).max() < MAX_LINK_CA_DISTANCE
+    model, _ = relax(turned, None, device="cpu")
+    assert max(gaps(model)) == pytest.approx(1.33, abs=0.05)
 
 
 def test_cancel_raises(distorted):

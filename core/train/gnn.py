@@ -55,6 +55,8 @@ CONTEXT_MARGIN = 6.0
 _N, _CA, _C = (BACKBONE_NAMES.index(name) for name in ("N", "CA", "C"))
 #: atom14 slot of the first side-chain atom beyond Cβ (N, CA, C, O, CB come first).
 _FIRST_BEYOND_CB = 5
+#: Carboxylate oxygens by residue name (PDB atom names).
+_CARBOXYLATE_OXYGENS = {"ASP": ("OD1", "OD2"), "GLU": ("OE1", "OE2")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +88,9 @@ class GraphAugmentation:
     solvent_level: tuple[float, float] = (0.0, 0.3)
     sidechain_decoys: tuple[float, float] = (0.0, 0.4)
     decoy_noise: float = 0.4
+    local_blur: tuple[float, float] = (0.0, 120.0)
+    local_blur_width: tuple[float, float] = (8.0, 20.0)
+    carboxylate_occupancy: tuple[float, float] = (0.3, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +194,38 @@ def _sidechain_decoys(model: BuiltModel, chosen: np.ndarray, aug: GraphAugmentat
     return atoms + rng.normal(0, aug.decoy_noise, atoms.shape)
 
 
+def _real_map_blemishes(structure, aug: GraphAugmentation, rng) -> None:
+    """Give a structure (in place) two blemishes of real cryo-EM maps that B-factors of the
+    training set (mostly X-ray) lack.
+
+    * Uneven local resolution: the dev maps' spike NTD is at ~4-5 Å inside a 3.2 Å map (data
+      README). Every atom's B gets ``peak * exp(-d² / 2 w²)`` added, ``d`` its distance (Å)
+      to a random atom of the crop, ``peak`` and ``w`` drawn from `GraphAugmentation
+      .local_blur` and ``local_blur_width`` (120 Å² more blurs a 3 Å map to about 5 Å:
+      `cryobuild.simulate.resolution_blur`).
+    * Radiation damage: the carboxylates of Asp and Glu lose density first in cryo-EM (Hryc et
+      al. 2017, PNAS 114:3103); their oxygens' occupancy is scaled by one factor drawn from
+      ``carboxylate_occupancy``.
+    """
+    atoms = [atom for chain in structure[0] for residue in chain for atom in residue]
+    if not atoms:
+        return
+    xyz = np.array([atom.pos.tolist() for atom in atoms])
+    centre = xyz[int(rng.integers(len(xyz)))]
+    peak = float(rng.uniform(*aug.local_blur))
+    width = float(rng.uniform(*aug.local_blur_width))
+    extra = peak * np.exp(-np.sum((xyz - centre) ** 2, axis=1) / (2 * width**2))
+    for atom, b in zip(atoms, extra):
+        atom.b_iso += float(b)
+    scale = float(rng.uniform(*aug.carboxylate_occupancy))
+    for chain in structure[0]:
+        for residue in chain:
+            oxygens = _CARBOXYLATE_OXYGENS.get(residue.name, ())
+            for atom in residue:
+                if atom.name in oxygens:
+                    atom.occ *= scale
+
+
 def _box_structure(structure, model: BuiltModel, lo: np.ndarray, hi: np.ndarray):
     """A copy of ``structure`` with only the residues whose Cα lies within `CONTEXT_MARGIN` of
     the box ``lo``-``hi`` (Å), so the periodic simulation cell does not wrap far atoms in."""
@@ -229,7 +266,9 @@ def make_sample(structure, model: BuiltModel, sequences, aug: GraphAugmentation,
         origin=tuple(lo),
         shape_xyz=tuple(int(n) for n in np.ceil((hi - lo) / voxel).astype(int) + 1),
     )
-    density = simulate_map(_box_structure(structure, model, lo, hi), options, rng)
+    boxed = _box_structure(structure, model, lo, hi)
+    _real_map_blemishes(boxed, aug, rng)
+    density = simulate_map(boxed, options, rng)
 
     fake = _fake_peptides(len(chosen) - len(kept), lo + aug.map_margin, hi - aug.map_margin,
                           aug.fake_length, rng)
