@@ -172,3 +172,25 @@ def test_training_samples_carry_sidechain_decoys(il2_map_3A, il2_model):
     distance, _ = cKDTree(beyond_cb).query(decoys)
     assert distance.max() < 1e-3
     assert np.all(sample.next_node[~sample.real] == -1) and np.all(sample.aatype[~sample.real] == 20)
+
+
+def test_real_map_blemishes(il2_map_3A):
+    """Training structures get a smooth local blur (largest at one atom, fading with distance)
+    and weaker carboxylate oxygens; other occupancies stay."""
+    from cryobuild.train.gnn import GraphAugmentation, _real_map_blemishes
+
+    structure = il2_map_3A[1].clone()
+    before = {(r.seqid.num, a.name): (a.b_iso, a.occ) for r in structure[0][0] for a in r}
+    aug = GraphAugmentation(local_blur=(100.0, 100.0), local_blur_width=(10.0, 10.0),
+                            carboxylate_occupancy=(0.5, 0.5))
+    _real_map_blemishes(structure, aug, np.random.default_rng(0))
+    extra, occupancy = [], {}
+    for residue in structure[0][0]:
+        for atom in residue:
+            b, occ = before[(residue.seqid.num, atom.name)]
+            extra.append(atom.b_iso - b)
+            occupancy[(residue.name, atom.name)] = atom.occ / occ
+    extra = np.array(extra)
+    assert extra.max() == pytest.approx(100.0, abs=1.0) and extra.min() < 5.0
+    assert occupancy[("ASP", "OD1")] == pytest.approx(0.5) and occupancy[("GLU", "OE2")] == pytest.approx(0.5)
+    assert occupancy[("ASP", "CG")] == pytest.approx(1.0) and occupancy[("LYS", "NZ")] == pytest.approx(1.0)

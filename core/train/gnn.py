@@ -12,7 +12,8 @@ box around it (resolution 2.5-4.5 Å, B sharpen/blur ±30 Å², coloured noise a
 voxel 1.0-1.4 Å), Cα noise N(0, 1/√3) Å per axis, random initial frames, 10% of the
 residues replaced by random 2-5-residue peptides (fake nodes, placed at random in the box), and
 fake nodes on side-chain atoms (`GraphAugmentation.sidechain_decoys`), where the Cα detector's
-false positives lie.
+false positives lie, and blemishes of real maps in the simulated density (`_real_map_blemishes`:
+uneven local resolution, damaged carboxylates).
 Recycling: r ∈ {1, 2, 3} rounds, the first r-1 without gradients. Losses:
 `cryobuild.gnn.losses.graph_loss`. Validation: `cryobuild.bench.gnn` on a few fixed held-out
 structures at 3.0 Å (Cα and backbone RMSD, residue-type accuracy).
