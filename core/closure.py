@@ -33,6 +33,7 @@ import numpy as np
 
 from .assignment import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch
 from .hmm import background_frequencies, match_emissions
+from .placement import ANCHOR_EVALUE
 from .sequences import Sequence
 
 __all__ = [
@@ -74,6 +75,8 @@ EXTENSION_NODE_BITS = 1.0
 MIN_FILLED = 0.5
 
 
+#: End states of the path search whose paths are checked for repeated nodes, best first.
+MAX_TRIES = 50
 # ``before`` of a path state whose node follows an empty position.
 _AFTER_EMPTY = -2
 
@@ -129,7 +132,7 @@ def _best_path(start: int, end: int | None, count: int, pool: np.ndarray, ca: np
     # _AFTER_EMPTY); position -1 is the start, ``count`` the end. Value: (score, log-odds, previous state).
     origin = {(-1, size, size + 2 if before_start >= 0 else -1): (0.0, 0.0, None)}
     layers = [dict() for _ in range(count)]
-    best = None
+    finished = []  # (score, log-odds, state) of states that reach the end
     for current in [origin] + layers:
         for (at, node, before), (score, odds, _) in current.items():
             # after an empty position (``before`` is _AFTER_EMPTY) the next one holds a node
@@ -151,8 +154,7 @@ def _best_path(start: int, end: int | None, count: int, pool: np.ndarray, ca: np
                     ok &= distance[size + 3, candidates] >= MIN_SKIP
                 for candidate in candidates[ok]:
                     if target == count:
-                        if best is None or score > best[0]:
-                            best = (score, odds, (at, node, before))
+                        finished.append((score, odds, (at, node, before)))
                         continue
                     gain = scores[target, candidate]
                     key = (target, int(candidate), node if jump == 1 else _AFTER_EMPTY)
@@ -160,19 +162,19 @@ def _best_path(start: int, end: int | None, count: int, pool: np.ndarray, ca: np
                     if total > layers[target].get(key, (-np.inf,))[0]:
                         layers[target][key] = (total, odds + gain, (at, node, before))
     if open_end:
-        best = max(((value[0], value[1], key) for layer in layers for key, value in layer.items()),
-                   key=lambda item: item[0], default=None)
-    if best is None:
-        return None
-    nodes, positions = [], []
-    state = best[2]
-    while state[0] >= 0:
-        nodes.append(int(pool[state[1]]))
-        positions.append(state[0])
-        state = layers[state[0]][state][2]
-    if len(set(nodes)) < len(nodes):
-        return None
-    return nodes[::-1], positions[::-1], float(best[1]), float(best[0])
+        finished = [(value[0], value[1], key) for layer in layers for key, value in layer.items()]
+    # The dynamic programme does not stop a path from coming back to a node it passed 4 or
+    # more positions before (a square of 3.8 Å steps obeys the fold-back rule): the best
+    # state whose path visits every node once wins.
+    for score, odds, state in sorted(finished, key=lambda item: -item[0])[:MAX_TRIES]:
+        nodes, positions = [], []
+        while state[0] >= 0:
+            nodes.append(int(pool[state[1]]))
+            positions.append(state[0])
+            state = layers[state[0]][state][2]
+        if len(set(nodes)) == len(nodes):
+            return nodes[::-1], positions[::-1], float(odds), float(score)
+    return None
 
 
 def _gaps(threaded: list[ChainMatch], max_gap: int) -> list[tuple[int, int, int]]:
@@ -202,11 +204,17 @@ def _gaps(threaded: list[ChainMatch], max_gap: int) -> list[tuple[int, int, int]
     return sorted(gaps)
 
 
-def _extension(chains: list, index: int, side: int, threaded: list[ChainMatch], free: np.ndarray,
-               ca: np.ndarray, log_odds: np.ndarray, sequences: list[Sequence], max_length: int):
+def _extension(chains: list, index: int, side: int, threaded: list[ChainMatch], evalue: float,
+               free: np.ndarray, ca: np.ndarray, log_odds: np.ndarray, sequences: list[Sequence],
+               max_length: int):
     """The free nodes that continue chain ``index`` outward from its first (``side`` -1) or
     last (+1) assigned residue, numbered on: (chain order, path nodes outward, their numbers
     and types, the chain's unassigned end nodes left out); None when nothing fits.
+
+    Only chains threaded with ``evalue`` at most `placement.ANCHOR_EVALUE` are extended: a
+    chance thread (E 0.005-0.02 for an unrelated sequence, `assignment.MAX_THREAD_EVALUE`)
+    would otherwise grow by up to `MAX_EXTENSION` wrong residues (on EMD-2566, a 9-residue
+    piece of a neighbouring molecule's density grew to 25).
 
     The numbering runs outward until the sequence ends, `MAX_EXTENSION` residues, or a number
     that another threaded chain of the sequence holds within reach (its Cα no further than the
@@ -217,7 +225,7 @@ def _extension(chains: list, index: int, side: int, threaded: list[ChainMatch], 
     chain = chains[index]
     order = list(chain)
     assigned = [at for at, node in enumerate(order) if chain[node][0] >= 0]
-    if not assigned:
+    if not assigned or evalue > ANCHOR_EVALUE:
         return None
     at = assigned[0] if side < 0 else assigned[-1]
     start = order[at]
@@ -349,7 +357,8 @@ def close_gaps(
         for side in (-1, +1):
             if chains[index] is None:
                 continue
-            found = _extension(chains, index, side, threaded, free, ca, log_odds, sequences, max_gap)
+            found = _extension(chains, index, side, threaded, evalues[index], free, ca, log_odds,
+                               sequences, max_gap)
             if found is None:
                 continue
             order, path, numbers, types, left = found
