@@ -214,7 +214,7 @@ def _gaps(threaded: list[ChainMatch], max_gap: int) -> list[tuple[int, int, int]
 
 def _extension(chains: list, index: int, side: int, threaded: list[ChainMatch], evalue: float,
                free: np.ndarray, ca: np.ndarray, log_odds: np.ndarray, sequences: list[Sequence],
-               max_length: int):
+               taken: list[np.ndarray], max_length: int):
     """The free nodes that continue chain ``index`` outward from its first (``side`` -1) or
     last (+1) assigned residue, numbered on: (chain order, path nodes outward, their numbers
     and types, the chain's unassigned end nodes left out); None when nothing fits.
@@ -224,8 +224,9 @@ def _extension(chains: list, index: int, side: int, threaded: list[ChainMatch], 
     would otherwise grow by up to `MAX_EXTENSION` wrong residues (on EMD-2566, a 9-residue
     piece of a neighbouring molecule's density grew to 25).
 
-    The numbering runs outward until the sequence ends, `MAX_EXTENSION` residues, or a number
-    that another threaded chain of the sequence holds within reach (its Cα no further than the
+    The numbering runs outward until the sequence ends, `MAX_EXTENSION` residues, a number
+    ``taken`` by accepted residues, or a number that another threaded chain of the sequence
+    holds within reach (its Cα no further than the
     number difference times `CA_CA_DISTANCE` plus `CA_REACH_SLACK`; farther away it is another
     copy). The path (`_best_path` with an open end, `EXTENSION_NODE_BITS` per node) is taken
     when its nodes' log-odds sum to at least `MIN_CLOSURE_BITS`.
@@ -240,6 +241,10 @@ def _extension(chains: list, index: int, side: int, threaded: list[ChainMatch], 
     number = chain[start][0]
     sequence = sequences[threaded[index].sequence_index]
     limit = number - 1 if side < 0 else len(sequence) - number
+    held = np.flatnonzero(taken[threaded[index].sequence_index]) + 1  # 1-based numbers
+    beyond = (number - held) * -side
+    if np.any(beyond > 0):
+        limit = min(limit, int(beyond[beyond > 0].min()) - 1)
     for other, entries in enumerate(chains):
         if entries is None or other == index or threaded[other].sequence_index != threaded[index].sequence_index:
             continue
@@ -283,6 +288,7 @@ def close_gaps(
     sequences: list[Sequence],
     *,
     max_gap: int = MAX_CLOSURE_GAP,
+    taken: list[np.ndarray] | None = None,
 ) -> list[ChainMatch]:
     """Fill the numbering gaps of threaded chains with free nodes (module docstring).
 
@@ -300,6 +306,8 @@ def close_gaps(
         The sequences the matches refer to.
     max_gap : int
         Longest gap (residues) to close.
+    taken : list of bool ``[len(sequences[s])]``, optional
+        Positions held by accepted residues: never filled, and extensions stop before them.
 
     Returns
     -------
@@ -310,6 +318,8 @@ def close_gaps(
         left after closing, each a run of consecutive nodes in its original order.
     """
     ca = np.asarray(ca, dtype=np.float64)
+    if taken is None:
+        taken = [np.zeros(len(sequence), dtype=bool) for sequence in sequences]
     log_odds = np.log2(match_emissions(aa_probs, confidence) / background_frequencies())
     log_odds = np.concatenate([log_odds, np.zeros((len(log_odds), 1))], axis=1)  # X scores 0
     free = np.zeros(len(ca), dtype=bool)
@@ -340,6 +350,8 @@ def close_gaps(
         if len(pool) == 0:
             continue
         first = chains[a][start][0]
+        if np.any(taken[threaded[a].sequence_index][first: first + count]):
+            continue
         residues = sequences[threaded[a].sequence_index].aatype[first: first + count]  # first+1..
         outside = (_neighbour(chains[a], head, i, -1), _neighbour(chains[b], tail, j, +1))
         found = _best_path(start, end, count, pool, ca, log_odds[pool][:, residues].T, outside)
@@ -366,7 +378,7 @@ def close_gaps(
             if chains[index] is None:
                 continue
             found = _extension(chains, index, side, threaded, evalues[index], free, ca, log_odds,
-                               sequences, max_gap)
+                               sequences, taken, max_gap)
             if found is None:
                 continue
             order, path, numbers, types, left = found

@@ -156,3 +156,27 @@ def test_bridge_residue_sits_in_density_between_its_neighbours():
     assert np.linalg.norm(n - before[0]) < np.linalg.norm(c - before[0])
     [(_, elsewhere, _)] = closure.bridge_positions(before, after, density, others=blob[None])
     assert np.linalg.norm(elsewhere - blob) >= closure.BRIDGE_CLEARANCE
+
+
+def test_accepted_positions_are_never_filled():
+    """With residue 12 taken by an accepted residue, the C-terminal extension stops at 11 and a
+    gap that holds a taken position stays open."""
+    ca = _zigzag(14)
+    probs = _probs(SEQUENCE.aatype)
+    taken = [np.zeros(len(SEQUENCE), dtype=bool)]
+    taken[0][11] = True  # residue 12
+    held = np.arange(0, 10)
+    threaded = ChainMatch(held, 0, held + 1, SEQUENCE.aatype[held], 50.0, 1e-9)
+    loose = ChainMatch.unthreaded(np.array([10, 11, 12, 13]), probs)
+    result = closure.close_gaps([threaded, loose], ca, probs, np.full(14, 50.0), [SEQUENCE], taken=taken)
+    assert result[0].residue_number[-1] == 11
+
+    result = _scene(ca, probs, [9, 8, 7, 5, 4])  # control: the gap 5-10 closes without it
+    assert [m for m in result if m.threaded][0].residue_number.tolist()[4] == 5
+    held = np.array([0, 1, 2, 3, 10, 11, 12, 13])
+    gapped = ChainMatch(held, 0, held + 1, SEQUENCE.aatype[held], 50.0, 1e-9)
+    taken[0][:] = False
+    taken[0][6] = True  # residue 7, inside the gap
+    result = closure.close_gaps([gapped, ChainMatch.unthreaded(np.array([9, 8, 7, 5, 4]), probs)],
+                                ca, probs, np.full(14, 50.0), [SEQUENCE], taken=taken)
+    assert [m for m in result if m.threaded][0].residue_number.tolist() == [1, 2, 3, 4, 11, 12, 13, 14]
