@@ -51,7 +51,7 @@ from .models import BuiltModel
 from .placement import place_chains
 from .points import CalphaPoints
 from .progress import CancelToken, ProgressCallback, check_cancel, report
-from .residues import NUM_AA
+from .residues import MAX_ATOMS, NUM_AA
 from .sequences import Sequence
 
 __all__ = [
@@ -374,7 +374,8 @@ def _polish(density, model: BuiltModel, named: list[NamedChain], context, sequen
     pass get their frames and side chains from the network with their chain and sequence
     around them. Without it, closure's residues kept the frames of their old chains: on the
     simulated 3 Å build benchmark 2% of peptide bonds stayed stretched and clashscore was 13.4
-    against 10.2 with it (measured when closure was added, before bridging). Single residues
+    against 10.2 with it (``bench.build --no-dev`` at commit b7f5f16 with and without the
+    pass, before bridging and the relaxation's present weights). Single residues
     missing inside a threaded chain (its numbering skips one, the Cα on either side
     `closure.MIN_SKIP` to `closure.MAX_SKIP` apart) are added first, at
     `closure.bridge_positions` clear of every other Cα (context included), for the pass to
@@ -384,7 +385,6 @@ def _polish(density, model: BuiltModel, named: list[NamedChain], context, sequen
     residues, and ``named`` re-indexed to them.
     """
     from .closure import MAX_SKIP, MIN_SKIP, bridge_positions
-    from .models import model_from_ca
 
     renamed, row, added = [], 0, []
     for chain in named:
@@ -401,22 +401,24 @@ def _polish(density, model: BuiltModel, named: list[NamedChain], context, sequen
                 new_rows = model.num_residues + len(added) + np.arange(len(bridge))
                 new_numbers = numbers[bridge] + 1
                 new_types = sequences[match.sequence_index].aatype[new_numbers - 1]
-                added += [(chain.chain_id, t, ca[k], ca[k + 1]) for k, t in zip(bridge, new_types)]
+                added += [(chain.chain_id, t, n, ca[k], ca[k + 1])
+                          for k, t, n in zip(bridge, new_types, new_numbers)]
                 rows = np.insert(rows, bridge + 1, new_rows)
                 numbers = np.insert(numbers, bridge + 1, new_numbers)
                 types = np.insert(types, bridge + 1, new_types)
         match = dataclasses.replace(match, nodes=rows, residue_number=numbers, aatype=types)
         renamed.append(dataclasses.replace(chain, match=match))
     if added:
-        chain_ids, added_types, before, after = zip(*added)
+        chain_ids, added_types, added_numbers, before, after = zip(*added)
         others = model.ca if context is None else np.concatenate([model.ca, context.ca])
         backbone = bridge_positions(np.array(before), np.array(after), density, others)
-        extra = model_from_ca(backbone[:, 1], np.zeros(len(added)))
-        positions, mask = extra.atom_positions.copy(), extra.atom_mask.copy()
+        positions = np.zeros((len(added), MAX_ATOMS, 3), np.float32)
+        mask = np.zeros((len(added), MAX_ATOMS), bool)
         positions[:, :3], mask[:, :3] = backbone, True  # atom14 slots N, CA, C
-        extra = dataclasses.replace(extra, atom_positions=positions.astype(np.float32),
-                                    atom_mask=mask, chain_id=np.array(chain_ids),
-                                    aatype=np.array(added_types, dtype=np.int64))
+        extra = BuiltModel(atom_positions=positions, atom_mask=mask,
+                           aatype=np.array(added_types, dtype=np.int64),
+                           residue_number=np.array(added_numbers, dtype=np.int64),
+                           chain_id=np.array(chain_ids), confidence=np.zeros(len(added), np.float32))
         model = join_models([model, extra])
     graph = _refine_with_context(density, model, context, [s.residues for s in sequences],
                                  networks, progress, cancel)
@@ -573,7 +575,9 @@ def build(
         notify("round", result)
         current = model if model.num_residues >= MIN_POINTS else graph
 
-    if sequences:
+    # The polish pass needs two residues (or context) for the graph network's neighbours.
+    context_size = context.num_residues if context is not None else 0
+    if sequences and rounds[-1].model.num_residues + context_size >= 2:
         start = time.time()
         graph, named = _polish(density, rounds[-1].model, named, context, sequences,
                                networks, progress, cancel)

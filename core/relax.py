@@ -91,8 +91,8 @@ OMEGA_SIGMA = np.deg2rad(6.0)
 RAMACHANDRAN_SIGMA = 3.5
 #: Scale of the clash penalty in Å: a pair this far inside its clash distance costs as much as
 #: a bond one sigma off. 0.1 left clashscore 29 at 4 Å and 48 on EMD-2566 once closure put
-#: residues into crowded stretches; 0.05 took the 4 Å figure to 0.7 at the same recall and
-#: Ramachandran outliers (``bench.build --cases 4 --resolutions 4.0``, README).
+#: residues into crowded stretches; 0.05 took them to 0.7 and 4.8 at the same recall and
+#: Ramachandran outliers (``bench.build --cases 4``, Ramachandran sigma then 5°).
 CLASH_SIGMA = 0.05
 #: The clash repulsion starts this much (Å) before the clash distance of the validation, so
 #: that pairs pushed apart settle just outside it rather than on it.

@@ -26,10 +26,13 @@ NORMALISATION_RADIUS = 3.0
 #: Å: detail finer than this is removed from a map before the network sees it: the sharpest of
 #: its training maps (`cryobuild.train.gnn`: 2.5-4.5 Å). On the 1.75 Å apoferritin dev map,
 #: residue-type accuracy from the deposited Cα (``bench.gnn``, 3 rounds, step-35,949 network)
-#: was 0.40 as it is and 0.44 / 0.52 / 0.45 low-passed at 2.5 / 3.0 / 3.5 Å (the 3.2-4.8 Å
-#: dev maps changed by at most 0.02); whole builds (``bench.build --cases 4``, final Cα recall
-#: / sequence recall) at 2.5 vs 3.0 Å: apoferritin 0.90 / 0.88 vs 0.87 / 0.85 (0.80 / 0.77
-#: unfiltered), simulated 3 Å 0.88 / 0.88 vs 0.86 / 0.84, EMD-2566 0.73 / 0.65 vs 0.69 / 0.63.
+#: was 0.40 as it is and 0.44 / 0.52 / 0.45 low-passed at 2.5 / 3.0 / 3.5 Å (a scratch script
+#: that filtered the map before ``bench.gnn``'s cases; ``bench.gnn`` itself now gives 0.448
+#: at 2.5 Å; the 3.2-4.8 Å dev maps changed by at most 0.02); whole builds (``bench.build
+#: --cases 4`` with this constant edited, at commit 4ccd211 before the later closure changes;
+#: final Cα recall / sequence recall) at 2.5 vs 3.0 Å: apoferritin 0.90 / 0.88 vs 0.87 / 0.85
+#: (0.80 / 0.77 unfiltered), simulated 3 Å 0.88 / 0.88 vs 0.86 / 0.84, EMD-2566 0.73 / 0.65 vs
+#: 0.69 / 0.63.
 INPUT_RESOLUTION = 2.5
 
 
