@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cryobuild.pipeline import BuildOptions
+
 #: Virtual screen size.
 SCREEN = "1400x900x24"
 #: Seconds to wait for the X server to come up.
@@ -140,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/screenshot.png", help="screen shot PNG (default docs/screenshot.png)")
     parser.add_argument("--model-png", default=None,
                         help="also keep the ray-traced image of the viewer here (PNG)")
-    parser.add_argument("--rounds", type=int, default=2, help="build rounds (default 2)")
+    parser.add_argument("--rounds", type=int, default=BuildOptions.rounds,
+                        help=f"build rounds (default {BuildOptions.rounds}, as the build's)")
     parser.add_argument("--level", type=float, default=2.0, help="mesh contour level, map SD (default 2)")
     parser.add_argument("--max-kb", type=int, default=300, help="shrink the screen shot above this size")
     parser.add_argument("--timeout", type=float, default=600, help="seconds before giving up")
