@@ -74,12 +74,22 @@ __all__ = [
 MIN_CHAIN_LENGTH = 4
 #: Fewest Cα candidates a map must give before a build is attempted.
 MIN_POINTS = 8
-#: A candidate of a whole-map build counts as protein-like when its probability is at least
-#: this and another candidate sits at a Cα-Cα spacing (`CHAIN_SPACING`, Å) from it. Pure or
-#: smoothed noise maps gave 0 such candidates, every dev map and simulated map 44-127 (detector
-#: of this version). A region rebuild counts candidates at the detection threshold instead: a
-#: region of a 1,644-residue dev map gave candidates of 0.3-0.45 only, and was refused.
+#: A whole-map build needs `MIN_POINTS` protein-like candidates: with a probability of at least
+#: `PROTEIN_LIKE_SCORE` and another candidate at a chain's Cα-Cα spacing (`CHAIN_SPACING`).
+#: Pure or smoothed noise maps gave 0-1 such candidates, the dev maps 13-43 and simulated 3 Å
+#: maps of 200 and 500 residues 58 and 114 (detector of this version). Large maps are the exception: there the detector's
+#: probabilities run lower (a noise-free simulated 3 Å map of 1,979 residues: median 0.38, 6
+#: such candidates, while the detector found 87% of the Cα), so a map also passes when at
+#: least `MIN_INSIDE_FRACTION` of its candidates (and `MIN_POINTS`) each have two neighbours
+#: at that spacing -- the inside of a chain. Noise maps (white or smoothed Gaussian on
+#: 0.8-1.5 Å voxels, 48-60 voxels a side, 4 seeds) gave at most 0.10; simulated 3 Å maps of
+#: 200-2,000 residues 0.30-0.36 and the dev maps 0.11 (the weak spike NTD) to 0.38 (scratch
+#: check, 2026-11-30; `tests/test_pipeline.py` builds from two noise maps). A region rebuild
+#: (with context) needs 2 candidates with one neighbour at any probability: it may be a short
+#: stretch of weak density.
 PROTEIN_LIKE_SCORE = 0.5
+MIN_INSIDE_FRACTION = 0.2
+#: Å: Cα-Cα distance of two candidates that look like neighbours in a chain (3.8 Å apart).
 CHAIN_SPACING = (3.3, 4.3)
 THREADERS = ("hmm", "structgen")
 #: Å: a Cα candidate this close to a context residue's Cα is that residue, not a new one
@@ -220,18 +230,29 @@ def composition_stand_in(length: int) -> str:
     return "".join(residues)
 
 
-def _protein_like(points: CalphaPoints, min_score: float) -> int:
-    """How many candidates of at least ``min_score`` look like Cα of a chain (see
-    `PROTEIN_LIKE_SCORE`)."""
+def _chain_neighbours(points: CalphaPoints) -> np.ndarray:
+    """int ``[N]``: how many other candidates lie at a chain's Cα-Cα spacing (`CHAIN_SPACING`)
+    from each."""
     from scipy.spatial import cKDTree
 
     if len(points) < 2:
-        return 0
+        return np.zeros(len(points), dtype=np.int64)
     pairs = cKDTree(points.xyz).query_pairs(CHAIN_SPACING[1], output_type="ndarray")
     distance = np.linalg.norm(points.xyz[pairs[:, 0]] - points.xyz[pairs[:, 1]], axis=1)
-    chained = np.zeros(len(points), dtype=bool)
-    chained[pairs[distance >= CHAIN_SPACING[0]].ravel()] = True
-    return int(np.sum(chained & (points.score >= min_score)))
+    return np.bincount(pairs[distance >= CHAIN_SPACING[0]].ravel(), minlength=len(points))
+
+
+def _protein_like(points: CalphaPoints, region: bool) -> int:
+    """How many candidates look like Cα of a chain (the rules at `PROTEIN_LIKE_SCORE`); the
+    build needs `MIN_POINTS` of them, a region rebuild (``region``) 2."""
+    neighbours = _chain_neighbours(points)
+    if region:
+        return int(np.sum(neighbours >= 1))
+    scored = int(np.sum((neighbours >= 1) & (points.score >= PROTEIN_LIKE_SCORE)))
+    inside = int(np.sum(neighbours >= 2))
+    if inside >= MIN_INSIDE_FRACTION * len(points):
+        return max(scored, inside)
+    return scored
 
 
 def residue_predictions(graph) -> ResiduePredictions:
@@ -520,10 +541,7 @@ def build(
         points = points.select(~np.isfinite(distance))
     # A whole-map build must find chain-like density; a region rebuild (with context) may be
     # a short stretch of weak density whose few candidates are judged by the graph network.
-    if context is None:
-        protein_like = _protein_like(points, PROTEIN_LIKE_SCORE)
-    else:
-        protein_like = _protein_like(points, detection.threshold)
+    protein_like = _protein_like(points, region=context is not None)
     if protein_like < (MIN_POINTS if context is None else 2):
         raise BuildError(
             f"only {protein_like} of {len(points)} Cα candidates look like a protein chain: the "

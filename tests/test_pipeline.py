@@ -61,9 +61,13 @@ def test_build_writes_every_output_and_finds_the_calphas(il2_inputs, tmp_path):
         assert np.all((final.confidence >= 0) & (final.confidence <= 100))
 
 
-def test_map_without_protein_density_is_refused(tmp_path, il2_inputs):
+@pytest.mark.parametrize("smoothing", [0.0, 1.0])
+def test_map_without_protein_density_is_refused(tmp_path, il2_inputs, smoothing):
+    from scipy.ndimage import gaussian_filter
+
     _, fasta, _, _ = il2_inputs
-    noise = DensityMap(np.random.default_rng(0).normal(size=(40, 40, 40)).astype(np.float32), 1.5, np.zeros(3))
+    grid = gaussian_filter(np.random.default_rng(0).normal(size=(48, 48, 48)), smoothing)
+    noise = DensityMap(grid.astype(np.float32), 1.0 if smoothing else 1.5, np.zeros(3))
     map_path = write_map(noise, tmp_path / "noise.mrc")
     result = cryobuild("build", "-v", str(map_path), "-f", str(fasta), "-o", str(tmp_path / "o"), "--quiet")
     assert result.returncode == 2
@@ -93,6 +97,29 @@ def test_bad_tuning_flags_give_a_clear_message(tmp_path, il2_inputs):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "max E-value must be positive" in result.stderr
+
+
+def test_protein_like_candidates_need_chain_neighbours():
+    from cryobuild.pipeline import PROTEIN_LIKE_SCORE, _protein_like
+    from cryobuild.points import CalphaPoints
+
+    # a zig-zag strand with 3.8 Å steps: every candidate has a neighbour, all but the ends two
+    steps = np.arange(12)
+    strand = np.stack([steps * 3.3, np.where(steps % 2, 1.9, 0.0), np.zeros(12)], axis=1)
+    assert np.allclose(np.linalg.norm(np.diff(strand, axis=0), axis=1), 3.81, atol=0.01)
+    confident, weak = np.full(12, PROTEIN_LIKE_SCORE), np.full(12, PROTEIN_LIKE_SCORE - 0.1)
+    assert _protein_like(CalphaPoints(strand, confident), region=False) == 12
+    # weak candidates count as the inside of a chain (the large-map rule) ...
+    assert _protein_like(CalphaPoints(strand, weak), region=False) == 10
+    # ... but not when most candidates are scattered (below MIN_INSIDE_FRACTION)
+    rng = np.random.default_rng(0)
+    scattered = np.concatenate([strand, rng.uniform(100, 400, size=(60, 3))])
+    assert _protein_like(CalphaPoints(scattered, np.full(72, 0.4)), region=False) == 0
+    # spread 6 Å apart: nothing, whatever the probability
+    assert _protein_like(CalphaPoints(strand * 1.6, np.ones(12)), region=False) == 0
+    # a region rebuild needs only pairs
+    pairs = np.concatenate([strand[:2] + [20.0 * k, 0, 0] for k in range(2)])
+    assert _protein_like(CalphaPoints(pairs, np.full(4, 0.3)), region=True) == 4
 
 
 def test_composition_stand_in_has_the_background_composition():
