@@ -77,16 +77,17 @@ MIN_POINTS = 8
 #: A whole-map build needs `MIN_POINTS` protein-like candidates: with a probability of at least
 #: `PROTEIN_LIKE_SCORE` and another candidate at a chain's Cα-Cα spacing (`CHAIN_SPACING`).
 #: Pure or smoothed noise maps gave 0-1 such candidates, the dev maps 13-43 and simulated 3 Å
-#: maps of 200 and 500 residues 58 and 114 (detector of this version). Large maps are the exception: there the detector's
-#: probabilities run lower (a noise-free simulated 3 Å map of 1,979 residues: median 0.38, 6
-#: such candidates, while the detector found 87% of the Cα), so a map also passes when at
-#: least `MIN_INSIDE_FRACTION` of its candidates (and `MIN_POINTS`) each have two neighbours
-#: at that spacing -- the inside of a chain. Noise maps (white or smoothed Gaussian on
-#: 0.8-1.5 Å voxels, 48-60 voxels a side, 4 seeds) gave at most 0.10; simulated 3 Å maps of
-#: 200-2,000 residues 0.30-0.36 and the dev maps 0.11 (the weak spike NTD) to 0.38 (scratch
-#: check, 2026-11-30; `tests/test_pipeline.py` builds from two noise maps). A region rebuild
-#: (with context) needs 2 candidates with one neighbour at any probability: it may be a short
-#: stretch of weak density.
+#: maps of 200 and 500 residues 58 and 114 (detector of this version). Large maps are the
+#: exception: there the detector's probabilities run lower (a noise-free simulated 3 Å map of
+#: 1,979 residues: median 0.38, 6 such candidates, while the detector found 87% of the Cα), so a
+#: map also passes when at least `MIN_INSIDE_FRACTION` of its candidates (and `MIN_POINTS`)
+#: each have two neighbours at that spacing: the inside of a chain. Noise maps (white or
+#: smoothed Gaussian on 0.8-1.5 Å voxels, 48-60 voxels a side, 4 seeds) gave at most 0.10;
+#: simulated 3 Å maps of 200-2,000 residues 0.30-0.36, the dev maps 0.11 (the weak spike NTD)
+#: to 0.38 (scratch check, 2026-11-30; `tests/test_pipeline.py` builds from two noise maps).
+#: A region rebuild (with context) needs 2 candidates with one neighbour at any probability:
+#: it may be a short stretch of weak density (a region of a 1,644-residue map gave candidates
+#: of 0.3-0.45 only, and was refused under the probability rule).
 PROTEIN_LIKE_SCORE = 0.5
 MIN_INSIDE_FRACTION = 0.2
 #: Å: Cα-Cα distance of two candidates that look like neighbours in a chain (3.8 Å apart).

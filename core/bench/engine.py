@@ -2,7 +2,8 @@
 
 For each size, the structure of the data (`cryobuild.data.default_split`, any split: timing does
 not depend on what the networks were trained on, and the validation split's largest has 1,644
-residues) with the residue count closest to it gets a simulated map (``--resolution``); then, with the networks already loaded:
+residues) with the residue count closest to it gets a simulated map (``--resolution``); then,
+with the networks already loaded:
 
 * ``first_round_s``: seconds from `Engine.start_build` to the first ``round`` event (the first
   model a viewer can show), and ``final_s`` to the ``final`` event;
