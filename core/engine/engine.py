@@ -439,7 +439,7 @@ class Engine:
         threaded, traced = result.final.num_residues, result.raw.num_residues
         if threaded == 0:
             job._emit("warning", message=(
-                f"no chain could be threaded to the sequences: the final model has no new "
+                "no chain could be threaded to the sequences: the final model has no new "
                 f"residues (the {traced} traced residues stay in the raw model); do the sequences "
                 "belong to this map, and does its local resolution show side chains?"))
         else:
