@@ -73,8 +73,10 @@ MIN_CLOSURE_BITS = 0.0
 #: Bits a path gains per node it uses (so a node is preferred to an empty position unless its
 #: residue type argues against it by more than this).
 NODE_BITS = 2.0
-#: Longest extension (residues) of a threaded chain's end (`_extension`).
-MAX_EXTENSION = 16
+#: Longest extension (residues) of a threaded chain's end (`_extension`). The builds measured in
+#: README.md extended by at most 12 (this said 16 then, but ``close_gaps`` capped extensions at
+#: its ``max_gap`` as well, so 16 never took effect).
+MAX_EXTENSION = 12
 #: Bits an extension gains per node: ends are held at one side only, so a node must earn its
 #: place by its residue type more than inside a gap.
 EXTENSION_NODE_BITS = 1.0
@@ -216,7 +218,7 @@ def _gaps(threaded: list[ChainMatch], max_gap: int) -> list[tuple[int, int, int]
 
 def _extension(chains: list, index: int, side: int, threaded: list[ChainMatch], evalue: float,
                free: np.ndarray, ca: np.ndarray, log_odds: np.ndarray, sequences: list[Sequence],
-               taken: list[np.ndarray], max_length: int):
+               taken: list[np.ndarray]):
     """The free nodes that continue chain ``index`` outward from its first (``side`` -1) or
     last (+1) assigned residue, numbered on: (chain order, path nodes outward, their numbers
     and types, the chain's unassigned end nodes left out); None when nothing fits.
@@ -258,7 +260,7 @@ def _extension(chains: list, index: int, side: int, threaded: list[ChainMatch], 
             reach = gap * CA_CA_DISTANCE + CA_REACH_SLACK
             if held >= 0 and gap > 0 and np.linalg.norm(ca[node] - ca[start]) <= reach:
                 limit = min(limit, gap - 1)
-    count = min(limit, max_length, MAX_EXTENSION)
+    count = min(limit, MAX_EXTENSION)
     if count < 1:
         return None
     dangling = order[:at] if side < 0 else order[at + 1:]
@@ -389,7 +391,7 @@ def close_gaps(
             if chains[index] is None:
                 continue
             found = _extension(chains, index, side, threaded, evalues[index], free, ca, log_odds,
-                               sequences, taken, max_gap)
+                               sequences, taken)
             if found is None:
                 continue
             order, path, numbers, types, left = found

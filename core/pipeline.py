@@ -44,7 +44,7 @@ from .assignment import (
     MAX_THREAD_EVALUE, ChainMatch, NamedChain, join_matches, name_chains, thread_chains,
 )
 from .chains import MIN_EXISTENCE, ResiduePredictions, link_chains
-from .closure import close_gaps
+from .closure import MAX_SKIP, MIN_SKIP, bridge_positions, close_gaps
 from .errors import BuildError, InputError
 from .maps import DensityMap
 from .models import BuiltModel
@@ -406,8 +406,6 @@ def _polish(density, model: BuiltModel, named: list[NamedChain], context, sequen
     Returns the new `GraphOutput`, whose nodes are ``model``'s rows followed by the added
     residues, and ``named`` re-indexed to them.
     """
-    from .closure import MAX_SKIP, MIN_SKIP, bridge_positions
-
     renamed, row, added = [], 0, []
     for chain in named:
         match = chain.match

@@ -120,6 +120,18 @@ def test_ends_extended_through_free_nodes():
     assert [m.nodes.tolist() for m in result if not m.threaded] == [[14]]
 
 
+def test_extension_stops_at_max_extension(monkeypatch):
+    """With free nodes for 8 more residues, an end grows by at most `MAX_EXTENSION` (here 3)."""
+    monkeypatch.setattr(closure, "MAX_EXTENSION", 3)
+    ca = _zigzag(14)
+    probs = _probs(SEQUENCE.aatype)
+    held = np.arange(0, 6)
+    threaded = ChainMatch(held, 0, held + 1, SEQUENCE.aatype[held], 50.0, 1e-9)
+    loose = ChainMatch.unthreaded(np.arange(6, 14), probs)
+    result = closure.close_gaps([threaded, loose], ca, probs, np.full(14, 50.0), [SEQUENCE])
+    assert result[0].residue_number.tolist() == list(range(1, 10))
+
+
 def test_extension_stops_at_a_number_held_nearby():
     """Another chain holding residue 12 within reach of residue 10 (6 Å above it, where no
     path closes the gap) stops the C-terminal extension at 11; a copy far away does not."""
