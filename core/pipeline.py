@@ -35,6 +35,7 @@ the new residues: splicing them into the context is the caller's job.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from typing import Callable, Optional
 
@@ -146,10 +147,12 @@ class Networks:
     structgen: object = None
 
     @classmethod
-    def load(cls, device: str | None = "auto", gnn: str = "gnn") -> "Networks":
+    def load(cls, device: str | None = "auto", gnn: str = "gnn",
+             detector: str | os.PathLike | None = None) -> "Networks":
         """Load the bundled networks (the graph network from ``weights/<gnn>.pt``: ``gnn``, or
-        ``gnn_noseq``, the ablation without sequence attention); the Structure Generator only
-        if its weights exist."""
+        ``gnn_noseq``, the ablation without sequence attention; the Cα detector from the
+        checkpoint file ``detector``, by default the bundled ``detect.pt``); the Structure
+        Generator only if its weights exist."""
         from .checkpoints import checkpoint_path
         from .detect.network import load_detector
         from .device import resolve_device
@@ -159,7 +162,7 @@ class Networks:
         resolved = resolve_device(device)
         structgen = load_structgen(device=resolved) if checkpoint_path("structgen").exists() else None
         graph = load_gnn(checkpoint_path(gnn), device=resolved)
-        return cls(load_detector(device=resolved), graph, resolved, structgen)
+        return cls(load_detector(detector, device=resolved), graph, resolved, structgen)
 
 
 @dataclasses.dataclass(frozen=True)

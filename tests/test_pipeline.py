@@ -90,13 +90,25 @@ def test_unrelated_sequence_gives_a_clear_warning(tmp_path, il2_inputs):
             or "do the sequences belong to this map?" in result.stderr), result.stderr
 
 
-def test_bad_tuning_flags_give_a_clear_message(tmp_path, il2_inputs):
+@pytest.mark.parametrize("flag, value, message", [
+    ("--max-evalue", "0", "max E-value must be positive"),
+    ("--detection-threshold", "1.5", "detection threshold must be in (0, 1)"),
+])
+def test_bad_tuning_flags_give_a_clear_message(tmp_path, il2_inputs, flag, value, message):
     map_path, fasta, _, _ = il2_inputs
     result = cryobuild("build", "-v", str(map_path), "-f", str(fasta), "-o", str(tmp_path / "o"),
-                       "--quiet", "--max-evalue", "0")
+                       "--quiet", flag, value)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "max E-value must be positive" in result.stderr
+    assert message in result.stderr
+
+
+def test_networks_load_the_detector_checkpoint_given(tmp_path):
+    from cryobuild.errors import InputError
+    from cryobuild.pipeline import Networks
+
+    with pytest.raises(InputError, match="missing.pt: no such weights file"):
+        Networks.load("cpu", detector=tmp_path / "missing.pt")
 
 
 def test_protein_like_candidates_need_chain_neighbours():

@@ -21,7 +21,7 @@ from ..data import default_split, dev_cases, read_structure
 from ..evaluate import evaluate
 from ..maps import read_map
 from ..models import read_model
-from ..pipeline import BuildOptions
+from ..pipeline import BuildOptions, Networks
 from ..residues import AA_ORDER
 from ..sequences import Sequence, read_fasta
 from ..simulate import SimulationOptions, simulate_map
@@ -42,10 +42,10 @@ def model_sequences(model) -> list[Sequence]:
     return sequences
 
 
-def run_case(name, density, sequences, reference, options, device) -> dict:
+def run_case(name, density, sequences, reference, options, networks) -> dict:
     started = time.time()
     try:
-        result, _ = build_with_engine(density, sequences, options, device=device, quiet=True)
+        result, _ = build_with_engine(density, sequences, options, quiet=True, networks=networks)
     except Exception as err:  # noqa: BLE001 - a failed case is reported, not fatal
         row = {"case": name, "error": str(err), "seconds": round(time.time() - started, 1)}
         print(json.dumps(row), flush=True)
@@ -72,10 +72,13 @@ def main(argv=None):
     parser.add_argument("--threader", default="hmm", choices=["hmm", "structgen"])
     parser.add_argument("--no-dev", action="store_true", help="skip the dev maps")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--detector", default=None,
+                        help="Cα detector checkpoint (default: the bundled weights/detect.pt)")
     add_tuning_args(parser)
     args = parser.parse_args(argv)
 
     options = BuildOptions(rounds=args.rounds, threader=args.threader, **tuning_options(args))
+    networks = Networks.load(args.device, detector=args.detector)
     table = {}
     validation = sorted(default_split()["validation"], key=lambda r: r.num_residues)
     picks = [r for r in validation if 80 <= r.num_residues <= 400]
@@ -88,7 +91,7 @@ def main(argv=None):
             reference = read_model(record.path)
             density = simulate_map(structure, SimulationOptions(resolution=resolution, snr=BENCH_SNR), rng)
             rows.append(run_case(f"{record.path.name}@{resolution}", density, model_sequences(reference),
-                                 reference, options, args.device))
+                                 reference, options, networks))
         table[f"simulated {resolution} Å ({len(picks)} held-out)"] = rows
     if not args.no_dev:
         for case in dev_cases():
@@ -96,11 +99,13 @@ def main(argv=None):
                 continue
             reference = read_model(case.model_path)
             sequences = read_fasta(case.fasta_path) if case.fasta_path else model_sequences(reference)
-            row = run_case(case.name, read_map(case.map_path), sequences, reference, options, args.device)
+            row = run_case(case.name, read_map(case.map_path), sequences, reference, options, networks)
             table[f"{case.name} ({case.resolution} Å)"] = [row]
 
     print(f"\n{args.rounds} rounds, threader {args.threader}, max E-value {args.max_evalue:g}, "
-          f"min existence {args.min_existence:g}, placement {'on' if args.placement else 'off'}")
+          f"min existence {args.min_existence:g}, placement {'on' if args.placement else 'off'}, "
+          f"closure {'on' if args.closure else 'off'}, detector {args.detector or 'detect.pt'}, "
+          f"detection threshold {args.detection_threshold or 'default'}")
     header = ["data"] + [f"final {k}" for k in FIGURES] + ["raw ca_recall", "raw sequence_recall", "seconds",
                                                            "thread seconds"]
     print("| " + " | ".join(header) + " |")

@@ -29,6 +29,7 @@ def add_tuning_args(parser):
     """Flags of the threading trade-offs, shared with ``cryobuild.bench.build``."""
     from ..assignment import MAX_THREAD_EVALUE
     from ..chains import MIN_EXISTENCE
+    from ..detect.inference import DetectionOptions
 
     parser.add_argument("--max-evalue", type=float, default=MAX_THREAD_EVALUE,
                         help=f"thread chains up to this E-value (default {MAX_THREAD_EVALUE:g})")
@@ -38,22 +39,28 @@ def add_tuning_args(parser):
                         help="do not place unthreaded chains into the sequence gaps")
     parser.add_argument("--no-closure", dest="closure", action="store_false",
                         help="do not fill gaps inside threaded chains with untraced residues")
+    parser.add_argument("--detection-threshold", type=float, default=None,
+                        help=f"least Cα probability of a candidate (default "
+                             f"{DetectionOptions.threshold:g})")
 
 
 def tuning_options(args) -> dict:
     """The `BuildOptions` fields of the `add_tuning_args` flags."""
     return {"max_evalue": args.max_evalue, "min_existence": args.min_existence,
-            "placement": args.placement, "closure": args.closure}
+            "placement": args.placement, "closure": args.closure,
+            "detection_threshold": args.detection_threshold}
 
 
-def build_with_engine(density, sequences, options, *, device="auto", mask=None, quiet=False):
+def build_with_engine(density, sequences, options, *, device="auto", mask=None, quiet=False,
+                      networks=None):
     """Run one build through the engine in this thread (Ctrl-C cancels it) with a terminal
     progress bar; returns the `BuildResult` and the device used. Shared by ``build`` and
-    ``demo`` so the command line has no second pipeline."""
+    ``demo`` so the command line has no second pipeline; ``networks`` (`pipeline.Networks`)
+    are loaded for ``device`` when not given."""
     from ..engine import Engine
     from .progressbar import terminal_progress
 
-    engine = Engine(device)
+    engine = Engine(device, networks=networks)
     networks = engine.networks()
     with terminal_progress(quiet=quiet) as progress:
 
