@@ -278,6 +278,16 @@ def test_a_build_without_a_confident_thread_warns(engine, il2, monkeypatch):
     assert warnings[0].endswith("do the sequences belong to this map?")
 
 
+def test_a_thresholded_map_warns(engine, il2):
+    """A map whose density below a contour level was set to 0 (as the spike NTD dev segment)."""
+    density, _, sequence = il2
+    level = float(np.percentile(density.grid, 90))
+    cut = density.with_grid(np.where(density.grid >= level, density.grid, 0))
+    events, _ = drive(engine.start_build(cut, [sequence], BuildOptions(rounds=1, relax=False)))
+    warnings = [e.message for e in events if e.kind == "warning"]
+    assert any(m.startswith(f"the map looks thresholded: every voxel below {level:.3g}") for m in warnings), warnings
+
+
 def test_a_region_of_weak_candidates_is_rebuilt(engine, il2, tmp_path, monkeypatch):
     """Candidates scoring 0.3-0.45 only (as in a region of a large dev map) are enough."""
     from cryobuild.detect import inference

@@ -11,7 +11,7 @@ import pytest
 
 from cryobuild.errors import InputError
 from cryobuild.maps import (
-    DensityMap, crop_around, crop_box, map_to_bytes, mask_around, normalise, pad_to_shape,
+    DensityMap, crop_around, crop_box, erased_below, map_to_bytes, mask_around, normalise, pad_to_shape,
     read_map, read_map_bytes, resample, resample_onto, write_map,
 )
 
@@ -186,6 +186,27 @@ def test_dev_maps_have_density_at_reference_calphas(shared_data):
         assert at_ca.mean() > 1.0, f"{case.name}: mean z-score at Cα {at_ca.mean():.2f}"
         coarse = normalise(resample(density, 1.5))
         assert coarse.interpolate(ca).mean() > 1.0, case.name
+
+
+def test_thresholded_maps_are_recognised():
+    """A map cut at a contour level gives that level; the uncut map, a zoned map that keeps its
+    negative values and a soft-edged mask's falloff do not."""
+    rng = np.random.default_rng(3)
+    density = blob_map([1.0] * 3, [30, 30, 30], ATOM - 15)
+    noisy = density.with_grid(density.grid + 0.05 * rng.standard_normal(density.grid.shape))
+    cut = noisy.with_grid(np.where(noisy.grid >= 0.3, noisy.grid, 0))
+    assert erased_below(cut) == pytest.approx(cut.grid[cut.grid > 0].min())
+    assert erased_below(noisy) is None
+    zoned = noisy.with_grid(np.where(density.grid >= 0.01, noisy.grid, 0))
+    assert (zoned.grid < 0).any() and erased_below(zoned) is None
+    assert erased_below(density.with_grid(np.where(density.grid >= 1e-4, density.grid, 0))) is None
+
+
+def test_dev_maps_thresholded_only_the_spike(shared_data):
+    from cryobuild.data import dev_cases
+
+    flagged = {c.name for c in dev_cases(shared_data) if erased_below(read_map(c.map_path)) is not None}
+    assert flagged == {c.name for c in dev_cases(shared_data) if "spike" in c.name}
 
 
 def test_low_pass_removes_fine_detail_only():

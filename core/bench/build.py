@@ -4,8 +4,10 @@ Runs ``build`` (through the engine, as the command line does) on held-out simula
 (validation split, SNR 3) at 3.0 and 4.0 Å and on every dev map with a deposited model, and
 prints per case one JSON line with the `cryobuild.evaluate` figures of the final and the raw
 model, the final model's geometry (`cryobuild.validation`), the wall time and the threader's
-share of it (``--threader hmm|structgen``; run once per threader to compare them); then a
-Markdown table of the means per data set.
+share of it (``--threader hmm|structgen``; run once per threader to compare them), and the
+fraction of the reference's Cα atoms whose nearest voxel is exactly 0 (density that a
+thresholded map erased: `cryobuild.maps.erased_below`); then a Markdown table of the means per
+data set.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def run_case(name, density, sequences, reference, options, networks) -> dict:
         print(json.dumps(row), flush=True)
         return row
     row = {"case": name, "residues": reference.num_residues, "seconds": round(time.time() - started, 1),
-           "thread_seconds": round(result.seconds.get("thread", 0.0), 1)}
+           "thread_seconds": round(result.seconds.get("thread", 0.0), 1),
+           "reference_ca_on_zero": round(float(np.mean(density.interpolate(reference.ca, order=0) == 0)), 3)}
     for label, model in (("final", result.final), ("raw", result.raw)):
         metrics = evaluate(model, reference).to_dict()
         row.update({f"{label}_{key}": round(metrics[key], 3) for key in FIGURES})
@@ -107,7 +110,7 @@ def main(argv=None):
           f"closure {'on' if args.closure else 'off'}, detector {args.detector or 'detect.pt'}, "
           f"detection threshold {args.detection_threshold or 'default'}")
     header = ["data"] + [f"final {k}" for k in FIGURES] + ["raw ca_recall", "raw sequence_recall", "seconds",
-                                                           "thread seconds"]
+                                                           "thread seconds", "reference Cα on zeroed voxels"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for data, rows in table.items():
@@ -117,7 +120,8 @@ def main(argv=None):
             continue
         cells = [np.mean([r[f"final_{k}"] for r in good]) for k in FIGURES]
         cells += [np.mean([r["raw_ca_recall"] for r in good]), np.mean([r["raw_sequence_recall"] for r in good]),
-                  np.mean([r["seconds"] for r in good]), np.mean([r["thread_seconds"] for r in good])]
+                  np.mean([r["seconds"] for r in good]), np.mean([r["thread_seconds"] for r in good]),
+                  np.mean([r["reference_ca_on_zero"] for r in good])]
         print(f"| {data} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
 
     print("\nGeometry of the final models (`cryobuild.validation`; mean over cases with a final model)")

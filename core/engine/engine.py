@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..maps import DensityMap
+from ..maps import DensityMap, erased_below
 from ..pipeline import BuildOptions, BuildResult, Networks, build, relax_stage
 from ..placement import ANCHOR_EVALUE
 from ..sequences import Sequence
@@ -112,6 +112,12 @@ class _Progress:
         if boundary or now - self.last_time >= STAGE_EVENT_INTERVAL:
             self.last_stage, self.last_time = stage, now
             self.job._emit("stage", stage=stage, fraction=self.overall(stage, fraction), message=message)
+
+
+def _warn(job: Job, message: str) -> None:
+    """A ``warning`` event for ``job``, also logged."""
+    log.warning("%s: %s", job.id, message)
+    job._emit("warning", message=message)
 
 
 def _map_key(density: DensityMap) -> str:
@@ -389,6 +395,11 @@ class Engine:
         """`build` with the kept residues' positions taken, each round spliced and saved."""
         progress = _Progress(job, options.rounds)
         networks = self._load(job, progress)
+        floor = erased_below(density)
+        if floor is not None:
+            _warn(job, f"the map looks thresholded: every voxel below {floor:.3g} was set to 0, so weaker "
+                       "density (often loops and side chains) is lost; expect gaps and few threaded "
+                       "residues, and use the unthresholded map if there is one")
         visible = kept.select(kept.visible) if kept is not None else None
         if visible is not None and visible.num_residues:
             records = thread_records(sequences, visible, spare=spare)
@@ -452,9 +463,7 @@ class Engine:
                 doubts.append(f"no chain threaded confidently (best E-value {best:.2g}, "
                               f"confident ≤ {CONFIDENT_THREAD_EVALUE:g})")
             if doubts:
-                message = "; ".join(doubts) + ": do the sequences belong to this map?"
-                log.warning("%s: %s", job.id, message)
-                job._emit("warning", message=message)
+                _warn(job, "; ".join(doubts) + ": do the sequences belong to this map?")
         return result
 
     def _build(self, job: Job, density, sequences, options, mask, session: Session | None) -> BuildResult:
