@@ -4,7 +4,7 @@ Library code raises these instead of exiting (a plugin runs inside PyMOL, where 
 would kill the host). The CLI turns them into one line on stderr and a non-zero exit status.
 """
 
-__all__ = ["CryobuildError", "InputError", "Cancelled", "BuildError"]
+__all__ = ["CryobuildError", "InputError", "InputWarning", "Cancelled", "BuildError"]
 
 
 class CryobuildError(Exception):
@@ -13,6 +13,11 @@ class CryobuildError(Exception):
 
 class InputError(CryobuildError, ValueError):
     """A file or argument the user gave cannot be used (names the file and the problem)."""
+
+
+class InputWarning(UserWarning):
+    """Input that can be used, but not as it stands (a record left out, a header field assumed);
+    the CLI prints it as one line, the plugin in its log."""
 
 
 class BuildError(CryobuildError, RuntimeError):

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import InputError
+from .errors import InputError, InputWarning
 
 __all__ = [
     "DensityMap",
@@ -213,7 +213,7 @@ def _from_mrc(mrc, name: str) -> DensityMap:
     sampling = np.where(sampling > 0, sampling, shape_xyz)
     voxel = cell / sampling
     if not np.all(voxel > 0):
-        warnings.warn(f"{name}: the header has no cell size; assuming 1 Å voxels")
+        warnings.warn(f"{name}: the header has no cell size; assuming 1 Å voxels", InputWarning)
         voxel = np.ones(3)
 
     # NSTART is stored per column/row/section: map it to x, y, z.

@@ -15,9 +15,12 @@ Reading policy (the same for files, pasted text and live validation in the GUI):
   code treats as "any residue" (index `cryobuild.residues.UNK_INDEX` in `Sequence.aatype`).
 * Any other character (digits, punctuation, ...) is an error naming the character and its line.
 * Every record needs at least one residue; text without any ``>`` header is not FASTA.
+* A record of at least `NUCLEIC_MIN_LENGTH` letters that are all A, C, G, T, U or N is a nucleic
+  acid (a FASTA of a ribosome or a protein-DNA complex holds such chains): it is left out with
+  an `InputWarning`, since cryobuild builds proteins; text with nothing else is an error.
 * Records with identical sequences are all kept (several copies of a chain are legal, e.g. in a
   homo-oligomer); `unique_sequences` groups them with their copy counts. Duplicate *names* are
-  made unique with a suffix (``A``, ``A_2``, ``A_3``, ...) and a `UserWarning`.
+  made unique with a suffix (``A``, ``A_2``, ``A_3``, ...) and an `InputWarning`.
 
 `parse_fasta` and `read_fasta` raise `cryobuild.errors.InputError` with a one-line message that
 names the source and, where it helps, the record and the line number. `validate_sequence_text`
@@ -32,10 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, InputWarning
 from .residues import AA_INDEX, AA_ORDER, UNK_INDEX, UNK_ONE
 
 __all__ = [
+    "NUCLEIC_MIN_LENGTH",
     "Sequence",
     "parse_fasta",
     "read_fasta",
@@ -46,6 +50,11 @@ __all__ = [
 _ALPHABET = frozenset(AA_ORDER + UNK_ONE)
 #: Letters accepted in FASTA text that are stored as another letter.
 _LETTER_MAP = {"U": "C", "O": "K", "B": UNK_ONE, "Z": UNK_ONE, "J": UNK_ONE}
+#: Records this long whose letters are all nucleotide codes are nucleic acids: a protein of 20
+#: residues drawn from A, C, G, T and N alone (5 of 20 amino acids) is about (1/4)^20 as
+#: likely at even composition; shorter ones (a poly-Ala or Gly-rich peptide) stay protein.
+NUCLEIC_MIN_LENGTH = 20
+_NUCLEIC_LETTERS = frozenset("ACGTUN")
 _GAPS = "-."
 _STOP = "*"
 
@@ -100,6 +109,7 @@ class _Record:
     description: str
     header_line: int  # 1-based line number of the ``>`` line
     letters: list[str] = dataclasses.field(default_factory=list)
+    written: set[str] = dataclasses.field(default_factory=set)  # upper-case letters as in the text
     problems: list[str] = dataclasses.field(default_factory=list)
     stop_line: int = 0  # line of a ``*`` not yet known to be the last character, 0 if none
 
@@ -122,6 +132,7 @@ class _Record:
                 self.stop_line = number
                 continue
             letter = character.upper()
+            self.written.add(letter)
             letter = _LETTER_MAP.get(letter, letter)
             if letter in _ALPHABET:
                 self.letters.append(letter)
@@ -134,6 +145,9 @@ class _Record:
             )
             self.problems.append(f"line {number} ({self.label()}): {listed} {what}")
 
+    def is_nucleic(self) -> bool:
+        return len(self.letters) >= NUCLEIC_MIN_LENGTH and self.written <= _NUCLEIC_LETTERS
+
     def finish(self) -> Sequence | None:
         """The record's sequence, or None when it has problems (then listed in ``problems``)."""
         if not self.letters and not self.problems:
@@ -143,16 +157,17 @@ class _Record:
         return Sequence(self.name, "".join(self.letters), self.description)
 
 
-def _scan(text: str) -> tuple[list[Sequence], list[str]]:
-    """Read FASTA text into sequences and a list of problems in text order (empty when valid).
+def _scan(text: str) -> tuple[list[Sequence], list[str], list[str]]:
+    """Read FASTA text into protein sequences, a list of problems in text order (empty when
+    valid) and the names of the nucleic-acid records left out.
 
     Sequences come back only for records without problems; names are not yet made unique.
     """
     if not text.strip():
-        return [], ["empty: no FASTA records"]
+        return [], ["empty: no FASTA records"], []
     lines = text.splitlines()
     if not any(line.lstrip().startswith(">") for line in lines):
-        return [], ["not FASTA: no '>' header line (each record starts with '>name')"]
+        return [], ["not FASTA: no '>' header line (each record starts with '>name')"], []
 
     # Problems in text order: text before the first header can only come first.
     problems: list[str] = []
@@ -174,13 +189,28 @@ def _scan(text: str) -> tuple[list[Sequence], list[str]]:
         else:
             problems.append(f"line {number}: text before the first '>' header")
 
-    sequences = []
+    sequences, nucleic = [], []
     for record in records:
         sequence = record.finish()
-        if sequence is not None:
-            sequences.append(sequence)
         problems.extend(record.problems)
-    return sequences, problems
+        if sequence is None:
+            continue
+        if record.is_nucleic():
+            nucleic.append(record.label())
+        else:
+            sequences.append(sequence)
+    if nucleic and not sequences and not problems:
+        problems.append(f"no protein sequence: {_listed(nucleic)} only A, C, G, T, U and N, so a "
+                        "nucleic acid, and cryobuild builds proteins")
+    return sequences, problems, nucleic
+
+
+def _listed(labels: list[str]) -> str:
+    """``"record 'A' has"`` or ``"3 records (record 'A', ...) have"``."""
+    if len(labels) == 1:
+        return f"{labels[0]} has"
+    shown = ", ".join(labels[:3]) + (", ..." if len(labels) > 3 else "")
+    return f"{len(labels)} records ({shown}) have"
 
 
 def _unique_names(sequences: list[Sequence], source: str) -> list[Sequence]:
@@ -196,7 +226,7 @@ def _unique_names(sequences: list[Sequence], source: str) -> list[Sequence]:
             new_name = f"{sequence.name}_{suffix}"
             warnings.warn(
                 f"{source}: duplicate record name {sequence.name!r} renamed to {new_name!r}",
-                stacklevel=3,
+                InputWarning, stacklevel=3,
             )
             taken.add(new_name)
             sequence = dataclasses.replace(sequence, name=new_name)
@@ -241,25 +271,28 @@ def parse_fasta(text: str, source: str = "<text>") -> list[Sequence]:
     Returns
     -------
     list of Sequence
-        One per record, at least one. Record names are unique (repeats get a suffix and a
-        `UserWarning`).
+        One per protein record, at least one. Record names are unique (repeats get a suffix
+        and an `InputWarning`); nucleic-acid records are left out with an `InputWarning`.
 
     Raises
     ------
     InputError
-        The text is empty, has no ``>`` header, has a record without residues, or contains a
-        character that is not allowed. The message names ``source`` and the first problem
-        (with its line) and says how many more there are.
+        The text is empty, has no ``>`` header, has a record without residues, contains a
+        character that is not allowed, or holds nucleic acids only. The message names
+        ``source`` and the first problem (with its line) and says how many more there are.
 
     Examples
     --------
     >>> [s.residues for s in parse_fasta(">A\\nmkv-lu*\\n>B\\nGBX\\n")]
     ['MKVLC', 'GXX']
     """
-    sequences, problems = _scan(text)
+    sequences, problems, nucleic = _scan(text)
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise InputError(f"{source}: {problems[0]}{more}")
+    if nucleic:
+        warnings.warn(f"{source}: {_listed(nucleic)} only A, C, G, T, U and N: left out as nucleic "
+                      "acid (cryobuild builds proteins)", InputWarning, stacklevel=2)
     return _unique_names(sequences, source)
 
 

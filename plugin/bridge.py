@@ -17,10 +17,12 @@ into, the running job, and the names of its objects in PyMOL:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,7 @@ __all__ = [
     "ModelView",
     "density_from_pymol",
     "get_bridge",
+    "input_warnings",
     "residue_keys",
 ]
 
@@ -55,6 +58,24 @@ PREVIEW_COLOUR = "grey50"
 CA_SPHERE_SCALE = 0.35
 #: Å: placements from PyMOL's extent and the map file agree within this.
 PLACEMENT_TOLERANCE = 1e-3
+
+
+@contextlib.contextmanager
+def input_warnings():
+    """Collect the `cryobuild.errors.InputWarning` messages raised inside the block (a FASTA
+    record left out, ...) into the list it yields, for the user's log, instead of Python's
+    ``file:line: warning`` print; other warnings pass on as usual."""
+    from cryobuild.errors import InputWarning
+
+    messages: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
+        yield messages
+    for warning in caught:
+        if issubclass(warning.category, InputWarning):
+            messages.append(str(warning.message))
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def _cmd(_self=None):

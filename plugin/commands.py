@@ -13,7 +13,7 @@ import logging
 
 from pymol import CmdException, cmd as _cmd
 
-from .bridge import DEFAULT_MODEL, get_bridge
+from .bridge import DEFAULT_MODEL, get_bridge, input_warnings
 
 __all__ = [
     "cryobuild_accept",
@@ -154,7 +154,10 @@ SEE ALSO
     rounds = _whole_number(rounds, "rounds")
     bridge = get_bridge()
     try:
-        sequences = _sequences_from(str(fasta))
+        with input_warnings() as said:
+            sequences = _sequences_from(str(fasta))
+        for message in said:
+            print(f" cryobuild: warning: {message}")
         background = _gui_active()
         job = bridge.start_build(str(map), sequences, rounds=rounds, name=str(name), device=str(device))
     except CryobuildError as err:

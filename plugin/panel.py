@@ -19,7 +19,7 @@ import time
 
 from pymol.Qt import QtCore, QtGui, QtWidgets
 
-from .bridge import CONFIDENCE_RANGE, DEFAULT_MODEL, get_bridge, map_names
+from .bridge import CONFIDENCE_RANGE, DEFAULT_MODEL, get_bridge, input_warnings, map_names
 
 __all__ = ["CryobuildPanel", "EventPump", "ensure_pump", "pump_running", "show_panel"]
 
@@ -440,7 +440,10 @@ class CryobuildPanel(QtWidgets.QWidget):
         problems = self._validate_sequence()
         if problems:
             raise InputError(f"the sequence has problems: {problems[0]}")
-        sequences = parse_fasta(self.sequence_text(), "<panel>")
+        with input_warnings() as said:
+            sequences = parse_fasta(self.sequence_text(), "<panel>")
+        for message in said:
+            self.log(f"warning: {message}", WARNING_COLOUR)
         request = dict(rounds=self.rounds_spin.value(), name=self.model_name,
                        device=self.device_combo.currentData())
         job = self.bridge.start_build(map_name, sequences, **request)

@@ -227,7 +227,8 @@ def test_hmm_search_ranks_il2_first(il2, il2_profile_folder, tmp_path, capsys):
     decoys = [_random_sequence(f"decoy{i}", int(rng.integers(80, 400)), rng) for i in range(1000)]
     decoys += [_shuffled(sequence, rng)]
     fasta = tmp_path / "db.fasta"
-    fasta.write_text("".join(f">{s.name}\n{s.residues}\n" for s in decoys + [sequence]))
+    rna = ">rna\nGGCUAGCUAGCUAGGCUAAUCGAUCG\n"  # a database may hold nucleic acids: left out, said
+    fasta.write_text("".join(f">{s.name}\n{s.residues}\n" for s in decoys + [sequence]) + rna)
     assert (
         cli_main(
             [
@@ -245,7 +246,10 @@ def test_hmm_search_ranks_il2_first(il2, il2_profile_folder, tmp_path, capsys):
     lines = (tmp_path / "out" / "hits.csv").read_text().splitlines()
     assert lines[0] == "profile,target,bits,evalue,rank"
     assert lines[1].startswith("A,il2,") and lines[1].endswith(",1")
-    assert "il2" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "il2" in out and "against 1002 sequences" in out  # not 1003: the RNA is left out
+    assert err.strip() == (f"cryobuild hmm_search: warning: {fasta}: record 'rna' has only A, C, G, T, U "
+                           "and N: left out as nucleic acid (cryobuild builds proteins)")
 
 
 def test_hmm_search_against_shared_chains(il2, il2_profile_folder, shared_data):

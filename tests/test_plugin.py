@@ -216,7 +216,8 @@ def test_panel_builds_and_validates_sequences_as_you_type(fresh_pymol, il2, qapp
 @needs_weights
 def test_auto_build_streams_into_pymol_and_the_gui_stays_responsive(fresh_pymol, engine, il2, qapp):
     path, density, _, sequence, _ = il2
-    panel = open_panel(fresh_pymol, map_path=str(path), sequence_text=f">il2\n{sequence.residues}\n")
+    rna = ">rna\nGGCUAGCUAGCUAGGCUAAUCGAUCG\n"  # left out, with a warning in the log
+    panel = open_panel(fresh_pymol, map_path=str(path), sequence_text=f">il2\n{sequence.residues}\n{rna}")
     panel.rounds_spin.setValue(2)
     wait_for(qapp, lambda: panel.ready)
     seen, objects_at = [], {}
@@ -237,6 +238,7 @@ def test_auto_build_streams_into_pymol_and_the_gui_stays_responsive(fresh_pymol,
     wait_for(qapp, lambda: ended, gaps=gaps)
     assert ended == ["final"], panel.log_view.toPlainText()
     assert panel.build_button.text() == "Auto-build"
+    assert "warning: <panel>: record 'rna' has only A, C, G, T, U and N" in panel.log_view.toPlainText()
 
     gaps = np.sort(gaps[1:])
     print(f"\nGUI timer ({TICK_MS} ms) during the build: max gap {gaps[-1] * 1000:.0f} ms, "
@@ -316,11 +318,14 @@ def test_failed_build_is_reported_in_the_log(fresh_pymol, engine, qapp, tmp_path
 
 @needs_weights
 def test_headless_command_build_streams_points_and_rounds(fresh_pymol, engine, il2, capsys):
-    path, _, _, _, fasta = il2
+    path, _, _, _, il2_fasta = il2
+    fasta = il2_fasta.parent / "with_rna.fasta"  # the RNA record is left out, with a warning
+    fasta.write_text(il2_fasta.read_text() + ">rna\nGGCUAGCUAGCUAGGCUAAUCGAUCG\n")
     cmd.load(str(path), "emap")
     cmd.do(f"cryobuild_build emap, {fasta}, name=built, rounds=1")
     out = capsys.readouterr().out
     assert "Cα candidates" in out and "round 1/1" in out and "done:" in out
+    assert f"cryobuild: warning: {fasta}: record 'rna' has only A, C, G, T, U and N" in out
     names = cmd.get_names("objects")
     assert "built_ca" in names and ("built" in names or "built_raw" in names)
     with pytest.raises(CmdException, match="would call it 'model_'"):

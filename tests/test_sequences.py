@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from cryobuild.errors import InputError
+from cryobuild.errors import InputError, InputWarning
 from cryobuild.residues import AA_ORDER, UNK_INDEX
 from cryobuild.sequences import (
     Sequence,
@@ -160,7 +160,7 @@ def test_duplicate_sequences_are_kept_and_counted():
 
 
 def test_duplicate_names_get_a_suffix_and_a_warning():
-    with pytest.warns(UserWarning, match="duplicate record name 'A' renamed to 'A_3'"):
+    with pytest.warns(InputWarning, match="duplicate record name 'A' renamed to 'A_3'"):
         sequences = parse_fasta(">A\nMKV\n>A_2\nGG\n>A\nLL\n")
     assert [s.name for s in sequences] == ["A", "A_2", "A_3"]
     assert [s.residues for s in sequences] == ["MKV", "GG", "LL"]
@@ -186,3 +186,24 @@ def test_validate_lists_every_problem():
 def test_validate_accepts_what_parse_accepts():
     assert validate_sequence_text(THREE_CHAINS) == []
     assert validate_sequence_text(">A\nMKV\n>A\nMKV\n") == []
+
+
+RNA = "GGCUAGCUAGCUAGGCUAAUCGAUCG"  # 26 nucleotides
+
+
+def test_nucleic_acid_records_are_left_out_with_a_warning():
+    """A complex's FASTA with an RNA and a DNA chain: the protein is kept, the others named."""
+    text = f">P\nMKVLAAGIT\n>rna\n{RNA}\n>dna\n{RNA.replace('U', 'T').lower()}\n"
+    with pytest.warns(InputWarning, match=r"2 records \(record 'rna', record 'dna'\) have only A, C, G"):
+        sequences = parse_fasta(text, "complex.fasta")
+    assert [s.name for s in sequences] == ["P"]
+    assert validate_sequence_text(text) == []
+
+
+def test_nucleic_acid_only_is_an_error_and_short_peptides_stay_protein():
+    with pytest.raises(InputError, match="no protein sequence: record 'rna' has only A, C, G, T, U and N"):
+        parse_fasta(f">rna\n{RNA}\n")
+    assert validate_sequence_text(f">rna\n{RNA}\n")[0].startswith("no protein sequence")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert parse_fasta(">pep\nGAGACAGAGCAT\n")[0].residues == "GAGACAGAGCAT"

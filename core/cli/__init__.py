@@ -4,7 +4,8 @@ Each verb is a module in this package with ``HELP`` (one line), ``add_args(parse
 ``main(args) -> int``. ``main`` only parses arguments, calls library functions that take and
 return typed objects, and writes files at the edges. Errors meant for the user
 (`cryobuild.errors.CryobuildError`) become one line on stderr and exit status 2; anything else is
-a bug and keeps its traceback.
+a bug and keeps its traceback. Warnings about the input (`cryobuild.errors.InputWarning`) are
+one line on stderr too.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
-from ..errors import Cancelled, CryobuildError
+from ..errors import Cancelled, CryobuildError, InputWarning
 
 __all__ = ["main", "VERBS"]
 
@@ -57,8 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    default_show = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, InputWarning):
+            print(f"cryobuild {args.verb}: warning: {message}", file=sys.stderr)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+
     try:
-        return int(args._module.main(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            return int(args._module.main(args) or 0)
     except Cancelled as err:
         print(f"cryobuild {args.verb}: cancelled: {err}", file=sys.stderr)
         return 130
