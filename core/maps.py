@@ -207,6 +207,14 @@ def _from_mrc(mrc, name: str) -> DensityMap:
     to_zyx = [axis_of_storage.index(axis) for axis in (3, 2, 1)]
     grid = np.transpose(data, to_zyx)
 
+    angles = np.array([float(header.cellb.alpha), float(header.cellb.beta), float(header.cellb.gamma)])
+    if np.all(np.isfinite(angles)) and np.any(angles != 0) and np.any(np.abs(angles - 90) > 0.01):
+        # An X-ray map of a monoclinic crystal, say: its axes are not x, y, z.
+        raise InputError(
+            f"{name}: the cell is not orthogonal (angles {angles[0]:g}°, {angles[1]:g}°, "
+            f"{angles[2]:g}°); cryobuild reads maps on orthogonal grids, as cryo-EM maps are: "
+            "resample it onto an orthogonal grid first (ChimeraX: 'volume resample #1 onGrid #2')"
+        )
     cell = np.array([float(header.cella.x), float(header.cella.y), float(header.cella.z)])
     sampling = np.array([int(header.mx), int(header.my), int(header.mz)], dtype=np.float64)
     shape_xyz = np.array(grid.shape[::-1], dtype=np.float64)

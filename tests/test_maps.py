@@ -160,6 +160,20 @@ def test_bad_files_raise_input_errors(tmp_path, content, problem):
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize("angles", [(90.0, 105.3, 90.0), (0.0, 0.0, 0.0)])
+def test_a_non_orthogonal_cell_is_refused(tmp_path, angles):
+    """A monoclinic X-ray map is refused, not read as if its axes were x, y, z; a header with
+    no angles (all 0, as some writers leave it) counts as orthogonal."""
+    path = write_map(blob_map([1, 1, 1], [20, 20, 20], [0, 0, 0], atom=[10, 10, 10]), tmp_path / "m.mrc")
+    with mrcfile.open(path, "r+") as mrc:
+        mrc.header.cellb = angles
+    if angles[1] == 0:
+        assert read_map(path).grid.shape == (20, 20, 20)
+        return
+    with pytest.raises(InputError, match="not orthogonal .angles 90°, 105.3°, 90°"):
+        read_map(path)
+
+
 def test_truncated_and_constant_maps(tmp_path):
     truth = blob_map([1, 1, 1], [20, 20, 20], [0, 0, 0], atom=[10, 10, 10])
     data = map_to_bytes(truth)
