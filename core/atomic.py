@@ -12,7 +12,9 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_bytes_atomic"]
+from .errors import InputError
+
+__all__ = ["atomic_path", "output_folder", "write_bytes_atomic"]
 
 #: Permissions of written files: rw-r--r--.
 _FILE_MODE = 0o644
@@ -41,3 +43,24 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def output_folder(path: str | os.PathLike) -> Path:
+    """``path`` as a folder that outputs can be written into, created if missing: checked before
+    a long job starts, so that an unusable ``-o`` fails at once and not after the build.
+
+    Raises
+    ------
+    InputError
+        ``path`` is a file, or the folder cannot be created or written into.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: is a file, not a folder for the outputs")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise InputError(f"{path}: cannot write the outputs there ({err.strerror or err})") from None
+    return path

@@ -60,10 +60,12 @@ def bad_inputs(tmp_path, il2_path):
     files["zeros"] = (tmp_path / "zeros.mrc", "constant")
     (tmp_path / "digits.fasta").write_text(">A\nMKT1234LLV\n")
     files["digits"] = (tmp_path / "digits.fasta", "1")
+    (tmp_path / "taken").write_text("a file where the output folder should go\n")
+    files["output"] = (tmp_path / "taken", "is a file, not a folder")
     return good_map, files
 
 
-@pytest.mark.parametrize("case", ["empty", "truncated", "text", "zeros", "digits"])
+@pytest.mark.parametrize("case", ["empty", "truncated", "text", "zeros", "digits", "output"])
 def test_bad_input_gives_one_line_error(bad_inputs, tmp_path, case):
     good_map, files = bad_inputs
     path, expected = files[case]
@@ -71,6 +73,8 @@ def test_bad_input_gives_one_line_error(bad_inputs, tmp_path, case):
     fasta.write_text(">A\nAPTSSSTKKTQLQLEHLLLDLQMILNGINNYKNPKLTRMLTFKFYMPKK\n")
     if case == "digits":
         argv = ["build", "-v", str(good_map), "-f", str(path), "-o", str(tmp_path / "out")]
+    elif case == "output":  # refused before the build starts, not after it
+        argv = ["build", "-v", str(good_map), "-f", str(fasta), "-o", str(path)]
     else:
         argv = ["detect", "-v", str(path), "-o", str(tmp_path / "out"), "--baseline"]
     result = run(*argv)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 HELP = "build a model into a map from its sequence(s)"
 
@@ -76,7 +75,7 @@ def build_with_engine(density, sequences, options, *, device="auto", mask=None, 
 
 
 def main(args) -> int:
-    from ..atomic import write_bytes_atomic
+    from ..atomic import output_folder, write_bytes_atomic
     from ..build_outputs import write_build
     from ..maps import read_map
     from ..pipeline import BuildOptions
@@ -85,12 +84,12 @@ def main(args) -> int:
     density = read_map(args.map)
     sequences = read_fasta(args.fasta)
     mask = read_map(args.mask) if args.mask else None
+    out = output_folder(args.output_dir)
     options = BuildOptions(rounds=args.rounds, threader=args.threader, relax=args.relax,
                            **tuning_options(args))
     started = time.time()
     result, device = build_with_engine(density, sequences, options, device=args.device,
                                        mask=mask, quiet=args.quiet)
-    out = Path(args.output_dir)
     write_build(result, out)
     log = {
         "map": str(args.map), "fasta": str(args.fasta), "device": str(device),

@@ -6,7 +6,6 @@ the sequence (`cryobuild.pipeline.composition_stand_in`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
@@ -23,6 +22,7 @@ def add_args(parser):
 
 
 def main(args) -> int:
+    from ..atomic import output_folder
     from ..build_outputs import write_build
     from ..hmm import write_profiles
     from ..maps import read_map
@@ -31,11 +31,11 @@ def main(args) -> int:
 
     density = read_map(args.map)
     mask = read_map(args.mask) if args.mask else None
+    out = output_folder(args.output_dir)
     networks = Networks.load(args.device)
     with terminal_progress(quiet=args.quiet) as progress:
         result = build(density, [], networks, BuildOptions(rounds=args.rounds), mask=mask,
                        progress=progress)
-    out = Path(args.output_dir)
     write_build(result, out)
     profiles = final_profiles(result)
     paths = write_profiles(profiles, out / "hmm_profiles")

@@ -7,7 +7,6 @@ sequence and prints the scores of the raw and final models against the known str
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +21,7 @@ def add_args(parser):
 
 
 def main(args) -> int:
+    from ..atomic import output_folder
     from ..build_outputs import write_build
     from ..checkpoints import checkpoint_path
     from ..data import read_structure
@@ -36,8 +36,7 @@ def main(args) -> int:
     from ..validation import validate_geometry
     from .build import build_with_engine
 
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.output_dir)
     source = demo_structure_path()
     reference = read_model(source)
     density = simulate_map(

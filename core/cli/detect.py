@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 HELP = "find the Cα atoms in a map (writes ca_points.cif and ca_probability.mrc)"
 
@@ -20,6 +19,7 @@ def add_args(parser):
 
 
 def main(args) -> int:
+    from ..atomic import output_folder
     from ..detect.baseline import detect_calphas_baseline
     from ..detect.inference import DetectionOptions, detect_calphas
     from ..detect.network import load_detector
@@ -31,7 +31,7 @@ def main(args) -> int:
 
     density = read_map(args.map)
     mask = read_map(args.mask) if args.mask else None
-    out = Path(args.output_dir)
+    out = output_folder(args.output_dir)
     if args.baseline:
         result = detect_calphas_baseline(density)
     else:
@@ -44,7 +44,6 @@ def main(args) -> int:
                                         progress=progress)
             except ValueError as err:
                 raise InputError(f"{args.map}: {err}") from None
-    out.mkdir(parents=True, exist_ok=True)
     points = result.points
     write_model(model_from_ca(points.xyz, points.score), out / "ca_points.cif")
     write_map(resample_onto(result.probability, density), out / "ca_probability.mrc")

@@ -34,12 +34,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..atomic import write_bytes_atomic
+    from ..atomic import output_folder, write_bytes_atomic
     from ..hmm import read_profiles, search_profiles
     from ..sequences import read_fasta
 
     profiles = read_profiles(Path(args.input_dir) / PROFILE_FOLDER)
     database = read_fasta(args.fasta)
+    out = output_folder(args.output_dir)
     hits = search_profiles(profiles, database, max_evalue=args.max_evalue)
 
     text = io.StringIO()
@@ -47,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     writer.writerow(["profile", "target", "bits", "evalue", "rank"])
     for hit in hits:
         writer.writerow([hit.profile, hit.target, f"{hit.bits:.1f}", f"{hit.evalue:.3g}", hit.rank])
-    path = write_bytes_atomic(Path(args.output_dir) / HITS_FILE, text.getvalue().encode())
+    path = write_bytes_atomic(out / HITS_FILE, text.getvalue().encode())
 
     print(
         f"{len(profiles)} profiles against {len(database)} sequences: {len(hits)} hits "
