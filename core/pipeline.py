@@ -47,7 +47,7 @@ from .assignment import (
 from .chains import MIN_EXISTENCE, ResiduePredictions, link_chains
 from .closure import MAX_SKIP, MIN_SKIP, bridge_positions, close_gaps
 from .errors import BuildError, InputError
-from .maps import DensityMap
+from .maps import DensityMap, erased_below
 from .models import BuiltModel
 from .placement import place_chains
 from .points import CalphaPoints
@@ -57,6 +57,7 @@ from .sequences import Sequence
 
 __all__ = [
     "CONTEXT_CLEARANCE",
+    "MAX_VOXEL_SIZE",
     "MIN_CHAIN_LENGTH",
     "BuildOptions",
     "Networks",
@@ -66,6 +67,7 @@ __all__ = [
     "build",
     "composition_stand_in",
     "join_models",
+    "map_warnings",
     "relax_stage",
     "relax_with_context",
     "residue_predictions",
@@ -99,6 +101,29 @@ THREADERS = ("hmm", "structgen")
 CONTEXT_CLEARANCE = 2.5
 #: Å: context residues with a Cα this close to a new residue take part in its relaxation.
 RELAX_CONTEXT = 10.0
+
+
+#: Å: a map with larger voxels cannot hold the detail a build needs. A voxel of v Å holds no
+#: detail finer than 2v Å (Nyquist), and side chains, which threading reads, need about 4.5 Å
+#: (the T20S dev map at 4.8 Å threads 0.15 of its residues, `bench.build`); the networks were
+#: trained on 1.0-1.5 Å voxels.
+MAX_VOXEL_SIZE = 2.25
+
+
+def map_warnings(density: DensityMap) -> list[str]:
+    """What about ``density`` will limit a build, as messages for the user (empty: nothing)."""
+    messages = []
+    voxel = float(density.voxel_size.max())
+    if voxel > MAX_VOXEL_SIZE:
+        messages.append(f"the map's voxels are {voxel:.3g} Å, so it holds no detail finer than "
+                        f"{2 * voxel:.3g} Å; atomic models need about 4.5 Å or better (voxels of "
+                        f"{MAX_VOXEL_SIZE:g} Å or less), so expect few threaded residues")
+    floor = erased_below(density)
+    if floor is not None:
+        messages.append(f"the map looks thresholded: every voxel below {floor:.3g} was set to 0, so "
+                        "weaker density (often loops and side chains) is lost; expect gaps and few "
+                        "threaded residues, and use the unthresholded map if there is one")
+    return messages
 
 
 @dataclasses.dataclass(frozen=True)

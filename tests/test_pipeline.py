@@ -143,3 +143,16 @@ def test_composition_stand_in_has_the_background_composition():
         counts = np.array([sequence.count(letter) for letter in AA_ORDER[:20]])
         assert len(sequence) == length
         assert np.all(np.abs(counts - length * background_frequencies()) < 1.0)
+
+
+def test_map_warnings_name_coarse_voxels_and_thresholding():
+    from cryobuild.pipeline import MAX_VOXEL_SIZE, map_warnings
+
+    rng = np.random.default_rng(0)
+    grid = rng.standard_normal((20, 20, 20)).astype(np.float32)
+    assert map_warnings(DensityMap(grid, 1.0, 0.0)) == []
+    [coarse] = map_warnings(DensityMap(grid, 3.0, 0.0))
+    assert coarse.startswith("the map's voxels are 3 Å, so it holds no detail finer than 6 Å")
+    assert map_warnings(DensityMap(grid, MAX_VOXEL_SIZE, 0.0)) == []
+    [cut] = map_warnings(DensityMap(np.where(grid > 1.0, grid, 0), 1.0, 0.0))
+    assert cut.startswith("the map looks thresholded: every voxel below 1")

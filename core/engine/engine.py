@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..maps import DensityMap, erased_below
-from ..pipeline import BuildOptions, BuildResult, Networks, build, relax_stage
+from ..maps import DensityMap
+from ..pipeline import BuildOptions, BuildResult, Networks, build, map_warnings, relax_stage
 from ..placement import ANCHOR_EVALUE
 from ..sequences import Sequence
 from ..session import JobConflict, Session, SessionState
@@ -395,11 +395,8 @@ class Engine:
         """`build` with the kept residues' positions taken, each round spliced and saved."""
         progress = _Progress(job, options.rounds)
         networks = self._load(job, progress)
-        floor = erased_below(density)
-        if floor is not None:
-            _warn(job, f"the map looks thresholded: every voxel below {floor:.3g} was set to 0, so weaker "
-                       "density (often loops and side chains) is lost; expect gaps and few threaded "
-                       "residues, and use the unthresholded map if there is one")
+        for message in map_warnings(density):
+            _warn(job, message)
         visible = kept.select(kept.visible) if kept is not None else None
         if visible is not None and visible.num_residues:
             records = thread_records(sequences, visible, spare=spare)
