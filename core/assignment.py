@@ -33,6 +33,7 @@ __all__ = [
     "MIN_OVERHANG",
     "MAX_JOIN_DISTANCE",
     "MAX_JOIN_GAP",
+    "MAX_JOIN_OVERLAP",
     "CA_CA_DISTANCE",
     "CA_REACH_SLACK",
     "ChainMatch",
@@ -68,6 +69,11 @@ MIN_OVERHANG = 4
 MAX_JOIN_DISTANCE = 30.0
 #: Joined chains must leave 0 < gap < this many residues between their numbering (METHODS §4).
 MAX_JOIN_GAP = 40
+#: Residues: two chains of one sequence that both claim up to this many positions where one ends
+#: and the other begins, with the claimants in the same place, are one chain broken there
+#: (`join_matches`). On the simulated il2 demo map two chains both took residue 93, their Cα
+#: 2.9 Å apart, and the final model held residue 93 twice.
+MAX_JOIN_OVERLAP = 2
 #: Å, CA-CA distance of consecutive residues (trans peptide): the most a residue can span.
 CA_CA_DISTANCE = 3.8
 #: Å added to ``gap * CA_CA_DISTANCE`` when asking whether residues ``gap`` apart in sequence
@@ -388,10 +394,17 @@ def _search(hmm: plan7.HMM, block: easel.DigitalSequenceBlock, num_sequences: in
 # ----------------------------------------------------------------------------- joining
 
 
-def join_matches(matches: list[ChainMatch], backbone: np.ndarray) -> list[ChainMatch]:
+def join_matches(matches: list[ChainMatch], backbone: np.ndarray,
+                 aa_probs: np.ndarray) -> list[ChainMatch]:
     """Join chains threaded onto consecutive stretches of the same sequence.
 
-    Chain ``a`` is followed by chain ``b`` when both match the same sequence and
+    First, junction overlaps (`_trim_overlap`): where chain ``b`` begins with up to
+    `MAX_JOIN_OVERLAP` positions that chain ``a`` ends with, and each of those positions has its
+    Cα in ``a`` within `CA_CA_DISTANCE` of its Cα in ``b``, the two claim the same residues of
+    one chain. The claim of the chain with the larger E-value (the shorter on a tie) is cut
+    off, and the cut residues become an unthreaded piece (in the raw model only).
+
+    Then chain ``a`` is followed by chain ``b`` when both match the same sequence and
 
     * the numbering is compatible: ``gap = first(b) - last(a)`` (first and last assigned residue
       numbers) satisfies ``0 < gap < MAX_JOIN_GAP`` and leaves room for the unassigned residues
@@ -415,14 +428,29 @@ def join_matches(matches: list[ChainMatch], backbone: np.ndarray) -> list[ChainM
         Threaded chains (`thread_chains`).
     backbone : ``[N, 3, 3]``
         N, CA, C positions (Å) of all nodes.
+    aa_probs : ``[N, 20]``
+        Residue-type probabilities of all nodes (the types of cut-off residues).
 
     Returns
     -------
     list of ChainMatch
         Joined chains (nodes, numbers and types concatenated; score summed, smallest E-value)
-        and the chains not joined, in the order of the first chain of each in ``matches``.
+        and the chains not joined, in the order of the first chain of each in ``matches``;
+        pieces cut off junction overlaps follow, unthreaded.
     """
     backbone = np.asarray(backbone, dtype=np.float64)
+    matches = list(matches)
+    cut_off = []
+    while (pair := _junction_overlap(matches, backbone[:, _CA])) is not None:
+        a, b = pair
+        weaker = a if (matches[a].evalue, len(matches[a].nodes)) > (matches[b].evalue, len(matches[b].nodes)) else b
+        kept, cut = _trim_overlap(matches[a], matches[b], at_end=weaker == a)
+        if kept.assigned.any():
+            matches[weaker] = kept
+        else:  # nothing of it is left on the sequence
+            matches[weaker], cut = ChainMatch.unthreaded(matches[weaker].nodes, aa_probs), []
+        if len(cut):
+            cut_off.append(ChainMatch.unthreaded(cut, aa_probs))
     candidates = []
     for a, first in enumerate(matches):
         for b, second in enumerate(matches):
@@ -444,7 +472,46 @@ def join_matches(matches: list[ChainMatch], backbone: np.ndarray) -> list[ChainM
         while parts[-1] in after:
             parts.append(after[parts[-1]])
         joined.append(_concatenate([matches[index] for index in parts]))
-    return joined
+    return joined + cut_off
+
+
+def _junction_overlap(matches: list[ChainMatch], ca: np.ndarray) -> tuple[int, int] | None:
+    """Indices ``(a, b)`` of two threaded chains of one sequence where ``b`` begins with up to
+    `MAX_JOIN_OVERLAP` positions ``a`` ends with, at the same place (`join_matches`), or None."""
+    for a, first in enumerate(matches):
+        for b, second in enumerate(matches):
+            if (a == b or not first.threaded or first.sequence_index != second.sequence_index
+                    or not first.assigned.any() or not second.assigned.any()):
+                continue
+            numbers_a, numbers_b = first.residue_number, second.residue_number
+            lo, hi = numbers_b[second.assigned][0], numbers_a[first.assigned][-1]
+            if not 1 <= hi - lo + 1 <= MAX_JOIN_OVERLAP or numbers_a[first.assigned][0] >= lo:
+                continue
+            shared = np.arange(lo, hi + 1)
+            in_a = first.nodes[first.assigned][np.isin(numbers_a[first.assigned], shared)]
+            in_b = second.nodes[second.assigned][np.isin(numbers_b[second.assigned], shared)]
+            if len(in_a) == len(in_b) == len(shared) and np.all(
+                    np.linalg.norm(ca[in_a] - ca[in_b], axis=1) <= CA_CA_DISTANCE):
+                return a, b
+    return None
+
+
+def _trim_overlap(first: ChainMatch, second: ChainMatch, at_end: bool) -> tuple[ChainMatch, np.ndarray]:
+    """``first`` without its residues from the first position ``second`` claims on
+    (``at_end``), or ``second`` without its residues up to the last position ``first`` claims;
+    and the nodes cut off."""
+    if at_end:
+        lo = second.residue_number[second.assigned][0]
+        keep = np.arange(len(first.nodes)) < np.flatnonzero(first.residue_number >= lo)[0]
+        chain = first
+    else:
+        hi = first.residue_number[first.assigned][-1]
+        keep = np.arange(len(second.nodes)) > np.flatnonzero(
+            second.assigned & (second.residue_number <= hi))[-1]
+        chain = second
+    kept = dataclasses.replace(chain, nodes=chain.nodes[keep], residue_number=chain.residue_number[keep],
+                               aatype=chain.aatype[keep])
+    return kept, chain.nodes[~keep]
 
 
 def _join_gap_and_distance(first: ChainMatch, second: ChainMatch,

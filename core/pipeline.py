@@ -607,7 +607,7 @@ def build(
                 matches = place_chains(matches, graph.aa_probs, graph.confidence,
                                        predictions.backbone[:, 1], sequences,
                                        min_length=MIN_CHAIN_LENGTH, taken=taken)
-        matches = join_matches(matches, predictions.backbone)
+        matches = join_matches(matches, predictions.backbone, graph.aa_probs)
         if sequences and options.threader == "hmm" and options.closure:
             matches = close_gaps(matches, predictions.backbone[:, 1], graph.aa_probs,
                                  graph.confidence, sequences, taken=taken)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from cryobuild.assignment import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch, join_matches
+from cryobuild.assignment import CA_CA_DISTANCE, CA_REACH_SLACK, MAX_JOIN_OVERLAP, ChainMatch, join_matches
+
+#: Uniform residue-type probabilities for nodes (the types of pieces cut off).
+def _probs(count: int) -> np.ndarray:
+    return np.full((count, 20), 0.05)
 
 
 def _backbone(ca: np.ndarray) -> np.ndarray:
@@ -27,14 +32,14 @@ def _pair(spacing: float) -> tuple[list[ChainMatch], np.ndarray]:
 
 def test_consecutive_calphas_a_little_over_the_spacing_are_joined():
     matches, backbone = _pair(3.81)
-    joined = join_matches(matches, backbone)
+    joined = join_matches(matches, backbone, _probs(8))
     assert len(joined) == 1
     np.testing.assert_array_equal(joined[0].residue_number, np.arange(1, 9))
 
 
 def test_calphas_out_of_reach_are_not_joined():
     matches, backbone = _pair(CA_CA_DISTANCE + CA_REACH_SLACK + 0.2)
-    assert len(join_matches(matches, backbone)) == 2
+    assert len(join_matches(matches, backbone, _probs(8))) == 2
 
 
 def test_the_piece_that_continues_the_numbering_is_joined_not_the_closest():
@@ -50,6 +55,43 @@ def test_the_piece_that_continues_the_numbering_is_joined_not_the_closest():
     # residues 9 and 10 are 3.76 Å apart.
     matches = [ChainMatch(np.arange(4) + 4 * i, 0, first + np.arange(4), np.zeros(4), 20.0, 1e-5)
                for i, first in enumerate((1, 6, 10))]
-    joined = join_matches(matches, _backbone(ca))
+    joined = join_matches(matches, _backbone(ca), _probs(12))
     numbers = sorted(tuple(match.residue_number.tolist()) for match in joined)
     assert numbers == [(1, 2, 3, 4), (6, 7, 8, 9, 10, 11, 12, 13)]
+
+
+def _overlapping(offset: float, overlap: int, evalues=(1e-5, 1e-3)):
+    """Chain 0 threaded to residues 1-6 along x; chain 1 to residues 7 - overlap .. 12 - overlap,
+    its first ``overlap`` nodes ``offset`` Å (in y) from chain 0's last ones."""
+    x = np.arange(6) * CA_CA_DISTANCE
+    ca = np.concatenate([
+        np.stack([x, np.zeros(6), np.zeros(6)], axis=1),
+        np.stack([x + (6 - overlap) * CA_CA_DISTANCE, np.full(6, offset), np.zeros(6)], axis=1),
+    ])
+    matches = [ChainMatch(np.arange(6), 0, np.arange(1, 7), np.zeros(6), 20.0, evalues[0]),
+               ChainMatch(np.arange(6, 12), 0, np.arange(7 - overlap, 13 - overlap), np.zeros(6), 10.0,
+                          evalues[1])]
+    return matches, _backbone(ca)
+
+
+def test_chains_claiming_the_same_residues_at_their_junction_are_one_chain():
+    """The weaker claim is cut off (an unthreaded piece) and the rest joined: no residue twice."""
+    matches, backbone = _overlapping(offset=1.0, overlap=MAX_JOIN_OVERLAP)
+    joined = join_matches(matches, backbone, _probs(12))
+    threaded = [m for m in joined if m.threaded]
+    assert len(threaded) == 1
+    np.testing.assert_array_equal(threaded[0].residue_number, np.arange(1, 11))
+    [piece] = [m for m in joined if not m.threaded]
+    np.testing.assert_array_equal(piece.nodes, [6, 7])  # the weaker chain's first two
+    matches, backbone = _overlapping(offset=1.0, overlap=1, evalues=(1e-3, 1e-5))
+    joined = join_matches(matches, backbone, _probs(12))
+    [piece] = [m for m in joined if not m.threaded]
+    np.testing.assert_array_equal(piece.nodes, [5])  # now the first chain's last
+
+
+@pytest.mark.parametrize("offset, overlap", [(8.0, 1), (1.0, MAX_JOIN_OVERLAP + 1)])
+def test_copies_and_longer_overlaps_stay_apart(offset, overlap):
+    """Claimants far apart are two copies (a homo-oligomer); longer overlaps are not a break."""
+    matches, backbone = _overlapping(offset, overlap)
+    joined = join_matches(matches, backbone, _probs(12))
+    assert [m.residue_number.tolist() for m in joined] == [m.residue_number.tolist() for m in matches]

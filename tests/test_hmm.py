@@ -192,7 +192,8 @@ def test_joining_and_copies(threaded):
         )
         for m in matches
     ]
-    joined = assignment.join_matches(copies, shifted)
+    aa_probs = np.concatenate([simulated.predictions.aa_probs] * 2)
+    joined = assignment.join_matches(copies, shifted, aa_probs)
     on_il2 = [m for m in joined if m.sequence_index == 1]
     assert len(on_il2) < len([m for m in copies if m.sequence_index == 1])
     for match in on_il2:
