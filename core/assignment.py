@@ -443,7 +443,8 @@ def join_matches(matches: list[ChainMatch], backbone: np.ndarray,
     cut_off = []
     while (pair := _junction_overlap(matches, backbone[:, _CA])) is not None:
         a, b = pair
-        weaker = a if (matches[a].evalue, len(matches[a].nodes)) > (matches[b].evalue, len(matches[b].nodes)) else b
+        strength = [(matches[i].evalue, -len(matches[i].nodes)) for i in (a, b)]
+        weaker = a if strength[0] > strength[1] else b
         kept, cut = _trim_overlap(matches[a], matches[b], at_end=weaker == a)
         if kept.assigned.any():
             matches[weaker] = kept

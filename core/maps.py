@@ -383,7 +383,8 @@ def erased_below(density: DensityMap) -> float | None:
     spike NTD dev segment 59 of the deposited model's 198 Cα atoms sit on zeroed voxels."""
     grid = density.grid
     nonzero = grid[grid != 0]
-    if len(nonzero) == 0 or nonzero.min() < 0 or len(nonzero) > (1 - THRESHOLDED_MIN_ZERO_FRACTION) * grid.size:
+    too_few_zeros = len(nonzero) > (1 - THRESHOLDED_MIN_ZERO_FRACTION) * grid.size
+    if len(nonzero) == 0 or nonzero.min() < 0 or too_few_zeros:
         return None
     floor = float(nonzero.min())
     return floor if floor >= THRESHOLDED_MIN_FLOOR_RATIO * float(np.median(nonzero)) else None
