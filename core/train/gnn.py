@@ -363,6 +363,9 @@ def main(argv=None) -> None:
     parser.add_argument("--real-map-blemishes", action="store_true",
                         help="uneven local blur and damaged carboxylates in the training maps "
                              "(BLEMISHES; measured, not used for gnn.pt)")
+    parser.add_argument("--resolution", type=float, nargs=2, metavar=("BEST", "WORST"), default=None,
+                        help="resolution range of the training maps in Å (default: "
+                             f"{GraphAugmentation.resolution[0]:g} {GraphAugmentation.resolution[1]:g})")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the training process (the data worker takes "
                              "another core; measured: 1 thread ~0.3 s/step, 2 threads beside "
@@ -388,7 +391,8 @@ def main(argv=None) -> None:
     run.set_lr(args.lr)
 
     split = default_split()
-    augmentation = GraphAugmentation(**(BLEMISHES if args.real_map_blemishes else {}))
+    augmentation = GraphAugmentation(**(BLEMISHES if args.real_map_blemishes else {}),
+                                     **({"resolution": tuple(args.resolution)} if args.resolution else {}))
     dataset = SimulatedGraphs(split["train"], augmentation, args.crops_per_structure,
                               seed=args.seed + run.step)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=1, prefetch_factor=4)
