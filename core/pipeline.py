@@ -51,7 +51,7 @@ from .maps import DensityMap, erased_below
 from .models import BuiltModel
 from .placement import place_chains
 from .points import CalphaPoints
-from .progress import CancelToken, ProgressCallback, check_cancel, report
+from .progress import CancelToken, ProgressCallback, check_cancel, prefixed, report
 from .residues import MAX_ATOMS, NUM_AA
 from .sequences import Sequence
 
@@ -469,7 +469,7 @@ def _polish(density, model: BuiltModel, named: list[NamedChain], context, sequen
                            chain_id=np.array(chain_ids), confidence=np.zeros(len(added), np.float32))
         model = join_models([model, extra])
     graph = _refine_with_context(density, model, context, [s.residues for s in sequences],
-                                 networks, progress, cancel)
+                                 networks, prefixed(progress, "last pass"), cancel)
     return graph, renamed
 
 
@@ -586,7 +586,7 @@ def build(
         check_cancel(cancel)
         start = time.time()
         graph = _refine_with_context(density, current, context, residue_strings, networks,
-                                     progress, cancel)
+                                     prefixed(progress, f"round {index + 1}"), cancel)
         seconds["gnn"] += time.time() - start
         start = time.time()
         report(progress, "thread", 0.0, f"round {index + 1}: linking chains")

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 from .errors import Cancelled
 
-__all__ = ["CancelToken", "ProgressCallback", "report", "check_cancel"]
+__all__ = ["CancelToken", "ProgressCallback", "report", "prefixed", "check_cancel"]
 
 ProgressCallback = Callable[..., None]
 
@@ -39,6 +39,14 @@ def report(progress: Optional[ProgressCallback], stage: str, fraction: float, me
     """Call ``progress`` if there is one."""
     if progress is not None:
         progress(stage, min(max(float(fraction), 0.0), 1.0), message)
+
+
+def prefixed(progress: Optional[ProgressCallback], prefix: str) -> Optional[ProgressCallback]:
+    """``progress`` with ``prefix: `` before every message (e.g. the build round a stage runs
+    in); None stays None."""
+    if progress is None:
+        return None
+    return lambda stage, fraction, message="": progress(stage, fraction, f"{prefix}: {message}")
 
 
 def check_cancel(cancel: Optional[CancelToken]) -> None:

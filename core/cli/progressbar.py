@@ -1,17 +1,40 @@
-"""A terminal progress bar (tqdm on stderr) fed by the engine's ``progress(stage, fraction,
-message)`` callbacks; silent with ``quiet``."""
+"""Progress on stderr, fed by the engine's ``progress(stage, fraction, message)`` callbacks: a
+tqdm bar per stage on a terminal; one line per new message when stderr is a file or a pipe (a
+batch job's log, where a bar's carriage-return redraws pile up into one unreadable line);
+silent with ``quiet``."""
 
 from __future__ import annotations
 
 import contextlib
+import sys
 
 
 @contextlib.contextmanager
 def terminal_progress(quiet: bool = False):
-    """Yields a progress callback (or None when quiet) that drives one bar per stage."""
+    """Yields a progress callback (or None when quiet)."""
     if quiet:
         yield None
-        return
+    elif not sys.stderr.isatty():
+        yield _line_progress()
+    else:
+        with _bar_progress() as progress:
+            yield progress
+
+
+def _line_progress():
+    """``stage  NN%  message`` on stderr whenever the stage or its message changes."""
+    last = [None]
+
+    def progress(stage: str, fraction: float, message: str = ""):
+        if (stage, message) != last[0]:
+            last[0] = (stage, message)
+            print(f"{stage:>8} {round(100 * fraction):3d}%  {message}", file=sys.stderr, flush=True)
+
+    return progress
+
+
+@contextlib.contextmanager
+def _bar_progress():
     from tqdm import tqdm
 
     bars: dict[str, tqdm] = {}

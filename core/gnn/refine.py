@@ -306,8 +306,11 @@ def refine(
                     merged["edge_index"][target, :width] = index[final.neighbours[mine]]
                     merged["edge_prob"][target, :width] = torch.sigmoid(final.edge_logits[mine])
                 done = round_index * len(crops) + crop_index + 1
+                # "round r/R" only when this call recycles: the build's rounds call it once each
+                # and name their round themselves.
+                recycling = f"round {round_index + 1}/{rounds}, " if rounds > 1 else ""
                 report(progress, STAGE, done / (rounds * len(crops)),
-                       f"round {round_index + 1}/{rounds}, crop {crop_index + 1}/{len(crops)}")
+                       f"{recycling}crop {crop_index + 1}/{len(crops)}")
             state = {key: merged[key] for key in ("rotations", "translations", "aa_prior")}
     edge_prob = merged["edge_prob"].cpu().numpy()
     return GraphOutput(
