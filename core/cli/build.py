@@ -6,6 +6,8 @@ import json
 import sys
 import time
 
+from .progressbar import add_quiet_arg
+
 HELP = "build a model into a map from its sequence(s)"
 
 
@@ -21,7 +23,7 @@ def add_args(parser):
     parser.add_argument("--no-relax", dest="relax", action="store_false",
                         help="skip the final geometry relaxation")
     add_tuning_args(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_arg(parser)
 
 
 def add_tuning_args(parser):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .progressbar import add_quiet_arg
+
 HELP = "build a model without a sequence; writes hmm_profiles/ for hmm_search"
 
 
@@ -18,7 +20,7 @@ def add_args(parser):
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--mask", default=None, help="mask map restricting the build")
     parser.add_argument("--rounds", type=int, default=3, help="graph network rounds (default 3)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_arg(parser)
 
 
 def main(args) -> int:

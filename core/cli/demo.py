@@ -10,6 +10,8 @@ import time
 
 import numpy as np
 
+from .progressbar import add_quiet_arg
+
 HELP = "simulate a map from PyMOL's il2.pdb, build into it and print the scores"
 
 
@@ -17,7 +19,7 @@ def add_args(parser):
     parser.add_argument("-o", "--output-dir", default="cryobuild_demo", help="folder for the outputs")
     parser.add_argument("-r", "--resolution", type=float, default=3.0, help="map resolution (Å)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_arg(parser)
 
 
 def main(args) -> int:

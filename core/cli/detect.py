@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+from .progressbar import add_quiet_arg
+
 HELP = "find the Cα atoms in a map (writes ca_points.cif and ca_probability.mrc)"
 
 
@@ -15,7 +17,7 @@ def add_args(parser):
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
     parser.add_argument("--baseline", action="store_true",
                         help="use the classical local-maxima detector instead of the network")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_arg(parser)
 
 
 def main(args) -> int:

@@ -9,6 +9,12 @@ import contextlib
 import sys
 
 
+def add_quiet_arg(parser) -> None:
+    """The ``--quiet`` flag of every verb that reports progress."""
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress output (a bar on a terminal, lines otherwise)")
+
+
 @contextlib.contextmanager
 def terminal_progress(quiet: bool = False):
     """Yields a progress callback (or None when quiet)."""
