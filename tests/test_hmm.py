@@ -249,7 +249,7 @@ def test_hmm_search_ranks_il2_first(il2, il2_profile_folder, tmp_path, capsys):
     assert lines[1].startswith("A,il2,") and lines[1].endswith(",1")
     out, err = capsys.readouterr()
     assert "il2" in out and "against 1002 sequences" in out  # not 1003: the RNA is left out
-    assert err.strip() == (f"cryobuild hmm_search: warning: {fasta}: record 'rna' has only A, C, G, T, U "
+    assert err.strip() == (f"cryobuild: warning: {fasta}: record 'rna' has only A, C, G, T, U "
                            "and N: left out as nucleic acid (cryobuild builds proteins)")
 
 

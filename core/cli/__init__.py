@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, InputWarning):
-            print(f"cryobuild {args.verb}: warning: {message}", file=sys.stderr)
+            print(f"cryobuild: warning: {message}", file=sys.stderr)  # as the engine's warnings
         else:
             default_show(message, category, filename, lineno, file, line)
 
