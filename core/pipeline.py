@@ -172,10 +172,11 @@ class Networks:
     structgen: object = None
 
     @classmethod
-    def load(cls, device: str | None = "auto", gnn: str = "gnn",
+    def load(cls, device: str | None = "auto", gnn: str | os.PathLike = "gnn",
              detector: str | os.PathLike | None = None) -> "Networks":
-        """Load the bundled networks (the graph network from ``weights/<gnn>.pt``: ``gnn``, or
-        ``gnn_noseq``, the ablation without sequence attention; the Cα detector from the
+        """Load the bundled networks (the graph network ``gnn``: a bundled one by name,
+        ``weights/<gnn>.pt`` -- ``gnn``, or ``gnn_noseq``, the ablation without sequence
+        attention -- or a checkpoint file, a path ending in ``.pt``; the Cα detector from the
         checkpoint file ``detector``, by default the bundled ``detect.pt``); the Structure
         Generator only if its weights exist."""
         from .checkpoints import checkpoint_path
@@ -186,7 +187,7 @@ class Networks:
 
         resolved = resolve_device(device)
         structgen = load_structgen(device=resolved) if checkpoint_path("structgen").exists() else None
-        graph = load_gnn(checkpoint_path(gnn), device=resolved)
+        graph = load_gnn(gnn if str(gnn).endswith(".pt") else checkpoint_path(str(gnn)), device=resolved)
         return cls(load_detector(detector, device=resolved), graph, resolved, structgen)
 
 

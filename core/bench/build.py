@@ -77,11 +77,13 @@ def main(argv=None):
     parser.add_argument("--device", default="auto")
     parser.add_argument("--detector", default=None,
                         help="Cα detector checkpoint (default: the bundled weights/detect.pt)")
+    parser.add_argument("--gnn", default="gnn",
+                        help="graph network checkpoint, a .pt file (default: the bundled weights/gnn.pt)")
     add_tuning_args(parser)
     args = parser.parse_args(argv)
 
     options = BuildOptions(rounds=args.rounds, threader=args.threader, **tuning_options(args))
-    networks = Networks.load(args.device, detector=args.detector)
+    networks = Networks.load(args.device, gnn=args.gnn, detector=args.detector)
     table = {}
     validation = sorted(default_split()["validation"], key=lambda r: r.num_residues)
     picks = [r for r in validation if 80 <= r.num_residues <= 400]
@@ -107,7 +109,8 @@ def main(argv=None):
 
     print(f"\n{args.rounds} rounds, threader {args.threader}, max E-value {args.max_evalue:g}, "
           f"min existence {args.min_existence:g}, placement {'on' if args.placement else 'off'}, "
-          f"closure {'on' if args.closure else 'off'}, detector {args.detector or 'detect.pt'}, "
+          f"closure {'on' if args.closure else 'off'}, gnn {args.gnn}, "
+          f"detector {args.detector or 'detect.pt'}, "
           f"detection threshold {args.detection_threshold or 'default'}")
     header = ["data"] + [f"final {k}" for k in FIGURES] + ["raw ca_recall", "raw sequence_recall", "seconds",
                                                            "thread seconds", "reference Cα on zeroed voxels"]
