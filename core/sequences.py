@@ -50,9 +50,9 @@ __all__ = [
 _ALPHABET = frozenset(AA_ORDER + UNK_ONE)
 #: Letters accepted in FASTA text that are stored as another letter.
 _LETTER_MAP = {"U": "C", "O": "K", "B": UNK_ONE, "Z": UNK_ONE, "J": UNK_ONE}
-#: Records this long whose letters are all nucleotide codes are nucleic acids: a protein of 20
-#: residues drawn from A, C, G, T and N alone (5 of 20 amino acids) is about (1/4)^20 as
-#: likely at even composition; shorter ones (a poly-Ala or Gly-rich peptide) stay protein.
+#: Records this long whose letters are all nucleotide codes are nucleic acids: 20 residues of a
+#: protein all drawn from A, C, G, T and N (5 of the 20 amino acids) have a chance of (1/4)^20,
+#: about 1e-12, at even composition; shorter records (a Gly/Ala-rich peptide) stay protein.
 NUCLEIC_MIN_LENGTH = 20
 _NUCLEIC_LETTERS = frozenset("ACGTUN")
 _GAPS = "-."
@@ -159,7 +159,7 @@ class _Record:
 
 def _scan(text: str) -> tuple[list[Sequence], list[str], list[str]]:
     """Read FASTA text into protein sequences, a list of problems in text order (empty when
-    valid) and the names of the nucleic-acid records left out.
+    valid) and the labels of the nucleic-acid records left out (``record 'name'``).
 
     Sequences come back only for records without problems; names are not yet made unique.
     """
