@@ -120,8 +120,9 @@ def map_warnings(density: DensityMap) -> list[str]:
                         f"{MAX_VOXEL_SIZE:g} Å or less), so expect few threaded residues")
     floor = erased_below(density)
     if floor is not None:
-        messages.append(f"the map looks thresholded: every voxel below {floor:.3g} was set to 0, so "
-                        "weaker density (often loops and side chains) is lost; expect gaps and few "
+        messages.append(f"the map looks thresholded: every voxel below {floor:.3g} was set to 0 "
+                        f"({np.mean(density.grid == 0):.0%} of the map is 0), so weaker density "
+                        "(often loops and side chains) is lost; expect gaps and few "
                         "threaded residues, and use the unthresholded map if there is one")
     return messages
 
@@ -172,12 +173,11 @@ class Networks:
     structgen: object = None
 
     @classmethod
-    def load(cls, device: str | None = "auto", gnn: str | os.PathLike = "gnn",
+    def load(cls, device: str | None = "auto", gnn: str | os.PathLike | None = None,
              detector: str | os.PathLike | None = None) -> "Networks":
-        """Load the bundled networks (the graph network ``gnn``: a bundled one by name,
-        ``weights/<gnn>.pt`` -- ``gnn``, or ``gnn_noseq``, the ablation without sequence
-        attention -- or a checkpoint file, a path ending in ``.pt``; the Cα detector from the
-        checkpoint file ``detector``, by default the bundled ``detect.pt``); the Structure
+        """Load the networks: the graph network and the Cα detector from the checkpoint files
+        ``gnn`` and ``detector`` (by default the bundled ``weights/gnn.pt`` and ``detect.pt``;
+        ``weights/gnn_noseq.pt`` is the ablation without sequence attention), the Structure
         Generator only if its weights exist."""
         from .checkpoints import checkpoint_path
         from .detect.network import load_detector
@@ -187,7 +187,7 @@ class Networks:
 
         resolved = resolve_device(device)
         structgen = load_structgen(device=resolved) if checkpoint_path("structgen").exists() else None
-        graph = load_gnn(gnn if str(gnn).endswith(".pt") else checkpoint_path(str(gnn)), device=resolved)
+        graph = load_gnn(gnn, device=resolved)
         return cls(load_detector(detector, device=resolved), graph, resolved, structgen)
 
 

@@ -4,10 +4,9 @@ Runs ``build`` (through the engine, as the command line does) on held-out simula
 (validation split, SNR 3) at 3.0 and 4.0 Å and on every dev map with a deposited model, and
 prints per case one JSON line with the `cryobuild.evaluate` figures of the final and the raw
 model, the final model's geometry (`cryobuild.validation`), the wall time and the threader's
-share of it (``--threader hmm|structgen``; run once per threader to compare them), and the
-fraction of the reference's Cα atoms whose nearest voxel is exactly 0 (density that a
-thresholded map erased: `cryobuild.maps.erased_below`); then a Markdown table of the means per
-data set.
+share of it (``--threader hmm|structgen``; run once per threader to compare them), and what of
+the reference a thresholded map erased (`erased_density`); then Markdown tables of the means
+per data set.
 """
 
 from __future__ import annotations
@@ -32,6 +31,31 @@ from ..validation import validate_geometry
 #: Noise of the simulated maps (signal variance / noise variance in the envelope).
 BENCH_SNR = 3.0
 FIGURES = ("ca_recall", "ca_precision", "sequence_recall", "backbone_rmsd", "connectivity")
+#: Å: a reference Cα farther than this from every non-zero voxel has no density to follow.
+NEAR_DENSITY = 1.5
+#: atom14 slot of the first side-chain atom beyond Cβ.
+_FIRST_BEYOND_CB = 5
+
+
+def erased_density(density, reference) -> dict[str, float]:
+    """What of ``reference`` lies where ``density`` is exactly 0 (a thresholded map's erased
+    density, `cryobuild.maps.erased_below`; nearest voxels): the fraction of its Cα on such
+    voxels, of its Cα farther than `NEAR_DENSITY` from every non-zero voxel, and of its side
+    chains longer than Cβ with no atom on a non-zero voxel."""
+    from scipy.ndimage import distance_transform_edt
+
+    zero = density.grid == 0
+    to_density = density.with_grid(distance_transform_edt(zero, sampling=density.voxel_size[::-1]))
+    side_mask = reference.atom_mask[:, _FIRST_BEYOND_CB:]
+    side_values = np.zeros(side_mask.shape)
+    side_values[side_mask] = density.interpolate(
+        reference.atom_positions[:, _FIRST_BEYOND_CB:][side_mask], order=0)
+    has_side = side_mask.any(axis=1)
+    return {
+        "reference_ca_on_zero": float(np.mean(density.interpolate(reference.ca, order=0) == 0)),
+        "reference_ca_far": float(np.mean(to_density.interpolate(reference.ca, order=0) > NEAR_DENSITY)),
+        "reference_sidechains_erased": float(np.mean(~(side_values != 0).any(axis=1)[has_side])),
+    }
 
 
 def model_sequences(model) -> list[Sequence]:
@@ -54,7 +78,7 @@ def run_case(name, density, sequences, reference, options, networks) -> dict:
         return row
     row = {"case": name, "residues": reference.num_residues, "seconds": round(time.time() - started, 1),
            "thread_seconds": round(result.seconds.get("thread", 0.0), 1),
-           "reference_ca_on_zero": round(float(np.mean(density.interpolate(reference.ca, order=0) == 0)), 3)}
+           **{key: round(value, 3) for key, value in erased_density(density, reference).items()}}
     for label, model in (("final", result.final), ("raw", result.raw)):
         metrics = evaluate(model, reference).to_dict()
         row.update({f"{label}_{key}": round(metrics[key], 3) for key in FIGURES})
@@ -77,8 +101,8 @@ def main(argv=None):
     parser.add_argument("--device", default="auto")
     parser.add_argument("--detector", default=None,
                         help="Cα detector checkpoint (default: the bundled weights/detect.pt)")
-    parser.add_argument("--gnn", default="gnn",
-                        help="graph network checkpoint, a .pt file (default: the bundled weights/gnn.pt)")
+    parser.add_argument("--gnn", default=None,
+                        help="graph network checkpoint (default: the bundled weights/gnn.pt)")
     add_tuning_args(parser)
     args = parser.parse_args(argv)
 
@@ -109,11 +133,11 @@ def main(argv=None):
 
     print(f"\n{args.rounds} rounds, threader {args.threader}, max E-value {args.max_evalue:g}, "
           f"min existence {args.min_existence:g}, placement {'on' if args.placement else 'off'}, "
-          f"closure {'on' if args.closure else 'off'}, gnn {args.gnn}, "
+          f"closure {'on' if args.closure else 'off'}, gnn {args.gnn or 'gnn.pt'}, "
           f"detector {args.detector or 'detect.pt'}, "
           f"detection threshold {args.detection_threshold or 'default'}")
     header = ["data"] + [f"final {k}" for k in FIGURES] + ["raw ca_recall", "raw sequence_recall", "seconds",
-                                                           "thread seconds", "reference Cα on zeroed voxels"]
+                                                           "thread seconds"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for data, rows in table.items():
@@ -123,8 +147,7 @@ def main(argv=None):
             continue
         cells = [np.mean([r[f"final_{k}"] for r in good]) for k in FIGURES]
         cells += [np.mean([r["raw_ca_recall"] for r in good]), np.mean([r["raw_sequence_recall"] for r in good]),
-                  np.mean([r["seconds"] for r in good]), np.mean([r["thread_seconds"] for r in good]),
-                  np.mean([r["reference_ca_on_zero"] for r in good])]
+                  np.mean([r["seconds"] for r in good]), np.mean([r["thread_seconds"] for r in good])]
         print(f"| {data} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
 
     print("\nGeometry of the final models (`cryobuild.validation`; mean over cases with a final model)")
@@ -136,6 +159,16 @@ def main(argv=None):
             print(f"| {data} | {np.mean([r['peptide_bonds_ok'] for r in built]):.2f} | "
                   f"{np.mean([r['clashscore'] for r in built]):.1f} | "
                   f"{100 * np.mean([r['rama_outliers'] for r in built]):.1f} |")
+
+    print("\nWhat of the reference the map erased (`erased_density`; mean over cases)")
+    print(f"| data | reference Cα on zeroed voxels | Cα > {NEAR_DENSITY:g} Å from density | "
+          "side chains with no density |")
+    print("|---|---|---|---|")
+    for data, rows in table.items():
+        good = [r for r in rows if "error" not in r]
+        if good:
+            print(f"| {data} | " + " | ".join(f"{np.mean([r[key] for r in good]):.2f}" for key in (
+                "reference_ca_on_zero", "reference_ca_far", "reference_sidechains_erased")) + " |")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import argparse
 import json
 import time
 
+from ..checkpoints import checkpoint_path
 from ..cli.build_no_seq import final_profiles
 from ..data import data_root, dev_cases
 from ..hmm import search_profiles
@@ -82,7 +83,7 @@ def main(argv=None):
     cases = [c for c in dev_cases() if c.fasta_path or c.model_path]
     if args.cases:
         cases = [c for c in cases if c.name in args.cases]
-    networks = Networks.load(args.device, gnn=args.gnn)
+    networks = Networks.load(args.device, gnn=checkpoint_path(args.gnn))
     decoys = structure_chains()
     options = BuildOptions(rounds=args.rounds, relax=False)
     for case in cases:
