@@ -282,6 +282,26 @@ def dev_cases(root: Path | None = None) -> list[DevCase]:
     return cases
 
 
+#: The real maps with models in two folds by protein, each spanning the resolution bands (maps
+#: cut from one EMDB entry share a fold). A network fine-tuned on one fold's maps is measured on
+#: the other's only; its checkpoint lists the maps it trained on (``real_maps``).
+REAL_FOLDS = {
+    "A": ("emd20026_apoferritin", "emd2566_3j6b9", "emd5925_3j6j_mavs", "pdb3los_mmcpn",
+          "emd4118_5ly6_pneumolysin", "t20s_alpha", "emd6149_3j8g_enga", "emd8518_5u8s_psf1"),
+    "B": ("emd4413_6i5a_tmv", "emd6374_3jb0D", "emd21457_spikeNTD", "emd5830_3j63_asc",
+          "pdb5xsy_navbeta1", "emd3240_5fn5_gsecretase", "emd6187_3j8xA_tubulin",
+          "emd6187_3j8xK_kinesin", "emd3491_5mdxL", "emd3491_5mdxX", "emd5168_3mfp_actin"),
+}
+
+
+def fold_cases(fold: str, root: Path | None = None) -> list[DevCase]:
+    """The real maps with models of ``fold`` (a key of `REAL_FOLDS`)."""
+    if fold not in REAL_FOLDS:
+        raise InputError(f"no real-map fold {fold!r}; folds: {', '.join(REAL_FOLDS)}")
+    names = set(REAL_FOLDS[fold])
+    return [c for c in dev_cases(root) if c.name in names and c.model_path is not None]
+
+
 def ca_coordinates(structure) -> np.ndarray:
     """Cα positions ``[N, 3]`` (Å) of the protein residues in the first model."""
     import gemmi

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .device import resolve_device
-from .maps import crop_box, normalise
+from .maps import crop_box
 from .progress import CancelToken, ProgressCallback, check_cancel, report
 from .validation import (
     GeometryReport,
@@ -99,7 +99,9 @@ CLASH_SIGMA = 0.05
 CLASH_MARGIN = 0.1
 #: Scale of the tether to the starting positions, in Å.
 POSITION_SIGMA = 1.0
-#: Weight of the density term per atom and unit of z-scored density, in restraint units.
+#: Weight of the density term per atom and unit of standardised density, in restraint units
+#: (tuned when the map was z-scored over the whole box, which gives the molecule's voxels
+#: values of the same order).
 DEFAULT_DENSITY_WEIGHT = 10.0
 #: L-BFGS iterations.
 DEFAULT_STEPS = 200
@@ -273,7 +275,7 @@ class _Energy:
         self.grid = None
         if density is not None and self.density_weight > 0:
             lo, hi = start.min(0) - _MAP_MARGIN, start.max(0) + _MAP_MARGIN
-            cropped = crop_box(normalise(density), lo, hi)
+            cropped = crop_box(density, lo, hi)
             scale, offset = cropped.voxel_affine()
             size = cropped.shape_xyz - 1
             # voxel (x, y, z) -> grid_sample coordinate in [-1, 1] (align_corners=True)
@@ -412,7 +414,8 @@ def relax(
         The model; residues are peptide-bonded to the next one when `peptide_links` says so and
         the input C(i)-N(i+1) distance is below `MAX_LINK_DISTANCE`.
     density : DensityMap or None
-        The map to fit (z-scored here); None relaxes the geometry only.
+        The map to fit, standardised (`cryobuild.features.standardise`: the networks' view,
+        z-scored over the molecule); None relaxes the geometry only.
     fixed : bool ``[R]``, optional
         Residues that must not move (e.g. accepted by the user); their coordinates in the
         result are bit-identical to the input.

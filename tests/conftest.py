@@ -36,6 +36,15 @@ def il2_map_3A(il2_path):
     return density, structure
 
 
+@pytest.fixture(scope="session")
+def il2_view_3A(il2_map_3A):
+    """The il2 3 Å map as the networks see it (`features.standardise`), and the structure."""
+    from cryobuild.features import standardise
+
+    density, structure = il2_map_3A
+    return standardise(density, 3.0), structure
+
+
 @pytest.fixture(scope="module")
 def engine():
     """An `Engine` on the CPU with its networks loaded; its jobs are cancelled at the end."""

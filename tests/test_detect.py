@@ -18,6 +18,7 @@ from cryobuild.detect.inference import (
 from cryobuild.detect.network import CalphaDetector, DetectorConfig, load_detector
 from cryobuild.errors import Cancelled
 from cryobuild.evaluate import match_calpha
+from cryobuild.features import standardise
 from cryobuild.maps import mask_around, pad_to_shape
 from cryobuild.progress import CancelToken
 
@@ -40,9 +41,9 @@ class LocalConvNet(torch.nn.Module):
         return self.layers(x)
 
 
-def test_sliding_windows_have_no_seams(il2_map_3A):
-    density, _ = il2_map_3A
-    prepared, features = prepare_features(density)
+def test_sliding_windows_have_no_seams(il2_view_3A):
+    view, _ = il2_view_3A
+    prepared, features = prepare_features(view)
     features = features[:, :32, :32, :32]
     net = LocalConvNet()
     whole = sliding_window_predict(net, features, DetectionOptions(window=32, margin=6))
@@ -55,18 +56,21 @@ def test_mask_restricts_windows_and_points(il2_map_3A):
     density, structure = il2_map_3A
     ca = ca_coordinates(structure)
     big = pad_to_shape(density, density.shape_xyz + 60)
+    view = standardise(big, 3.0)
     full_net, masked_net = LocalConvNet(), LocalConvNet()
     options = DetectionOptions(window=24, margin=4, batch_size=1, threshold=0.5)
-    detect_calphas(big, full_net, options)
+    detect_calphas(view, full_net, options)
     mask = big.with_grid(mask_around(big, ca[:10], 6.0).astype(np.float32))
-    result = detect_calphas(big, masked_net, options, mask=mask)
+    result = detect_calphas(view, masked_net, options, mask=mask)
     assert 0 < masked_net.calls < full_net.calls / 4
     if len(result.points):
-        assert mask.interpolate(result.points.xyz, order=0).min() > 0
+        # kept on the 1.5 Å detection grid, then moved by their sub-voxel offsets
+        distance = np.linalg.norm(result.points.xyz[:, None] - ca[None, :10], axis=-1).min(1)
+        assert distance.max() <= 6.0 + 1.5 * np.sqrt(3)
 
 
-def test_tiny_random_network_end_to_end_and_cancel(il2_map_3A):
-    density, _ = il2_map_3A
+def test_tiny_random_network_end_to_end_and_cancel(il2_view_3A):
+    density, _ = il2_view_3A
     torch.manual_seed(0)
     net = CalphaDetector(DetectorConfig(channels=(4, 8), in_channels=2))
     seen = []
@@ -80,8 +84,8 @@ def test_tiny_random_network_end_to_end_and_cancel(il2_map_3A):
         detect_calphas(density, net, DetectionOptions(window=32, margin=4), cancel=token)
 
 
-def test_baseline_finds_some_calphas(il2_map_3A):
-    density, structure = il2_map_3A
+def test_baseline_finds_some_calphas(il2_view_3A):
+    density, structure = il2_view_3A
     ca = ca_coordinates(structure)
     points = detect_calphas_baseline(density).points
     pred, ref = match_calpha(points.xyz, ca)
@@ -89,8 +93,8 @@ def test_baseline_finds_some_calphas(il2_map_3A):
 
 
 @pytest.mark.skipif(not checkpoint_path("detect").exists(), reason="no trained detector bundled")
-def test_trained_detector_on_simulated_il2(il2_map_3A):
-    density, structure = il2_map_3A
+def test_trained_detector_on_simulated_il2(il2_view_3A):
+    density, structure = il2_view_3A
     ca = ca_coordinates(structure)
     network = load_detector()
     result = detect_calphas(density, network)

@@ -56,8 +56,8 @@ def _rotate_z90(density: DensityMap, model: BuiltModel) -> tuple[DensityMap, Bui
     return rotated, dataclasses.replace(model, atom_positions=positions), rotation
 
 
-def test_refine_end_to_end(il2_map_3A, il2_model, sequences):
-    density, _ = il2_map_3A
+def test_refine_end_to_end(il2_view_3A, il2_model, sequences):
+    density, _ = il2_view_3A
     start = CalphaPoints(il2_model.ca, np.ones(il2_model.num_residues))
     events = []
     output = refine(density, start, sequences, _tiny_network(), rounds=2,
@@ -77,12 +77,12 @@ def test_refine_end_to_end(il2_map_3A, il2_model, sequences):
     assert model.num_residues == n and model.atom_mask[:, 1].all()
 
 
-def test_equivariance_under_90_degree_rotation(il2_map_3A, il2_model, sequences):
-    density, _ = il2_map_3A
+def test_equivariance_under_90_degree_rotation(il2_view_3A, il2_model, sequences):
+    density, _ = il2_view_3A
     network = _tiny_network()
     before = refine(density, il2_model, sequences, network, rounds=2)
-    rotated_map, rotated_model, rotation = _rotate_z90(density, il2_model)
-    after = refine(rotated_map, rotated_model, sequences, network, rounds=2)
+    rotated_map, rotated_model, rotation = _rotate_z90(density.density, il2_model)
+    after = refine(dataclasses.replace(density, density=rotated_map), rotated_model, sequences, network, rounds=2)
     assert np.abs(before.translations - il2_model.ca).max() > 0.01  # the network moved nodes
     np.testing.assert_allclose(after.translations, before.translations @ rotation.T,
                                atol=POSITION_TOLERANCE)
@@ -93,16 +93,16 @@ def test_equivariance_under_90_degree_rotation(il2_map_3A, il2_model, sequences)
     np.testing.assert_allclose(after.existence, before.existence, atol=PROBABILITY_TOLERANCE)
 
 
-def test_no_sequence_variant(il2_map_3A, il2_model):
-    density, _ = il2_map_3A
+def test_no_sequence_variant(il2_view_3A, il2_model):
+    density, _ = il2_view_3A
     network = _tiny_network(use_sequence=False)
     assert network.sequence_encoder is None
     output = refine(density, il2_model, [], network, rounds=1)
     assert output.num_nodes == il2_model.num_residues
 
 
-def test_crops_cover_every_node(il2_map_3A, il2_model, sequences):
-    density, _ = il2_map_3A
+def test_crops_cover_every_node(il2_view_3A, il2_model, sequences):
+    density, _ = il2_view_3A
     events = []
     output = refine(density, il2_model, sequences, _tiny_network(), rounds=1,
                     options=RefineOptions(max_crop_nodes=40),
@@ -112,25 +112,25 @@ def test_crops_cover_every_node(il2_map_3A, il2_model, sequences):
     assert np.all(np.isfinite(output.translations))
 
 
-def test_cancel_raises(il2_map_3A, il2_model, sequences):
-    density, _ = il2_map_3A
+def test_cancel_raises(il2_view_3A, il2_model, sequences):
+    density, _ = il2_view_3A
     token = CancelToken()
     token.cancel()
     with pytest.raises(Cancelled):
         refine(density, il2_model, sequences, _tiny_network(), cancel=token)
 
 
-def test_training_loss_backpropagates(il2_map_3A, il2_model, sequences):
+def test_training_loss_backpropagates(il2_view_3A, il2_model, sequences):
     from cryobuild.geometry import Rigid, random_rotations
-    from cryobuild.gnn.density import DensityVolume, normalise_near
+    from cryobuild.gnn.density import DensityVolume
     from cryobuild.gnn.network import GraphInputs
 
-    density, _ = il2_map_3A
+    density, _ = il2_view_3A
     network = _tiny_network().train()
     n = il2_model.num_residues
     ca = torch.from_numpy(il2_model.ca)
     inputs = GraphInputs(
-        volume=DensityVolume.from_map(normalise_near(density, il2_model.ca)),
+        volume=DensityVolume.from_map(density.density),
         frames=Rigid(random_rotations((n,), torch.Generator().manual_seed(1)), ca),
         aa_prior=torch.zeros(n, 20),
         sequence=network.embed_sequences(sequences),
@@ -174,23 +174,28 @@ def test_training_samples_carry_sidechain_decoys(il2_map_3A, il2_model):
     assert np.all(sample.next_node[~sample.real] == -1) and np.all(sample.aatype[~sample.real] == 20)
 
 
-def test_real_map_blemishes(il2_map_3A):
-    """Training structures get a smooth local blur (largest at one atom, fading with distance)
+def test_realism_perturbs_atoms(il2_map_3A):
+    """Training structures get B-factors that grow towards the surface and along side chains
     and weaker carboxylate oxygens; other occupancies stay."""
-    from cryobuild.train.gnn import GraphAugmentation, _real_map_blemishes
+    from cryobuild.train.realism import Realism, perturb_atoms
 
     structure = il2_map_3A[1].clone()
     before = {(r.seqid.num, a.name): (a.b_iso, a.occ) for r in structure[0][0] for a in r}
-    aug = GraphAugmentation(local_blur=(100.0, 100.0), local_blur_width=(10.0, 10.0),
-                            carboxylate_occupancy=(0.5, 0.5))
-    _real_map_blemishes(structure, aug, np.random.default_rng(0))
-    extra, occupancy = [], {}
+    realism = Realism(surface_b=(60.0, 60.0), sidechain_b=(20.0, 20.0), local_blur_fraction=0.0,
+                      carboxylate_occupancy=(0.5, 0.5))
+    perturb_atoms(structure, realism, np.random.default_rng(0))
+    extra, occupancy, xyz, side = [], {}, [], []
     for residue in structure[0][0]:
         for atom in residue:
             b, occ = before[(residue.seqid.num, atom.name)]
             extra.append(atom.b_iso - b)
+            xyz.append(atom.pos.tolist())
+            side.append(atom.name not in ("N", "CA", "C", "O", "CB"))
             occupancy[(residue.name, atom.name)] = atom.occ / occ
-    extra = np.array(extra)
-    assert extra.max() == pytest.approx(100.0, abs=1.0) and extra.min() < 5.0
+    extra, xyz, side = np.array(extra), np.array(xyz), np.array(side)
+    radial = np.linalg.norm(xyz - xyz.mean(0), axis=1)
+    backbone = ~side
+    assert np.corrcoef(radial[backbone], extra[backbone])[0, 1] > 0.9
+    assert extra[side].mean() > extra[backbone].mean() + 10
     assert occupancy[("ASP", "OD1")] == pytest.approx(0.5) and occupancy[("GLU", "OE2")] == pytest.approx(0.5)
     assert occupancy[("ASP", "CG")] == pytest.approx(1.0) and occupancy[("LYS", "NZ")] == pytest.approx(1.0)

@@ -302,10 +302,11 @@ def test_stop_and_closing_the_panel_cancel_the_build(fresh_pymol, engine, il2, q
 def test_failed_build_is_reported_in_the_log(fresh_pymol, engine, qapp, tmp_path):
     from cryobuild.maps import DensityMap
 
-    # One blob of density: far fewer Cα candidates than a build needs.
-    zyx = np.mgrid[:24, :24, :24] - 12.0
-    blob = np.exp(-(zyx ** 2).sum(0) / 4.0).astype(np.float32)
-    write_map(DensityMap(blob, np.ones(3), np.zeros(3)), tmp_path / "noise.mrc")
+    # Smoothed noise: no protein density, refused
+    from scipy.ndimage import gaussian_filter
+
+    noise = gaussian_filter(np.random.default_rng(0).standard_normal((40, 40, 40)), 1.0)
+    write_map(DensityMap(noise.astype(np.float32), np.ones(3), np.zeros(3)), tmp_path / "noise.mrc")
     panel = open_panel(fresh_pymol, map_path=str(tmp_path / "noise.mrc"), sequence_text=">a\nMKVLAAGIVG\n")
     ended = []
     panel.jobEnded.connect(lambda job_id, outcome: ended.append(outcome))

@@ -4,6 +4,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+
+from cryobuild.features import standardise
 import torch
 
 from cryobuild.data import read_structure
@@ -48,8 +50,8 @@ def distorted(il2_truth) -> BuiltModel:
 
 
 @pytest.fixture(scope="module")
-def relaxed(distorted, il2_map_3A):
-    density, _ = il2_map_3A
+def relaxed(distorted, il2_view_3A):
+    density = il2_view_3A[0].density
     return relax(distorted, density, device="cpu")
 
 
@@ -93,8 +95,8 @@ def test_relax_keeps_everything_but_positions(distorted, relaxed):
     assert np.all(model.atom_positions[~model.atom_mask] == 0)
 
 
-def test_fixed_residues_do_not_move(distorted, il2_map_3A):
-    density, _ = il2_map_3A
+def test_fixed_residues_do_not_move(distorted, il2_view_3A):
+    density = il2_view_3A[0].density
     fixed = np.zeros(distorted.num_residues, dtype=bool)
     fixed[20:40] = True
     fixed[::7] = True
@@ -111,8 +113,8 @@ def test_relax_without_map_fixes_geometry(distorted):
     assert report.geometry_after.num_clashes <= report.geometry_before.num_clashes
 
 
-def test_zero_steps_only_scores(distorted, il2_map_3A):
-    density, _ = il2_map_3A
+def test_zero_steps_only_scores(distorted, il2_view_3A):
+    density = il2_view_3A[0].density
     model, report = relax(distorted, density, steps=0, device="cpu")
     np.testing.assert_array_equal(model.atom_positions, distorted.atom_positions)
     assert report.iterations == 0
@@ -188,8 +190,8 @@ def test_bad_arguments(distorted, kwargs):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_relax_on_gpu_matches_cpu_quality(distorted, il2_map_3A):
-    density, _ = il2_map_3A
+def test_relax_on_gpu_matches_cpu_quality(distorted, il2_view_3A):
+    density = il2_view_3A[0].density
     _, report = relax(distorted, density, device="cuda")
     assert report.device.startswith("cuda")
     assert report.geometry_after.peptide_bond_ideal_fraction >= 0.95
@@ -208,7 +210,7 @@ def test_2000_residues_within_time_limit(il2_truth, tmp_path):
         confidence=np.tile(il2_truth.confidence, COPIES),
     )
     path = write_model(big, tmp_path / "tiled.cif")
-    density = simulate_map(read_structure(path), SimulationOptions(resolution=3.0))
+    density = standardise(simulate_map(read_structure(path), SimulationOptions(resolution=3.0)), 3.0).density
     model, report = relax(_distorted(big, seed=2), density, device="cpu")
     print(f"\n{big.num_residues} residues, {report.num_free_atoms} atoms: {report.seconds:.1f} s")
     assert big.num_residues >= 2000

@@ -1,7 +1,10 @@
 """Benchmark the whole build: ``python -m cryobuild.bench.build``.
 
 Runs ``build`` (through the engine, as the command line does) on held-out simulated maps
-(validation split, SNR 3) at 3.0 and 4.0 Å and on every dev map with a deposited model, and
+(validation split) at 3.0 and 4.0 Å, made by two recipes: `cryobuild.simulate` (SNR 3, the
+training maps' simulator) and `cryobuild.bench.molmap` (a recipe no training uses), and on
+every dev map with a deposited model (``--no-dev`` skips them; ``bench.real`` is the real-map
+benchmark proper, with folds), and
 prints per case one JSON line with the `cryobuild.evaluate` figures of the final and the raw
 model, the final model's geometry (`cryobuild.validation`), the wall time and the threader's
 share of it (``--threader hmm|structgen``; run once per threader to compare them), and what of
@@ -12,6 +15,7 @@ per data set.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -27,6 +31,7 @@ from ..residues import AA_ORDER
 from ..sequences import Sequence, read_fasta
 from ..simulate import SimulationOptions, simulate_map
 from ..validation import validate_geometry
+from .molmap import molmap_map
 
 #: Noise of the simulated maps (signal variance / noise variance in the envelope).
 BENCH_SNR = 3.0
@@ -98,6 +103,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threader", default="hmm", choices=["hmm", "structgen"])
     parser.add_argument("--no-dev", action="store_true", help="skip the dev maps")
+    parser.add_argument("--recipes", nargs="*", default=["simulate", "molmap"],
+                        choices=["simulate", "molmap"], help="simulation recipes of the held-out maps")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--detector", default=None,
                         help="Cα detector checkpoint (default: the bundled weights/detect.pt)")
@@ -112,23 +119,32 @@ def main(argv=None):
     validation = sorted(default_split()["validation"], key=lambda r: r.num_residues)
     picks = [r for r in validation if 80 <= r.num_residues <= 400]
     picks = picks[:: max(len(picks) // args.cases, 1)][: args.cases]
+    recipes = {
+        "simulate": lambda st, d, rng: simulate_map(st, SimulationOptions(resolution=d, snr=BENCH_SNR), rng),
+        "molmap": lambda st, d, rng: molmap_map(st, d, rng),
+    }
     for resolution in args.resolutions:
-        rng = np.random.default_rng(int(resolution * 10))
-        rows = []
-        for record in picks:
-            structure = read_structure(record.path)
-            reference = read_model(record.path)
-            density = simulate_map(structure, SimulationOptions(resolution=resolution, snr=BENCH_SNR), rng)
-            rows.append(run_case(f"{record.path.name}@{resolution}", density, model_sequences(reference),
-                                 reference, options, networks))
-        table[f"simulated {resolution} Å ({len(picks)} held-out)"] = rows
+        for recipe, make_map in recipes.items():
+            if recipe not in args.recipes:
+                continue
+            rng = np.random.default_rng(int(resolution * 10))
+            rows = []
+            for record in picks:
+                structure = read_structure(record.path)
+                reference = read_model(record.path)
+                density = make_map(structure, resolution, rng)
+                rows.append(run_case(f"{record.path.name}@{resolution}/{recipe}", density,
+                                     model_sequences(reference), reference,
+                                     dataclasses.replace(options, resolution=resolution), networks))
+            table[f"{recipe} {resolution} Å ({len(picks)} held-out)"] = rows
     if not args.no_dev:
         for case in dev_cases():
             if case.model_path is None:
                 continue
             reference = read_model(case.model_path)
             sequences = read_fasta(case.fasta_path) if case.fasta_path else model_sequences(reference)
-            row = run_case(case.name, read_map(case.map_path), sequences, reference, options, networks)
+            row = run_case(case.name, read_map(case.map_path), sequences, reference,
+                           dataclasses.replace(options, resolution=case.resolution), networks)
             table[f"{case.name} ({case.resolution} Å)"] = [row]
 
     print(f"\n{args.rounds} rounds, threader {args.threader}, max E-value {args.max_evalue:g}, "

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..data import ca_coordinates, default_split, dev_cases, read_structure
 from ..detect.baseline import detect_calphas_baseline
+from ..features import standardise
 from ..detect.inference import DETECTION_VOXEL, DetectionOptions, detect_calphas
 from ..detect.network import load_detector
 from ..evaluate import match_calpha
@@ -61,14 +62,16 @@ def pooled(rows: list[dict]) -> dict:
     }
 
 
-def run_case(name: str, density: DensityMap, reference: np.ndarray, network, options) -> list[dict]:
+def run_case(name: str, density: DensityMap, resolution: float | None, reference: np.ndarray,
+             network, options) -> list[dict]:
     rows = []
     start = time.time()
-    result = detect_calphas(density, network, options)
+    view = standardise(density, resolution)
+    result = detect_calphas(view, network, options)
     rows.append({"case": name, "method": "network", **score(result.points.xyz, reference),
                  "seconds": round(time.time() - start, 2)})
     start = time.time()
-    baseline = detect_calphas_baseline(density)
+    baseline = detect_calphas_baseline(view)
     rows.append({"case": name, "method": "baseline", **score(baseline.points.xyz, reference),
                  "seconds": round(time.time() - start, 2)})
     for row in rows:
@@ -83,7 +86,7 @@ def speed(network, options, edges=(100, 200)) -> dict:
     for edge in edges:
         density = DensityMap(rng.standard_normal((edge,) * 3).astype(np.float32), DETECTION_VOXEL, 0)
         start = time.time()
-        detect_calphas(density, network, options)
+        detect_calphas(standardise(density, 3.0), network, options)
         out[f"{edge}^3"] = round(time.time() - start, 1)
         print(json.dumps({"speed": f"{edge}^3 at 1.5 Å", "seconds": out[f"{edge}^3"]}), flush=True)
     return out
@@ -108,14 +111,15 @@ def main(argv=None):
         for record in picks:
             structure = read_structure(record.path)
             density = simulate_map(structure, SimulationOptions(resolution=resolution, snr=BENCH_SNR), rng)
-            rows += run_case(f"{record.path.name}@{resolution}", density, ca_coordinates(structure),
+            rows += run_case(f"{record.path.name}@{resolution}", density, resolution, ca_coordinates(structure),
                              network, options)
         for method in ("network", "baseline"):
             table.append((f"simulated {resolution} Å", method, pooled([r for r in rows if r["method"] == method])))
     for case in dev_cases():
         if case.model_path is None:
             continue
-        rows = run_case(case.name, read_map(case.map_path), read_model(case.model_path).ca, network, options)
+        rows = run_case(case.name, read_map(case.map_path), case.resolution, read_model(case.model_path).ca,
+                        network, options)
         for row in rows:
             table.append((f"{case.name} ({case.resolution} Å)", row["method"], pooled([row])))
     timing = {} if args.no_speed else speed(network, options)

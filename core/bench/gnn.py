@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import default_split, read_structure
+from ..features import NetworkMap, standardise
 from ..maps import DensityMap, read_map
 from ..models import BuiltModel, read_model
 from ..points import CalphaPoints
@@ -74,10 +75,10 @@ PROBE_SEQUENCES = ("true", "shuffled", "composition")
 
 @dataclasses.dataclass(frozen=True)
 class BenchCase:
-    """A map with its reference model and sequences."""
+    """A map (as the networks see it) with its reference model and sequences."""
 
     name: str
-    density: DensityMap
+    view: NetworkMap
     reference: BuiltModel
     sequences: tuple[str, ...]
 
@@ -124,7 +125,7 @@ def run_case(case: BenchCase, network, *, rounds: int = 3, seed: int = 0, device
 
     start = noisy_start(case.reference, np.random.default_rng(seed))
     began = time.time()
-    output = refine(case.density, start, list(case.sequences), network, rounds=rounds, device=device)
+    output = refine(case.view, start, list(case.sequences), network, rounds=rounds, device=device)
     seconds = time.time() - began
     return {"name": case.name, **score_refinement(output, case.reference), "seconds": round(seconds, 2)}
 
@@ -136,9 +137,9 @@ def detected_refinement(case: BenchCase, network, detector, *, rounds: int = 3, 
     from ..detect.inference import detect_calphas
     from ..gnn.refine import refine
 
-    points = detect_calphas(case.density, detector, device=device).points
+    points = detect_calphas(case.view, detector, device=device).points
     began = time.time()
-    output = refine(case.density, points, list(case.sequences), network, rounds=rounds, device=device)
+    output = refine(case.view, points, list(case.sequences), network, rounds=rounds, device=device)
     return output, time.time() - began
 
 
@@ -182,7 +183,8 @@ def round_seconds(network, sizes=(200, 500, 2000), device=None) -> dict[int, flo
         density = DensityMap(rng.standard_normal((box,) * 3).astype(np.float32), 1.0, np.zeros(3))
         sequence = "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size))
         began = time.time()
-        refine(density, CalphaPoints(xyz, np.ones(size)), [sequence], network, rounds=1, device=device)
+        refine(standardise(density, 3.0), CalphaPoints(xyz, np.ones(size)), [sequence], network,
+               rounds=1, device=device)
         out[size] = round(time.time() - began, 2)
         print(json.dumps({"speed_nodes": size, "seconds_per_round": out[size]}), flush=True)
     return out
@@ -202,7 +204,8 @@ def simulated_cases(count: int, resolution: float, seed: int = 0) -> list[BenchC
             rng,
         )
         cases.append(
-            BenchCase(record.path.stem, density, read_model(record.path), tuple(dict.fromkeys(record.sequences)))
+            BenchCase(record.path.stem, standardise(density, resolution), read_model(record.path),
+                      tuple(dict.fromkeys(record.sequences)))
         )
     return cases
 
@@ -218,7 +221,8 @@ def folder_case(folder: Path) -> BenchCase:
         sequences = tuple(s.residues for s in read_fasta(fasta))
     else:
         sequences = tuple(dict.fromkeys(reference.entity_sequences.values()))
-    return BenchCase(folder.name, read_map(folder / info["map"]), reference, sequences)
+    view = standardise(read_map(folder / info["map"]), info.get("resolution"))
+    return BenchCase(folder.name, view, reference, sequences)
 
 
 def main(argv=None) -> None:

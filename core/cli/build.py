@@ -27,11 +27,13 @@ def add_args(parser):
 
 
 def add_tuning_args(parser):
-    """Flags of the threading trade-offs, shared with ``cryobuild.bench.build``."""
+    """Flags of the map's resolution and the threading trade-offs, shared with the
+    benchmarks."""
     from ..assignment import MAX_THREAD_EVALUE
     from ..chains import MIN_EXISTENCE
     from ..detect.inference import DetectionOptions
 
+    add_resolution_arg(parser)
     parser.add_argument("--max-evalue", type=float, default=MAX_THREAD_EVALUE,
                         help=f"thread chains up to this E-value (default {MAX_THREAD_EVALUE:g})")
     parser.add_argument("--min-existence", type=float, default=MIN_EXISTENCE,
@@ -45,9 +47,15 @@ def add_tuning_args(parser):
                              f"{DetectionOptions.threshold:g})")
 
 
+def add_resolution_arg(parser):
+    parser.add_argument("--resolution", type=float, default=None,
+                        help="the map's resolution in Å, e.g. from its EMDB entry (default: "
+                             "estimated from the map's spectrum)")
+
+
 def tuning_options(args) -> dict:
     """The `BuildOptions` fields of the `add_tuning_args` flags."""
-    return {"max_evalue": args.max_evalue, "min_existence": args.min_existence,
+    return {"resolution": args.resolution, "max_evalue": args.max_evalue, "min_existence": args.min_existence,
             "placement": args.placement, "closure": args.closure,
             "detection_threshold": args.detection_threshold}
 

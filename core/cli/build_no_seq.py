@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .build import add_resolution_arg
 from .progressbar import add_quiet_arg
 
 HELP = "build a model without a sequence; writes hmm_profiles/ for hmm_search"
@@ -20,6 +21,7 @@ def add_args(parser):
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--mask", default=None, help="mask map restricting the build")
     parser.add_argument("--rounds", type=int, default=3, help="graph network rounds (default 3)")
+    add_resolution_arg(parser)
     add_quiet_arg(parser)
 
 
@@ -36,7 +38,8 @@ def main(args) -> int:
     out = output_folder(args.output_dir)
     networks = Networks.load(args.device)
     with terminal_progress(quiet=args.quiet) as progress:
-        result = build(density, [], networks, BuildOptions(rounds=args.rounds), mask=mask,
+        result = build(density, [], networks, BuildOptions(rounds=args.rounds, resolution=args.resolution),
+                       mask=mask,
                        progress=progress)
     write_build(result, out)
     profiles = final_profiles(result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+from .build import add_resolution_arg
 from .progressbar import add_quiet_arg
 
 HELP = "find the Cα atoms in a map (writes ca_points.cif and ca_probability.mrc)"
@@ -17,6 +18,7 @@ def add_args(parser):
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
     parser.add_argument("--baseline", action="store_true",
                         help="use the classical local-maxima detector instead of the network")
+    add_resolution_arg(parser)
     add_quiet_arg(parser)
 
 
@@ -27,6 +29,7 @@ def main(args) -> int:
     from ..detect.network import load_detector
     from ..device import resolve_device
     from ..errors import InputError
+    from ..features import standardise
     from ..maps import read_map, resample_onto, write_map
     from ..models import model_from_ca, write_model
     from .progressbar import terminal_progress
@@ -34,15 +37,16 @@ def main(args) -> int:
     density = read_map(args.map)
     mask = read_map(args.mask) if args.mask else None
     out = output_folder(args.output_dir)
+    view = standardise(density, args.resolution)
     if args.baseline:
-        result = detect_calphas_baseline(density)
+        result = detect_calphas_baseline(view)
     else:
         device = resolve_device(args.device)
         network = load_detector(device=device)
         options = DetectionOptions() if args.threshold is None else _options(args.threshold)
         with terminal_progress(quiet=args.quiet) as progress:
             try:
-                result = detect_calphas(density, network, options, mask=mask, device=device,
+                result = detect_calphas(view, network, options, mask=mask, device=device,
                                         progress=progress)
             except ValueError as err:
                 raise InputError(f"{args.map}: {err}") from None

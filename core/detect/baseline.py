@@ -1,6 +1,6 @@
 """A classical Cα detector for comparison: local maxima of the smoothed density.
 
-The map is prepared exactly as for the network (1.5 Å, z-scored; the anti-aliasing filter of
+The map is prepared exactly as for the network (standardised, 1.5 Å; the anti-aliasing filter of
 the resampling is its only smoothing: on simulated 3 Å maps any further Gaussian blur merged
 neighbouring Cα peaks and lowered recall from 0.56 to 0.39 (0.75 Å) or 0.05 (1.5 Å)),
 turned into a score in 0..1 by a logistic of the z-score, and handed to the same peak
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..maps import DensityMap
+from ..features import NetworkMap
 from .inference import DetectionResult, extract_points, prepare_features
 
 __all__ = ["detect_calphas_baseline"]
@@ -22,8 +22,8 @@ __all__ = ["detect_calphas_baseline"]
 Z_THRESHOLD = 1.5
 
 
-def detect_calphas_baseline(density: DensityMap, z_threshold: float = Z_THRESHOLD) -> DetectionResult:
-    """Local maxima of the z-scored map with a z-score >= ``z_threshold``."""
-    prepared, features = prepare_features(density)
+def detect_calphas_baseline(view: NetworkMap, z_threshold: float = Z_THRESHOLD) -> DetectionResult:
+    """Local maxima of the standardised map with a value >= ``z_threshold``."""
+    prepared, features = prepare_features(view)
     score = prepared.with_grid(1 / (1 + np.exp(-(features[0] - z_threshold))))
     return DetectionResult(extract_points(score, None, 0.5), score)

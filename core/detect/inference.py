@@ -1,7 +1,8 @@
 """Cα detection: map preparation, sliding-window inference and peak extraction.
 
-``DensityMap -> CalphaPoints``. The map is resampled to `DETECTION_VOXEL` Å, z-scored and given
-a local-standard-deviation channel (`prepare_features`, shared with training); the network runs
+``NetworkMap -> CalphaPoints``. The standardised map (`cryobuild.features.standardise`) is
+resampled to `DETECTION_VOXEL` Å and given a local-standard-deviation channel
+(`prepare_features`, shared with training); the network runs
 on overlapping windows whose edges are discarded and whose overlaps are averaged
 (`sliding_window_predict`); points are the local maxima of the probability above a threshold,
 moved by the predicted sub-voxel offset, merged into probability-weighted centroids and cleared
@@ -15,7 +16,8 @@ import itertools
 
 import numpy as np
 
-from ..maps import DensityMap, normalise, pad_to_shape, resample
+from ..features import NetworkMap
+from ..maps import DensityMap, pad_to_shape, resample
 from ..points import CalphaPoints
 from ..progress import check_cancel, report
 
@@ -75,12 +77,12 @@ class DetectionResult:
     probability: DensityMap
 
 
-def prepare_features(density: DensityMap) -> tuple[DensityMap, np.ndarray]:
-    """Resample to 1.5 Å and z-score; returns the prepared map and features ``[2, Z, Y, X]``
-    (z-scored density, local standard deviation)."""
+def prepare_features(view: NetworkMap) -> tuple[DensityMap, np.ndarray]:
+    """Resample the standardised map to 1.5 Å; returns the prepared map and features
+    ``[2, Z, Y, X]`` (standardised density, local standard deviation)."""
     from scipy.ndimage import gaussian_filter
 
-    prepared = normalise(resample(density, DETECTION_VOXEL))
+    prepared = resample(view.density, DETECTION_VOXEL)
     grid = prepared.grid
     sigma = LOCAL_STD_SIGMA / DETECTION_VOXEL
     mean = gaussian_filter(grid, sigma, mode="constant")
@@ -228,7 +230,7 @@ def drop_isolated_points(points: CalphaPoints, distance: float = ISOLATION_DISTA
 
 
 def detect_calphas(
-    density: DensityMap,
+    view: NetworkMap,
     network,
     options: DetectionOptions = DetectionOptions(),
     *,
@@ -237,13 +239,13 @@ def detect_calphas(
     progress=None,
     cancel=None,
 ) -> DetectionResult:
-    """Find Cα atoms in ``density`` with a trained `CalphaDetector`.
+    """Find Cα atoms in the standardised map ``view`` with a trained `CalphaDetector`.
 
     ``mask`` (a map whose positive voxels mark the region of interest, any grid) restricts both
     the windows run and the points kept. The probability map is returned on the 1.5 Å grid.
     """
     report(progress, "detect", 0.0, "preparing map")
-    prepared, features = prepare_features(density)
+    prepared, features = prepare_features(view)
     divisor = network.config.divisor
     target = np.maximum(prepared.shape_xyz, options.window)
     target = ((target + divisor - 1) // divisor) * divisor

@@ -411,6 +411,9 @@ class Engine:
             return rename_model(model, renames), renames, chain_sequences
 
         def on_result(kind: str, payload) -> None:
+            if kind == "warning":
+                _warn(job, payload)
+                return
             if kind == "points":
                 job._emit("points", stage="detect", message=f"{len(payload)} Cα candidates", payload=payload)
                 return
@@ -435,7 +438,7 @@ class Engine:
             final, renames, chain_sequences = named(result.final, result.final_chains)
             relax_report, seconds = result.relax_report, dict(result.seconds)
             if options.relax:
-                final, relax_report = relax_stage(final, context, density, networks, seconds,
+                final, relax_report = relax_stage(final, context, result.view, networks, seconds,
                                                   progress=progress, cancel=job.cancel_token)
             progress("save", 0.0, "saving the model")
             session._job_update(splice(kept, final, chain_sequences), rounds_saved=len(rounds))

@@ -2,10 +2,8 @@
 
 The Å -> voxel conversion comes from `DensityMap.voxel_affine` (the map owns it); this module
 only folds it into the ``[-1, 1]`` coordinates that `torch.nn.functional.grid_sample` expects.
-The values are z-scored over the voxels near the graph's Cα positions, so that the scale does
-not depend on how much solvent the box holds (a tight training crop and a large real map look
-alike to the network). Maps sharper than the training maps are first low-passed to
-`INPUT_RESOLUTION` (`input_view`).
+The map comes standardised (`cryobuild.features.standardise`), so a tight training crop and a
+large real map look alike to the network.
 """
 
 from __future__ import annotations
@@ -15,43 +13,9 @@ import dataclasses
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..maps import DensityMap, low_pass, mask_around
+from ..maps import DensityMap
 
-__all__ = ["INPUT_RESOLUTION", "NORMALISATION_RADIUS", "DensityVolume", "input_view",
-           "normalise_near"]
-
-#: Voxels within this distance (Å) of a Cα node set the mean and standard deviation of the map.
-NORMALISATION_RADIUS = 3.0
-#: Å: detail finer than this is removed from a map before the network sees it: the sharpest of
-#: its training maps (`cryobuild.train.gnn`: 2.5-4.5 Å). On the 1.75 Å apoferritin dev map,
-#: residue-type accuracy from the deposited Cα (``bench.gnn``, 3 rounds, step-35,949 network)
-#: was 0.40 as it is and 0.44 / 0.52 / 0.45 low-passed at 2.5 / 3.0 / 3.5 Å (a scratch script
-#: that filtered the map before ``bench.gnn``'s cases; ``bench.gnn`` itself now gives 0.448
-#: at 2.5 Å; the 3.2-4.8 Å dev maps changed by at most 0.02); whole builds (``bench.build
-#: --cases 4`` with this constant edited, at commit 4ccd211 before the later closure changes;
-#: final Cα recall / sequence recall) at 2.5 vs 3.0 Å: apoferritin 0.90 / 0.88 vs 0.87 / 0.85
-#: (0.80 / 0.77 unfiltered), simulated 3 Å 0.88 / 0.88 vs 0.86 / 0.84, EMD-2566 0.73 / 0.65 vs
-#: 0.69 / 0.63.
-INPUT_RESOLUTION = 2.5
-
-
-def normalise_near(density: DensityMap, ca_xyz: np.ndarray) -> DensityMap:
-    """Z-score ``density`` over the voxels within `NORMALISATION_RADIUS` of the points
-    ``ca_xyz`` ``[N, 3]`` (Å); over the whole map when no voxel is that close."""
-    mask = mask_around(density, ca_xyz, NORMALISATION_RADIUS)
-    values = density.grid[mask] if mask.sum() > 1 else density.grid.reshape(-1)
-    std = float(values.std())
-    if not np.isfinite(std) or std == 0:
-        raise InputError("the map has no density variation around the Cα positions")
-    return density.with_grid((density.grid - float(values.mean())) / std)
-
-
-def input_view(density: DensityMap, ca_xyz: np.ndarray) -> DensityMap:
-    """The map as the network sees it: low-passed at `INPUT_RESOLUTION` (`maps.low_pass`),
-    then `normalise_near` the points ``ca_xyz`` ``[N, 3]`` (Å)."""
-    return normalise_near(low_pass(density, INPUT_RESOLUTION), ca_xyz)
-
+__all__ = ["DensityVolume"]
 
 @dataclasses.dataclass(frozen=True)
 class DensityVolume:

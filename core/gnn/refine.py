@@ -27,7 +27,8 @@ from ..points import CalphaPoints
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..residues import BACKBONE_NAMES, NUM_AA
 from .config import config_from_dict
-from .density import DensityVolume, input_view
+from ..features import NetworkMap
+from .density import DensityVolume
 from .network import GraphInputs, GraphNetwork, confidence_from_error
 
 __all__ = ["GraphOutput", "RefineOptions", "crop_assignment", "load_gnn", "refine"]
@@ -203,7 +204,7 @@ def crop_assignment(ca: np.ndarray, max_nodes: int) -> tuple[list[np.ndarray], n
 
 
 def refine(
-    density: DensityMap,
+    view: NetworkMap,
     start: Start,
     sequences: list[str],
     network: GraphNetwork,
@@ -214,13 +215,12 @@ def refine(
     cancel: CancelToken | None = None,
     options: RefineOptions = RefineOptions(),
 ) -> GraphOutput:
-    """Refine a graph of Cα nodes in ``density``.
+    """Refine a graph of Cα nodes in the map ``view``.
 
     Parameters
     ----------
-    density : DensityMap
-        The map (any voxel size; `density.input_view` low-passes it to the training maps'
-        resolution range and z-scores it over the voxels near the start's Cα).
+    view : NetworkMap
+        The map as the networks see it (`cryobuild.features.standardise`; any voxel size).
     start : CalphaPoints, GraphOutput or BuiltModel
         Nodes to refine: points get random frames (seed ``options.frame_seed``) and no type
         prior; a previous output keeps its frames and probabilities; a model gives frames from
@@ -255,7 +255,7 @@ def refine(
     network = network.to(device).eval()
     crops, owner = crop_assignment(ca, options.max_crop_nodes)
     k = network.config.num_neighbours
-    volume = DensityVolume.from_map(input_view(density, ca), device)
+    volume = DensityVolume.from_map(view.density, device)
     state = {
         "rotations": torch.as_tensor(rotations, dtype=torch.float32, device=device),
         "translations": torch.as_tensor(ca, dtype=torch.float32, device=device),

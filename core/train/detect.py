@@ -29,11 +29,13 @@ import numpy as np
 import torch
 
 from ..checkpoints import checkpoint_path, load_checkpoint
-from ..data import ca_coordinates, default_split, read_structure
+from ..data import REAL_FOLDS, ca_coordinates, default_split, fold_cases, read_structure
 from ..detect.inference import prepare_features
+from ..features import standardise
 from ..detect.network import CalphaDetector, DetectorConfig
 from ..simulate import SimulationOptions, simulate_map
 from .loop import TrainingRun, random_files, worker_rng
+from .realism import Realism, degrade_map, perturb_atoms
 
 #: Heat-map Gaussian sigma (voxels) for the negative-weight term of the focal loss. 1.0 (steps
 #: 0-2,000) let peaks settle a voxel off (median error ~1 Å): a neighbour of the Cα voxel kept
@@ -46,11 +48,14 @@ OFFSET_LOSS_WEIGHT = 1.0
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
-    """Ranges of the random augmentations (resolution Å, voxel size Å, B Å², SNR, ...)."""
+    """Ranges of the random augmentations (resolution Å, voxel size Å, B Å², SNR, ...;
+    ``stated_resolution``: the resolution `standardise` is told, as a factor of the true one,
+    since a map's stated resolution is only roughly what it holds)."""
 
-    resolution: tuple[float, float] = (2.0, 4.5)
+    resolution: tuple[float, float] = (2.0, 5.0)
     sim_voxel: tuple[float, float] = (0.8, 1.4)
-    b_extra: tuple[float, float] = (-30.0, 30.0)
+    b_extra: tuple[float, float] = (-100.0, 150.0)
+    stated_resolution: tuple[float, float] = (0.85, 1.2)
     log_snr: tuple[float, float] = (math.log(0.4), math.log(8.0))
     noise_free_fraction: float = 0.1
     solvent_level: tuple[float, float] = (0.0, 0.3)
@@ -151,29 +156,45 @@ def make_targets(centres_zyx: np.ndarray, size: int) -> tuple[np.ndarray, ...]:
     return heat, positive, offsets, offset_mask
 
 
-class SimulatedCrops(torch.utils.data.IterableDataset):
-    """Endless ``(features [2,S,S,S], *make_targets(...))`` training crops."""
+class TrainingCrops(torch.utils.data.IterableDataset):
+    """Endless ``(features [2,S,S,S], *make_targets(...))`` training crops: of maps simulated
+    from training-split structures (with `realism` blemishes), and with probability
+    ``real_fraction`` of one of the real maps ``real_cases`` (deposited Cα as targets)."""
 
-    def __init__(self, records, crop: int, crops_per_map: int, aug: Augmentation, seed: int):
+    def __init__(self, records, crop: int, crops_per_map: int, aug: Augmentation, seed: int,
+                 realism: Realism = Realism(), real_cases=(), real_fraction: float = 0.0):
         self.records = list(records)
         self.crop = crop
         self.crops_per_map = crops_per_map
         self.aug = aug
         self.seed = seed
+        self.realism = realism
+        self.real_cases = list(real_cases)
+        self.real_fraction = real_fraction if self.real_cases else 0.0
 
     def __iter__(self):
         rng = worker_rng(self.seed)
+        real_views = {}
         for _, structure in random_files(self.records, read_structure, rng):
-            yield from self._crops(structure, rng)
+            if rng.random() < self.real_fraction:
+                case = self.real_cases[int(rng.integers(len(self.real_cases)))]
+                if case.name not in real_views:
+                    real_views[case.name] = _real_view(case)
+                view, ca = real_views[case.name]
+                yield from self._crops(view, ca, np.zeros((0, 3)), rng)
+            else:
+                yield from self._simulated(structure, rng)
 
-    def _crops(self, structure, rng):
+    def _simulated(self, structure, rng):
         aug = self.aug
         st, kept, deleted = _augment_structure(structure, aug, rng)
         if len(kept) < 10:
             return
+        perturb_atoms(st, self.realism, rng)
         snr = None if rng.random() < aug.noise_free_fraction else math.exp(rng.uniform(*aug.log_snr))
+        resolution = float(rng.uniform(*aug.resolution))
         options = SimulationOptions(
-            resolution=rng.uniform(*aug.resolution),
+            resolution=resolution,
             voxel_size=rng.uniform(*aug.sim_voxel),
             margin=rng.uniform(*aug.margin),
             b_extra=rng.uniform(*aug.b_extra),
@@ -181,7 +202,14 @@ class SimulatedCrops(torch.utils.data.IterableDataset):
             solvent_level=rng.uniform(*aug.solvent_level),
         )
         density = simulate_map(st, options, rng)
-        prepared, features = prepare_features(density)
+        atoms = np.array([a.pos.tolist() for ch in st[0] for r in ch for a in r])
+        density = degrade_map(density, atoms, self.realism, rng)
+        view = standardise(density, resolution * float(rng.uniform(*aug.stated_resolution)))
+        yield from self._crops(view, kept, deleted, rng)
+
+    def _crops(self, view, kept: np.ndarray, deleted: np.ndarray, rng):
+        aug = self.aug
+        prepared, features = prepare_features(view)
         size = self.crop
         shape = np.array(features.shape[1:])
         pad = np.maximum(size - shape, 0)
@@ -205,6 +233,13 @@ class SimulatedCrops(torch.utils.data.IterableDataset):
                     local[:, axis] = size - 1 - local[:, axis]
             targets = make_targets(local, size)
             yield (torch.from_numpy(np.ascontiguousarray(crop)),) + tuple(map(torch.from_numpy, targets))
+
+
+def _real_view(case) -> tuple:
+    """The standardised real map of a `DevCase` and its deposited Cα ``[N, 3]`` (Å)."""
+    from ..maps import read_map
+
+    return standardise(read_map(case.map_path), case.resolution), ca_coordinates(read_structure(case.model_path))
 
 
 def detection_loss(output: torch.Tensor, heat, positive, offsets, offset_mask) -> tuple[torch.Tensor, dict]:
@@ -235,7 +270,8 @@ def validation_figures(network, records, resolution: float, threshold: float, se
     for record in records:
         structure = read_structure(record.path)
         density = simulate_map(structure, SimulationOptions(resolution=resolution, snr=3.0), rng)
-        result = detect_calphas(density, network, DetectionOptions(threshold=threshold))
+        result = detect_calphas(standardise(density, resolution), network,
+                                DetectionOptions(threshold=threshold))
         reference = ca_coordinates(structure)
         pred_index, ref_index = match_calpha(result.points.xyz, reference)
         distance = np.linalg.norm(result.points.xyz[pred_index] - reference[ref_index], axis=1)
@@ -266,6 +302,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the training process (the data worker takes "
                              "another core; 2 threads under contention made steps 3x slower)")
+    parser.add_argument("--real-fold", choices=sorted(REAL_FOLDS), default=None,
+                        help="also train on this fold's real maps (data.REAL_FOLDS)")
+    parser.add_argument("--real-fraction", type=float, default=0.3,
+                        help="fraction of maps drawn from the real fold")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false",
                         help="train in float32 (bf16 autocast halves the CPU step time)")
     args = parser.parse_args(argv)
@@ -276,12 +316,16 @@ def main(argv=None):
     config = DetectorConfig(**state["config"]) if state else DetectorConfig()
     network = CalphaDetector(config)
     optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)
+    real_cases = fold_cases(args.real_fold) if args.real_fold else []
     run = TrainingRun(args.checkpoint, args.log, network, optimizer, dataclasses.asdict(config),
-                      extra={"crop": args.crop, "batch": args.batch})
+                      extra={"crop": args.crop, "batch": args.batch,
+                             "real_maps": sorted(c.name for c in real_cases)})
     run.resume(state)
     run.set_lr(args.lr)
 
-    dataset = SimulatedCrops(split["train"], args.crop, crops_per_map=args.crops_per_map, aug=Augmentation(), seed=args.seed + run.step)
+    dataset = TrainingCrops(split["train"], args.crop, crops_per_map=args.crops_per_map, aug=Augmentation(),
+                            seed=args.seed + run.step, real_cases=real_cases,
+                            real_fraction=args.real_fraction)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, num_workers=1, prefetch_factor=4)
     val_records = sorted(split["validation"], key=lambda r: r.num_residues)[:: max(len(split["validation"]) // 4, 1)][:4]
 

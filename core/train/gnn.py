@@ -8,12 +8,13 @@ lines: loss parts every ``--log-every`` steps, validation figures every ``--vali
 
 Each step is one crop (METHODS §3): a training-split structure, a sphere of 64-160 residues
 around a random residue (the nearest ones), a map simulated from the atoms near the crop into a
-box around it (resolution 2.5-4.5 Å, B sharpen/blur ±30 Å², coloured noise at a random SNR,
+box around it (resolution 2.5-5 Å, B sharpen/blur -100 to +150 Å², coloured noise at a random SNR,
 voxel 1.0-1.4 Å), Cα noise N(0, 1/√3) Å per axis, random initial frames, 10% of the
 residues replaced by random 2-5-residue peptides (fake nodes, placed at random in the box), and
 fake nodes on side-chain atoms (`GraphAugmentation.sidechain_decoys`), where the Cα detector's
-false positives lie; with ``--real-map-blemishes`` also uneven local resolution and damaged
-carboxylates in the simulated density (`_real_map_blemishes`, `BLEMISHES`).
+false positives lie; the map blemishes of `cryobuild.train.realism`; every map standardised as
+at inference (`cryobuild.features.standardise`). With ``--real-fold`` a fraction of the crops
+come from that fold's real maps, with their deposited models as targets.
 Recycling: r ∈ {1, 2, 3} rounds, the first r-1 without gradients. Losses:
 `cryobuild.gnn.losses.graph_loss`. Validation: `cryobuild.bench.gnn` on a few fixed held-out
 structures at 3.0 Å (Cα and backbone RMSD, residue-type accuracy).
@@ -32,19 +33,21 @@ import torch
 
 from ..bench.gnn import run_case, simulated_cases
 from ..checkpoints import checkpoint_path, load_checkpoint
-from ..data import default_split, read_structure
+from ..data import REAL_FOLDS, default_split, fold_cases, read_structure
 from ..geometry import Rigid, random_rotations
 from ..gnn.config import GraphConfig, config_from_dict, default_config
-from ..gnn.density import DensityVolume, normalise_near
+from ..gnn.density import DensityVolume
+from ..features import NetworkMap, standardise
 from ..gnn.losses import GraphTargets, graph_loss
 from ..gnn.network import GraphInputs, GraphNetwork, run_rounds
-from ..maps import DensityMap
+from ..maps import DensityMap, crop_box
 from ..models import BuiltModel, read_model
 from ..residues import BACKBONE_NAMES, MAX_ATOMS, NUM_AA, UNK_INDEX
 from ..simulate import SimulationOptions, simulate_map
 from .loop import TrainingRun, random_files, worker_rng
+from .realism import Realism, degrade_map, perturb_atoms
 
-__all__ = ["GraphAugmentation", "GraphSample", "SimulatedGraphs", "chain_links", "main"]
+__all__ = ["GraphAugmentation", "GraphSample", "TrainingGraphs", "chain_links", "main"]
 
 #: Largest C(i)-N(i+1) distance (Å) for a peptide bond between consecutive residues.
 PEPTIDE_BOND_MAX = 2.0
@@ -56,8 +59,6 @@ CONTEXT_MARGIN = 6.0
 _N, _CA, _C = (BACKBONE_NAMES.index(name) for name in ("N", "CA", "C"))
 #: atom14 slot of the first side-chain atom beyond Cβ (N, CA, C, O, CB come first).
 _FIRST_BEYOND_CB = 5
-#: Carboxylate oxygens by residue name (PDB atom names).
-_CARBOXYLATE_OXYGENS = {"ASP": ("OD1", "OD2"), "GLU": ("OE1", "OE2")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +67,9 @@ class GraphAugmentation:
     extra B (Å²), log SNR, fraction of noise-free maps, Cα noise per axis (Å), fraction of
     residues replaced by fake peptides, fake peptide length, map margin around the crop (Å),
     solvent level, and side-chain decoys: fake nodes on side-chain atoms beyond Cβ (a number
-    drawn from this range times the crop's residue count; N(0, `decoy_noise`) Å per axis).
+    drawn from this range times the crop's residue count; N(0, `decoy_noise`) Å per axis),
+    the resolution `features.standardise` is told as a factor of the true one, and the
+    fraction of crops taken from real maps (with their deposited models).
 
     Why side-chain decoys: the detector's false positives are not random. On two held-out
     simulated 3 Å maps, 25 of 112 and 51 of 188 detected points were more than 2 Å from every
@@ -77,9 +80,9 @@ class GraphAugmentation:
     """
 
     crop_residues: tuple[int, int] = (64, 160)
-    resolution: tuple[float, float] = (2.5, 4.5)
+    resolution: tuple[float, float] = (2.5, 5.0)
     voxel_size: tuple[float, float] = (1.0, 1.4)
-    b_extra: tuple[float, float] = (-30.0, 30.0)
+    b_extra: tuple[float, float] = (-100.0, 150.0)
     log_snr: tuple[float, float] = (math.log(0.5), math.log(8.0))
     noise_free_fraction: float = 0.1
     calpha_noise: float = 1.0 / math.sqrt(3.0)
@@ -89,18 +92,8 @@ class GraphAugmentation:
     solvent_level: tuple[float, float] = (0.0, 0.3)
     sidechain_decoys: tuple[float, float] = (0.0, 0.4)
     decoy_noise: float = 0.4
-    local_blur: tuple[float, float] = (0.0, 0.0)
-    local_blur_width: tuple[float, float] = (8.0, 20.0)
-    carboxylate_occupancy: tuple[float, float] = (1.0, 1.0)
-
-
-#: The blemish ranges of ``--real-map-blemishes`` (`_real_map_blemishes`). Measured: 11,166
-#: steps of fine-tuning from gnn.pt (step 35,949 -> 47,115, 95 min, lr 1.5e-4 -> 2e-5) with them
-#: raised validation residue-type accuracy (clean 3 Å maps) 0.64 -> 0.67 and the dev maps' (from
-#: deposited Cα, ``bench.gnn``) 0.314 -> 0.326, but whole builds (``bench.build --cases 4``)
-#: lost Cα recall at 4 Å (0.80 -> 0.76) and on EMD-2566 (0.86 -> 0.79), so gnn.pt stayed
-#: without them (weights/MANIFEST.md).
-BLEMISHES = {"local_blur": (0.0, 120.0), "carboxylate_occupancy": (0.3, 1.0)}
+    stated_resolution: tuple[float, float] = (0.85, 1.2)
+    real_fraction: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +103,7 @@ class GraphSample:
     Attributes
     ----------
     density : DensityMap
-        The simulated map of the box around the crop (not normalised).
+        The map of the box around the crop, standardised (`features.standardise`).
     rotations : float32 ``[N, 3, 3]``
         Random initial frames.
     ca : float32 ``[N, 3]``
@@ -137,7 +130,7 @@ class GraphSample:
     def inputs_and_targets(self, network: GraphNetwork) -> tuple[GraphInputs, GraphTargets]:
         """Tensors for `run_rounds` and `graph_loss` (the sequence embedding keeps gradients)."""
         device = network.device
-        density = normalise_near(self.density, self.ca)
+        density = self.density
         ca = torch.from_numpy(self.ca).to(device)
         inputs = GraphInputs(
             volume=DensityVolume.from_map(density, device),
@@ -204,38 +197,6 @@ def _sidechain_decoys(model: BuiltModel, chosen: np.ndarray, aug: GraphAugmentat
     return atoms + rng.normal(0, aug.decoy_noise, atoms.shape)
 
 
-def _real_map_blemishes(structure, aug: GraphAugmentation, rng) -> None:
-    """Give a structure (in place) two blemishes of real cryo-EM maps that B-factors of the
-    training set (mostly X-ray) lack.
-
-    * Uneven local resolution: the dev maps' spike NTD is at ~4-5 Å inside a 3.2 Å map (data
-      README). Every atom's B gets ``peak * exp(-d² / 2 w²)`` added, ``d`` its distance (Å)
-      to a random atom of the crop, ``peak`` and ``w`` drawn from `GraphAugmentation
-      .local_blur` and ``local_blur_width`` (120 Å² more blurs a 3 Å map to about 5 Å:
-      `cryobuild.simulate.resolution_blur`).
-    * Radiation damage: the carboxylates of Asp and Glu lose density first in cryo-EM (Hryc et
-      al. 2017, PNAS 114:3103); their oxygens' occupancy is scaled by one factor drawn from
-      ``carboxylate_occupancy``.
-    """
-    atoms = [atom for chain in structure[0] for residue in chain for atom in residue]
-    if not atoms:
-        return
-    xyz = np.array([atom.pos.tolist() for atom in atoms])
-    centre = xyz[int(rng.integers(len(xyz)))]
-    peak = float(rng.uniform(*aug.local_blur))
-    width = float(rng.uniform(*aug.local_blur_width))
-    extra = peak * np.exp(-np.sum((xyz - centre) ** 2, axis=1) / (2 * width**2))
-    for atom, b in zip(atoms, extra):
-        atom.b_iso += float(b)
-    scale = float(rng.uniform(*aug.carboxylate_occupancy))
-    for chain in structure[0]:
-        for residue in chain:
-            oxygens = _CARBOXYLATE_OXYGENS.get(residue.name, ())
-            for atom in residue:
-                if atom.name in oxygens:
-                    atom.occ *= scale
-
-
 def _box_structure(structure, model: BuiltModel, lo: np.ndarray, hi: np.ndarray):
     """A copy of ``structure`` with only the residues whose Cα lies within `CONTEXT_MARGIN` of
     the box ``lo``-``hi`` (Å), so the periodic simulation cell does not wrap far atoms in."""
@@ -254,8 +215,11 @@ def _box_structure(structure, model: BuiltModel, lo: np.ndarray, hi: np.ndarray)
     return st
 
 
-def make_sample(structure, model: BuiltModel, sequences, aug: GraphAugmentation, rng) -> GraphSample:
-    """One training crop of ``model`` (atom14, from the same file as ``structure``)."""
+def make_sample(structure, model: BuiltModel, sequences, aug: GraphAugmentation, rng,
+                realism: Realism = Realism(), real_view: NetworkMap | None = None) -> GraphSample:
+    """One training crop of ``model`` (atom14, from the same file as ``structure``): its map
+    simulated with `realism`'s blemishes, or cut from ``real_view`` (the standardised real map
+    that ``model`` was deposited with)."""
     ca_all = model.ca
     centre = ca_all[int(rng.integers(model.num_residues))]
     size = min(int(rng.integers(aug.crop_residues[0], aug.crop_residues[1] + 1)), model.num_residues)
@@ -265,20 +229,29 @@ def make_sample(structure, model: BuiltModel, sequences, aug: GraphAugmentation,
 
     lo = ca_all[chosen].min(0) - aug.map_margin
     hi = ca_all[chosen].max(0) + aug.map_margin
-    voxel = float(rng.uniform(*aug.voxel_size))
-    snr = None if rng.random() < aug.noise_free_fraction else math.exp(rng.uniform(*aug.log_snr))
-    options = SimulationOptions(
-        resolution=float(rng.uniform(*aug.resolution)),
-        voxel_size=voxel,
-        b_extra=float(rng.uniform(*aug.b_extra)),
-        snr=snr,
-        solvent_level=float(rng.uniform(*aug.solvent_level)),
-        origin=tuple(lo),
-        shape_xyz=tuple(int(n) for n in np.ceil((hi - lo) / voxel).astype(int) + 1),
-    )
-    boxed = _box_structure(structure, model, lo, hi)
-    _real_map_blemishes(boxed, aug, rng)
-    density = simulate_map(boxed, options, rng)
+    if real_view is not None:
+        density = crop_box(real_view.density, lo, hi)
+    else:
+        voxel = float(rng.uniform(*aug.voxel_size))
+        snr = None if rng.random() < aug.noise_free_fraction else math.exp(rng.uniform(*aug.log_snr))
+        resolution = float(rng.uniform(*aug.resolution))
+        options = SimulationOptions(
+            resolution=resolution,
+            voxel_size=voxel,
+            b_extra=float(rng.uniform(*aug.b_extra)),
+            snr=snr,
+            solvent_level=float(rng.uniform(*aug.solvent_level)),
+            origin=tuple(lo),
+            shape_xyz=tuple(int(n) for n in np.ceil((hi - lo) / voxel).astype(int) + 1),
+        )
+        boxed = _box_structure(structure, model, lo, hi)
+        perturb_atoms(boxed, realism, rng)
+        density = simulate_map(boxed, options, rng)
+        atoms = np.array([a.pos.tolist() for ch in boxed[0] for r in ch for a in r])
+        density = degrade_map(density, atoms, realism, rng)
+        # degrade_map may pad; the crop keeps the box the model was simulated in
+        density = crop_box(density, lo, hi)
+        density = standardise(density, resolution * float(rng.uniform(*aug.stated_resolution))).density
 
     fake = _fake_peptides(len(chosen) - len(kept), lo + aug.map_margin, hi - aug.map_margin,
                           aug.fake_length, rng)
@@ -312,22 +285,44 @@ def _read_both(path) -> tuple:
     return read_structure(path), read_model(path)
 
 
-class SimulatedGraphs(torch.utils.data.IterableDataset):
-    """Endless `GraphSample` crops of random training structures (several per structure)."""
+class TrainingGraphs(torch.utils.data.IterableDataset):
+    """Endless `GraphSample` crops (several per structure) of random training structures in
+    simulated maps, and with probability ``aug.real_fraction`` of the real maps
+    ``real_cases`` with their deposited models."""
 
-    def __init__(self, records, aug: GraphAugmentation, crops_per_structure: int, seed: int):
+    def __init__(self, records, aug: GraphAugmentation, crops_per_structure: int, seed: int,
+                 real_cases=()):
         self.records = list(records)
         self.aug = aug
         self.crops_per_structure = crops_per_structure
         self.seed = seed
+        self.real_cases = list(real_cases)
 
     def __iter__(self):
         rng = worker_rng(self.seed)
+        real = {}
         for record, (structure, model) in random_files(self.records, _read_both, rng):
-            if model.num_residues < self.aug.crop_residues[0]:
+            view = None
+            sequences = record.sequences
+            if self.real_cases and rng.random() < self.aug.real_fraction:
+                case = self.real_cases[int(rng.integers(len(self.real_cases)))]
+                if case.name not in real:
+                    real[case.name] = _real_case(case)
+                structure, model, sequences, view = real[case.name]
+            if model.num_residues < self.aug.crop_residues[0] // 2:
                 continue
             for _ in range(self.crops_per_structure):
-                yield make_sample(structure, model, record.sequences, self.aug, rng)
+                yield make_sample(structure, model, sequences, self.aug, rng, real_view=view)
+
+
+def _real_case(case) -> tuple:
+    """(structure, model, sequences, standardised map) of a real `DevCase`."""
+    from ..maps import read_map
+    from ..sequences import read_fasta
+
+    structure, model = _read_both(case.model_path)
+    sequences = tuple(s.residues for s in read_fasta(case.fasta_path)) if case.fasta_path else ()
+    return structure, model, sequences, standardise(read_map(case.map_path), case.resolution)
 
 
 def validation_figures(network: GraphNetwork, cases) -> dict[str, float]:
@@ -360,9 +355,10 @@ def main(argv=None) -> None:
     parser.add_argument("--crops-per-structure", type=int, default=4)
     parser.add_argument("--log", type=Path, default=Path("runs/gnn/log.jsonl"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--real-map-blemishes", action="store_true",
-                        help="uneven local blur and damaged carboxylates in the training maps "
-                             "(BLEMISHES; measured, not used for gnn.pt)")
+    parser.add_argument("--real-fold", choices=sorted(REAL_FOLDS), default=None,
+                        help="also train on this fold's real maps (data.REAL_FOLDS)")
+    parser.add_argument("--real-fraction", type=float, default=0.3,
+                        help="fraction of crops drawn from the real fold")
     parser.add_argument("--resolution", type=float, nargs=2, metavar=("BEST", "WORST"), default=None,
                         help="resolution range of the training maps in Å (default: "
                              f"{GraphAugmentation.resolution[0]:g} {GraphAugmentation.resolution[1]:g})")
@@ -386,15 +382,17 @@ def main(argv=None) -> None:
     optimizer = torch.optim.AdamW(
         [p for p in network.parameters() if p.requires_grad], lr=args.lr, weight_decay=1e-4
     )
-    run = TrainingRun(args.checkpoint, args.log, network, optimizer, dataclasses.asdict(config))
+    real_cases = fold_cases(args.real_fold) if args.real_fold else []
+    run = TrainingRun(args.checkpoint, args.log, network, optimizer, dataclasses.asdict(config),
+                      extra={"real_maps": sorted(c.name for c in real_cases)})
     run.resume(state)
     run.set_lr(args.lr)
 
     split = default_split()
-    augmentation = GraphAugmentation(**(BLEMISHES if args.real_map_blemishes else {}),
+    augmentation = GraphAugmentation(real_fraction=args.real_fraction if real_cases else 0.0,
                                      **({"resolution": tuple(args.resolution)} if args.resolution else {}))
-    dataset = SimulatedGraphs(split["train"], augmentation, args.crops_per_structure,
-                              seed=args.seed + run.step)
+    dataset = TrainingGraphs(split["train"], augmentation, args.crops_per_structure,
+                             seed=args.seed + run.step, real_cases=real_cases)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=1, prefetch_factor=4)
     validation = simulated_cases(args.validation_cases, 3.0) if args.validate_every else []
     rng = np.random.default_rng([args.seed, run.step])

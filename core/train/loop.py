@@ -38,7 +38,9 @@ class TrainingRun:
     config : dict
         The network's config as saved under ``"config"``.
     extra : dict, optional
-        Further keys saved with every checkpoint.
+        Further keys saved with every checkpoint. ``real_maps`` (names of the real maps the
+        network trained on) is merged with the resumed checkpoint's, so it lists every map
+        the weights have seen.
     """
 
     def __init__(self, checkpoint: Path, log_path: Path, network: torch.nn.Module,
@@ -64,6 +66,8 @@ class TrainingRun:
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
+        if "real_maps" in state:
+            self.extra["real_maps"] = sorted(set(state["real_maps"]) | set(self.extra.get("real_maps", ())))
         self.history = list(state.get("history", []))
         self.wall_seconds = state.get("wall_seconds", 0.0)
         print(f"resumed from {self.checkpoint} at step {self.step}", flush=True)

@@ -1,0 +1,172 @@
+"""Benchmark whole builds on every real map with a deposited model: ``python -m
+cryobuild.bench.real``.
+
+Each map is built (through the engine, as ``cryobuild build`` does, with the map's stated
+resolution unless ``--estimate-resolution``) by the first network pair of ``--networks`` that
+did not train on it: a checkpoint lists the real maps it trained on (``real_maps``, see
+`cryobuild.data.REAL_FOLDS`). A map that every pair has seen is still built, and flagged: its
+figures are not figures and stay out of the means. One JSON line per map, then a Markdown table
+(one row per map) and the means per resolution band (<= 3.5 Å, 3.5-4.5 Å, > 4.5 Å):
+
+* detector recall / precision of the Cα candidates (3 Å, one-to-one);
+* residue-type accuracy of the graph network from the deposited Cα plus noise (``bench.gnn``);
+* raw and final Cα recall and sequence recall (`cryobuild.evaluate`, map frame);
+* seconds of the build; the networks; whether they saw the map.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoints import checkpoint_path, load_checkpoint
+from ..cli.build import build_with_engine
+from ..data import dev_cases
+from ..evaluate import evaluate
+from ..maps import read_map
+from ..models import read_model
+from ..pipeline import BuildOptions, Networks
+from ..sequences import read_fasta
+from .build import model_sequences
+from .detect import score
+from .gnn import folder_case, run_case as run_gnn_case
+
+__all__ = ["BANDS", "NetworkPair", "main"]
+
+#: Resolution bands of the means (Å, upper bounds inclusive).
+BANDS = (("<= 3.5 Å", 0.0, 3.5), ("3.5-4.5 Å", 3.5, 4.5), ("> 4.5 Å", 4.5, 99.0))
+#: Network pairs tried in order when ``--networks`` is not given: the bundled defaults, then
+#: the fine-tune on the other fold (whichever exist).
+DEFAULT_PAIRS = (("detect", "gnn"), ("detect_foldA", "gnn_foldA"))
+
+
+class NetworkPair:
+    """A detector and a graph network checkpoint, and the real maps either trained on."""
+
+    def __init__(self, detector: Path, gnn: Path):
+        self.detector, self.gnn = Path(detector), Path(gnn)
+        self.seen = set()
+        for path in (self.detector, self.gnn):
+            self.seen |= set(load_checkpoint(path).get("real_maps", ()))
+        self._networks = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.detector.stem}+{self.gnn.stem}"
+
+    def networks(self, device) -> Networks:
+        if self._networks is None:
+            self._networks = Networks.load(device, gnn=self.gnn, detector=self.detector)
+        return self._networks
+
+
+def _pairs(specs: list[str] | None) -> list[NetworkPair]:
+    if specs:
+        pairs = []
+        for spec in specs:
+            detector, _, gnn = spec.partition(",")
+            pairs.append(NetworkPair(Path(detector), Path(gnn)))
+        return pairs
+    return [NetworkPair(checkpoint_path(d), checkpoint_path(g)) for d, g in DEFAULT_PAIRS
+            if checkpoint_path(d).exists() and checkpoint_path(g).exists()]
+
+
+def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
+            type_rounds: int | None = 3) -> dict:
+    """Build one real map with the first pair that did not see it, and score it (the
+    residue-type accuracy from the deposited Cα too, in ``type_rounds`` rounds, unless None)."""
+    unseen = [p for p in pairs if case.name not in p.seen]
+    pair = unseen[0] if unseen else pairs[0]
+    networks = pair.networks(device)
+    reference = read_model(case.model_path)
+    sequences = read_fasta(case.fasta_path) if case.fasta_path else model_sequences(reference)
+    row = {"case": case.name, "resolution": case.resolution, "residues": reference.num_residues,
+           "networks": pair.label, "seen": not unseen}
+    started = time.time()
+    try:
+        result, _ = build_with_engine(read_map(case.map_path), sequences, options, quiet=True,
+                                      networks=networks)
+    except Exception as err:  # noqa: BLE001 - a failed map is reported, not fatal
+        row.update(error=str(err), seconds=round(time.time() - started, 1))
+        print(json.dumps(row), flush=True)
+        return row
+    row["seconds"] = round(time.time() - started, 1)
+    detected = score(result.points.xyz, reference.ca)
+    row.update(detector_recall=round(detected["recall"], 3), detector_precision=round(detected["precision"], 3),
+               map_resolution=round(result.view.map_resolution, 2))
+    if type_rounds:
+        types = run_gnn_case(folder_case(case.folder), networks.gnn, rounds=type_rounds,
+                             device=networks.device)
+        row["type_accuracy"] = round(types["aa_accuracy"], 3)
+    for label, model in (("raw", result.raw), ("final", result.final)):
+        metrics = evaluate(model, reference)
+        row[f"{label}_ca_recall"] = round(metrics.ca_recall, 3)
+        row[f"{label}_ca_precision"] = round(metrics.ca_precision, 3)
+        row[f"{label}_sequence_recall"] = round(metrics.sequence_recall, 3)
+        row[f"{label}_sequence_match"] = round(metrics.sequence_match, 3)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+COLUMNS = (("detector_recall", "det. recall"), ("detector_precision", "det. precision"),
+           ("type_accuracy", "types from deposited Cα"), ("raw_ca_recall", "raw Cα"),
+           ("raw_sequence_recall", "raw seq."), ("final_ca_recall", "final Cα"),
+           ("final_ca_precision", "final precision"), ("final_sequence_recall", "final seq."),
+           ("seconds", "s"))
+
+
+def print_tables(rows: list[dict]) -> None:
+    print("\n| map | Å | residues | " + " | ".join(label for _, label in COLUMNS) + " | networks | saw it |")
+    print("|---|---|---|" + "---|" * len(COLUMNS) + "---|---|")
+    for row in rows:
+        if "error" in row:
+            cells = ["failed: " + row["error"][:60]] + [""] * (len(COLUMNS) - 1)
+        else:
+            cells = [f"{row[key]:.2f}" if key != "seconds" else f"{row[key]:.0f}" for key, _ in COLUMNS]
+        print(f"| {row['case']} | {row['resolution']} | {row['residues']} | " + " | ".join(cells)
+              + f" | {row['networks']} | {'yes' if row['seen'] else 'no'} |")
+    print("\nMeans over maps the networks did not train on (a failed build counts as 0):")
+    print("| band | maps | " + " | ".join(label for _, label in COLUMNS) + " |")
+    print("|---|---|" + "---|" * len(COLUMNS))
+    for band, low, high in BANDS:
+        members = [r for r in rows if low < r["resolution"] <= high and not r["seen"]]
+        if not members:
+            continue
+        cells = []
+        for key, _ in COLUMNS:
+            values = [r.get(key, 0.0) for r in members]
+            cells.append(f"{np.mean(values):.2f}" if key != "seconds" else f"{np.mean(values):.0f}")
+        print(f"| {band} | {len(members)} | " + " | ".join(cells) + " |")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--networks", nargs="*", default=None, metavar="DETECTOR.pt,GNN.pt",
+                        help="network pairs, tried in order (default: the bundled detect.pt+gnn.pt, "
+                             "then detect_foldA.pt+gnn_foldA.pt)")
+    parser.add_argument("--cases", nargs="*", default=None, help="only these map folders (names)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--estimate-resolution", action="store_true",
+                        help="build without the stated resolution (estimated from the map)")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+
+    pairs = _pairs(args.networks)
+    rows = []
+    for case in dev_cases():
+        if case.model_path is None or (args.cases and case.name not in args.cases):
+            continue
+        resolution = None if args.estimate_resolution else case.resolution
+        options = BuildOptions(rounds=args.rounds, resolution=resolution)
+        rows.append(run_map(case, pairs, options, args.device))
+    print(f"\n{args.rounds} rounds; resolution {'estimated' if args.estimate_resolution else 'as stated'}; "
+          f"networks: {', '.join(p.label for p in pairs)}")
+    print_tables(rows)
+
+
+if __name__ == "__main__":
+    main()
