@@ -201,7 +201,9 @@ def standardise(density: DensityMap, resolution: float | None = None) -> Network
     occupied = ~empty
     if occupied.sum() < 16:
         raise InputError("the map has no density variation outside its empty (zero) region")
-    molecule = (smooth > _otsu(smooth[occupied])) & occupied
+    # Otsu over every voxel: zoning or padding add voxels at the solvent's level, where the
+    # threshold between solvent and protein already lies on one side
+    molecule = (smooth > _otsu(smooth.ravel())) & occupied
     values = filtered[molecule] if molecule.sum() > 8 else filtered[occupied]
     mean, std = float(values.mean()), float(values.std())
     if not np.isfinite(std) or std == 0:

@@ -1,0 +1,96 @@
+"""What the networks see does not depend on how a map was processed: zero padding, intensity
+scale and offset, global sharpening or blurring, zoning; and noise is told from protein."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from cryobuild.features import estimate_resolution, standardise
+from cryobuild.maps import DensityMap, fourier_filter, pad_to_shape, resample_onto
+
+
+def _agreement(reference, other) -> tuple[float, float]:
+    """Correlation and largest mean shift of ``other`` against ``reference`` (both `NetworkMap`)
+    over the reference's molecule (standardised value > 0.5)."""
+    a = reference.density
+    b = resample_onto(other.density, a)
+    inside = a.grid > 0.5
+    return float(np.corrcoef(a.grid[inside], b.grid[inside])[0, 1]), float(
+        abs(a.grid[inside].mean() - b.grid[inside].mean()))
+
+
+@pytest.fixture(scope="module")
+def base(il2_map_3A):
+    density, _ = il2_map_3A
+    return density, standardise(density, 3.0)
+
+
+@pytest.mark.parametrize("change", ["pad", "scale", "offset", "sharpen", "blur"])
+def test_standardise_undoes_processing(base, change):
+    density, reference = base
+    if change == "pad":
+        changed = pad_to_shape(density, density.shape_xyz + 40)
+    elif change == "scale":
+        changed = density.with_grid(density.grid * 1e3)
+    elif change == "offset":
+        changed = density.with_grid(density.grid * 1e-3 + 7.0)
+    else:
+        b = -100.0 if change == "sharpen" else 100.0
+        padded = pad_to_shape(density, density.shape_xyz + 32)  # the filter's box is periodic
+        filtered = padded.with_grid(fourier_filter(padded.grid, 1.0, 1.0, b))
+        changed = filtered
+    correlation, shift = _agreement(reference, standardise(changed, 3.0))
+    assert correlation > 0.97 and shift < 0.15, (correlation, shift)
+
+
+def test_zoned_map_stays_zoned_and_keeps_its_scale(base, il2_map_3A):
+    """Zoned as deposited maps are: every voxel farther than 3 Å from the model set to 0."""
+    from cryobuild.maps import mask_around
+
+    density, reference = base
+    atoms = np.array([a.pos.tolist() for r in il2_map_3A[1][0][0] for a in r])
+    zone = mask_around(density, atoms, 3.0)
+    zoned = density.with_grid(np.where(zone, density.grid, 0.0))
+    view = standardise(zoned, 3.0)
+    correlation, shift = _agreement(reference, view)
+    assert correlation > 0.97 and shift < 0.15, (correlation, shift)
+    outside = view.density.grid[~zone]
+    assert np.ptp(outside) == 0  # empty voxels hold one value, the solvent's
+
+
+def test_resolution_is_estimated_near_the_truth(il2_map_3A):
+    from cryobuild.data import read_structure
+    from cryobuild.simulate import SimulationOptions, simulate_map
+
+    _, structure = il2_map_3A
+    for resolution in (3.0, 4.5):
+        density = simulate_map(structure, SimulationOptions(resolution=resolution, snr=3.0),
+                               np.random.default_rng(1))
+        assert abs(estimate_resolution(density) - resolution) < 0.25 * resolution
+
+
+def test_noise_and_protein_told_apart(base):
+    _, reference = base
+    rng = np.random.default_rng(0)
+    for sigma in (0.0, 1.0, 2.0):
+        noise = rng.standard_normal((48, 48, 48))
+        if sigma:
+            noise = gaussian_filter(noise, sigma)
+        view = standardise(DensityMap(noise.astype(np.float32), 1.0, 0.0), 3.5)
+        assert abs(view.skewness) < 0.2
+    assert reference.skewness > 0.5
+    inverted = standardise(reference.density.with_grid(-reference.density.grid), 3.0)
+    assert inverted.skewness < -0.5
+
+
+def test_constant_and_non_finite_maps_are_refused():
+    from cryobuild.errors import InputError
+
+    with pytest.raises(InputError, match="constant"):
+        standardise(DensityMap(np.ones((16, 16, 16), np.float32), 1.0, 0.0), 3.0)
+    grid = np.zeros((16, 16, 16), np.float32)
+    grid[3, 4, 5] = np.nan
+    with pytest.raises(InputError, match="finite"):
+        standardise(DensityMap(grid, 1.0, 0.0), 3.0)
