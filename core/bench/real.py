@@ -152,8 +152,18 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--estimate-resolution", action="store_true",
                         help="build without the stated resolution (estimated from the map)")
+    parser.add_argument("--detection-threshold", type=float, default=None,
+                        help="least Cα probability of a candidate (default: the detector's)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--from-output", nargs="*", type=Path, default=None, metavar="FILE",
+                        help="print the tables of the JSON lines in these earlier outputs of this "
+                             "benchmark (e.g. one run per fold) instead of building")
     args = parser.parse_args(argv)
+    if args.from_output:
+        rows = [json.loads(line) for path in args.from_output for line in path.read_text().splitlines()
+                if line.startswith('{"case"')]
+        print_tables(sorted(rows, key=lambda r: r["case"]))
+        return
 
     pairs = _pairs(args.networks)
     rows = []
@@ -161,7 +171,8 @@ def main(argv=None):
         if case.model_path is None or (args.cases and case.name not in args.cases):
             continue
         resolution = None if args.estimate_resolution else case.resolution
-        options = BuildOptions(rounds=args.rounds, resolution=resolution)
+        options = BuildOptions(rounds=args.rounds, resolution=resolution,
+                               detection_threshold=args.detection_threshold)
         rows.append(run_map(case, pairs, options, args.device))
     print(f"\n{args.rounds} rounds; resolution {'estimated' if args.estimate_resolution else 'as stated'}; "
           f"networks: {', '.join(p.label for p in pairs)}")

@@ -4,8 +4,9 @@ Each real map (default: four maps the bundled networks did not train on, 1.75-4.
 changed the ways deposited maps differ, and built each time with its stated resolution
 (`bench.real.run_map`, the same networks throughout):
 
-* a global B of -150, -75, +75 and +150 Å² (applied where the map is not empty, so a zoned map
-  stays zoned, as when a map is sharpened before it is masked);
+* a global B of -150, -75, +75 and +150 Å² with a low-pass at the map's resolution, as
+  post-processing applies them (and applied where the map is not empty, so a zoned map stays
+  zoned, as when a map is sharpened before it is masked);
 * 20 voxels of zero padding on every side; a crop to the deposited model plus 6 Å;
 * a soft mask around the deposited model (3 Å, then a 3 Å cosine edge);
 * the values times 10⁻³ plus 5, and times 10³ minus 50;
@@ -42,16 +43,16 @@ def _empty(grid: np.ndarray) -> np.ndarray:
 
 
 def _b_factor(b: float):
-    def change(density: DensityMap, reference) -> DensityMap:
+    def change(density: DensityMap, reference, resolution: float) -> DensityMap:
         empty = _empty(density.grid)
         pad = 16
         grid = np.pad(density.grid, pad, mode="reflect" if not empty.any() else "constant")
-        filtered = fourier_filter(grid, density.voxel_size[::-1], 1.0, b)[pad:-pad, pad:-pad, pad:-pad]
+        filtered = fourier_filter(grid, density.voxel_size[::-1], resolution, b)[pad:-pad, pad:-pad, pad:-pad]
         return density.with_grid(np.where(empty, 0.0, filtered))
     return change
 
 
-def _soft_mask(density: DensityMap, reference) -> DensityMap:
+def _soft_mask(density: DensityMap, reference, resolution: float) -> DensityMap:
     from scipy.spatial import cKDTree
 
     ijk = np.stack(np.meshgrid(*[np.arange(n) for n in density.shape_xyz], indexing="ij"), -1)
@@ -62,30 +63,30 @@ def _soft_mask(density: DensityMap, reference) -> DensityMap:
     return density.with_grid(density.grid * weight)
 
 
-def _crop(density: DensityMap, reference) -> DensityMap:
+def _crop(density: DensityMap, reference, resolution: float) -> DensityMap:
     return crop_box(density, reference.ca.min(0) - 6.0, reference.ca.max(0) + 6.0)
 
 
-def _threshold(density: DensityMap, reference) -> DensityMap:
+def _threshold(density: DensityMap, reference, resolution: float) -> DensityMap:
     grid = density.grid
     level = np.percentile(grid[grid != 0], 60)
     return density.with_grid(np.where(grid >= level, grid, 0.0))
 
 
-#: name -> change(map, deposited model) -> map
+#: name -> change(map, deposited model, stated resolution in Å) -> map
 VARIANTS = {
-    "as deposited": lambda d, r: d,
+    "as deposited": lambda d, r, res: d,
     "B -150": _b_factor(-150.0),
     "B -75": _b_factor(-75.0),
     "B +75": _b_factor(75.0),
     "B +150": _b_factor(150.0),
-    "pad 20": lambda d, r: pad_to_shape(d, d.shape_xyz + 40),
+    "pad 20": lambda d, r, res: pad_to_shape(d, d.shape_xyz + 40),
     "crop": _crop,
     "soft mask": _soft_mask,
-    "x1e-3 +5": lambda d, r: d.with_grid(d.grid * 1e-3 + 5),
-    "x1e3 -50": lambda d, r: d.with_grid(d.grid * 1e3 - 50),
-    "voxel 0.7": lambda d, r: resample(d, 0.7),
-    "voxel 2.0": lambda d, r: resample(d, 2.0),
+    "x1e-3 +5": lambda d, r, res: d.with_grid(d.grid * 1e-3 + 5),
+    "x1e3 -50": lambda d, r, res: d.with_grid(d.grid * 1e3 - 50),
+    "voxel 0.7": lambda d, r, res: resample(d, 0.7),
+    "voxel 2.0": lambda d, r, res: resample(d, 2.0),
     "threshold": _threshold,
 }
 
@@ -110,7 +111,7 @@ def main(argv=None):
             options = BuildOptions(rounds=args.rounds, resolution=case.resolution)
             for variant in args.variants:
                 path = Path(tmp) / f"{case.name}.mrc"
-                write_map(VARIANTS[variant](density, reference), path)
+                write_map(VARIANTS[variant](density, reference, case.resolution), path)
                 changed = dataclasses.replace(case, map_path=path)
                 row = run_map(changed, pairs, options, args.device, type_rounds=None)
                 print(json.dumps({"variant": variant, "case": case.name}), flush=True)
