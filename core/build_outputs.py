@@ -2,16 +2,19 @@
 
 Layout (ModelAngelo's, with cryobuild's additions):
 
-* ``model.cif`` final model: threaded chains, pruned, relaxed; confidence 0-100 as B-factor;
+* ``model.cif`` final model: threaded chains and (unless threaded-only) unassigned ones of UNK
+  residues, pruned, relaxed; confidence 0-100 as B-factor;
 * ``model_raw.cif`` every chain of the last round, threaded or not;
 * ``rounds/round_N.cif`` each round's model;
-* ``chains.csv`` chain, sequence, first-last residue, residues, match score, E-value, mean
-  confidence (of the final model);
+* ``chains.csv`` chain, assignment (``threaded`` or ``unassigned``), sequence, first-last residue,
+  residues, match score, E-value, mean confidence (of the final model);
 * ``aa_probabilities.csv`` per final residue: chain, number, type, then the 20 probabilities;
 * ``ca_points.cif`` the detected Cα candidates.
 
 Every file is written atomically: it is replaced whole or not at all, and ``model.cif`` is
-written last, so its presence means the build finished.
+written last, so its presence means the build finished. Every file carries the id of the build
+that wrote it (`cryobuild.build_folder`): the mmCIF item ``_cryobuild.build_id``, and a first
+line ``# cryobuild build <id>`` in the CSV files (``pandas.read_csv(path, comment="#")``).
 """
 
 from __future__ import annotations
@@ -22,21 +25,25 @@ from pathlib import Path
 
 from .atomic import write_bytes_atomic
 from .models import model_from_ca, write_model
-from .pipeline import BuildResult, ChainReport
+from .pipeline import BuildResult, ChainReport, RoundResult
 from .residues import AA_ORDER, ONE_TO_THREE, UNK_THREE
 
-__all__ = ["write_build", "chains_csv"]
+__all__ = ["BUILD_ID_ITEM", "write_build", "write_round", "chains_csv"]
+
+#: The mmCIF item of a written model that holds the build's id.
+BUILD_ID_ITEM = "_cryobuild.build_id"
 
 
 def chains_csv(reports: tuple[ChainReport, ...]) -> str:
     """The chain report as CSV text."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["chain", "sequence", "first", "last", "residues", "score_bits", "evalue",
-                     "mean_confidence"])
+    writer.writerow(["chain", "assignment", "sequence", "first", "last", "residues", "score_bits",
+                     "evalue", "mean_confidence"])
     for r in reports:
-        writer.writerow([r.chain_id, r.sequence, r.first, r.last, r.residues, f"{r.score:.1f}",
-                         f"{r.evalue:.3g}", f"{r.mean_confidence:.1f}"])
+        writer.writerow([r.chain_id, "threaded" if r.threaded else "unassigned", r.sequence, r.first,
+                         r.last, r.residues, f"{r.score:.1f}", f"{r.evalue:.3g}",
+                         f"{r.mean_confidence:.1f}"])
     return buffer.getvalue()
 
 
@@ -53,14 +60,25 @@ def _aa_probs_csv(result: BuildResult) -> str:
     return buffer.getvalue()
 
 
-def write_build(result: BuildResult, folder: str | Path) -> list[Path]:
-    """Write every output of ``result`` into ``folder``; returns the paths written."""
+def write_round(round_result: RoundResult, folder: str | Path, build_id: str) -> Path:
+    """Write a round's model to ``folder/rounds/round_N.cif``; returns the path."""
+    path = Path(folder) / "rounds" / f"round_{round_result.index}.cif"
+    return write_model(round_result.model, path, cif_items={BUILD_ID_ITEM: build_id})
+
+
+def write_build(result: BuildResult, folder: str | Path, build_id: str) -> list[Path]:
+    """Write every output of ``result`` into ``folder``, stamped with ``build_id``; returns the
+    paths written."""
     folder = Path(folder)
-    written = [write_model(model_from_ca(result.points.xyz, result.points.score), folder / "ca_points.cif")]
+    stamp = {BUILD_ID_ITEM: build_id}
+    csv_stamp = f"# cryobuild build {build_id}\n"
+    written = [write_model(model_from_ca(result.points.xyz, result.points.score), folder / "ca_points.cif",
+                           cif_items=stamp)]
     for round_result in result.rounds:
-        written.append(write_model(round_result.model, folder / "rounds" / f"round_{round_result.index}.cif"))
-    written.append(write_model(result.raw, folder / "model_raw.cif"))
-    written.append(write_bytes_atomic(folder / "chains.csv", chains_csv(result.final_chains).encode()))
-    written.append(write_bytes_atomic(folder / "aa_probabilities.csv", _aa_probs_csv(result).encode()))
-    written.append(write_model(result.final, folder / "model.cif"))
+        written.append(write_round(round_result, folder, build_id))
+    written.append(write_model(result.raw, folder / "model_raw.cif", cif_items=stamp))
+    for name, text in (("chains.csv", chains_csv(result.final_chains)),
+                       ("aa_probabilities.csv", _aa_probs_csv(result))):
+        written.append(write_bytes_atomic(folder / name, (csv_stamp + text).encode()))
+    written.append(write_model(result.final, folder / "model.cif", cif_items=stamp))
     return written

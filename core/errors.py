@@ -4,7 +4,7 @@ Library code raises these instead of exiting (a plugin runs inside PyMOL, where 
 would kill the host). The CLI turns them into one line on stderr and a non-zero exit status.
 """
 
-__all__ = ["CryobuildError", "InputError", "InputWarning", "Cancelled", "BuildError"]
+__all__ = ["CryobuildError", "InputError", "InputWarning", "Cancelled", "BuildError", "OutputError"]
 
 
 class CryobuildError(Exception):
@@ -26,3 +26,7 @@ class BuildError(CryobuildError, RuntimeError):
 
 class Cancelled(CryobuildError):
     """The job was cancelled through its CancelToken; the last complete result is kept."""
+
+
+class OutputError(CryobuildError, OSError):
+    """The outputs could not be written where asked (the message says where they are instead)."""

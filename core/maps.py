@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import io
+import math
 import os
 import tempfile
 import warnings
@@ -36,6 +37,7 @@ __all__ = [
     "DensityMap",
     "read_map",
     "read_map_bytes",
+    "read_mask",
     "write_map",
     "map_to_bytes",
     "resample",
@@ -56,6 +58,14 @@ __all__ = [
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _MRC_HEADER_BYTES = 1024
+#: Header fields read before the data (MRC2014, https://www.ccpem.ac.uk/mrc_format/mrc2014.php):
+#: byte offsets of NX, NY, NZ, MODE and NSYMBT (bytes of extended header after the 1024) as
+#: 4-byte integers, and of the ``MAP `` tag.
+_NX_OFFSET, _NSYMBT_OFFSET, _MAP_TAG_OFFSET = 0, 92, 208
+#: Bytes per voxel of each MRC data mode: 0 int8, 1 int16, 2 float32, 3 complex int16,
+#: 4 complex float32, 6 uint16, 12 float16, 101 4-bit integers (two voxels a byte, each row
+#: starting on a new byte).
+_MODE_BYTES = {0: 1, 1: 2, 2: 4, 3: 4, 4: 8, 6: 2, 12: 2, 101: 0.5}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +161,54 @@ def read_map(path: str | os.PathLike) -> DensityMap:
 
 def read_map_bytes(data: bytes, name: str = "<map bytes>") -> DensityMap:
     """Read a map from the bytes of an MRC/CCP4 file (e.g. PyMOL's ``cmd.get_ccp4str``)."""
+    density = _read_grid(data, name)
+    if float(density.grid.max()) == float(density.grid.min()):
+        raise InputError(
+            f"{name}: the map is constant ({float(density.grid.max()):g} everywhere): no density"
+        )
+    return density
+
+
+def read_mask(path: str | os.PathLike, density: DensityMap) -> DensityMap:
+    """Read a mask for ``density``: a map (any grid) whose positive voxels mark the region to
+    build in; a box of ones is a mask of the whole box.
+
+    Raises `InputError` naming the file for anything `read_map` refuses (except a constant
+    map), and for a mask with no positive voxel in ``density``'s box (e.g. the mask of another
+    map, or one placed by another origin convention).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such mask file")
+    mask = _read_grid(path.read_bytes(), str(path))
+    positive = mask.grid > 0
+    if not positive.any():
+        raise InputError(f"{path}: the mask has no positive voxel")
+    lo, hi = density.extent
+    # Masks are sampled at the nearest voxel: the mask voxels nearest to the map's box.
+    first = np.maximum(np.round(mask.xyz_to_voxel(lo)).astype(int), 0)
+    last = np.minimum(np.round(mask.xyz_to_voxel(hi)).astype(int), mask.shape_xyz - 1)
+    inside = positive[first[2] : last[2] + 1, first[1] : last[1] + 1, first[0] : last[0] + 1]
+    if np.any(last < first) or not inside.any():
+        # [3] (x, y, z) voxel index ranges of the positive voxels, per axis
+        used = [np.flatnonzero(positive.any(axis=other)) for other in ((0, 1), (0, 2), (1, 2))]
+        region = mask.voxel_to_xyz([[u[0] for u in used], [u[-1] for u in used]])
+        raise InputError(
+            f"{path}: the mask does not overlap the map: its positive voxels lie in "
+            f"{_box_text(*region)} Å, the map covers {_box_text(lo, hi)} Å (is it the mask of "
+            "another map?)"
+        )
+    return mask
+
+
+def _box_text(lo: np.ndarray, hi: np.ndarray) -> str:
+    """``"x -10..40, y 0..50, z 5..60"`` for two ``[3]`` corners (Å)."""
+    return ", ".join(f"{axis} {a:.0f}..{b:.0f}" for axis, a, b in zip("xyz", lo, hi))
+
+
+def _read_grid(data: bytes, name: str) -> DensityMap:
+    """The map in the bytes of an MRC/CCP4 file, whatever its values (`read_map_bytes` and
+    `read_mask` judge those)."""
     import mrcfile.mrcinterpreter
 
     if len(data) == 0:
@@ -160,37 +218,51 @@ def read_map_bytes(data: bytes, name: str = "<map bytes>") -> DensityMap:
             data = gzip.decompress(data)
         except (OSError, EOFError) as err:
             raise InputError(f"{name}: corrupt gzip data ({err})") from None
-    if len(data) < _MRC_HEADER_BYTES:
-        raise InputError(
-            f"{name}: not an MRC/CCP4 map ({len(data)} bytes, shorter than the 1024-byte header)"
-        )
+    _check_header_sizes(data, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             mrc = mrcfile.mrcinterpreter.MrcInterpreter(iostream=io.BytesIO(data), permissive=True)
     except (ValueError, OSError, EOFError) as err:
         raise InputError(f"{name}: not a readable MRC/CCP4 map ({err})") from None
-    header = mrc.header
-    if header is None or mrc.data is None:
+    if mrc.header is None or mrc.data is None:
         raise InputError(f"{name}: not an MRC/CCP4 map (no valid header)")
-    if bytes(header.map) != b"MAP ":
-        raise InputError(f"{name}: not an MRC/CCP4 map (no 'MAP ' tag in the header)")
-    expected = int(header.nx) * int(header.ny) * int(header.nz)
-    if mrc.data.size != expected or expected == 0:
-        raise InputError(
-            f"{name}: truncated or inconsistent map: header says {int(header.nx)}x"
-            f"{int(header.ny)}x{int(header.nz)} voxels, the file holds {mrc.data.size}"
-        )
     if mrc.data.ndim != 3 or min(mrc.data.shape) < 2:
         raise InputError(f"{name}: a 3-D volume is needed, got data of shape {mrc.data.shape}")
     density = _from_mrc(mrc, name)
     if not np.all(np.isfinite(density.grid)):
         raise InputError(f"{name}: the map contains NaN or infinite values")
-    if float(density.grid.max()) == float(density.grid.min()):
-        raise InputError(
-            f"{name}: the map is constant ({float(density.grid.max()):g} everywhere): no density"
-        )
     return density
+
+
+def _check_header_sizes(data: bytes, name: str) -> None:
+    """Refuse ``data`` (an uncompressed MRC file) unless its header is an MRC header whose
+    sizes fit in it: checked before the reader allocates the grid the header asks for (a text
+    file read as a header asks for gigabytes)."""
+    if len(data) < _MRC_HEADER_BYTES:
+        raise InputError(
+            f"{name}: not an MRC/CCP4 map ({len(data)} bytes, shorter than the 1024-byte header)"
+        )
+    if data[_MAP_TAG_OFFSET : _MAP_TAG_OFFSET + 4] != b"MAP ":
+        raise InputError(f"{name}: not an MRC/CCP4 map (no 'MAP ' tag in the header)")
+    # The byte order is the one in which MODE is a known mode (a small number either way).
+    for order in "<>":
+        nx, ny, nz, mode = np.frombuffer(data, f"{order}i4", 4, _NX_OFFSET).tolist()
+        if mode in _MODE_BYTES:
+            break
+    else:
+        raise InputError(f"{name}: not a readable MRC/CCP4 map (unknown data mode {mode})")
+    extended = int(np.frombuffer(data, f"{order}i4", 1, _NSYMBT_OFFSET)[0])
+    if min(nx, ny, nz) < 1 or extended < 0:
+        raise InputError(f"{name}: not a readable MRC/CCP4 map (the header says {nx}x{ny}x{nz} "
+                         f"voxels and {extended} bytes of extended header)")
+    row_bytes = math.ceil(nx * _MODE_BYTES[mode])
+    held = max(len(data) - _MRC_HEADER_BYTES - extended, 0)
+    if held < row_bytes * ny * nz:
+        raise InputError(
+            f"{name}: truncated: the header says {nx * ny * nz} voxels ({nx}x{ny}x{nz}), the "
+            f"file holds {int(held // _MODE_BYTES[mode])}"
+        )
 
 
 def _from_mrc(mrc, name: str) -> DensityMap:
@@ -242,11 +314,12 @@ def _from_mrc(mrc, name: str) -> DensityMap:
 # ----------------------------------------------------------------------------- writing
 
 
-def write_map(density: DensityMap, path: str | os.PathLike) -> Path:
+def write_map(density: DensityMap, path: str | os.PathLike, label: str | None = None) -> Path:
     """Write ``density`` as an MRC file, atomically (a temporary file renamed into place).
 
     The file has the standard axis order (1, 2, 3), NSTART 0 and the placement in ORIGIN.
-    A name ending in ``.gz`` is gzipped.
+    A name ending in ``.gz`` is gzipped. ``label`` (ASCII, at most 80 characters, e.g. the
+    build that wrote the map) is added to the header's labels.
     """
     import mrcfile
 
@@ -260,6 +333,8 @@ def write_map(density: DensityMap, path: str | os.PathLike) -> Path:
                 mrc.voxel_size = (vx, vy, vz)
                 mrc.header.origin.x, mrc.header.origin.y, mrc.header.origin.z = density.origin
                 mrc.header.nxstart = mrc.header.nystart = mrc.header.nzstart = 0
+                if label is not None:
+                    mrc.add_label(label)
         if path.suffix == ".gz":
             tmp.write_bytes(gzip.compress(tmp.read_bytes()))
     return path

@@ -44,6 +44,16 @@ _COORDINATE_DECIMALS = 3
 _B_FACTOR_DECIMALS = 2
 #: Confidence is a percentage; C-alpha detector scores are probabilities.
 _PERCENT = 100.0
+#: The ``_atom_site`` columns gemmi 0.7 writes for a model. A model with no residues is written
+#: with this table's header and no rows: without the table PyMOL 3.2 loads no object ("no map
+#: coefficients or coordinates found"), with it an object of no atoms; gemmi and ChimeraX's
+#: reader (readcif: a loop that ends before any value has no rows) read it as no atoms.
+_ATOM_SITE_COLUMNS = (
+    "group_PDB", "id", "type_symbol", "label_atom_id", "label_alt_id", "label_comp_id",
+    "label_asym_id", "label_entity_id", "label_seq_id", "pdbx_PDB_ins_code", "Cartn_x", "Cartn_y",
+    "Cartn_z", "occupancy", "B_iso_or_equiv", "pdbx_formal_charge", "auth_seq_id", "auth_asym_id",
+    "pdbx_PDB_model_num",
+)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -331,7 +341,8 @@ def _from_structure(structure) -> BuiltModel:
 # ----------------------------------------------------------------------------- writing
 
 
-def write_model(model: BuiltModel, path: str | os.PathLike, fmt: str | None = None) -> Path:
+def write_model(model: BuiltModel, path: str | os.PathLike, fmt: str | None = None,
+                cif_items: dict[str, str] | None = None) -> Path:
     """Write ``model`` as mmCIF or PDB, atomically (a temporary file renamed into place).
 
     Parameters
@@ -344,10 +355,15 @@ def write_model(model: BuiltModel, path: str | os.PathLike, fmt: str | None = No
     fmt : {"cif", "pdb"}, optional
         Format; by default from the suffix (``.cif``/``.mmcif`` or ``.pdb``/``.ent``, before
         any ``.gz``).
+    cif_items : dict of str to str, optional
+        mmCIF items (tag -> value) added to the data block, e.g. the build that wrote the file
+        (mmCIF only).
 
     Every atom's B-factor is its residue's confidence and its occupancy 1. Chains with the same
     declared full sequence (or, without one, the same modelled residues) share an entity; a
-    declared sequence is written as ``_entity_poly_seq`` / ``SEQRES``.
+    declared sequence is written as ``_entity_poly_seq`` / ``SEQRES``. In mmCIF, a model with no
+    residues keeps an ``_atom_site`` table of no rows (`_ATOM_SITE_COLUMNS`), so other programs
+    read it as a model of no atoms.
 
     Returns
     -------
@@ -357,7 +373,8 @@ def write_model(model: BuiltModel, path: str | os.PathLike, fmt: str | None = No
     Raises
     ------
     InputError
-        For an unknown format, or chain names too long for PDB (more than 2 characters).
+        For an unknown format, chain names too long for PDB (more than 2 characters), or
+        ``cif_items`` with PDB.
     """
     path = Path(path)
     fmt = fmt or _FORMATS.get(Path(path.name.removesuffix(".gz")).suffix.lower())
@@ -367,7 +384,16 @@ def write_model(model: BuiltModel, path: str | os.PathLike, fmt: str | None = No
         raise InputError(f"{path}: PDB format allows chain names of at most 2 characters")
     structure = _to_structure(model, name=path.name.split(".")[0] or "model")
     if fmt == "cif":
-        text = structure.make_mmcif_document().as_string()
+        import gemmi
+
+        document = structure.make_mmcif_document()
+        for tag, value in (cif_items or {}).items():
+            document[0].set_pair(tag, gemmi.cif.quote(value))
+        text = document.as_string()
+        if not model.num_residues:  # gemmi writes no table that has no rows
+            text += "loop_\n" + "".join(f"_atom_site.{column}\n" for column in _ATOM_SITE_COLUMNS)
+    elif cif_items:
+        raise InputError(f"{path}: mmCIF items cannot be written in PDB format")
     else:
         text = structure.make_pdb_string()
     data = text.encode("utf-8")

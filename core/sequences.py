@@ -214,25 +214,28 @@ def _listed(labels: list[str]) -> str:
 
 
 def _unique_names(sequences: list[Sequence], source: str) -> list[Sequence]:
-    """Rename repeated record names ``A`` -> ``A_2``, ``A_3``, ... (with a warning)."""
+    """Rename repeated record names ``A`` -> ``A_2``, ``A_3``, ... (with one warning for all)."""
     taken = {sequence.name for sequence in sequences}
     seen: set[str] = set()
-    renamed = []
+    unique, renames = [], []
     for sequence in sequences:
         if sequence.name in seen:
             suffix = 2
             while f"{sequence.name}_{suffix}" in taken:
                 suffix += 1
             new_name = f"{sequence.name}_{suffix}"
-            warnings.warn(
-                f"{source}: duplicate record name {sequence.name!r} renamed to {new_name!r}",
-                InputWarning, stacklevel=3,
-            )
+            renames.append(f"{sequence.name!r} renamed to {new_name!r}")
             taken.add(new_name)
             sequence = dataclasses.replace(sequence, name=new_name)
         seen.add(sequence.name)
-        renamed.append(sequence)
-    return renamed
+        unique.append(sequence)
+    if len(renames) == 1:
+        warnings.warn(f"{source}: duplicate record name {renames[0]}", InputWarning, stacklevel=3)
+    elif renames:
+        shown = ", ".join(renames[:3]) + (", ..." if len(renames) > 3 else "")
+        warnings.warn(f"{source}: {len(renames)} duplicate record names: {shown}",
+                      InputWarning, stacklevel=3)
+    return unique
 
 
 def validate_sequence_text(text: str) -> list[str]:

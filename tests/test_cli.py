@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
+from cryobuild.build_folder import STAGING, BuildFolder
 from cryobuild.cli import VERBS
-from cryobuild.maps import read_map
+from cryobuild.maps import DensityMap, read_map, write_map
 
 
 def run(*argv, cwd=None):
@@ -42,7 +47,6 @@ def test_simulate_writes_a_map_that_lines_up(tmp_path, il2_path):
 @pytest.fixture
 def bad_inputs(tmp_path, il2_path):
     """Files that must be refused: name -> (path, text expected in the message)."""
-    from cryobuild.maps import write_map
     from cryobuild.simulate import SimulationOptions, simulate_map
     from cryobuild.data import read_structure
 
@@ -53,7 +57,14 @@ def bad_inputs(tmp_path, il2_path):
     files["empty"] = (tmp_path / "empty.mrc", "empty")
     raw = good_map.read_bytes()
     (tmp_path / "truncated.mrc").write_bytes(raw[: len(raw) - 1000])
-    files["truncated"] = (tmp_path / "truncated.mrc", "truncated")
+    files["truncated"] = (tmp_path / "truncated.mrc", "truncated: the header says ")
+    header = bytearray(raw)
+    header[8:12] = np.array(2 * density.grid.shape[0], "<i4").tobytes()  # NZ: twice the data
+    (tmp_path / "promising.mrc").write_bytes(bytes(header))
+    files["promising"] = (tmp_path / "promising.mrc", "truncated: the header says ")
+    far = density.with_grid(np.ones_like(density.grid))
+    write_map(DensityMap(far.grid, far.voxel_size, far.origin + 500), tmp_path / "far_mask.mrc")
+    files["mask"] = (tmp_path / "far_mask.mrc", "the mask does not overlap the map")
     (tmp_path / "text.mrc").write_text("HEADER    this is a PDB file, not a map\n" * 40)
     files["text"] = (tmp_path / "text.mrc", "not")
     write_map(density.with_grid(np.zeros_like(density.grid)), tmp_path / "zeros.mrc")
@@ -65,7 +76,8 @@ def bad_inputs(tmp_path, il2_path):
     return good_map, files
 
 
-@pytest.mark.parametrize("case", ["empty", "truncated", "text", "zeros", "digits", "output"])
+@pytest.mark.parametrize("case", ["empty", "truncated", "promising", "text", "zeros", "digits", "mask",
+                                  "output"])
 def test_bad_input_gives_one_line_error(bad_inputs, tmp_path, case):
     good_map, files = bad_inputs
     path, expected = files[case]
@@ -75,6 +87,9 @@ def test_bad_input_gives_one_line_error(bad_inputs, tmp_path, case):
         argv = ["build", "-v", str(good_map), "-f", str(path), "-o", str(tmp_path / "out")]
     elif case == "output":  # refused before the build starts, not after it
         argv = ["build", "-v", str(good_map), "-f", str(fasta), "-o", str(path)]
+    elif case == "mask":
+        argv = ["build", "-v", str(good_map), "-f", str(fasta), "-o", str(tmp_path / "out"),
+                "--mask", str(path)]
     else:
         argv = ["detect", "-v", str(path), "-o", str(tmp_path / "out"), "--baseline"]
     result = run(*argv)
@@ -83,3 +98,157 @@ def test_bad_input_gives_one_line_error(bad_inputs, tmp_path, case):
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert str(path) in lines[0] and expected in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def fasta_of(structure_path, folder):
+    """A FASTA file of the sequence of a structure file."""
+    from cryobuild.models import read_model
+    from cryobuild.residues import AA_ORDER
+
+    residues = "".join(AA_ORDER[a] for a in read_model(structure_path).aatype if a < len(AA_ORDER))
+    path = folder / "seq.fasta"
+    path.write_text(f">seq\n{residues}\n")
+    return path
+
+
+@pytest.mark.parametrize("verb, extra", [
+    ("build", ["--rounds", "0"]), ("build", ["--device", "tpu"]), ("build_no_seq", ["--device", "tpu"]),
+    ("detect", ["--device", "tpu"]), ("detect", ["--threshold", "2"]),
+])
+def test_errors_found_before_any_work_leave_no_folder(bad_inputs, tmp_path, il2_path, verb, extra):
+    good_map, _ = bad_inputs
+    sequences = [] if verb != "build" else ["-f", str(fasta_of(il2_path, tmp_path))]
+    result = run(verb, "-v", str(good_map), *sequences, "-o", str(tmp_path / "out"), *extra)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_build_into_a_folder_another_build_holds_is_refused(bad_inputs, tmp_path, il2_path):
+    good_map, _ = bad_inputs
+    out = tmp_path / "out"
+    with BuildFolder.claim(out) as running:
+        result = run("build", "-v", str(good_map), "-f", str(fasta_of(il2_path, tmp_path)), "-o", str(out))
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"cryobuild build: error: {out}: build {running.build_id} (pid {os.getpid()} ")
+    assert line.endswith("is writing into this folder; wait for it to end, or choose another output folder")
+    assert not out.exists()  # the running build made it, and left it empty
+
+
+def test_engine_warnings_are_printed_once(tmp_path, il2_path):
+    """A map of noise on 2.5 Å voxels: a warning (coarse voxels), then the refusal."""
+    grid = np.random.default_rng(0).normal(size=(40, 40, 40)).astype(np.float32)
+    noise = write_map(DensityMap(grid, 2.5, np.zeros(3)), tmp_path / "noise.mrc")
+    result = run("build", "-v", str(noise), "-f", str(fasta_of(il2_path, tmp_path)), "-o",
+                 str(tmp_path / "out"), "--quiet")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith("cryobuild: warning: the map's voxels are 2.5 Å")
+    assert lines[1].startswith("cryobuild build: error: only ") and "no protein density" in lines[1]
+
+
+def wait_for(path, process, timeout=600):
+    """Poll until ``path`` exists (True) or ``process`` ends (False)."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        if path.exists():
+            return True
+        time.sleep(0.05)
+    return path.exists()
+
+
+def start_build(*argv, env=None):
+    return subprocess.Popen([sys.executable, "-m", "cryobuild", "build", *argv, "--rounds", "2",
+                             "--no-relax", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def il2_files(tmp_path_factory, il2_map_3A, il2_path):
+    """The noise-free 3 Å il2 map, its sequence and a box mask of ones, as files."""
+    folder = tmp_path_factory.mktemp("il2")
+    density, _ = il2_map_3A
+    box = write_map(density.with_grid(np.ones_like(density.grid)), folder / "box.mrc")
+    return write_map(density, folder / "il2.mrc"), fasta_of(il2_path, folder), box
+
+
+@pytest.fixture(scope="module")
+def reused_folder_build(tmp_path_factory, il2_files):
+    """A 2-round build (with a box mask of ones) into a folder that holds an earlier 5-round
+    build; what the folder held when round 1 appeared in the staging folder; the result."""
+    map_path, fasta, box = il2_files
+    out = tmp_path_factory.mktemp("reused") / "out"
+    (out / "rounds").mkdir(parents=True)
+    (out / "hmm_profiles").mkdir()
+    for name in [f"rounds/round_{n}.cif" for n in range(1, 6)] + [
+            "model.cif", "chains.csv", "build.log", "hmm_profiles/0001_A.hmm"]:
+        (out / name).write_text("earlier\n")
+    process = start_build("-v", str(map_path), "-f", str(fasta), "-o", str(out), "--mask", str(box))
+    staged = out / STAGING / "rounds" / "round_1.cif"
+    seen = None
+    if wait_for(staged, process):
+        seen = {"round": staged.read_text(), "model": (out / "model.cif").read_text()}
+    stdout, stderr = process.communicate(timeout=600)
+    return out, seen, subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def build_id_of(path) -> str:
+    """The build id stamped in an output file."""
+    text = path.read_text()
+    if path.suffix == ".cif":
+        return next(line.split()[1] for line in text.splitlines() if line.startswith("_cryobuild.build_id"))
+    if path.suffix == ".csv":
+        assert text.startswith("# cryobuild build ")
+        return text.splitlines()[0].split()[-1]
+    return json.loads(text)["build_id"]
+
+
+def test_a_reused_folder_holds_only_the_new_build(reused_folder_build):
+    out, _, result = reused_folder_build
+    assert result.returncode == 0, result.stderr
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["aa_probabilities.csv", "build.log", "ca_points.cif", "chains.csv", "model.cif",
+                     "model_raw.cif", "rounds/round_1.cif", "rounds/round_2.cif"]
+    build_id = build_id_of(out / "build.log")
+    assert {name: build_id_of(out / name) for name in files} == {name: build_id for name in files}
+
+
+def test_each_round_is_written_as_it_finishes(reused_folder_build):
+    out, seen, result = reused_folder_build
+    assert seen is not None, "round 1 was not written while the build ran"
+    assert seen["model"] == "earlier\n"  # the earlier build's outputs stay until the new one ends
+    build_id = build_id_of(out / "build.log")
+    assert f"_cryobuild.build_id {build_id}" in seen["round"]
+
+
+def test_a_box_mask_of_ones_is_a_valid_mask(reused_folder_build):
+    _, _, result = reused_folder_build
+    assert result.returncode == 0 and "constant" not in result.stderr, result.stderr
+
+
+def test_a_write_error_after_the_build_keeps_the_result(il2_files, tmp_path):
+    """The staging folder is replaced by a file while the build runs: round 2 cannot be written
+    there, nor the final outputs, which go to a temporary folder instead."""
+    map_path, fasta, _ = il2_files
+    out = tmp_path / "out"
+    (tmp_path / "tmp").mkdir()
+    process = start_build("-v", str(map_path), "-f", str(fasta), "-o", str(out),
+                          env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
+    try:
+        assert wait_for(out / STAGING / "rounds" / "round_1.cif", process)
+        shutil.rmtree(out / STAGING)
+        (out / STAGING).write_text("in the way\n")
+    finally:
+        stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 2 and "Traceback" not in stderr, stderr
+    [fallback] = (tmp_path / "tmp").glob("cryobuild-*")
+    lines = stderr.strip().splitlines()
+    assert lines[-1].startswith(f"cryobuild build: error: {out}: cannot write the outputs (")
+    assert lines[-1].endswith(f"; they are in {fallback} instead")
+    assert all(line.startswith("cryobuild: warning: cannot write round 2") for line in lines[:-1])
+    build_id = build_id_of(fallback / "build.log")
+    for name in ("model.cif", "model_raw.cif", "chains.csv", "rounds/round_1.cif", "rounds/round_2.cif"):
+        assert build_id_of(fallback / name) == build_id
+    assert not (out / "model.cif").exists()

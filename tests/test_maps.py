@@ -12,7 +12,7 @@ import pytest
 from cryobuild.errors import InputError
 from cryobuild.maps import (
     DensityMap, crop_around, crop_box, erased_below, map_to_bytes, mask_around, normalise, pad_to_shape,
-    read_map, read_map_bytes, resample, resample_onto, write_map,
+    read_map, read_map_bytes, read_mask, resample, resample_onto, write_map,
 )
 
 #: A density peak must be found this close (Å) to the atom that made it.
@@ -185,6 +185,68 @@ def test_truncated_and_constant_maps(tmp_path):
         read_map(tmp_path / "zeros.mrc")
     with pytest.raises(InputError, match="no such"):
         read_map(tmp_path / "missing.mrc")
+
+
+#: Bytes of memory a refused map file may cost to read, at most (the file is 2 kB; the reader
+#: once allocated the 1.76 GB a text file's "header" asked for).
+MAX_REFUSAL_BYTES = 1_000_000
+
+
+def test_a_short_map_file_says_what_the_header_promised(tmp_path):
+    """A file cut short, or a header asking for more than the file holds: how much is missing."""
+    truth = blob_map([1, 1, 1], [20, 20, 20], [0, 0, 0], atom=[10, 10, 10])
+    data = map_to_bytes(truth)
+    (tmp_path / "cut.mrc").write_bytes(data[:-1000])  # float32: 250 voxels fewer
+    with pytest.raises(InputError, match=r"cut\.mrc: truncated: the header says 8000 voxels "
+                                         r"\(20x20x20\), the file holds 7750$"):
+        read_map(tmp_path / "cut.mrc")
+    header = bytearray(data)
+    header[8:12] = np.array([40], "<i4").tobytes()  # NZ 40: twice the data there is
+    with pytest.raises(InputError, match="truncated: the header says 16000 voxels .20x20x40., "
+                                         "the file holds 8000$"):
+        read_map_bytes(bytes(header), "long.mrc")
+
+
+@pytest.mark.parametrize("kind", ["text", "huge header"])
+def test_a_small_file_is_refused_before_reading_what_its_header_claims(kind):
+    import tracemalloc
+
+    if kind == "text":
+        data = b"HEADER    this is a PDB file, not a map\n" * 45
+        problem = "no 'MAP ' tag"
+    else:  # an MRC header asking for 2000^3 float32 voxels (32 GB)
+        data = bytearray(map_to_bytes(blob_map([1, 1, 1], [8, 8, 8], [0, 0, 0], atom=[4, 4, 4])))
+        data[0:12] = np.array([2000, 2000, 2000], "<i4").tobytes()
+        data = bytes(data)
+        problem = "truncated: the header says 8000000000 voxels"
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match=problem):
+            read_map_bytes(data, "small.mrc")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < MAX_REFUSAL_BYTES
+
+
+def test_a_mask_may_be_constant_but_must_overlap_the_map(tmp_path):
+    density = blob_map([1, 1, 1], [20, 20, 20], [0, 0, 0], atom=[10, 10, 10])
+    ones = write_map(density.with_grid(np.ones_like(density.grid)), tmp_path / "ones.mrc")
+    np.testing.assert_array_equal(read_mask(ones, density).grid, 1.0)
+    with pytest.raises(InputError, match="constant"):  # as a map, it has no density
+        read_map(ones)
+    far = write_map(DensityMap(np.ones((5, 5, 5), np.float32), 2.0, [100, 0, 0]), tmp_path / "far.mrc")
+    with pytest.raises(InputError, match=r"far\.mrc: the mask does not overlap the map: its positive "
+                                         r"voxels lie in x 100\.\.108, y 0\.\.8, z 0\.\.8 Å, the map "
+                                         r"covers x 0\.\.19, y 0\.\.19, z 0\.\.19 Å"):
+        read_mask(far, density)
+    edge = np.zeros((5, 5, 5), np.float32)
+    edge[0, 0, 0] = 1  # the one positive voxel, at (19.4, 0, 0) Å: nearest to the map's last x
+    edge_path = write_map(DensityMap(edge, 1.0, [19.4, 0, 0]), tmp_path / "edge.mrc")
+    assert read_mask(edge_path, density).grid.sum() == 1
+    zeros = write_map(density.with_grid(np.zeros_like(density.grid)), tmp_path / "zeros.mrc")
+    with pytest.raises(InputError, match="the mask has no positive voxel"):
+        read_mask(zeros, density)
 
 
 def test_dev_maps_have_density_at_reference_calphas(shared_data):

@@ -101,6 +101,33 @@ def test_ca_only_model_round_trip(tmp_path, name):
     _assert_same(read_model(tmp_path / name), model)
 
 
+def test_an_empty_model_is_a_model_file_other_programs_read(tmp_path):
+    """A model of no residues (a build that kept nothing) is still an mmCIF model: gemmi finds
+    its atom table and reads it as no atoms, PyMOL loads it as an object of no atoms, and our
+    own reader names the problem."""
+    import subprocess
+    import sys
+
+    import gemmi
+
+    empty = model_from_ca(np.zeros((0, 3)), np.zeros(0))
+    path = write_model(empty, tmp_path / "model.cif")
+    block = gemmi.cif.read(str(path)).sole_block()
+    assert block.find_mmcif_category("_atom_site.").get_prefix() == "_atom_site."
+    assert len(block.find_mmcif_category("_atom_site.")) == 0
+    structure = gemmi.read_structure(str(path))
+    assert sum(len(residue) for model in structure for chain in model for residue in chain) == 0
+    pytest.importorskip("pymol", reason="pymol-open-source is not installed")
+    pymol = subprocess.run(
+        [sys.executable, "-c", "import sys; from pymol import cmd; cmd.load(sys.argv[1], 'm'); "
+                               "print(cmd.get_names(), cmd.count_atoms('m'))", str(path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert pymol.returncode == 0 and pymol.stdout.split()[-2:] == ["['m']", "0"], pymol.stderr
+    with pytest.raises(InputError, match="no atoms"):
+        read_model(path)
+
+
 def test_write_is_atomic(tmp_path, monkeypatch):
     path = write_model(_model(), tmp_path / "out" / "model.cif")
     assert sorted(os.listdir(path.parent)) == ["model.cif"]
@@ -194,3 +221,14 @@ def test_built_model_validates_and_selects():
         BuiltModel(**{**fields, "aatype": np.full_like(model.aatype, 21)})
     glycine = model.aatype == AA_ORDER.index("G")
     assert not ATOM14_MASK[AA_ORDER.index("G"), 4] and not model.atom_mask[glycine, 4].any()
+
+
+def test_cif_items_are_written_and_the_model_still_reads(tmp_path):
+    import gemmi
+
+    model = _model()
+    path = write_model(model, tmp_path / "m.cif", cif_items={"_cryobuild.build_id": "20261201-101500-a1b2c3"})
+    assert gemmi.cif.read(str(path))[0].find_value("_cryobuild.build_id") == "20261201-101500-a1b2c3"
+    _assert_same(read_model(path), model)
+    with pytest.raises(InputError, match="mmCIF items"):
+        write_model(model, tmp_path / "m.pdb", cif_items={"_cryobuild.build_id": "x"})

@@ -166,6 +166,18 @@ def test_duplicate_names_get_a_suffix_and_a_warning():
     assert [s.residues for s in sequences] == ["MKV", "GG", "LL"]
 
 
+def test_many_duplicate_names_give_one_warning():
+    text = ">A\nMKV\n" * 50
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sequences = parse_fasta(text, "many.fasta")
+    assert [s.name for s in sequences] == ["A"] + [f"A_{n}" for n in range(2, 51)]
+    assert [str(w.message) for w in caught] == [
+        "many.fasta: 49 duplicate record names: 'A' renamed to 'A_2', 'A' renamed to 'A_3', "
+        "'A' renamed to 'A_4', ..."
+    ]
+
+
 def test_unique_names_do_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 import warnings
 
@@ -27,11 +28,17 @@ VERBS = {
     "evaluate": "evaluate",
     "detect": "detect",
     "build": "build",
+    "batch": "batch",
     "build_no_seq": "build_no_seq",
     "hmm_search": "hmm_search",
     "gui": "gui",
     "install-plugin": "install_plugin",
 }
+
+#: The engine logs its warnings and errors for hosts that collect logs; on the command line they
+#: reach the user as events (printed by the verb) and raised errors, so logging's last-resort
+#: handler must not print them a second time. (One instance: adding it again is a no-op.)
+_ENGINE_LOG = logging.NullHandler()
 
 
 def _load(verb: str):
@@ -59,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.getLogger("cryobuild").addHandler(_ENGINE_LOG)
     default_show = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):

@@ -6,10 +6,11 @@ the sequence (`cryobuild.pipeline.composition_stand_in`)."""
 
 from __future__ import annotations
 
+import sys
 
 import numpy as np
 
-from .build import add_resolution_arg
+from .build import add_resolution_arg, round_writer
 from .progressbar import add_quiet_arg
 
 HELP = "build a model without a sequence; writes hmm_profiles/ for hmm_search"
@@ -26,26 +27,40 @@ def add_args(parser):
 
 
 def main(args) -> int:
-    from ..atomic import output_folder
+    from ..build_folder import BuildFolder
     from ..build_outputs import write_build
     from ..hmm import write_profiles
-    from ..maps import read_map
+    from ..maps import read_map, read_mask
     from ..pipeline import BuildOptions, Networks, build
     from .progressbar import terminal_progress
 
     density = read_map(args.map)
-    mask = read_map(args.mask) if args.mask else None
-    out = output_folder(args.output_dir)
+    mask = read_mask(args.mask, density) if args.mask else None
+    options = BuildOptions(rounds=args.rounds, resolution=args.resolution)
     networks = Networks.load(args.device)
-    with terminal_progress(quiet=args.quiet) as progress:
-        result = build(density, [], networks, BuildOptions(rounds=args.rounds, resolution=args.resolution),
-                       mask=mask,
-                       progress=progress)
-    write_build(result, out)
-    profiles = final_profiles(result)
-    paths = write_profiles(profiles, out / "hmm_profiles")
+    with BuildFolder.claim(args.output_dir) as folder:
+        write_round = round_writer(folder)
+
+        def on_result(kind, payload):
+            if kind == "round":
+                write_round(payload)
+            elif kind == "warning":
+                print(f"cryobuild: warning: {payload}", file=sys.stderr)
+
+        with terminal_progress(quiet=args.quiet) as progress:
+            result = build(density, [], networks, options, mask=mask, progress=progress,
+                           on_result=on_result)
+        profiles = final_profiles(result)
+        for profile in profiles:
+            profile.description = f"cryobuild build {folder.build_id}"
+
+        def write(destination):
+            write_build(result, destination, folder.build_id)
+            write_profiles(profiles, destination / "hmm_profiles")
+
+        out = folder.save(write)
     print(f"{result.final.num_residues} residues in {len(profiles)} chains -> {out / 'model.cif'}; "
-          f"{len(paths)} HMM profiles -> {out / 'hmm_profiles'}")
+          f"{len(profiles)} HMM profiles -> {out / 'hmm_profiles'}")
     return 0
 
 

@@ -23,11 +23,12 @@ def add_args(parser):
 
 
 def main(args) -> int:
-    from ..atomic import output_folder
+    from ..build_folder import BuildFolder
     from ..build_outputs import write_build
     from ..checkpoints import checkpoint_path
     from ..data import read_structure
     from ..demo_data import demo_structure_path
+    from ..device import resolve_device
     from ..evaluate import evaluate
     from ..maps import write_map
     from ..models import read_model
@@ -36,9 +37,9 @@ def main(args) -> int:
     from ..sequences import Sequence
     from ..simulate import SimulationOptions, simulate_map
     from ..validation import validate_geometry
-    from .build import build_with_engine
+    from .build import build_with_engine, round_writer
 
-    out = output_folder(args.output_dir)
+    device = resolve_device(args.device)
     source = demo_structure_path()
     reference = read_model(source)
     density = simulate_map(
@@ -46,21 +47,32 @@ def main(args) -> int:
         SimulationOptions(resolution=args.resolution, voxel_size=1.0, snr=3.0),
         np.random.default_rng(0),
     )
-    write_map(density, out / "map.mrc")
     sequence = Sequence("il2", "".join(AA_ORDER[a] for a in reference.aatype if a < len(AA_ORDER)))
-    print(f"simulated {out / 'map.mrc'} from {source.name} ({reference.num_residues} residues) "
-          f"at {args.resolution:g} Å")
+    print(f"simulated a map from {source.name} ({reference.num_residues} residues) at "
+          f"{args.resolution:g} Å")
     missing = [name for name in ("detect", "gnn") if not checkpoint_path(name).exists()]
-    if missing:
-        print(f"stopping: no trained weights for {', '.join(missing)} in this installation")
-        return 0
-    started = time.time()
-    result, _ = build_with_engine(density, [sequence], BuildOptions(), device=args.device,
-                                  quiet=args.quiet)
-    write_build(result, out)
+    with BuildFolder.claim(args.output_dir) as folder:
+
+        def write_simulated(destination):
+            write_map(density, destination / "map.mrc", label=f"cryobuild build {folder.build_id}")
+
+        if missing:
+            out = folder.save(write_simulated)
+            print(f"stopping: no trained weights for {', '.join(missing)} in this installation "
+                  f"(the map is {out / 'map.mrc'})")
+            return 0
+        started = time.time()
+        result, _ = build_with_engine(density, [sequence], BuildOptions(), device=device,
+                                      quiet=args.quiet, on_round=round_writer(folder))
+
+        def write(destination):
+            write_simulated(destination)
+            write_build(result, destination, folder.build_id)
+
+        out = folder.save(write)
     seconds = time.time() - started
     print(f"built {result.final.num_residues} residues in {len(result.final_chains)} chains in "
-          f"{seconds:.0f} s -> {out / 'model.cif'}")
+          f"{seconds:.0f} s -> {out / 'model.cif'} (map: {out / 'map.mrc'})")
     for name, model in (("raw model", result.raw), ("final model", result.final)):
         metrics = evaluate(model, reference)
         print(f"{name:>12}: Cα recall {metrics.ca_recall:.2f}, precision {metrics.ca_precision:.2f}, "

@@ -29,21 +29,23 @@ def main(args) -> int:
     from ..detect.network import load_detector
     from ..device import resolve_device
     from ..errors import InputError
+    from ..extent import working_map
     from ..features import standardise
-    from ..maps import read_map, resample_onto, write_map
+    from ..maps import read_map, read_mask, resample_onto, write_map
     from ..models import model_from_ca, write_model
     from .progressbar import terminal_progress
 
     density = read_map(args.map)
-    mask = read_map(args.mask) if args.mask else None
+    mask = read_mask(args.mask, density) if args.mask else None
+    if not args.baseline:
+        options = DetectionOptions() if args.threshold is None else _options(args.threshold)
+        device = resolve_device(args.device)
+        network = load_detector(device=device)
     out = output_folder(args.output_dir)
-    view = standardise(density, args.resolution)
+    view = standardise(working_map(density), args.resolution)  # as `build` does
     if args.baseline:
         result = detect_calphas_baseline(view)
     else:
-        device = resolve_device(args.device)
-        network = load_detector(device=device)
-        options = DetectionOptions() if args.threshold is None else _options(args.threshold)
         with terminal_progress(quiet=args.quiet) as progress:
             try:
                 result = detect_calphas(view, network, options, mask=mask, device=device,

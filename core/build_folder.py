@@ -1,0 +1,241 @@
+"""The output folder of a build (``-o``): one build at a time, and one build's outputs at a time.
+
+* **Locked.** A build holds an exclusive ``flock`` of ``OUT/.cryobuild.lock`` while it runs; the
+  file names the build (id, pid, host, start time), so a second build into the folder is
+  refused with a message naming the first. The system releases a lock when its process ends,
+  however it ends, so the lock file of a killed build is taken over by the next one.
+* **Staged.** Outputs are written into ``OUT/in_progress/`` -- each round's model as the round
+  finishes (``in_progress/rounds/round_N.cif``, to watch in Coot or ChimeraX) -- and moved into
+  ``OUT`` once all are written: the earlier build's outputs (`BUILD_OUTPUTS`, stale rounds
+  included) are moved out first and the new ``model.cif`` is moved in last, so
+  ``OUT/model.cif`` is there only when the build that wrote every other output finished. A
+  failed or killed build leaves the earlier outputs as they were, and its ``in_progress/`` until
+  the next build into the folder.
+* **Stamped.** Every output carries the build's id (`new_build_id`;
+  `cryobuild.build_outputs` says how).
+* **Never lost.** `BuildFolder.claim` checks the folder before the build starts; if writing
+  still fails at the end, `BuildFolder.save` writes the outputs into a new temporary folder
+  and raises `cryobuild.errors.OutputError` saying where.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .atomic import output_folder
+from .errors import InputError, OutputError
+
+__all__ = ["BUILD_OUTPUTS", "LOCK_FILE", "STAGING", "BuildFolder", "new_build_id"]
+
+#: The lock file of a folder a build writes into.
+LOCK_FILE = ".cryobuild.lock"
+#: The staging folder inside the output folder, and the file in it that marks it as cryobuild's.
+STAGING = "in_progress"
+_STAGING_MARK = ".cryobuild_build"
+#: Where the earlier build's outputs go (inside the staging folder) while the new ones move in.
+_REPLACED = ".replaced"
+#: What the build verbs write into their folder (`cryobuild.build_outputs.write_build`,
+#: ``build.log``, build_no_seq's ``hmm_profiles/``), name -> True for a folder. A new build
+#: replaces an earlier build's as a whole, whether it writes them itself or not.
+BUILD_OUTPUTS = {
+    "model.cif": False, "model_raw.cif": False, "rounds": True, "chains.csv": False,
+    "aa_probabilities.csv": False, "ca_points.cif": False, "build.log": False, "hmm_profiles": True,
+}
+_FINAL_MODEL = "model.cif"
+
+
+def new_build_id() -> str:
+    """A build's id: its start time and 6 random hex digits, e.g. ``20261201-101500-a1b2c3``."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def _describe(err: OSError) -> str:
+    """``"No space left on device: /out/model.cif"`` for an `OSError`."""
+    return f"{err.strerror}: {err.filename}" if err.strerror and err.filename else str(err)
+
+
+def _take_lock(path: Path, holder: dict) -> int:
+    """An open descriptor of ``path`` with its ``flock`` held and ``holder`` written in it.
+
+    Raises `InputError` naming the build that holds it.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InputError(f"{path.parent}: {_holder_text(path)} is writing into this folder; "
+                             "wait for it to end, or choose another output folder") from None
+        # The build that held it unlinks the file when it ends: a lock of an unlinked file
+        # locks nothing, so take the file that is there now.
+        try:
+            current = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, (json.dumps(holder) + "\n").encode())
+    return fd
+
+
+def _holder_text(path: Path) -> str:
+    """``"build <id> (pid N on host, started T)"`` from a lock file; "another build" when it
+    cannot be read (its holder is writing it)."""
+    try:
+        holder = json.loads(path.read_text())
+        return (f"build {holder['build_id']} (pid {holder['pid']} on {holder['host']}, started "
+                f"{holder['started']})")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another build"
+
+
+def _check_outputs(path: Path) -> None:
+    """Refuse a folder whose earlier outputs cannot be replaced (an output's name taken by the
+    other kind of entry, a folder output without write permission, a staging folder that is
+    not cryobuild's)."""
+    for name, is_folder in {**BUILD_OUTPUTS, STAGING: True}.items():
+        entry = path / name
+        if not entry.exists():
+            continue
+        if entry.is_dir() != is_folder:
+            kinds = ("file", "folder") if is_folder else ("folder", "file")
+            raise InputError(f"{entry}: is a {kinds[0]} where the build writes a {kinds[1]}; "
+                             "move it away")
+        if is_folder and not os.access(entry, os.W_OK | os.X_OK):
+            raise InputError(f"{entry}: cannot replace the earlier build's {name} (no write "
+                             "permission)")
+    staging = path / STAGING
+    if staging.exists() and not (staging / _STAGING_MARK).exists():
+        raise InputError(f"{staging}: not a folder of cryobuild's (it has no {_STAGING_MARK}); "
+                         "move it away")
+
+
+@dataclasses.dataclass
+class BuildFolder:
+    """An output folder claimed by one build (module docstring); a context manager that lets
+    go of it (`release`).
+
+    Attributes
+    ----------
+    path : Path
+        The output folder.
+    build_id : str
+        The build's id.
+    staging : Path
+        Where the build writes its outputs until `save` moves them into ``path``.
+    """
+
+    path: Path
+    build_id: str
+    staging: Path
+    _lock: int
+    _created: bool
+    _saved: bool = False
+
+    @classmethod
+    def claim(cls, path: str | os.PathLike) -> "BuildFolder":
+        """Claim ``path`` for a new build: create it if needed, lock it, check that the earlier
+        outputs can be replaced, and make an empty staging folder.
+
+        Raises
+        ------
+        InputError
+            ``path`` cannot be written into, another build holds it, or an earlier output is
+            in the way (`_check_outputs`).
+        """
+        path = Path(path)
+        created = not path.exists()
+        output_folder(path)
+        build_id = new_build_id()
+        holder = {"build_id": build_id, "pid": os.getpid(), "host": socket.gethostname(),
+                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        lock = _take_lock(path / LOCK_FILE, holder)
+        folder = cls(path, build_id, path / STAGING, lock, created)
+        try:
+            _check_outputs(path)
+            if folder.staging.exists():  # a failed or killed build's
+                shutil.rmtree(folder.staging)
+            folder.staging.mkdir()
+            (folder.staging / _STAGING_MARK).write_text(build_id + "\n")
+        except BaseException:
+            folder.release()
+            raise
+        return folder
+
+    def save(self, write: Callable[[Path], object]) -> Path:
+        """Write the outputs with ``write(folder)`` into the staging folder and move them into
+        place (module docstring); returns `path`.
+
+        Raises
+        ------
+        OutputError
+            Writing or moving failed (`OSError`): the outputs were written into a new temporary
+            folder instead, which the message names (or, if that failed too, are lost).
+        """
+        try:
+            write(self.staging)
+            self._move_in()
+            self._saved = True
+            return self.path
+        except OSError as err:
+            failure = _describe(err)
+        fallback = Path(tempfile.mkdtemp(prefix=f"cryobuild-{self.build_id}-"))
+        try:
+            write(fallback)
+        except OSError as err:
+            raise OutputError(f"{self.path}: cannot write the outputs ({failure}), nor into "
+                              f"{fallback} ({_describe(err)}): they are lost") from None
+        raise OutputError(f"{self.path}: cannot write the outputs ({failure}); they are in "
+                          f"{fallback} instead")
+
+    def _move_in(self) -> None:
+        """Replace the earlier outputs with the staged ones, ``model.cif`` out first and in
+        last."""
+        replaced = self.staging / _REPLACED
+        replaced.mkdir()
+        staged = sorted({entry.name for entry in self.staging.iterdir()} - {_STAGING_MARK, _REPLACED},
+                        key=lambda name: (name == _FINAL_MODEL, name))
+        earlier = sorted(set(BUILD_OUTPUTS) | set(staged), key=lambda name: (name != _FINAL_MODEL, name))
+        for name in earlier:
+            if os.path.lexists(self.path / name):
+                os.rename(self.path / name, replaced / name)
+        for name in staged:
+            os.rename(self.staging / name, self.path / name)
+
+    def release(self) -> None:
+        """Let go of the folder: remove the staging folder when it is saved or holds nothing,
+        unlock, and remove the folder itself if this build made it and left it empty."""
+        # OSError: the folder was changed under the build; what is left, the next build clears.
+        try:
+            with contextlib.suppress(OSError):
+                if self._saved or {entry.name for entry in self.staging.iterdir()} == {_STAGING_MARK}:
+                    shutil.rmtree(self.staging)
+            with contextlib.suppress(OSError):
+                lock = self.path / LOCK_FILE
+                if os.path.samestat(os.fstat(self._lock), os.stat(lock)):
+                    lock.unlink()
+            with contextlib.suppress(OSError):
+                if self._created and not any(self.path.iterdir()):
+                    self.path.rmdir()
+        finally:
+            os.close(self._lock)  # releases the lock
+
+    def __enter__(self) -> "BuildFolder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

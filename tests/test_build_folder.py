@@ -1,0 +1,131 @@
+"""The output folder of a build: locked, staged and swapped in, never lost on a write error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import pytest
+
+from cryobuild.build_folder import LOCK_FILE, STAGING, BuildFolder
+from cryobuild.errors import InputError, OutputError
+
+#: A program that claims a folder and is killed holding it.
+_KILLED_HOLDER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from cryobuild.build_folder import BuildFolder
+
+    folder = BuildFolder.claim(sys.argv[1])
+    (folder.staging / "rounds").mkdir()
+    (folder.staging / "rounds" / "round_1.cif").write_text("killed")
+    print(folder.build_id, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def earlier_build(out):
+    """An earlier build's outputs in ``out``: five rounds, a model and a log."""
+    (out / "rounds").mkdir(parents=True)
+    for index in range(1, 6):
+        (out / "rounds" / f"round_{index}.cif").write_text("earlier\n")
+    for name in ("model.cif", "chains.csv", "build.log"):
+        (out / name).write_text("earlier\n")
+
+
+def test_a_second_claim_is_refused_naming_the_first(tmp_path):
+    with BuildFolder.claim(tmp_path / "out") as first:
+        with pytest.raises(InputError, match=f"build {first.build_id} .pid {os.getpid()} on .*, "
+                                             "started .*. is writing into this folder"):
+            BuildFolder.claim(tmp_path / "out")
+        holder = json.loads((tmp_path / "out" / LOCK_FILE).read_text())
+        assert holder["build_id"] == first.build_id
+    with BuildFolder.claim(tmp_path / "out"):  # released at the end of the block
+        pass
+
+
+def test_the_lock_of_a_killed_build_is_taken_over(tmp_path):
+    out = tmp_path / "out"
+    killed = subprocess.run([sys.executable, "-c", _KILLED_HOLDER, str(out)], capture_output=True,
+                            text=True, timeout=60)
+    assert killed.returncode < 0, killed.stderr  # killed by the signal
+    assert json.loads((out / LOCK_FILE).read_text())["build_id"] == killed.stdout.strip()
+    assert (out / STAGING / "rounds" / "round_1.cif").exists()
+    with BuildFolder.claim(out) as folder:
+        assert not (out / STAGING / "rounds").exists()
+        assert json.loads((out / LOCK_FILE).read_text())["build_id"] == folder.build_id
+
+
+def test_save_replaces_the_earlier_build_as_a_whole(tmp_path):
+    out = tmp_path / "out"
+    earlier_build(out)
+    (out / "notes.txt").write_text("the user's own\n")
+
+    def write(destination):
+        (destination / "rounds").mkdir()
+        (destination / "rounds" / "round_1.cif").write_text("new\n")
+        (destination / "model.cif").write_text("new\n")
+
+    with BuildFolder.claim(out) as folder:
+        assert (out / "model.cif").read_text() == "earlier\n"  # untouched while the build runs
+        assert folder.save(write) == out
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "model.cif", "notes.txt", "rounds", "rounds/round_1.cif"]
+
+
+def test_a_failed_build_leaves_the_earlier_outputs_and_no_new_folder(tmp_path):
+    out = tmp_path / "out"
+    earlier_build(out)
+    with pytest.raises(RuntimeError):
+        with BuildFolder.claim(out):
+            raise RuntimeError("the build failed")
+    assert sorted(p.name for p in out.iterdir()) == ["build.log", "chains.csv", "model.cif", "rounds"]
+    with pytest.raises(RuntimeError):
+        with BuildFolder.claim(tmp_path / "new"):
+            raise RuntimeError("the build failed")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_write_error_saves_the_outputs_elsewhere(tmp_path, monkeypatch):
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    out = tmp_path / "out"
+    earlier_build(out)
+
+    def write(destination):
+        if destination.parent == out:
+            raise OSError(28, "No space left on device", str(destination / "model.cif"))
+        (destination / "model.cif").write_text("new\n")
+
+    with BuildFolder.claim(out) as folder:
+        with pytest.raises(OutputError) as info:
+            folder.save(write)
+    [fallback] = (tmp_path / "tmp").iterdir()
+    assert str(info.value) == (f"{out}: cannot write the outputs (No space left on device: "
+                               f"{out / STAGING / 'model.cif'}); they are in {fallback} instead")
+    assert fallback.name.startswith(f"cryobuild-{folder.build_id}-")
+    assert (fallback / "model.cif").read_text() == "new\n"
+    assert (out / "model.cif").read_text() == "earlier\n"
+
+
+@pytest.mark.parametrize("entry, problem", [
+    ("rounds", "is a file where the build writes a folder"),
+    ("model.cif/", "is a folder where the build writes a file"),
+    (f"{STAGING}/", "not a folder of cryobuild's"),
+])
+def test_an_output_in_the_way_is_refused_before_the_build(tmp_path, entry, problem):
+    out = tmp_path / "out"
+    out.mkdir()
+    if entry.endswith("/"):
+        (out / entry).mkdir()
+        (out / entry / "mine.txt").write_text("the user's own\n")
+    else:
+        (out / entry).write_text("the user's own\n")
+    with pytest.raises(InputError, match=f"{out / entry.rstrip('/')}: {problem}"):
+        BuildFolder.claim(out)
+    assert sorted(p.name for p in out.iterdir()) == [entry.rstrip("/")]
