@@ -132,6 +132,10 @@ class SessionState:
     chain_sequences : dict[str, str]
         Chain id -> name of the input sequence the chain is a copy of (chains not threaded to a
         sequence are absent).
+    partial : bool
+        True when the model holds a round of a job that did not finish (a build stopped, failed
+        or killed before its final model): not a finished model, so a later build replaces it
+        without comparing (`cryobuild.engine`).
     """
 
     model: BuiltModel
@@ -139,6 +143,7 @@ class SessionState:
     built: np.ndarray
     pruned: np.ndarray
     chain_sequences: dict = dataclasses.field(default_factory=dict)
+    partial: bool = False
 
     def __post_init__(self):
         num = self.model.num_residues
@@ -160,6 +165,7 @@ class SessionState:
         present = set(self.model.chain_id.tolist())
         chain_sequences = {str(c): str(s) for c, s in dict(self.chain_sequences).items() if c in present}
         object.__setattr__(self, "chain_sequences", chain_sequences)
+        object.__setattr__(self, "partial", bool(self.partial))
 
     @classmethod
     def empty(cls) -> SessionState:
@@ -211,7 +217,7 @@ class SessionState:
     def select(self, rows: np.ndarray) -> SessionState:
         """The residues where ``rows`` (bool ``[R]``) is True, with their flags."""
         return SessionState(self.model.select(rows), self.accepted[rows], self.built[rows],
-                            self.pruned[rows], self.chain_sequences)
+                            self.pruned[rows], self.chain_sequences, self.partial)
 
     def replace(self, **changes) -> SessionState:
         return dataclasses.replace(self, **changes)
@@ -457,6 +463,26 @@ class Session:
                                      infer_chain_sequences(model, self._sequences))
                 self._change("replace model", state)
 
+    def swap(self, candidate: SessionState, *, base: SessionState, description: str,
+             sequences: list[Sequence] | None = None) -> None:
+        """Replace the state with ``candidate``, a model a job made from ``base`` but did not
+        apply because it was not better than the model then (`cryobuild.engine`: the job's
+        ``verdict``); ``sequences`` become the session's. `undo` reverts it.
+
+        Raises `InputError` when the session has changed since the job ended (its state is no
+        longer ``base``): the candidate would undo those changes.
+        """
+        with self._lock:
+            self._check_idle()
+            if self._state is not base:
+                raise InputError(f"{self.path.name}: the model has changed since that job ended "
+                                 "(accept, prune, undo or another job): its model can no longer be "
+                                 "swapped in; build again")
+            with self._rollback():
+                if sequences is not None:
+                    self._sequences = list(sequences)
+                self._change(description, candidate)
+
     # ------------------------------------------------------------------ engine side
 
     def _check_idle(self) -> None:
@@ -500,21 +526,30 @@ class Session:
                 raise
             self._busy, self._job_lock = job_id, fd
 
-    def _job_update(self, state: SessionState | None = None, **job_fields) -> None:
-        """Save a job's intermediate or final model and/or its record (the job owns the session)."""
+    def _job_update(self, state: SessionState | None = None, *, sequences: list[Sequence] | None = None,
+                    **job_fields) -> None:
+        """Save a job's intermediate or final model (and the sequences it was built from) and/or
+        its record (the job owns the session)."""
         with self._lock, self._rollback():
             if state is not None:
                 self._state = state
+            if sequences is not None:
+                self._sequences = list(sequences)
             self._job.update(job_fields, updated=time.time())
             self._save()
 
     def _end_job(self, job_id: str, outcome: str, message: str = "") -> None:
-        """Record the job's outcome and let go of the session (even when the save fails)."""
+        """Record the job's outcome and let go of the session (even when the save fails). A job
+        that left the model as it was leaves no undo point."""
         with self._lock:
             if self._busy != job_id:
                 return
             try:
                 with self._rollback():
+                    point = f"{self._job.get('kind', '')} {job_id}"
+                    if self._history and self._history[-1][0]["action"] == point and \
+                            self._history[-1][1] is self._state:
+                        self._history.pop()
                     self._job.update(state=outcome, message=message, updated=time.time())
                     self._save()
             finally:
@@ -610,7 +645,8 @@ def _state_arrays(state: SessionState, prefix: str) -> dict[str, np.ndarray]:
 
 
 def _state_meta(state: SessionState) -> dict:
-    return {"entity_sequences": state.model.entity_sequences, "chain_sequences": state.chain_sequences}
+    return {"entity_sequences": state.model.entity_sequences, "chain_sequences": state.chain_sequences,
+            "partial": state.partial}
 
 
 def _state_from_arrays(arrays: dict, prefix: str, meta: dict) -> SessionState:
@@ -619,4 +655,5 @@ def _state_from_arrays(arrays: dict, prefix: str, meta: dict) -> SessionState:
         fields["chain_id"] = np.zeros(0, dtype=str)
     model = BuiltModel(**fields, entity_sequences=meta.get("entity_sequences", {}))
     flags = [arrays[f"{prefix}.{name}"] for name in FLAGS]
-    return SessionState(model, *flags, chain_sequences=meta.get("chain_sequences", {}))
+    return SessionState(model, *flags, chain_sequences=meta.get("chain_sequences", {}),
+                        partial=bool(meta.get("partial", False)))

@@ -10,16 +10,26 @@ into, the running job, and the names of its objects in PyMOL:
 
 * ``<name>`` -- the session's visible model (B-factor = confidence 0-100, coloured
   red -> yellow -> blue by `cmd.spectrum`); accepted residues as sticks with green carbons;
-* ``cryobuild_ca`` (``<name>_ca`` for other names) -- the detected Cα candidates, small spheres;
+* ``cryobuild_ca`` (``<name>_ca`` for other names) -- the detected Cα candidates, small spheres,
+  hidden once the job has ended;
 * ``<name>_raw`` -- the last round's model, shown only when the final model came out empty;
-* ``cryobuild_confidence`` -- the colour bar (`cmd.ramp_new`).
+* ``<name>_new`` -- the residues of a job that keeps the model (a build over a finished model,
+  a region rebuild; `cryobuild.engine`): its rounds while it runs, its final model when that
+  was not better than the model (`Bridge.swap` puts it in), a stopped job's last round.
+
+A model object belongs to the map it was built into: a build into another map goes into a
+model object of its own (`Bridge.model_for_map`), so accepted residues never follow a name to
+another map. The confidence colour bar is the panel's (PyMOL's ramp gadget is 90% of the
+viewport wide and prints its ends as 0.000 and 100.000).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import warnings
@@ -32,32 +42,50 @@ log = logging.getLogger("cryobuild.pymol")
 
 __all__ = [
     "DEFAULT_MODEL",
-    "LEGEND",
     "Bridge",
     "ModelView",
+    "contour_level",
     "density_from_pymol",
+    "finish_line",
     "get_bridge",
     "input_warnings",
+    "install_quit_hook",
     "residue_keys",
+    "show_map",
 ]
 
 #: Default name of the model object (PyMOL renames an object called ``model``).
 DEFAULT_MODEL = "cryobuild_model"
-#: Name of the confidence colour bar.
-LEGEND = "cryobuild_confidence"
 #: Names PyMOL would change or that would be ambiguous in selections.
 RESERVED_NAMES = {"model", "all", "none", "sele", "enabled", "visible", "center", "origin"}
 #: Confidence colouring: palette and range (B-factor column, 0-100).
 PALETTE = "red_yellow_blue"
 CONFIDENCE_RANGE = (0.0, 100.0)
 RAMP_COLOURS = ["red", "yellow", "blue"]
-#: Colour of accepted residues' carbons, and of residues a prune would remove (preview).
+#: Colour of accepted residues' carbons, and of residues a prune would remove (preview). The
+#: ramp passes through grey50 itself (halfway from yellow to blue, confidence 75), so the
+#: preview is a light grey, at least 0.6 from every colour of the ramp in RGB.
 ACCEPTED_COLOUR = "green"
-PREVIEW_COLOUR = "grey50"
+PREVIEW_COLOUR = "grey90"
 #: Radius scale of the Cα candidate spheres.
 CA_SPHERE_SCALE = 0.35
 #: Å: placements from PyMOL's extent and the map file agree within this.
 PLACEMENT_TOLERANCE = 1e-3
+#: Suffix of a map's mesh object, and its colour.
+MESH_SUFFIX = "_mesh"
+MESH_COLOUR = "grey60"
+#: A value filling at least this fraction of a map (zero padding, zoning) is left out of the
+#: histogram the contour level comes from.
+EMPTY_FRACTION = 0.05
+#: Voxels sampled for the contour level (every n-th of a bigger map).
+CONTOUR_SAMPLE = 2_000_000
+#: Prefixes of the bridge's temporary folders (removed when PyMOL quits), and the seconds PyMOL's
+#: quitting waits for running jobs to stop first.
+SCRATCH_PREFIX = "cryobuild-pymol-"
+SESSIONS_PREFIX = "cryobuild-sessions-"
+QUIT_TIMEOUT = 10.0
+#: Folder of a session holding a sequence-free build's HMM profiles.
+PROFILES_FOLDER = "hmm_profiles"
 
 
 @contextlib.contextmanager
@@ -138,6 +166,49 @@ def map_names(_self=None) -> list[str]:
     return list(_cmd(_self).get_names_of_type("object:map") or [])
 
 
+def _otsu(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of ``values``: the level that best splits their histogram in two."""
+    counts, edges = np.histogram(values, bins=bins)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    below = np.cumsum(counts)
+    above = below[-1] - below
+    total = np.cumsum(counts * centres)
+    mean_below = total / np.maximum(below, 1)
+    mean_above = (total[-1] - total) / np.maximum(above, 1)
+    between = below * above * (mean_below - mean_above) ** 2
+    return float(centres[int(np.argmax(between[:-1]))])
+
+
+def contour_level(values: np.ndarray) -> float:
+    """A contour level for showing a map: Otsu's split of its density histogram between
+    solvent and molecule, leaving out a value that fills the box (zero padding, a zoned or
+    thresholded map). On the dev maps it keeps 98-100% of the deposited Cα inside the mesh
+    while 3-8% of the box lies above it."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if values.size > CONTOUR_SAMPLE:
+        values = values[:: values.size // CONTOUR_SAMPLE + 1]
+    if values.size == 0 or values.min() == values.max():
+        return float(values[0]) if values.size else 0.0
+    common, counts = np.unique(values, return_counts=True)
+    if counts.max() >= EMPTY_FRACTION * values.size:
+        values = values[values != common[int(np.argmax(counts))]]
+    return _otsu(values)
+
+
+def show_map(name: str, *, _self=None) -> str:
+    """Draw map object ``name`` as a mesh (``<name>_mesh``) at `contour_level`, centred and
+    zoomed; returns the mesh's name."""
+    cmd = _cmd(_self)
+    cmd.set("mesh_use_shader", 0)  # hiding a shader mesh crashes software OpenGL (STACK_NOTES)
+    level = contour_level(cmd.get_volume_field(name))
+    mesh = cmd.get_legal_name(f"{name}{MESH_SUFFIX}")
+    cmd.isomesh(mesh, name, level)
+    cmd.color(MESH_COLOUR, mesh)
+    cmd.zoom(mesh, complete=1)
+    return mesh
+
+
 # ----------------------------------------------------------------------------- selections
 
 
@@ -185,12 +256,14 @@ class ModelView:
     session: object
     map_name: str = ""
     density: object = None
+    map_key: str | None = None           # content key of ``density`` (the engine's)
     job: object = None
     updates: int = 0                     # model redraws from job events (rounds and final)
     last_round: object = None            # RoundResult of the running / last job
     context: object = None               # BuiltModel the job keeps as it is (shown with rounds)
     context_accepted: set = field(default_factory=set)  # its accepted residue keys
-    messages: list = field(default_factory=list)
+    verdict: object = None               # a job's Verdict whose new model may be swapped in
+    profiles: object = None              # folder of a build without sequence's HMM profiles
 
     @property
     def ca_name(self) -> str:
@@ -199,6 +272,18 @@ class ModelView:
     @property
     def raw_name(self) -> str:
         return f"{self.name}_raw"
+
+    @property
+    def new_name(self) -> str:
+        return f"{self.name}_new"
+
+    @property
+    def swappable(self) -> bool:
+        """True when the model a finished job kept apart (it was not better) can still be
+        swapped in (`Bridge.swap`): the session has not changed since."""
+        verdict = self.verdict
+        return (verdict is not None and verdict.candidate is not None and not self.running
+                and self.session.state is verdict.base)
 
     @property
     def running(self) -> bool:
@@ -213,7 +298,8 @@ class Bridge:
     _self : PyMOL ``cmd``, optional
         The PyMOL API to draw with (default ``pymol.cmd``).
     session_root : path, optional
-        Folder for the sessions' folders (default: a new temporary folder).
+        Folder for the sessions' folders (default: a new temporary folder, removed by
+        `cleanup`, which runs when PyMOL quits).
     engine : cryobuild.engine.Engine, optional
         One engine for every device (tests share one with loaded networks).
     """
@@ -226,7 +312,9 @@ class Bridge:
         self.device = "auto"
         self.views: dict[str, ModelView] = {}
         self._root = Path(session_root) if session_root else None
-        self._scratch = tempfile.TemporaryDirectory(prefix="cryobuild-pymol-")
+        self._own_root = False
+        self._scratch = tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX)
+        atexit.register(self.cleanup, timeout=2.0)  # pymol -c scripts end through the interpreter
 
     @property
     def cmd(self):
@@ -254,7 +342,8 @@ class Bridge:
     @property
     def session_root(self) -> Path:
         if self._root is None:
-            self._root = Path(tempfile.mkdtemp(prefix="cryobuild-sessions-"))
+            self._root = Path(tempfile.mkdtemp(prefix=SESSIONS_PREFIX))
+            self._own_root = True
         return self._root
 
     def view(self, name: str = DEFAULT_MODEL, *, create: bool = False) -> ModelView:
@@ -280,15 +369,43 @@ class Bridge:
         view = self.views[name] = ModelView(name, session)
         return view
 
+    def view_of(self, job) -> ModelView | None:
+        """The view whose job is ``job``."""
+        return next((view for view in self.views.values() if view.job is job), None)
+
     @property
     def running(self) -> list[ModelView]:
         return [view for view in self.views.values() if view.running]
+
+    def model_for_map(self, name: str, map_name: str, key: str) -> str:
+        """The model object a build of map ``map_name`` (content ``key``) asked to go into
+        ``name`` goes into: ``name`` itself unless it holds a model of another map, else
+        ``<name>_<map>`` (``_2``, ``_3`` ... while those are taken by other maps too).
+        Accepted residues belong to the map they were built in."""
+        name = str(name).strip() or DEFAULT_MODEL
+
+        def free(candidate: str, *, requested: bool = False) -> bool:
+            view = self.views.get(candidate)
+            if view is None:  # a name of the user's choice may replace another object
+                return requested or candidate not in self.cmd.get_names("all")
+            return view.map_key in (None, key) or view.session.state.num_residues == 0
+
+        if free(name, requested=True):
+            return name
+        base = self.cmd.get_legal_name(f"{name}_{map_name}")
+        for index in range(1, 1000):
+            candidate = base if index == 1 else f"{base}_{index}"
+            if free(candidate):
+                return candidate
+        raise RuntimeError("no free model object name")  # 999 maps: not reached
 
     # ------------------------------------------------------------------ jobs
 
     def start_build(self, map_name: str, sequences, *, rounds: int = 3, name: str = DEFAULT_MODEL,
                     device: str | None = None, relax: bool = True, threaded: bool = True):
-        """Start a build of ``sequences`` into PyMOL's map ``map_name``; returns the `Job`.
+        """Start a build of ``sequences`` (none: as ``build_no_seq``) into PyMOL's map
+        ``map_name``; returns the `Job`. The model object is ``name``, or another one when
+        ``name`` holds a model of another map (`model_for_map`; ``bridge.view_of(job).name``).
 
         Raises `InputError` / `JobConflict` (subclasses of `CryobuildError`) for bad input or
         a job already running on the map or model.
@@ -299,15 +416,39 @@ class Bridge:
         if device:
             self.device = device
         density = density_from_pymol(map_name, _self=self._self)
+        key = self.engine().map_key(density)
+        name = self.model_for_map(name, map_name, key)
         view = self.view(name, create=True)
         if view.running:
             raise InputError(f"a job is already running on {name}; stop it first")
         options = BuildOptions(rounds=int(rounds), relax=bool(relax))
+        sequences = list(sequences or [])
         self._keep_context(view, lambda state: state.accepted)
+        on_event = None if sequences else self._profile_writer(view)
         job = self.engine().start_build(density, sequences, options, session=view.session,
-                                        threaded=threaded)
-        view.job, view.map_name, view.density, view.last_round = job, map_name, density, None
+                                        on_event=on_event, threaded=threaded)
+        view.job, view.map_name, view.density, view.map_key = job, map_name, density, key
+        view.last_round = view.verdict = None
+        view.profiles = None if sequences else view.session.path / PROFILES_FOLDER
         return job
+
+    def _profile_writer(self, view: ModelView):
+        """An event callback (worker thread) saving a sequence-free build's HMM profiles in the
+        session folder (as ``build_no_seq`` does), for ``cryobuild hmm_search``; done before
+        the job's ``finished`` event."""
+        folder = view.session.path / PROFILES_FOLDER
+
+        def write(event) -> None:
+            if event.kind != "final":
+                return
+            from cryobuild.cli.build_no_seq import final_profiles
+            from cryobuild.hmm import write_profiles
+
+            shutil.rmtree(folder, ignore_errors=True)
+            if event.payload.final.num_residues:
+                write_profiles(final_profiles(event.payload), folder)
+
+        return write
 
     def start_rebuild(self, selection: str, *, name: str = DEFAULT_MODEL, rounds: int = 1,
                       threaded: bool = True):
@@ -328,13 +469,14 @@ class Bridge:
             [key not in region for key in state.keys()], dtype=bool))
         job = self.engine().start_rebuild(view.session, view.density, keys=keys,
                                           options=BuildOptions(rounds=int(rounds)), threaded=threaded)
-        view.job, view.last_round = job, None
+        view.job, view.last_round, view.verdict = job, None, None
         return job
 
     def _keep_context(self, view: ModelView, rows_of) -> None:
         """Remember what the job keeps (``rows_of(state)``, bool ``[R]``), to show with its rounds;
-        drop the previous job's raw model."""
+        drop the previous job's raw and new models."""
         self.cmd.delete(view.raw_name)
+        self.cmd.delete(view.new_name)
         state = view.session.state
         rows = np.asarray(rows_of(state), dtype=bool)
         kept = state.select(rows)
@@ -358,6 +500,16 @@ class Bridge:
             if view.job is not None:
                 view.job.wait(timeout)
 
+    def cleanup(self, timeout: float = 10.0) -> None:
+        """`shutdown`, then remove the temporary folders (the sessions' folder when the bridge
+        made it, and its scratch folder). PyMOL is quitting: the sessions go with it."""
+        try:
+            self.shutdown(timeout)
+        finally:
+            if self._own_root and self._root is not None:
+                shutil.rmtree(self._root, ignore_errors=True)
+            self._scratch.cleanup()
+
     def pump(self) -> list[tuple[ModelView, object]]:
         """Drain every job's queued events (never blocks), apply them to PyMOL, and return
         ``(view, event)`` pairs in order for the caller to report. GUI thread only."""
@@ -376,26 +528,43 @@ class Bridge:
     def apply(self, view: ModelView, event) -> None:
         """Show one `JobEvent` of ``view``'s job in PyMOL."""
         kind = event.kind
+        apart = bool(getattr(view.job, "keeps_model", False))  # the job's residues go to <name>_new
         if kind == "points":
             self.show_points(view, event.payload)
         elif kind == "round":
             # The round's own residues with what the job keeps, as the session saved them (the
-            # session itself may already be further on when this event is applied).
+            # session itself may already be further on when this event is applied); a job that
+            # keeps the model shows its own residues apart.
             view.last_round = event.payload
-            self.show_round(view, event.payload)
+            if apart:
+                self._draw(view.new_name, event.payload.model, ())
+            else:
+                self.show_round(view, event.payload)
             view.updates += 1
         elif kind == "final":
             result = event.payload
+            verdict = getattr(view.job, "verdict", None)
             self.show_model(view)
             view.updates += 1
-            if result.final.num_residues == 0 and view.last_round is not None:
+            if apart:
+                if verdict is not None and verdict.kept == "old" and verdict.candidate is not None:
+                    self._draw(view.new_name, result.final, ())
+                    view.verdict = verdict
+                else:
+                    self.cmd.delete(view.new_name)
+            elif result.final.num_residues == 0 and view.last_round is not None:
                 # The engine threaded no chain: keep the last round visible, apart.
                 self._load_model(view.last_round.model, view.raw_name)
                 self._colour(view.raw_name)
         elif kind in ("cancelled", "failed", "finished"):
-            # the session keeps its last saved round; "finished" comes after the engine has
-            # saved the final splice into the session, which "final" may precede
+            # the session keeps its last saved round (or, for a job that keeps the model, the
+            # model: the stopped job's last round stays apart); "finished" comes after the
+            # engine has saved the final splice into the session, which "final" may precede
+            if kind == "failed" and apart:
+                self.cmd.delete(view.new_name)
             self.show_model(view)
+            if kind == "finished" and view.ca_name in self.cmd.get_names("objects"):
+                self.cmd.disable(view.ca_name)  # the candidates would hide the model
 
     # ------------------------------------------------------------------ drawing
 
@@ -437,17 +606,8 @@ class Bridge:
         cmd.set("cartoon_gap_cutoff", 0, object_name)
 
     def _colour(self, object_name: str) -> None:
-        cmd = self.cmd
         lo, hi = CONFIDENCE_RANGE
-        cmd.spectrum("b", PALETTE, object_name, minimum=lo, maximum=hi)
-        self.show_legend()
-
-    def show_legend(self) -> None:
-        """The confidence colour bar (a ramp object, 0-100)."""
-        cmd = self.cmd
-        if LEGEND not in cmd.get_names("objects"):
-            lo, hi = CONFIDENCE_RANGE
-            cmd.ramp_new(LEGEND, "none", [lo, (lo + hi) / 2, hi], RAMP_COLOURS, quiet=1)
+        self.cmd.spectrum("b", PALETTE, object_name, minimum=lo, maximum=hi)
 
     def show_points(self, view: ModelView, points) -> None:
         """The Cα candidates as small spheres (B-factor = 100 × detection probability)."""
@@ -491,8 +651,8 @@ class Bridge:
             cmd.color(ACCEPTED_COLOUR, f"({selection}) and elem C")
 
     def preview_prune(self, threshold: float, name: str = DEFAULT_MODEL) -> int:
-        """Colour grey what `prune` at ``threshold`` would remove (accepted residues never go);
-        returns that residue count. Nothing in the session changes."""
+        """Colour `PREVIEW_COLOUR` what `prune` at ``threshold`` would remove (accepted
+        residues never go); returns that residue count. Nothing in the session changes."""
         view = self.view(name)
         session = view.session
         model, accepted = session.model, session.flags["accepted"]
@@ -537,6 +697,27 @@ class Bridge:
         self.show_model(view)
         return action
 
+    def swap(self, name: str = DEFAULT_MODEL) -> str:
+        """Put the model of ``name``'s last job into it, when that job kept the old model
+        (its residues are shown as ``<name>_new``); returns a description. `undo` reverts it.
+
+        Raises `InputError` when there is none, or the model has changed since the job ended.
+        """
+        from cryobuild.errors import InputError
+
+        view = self.view(name)
+        if not view.swappable:
+            raise InputError(f"{name} has no new model to swap in (a job's model that was not "
+                             "better than the one in place)")
+        verdict, job = view.verdict, view.job
+        description = f"swap in {job.id}'s model"
+        view.session.swap(verdict.candidate, base=verdict.base, description=description,
+                          sequences=list(verdict.sequences))
+        view.verdict = None
+        self.cmd.delete(view.new_name)
+        self.show_model(view)
+        return f"{description}: {verdict.new.describe()} (was {verdict.old.describe()})"
+
     def set_model(self, model, *, name: str = DEFAULT_MODEL, sequences=None, map_name: str = "") -> ModelView:
         """Put ``model`` into ``name``'s session (e.g. a model opened from a file) and show it;
         with ``map_name``, later rebuilds use that map."""
@@ -544,6 +725,7 @@ class Bridge:
         view.session.set_model(model, sequences=sequences)
         if map_name:
             view.map_name, view.density = map_name, density_from_pymol(map_name, _self=self._self)
+            view.map_key = self.engine().map_key(view.density)
         self.show_model(view)
         return view
 
@@ -556,6 +738,55 @@ class Bridge:
         if model.num_residues == 0:
             raise InputError(f"{name} has no residues to save")
         return write_model(model, path)
+
+
+def finish_line(view: ModelView, event) -> str | None:
+    """One line saying how ``view``'s job ended (its ``final``, ``failed`` or ``cancelled``
+    event), for the PyMOL console and the panel's log; None for other events."""
+    job = view.job
+    if event.kind == "final":
+        result, verdict = event.payload, getattr(job, "verdict", None)
+        if verdict is not None:
+            line = f"{job.kind} done: {verdict.message}"
+            if verdict.kept == "old" and verdict.candidate is not None:
+                line += f"; the new model is {view.new_name} (cryobuild_swap {view.name} puts it in)"
+            return f"{event.job_id} ({view.name}): {line}"
+        line = (f"done: {result.final.num_residues} residues in {len(result.final_chains)} chains "
+                f"(last round: {result.raw.num_residues} residues)")
+        if view.profiles is not None and result.final.num_residues:
+            line += f"; HMM profiles in {view.profiles}"
+        return f"{event.job_id} ({view.name}): {line}"
+    if event.kind == "cancelled":
+        if getattr(job, "keeps_model", False):
+            apart = f"; its last round is {view.new_name}" if view.last_round is not None else ""
+            return f"{event.job_id} ({view.name}): stopped; {view.name} keeps its model{apart}"
+        return f"{event.job_id} ({view.name}): stopped; {view.name} keeps the last finished round"
+    if event.kind == "failed":
+        return f"{event.job_id} ({view.name}): failed: {event.message}"
+    return None
+
+
+def install_quit_hook(_self=None) -> None:
+    """Make PyMOL's ``quit`` (the command, the window's close button) remove the bridge's
+    temporary folders first. PyMOL ends the process with C ``exit()`` there (``PExit``), so
+    neither Qt's ``aboutToQuit`` nor Python's ``atexit`` runs; every path of ``cmd.quit`` goes
+    through ``cmd._quit``, which this wraps (once)."""
+    cmd = _cmd(_self)
+    original = getattr(cmd, "_quit", None)
+    if original is None or getattr(original, "_cryobuild_cleanup", False):
+        return
+
+    def _quit(*args, **kwargs):
+        bridge = _bridge
+        if bridge is not None:
+            try:
+                bridge.cleanup(timeout=QUIT_TIMEOUT)
+            except Exception:  # quitting must not fail because of the plugin
+                log.exception("cryobuild: cleaning up before quitting failed")
+        return original(*args, **kwargs)
+
+    _quit._cryobuild_cleanup = True
+    cmd._quit = _quit
 
 
 _bridge: Bridge | None = None

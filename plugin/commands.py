@@ -2,9 +2,10 @@
 
 The commands convert their own string arguments and raise `pymol.CmdException` with a
 readable message for anything the user can fix. With PyMOL's Qt GUI running, a build runs in
-the background and the panel's timer shows it as it goes; without a GUI (``pymol -c``, scripts)
-the command runs the job in a worker and applies its events in the calling thread as they
-arrive, returning when the job ends (Ctrl-C cancels it).
+the background and the panel's timer shows it as it goes (the panel takes it on: progress and
+Stop), and the console gets one line when it ends; without a GUI (``pymol -c``, scripts) the
+command runs the job in a worker and applies its events in the calling thread as they arrive,
+returning when the job ends (Ctrl-C cancels it).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 
 from pymol import CmdException, cmd as _cmd
 
-from .bridge import DEFAULT_MODEL, get_bridge, input_warnings
+from .bridge import DEFAULT_MODEL, finish_line, get_bridge, input_warnings, install_quit_hook
 
 __all__ = [
     "cryobuild_accept",
@@ -21,6 +22,7 @@ __all__ = [
     "cryobuild_cancel",
     "cryobuild_prune",
     "cryobuild_rebuild",
+    "cryobuild_swap",
     "cryobuild_undo",
     "register",
 ]
@@ -64,7 +66,7 @@ def _run_here(bridge, view, job, quiet: int) -> None:
     def drain():
         for event in job.events(timeout=HEADLESS_EVENT_TIMEOUT):
             bridge.apply(view, event)
-            _report(event, quiet)
+            _report(view, event, quiet)
             if event.kind == "failed":
                 failure.append(event.message)
 
@@ -80,30 +82,25 @@ def _run_here(bridge, view, job, quiet: int) -> None:
         raise CmdException(f"cryobuild: {job.kind} failed: {failure[0]}")
 
 
-def _report(event, quiet: int) -> None:
-    if event.kind in ("stage", "started"):
+def _report(view, event, quiet: int) -> None:
+    if event.kind in ("stage", "started", "finished"):
         return
-    if event.kind == "final":
-        result = event.payload
-        _say(f"done: {result.final.num_residues} residues in {len(result.final_chains)} chains "
-             f"(last round: {result.raw.num_residues} residues)", quiet)
-    elif event.kind == "finished":
-        return
-    elif event.kind == "failed":
+    if event.kind == "failed":
         return  # raised as the command's error
-    else:
-        _say(f"{event.kind}: {event.message}", quiet)
+    line = finish_line(view, event)
+    _say(line if line is not None else f"{event.kind}: {event.message}", quiet)
 
 
 def _sequences_from(fasta: str):
-    """Sequences from a FASTA file path, or FASTA/plain sequence text given inline."""
+    """Sequences from a FASTA file path, or FASTA/plain sequence text given inline; none for
+    an empty argument (a build without sequence)."""
     import os
 
     from cryobuild.sequences import parse_fasta, read_fasta
 
     fasta = fasta.strip()
     if not fasta:
-        raise CmdException("cryobuild: give a FASTA file (or a sequence) to build from")
+        return []
     if os.path.isfile(os.path.expanduser(fasta)):
         return read_fasta(os.path.expanduser(fasta))
     if os.sep in fasta or fasta.lower().endswith((".fa", ".fasta", ".faa", ".seq")):
@@ -117,11 +114,20 @@ def cryobuild_build(map, fasta="", name=DEFAULT_MODEL, rounds=3, device="auto", 
 DESCRIPTION
 
     Build an atomic model of a protein into a map object: Cα candidates
-    appear first (object cryobuild_ca), then each round's model replaces
-    the model object; residues are coloured by confidence (B-factor
-    0-100, red -> yellow -> blue). With the Qt GUI the build runs in the
-    background (see cryobuild_cancel); without it the command returns when
-    the build has finished.
+    appear first (object cryobuild_ca, hidden at the end), then each
+    round's model replaces the model object; residues are coloured by
+    confidence (B-factor 0-100, red -> yellow -> blue). When the model
+    object already holds a finished model, the rounds appear as
+    <name>_new instead, and the new model replaces the old one only if
+    it is better (at least as many residues, more total confidence, no
+    worse fit to the map); otherwise it stays as <name>_new
+    (cryobuild_swap puts it in). A model object belongs to its map: a
+    build into another map goes into <name>_<map>. Without a sequence
+    the build leaves its chains unassigned and saves their HMM profiles
+    (as cryobuild build_no_seq does). With the Qt GUI the build runs in
+    the background, shown in the panel (see cryobuild_cancel), and the
+    console says when it ends; without it the command returns when the
+    build has finished. One build at a time per map.
 
 USAGE
 
@@ -132,6 +138,7 @@ ARGUMENTS
     map = str: map object loaded in PyMOL
 
     fasta = str: FASTA file with the chains' sequences, or a sequence
+    {default: none: build without sequence}
 
     name = str: name of the model object {default: cryobuild_model}
 
@@ -146,24 +153,32 @@ EXAMPLE
 
 SEE ALSO
 
-    cryobuild_cancel, cryobuild_prune, cryobuild_accept, cryobuild_rebuild
+    cryobuild_cancel, cryobuild_prune, cryobuild_accept, cryobuild_rebuild, cryobuild_swap
     '''
     from cryobuild.errors import CryobuildError
 
     quiet = int(quiet)
     rounds = _whole_number(rounds, "rounds")
     bridge = get_bridge()
+    requested = str(name).strip() or DEFAULT_MODEL
     try:
         with input_warnings() as said:
             sequences = _sequences_from(str(fasta))
         for message in said:
             print(f" cryobuild: warning: {message}")
         background = _gui_active()
-        job = bridge.start_build(str(map), sequences, rounds=rounds, name=str(name), device=str(device))
+        job = bridge.start_build(str(map), sequences, rounds=rounds, name=requested, device=str(device))
     except CryobuildError as err:
         raise _readable(err) from None
-    view = bridge.view(str(name))
-    _say(f"{job.id}: building {len(sequences)} sequence(s) into {map} -> {name}", quiet)
+    view = bridge.view_of(job)
+    if view.name != requested:
+        _say(f"{requested} holds a model of map {bridge.views[requested].map_name}, and accepted "
+             f"residues belong to their map: building into {view.name}", quiet)
+    what = f"{len(sequences)} sequence(s)" if sequences else \
+        "without sequence (chains unassigned, as build_no_seq)"
+    apart = (f"; {view.name} stays until a better model is done, its rounds appear as {view.new_name}"
+             if job.keeps_model else "")
+    _say(f"{job.id}: building {what} into {map} -> {view.name}{apart}", quiet)
     if not background:
         _run_here(bridge, view, job, quiet)
     return job.id
@@ -269,7 +284,12 @@ def cryobuild_rebuild(selection="sele", name=DEFAULT_MODEL, rounds=1, quiet=0, *
 DESCRIPTION
 
     Rebuild the residues of a cryobuild model in a selection, into the
-    map it was built in; accepted residues in the region stay.
+    map it was built in; accepted residues in the region stay. The new
+    residues are threaded within the sequence window between the
+    residues flanking the selection, and replace the old ones only if
+    they are better (at least as many residues, more total confidence,
+    no worse fit to the map): the console says which were kept. New
+    residues not kept stay as <name>_new (cryobuild_swap puts them in).
 
 USAGE
 
@@ -303,6 +323,36 @@ SEE ALSO
     return job.id
 
 
+def cryobuild_swap(name=DEFAULT_MODEL, quiet=0, *, _self=_cmd):
+    '''
+DESCRIPTION
+
+    Put the model of a cryobuild model object's last job in place, when
+    that job kept the old model because the new one was not better (the
+    new one is shown as <name>_new). cryobuild_undo swaps back.
+
+USAGE
+
+    cryobuild_swap [ name ]
+
+ARGUMENTS
+
+    name = str: model object {default: cryobuild_model}
+
+SEE ALSO
+
+    cryobuild_build, cryobuild_rebuild, cryobuild_undo
+    '''
+    from cryobuild.errors import CryobuildError
+
+    try:
+        message = get_bridge().swap(str(name))
+    except CryobuildError as err:
+        raise _readable(err) from None
+    _say(message, int(quiet))
+    return message
+
+
 def cryobuild_undo(name=DEFAULT_MODEL, quiet=0, *, _self=_cmd):
     '''
 DESCRIPTION
@@ -333,14 +383,17 @@ _COMMANDS = {
     "cryobuild_prune": cryobuild_prune,
     "cryobuild_accept": cryobuild_accept,
     "cryobuild_rebuild": cryobuild_rebuild,
+    "cryobuild_swap": cryobuild_swap,
     "cryobuild_undo": cryobuild_undo,
 }
 
 
 def register(_self=_cmd) -> None:
-    """Add the commands to PyMOL (with argument completion) and make meshes safe to hide."""
+    """Add the commands to PyMOL (with argument completion), make meshes safe to hide, and
+    have ``quit`` remove the plugin's temporary folders."""
     # Hiding a shader-drawn mesh segfaults under software OpenGL (STACK_NOTES).
     _self.set("mesh_use_shader", 0)
+    install_quit_hook(_self)
     for name, function in _COMMANDS.items():
         _self.extend(name, function)
     from pymol.shortcut import Shortcut

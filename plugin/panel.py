@@ -2,8 +2,10 @@
 
 Threading (STYLE 2.11 and 3.8): the engine computes in its worker threads; an `EventPump`
 (a QTimer living on the GUI thread) drains the jobs' events with `Bridge.pump`, applies them to
-PyMOL objects and hands them to the panel, which updates its widgets. Workers never touch a
-widget. The form is read once, on the GUI thread, when a job starts.
+PyMOL objects, prints a line on PyMOL's console when a job ends, and hands the events to the
+panel, which updates its widgets. Workers never touch a widget. The form is read once, on the
+GUI thread, when a job starts. The panel shows every job, however started: one started by a
+command (``cryobuild_build``) is taken on as if its Auto-build had been clicked.
 
 Errors the user can fix (`CryobuildError`, a bad selection) and failed jobs go to the panel's
 log in red; unexpected errors are logged there too (with the traceback on the console log),
@@ -19,7 +21,10 @@ import time
 
 from pymol.Qt import QtCore, QtGui, QtWidgets
 
-from .bridge import CONFIDENCE_RANGE, DEFAULT_MODEL, get_bridge, input_warnings, map_names
+from .bridge import (
+    CONFIDENCE_RANGE, DEFAULT_MODEL, QUIT_TIMEOUT, finish_line, get_bridge, input_warnings, map_names,
+    show_map,
+)
 
 __all__ = ["CryobuildPanel", "EventPump", "ensure_pump", "pump_running", "show_panel"]
 
@@ -31,11 +36,19 @@ PUMP_INTERVAL_MS = 50
 SLIDER_STEPS = 1
 #: Progress bar resolution.
 PROGRESS_STEPS = 1000
-#: Seconds the app waits for running jobs to stop when PyMOL quits.
-QUIT_TIMEOUT = 10.0
+#: Widest the panel's dock starts (px), and the share of PyMOL's window it may take at most:
+#: the 3D view keeps the rest (with PyMOL's object list beside it).
+DOCK_WIDTH = 400
+DOCK_SHARE = 0.3
+#: Share of the screen PyMOL's window is given when the panel opens in a smaller one.
+WINDOW_SHARE = 0.9
+#: The panel's sequence box, in text lines.
+SEQUENCE_LINES = 4
 DEVICES = (("auto", "auto"), ("CPU", "cpu"), ("GPU", "cuda"))
 ERROR_COLOUR = "#c0392b"
 WARNING_COLOUR = "#b9770e"
+#: Record name given to a sequence typed without a FASTA header.
+BARE_RECORD = "sequence"
 
 
 # ----------------------------------------------------------------------------- the pump
@@ -73,6 +86,10 @@ class EventPump(QtCore.QObject):
         except Exception:  # drawing failed: say so, keep the timer alive
             log.exception("cryobuild: applying job events to PyMOL failed")
             applied = []
+        for view, event in applied:  # PyMOL's console: one line when a job ends
+            line = finish_line(view, event)
+            if line is not None:
+                print(f" cryobuild: {line}")
         self.tick.emit(applied)
 
 
@@ -109,8 +126,8 @@ def pump_running() -> bool:
 
 
 def _on_quit() -> None:
-    """PyMOL is closing: stop the jobs (each session keeps its last finished round)."""
-    get_bridge().shutdown(timeout=QUIT_TIMEOUT)
+    """PyMOL is closing: stop the jobs and remove the temporary folders."""
+    get_bridge().cleanup(timeout=QUIT_TIMEOUT)
 
 
 def _reported(method):
@@ -138,7 +155,8 @@ def _reported(method):
 
 
 class _MapCombo(QtWidgets.QComboBox):
-    """Lists PyMOL's map objects, refreshed each time it opens."""
+    """Lists PyMOL's map objects: refreshed each time it opens and, by `sync` (on the pump's
+    ticks), whenever PyMOL's maps change."""
 
     def __init__(self, cmd):
         super().__init__()
@@ -155,13 +173,19 @@ class _MapCombo(QtWidgets.QComboBox):
             self.setCurrentIndex(names.index(current))
         self.blockSignals(False)
 
+    def sync(self) -> None:
+        """Refresh if PyMOL's maps are not the ones listed (e.g. after ``load``)."""
+        if map_names(self._cmd) != [self.itemText(i) for i in range(self.count())]:
+            self.refresh()
+
     def showPopup(self) -> None:
         self.refresh()
         super().showPopup()
 
 
 class _Legend(QtWidgets.QWidget):
-    """Confidence colour bar, 0 (red) - 50 (yellow) - 100 (blue), as on the model."""
+    """Confidence colour bar, 0 (red) - 50 (yellow) - 100 (blue), as on the model. (PyMOL's
+    own colour bar, a ramp object, spans 90% of the 3D view and prints 0.000 / 100.000.)"""
 
     def __init__(self):
         super().__init__()
@@ -169,6 +193,7 @@ class _Legend(QtWidgets.QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         bar = QtWidgets.QLabel()
         bar.setFixedHeight(12)
+        bar.setToolTip("confidence (B-factor column), 0-100")
         bar.setStyleSheet("background: qlineargradient(x1:0, y1:0, x2:1, y2:0, stop:0 #ff0000, "
                           "stop:0.5 #ffff00, stop:1 #0000ff); border: 1px solid #555;")
         lo, hi = CONFIDENCE_RANGE
@@ -214,8 +239,9 @@ class CryobuildPanel(QtWidgets.QWidget):
         form.addRow("Map", row)
 
         self.sequence_edit = QtWidgets.QPlainTextEdit()
-        self.sequence_edit.setPlaceholderText(">A\nMKVLAAGIVG…  (paste FASTA, or Load…)")
-        self.sequence_edit.setMaximumHeight(90)
+        self.sequence_edit.setPlaceholderText(">A\nMKVLAAGIVG…\n(paste FASTA or Load…)")
+        line_height = self.sequence_edit.fontMetrics().lineSpacing()
+        self.sequence_edit.setMaximumHeight(SEQUENCE_LINES * line_height + 12)
         self.fasta_button = QtWidgets.QPushButton("Load FASTA…")
         self.sequence_status = QtWidgets.QLabel()
         self.sequence_status.setWordWrap(True)
@@ -231,6 +257,7 @@ class CryobuildPanel(QtWidgets.QWidget):
         for label, value in DEVICES:
             self.device_combo.addItem(label, value)
         self.device_label = QtWidgets.QLabel("devices: checking…")
+        self.device_label.setWordWrap(True)
         row = QtWidgets.QHBoxLayout()
         row.addWidget(self.device_combo)
         row.addWidget(self.device_label, 1)
@@ -242,7 +269,7 @@ class CryobuildPanel(QtWidgets.QWidget):
         self.name_edit = QtWidgets.QLineEdit(DEFAULT_MODEL)
         row = QtWidgets.QHBoxLayout()
         row.addWidget(self.rounds_spin)
-        row.addWidget(QtWidgets.QLabel("Model object"))
+        row.addWidget(QtWidgets.QLabel("Model"))
         row.addWidget(self.name_edit, 1)
         form.addRow("Rounds", row)
         outer.addWidget(inputs)
@@ -258,28 +285,32 @@ class CryobuildPanel(QtWidgets.QWidget):
         outer.addWidget(self.stage_label)
 
         edits = QtWidgets.QGroupBox("Model")
-        grid = QtWidgets.QGridLayout(edits)
+        grid = QtWidgets.QGridLayout(edits)  # two columns of buttons: the dock stays narrow
         self.selection_edit = QtWidgets.QLineEdit("sele")
         self.accept_button = QtWidgets.QPushButton("Accept selection")
         self.rebuild_button = QtWidgets.QPushButton("Rebuild selection")
         grid.addWidget(QtWidgets.QLabel("Selection"), 0, 0)
-        grid.addWidget(self.selection_edit, 0, 1)
-        grid.addWidget(self.accept_button, 0, 2)
-        grid.addWidget(self.rebuild_button, 0, 3)
+        grid.addWidget(self.selection_edit, 0, 1, 1, 3)
+        grid.addWidget(self.accept_button, 1, 0, 1, 2)
+        grid.addWidget(self.rebuild_button, 1, 2, 1, 2)
         self.prune_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
         self.prune_slider.setRange(int(CONFIDENCE_RANGE[0]), int(CONFIDENCE_RANGE[1]) * SLIDER_STEPS)
         self.prune_slider.setValue(0)
         self.prune_label = QtWidgets.QLabel("below 0")
         self.prune_button = QtWidgets.QPushButton("Prune")
-        grid.addWidget(QtWidgets.QLabel("Prune"), 1, 0)
-        grid.addWidget(self.prune_slider, 1, 1)
-        grid.addWidget(self.prune_label, 1, 2)
-        grid.addWidget(self.prune_button, 1, 3)
+        grid.addWidget(QtWidgets.QLabel("Prune"), 2, 0)
+        grid.addWidget(self.prune_slider, 2, 1, 1, 2)
+        grid.addWidget(self.prune_label, 2, 3)
         self.undo_button = QtWidgets.QPushButton("Undo")
         self.save_button = QtWidgets.QPushButton("Save model…")
-        grid.addWidget(_Legend(), 2, 0, 1, 2)
-        grid.addWidget(self.undo_button, 2, 2)
-        grid.addWidget(self.save_button, 2, 3)
+        self.swap_button = QtWidgets.QPushButton("Use new model")
+        self.swap_button.setToolTip("put the last job's model (shown as <model>_new) in place of "
+                                    "the model it was not better than; Undo swaps back")
+        grid.addWidget(self.prune_button, 3, 0, 1, 2)
+        grid.addWidget(self.undo_button, 3, 2, 1, 2)
+        grid.addWidget(_Legend(), 4, 0, 1, 4)
+        grid.addWidget(self.save_button, 5, 0, 1, 2)
+        grid.addWidget(self.swap_button, 5, 2, 1, 2)
         outer.addWidget(edits)
 
         self.log_view = QtWidgets.QPlainTextEdit()
@@ -297,6 +328,7 @@ class CryobuildPanel(QtWidgets.QWidget):
         self.prune_button.clicked.connect(lambda: self.prune())
         self.undo_button.clicked.connect(lambda: self.undo())
         self.save_button.clicked.connect(lambda: self.save_model())
+        self.swap_button.clicked.connect(lambda: self.swap())
 
     # ------------------------------------------------------------------ helpers
 
@@ -306,6 +338,8 @@ class CryobuildPanel(QtWidgets.QWidget):
         if colour:
             text = f'<span style="color:{colour}">{text}</span>'
         self.log_view.appendHtml(text)
+        bar = self.log_view.verticalScrollBar()
+        bar.setValue(bar.maximum())  # the newest line in view, wrapped lines and all
 
     @property
     def model_name(self) -> str:
@@ -320,23 +354,42 @@ class CryobuildPanel(QtWidgets.QWidget):
         for widget in (self.accept_button, self.rebuild_button, self.prune_button, self.undo_button,
                        self.prune_slider, self.name_edit, self.map_combo, self.open_map_button):
             widget.setEnabled(not running)
+        self._update_swap()
+
+    def _update_swap(self) -> None:
+        view = self.bridge.views.get(self.model_name)
+        self.swap_button.setEnabled(view is not None and view.swappable)
+
+    @property
+    def bare_sequence(self) -> bool:
+        """True when the box holds a sequence without a FASTA header line."""
+        text = self.sequence_edit.toPlainText()
+        return bool(text.strip()) and not text.lstrip().startswith(">")
 
     def sequence_text(self) -> str:
         """The sequence box as FASTA (a bare sequence gets a header)."""
         text = self.sequence_edit.toPlainText()
-        if text.strip() and not text.lstrip().startswith(">"):
-            text = ">sequence\n" + text
+        if self.bare_sequence:
+            text = f">{BARE_RECORD}\n" + text
         return text
 
     def _validate_sequence(self) -> list[str]:
+        """Check the box; returns its problems (none for an empty box: a build without
+        sequence). A bare sequence's problems are given by its own line numbers."""
+        import re
+
         from cryobuild.sequences import validate_sequence_text
 
         text = self.sequence_text()
         if not text.strip():
-            self.sequence_status.setText("no sequence yet")
+            self.sequence_status.setText("none: builds without (as build_no_seq)")
             self.sequence_status.setStyleSheet("")
-            return ["no sequence"]
+            return []
         problems = validate_sequence_text(text)
+        if self.bare_sequence:  # the header line is ours: count the user's lines
+            problems = [re.sub(r"line (\d+)", lambda m: f"line {int(m.group(1)) - 1}",
+                               problem.replace(f" (record '{BARE_RECORD}')", ""))
+                        for problem in problems]
         if problems:
             shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
             self.sequence_status.setText(shown)
@@ -401,7 +454,8 @@ class CryobuildPanel(QtWidgets.QWidget):
         name = self.cmd.get_legal_name(name)
         self.cmd.load(path, name)
         self.map_combo.refresh(select=name)
-        self.log(f"loaded map {path} as {name}")
+        mesh = show_map(name, _self=self.cmd)
+        self.log(f"loaded map {path} as {name}, shown as the mesh {mesh}")
         return name
 
     @_reported
@@ -440,15 +494,26 @@ class CryobuildPanel(QtWidgets.QWidget):
         problems = self._validate_sequence()
         if problems:
             raise InputError(f"the sequence has problems: {problems[0]}")
-        with input_warnings() as said:
-            sequences = parse_fasta(self.sequence_text(), "<panel>")
-        for message in said:
-            self.log(f"warning: {message}", WARNING_COLOUR)
-        request = dict(rounds=self.rounds_spin.value(), name=self.model_name,
+        sequences = []
+        if self.sequence_text().strip():
+            with input_warnings() as said:
+                sequences = parse_fasta(self.sequence_text(), "<panel>")
+            for message in said:
+                self.log(f"warning: {message}", WARNING_COLOUR)
+        requested = self.model_name
+        request = dict(rounds=self.rounds_spin.value(), name=requested,
                        device=self.device_combo.currentData())
         job = self.bridge.start_build(map_name, sequences, **request)
-        self._started(job, request["name"], f"building {len(sequences)} sequence(s) into {map_name}, "
-                                            f"{request['rounds']} round(s) -> {request['name']}")
+        view = self.bridge.view_of(job)
+        if view.name != requested:
+            self.log(f"{requested} holds a model of map {self.bridge.views[requested].map_name}, and "
+                     f"accepted residues belong to their map: building into {view.name}", WARNING_COLOUR)
+            self.name_edit.setText(view.name)
+        what = f"{len(sequences)} sequence(s)" if sequences else "without sequence (as build_no_seq)"
+        apart = (f"; {view.name} stays until a better model is done (rounds shown as {view.new_name})"
+                 if job.keeps_model else "")
+        self._started(job, view.name, f"building {what} into {map_name}, {request['rounds']} "
+                                      f"round(s) -> {view.name}{apart}")
         return job
 
     def _started(self, job, view_name: str, message: str) -> None:
@@ -459,6 +524,17 @@ class CryobuildPanel(QtWidgets.QWidget):
         self.log(f"{job.id}: {message}")
         ensure_pump()
         self.jobStarted.emit(job.id)
+
+    def adopt_running(self) -> None:
+        """Take on a job started elsewhere (a command) when the panel has none running."""
+        if self.job is not None and not self.job.done:
+            return
+        view = next((v for v in self.bridge.views.values() if v.running), None)
+        if view is None:
+            return
+        self.name_edit.setText(view.name)
+        self._started(view.job, view.name, f"{view.job.kind} of {view.name} started by a command "
+                                           f"(into {view.map_name or 'its map'})")
 
     def stop(self) -> None:
         if self.job is not None and not self.job.done:
@@ -471,6 +547,7 @@ class CryobuildPanel(QtWidgets.QWidget):
     def accept_selection(self) -> int:
         added = self.bridge.accept(self.selection_edit.text().strip() or "sele", self.model_name)
         self.log(f"accepted {added} residues of {self.model_name}")
+        self._update_swap()
         return added
 
     @_reported
@@ -495,13 +572,22 @@ class CryobuildPanel(QtWidgets.QWidget):
         count = self.bridge.prune(self.threshold, self.model_name)
         self.log(f"pruned {count} residues below {self.threshold:.0f} from {self.model_name}")
         self.prune_label.setText(f"below {self.threshold:.0f}")
+        self._update_swap()
         return count
 
     @_reported
     def undo(self) -> str:
         action = self.bridge.undo(self.model_name)
         self.log(f"undid: {action}")
+        self._update_swap()
         return action
+
+    @_reported
+    def swap(self) -> str:
+        message = self.bridge.swap(self.model_name)
+        self.log(message)
+        self._update_swap()
+        return message
 
     @_reported
     def save_model(self, path: str | None = None):
@@ -519,10 +605,14 @@ class CryobuildPanel(QtWidgets.QWidget):
     def on_tick(self, applied: list) -> None:
         """Show the events the pump has just applied to PyMOL (GUI thread)."""
         self._poll_preload()
+        self.map_combo.sync()
         for view, event in applied:
+            if event.kind == "started":
+                self.adopt_running()
             if self.job is None or event.job_id != self.job.id:
-                if event.kind in ("failed", "final", "cancelled"):
-                    self.log(f"{event.job_id} ({view.name}): {event.kind} {event.message}")
+                line = finish_line(view, event)
+                if line is not None:
+                    self.log(line)
                 continue
             self._show_event(view, event)
 
@@ -539,14 +629,18 @@ class CryobuildPanel(QtWidgets.QWidget):
             self.log(f"{event.job_id}: {event.message}", WARNING_COLOUR)
         elif kind == "final":
             result = event.payload
-            self.log(f"{event.job_id}: done: {result.final.num_residues} residues in "
-                     f"{len(result.final_chains)} chains (last round {result.raw.num_residues} residues)")
-            if result.final.num_residues == 0 and view.last_round is not None:
+            verdict = getattr(self.job, "verdict", None)
+            if verdict is None or verdict.kept == "new":  # "old": its warning said so already
+                self.log(finish_line(view, event))
+            elif verdict.candidate is not None:
+                self.log(f"the new model is shown as {view.new_name}: 'Use new model' puts it in",
+                         WARNING_COLOUR)
+            if not self.job.keeps_model and result.final.num_residues == 0 and view.last_round is not None:
                 self.log(f"the last round's model is shown as {view.raw_name}", WARNING_COLOUR)
         elif kind == "failed":
             self.log(f"{event.job_id} failed: {event.message}", ERROR_COLOUR)
         elif kind == "cancelled":
-            self.log(f"{event.job_id}: stopped ({event.message}); the model keeps its last round")
+            self.log(finish_line(view, event))
         elif kind == "finished":
             outcome = self.job.outcome or ""
             self.stage_label.setText({"final": "done", "cancelled": "stopped", "failed": "failed"}
@@ -558,10 +652,11 @@ class CryobuildPanel(QtWidgets.QWidget):
             self.jobEnded.emit(event.job_id, outcome)
 
     def shutdown(self) -> None:
-        """The panel is closing: stop its job (it ends within seconds, keeping its last round)."""
-        if self.job is not None and not self.job.done:
-            self.job.cancel()
-            log.info("cryobuild: panel closed, %s cancelled", self.job.id)
+        """The panel is closing: stop every running job at once (each keeps what the Stop
+        button keeps)."""
+        asked = self.bridge.cancel()
+        if asked:
+            log.info("cryobuild: panel closed, %d job(s) cancelled", asked)
 
 
 class _PanelDock(QtWidgets.QDockWidget):
@@ -601,6 +696,22 @@ class _PanelDialog(QtWidgets.QDialog):
 _container = None
 
 
+def fit_window(window, dock) -> None:
+    """Size PyMOL's window and the panel's dock so the 3D view keeps most of the screen: a
+    window smaller than `WINDOW_SHARE` of the screen grows to it, and the dock takes at most
+    `DOCK_SHARE` of the window's width (`DOCK_WIDTH` at most)."""
+    screen = window.screen() if hasattr(window, "screen") else None
+    screen = screen or QtWidgets.QApplication.primaryScreen()
+    if screen is not None:
+        available = screen.availableGeometry()
+        width = max(window.width(), int(available.width() * WINDOW_SHARE))
+        height = max(window.height(), int(available.height() * WINDOW_SHARE))
+        if (width, height) != (window.width(), window.height()):
+            window.resize(min(width, available.width()), min(height, available.height()))
+    width = min(DOCK_WIDTH, int(window.width() * DOCK_SHARE))
+    window.resizeDocks([dock], [width], QtCore.Qt.Horizontal)
+
+
 def show_panel(map_path=None, fasta_path=None, *, bridge=None, _self=None):
     """Open the panel (a dock in PyMOL's window, else a dialog) or raise it; returns it."""
     global _container
@@ -616,12 +727,17 @@ def show_panel(map_path=None, fasta_path=None, *, bridge=None, _self=None):
         window = gui.get_qtwindow()
         if window is not None:
             _container = _PanelDock(panel, window)
+            # the dock takes the window's right edge from top to bottom
+            window.setCorner(QtCore.Qt.TopRightCorner, QtCore.Qt.RightDockWidgetArea)
+            window.setCorner(QtCore.Qt.BottomRightCorner, QtCore.Qt.RightDockWidgetArea)
             window.addDockWidget(QtCore.Qt.RightDockWidgetArea, _container)
+            fit_window(window, _container)
         else:
             _container = _PanelDialog(panel)
         pump = ensure_pump()
         pump.tick.connect(panel.on_tick)
         panel.start_preload()
+        panel.adopt_running()
     panel = _container.panel
     _container.show()
     _container.raise_()

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +43,10 @@ MAX_GUI_GAP = 0.2
 TICK_MS = 20
 #: A job that has not ended in this long has hung.
 JOB_TIMEOUT = 120.0
+#: Seconds from closing the panel to the end of its build (issue 18: about 4 s).
+CLOSE_LATENCY = 1.5
+#: Least RGB distance between the prune preview's colour and any colour of the confidence ramp.
+PREVIEW_CONTRAST = 0.5
 
 needs_weights = pytest.mark.skipif(
     not (checkpoint_path("detect").is_file() and checkpoint_path("gnn").is_file()),
@@ -203,11 +208,85 @@ def test_panel_builds_and_validates_sequences_as_you_type(fresh_pymol, il2, qapp
     assert "'1' is not an amino-acid letter" in panel.sequence_status.text()
     panel.sequence_edit.setPlainText("MKVLAAG")  # a bare sequence is accepted
     assert "OK" in panel.sequence_status.text()
+    # a bare sequence's problems are on the user's lines, not after the header the panel adds
+    panel.sequence_edit.setPlainText("MKV1L")
+    assert panel.sequence_status.text() == "line 1: '1' is not an amino-acid letter"
+    panel.sequence_edit.setPlainText("MKVL\nAA1G")
+    assert panel.sequence_status.text().startswith("line 2: '1'")
+    panel.sequence_edit.setPlainText("")  # no sequence: a build without one
+    assert "builds without" in panel.sequence_status.text() and panel._validate_sequence() == []
     panel.sequence_edit.setPlainText(">A\nMKV1L\n")
     panel.build_button.click()  # refused, with the problem in the log, no dialog
     assert panel.job is None and "has problems" in panel.log_view.toPlainText()
     assert panel.build_button.text() == "Auto-build"
     assert panel.grab().width() > 0
+
+
+def test_the_map_list_follows_maps_loaded_in_pymol(fresh_pymol, il2, qapp):
+    """Issue 18, item 8: the list did not show a map loaded with ``load`` until opened."""
+    panel = open_panel(fresh_pymol)
+    assert panel.map_combo.count() == 0
+    cmd.load(str(il2[0]), "later")
+    wait_for(qapp, lambda: panel.map_combo.count() == 1, timeout=5)  # the pump's next tick
+    assert panel.map_combo.currentText() == "later"
+    cmd.delete("later")
+    wait_for(qapp, lambda: panel.map_combo.count() == 0, timeout=5)
+
+
+def test_an_opened_map_is_shown_as_a_mesh_centred_and_zoomed(fresh_pymol, il2, qapp):
+    """Issue 18, item 7: ``cryobuild gui MAP FASTA`` showed a black viewer."""
+    path, density, reference, *_ = il2
+    panel = open_panel(fresh_pymol, map_path=str(path))
+    assert "il2_mesh" in cmd.get_names("objects") and "shown as the mesh il2_mesh" in panel.log_view.toPlainText()
+    level = bridge_module.contour_level(cmd.get_volume_field("il2"))
+    assert level > float(np.median(cmd.get_volume_field("il2")))
+    # the level keeps the molecule inside the mesh and most of the box outside it
+    values = cmd.get_volume_field("il2")
+    at_ca = (density.interpolate(reference.ca) - density.grid.mean()) / density.grid.std()
+    normalised = at_ca * values.std() + values.mean()  # PyMOL's normalised values
+    print(f"\ncontour {level:.2f}: {np.mean(normalised >= level):.0%} of the Cα inside, "
+          f"{np.mean(values >= level):.1%} of the box above")
+    assert np.mean(normalised >= level) > 0.9 and np.mean(values >= level) < 0.25
+    lo, hi = (np.asarray(corner) for corner in cmd.get_extent("il2_mesh"))
+    view = cmd.get_view()
+    np.testing.assert_allclose(view[12:15], (lo + hi) / 2, atol=1.0)  # centred on the mesh
+    assert -view[11] < 3 * np.linalg.norm(hi - lo)  # and zoomed to it
+
+
+def test_contour_level_splits_solvent_from_molecule():
+    """Otsu's split of the histogram; a value filling the box (zero padding) is left out."""
+    rng = np.random.default_rng(0)
+    solvent = rng.normal(0.0, 0.3, 90_000)
+    molecule = rng.normal(3.0, 0.8, 10_000)
+    level = bridge_module.contour_level(np.concatenate([solvent, molecule]))
+    assert 1.0 < level < 2.5
+    padded = bridge_module.contour_level(np.concatenate([solvent, molecule, np.zeros(400_000)]))
+    assert abs(padded - level) < 0.3
+
+
+def test_confidence_colours_preview_and_legend(fresh_pymol, il2):
+    """Issue 18, item 8: the prune preview's grey50 is the ramp's own colour at confidence 75,
+    and PyMOL's colour bar spans the view and reads 0.000 / 100.000: the panel's legend is
+    the colour bar."""
+    cmd.pseudoatom("ramp", pos=[0, 0, 0])
+    for value in range(1, 101):
+        cmd.pseudoatom("ramp", pos=[value, 0, 0])
+    cmd.alter("ramp", "b = float(ID)")
+    ramp_colours = []
+    cmd.spectrum("b", bridge_module.PALETTE, "ramp", minimum=0, maximum=100)
+    cmd.iterate("ramp", "ramp_colours.append(color)", space={"ramp_colours": ramp_colours})
+    ramp = np.array([cmd.get_color_tuple(c) for c in ramp_colours])
+    preview = np.array(cmd.get_color_tuple(bridge_module.PREVIEW_COLOUR))
+    distance = np.linalg.norm(ramp - preview, axis=1).min()
+    print(f"\nprune preview {bridge_module.PREVIEW_COLOUR}: {distance:.2f} from the nearest ramp colour")
+    assert distance >= PREVIEW_CONTRAST
+
+    _, _, reference, sequence, _ = il2
+    fresh_pymol.set_model(_known_model(reference), sequences=[sequence])
+    assert "cryobuild_confidence" not in cmd.get_names("all")  # no colour bar over the model
+    panel = open_panel(fresh_pymol)
+    legend = [label.text() for label in panel.findChildren(QtWidgets.QLabel)]
+    assert "confidence 0" in legend and "100" in legend
 
 
 # ----------------------------------------------------------------------------- builds
@@ -255,6 +334,9 @@ def test_auto_build_streams_into_pymol_and_the_gui_stays_responsive(fresh_pymol,
     view = fresh_pymol.views["cryobuild_model"]
     assert view.updates >= 3  # two rounds and the final model
     assert cmd.count_atoms("cryobuild_ca and rep spheres") == cmd.count_atoms("cryobuild_ca") > 0
+    # the candidates are hidden once the build has ended: they would cover the model
+    assert "cryobuild_ca" not in cmd.get_names("objects", enabled_only=1)
+    assert panel.progress.value() == panel_module.PROGRESS_STEPS
 
     # B-factors are the engine's confidences, for the final model or (when the weak weights
     # threaded nothing) the last round's raw model.
@@ -291,11 +373,133 @@ def test_stop_and_closing_the_panel_cancel_the_build(fresh_pymol, engine, il2, q
     assert ended == ["cancelled"] and panel.build_button.text() == "Auto-build"
     assert "stopped" in panel.log_view.toPlainText()
 
-    panel.build_button.click()
-    second = panel.job
+    # a build started by the command shows in the panel (progress, Stop), and closing the
+    # panel stops it at once
+    cmd.do(f"cryobuild_build il2, {il2[4]}")
+    second = fresh_pymol.views["cryobuild_model"].job
     assert second is not job and not second.done
+    wait_for(qapp, lambda: panel.job is second, timeout=5)
+    assert panel.build_button.text() == "Stop" and not panel.accept_button.isEnabled()
+    wait_for(qapp, lambda: second._fraction > 0.02)
+    closed = time.perf_counter()
     panel_module.close_panel()  # closing the panel cancels too
     assert second.wait(30) and second.outcome == "cancelled"
+    print(f"\nclosing the panel stopped the build in {time.perf_counter() - closed:.2f} s")
+    assert time.perf_counter() - closed < CLOSE_LATENCY
+
+
+@needs_weights
+def test_a_command_build_shows_in_the_panel_and_ends_with_a_console_line(fresh_pymol, engine, il2, qapp, capsys):
+    """Issue 18, item 5: builds started by ``cryobuild_build`` were invisible in the panel, the
+    console never said they had ended, and one map takes one build at a time."""
+    path, _, _, _, fasta = il2
+    panel = open_panel(fresh_pymol, map_path=str(path))
+    ended = []
+    panel.jobEnded.connect(lambda job_id, outcome: ended.append((job_id, outcome)))
+    cmd.do(f"cryobuild_build il2, {fasta}, rounds=1")
+    job = fresh_pymol.views["cryobuild_model"].job
+    wait_for(qapp, lambda: panel.job is job, timeout=5)
+    assert panel.build_button.text() == "Stop"  # Auto-build is Stop while it runs
+    with pytest.raises(CmdException, match="already running on this map"):
+        command("cryobuild_build", "il2", str(fasta), "other_model")
+    progress = []
+    wait_for(qapp, lambda: progress.append(panel.progress.value()) or ended)
+    assert ended == [(job.id, "final")] and max(progress) > 0
+    assert panel.build_button.text() == "Auto-build"
+    out = capsys.readouterr().out
+    assert f" cryobuild: {job.id} (cryobuild_model): done: " in out, out
+    assert f"{job.id} (cryobuild_model): done: " in panel.log_view.toPlainText()
+
+
+@needs_weights
+def test_a_new_build_or_a_stopped_one_never_replaces_a_better_finished_model(fresh_pymol, engine, il2, qapp):
+    """Issue 18, item 3: a second Auto-build replaced a model with a worse one, and Stop in
+    round 3 replaced a threaded model with fragments."""
+    path, _, reference, sequence, _ = il2
+    cmd.load(str(path), "emap")
+    certain = dataclasses.replace(reference, confidence=np.full(reference.num_residues, 100.0, np.float32))
+    view = fresh_pymol.set_model(certain, sequences=[sequence], map_name="emap")
+    finished = model_residues(view.session.model)
+    panel = open_panel(fresh_pymol, sequence_text=f">il2\n{sequence.residues}\n")
+    panel.rounds_spin.setValue(2)
+    ended = []
+    panel.jobEnded.connect(lambda job_id, outcome: ended.append(outcome))
+
+    # stopped in its second round: the finished model stays, the last round is shown apart
+    panel.build_button.click()
+    job = panel.job
+    assert job.keeps_model and "stays until a better model is done" in panel.log_view.toPlainText()
+    wait_for(qapp, lambda: view.last_round is not None)
+    assert shown_residues("cryobuild_model") == finished and "cryobuild_model_new" in cmd.get_names("objects")
+    panel.build_button.click()  # Stop
+    wait_for(qapp, lambda: ended)
+    assert ended == ["cancelled"], panel.log_view.toPlainText()
+    assert shown_residues("cryobuild_model") == finished == model_residues(view.session.model)
+    assert "cryobuild_model_new" in cmd.get_names("objects")
+    assert "stopped; cryobuild_model keeps its model; its last round is cryobuild_model_new" in \
+        panel.log_view.toPlainText()
+
+    # a finished build that is not better: kept apart, and "Use new model" swaps it in
+    panel.rounds_spin.setValue(1)
+    panel.build_button.click()
+    wait_for(qapp, lambda: len(ended) == 2)
+    verdict = panel.job.verdict
+    print(f"\n{verdict.message}")
+    assert ended[1] == "final" and verdict.kept == "old"
+    assert shown_residues("cryobuild_model") == finished
+    new = model_residues(panel.job.result().final)
+    assert shown_residues("cryobuild_model_new") == new
+    assert panel.swap_button.isEnabled()
+    panel.swap_button.click()
+    assert shown_residues("cryobuild_model") == model_residues(view.session.model) == new
+    assert "cryobuild_model_new" not in cmd.get_names("objects") and not panel.swap_button.isEnabled()
+    panel.undo_button.click()
+    assert shown_residues("cryobuild_model") == finished
+
+
+@needs_weights
+def test_a_build_into_another_map_starts_clean(fresh_pymol, engine, il2, qapp, tmp_path):
+    """Issue 18, item 4: building T20S into cryobuild_model kept 20 accepted EMD-2566
+    residues 200 Å away. A model object belongs to its map."""
+    from cryobuild.maps import DensityMap
+
+    path, density, reference, sequence, _ = il2
+    cmd.load(str(path), "emap")
+    view = fresh_pymol.set_model(reference, sequences=[sequence], map_name="emap")
+    fresh_pymol.accept("resi 1-20")
+    moved = DensityMap(density.grid, density.voxel_size, density.origin + 200.0)
+    cmd.load(str(write_map(moved, tmp_path / "far.mrc")), "far")
+    panel = open_panel(fresh_pymol, sequence_text=f">il2\n{sequence.residues}\n")
+    panel.map_combo.refresh(select="far")
+    panel.build_button.click()
+    job = panel.job
+    other = fresh_pymol.view_of(job)
+    assert other.name == "cryobuild_model_far" == panel.name_edit.text()
+    assert "cryobuild_model holds a model of map emap" in panel.log_view.toPlainText()
+    assert not other.session.state.accepted.any() and other.context is None
+    assert len(view.session.accepted_keys()) == 20  # the first model keeps its own
+    job.cancel()
+    assert job.wait(30)
+
+
+@needs_weights
+def test_building_without_a_sequence(fresh_pymol, engine, il2, qapp, capsys):
+    """Issue 18, item 6: ``cryobuild_build`` without a FASTA refused; it builds as
+    ``build_no_seq`` does (unassigned chains, HMM profiles saved), in the panel too."""
+    path, *_ = il2
+    cmd.load(str(path), "emap")
+    cmd.do("cryobuild_build emap, name=noseq, rounds=1")  # headless: returns when done
+    out = capsys.readouterr().out
+    assert "building without sequence" in out and "HMM profiles in" in out, out
+    view = fresh_pymol.views["noseq"]
+    assert view.session.model.num_residues > 0 and view.session.state.chain_sequences == {}
+    assert sorted(view.profiles.glob("*.hmm"))
+    panel = open_panel(fresh_pymol)
+    panel.name_edit.setText("noseq_panel")
+    panel.build_button.click()  # an empty sequence box builds without sequence
+    assert panel.job is not None and "without sequence" in panel.log_view.toPlainText()
+    panel.job.cancel()
+    assert panel.job.wait(30)
 
 
 @needs_weights
@@ -446,8 +650,59 @@ def test_install_plugin_is_idempotent_and_pymol_finds_it(tmp_path):
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     assert done.stdout.split() == ["True", "True"], done.stderr
     done = subprocess.run(cli + ["install-plugin", "--uninstall"], env=env, capture_output=True, text=True)
-    assert done.returncode == 0 and folder not in (tmp_path / ".pymolpluginsrc.py").read_text()
-    assert not (tmp_path / ".cryobuild" / "pymol_startup" / "cryobuild.py").exists()
+    assert done.returncode == 0, done.stderr
+    # its files and folders are gone (issue 18), and PyMOL's settings file, which the install
+    # made and which holds nothing else now
+    assert not (tmp_path / ".cryobuild").exists() and not (tmp_path / ".pymolpluginsrc.py").exists()
+
+    # a settings file that was there before stays, without the plugin's folder
+    rc = tmp_path / ".pymolpluginsrc.py"
+    rc.write_text("# the user's\n")
+    for verb in (["install-plugin"], ["install-plugin", "--uninstall"]):
+        assert subprocess.run(cli + verb, env=env, capture_output=True, text=True).returncode == 0
+    assert rc.exists() and folder not in rc.read_text() and not (tmp_path / ".cryobuild").exists()
+
+
+def test_temporary_folders_go_when_pymol_quits(tmp_path):
+    """Issue 18, item 8: ``cryobuild-pymol-*`` and ``cryobuild-sessions-*`` stayed behind."""
+    script = tmp_path / "session.py"
+    script.write_text("from cryobuild_pymol.bridge import get_bridge\n"
+                      "view = get_bridge().view('m', create=True)\n"
+                      "print('SESSION', view.session.path)\n")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = dict(os.environ, TMPDIR=str(scratch), QT_QPA_PLATFORM="offscreen")
+    done = subprocess.run([sys.executable, "-m", "pymol", "-cq", str(script)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert "SESSION " + str(scratch) in done.stdout, done.stdout + done.stderr
+    assert not list(scratch.glob("cryobuild-*"))
+
+
+def test_gui_verb_names_missing_system_libraries_and_the_line_that_adds_them(il2, monkeypatch, capsys, tmp_path):
+    """Issue 18, item 1: on a fresh machine PyMOL's window fails ("Could not load the Qt
+    platform plugin "xcb"") until the X/Qt libraries are installed."""
+    from cryobuild import cli
+    from cryobuild.cli import gui
+
+    path, _, _, _, fasta = il2
+    monkeypatch.setattr(gui, "missing_libraries", lambda: ["libxcb-icccm.so.4", "libxkbcommon-x11.so.0"])
+    assert cli.main(["gui", str(path), str(fasta)]) == 2
+    err = capsys.readouterr().err
+    assert "lacks libxcb-icccm.so.4, libxkbcommon-x11.so.0" in err
+    assert "apt-get install -y libxcb-icccm4 libxkbcommon-x11-0" in err and len(err.splitlines()) == 1
+    monkeypatch.undo()
+
+    # what ldd reports missing, for Qt's X11 plugin and PyMOL's extension
+    fake = tmp_path / "ldd"
+    fake.write_text("#!/bin/sh\necho '\tlibxcb-keysyms.so.1 => not found'\necho '\tlibc.so.6 => /lib/libc.so.6'\n")
+    fake.chmod(0o755)
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    assert gui.missing_libraries(ldd=str(fake)) == ["libxcb-keysyms.so.1"]
+    assert gui.package_for("libdbus-1.so.3") == "libdbus-1-3" and gui.package_for("libfoo-bar.so.2") == "libfoo-bar2"
+
+    # the README's set-up gives the same packages
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"apt-get install -y {' '.join(gui.GUI_PACKAGES)}" in readme
 
 
 def test_gui_verb_starts_pymol_with_the_panel_and_files(il2):

@@ -103,6 +103,11 @@ class Job:
         self._outcome: str | None = None
         self.traceback: str = ""
         self.session = None
+        #: True when the session's model stays as it is while the job runs and its final model
+        #: replaces the old residues only if better (`cryobuild.engine.engine`); set at start.
+        self.keeps_model = False
+        #: `cryobuild.engine.verdict.Verdict` of such a job once it has its final model.
+        self.verdict = None
 
     # ------------------------------------------------------------------ caller side
 
