@@ -12,8 +12,14 @@ paths and writes nothing (the CLI and the engine write at the edges):
    (`closure.close_gaps`) and `name_chains`; the threaded model feeds the next round;
 3. with sequences, one more graph-network pass over the threaded chains as they stand
    (`_polish`, adding residues at single gaps: `closure.bridge_positions`);
-4. the final model: threaded chains of at least `MIN_CHAIN_LENGTH` residues, residues with a
-   sequence position only, relaxed (`relax.relax`); the raw model keeps every chain.
+4. the final model (`_final_residues`): threaded chains of at least `MIN_CHAIN_LENGTH` residues,
+   residues with a sequence position only; then, unless ``threaded_only``, the chains that could
+   not be threaded, as unassigned chains of UNK residues without those below
+   `UNASSIGNED_MIN_CONFIDENCE`; relaxed (`relax.relax`). The raw model keeps every chain.
+
+With ``threader="structgen"``, each round's threading is checked against the HMM threader's: when
+the Structure Generator threads fewer than `STRUCTGEN_MIN_SHARE` of the residues the HMM
+threader threads, the build warns and uses the HMM threader from that round on.
 
 Without sequences (``build_no_seq``), threading is skipped and the final model holds every
 chain of at least `MIN_CHAIN_LENGTH` residues, numbered from 1, for HMM profiles and
@@ -47,19 +53,22 @@ from .assignment import (
 from .chains import MIN_EXISTENCE, ResiduePredictions, link_chains
 from .closure import MAX_SKIP, MIN_SKIP, bridge_positions, close_gaps
 from .errors import BuildError, InputError
+from .extent import working_map
 from .features import NetworkMap, standardise
 from .maps import DensityMap, erased_below
 from .models import BuiltModel
 from .placement import place_chains
 from .points import CalphaPoints
 from .progress import CancelToken, ProgressCallback, check_cancel, prefixed, report
-from .residues import MAX_ATOMS, NUM_AA
+from .residues import MAX_ATOMS, NUM_AA, UNK_INDEX
 from .sequences import Sequence
 
 __all__ = [
     "CONTEXT_CLEARANCE",
     "MAX_VOXEL_SIZE",
     "MIN_CHAIN_LENGTH",
+    "STRUCTGEN_MIN_SHARE",
+    "UNASSIGNED_MIN_CONFIDENCE",
     "BuildOptions",
     "Networks",
     "ChainReport",
@@ -76,6 +85,24 @@ __all__ = [
 
 #: Chains shorter than this (residues) are left out of the final model (METHODS §4).
 MIN_CHAIN_LENGTH = 4
+#: Confidence (0-100) below which a residue of an unassigned chain (traced, not threaded) is
+#: left out of the final model, with the stretches of fewer than `MIN_CHAIN_LENGTH` residues it
+#: leaves between such residues. 65 is a predicted Cα error of 0.86 Å
+#: (`gnn.network.confidence_from_error`); below it, residues of the last round were right (Cα
+#: within 3 Å of the deposited one) 5 times in 7, under the 0.90 precision issue 17 asks of the
+#: final model. Above it confidence hardly tells right from wrong: on 3 simulated il2 maps and
+#: 8 real maps of 2.9-4.5 Å (scratch run with weights/gnn.pt, 2026-12-03; some of the real maps
+#: may be in its training folds) the unassigned residues held 65-98 and were right 94% of the
+#: time; a cut at 70 kept 84% of the right ones at 93.8% right, at 75 62% at 99% (the 4.3 Å
+#: chaperonin's final model then held 3% of the Cα its raw model had right instead of 41%).
+UNASSIGNED_MIN_CONFIDENCE = 65.0
+#: The Structure Generator's threading of a round is replaced by the HMM threader's when it
+#: threads fewer than this share of the residues the HMM threader threads. It is issue 17's bar
+#: for the Structure Generator (sequence recall >= 0.8 x the HMM threader's): a threaded residue
+#: is at best a recalled one, and the HMM threader's final models hold few wrong residues (Cα
+#: precision 0.93-0.98 at its E-value cut, `assignment.MAX_THREAD_EVALUE`), so a threader under
+#: this share misses the bar.
+STRUCTGEN_MIN_SHARE = 0.8
 #: Fewest Cα candidates a map must give before a build is attempted.
 MIN_POINTS = 8
 #: A whole-map build needs `MIN_POINTS` protein-like candidates: with a probability of at least
@@ -145,7 +172,9 @@ class BuildOptions:
     into the sequence gaps between threaded ones (`placement`, hmm threader only); closure:
     fill the numbering gaps inside threaded chains with untraced nodes (`closure`, hmm
     threader only); resolution: the map's resolution in Å (None: estimated from its spectrum,
-    `features.estimate_resolution`), which sets what the networks see (`features.standardise`)."""
+    `features.estimate_resolution`), which sets what the networks see (`features.standardise`);
+    threaded_only: the final model holds only the threaded chains, not the unassigned ones
+    (`_final_residues`)."""
 
     rounds: int = 3
     threader: str = "hmm"
@@ -157,6 +186,7 @@ class BuildOptions:
     placement: bool = True
     closure: bool = True
     resolution: float | None = None
+    threaded_only: bool = False
 
     def __post_init__(self):
         if not isinstance(self.rounds, int) or not 1 <= self.rounds <= 20:
@@ -203,8 +233,9 @@ class Networks:
 
 @dataclasses.dataclass(frozen=True)
 class ChainReport:
-    """One chain of a model: its ID, the sequence it was threaded to ("" if none), first and
-    last residue number, residue count, match score (bits), E-value and mean confidence."""
+    """One chain of a model: its ID, the sequence it was threaded to ("" if none: an unassigned
+    chain), first and last residue number, residue count, match score (bits), E-value (of the
+    best alignment, also when it was rejected) and mean confidence."""
 
     chain_id: str
     sequence: str
@@ -214,6 +245,10 @@ class ChainReport:
     score: float
     evalue: float
     mean_confidence: float
+
+    @property
+    def threaded(self) -> bool:
+        return bool(self.sequence)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -232,7 +267,8 @@ class BuildResult:
     """Everything a build produced.
 
     points: the detected Cα candidates; rounds: each round's model; raw: the last round's model
-    with every chain; final: threaded chains of >= `MIN_CHAIN_LENGTH` residues, relaxed;
+    with every chain; final: threaded chains of >= `MIN_CHAIN_LENGTH` residues and (unless
+    ``threaded_only``) the confident unassigned ones, relaxed (`_final_residues`);
     final_aa_probs ``[R, 20]``; final_chains: reports for ``final``; relax_report (or None);
     seconds: wall time per stage; view: the map as the networks saw it.
     """
@@ -314,27 +350,81 @@ def residue_predictions(graph) -> ResiduePredictions:
     )
 
 
-def _assemble(graph, named: list[NamedChain], sequences: list[Sequence], *, threaded_only: bool,
-              min_length: int = 1):
+def _confident_runs(confidence: np.ndarray) -> np.ndarray:
+    """bool ``[L]``: residues of an unassigned chain kept in the final model, those with a
+    ``confidence`` ``[L]`` (0-100) of at least `UNASSIGNED_MIN_CONFIDENCE` in runs of at least
+    `MIN_CHAIN_LENGTH` consecutive ones."""
+    confident = np.asarray(confidence) >= UNASSIGNED_MIN_CONFIDENCE
+    # starts and ends (exclusive) of the runs of confident residues
+    edges = np.diff(np.concatenate([[0], confident.astype(np.int8), [0]]))
+    keep = np.zeros(len(confident), dtype=bool)
+    for start, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        keep[start:end] = end - start >= MIN_CHAIN_LENGTH
+    return keep
+
+
+def _final_residues(match: ChainMatch, confidence: np.ndarray, *, with_sequences: bool,
+                    threaded_only: bool):
+    """Which residues of a chain the final model holds, their numbers and types: bool, int64
+    and int64 ``[L]`` for the chain's ``L`` nodes (``confidence`` ``[N]``, 0-100, of all nodes),
+    or None when the chain is left out.
+
+    * A threaded chain keeps the residues with a sequence position, numbered and typed by it.
+    * Without sequences, every chain is kept whole with its predicted types, numbered 1..L.
+    * With sequences, a chain that could not be threaded is left out with ``threaded_only``;
+      otherwise it is an unassigned chain: the residues of `_confident_runs`, numbered by their
+      place in the traced chain (so a pruned stretch is a gap in the numbering, and relaxation
+      bonds no residues across it), all of type UNK.
+
+    Why UNK, not the predicted types: UNK is the wwPDB code for an amino acid of unknown type
+    (deposited models use it for stretches traced but not assigned), so Coot and Phenix show
+    these chains as backbone waiting for a sequence, which their mutate and sequence-assignment
+    tools then give. A model file has no field that would flag a predicted type as unassigned:
+    side chains of the predicted types would be read as built and assigned (a chain of them
+    would also pass for a sequence copy in `session.infer_chain_sequences`), while the types
+    could not be threaded onto any sequence, so they are the least reliable ones. Their
+    probabilities stay in the build's per-residue probabilities (``aa_probabilities.csv``).
+
+    Chains left with fewer than `MIN_CHAIN_LENGTH` residues are left out.
+    """
+    trace_numbers = np.arange(1, len(match.nodes) + 1)
+    if match.threaded:
+        keep, numbers, types = match.assigned, match.residue_number, match.aatype
+    elif not with_sequences:
+        keep, numbers, types = np.ones(len(match.nodes), dtype=bool), trace_numbers, match.aatype
+    elif threaded_only:
+        return None
+    else:
+        keep = _confident_runs(confidence[match.nodes])
+        numbers, types = trace_numbers, np.full(len(match.nodes), UNK_INDEX)
+    if keep.sum() < MIN_CHAIN_LENGTH:
+        return None
+    return keep, numbers, types
+
+
+def _assemble(graph, named: list[NamedChain], sequences: list[Sequence], *, final: bool,
+              threaded_only: bool = False):
     """A `BuiltModel` (+ aa_probs ``[R, 20]`` and chain reports) from named chains.
 
-    With ``threaded_only``, unthreaded chains, residues without a sequence position and chains
-    shorter than `MIN_CHAIN_LENGTH` are left out, and residues are numbered by their sequence
-    position; otherwise every chain of at least ``min_length`` residues is kept and numbered
-    1..L in chain order.
+    A round's model (not ``final``) holds every chain, numbered 1..L in chain order, with the
+    types threading gave (the sequence's where assigned, the predicted ones elsewhere). The
+    final model holds the residues `_final_residues` keeps (``threaded_only`` passed on).
     """
     nodes, types, numbers, chain_of, reports = [], [], [], [], []
     for chain in named:
         match = chain.match
-        keep = match.assigned if threaded_only else np.ones(len(match.nodes), dtype=bool)
-        if threaded_only and (not match.threaded or keep.sum() < MIN_CHAIN_LENGTH):
-            continue
-        if keep.sum() < min_length:
-            continue
-        chain_nodes = match.nodes[keep]
-        chain_numbers = match.residue_number[keep] if threaded_only else np.arange(1, len(chain_nodes) + 1)
+        if final:
+            kept = _final_residues(match, graph.confidence, with_sequences=bool(sequences),
+                                   threaded_only=threaded_only)
+            if kept is None:
+                continue
+            keep, chain_numbers, chain_types = kept
+        else:
+            keep = np.ones(len(match.nodes), dtype=bool)
+            chain_numbers, chain_types = np.arange(1, len(match.nodes) + 1), match.aatype
+        chain_nodes, chain_numbers = match.nodes[keep], chain_numbers[keep]
         nodes.append(chain_nodes)
-        types.append(match.aatype[keep])
+        types.append(chain_types[keep])
         numbers.append(chain_numbers)
         chain_of += [chain.chain_id] * len(chain_nodes)
         reports.append(
@@ -391,6 +481,51 @@ def join_models(models: list[BuiltModel]) -> BuiltModel:
         confidence=np.concatenate([m.confidence for m in models]),
         entity_sequences=sequences,
     )
+
+
+def _thread(threader: str, chains: list[np.ndarray], graph, predictions: ResiduePredictions,
+            sequences: list[Sequence], networks: Networks, options: BuildOptions, *,
+            taken: list[np.ndarray] | None, rng: np.random.Generator,
+            cancel: Optional[CancelToken]) -> list[ChainMatch]:
+    """One round's threading of the linked ``chains`` (node indices ``[L_c]`` each, of
+    ``graph``'s nodes) onto ``sequences`` by ``threader`` ("hmm" or "structgen"), joined
+    (`join_matches`); the HMM threader's with placement and closure as ``options`` ask."""
+    if threader == "structgen":
+        from .structgen.thread import thread_structgen
+
+        matches = thread_structgen(chains, graph.aa_probs, graph.translations, sequences,
+                                   networks.structgen, cancel=cancel)
+    else:
+        matches = thread_chains(chains, graph.aa_probs, graph.confidence, sequences, taken=taken,
+                                max_evalue=options.max_evalue, rng=rng, cancel=cancel)
+        if options.placement:
+            matches = place_chains(matches, graph.aa_probs, graph.confidence,
+                                   predictions.backbone[:, 1], sequences,
+                                   min_length=MIN_CHAIN_LENGTH, taken=taken)
+    matches = join_matches(matches, predictions.backbone, graph.aa_probs)
+    if threader == "hmm" and options.closure:
+        matches = close_gaps(matches, predictions.backbone[:, 1], graph.aa_probs,
+                             graph.confidence, sequences, taken=taken)
+    return matches
+
+
+def _threaded_residues(matches: list[ChainMatch]) -> int:
+    """How many residues of ``matches`` have a sequence position."""
+    return int(sum(match.assigned.sum() for match in matches))
+
+
+def _empty_reason(traced: int, with_sequences: bool, threaded_only: bool) -> str:
+    """The warning for a final model with no residues: why, from the ``traced`` residues of the
+    last round, whether sequences were given and ``threaded_only``."""
+    if not with_sequences:
+        return (f"the final model is empty: none of the {traced} traced residues is in a chain of "
+                f"{MIN_CHAIN_LENGTH} or more")
+    unthreaded = (f"threaded-only leaves out the {traced} traced residues" if threaded_only else
+                  f"none of the {traced} traced residues is in a run of {MIN_CHAIN_LENGTH} or "
+                  f"more with a confidence of {UNASSIGNED_MIN_CONFIDENCE:g} or more, which an "
+                  "unassigned chain needs")
+    return (f"the final model is empty: no chain of {MIN_CHAIN_LENGTH} or more residues could be "
+            f"threaded to the sequences, and {unthreaded} (the raw model keeps them)")
 
 
 def _take_nodes(graph, first: int):
@@ -568,7 +703,7 @@ def build(
     rng = np.random.default_rng(options.seed)
 
     start = time.time()
-    view = standardise(density, options.resolution)
+    view = standardise(working_map(density), options.resolution)
     how = "estimated from its spectrum; --resolution sets it" if view.estimated else "as given"
     report(progress, "detect", 0.0, f"map resolution {view.map_resolution:.2g} Å ({how})")
     detection = DetectionOptions() if options.detection_threshold is None else DetectionOptions(
@@ -599,6 +734,7 @@ def build(
                           "(check the resolution, or the map's region)")
     notify("points", points)
 
+    threader = options.threader
     residue_strings = [s.residues for s in sequences]
     if not sequences and networks.gnn.config.use_sequence:
         residue_strings = [composition_stand_in(len(points))]
@@ -617,25 +753,21 @@ def build(
         chains = link_chains(predictions, options.min_existence)
         if not sequences:
             matches = [ChainMatch.unthreaded(c, graph.aa_probs) for c in chains]
-        elif options.threader == "structgen":
-            from .structgen.thread import thread_structgen
-
-            matches = thread_structgen(chains, graph.aa_probs, graph.translations, sequences,
-                                       networks.structgen, cancel=cancel)
         else:
-            matches = thread_chains(chains, graph.aa_probs, graph.confidence, sequences,
-                                    taken=taken, max_evalue=options.max_evalue, rng=rng,
-                                    cancel=cancel)
-            if options.placement:
-                matches = place_chains(matches, graph.aa_probs, graph.confidence,
-                                       predictions.backbone[:, 1], sequences,
-                                       min_length=MIN_CHAIN_LENGTH, taken=taken)
-        matches = join_matches(matches, predictions.backbone, graph.aa_probs)
-        if sequences and options.threader == "hmm" and options.closure:
-            matches = close_gaps(matches, predictions.backbone[:, 1], graph.aa_probs,
-                                 graph.confidence, sequences, taken=taken)
+            matches = _thread(threader, chains, graph, predictions, sequences, networks, options,
+                              taken=taken, rng=rng, cancel=cancel)
+        if sequences and threader == "structgen":
+            fallback = _thread("hmm", chains, graph, predictions, sequences, networks, options,
+                               taken=taken, rng=rng, cancel=cancel)
+            threaded, expected = _threaded_residues(matches), _threaded_residues(fallback)
+            if threaded < STRUCTGEN_MIN_SHARE * expected:
+                notify("warning", f"round {index + 1}: the Structure Generator threaded {threaded} "
+                                  f"residues, the HMM threader {expected}: falling back to the HMM "
+                                  "threader from this round on (the Structure Generator must thread "
+                                  f"at least {STRUCTGEN_MIN_SHARE:.0%} as many)")
+                threader, matches = "hmm", fallback
         named = name_chains(matches, sequences)
-        model, aa_probs, reports = _assemble(graph, named, sequences, threaded_only=False)
+        model, aa_probs, reports = _assemble(graph, named, sequences, final=False)
         seconds["thread"] += time.time() - start
         report(progress, "thread", 1.0, f"round {index + 1}: {len(named)} chains")
         result = RoundResult(index + 1, model, aa_probs, reports)
@@ -650,8 +782,11 @@ def build(
         graph, named = _polish(view, rounds[-1].model, named, context, sequences,
                                networks, progress, cancel)
         seconds["gnn"] += time.time() - start
-    final, final_probs, final_reports = _assemble(
-        graph, named, sequences, threaded_only=bool(sequences), min_length=MIN_CHAIN_LENGTH)
+    final, final_probs, final_reports = _assemble(graph, named, sequences, final=True,
+                                                  threaded_only=options.threaded_only)
+    if not final.num_residues:
+        notify("warning", _empty_reason(rounds[-1].model.num_residues, bool(sequences),
+                                        options.threaded_only))
     relax_report = None
     if options.relax:
         final, relax_report = relax_stage(final, context, view, networks, seconds,

@@ -52,7 +52,10 @@ def test_sliding_windows_have_no_seams(il2_view_3A):
     np.testing.assert_allclose(tiled[1], whole[1], atol=1e-5)
 
 
-def test_mask_restricts_windows_and_points(il2_map_3A):
+def test_mask_restricts_windows_and_points(il2_map_3A, monkeypatch):
+    from cryobuild.detect import inference
+
+    monkeypatch.setattr(inference, "FLAT_RANGE", 0.0)  # windows over the padding run too
     density, structure = il2_map_3A
     ca = ca_coordinates(structure)
     big = pad_to_shape(density, density.shape_xyz + 60)
@@ -108,3 +111,37 @@ def test_trained_detector_on_simulated_il2(il2_view_3A):
     small = detect_calphas(density, network, DetectionOptions(window=32, margin=6))
     _, small_ref = match_calpha(small.points.xyz, ca)
     assert len(small_ref) >= len(ref) - 0.05 * len(ca)
+
+
+@pytest.mark.skipif(not checkpoint_path("detect").exists(), reason="no trained detector bundled")
+def test_windows_without_density_are_not_run(il2_map_3A, monkeypatch):
+    """il2 in a corner of a box of zeros: the windows tile only the density's box and skip the
+    zeros, and find the Cα that running every window over the box finds."""
+    from cryobuild.detect import inference
+    from cryobuild.maps import DensityMap
+
+    density, structure = il2_map_3A
+    ca = ca_coordinates(structure)
+    grid = np.pad(density.grid, [(0, 100)] * 3)  # zeros on the high side of each axis
+    view = standardise(DensityMap(grid, density.voxel_size, density.origin), 3.0)
+    detector = load_detector()
+
+    class Counting(torch.nn.Module):
+        """The detector, counting the windows it is run on."""
+
+        def __init__(self):
+            super().__init__()
+            self.detector, self.config, self.windows = detector, detector.config, 0
+
+        def forward(self, batch):
+            self.windows += len(batch)
+            return self.detector(batch)
+
+    skipping, every = Counting(), Counting()
+    found = detect_calphas(view, skipping).points
+    monkeypatch.setattr(inference, "FLAT_RANGE", 0.0)  # every voxel counts as density
+    found_by_all = detect_calphas(view, every).points
+    assert skipping.windows < every.windows / 4, (skipping.windows, every.windows)
+    # the windows lie elsewhere over the protein (instance norm sees each window's statistics)
+    recall, recall_by_all = (len(match_calpha(p.xyz, ca)[1]) / len(ca) for p in (found, found_by_all))
+    assert recall >= recall_by_all - 0.02, (recall, recall_by_all)

@@ -28,7 +28,7 @@ from cryobuild.models import read_model
 from cryobuild.pipeline import BuildOptions, BuildResult, RoundResult
 from cryobuild.points import CalphaPoints
 from cryobuild.relax import MAX_LINK_DISTANCE
-from cryobuild.residues import one_letter
+from cryobuild.residues import UNK_INDEX, one_letter
 from cryobuild.sequences import Sequence
 from cryobuild.session import MODEL_FILE, STATE_FILE, Session
 
@@ -109,11 +109,25 @@ def assert_no_partial_files(folder):
     assert not [p.name for p in folder.rglob("*.part")]
 
 
-def reference_session(engine, il2, folder) -> Session:
+def reference_session(engine, il2, folder, model=None) -> Session:
     _, reference, sequence = il2
     session = engine.open_session(folder)
-    session.set_model(reference, sequences=[sequence])
+    session.set_model(reference if model is None else model, sequences=[sequence])
     return session
+
+
+@pytest.fixture
+def new_wins(monkeypatch):
+    """New residues replace old ones whatever their quality (tests of splicing itself)."""
+    from cryobuild.engine import engine as engine_module
+
+    judge = engine_module.judge
+
+    def always_new(old, new, density, *, what="model"):
+        _, _, before, after = judge(old, new, density, what=what)
+        return "new", "kept the new residues (test)", before, after
+
+    monkeypatch.setattr(engine_module, "judge", always_new)
 
 
 def test_build_streams_events_in_order_while_the_caller_stays_responsive(engine, il2, tmp_path):
@@ -151,13 +165,16 @@ def test_build_streams_events_in_order_while_the_caller_stays_responsive(engine,
     assert p99 < MAX_GUI_GAP and gaps[-1] < MAX_GUI_FREEZE
 
 
-def test_cancel_keeps_the_last_round_and_accepted_residues(engine, il2, tmp_path):
+def test_cancel_keeps_the_finished_model_and_accepted_residues(engine, il2, tmp_path):
+    """Stopping a build over a finished model leaves that model as it was (issue 18, item 3:
+    a stopped round 3 had replaced a threaded model with 45 fragments)."""
     density, _, sequence = il2
     session = reference_session(engine, il2, tmp_path / "s")
     accepted = session.keys()[:30]
     session.accept(accepted)
-    before = session.state
+    before, history = session.state, session.history
     job = engine.start_build(density, [sequence], BuildOptions(rounds=3), session=session)
+    assert job.keeps_model
 
     # one job per map (by content: a copy counts) and per session, and no edits meanwhile
     copy = DensityMap(density.grid.copy(), density.voxel_size, density.origin)
@@ -166,10 +183,11 @@ def test_cancel_keeps_the_last_round_and_accepted_residues(engine, il2, tmp_path
     with pytest.raises(JobConflict):
         session.accept(session.keys()[40:41])
 
-    cancelled_at = []
+    cancelled_at, during = [], []
 
     def cancel_after_first_round(event):
         if event.kind == "round" and not cancelled_at:
+            during.append(session.state is before)  # the rounds do not touch the model
             cancelled_at.append(time.time())
             job.cancel()
 
@@ -180,16 +198,10 @@ def test_cancel_keeps_the_last_round_and_accepted_residues(engine, il2, tmp_path
     assert latency < MAX_CANCEL_LATENCY
     with pytest.raises(Exception, match="cancelled"):
         job.result()
-    last_round = [e for e in events if e.kind == "round"][-1].payload
-    assert session.job["state"] == "cancelled" and session.job["rounds_saved"] == last_round.index
-    after = session.state
-    built = zip(last_round.model.chain_id.tolist(), last_round.model.residue_number.tolist())
-    assert set(after.keys()) == set(accepted) | set(built)
-    rows_before, rows_after = key_rows(before), key_rows(after)
-    for key in accepted:
-        assert np.array_equal(before.model.atom_positions[rows_before[key]],
-                              after.model.atom_positions[rows_after[key]])
-        assert after.accepted[rows_after[key]]
+    assert during == [True] and job.verdict is None
+    assert session.job["state"] == "cancelled" and session.job["rounds_saved"] == 1
+    assert session.state is before and session.history == history  # no undo point for nothing
+    assert set(session.accepted_keys()) == set(accepted)
     assert_no_partial_files(tmp_path / "s")
     reopened = Session.open(tmp_path / "s")
     assert reopened.keys() == session.keys()
@@ -201,7 +213,75 @@ def test_cancel_keeps_the_last_round_and_accepted_residues(engine, il2, tmp_path
     assert job.wait(10)
 
 
-def test_region_rebuild_changes_only_the_region_and_keeps_accepted(engine, il2, tmp_path):
+def test_a_stopped_first_build_keeps_its_last_round_until_a_build_replaces_it(engine, il2, tmp_path):
+    """Into an empty session each round is saved as it comes (a killed program keeps it),
+    marked as not finished, so the next build replaces it without having to beat it."""
+    density, _, sequence = il2
+    job = engine.start_build(density, [sequence], BuildOptions(rounds=3), session=tmp_path / "s")
+    assert not job.keeps_model
+    events, _ = drive(job, lambda event: event.kind == "round" and job.cancel())
+    assert events[-2].kind == "cancelled", kinds(events)
+    last_round = [e for e in events if e.kind == "round"][-1].payload
+    session = job.session
+    state = session.state
+    assert state.partial and session.job["rounds_saved"] == last_round.index
+    assert set(state.keys()) == set(zip(last_round.model.chain_id.tolist(),
+                                        last_round.model.residue_number.tolist()))
+    assert Session.open(tmp_path / "s").state.partial  # saved as such
+
+    job = engine.start_build(density, [sequence], BuildOptions(rounds=1, relax=False), session=session)
+    assert not job.keeps_model
+    events, _ = drive(job)
+    assert events[-2].kind == "final", kinds(events)
+    assert not session.state.partial and job.verdict is None
+    assert session.model.num_residues == job.result().final.num_residues
+
+
+def test_a_second_build_replaces_a_finished_model_only_when_better(engine, il2, tmp_path):
+    """Issue 18, item 3: a second build with fewer residues had replaced the model."""
+    density, reference, sequence = il2
+    options = BuildOptions(rounds=1, relax=False)
+
+    # A model every residue of which is certain: no build beats it. It stays, and the new
+    # model waits as a candidate to swap in.
+    certain = dataclasses.replace(reference, confidence=np.full(reference.num_residues, 100.0, np.float32))
+    session = reference_session(engine, il2, tmp_path / "certain", certain)
+    before, history = session.state, session.history
+    during = []
+    job = engine.start_build(density, [sequence], options, session=session,
+                             on_event=lambda e: e.kind == "round" and during.append(session.state is before))
+    assert job.keeps_model
+    events, _ = drive(job)
+    assert events[-2].kind == "final", kinds(events)
+    verdict = job.verdict
+    print(f"\nover a certain model: {verdict.message}")
+    assert during == [True] and verdict.kept == "old"
+    assert session.state is before and session.history == history
+    assert any(e.kind == "warning" and e.message == verdict.message for e in events)
+    assert verdict.message.startswith("kept the model's residues (126 residues")
+    assert verdict.candidate is not None and verdict.base is before
+    new = set(zip(job.result().final.chain_id.tolist(), job.result().final.residue_number.tolist()))
+    session.swap(verdict.candidate, base=verdict.base, description=f"swap in {job.id}'s model",
+                 sequences=list(verdict.sequences))
+    assert set(session.keys()) == new and session.history[-1] == f"swap in {job.id}'s model"
+    with pytest.raises(InputError, match="changed since"):  # a second swap: the model moved on
+        session.swap(verdict.candidate, base=verdict.base, description="again")
+    assert session.undo() == f"swap in {job.id}'s model" and session.state is before
+
+    # A fragment of 20 unsure residues: the new build replaces it.
+    fragment = dataclasses.replace(reference, confidence=np.zeros(reference.num_residues, np.float32))
+    fragment = fragment.select(fragment.residue_number <= 20)
+    session = reference_session(engine, il2, tmp_path / "fragment", fragment)
+    job = engine.start_build(density, [sequence], options, session=session)
+    events, _ = drive(job)
+    assert events[-2].kind == "final", kinds(events)
+    print(f"over a fragment: {job.verdict.message}")
+    assert job.verdict.kept == "new" and job.verdict.candidate is None
+    assert session.model.num_residues == job.result().final.num_residues > 20
+    assert session.history[-1] == f"build {job.id}"
+
+
+def test_region_rebuild_changes_only_the_region_and_keeps_accepted(engine, il2, tmp_path, new_wins):
     density, reference, _ = il2
     session = reference_session(engine, il2, tmp_path / "s")
     keys = session.keys()
@@ -244,7 +324,46 @@ def test_a_full_build_with_the_structure_generator(engine, il2, tmp_path):
     assert EVENT_ORDER.match(kinds(events)) and events[-2].kind == "final", events[-2].message
     result = job.result()
     assert job.session.model.num_residues == result.final.num_residues
-    assert {c.sequence for c in result.final_chains} <= {sequence.name}
+    assert {c.sequence for c in result.final_chains if c.threaded} <= {sequence.name}
+
+
+@pytest.mark.skipif(not checkpoint_path("structgen").is_file(), reason="weights/structgen.pt not available")
+def test_a_structure_generator_that_threads_nothing_falls_back_to_the_hmm_threader(engine, il2, monkeypatch):
+    """As on maps unlike its training maps: the build warns and threads with the HMM threader."""
+    from cryobuild.assignment import ChainMatch
+    from cryobuild.structgen import thread as structgen_thread
+
+    def threads_nothing(chains, aa_probs, *args, **kwargs):
+        return [ChainMatch.unthreaded(chain, aa_probs) for chain in chains]
+
+    monkeypatch.setattr(structgen_thread, "thread_structgen", threads_nothing)
+    density, _, sequence = il2
+    job = engine.start_build(density, [sequence], BuildOptions(rounds=1, threader="structgen", relax=False))
+    events, _ = drive(job)
+    warnings = [e.message for e in events if e.kind == "warning"]
+    assert [m for m in warnings if m.startswith("round 1: the Structure Generator threaded 0 residues, "
+                                                "the HMM threader ")
+            and "falling back to the HMM threader" in m], warnings
+    assert sum(c.residues for c in job.result().final_chains if c.threaded) > 0
+
+
+def test_chains_that_cannot_be_threaded_stay_unassigned_in_the_session(engine, il2, tmp_path):
+    """Nothing threads (an E-value cut no alignment meets): the traced chains are the final
+    model, as unassigned chains of UNK residues that the session keeps apart from the sequence,
+    and the warning says where they went."""
+    density, _, sequence = il2
+    options = BuildOptions(rounds=1, relax=False, max_evalue=1e-30)
+    job = engine.start_build(density, [sequence], options, session=tmp_path / "s")
+    events, _ = drive(job)
+    result = job.result()
+    assert result.final.num_residues and not [c for c in result.final_chains if c.threaded]
+    assert np.all(result.final.aatype == UNK_INDEX)
+    state = job.session.state
+    assert state.keys() == list(zip(result.final.chain_id.tolist(), result.final.residue_number.tolist()))
+    assert state.chain_sequences == {}
+    warnings = [e.message for e in events if e.kind == "warning"]
+    expected = f"{result.final.num_residues} of them are in the final model's unassigned chains"
+    assert [m for m in warnings if m.startswith("no chain could be threaded") and expected in m], warnings
 
 
 def test_a_build_that_threads_little_warns(engine, il2, monkeypatch, caplog):
@@ -255,7 +374,8 @@ def test_a_build_that_threads_little_warns(engine, il2, monkeypatch, caplog):
     job = engine.start_build(density, [sequence], BuildOptions(rounds=1, relax=False))
     events, _ = drive(job)
     result = job.result()
-    threaded, traced = result.final.num_residues, result.raw.num_residues
+    threaded = sum(c.residues for c in result.final_chains if c.threaded)
+    traced = result.raw.num_residues
     assert 0 < threaded <= traced
     expected = f"only {threaded} of the {traced} traced residues"
     assert [e.message for e in events if e.kind == "warning" and e.message.startswith(expected)]
@@ -312,6 +432,29 @@ def test_a_region_of_weak_candidates_is_rebuilt(engine, il2, tmp_path, monkeypat
     assert points.score.max() <= 0.45
 
 
+def test_a_region_rebuild_never_loses_residues(engine, il2, tmp_path):
+    """Issue 18, item 2: a rebuild that threads nothing had deleted the region's residues. It
+    keeps them and says so; the job leaves no undo point."""
+    density, _, _ = il2
+    session = reference_session(engine, il2, tmp_path / "s")
+    before, history = session.state, session.history
+    nothing_threads = BuildOptions(rounds=1, relax=False, max_evalue=1e-30)
+    job = engine.start_rebuild(session, density, keys=session.keys()[60:71], options=nothing_threads)
+    events, _ = drive(job)
+    assert events[-2].kind == "final", kinds(events)
+    verdict = job.verdict
+    print(f"\n{verdict.message}")
+    assert verdict.kept == "old" and verdict.message.startswith("kept the region's residues (11 residues")
+    assert [e for e in events if e.kind == "warning" and e.message == verdict.message]
+    assert session.state is before and session.history == history
+    assert Session.open(tmp_path / "s").keys() == before.keys()
+
+    # the session now belongs to this map: a build into another map is refused
+    shifted = DensityMap(density.grid, density.voxel_size, density.origin + 50.0)
+    with pytest.raises(InputError, match="built into another map"):
+        engine.start_build(shifted, [il2[2]], session=session)
+
+
 def junctions(state, new) -> list[float]:
     """C(i)-N(i+1) distances (Å) where a residue of ``new`` (bool ``[R]``) and a kept one follow
     each other in a chain."""
@@ -322,7 +465,7 @@ def junctions(state, new) -> list[float]:
     return np.linalg.norm(gaps, axis=-1).tolist()
 
 
-def test_a_rebuilt_stretch_is_relaxed_bonded_to_the_chain_it_continues(engine, il2, tmp_path):
+def test_a_rebuilt_stretch_is_relaxed_bonded_to_the_chain_it_continues(engine, il2, tmp_path, new_wins):
     density, _, _ = il2
     session = reference_session(engine, il2, tmp_path / "s")
     keys = session.keys()
@@ -371,8 +514,8 @@ def test_bad_input_raises_clear_errors(engine, il2, tmp_path):
         BuildOptions(rounds=0)
     with pytest.raises(InputError, match="threader"):
         BuildOptions(threader="guess")
-    with pytest.raises(InputError, match="sequence"):
-        engine.start_build(density, [], BuildOptions())
+    with pytest.raises(InputError, match="needs sequences"):  # no sequences: only the hmm threader
+        engine.start_build(density, [], BuildOptions(threader="structgen"))
     with pytest.raises(InputError, match="DensityMap"):
         engine.start_build(density.grid, [sequence])
     session = reference_session(engine, il2, tmp_path / "s")

@@ -72,7 +72,7 @@ def test_refine_end_to_end(il2_view_3A, il2_model, sequences):
     assert output.edge_index.shape == (n, tiny_config().num_neighbours)
     assert np.all((output.edge_index >= 0) & (output.edge_index < n))
     np.testing.assert_allclose(np.linalg.det(output.rotations), 1.0, atol=1e-4)
-    assert events[-1][1] == 1.0 and len(events) == 2
+    assert [event[1] for event in events] == [0.0, 0.5, 1.0]  # start, then each round's crop
     model = output.to_model()
     assert model.num_residues == n and model.atom_mask[:, 1].all()
 
@@ -110,6 +110,20 @@ def test_crops_cover_every_node(il2_view_3A, il2_model, sequences):
     assert len(events) > 1
     assert np.all(output.edge_index >= 0)
     assert np.all(np.isfinite(output.translations))
+
+
+def test_crops_given_their_part_of_the_map_match_the_whole_map(il2_view_3A, il2_model, sequences):
+    """Each crop samples only the map around its nodes (`CROP_MAP_MARGIN`): as if it had the
+    whole box (a margin larger than the map), with the bundled network's 11-sample cube."""
+    density, _ = il2_view_3A
+    network = _tiny_network(cube_size=11)
+    parts = refine(density, il2_model, sequences, network, rounds=2,
+                   options=RefineOptions(max_crop_nodes=64))
+    whole = refine(density, il2_model, sequences, network, rounds=2,
+                   options=RefineOptions(max_crop_nodes=64, map_margin=1e4))
+    np.testing.assert_allclose(parts.translations, whole.translations, atol=POSITION_TOLERANCE)
+    np.testing.assert_allclose(parts.aa_probs, whole.aa_probs, atol=PROBABILITY_TOLERANCE)
+    np.testing.assert_array_equal(parts.edge_index, whole.edge_index)
 
 
 def test_cancel_raises(il2_view_3A, il2_model, sequences):

@@ -13,7 +13,7 @@ from cryobuild.checkpoints import checkpoint_path
 from cryobuild.evaluate import evaluate
 from cryobuild.maps import DensityMap, write_map
 from cryobuild.models import read_model
-from cryobuild.residues import AA_ORDER
+from cryobuild.residues import AA_ORDER, UNK_INDEX
 
 pytestmark = pytest.mark.skipif(
     not (checkpoint_path("detect").exists() and checkpoint_path("gnn").exists()),
@@ -23,6 +23,14 @@ pytestmark = pytest.mark.skipif(
 #: Least Cα recall of the raw model on the noisy 3 Å il2 map (measured well above this).
 MIN_RAW_CA_RECALL = 0.8
 UNRELATED = "MSTNPKPQRKTKRNTNRRPQDVKFPGGGQIVGGVYLLPRRGPRLGVRATRKTSERSQPRGRRQPIPKARRPEGRTWAQPGYPWPLYGNEG"
+
+
+def read_chains_csv(path) -> dict:
+    """chains.csv as chain -> row (a dict by column), its ``#`` lines skipped."""
+    import csv
+
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    return {row["chain"]: row for row in csv.DictReader(lines)}
 
 
 def cryobuild(*argv):
@@ -91,6 +99,34 @@ def test_unrelated_sequence_gives_a_clear_warning(tmp_path, il2_inputs):
     # sequence may not fit.
     assert ("no chain could be threaded" in result.stderr
             or "do the sequences belong to this map?" in result.stderr), result.stderr
+    # What was traced but not threaded stays, as unassigned chains of UNK residues that
+    # chains.csv marks so.
+    chains = read_chains_csv(tmp_path / "o" / "chains.csv")
+    final = read_model(tmp_path / "o" / "model.cif")
+    assert set(final.chains()) == set(chains)
+    unassigned = [c for c, row in chains.items() if row["assignment"] == "unassigned"]
+    assert unassigned and all(chains[c]["sequence"] == "" for c in unassigned)
+    for chain in unassigned:
+        assert np.all(final.aatype[final.chain_id == chain] == UNK_INDEX)
+        assert chain not in final.entity_sequences
+
+
+def test_threaded_only_with_nothing_threaded_writes_an_empty_model_and_says_why(tmp_path, il2_inputs):
+    import gemmi
+
+    map_path, _, _, _ = il2_inputs
+    fasta = tmp_path / "other.fasta"
+    fasta.write_text(">unrelated\n" + UNRELATED + "\n")
+    out = tmp_path / "o"
+    result = cryobuild("build", "-v", str(map_path), "-f", str(fasta), "-o", str(out), "--quiet",
+                       "--rounds", "1", "--no-relax", "--threaded-only", "--max-evalue", "1e-30")
+    assert result.returncode == 0, result.stderr
+    assert ("warning: the final model is empty: no chain of 4 or more residues could be threaded "
+            "to the sequences, and threaded-only leaves out the") in result.stderr, result.stderr
+    assert read_chains_csv(out / "chains.csv") == {}
+    block = gemmi.cif.read(str(out / "model.cif")).sole_block()
+    assert len(block.find_mmcif_category("_atom_site.")) == 0
+    assert gemmi.read_structure(str(out / "model.cif")) is not None
 
 
 @pytest.mark.parametrize("flag, value, message", [
@@ -159,3 +195,35 @@ def test_map_warnings_name_coarse_voxels_and_thresholding():
     assert map_warnings(DensityMap(grid, MAX_VOXEL_SIZE, 0.0)) == []
     [cut] = map_warnings(DensityMap(np.where(grid > 1.0, grid, 0), 1.0, 0.0))
     assert cut.startswith("the map looks thresholded: every voxel below 1")
+
+
+def test_final_model_keeps_confident_unthreaded_chains_unassigned():
+    """An unthreaded chain stays in the final model as UNK residues numbered along the trace,
+    less its residues below the confidence cut and the runs shorter than a chain they leave;
+    ``threaded_only`` leaves it out; a threaded chain keeps its residues with a sequence
+    position; without sequences every chain is kept whole with its predicted types."""
+    from cryobuild.assignment import ChainMatch
+    from cryobuild.pipeline import MIN_CHAIN_LENGTH, UNASSIGNED_MIN_CONFIDENCE, _final_residues
+
+    sure, unsure = UNASSIGNED_MIN_CONFIDENCE, UNASSIGNED_MIN_CONFIDENCE - 1
+    # 5 confident, 1 not, 3 confident (too few for a chain), 1 not, 4 confident
+    confidence = np.array([sure] * 5 + [unsure] + [sure] * 3 + [unsure] + [sure] * 4)
+    assert MIN_CHAIN_LENGTH == 4
+    nodes = np.arange(len(confidence))
+    aa_probs = np.eye(20)[nodes % 20]
+    chain = ChainMatch.unthreaded(nodes, aa_probs)
+    keep, numbers, types = _final_residues(chain, confidence, with_sequences=True, threaded_only=False)
+    assert numbers[keep].tolist() == [1, 2, 3, 4, 5, 11, 12, 13, 14]
+    assert np.all(types[keep] == UNK_INDEX)
+    assert _final_residues(chain, confidence, with_sequences=True, threaded_only=True) is None
+    assert _final_residues(chain, np.full(len(nodes), unsure), with_sequences=True,
+                           threaded_only=False) is None
+    keep, numbers, types = _final_residues(chain, confidence, with_sequences=False, threaded_only=False)
+    assert keep.all() and numbers.tolist() == list(range(1, 15)) and types.tolist() == nodes.tolist()
+
+    positions = np.array([10, 11, -1, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22])
+    threaded = ChainMatch(nodes, 0, positions, np.zeros(len(nodes)), 50.0, 1e-10)
+    for threaded_only in (False, True):
+        keep, numbers, _ = _final_residues(threaded, np.zeros(len(nodes)), with_sequences=True,
+                                           threaded_only=threaded_only)
+        assert numbers[keep].tolist() == list(range(10, 23))

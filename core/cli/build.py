@@ -16,12 +16,18 @@ def add_args(parser):
     parser.add_argument("-f", "--fasta", required=True, help="FASTA file of the chains' sequences")
     parser.add_argument("-o", "--output-dir", required=True, help="folder for the outputs")
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
+    parser.add_argument("--scheduler", default=None,
+                        help="tcp://HOST:PORT of a Dask scheduler: build on one of its workers "
+                             "(--device is then the worker's)")
     parser.add_argument("--mask", default=None, help="mask map: build only in its positive region")
     parser.add_argument("--rounds", type=int, default=3, help="graph network rounds (default 3)")
     parser.add_argument("--threader", choices=["hmm", "structgen"], default="hmm",
                         help="sequence threader (default hmm)")
     parser.add_argument("--no-relax", dest="relax", action="store_false",
                         help="skip the final geometry relaxation")
+    parser.add_argument("--threaded-only", action="store_true",
+                        help="model.cif holds the threaded chains only (default: also the "
+                             "confident chains that could not be threaded, as unassigned UNK chains)")
     add_tuning_args(parser)
     add_quiet_arg(parser)
 
@@ -61,16 +67,19 @@ def tuning_options(args) -> dict:
 
 
 def build_with_engine(density, sequences, options, *, device="auto", mask=None, quiet=False,
-                      networks=None):
+                      networks=None, on_round=None, scheduler=None):
     """Run one build through the engine in this thread (Ctrl-C cancels it) with a terminal
     progress bar; returns the `BuildResult` and the device used. Shared by ``build`` and
     ``demo`` so the command line has no second pipeline; ``networks`` (`pipeline.Networks`)
-    are loaded for ``device`` when not given."""
+    are loaded for ``device`` when not given; ``on_round(round_result)`` is called as each
+    round finishes (`pipeline.RoundResult`). With ``scheduler`` (a Dask scheduler's address)
+    the build runs on one of its workers (`cryobuild.engine.remote`)."""
     from ..engine import Engine
     from .progressbar import terminal_progress
 
-    engine = Engine(device, networks=networks)
-    networks = engine.networks()
+    if scheduler is None:
+        engine = Engine(device, networks=networks)
+        networks = engine.networks()
     with terminal_progress(quiet=quiet) as progress:
 
         def on_event(event):
@@ -78,45 +87,85 @@ def build_with_engine(density, sequences, options, *, device="auto", mask=None, 
                 progress("build", event.fraction, f"{event.stage}: {event.message}")
             elif event.kind == "warning":
                 print(f"cryobuild: warning: {event.message}", file=sys.stderr)
+            elif event.kind == "round" and on_round is not None:
+                on_round(event.payload)
 
+        if scheduler is not None:
+            from ..engine.remote import start_remote_build
+
+            job = start_remote_build(scheduler, density, sequences, options, mask=mask,
+                                     device=device, on_event=on_event)
+            return job.result(), job.device
         job = engine.start_build(density, sequences, options, mask=mask, on_event=on_event,
                                  threaded=False)
         return job.result(), networks.device
 
 
+def round_writer(folder):
+    """An ``on_round`` callback writing each round's model into ``folder``'s staging folder
+    (`cryobuild.build_folder.BuildFolder`) as it finishes. A failed write is reported once and
+    the build goes on: every output is written again when it ends."""
+    from ..build_outputs import write_round
+
+    failed = []
+
+    def write(round_result):
+        if failed:
+            return
+        try:
+            write_round(round_result, folder.staging, folder.build_id)
+        except OSError as err:
+            failed.append(err)
+            print(f"cryobuild: warning: cannot write round {round_result.index} into "
+                  f"{folder.staging} ({err.strerror or err}); the outputs are written when the "
+                  "build ends", file=sys.stderr)
+
+    return write
+
+
 def main(args) -> int:
-    from ..atomic import output_folder, write_bytes_atomic
+    from ..atomic import write_bytes_atomic
+    from ..build_folder import BuildFolder
     from ..build_outputs import write_build
-    from ..maps import read_map
+    from ..device import resolve_device
+    from ..maps import read_map, read_mask
     from ..pipeline import BuildOptions
     from ..sequences import read_fasta
 
     density = read_map(args.map)
     sequences = read_fasta(args.fasta)
-    mask = read_map(args.mask) if args.mask else None
-    out = output_folder(args.output_dir)
+    mask = read_mask(args.mask, density) if args.mask else None
     options = BuildOptions(rounds=args.rounds, threader=args.threader, relax=args.relax,
-                           **tuning_options(args))
+                           threaded_only=args.threaded_only, **tuning_options(args))
+    device = args.device if args.scheduler else resolve_device(args.device)
     started = time.time()
-    result, device = build_with_engine(density, sequences, options, device=args.device,
-                                       mask=mask, quiet=args.quiet)
-    write_build(result, out)
-    log = {
-        "map": str(args.map), "fasta": str(args.fasta), "device": str(device),
-        "rounds": args.rounds, "threader": args.threader, **tuning_options(args),
-        "points": len(result.points),
-        "raw_residues": result.raw.num_residues, "final_residues": result.final.num_residues,
-        "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
-        "total_seconds": round(time.time() - started, 2),
-    }
-    if result.relax_report is not None and hasattr(result.relax_report, "to_dict"):
-        log["relax"] = result.relax_report.to_dict()
-    write_bytes_atomic(out / "build.log", (json.dumps(log, indent=1) + "\n").encode())
+    with BuildFolder.claim(args.output_dir) as folder:
+        result, device = build_with_engine(density, sequences, options, device=device, mask=mask,
+                                           quiet=args.quiet, on_round=round_writer(folder),
+                                           scheduler=args.scheduler)
+        log = {
+            "build_id": folder.build_id,
+            "map": str(args.map), "fasta": str(args.fasta), "device": str(device),
+            "rounds": args.rounds, "threader": args.threader, **tuning_options(args),
+            "points": len(result.points),
+            "raw_residues": result.raw.num_residues, "final_residues": result.final.num_residues,
+            "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
+            "total_seconds": round(time.time() - started, 2),
+        }
+        if result.relax_report is not None and hasattr(result.relax_report, "to_dict"):
+            log["relax"] = result.relax_report.to_dict()
+
+        def write(destination):
+            write_build(result, destination, folder.build_id)
+            write_bytes_atomic(destination / "build.log", (json.dumps(log, indent=1) + "\n").encode())
+
+        out = folder.save(write)
     if not args.quiet:
         print(f"{result.final.num_residues} residues in {len(result.final_chains)} chains "
               f"-> {out / 'model.cif'} ({log['total_seconds']:.0f} s)")
         for chain in result.final_chains:
-            print(f"  chain {chain.chain_id}: {chain.sequence} {chain.first}-{chain.last}, "
+            name = chain.sequence or "unassigned"
+            print(f"  chain {chain.chain_id}: {name} {chain.first}-{chain.last}, "
                   f"{chain.residues} residues, E = {chain.evalue:.2g}, "
                   f"confidence {chain.mean_confidence:.0f}")
     return 0

@@ -12,12 +12,23 @@ open sessions, and starts jobs:
   are discarded, so they never move), threading with every kept residue's sequence position
   taken, and the result spliced back in place of the region's residues.
 
-Both return a `Job` at once and stream the same events (`cryobuild.engine.jobs`). With a
-session, each round's model is spliced in and saved as it arrives, so a cancelled, failed or
-killed job leaves the last complete round; the final model replaces it at the end. The final
-model is relaxed after its chains get the session's names (`plan_chain_names`), so a new
-stretch that continues a kept chain is relaxed peptide-bonded to it
-(`cryobuild.pipeline.relax_stage`).
+Both return a `Job` at once and stream the same events (`cryobuild.engine.jobs`). A job never
+replaces finished work with worse: when a build's session holds a finished model (residues not
+accepted, not a stopped job's round), and for every region rebuild, the session's model stays
+as it is while the job runs (``job.keeps_model``) and the final model replaces the old residues
+only if it is better (`cryobuild.engine.verdict.judge`); the job's ``verdict`` says which was
+kept, and holds the new model as a candidate for `Session.swap` when the old one stayed. A
+build into an empty session (or one holding only a stopped job's round, ``partial``) splices
+each round in and saves it as it arrives, so a cancelled, failed or killed job leaves the last
+complete round; the final model replaces it at the end. A region rebuild threads its new
+residues within the sequence window of the residues flanking the region
+(`cryobuild.engine.verdict.window_records`). The final model is relaxed after its chains get
+the session's names (`plan_chain_names`), so a new stretch that continues a kept chain is
+relaxed peptide-bonded to it (`cryobuild.pipeline.relax_stage`).
+
+Accepted residues belong to the map they were built in: a build into a session whose model was
+built into another map is refused (start a new session). Without sequences a build runs as
+``cryobuild build_no_seq`` does: every chain unassigned, numbered from 1.
 
 One job at a time per map and per session: a map is known by a hash of its content (grid,
 voxel size, origin), so a second copy of the same map read again counts as the same map --
@@ -46,6 +57,7 @@ from ..placement import ANCHOR_EVALUE
 from ..sequences import Sequence
 from ..session import JobConflict, Session, SessionState
 from .jobs import Job, JobEvent
+from .verdict import Verdict, judge, window_records
 from .splice import (
     REGION_CONTEXT,
     REGION_MASK_RADIUS,
@@ -75,16 +87,26 @@ MIN_THREADED_FRACTION = 0.05
 #: 0.018, 17% of those traced, so the fraction alone did not warn), while every dev map with
 #: its own sequence has chains far below it.
 CONFIDENT_THREAD_EVALUE = ANCHOR_EVALUE
-#: Share of a job's overall progress before the rounds (loading, detection) and after them
-#: (relaxation, saving); the rounds share the rest equally, half graph network, half threading.
+#: Share of a job's overall progress (start, end) of each phase: loading, detection, the rounds
+#: (shared equally, half graph network, half threading), the last graph-network pass over the
+#: threaded chains, relaxation and saving. The final event alone is at 1.
+_LOAD_SPAN = (0.0, 0.02)
 _DETECT_SPAN = (0.02, 0.2)
-_ROUNDS_SPAN = (0.2, 0.9)
+_ROUNDS_SPAN = (0.2, 0.8)
+_POLISH_SPAN = (0.8, 0.86)
+_RELAX_SPAN = (0.86, 0.97)
+_SAVE_SPAN = (0.97, 0.99)
 _job_numbers = itertools.count(1)
+
+
+def _within(span: tuple[float, float], fraction: float) -> float:
+    return span[0] + (span[1] - span[0]) * min(max(fraction, 0.0), 1.0)
 
 
 class _Progress:
     """The pipeline's ``progress(stage, fraction, message)`` -> throttled ``stage`` events with
-    the job's overall fraction."""
+    the job's overall fraction. Also the job's finest cancel check: the pipeline reports
+    progress between windows, crops, chains and relaxation steps."""
 
     def __init__(self, job: Job, rounds: int):
         self.job = job
@@ -95,18 +117,21 @@ class _Progress:
 
     def overall(self, stage: str, fraction: float) -> float:
         if stage == "load":
-            return _DETECT_SPAN[0] * fraction
+            return _within(_LOAD_SPAN, fraction)
         if stage == "detect":
-            return _DETECT_SPAN[0] + (_DETECT_SPAN[1] - _DETECT_SPAN[0]) * fraction
-        per_round = (_ROUNDS_SPAN[1] - _ROUNDS_SPAN[0]) / self.rounds
-        base = _ROUNDS_SPAN[0] + per_round * self.rounds_done
-        if stage == "gnn":
-            return base + per_round * 0.5 * fraction
-        if stage == "thread":
-            return base + per_round * (0.5 + 0.5 * fraction)
-        return _ROUNDS_SPAN[1] + (1.0 - _ROUNDS_SPAN[1]) * 0.9 * fraction  # relax, save
+            return _within(_DETECT_SPAN, fraction)
+        if stage in ("gnn", "thread"):
+            half = 0.5 * fraction if stage == "gnn" else 0.5 + 0.5 * fraction
+            if self.rounds_done >= self.rounds:  # the last pass, after every round
+                return _within(_POLISH_SPAN, half)
+            per_round = (_ROUNDS_SPAN[1] - _ROUNDS_SPAN[0]) / self.rounds
+            return _ROUNDS_SPAN[0] + per_round * (self.rounds_done + half)
+        if stage == "relax":
+            return _within(_RELAX_SPAN, fraction)
+        return _within(_SAVE_SPAN, fraction)
 
     def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+        self.job.cancel_token.raise_if_cancelled()
         now = time.monotonic()
         boundary = stage != self.last_stage or fraction >= 1.0 or fraction <= 0.0
         if boundary or now - self.last_time >= STAGE_EVENT_INTERVAL:
@@ -136,11 +161,10 @@ def _map_info(density: DensityMap, key: str) -> dict:
 
 
 def _check_sequences(sequences) -> list[Sequence]:
+    """The sequences as a list (empty: build without a sequence, as build_no_seq)."""
     if isinstance(sequences, Sequence):
         sequences = [sequences]
     sequences = list(sequences) if sequences is not None else []
-    if not sequences:
-        raise InputError("at least one sequence is needed to build")
     for sequence in sequences:
         if not isinstance(sequence, Sequence):
             raise InputError(f"sequences must be Sequence objects (cryobuild.sequences), got {type(sequence).__name__}")
@@ -237,6 +261,10 @@ class Engine:
             return self.open_session(session)
         raise InputError(f"session must be a folder path or a Session, got {type(session).__name__}")
 
+    def map_key(self, density: DensityMap) -> str:
+        """The content key a session records for the map of its jobs (``map_info["key"]``)."""
+        return self._key(density)
+
     def _key(self, density: DensityMap) -> str:
         """Content key of ``density``, cached per map object."""
         cached = self._map_keys.get(id(density))
@@ -273,28 +301,44 @@ class Engine:
         threaded: bool = True,
     ) -> Job:
         """Start a full build of ``sequences`` into ``density``; returns the running `Job`.
+        No sequences (an empty list) builds as ``build_no_seq`` does.
 
-        With a ``session`` (folder or `Session`), its accepted residues stay, the rest of its
-        model is replaced round by round, and every round is saved. ``on_event(event)`` is
-        called in the worker thread for each event. ``threaded=False`` runs the job in the
-        calling thread and returns it finished (its events still queued).
+        With a ``session`` (folder or `Session`), its accepted residues stay and the rest of its
+        model is replaced: round by round (every round saved) when it holds no finished model,
+        otherwise only at the end and only by a better model (``job.keeps_model``,
+        ``job.verdict``; module docstring). ``on_event(event)`` is called in the worker thread
+        for each event. ``threaded=False`` runs the job in the calling thread and returns it
+        finished (its events still queued).
 
         Raises
         ------
         InputError
-            For a bad map, mask, sequences or options (at once, before any work), and for the
-            structgen threader with accepted residues in the session (it cannot thread around
-            them).
+            For a bad map, mask, sequences or options (at once, before any work), for a session
+            whose model was built into another map, and for the structgen threader with
+            accepted residues in the session (it cannot thread around them) or no sequences.
         JobConflict
             When a job is running on the same map (by content) or session.
         """
         _check_options(options, density, mask)
         sequences = _check_sequences(sequences)
+        if not sequences and options.threader == "structgen":
+            raise InputError("the structgen threader needs sequences")
         session = self._session(session)
         if options.threader == "structgen" and session is not None and session.state.accepted.any():
             raise InputError("the structgen threader cannot thread around accepted residues: use "
                              "the hmm threader, or unaccept them")
+        keeps_model = False
+        if session is not None:
+            state = session.state
+            stored = session.map_info.get("key")
+            if stored is not None and state.num_residues and stored != self._key(density):
+                raise InputError(
+                    f"{session.path.name}: its model ({int(state.visible.sum())} residues, "
+                    f"{int(state.accepted.sum())} accepted) was built into another map, and accepted "
+                    "residues belong to their map: build into a new session")
+            keeps_model = bool(np.any(state.visible & ~state.accepted)) and not state.partial
         job = Job(f"job-{next(_job_numbers)}", "build", on_event)
+        job.keeps_model = keeps_model
 
         def body(job: Job) -> BuildResult:
             return self._build(job, density, sequences, options, mask, session)
@@ -318,7 +362,9 @@ class Engine:
         number)`` pairs), or those with an atom within ``radius`` Å of ``centre`` (the whole
         sphere is searched, so empty density in it gets built too). Accepted residues in the
         region stay. ``sequences`` default to the session's. Streams the same events as
-        `start_build`; the new residues replace the region's in the session.
+        `start_build`. The new residues are threaded within the sequence window of the residues
+        flanking the region, and replace the region's in the session only if they are better
+        (``job.verdict`` says which were kept; the session's model is untouched until then).
 
         Raises `InputError` for an empty or unknown region, bad options, the structgen threader
         (it cannot thread around kept residues) or no sequences, and `JobConflict` as
@@ -339,6 +385,7 @@ class Engine:
         stored = session.map_info.get("key")
         other_map = stored is not None and stored != self._key(density)
         job = Job(f"job-{next(_job_numbers)}", "rebuild", on_event)
+        job.keeps_model = True
 
         def body(job: Job) -> BuildResult:
             return self._rebuild(job, region, state, sequences, options, session, other_map)
@@ -355,7 +402,9 @@ class Engine:
                     "'finished' event) before starting another job on it"
                 )
             if session is not None:
-                session._begin_job(job.id, job.kind, sequences, _map_info(density, key))
+                # a job that keeps the model sets the session's sequences only with its model
+                session._begin_job(job.id, job.kind, None if job.keeps_model else sequences,
+                                   _map_info(density, key))
             self._busy_maps[key] = job
             self._jobs = [j for j in self._jobs if not j.done] + [job]
         job.session = session
@@ -391,18 +440,27 @@ class Engine:
         return networks
 
     def _run_pipeline(self, job: Job, density, sequences, options, *, mask, kept: SessionState | None,
-                      context, session: Session | None, spare: bool) -> BuildResult:
-        """`build` with the kept residues' positions taken, each round spliced and saved."""
+                      context, session: Session | None, spare: bool, records=None,
+                      old=None, judged_in: DensityMap | None = None, what: str = "model") -> BuildResult:
+        """`build` with the kept residues' positions taken (``records``: the threading records
+        and E-value cut, else one record per kept chain); with a session, each round spliced
+        and saved, or -- when ``job.keeps_model`` -- the final model judged against ``old``
+        (the residues it would replace) in ``judged_in`` and spliced in only if better."""
         progress = _Progress(job, options.rounds)
         networks = self._load(job, progress)
         for message in map_warnings(density):
             _warn(job, message)
         visible = kept.select(kept.visible) if kept is not None else None
-        if visible is not None and visible.num_residues:
-            records = thread_records(sequences, visible, spare=spare)
-            threaded, taken = records.records, records.taken
+        if records is not None:
+            chosen, max_evalue = records
+            threaded, taken = chosen.records, chosen.taken
+            options = dataclasses.replace(options, max_evalue=max_evalue)
+        elif sequences and visible is not None and visible.num_residues:
+            chosen = thread_records(sequences, visible, spare=spare)
+            threaded, taken = chosen.records, chosen.taken
         else:
             threaded, taken = sequences, None
+        keeps_model = getattr(job, "keeps_model", False)
         rounds = []
 
         def named(model, reports):
@@ -420,7 +478,11 @@ class Engine:
             renames = {}
             if session is not None:
                 model, renames, chain_sequences = named(payload.model, payload.chains)
-                session._job_update(splice(kept, model, chain_sequences), rounds_saved=payload.index)
+                if keeps_model:  # the session's model stays until the final one is judged
+                    session._job_update(rounds_saved=payload.index)
+                else:  # a stopped job leaves its last round, marked as not finished
+                    partial = dataclasses.replace(splice(kept, model, chain_sequences), partial=True)
+                    session._job_update(partial, rounds_saved=payload.index)
             result = rename_round(payload, renames)
             rounds.append(result)
             progress.rounds_done = payload.index
@@ -441,20 +503,40 @@ class Engine:
                 final, relax_report = relax_stage(final, context, result.view, networks, seconds,
                                                   progress=progress, cancel=job.cancel_token)
             progress("save", 0.0, "saving the model")
-            session._job_update(splice(kept, final, chain_sequences), rounds_saved=len(rounds))
+            state = splice(kept, final, chain_sequences)
+            if keeps_model:
+                kept_which, message, before, after = judge(old, final, judged_in, what=what)
+                if kept_which == "new":
+                    session._job_update(state, sequences=sequences, rounds_saved=len(rounds))
+                    job.verdict = Verdict("new", message, before, after, sequences=tuple(sequences))
+                    log.info("%s: %s", job.id, message)
+                else:
+                    session._job_update(rounds_saved=len(rounds))
+                    job.verdict = Verdict("old", message, before, after,
+                                          candidate=state if after.residues else None,
+                                          base=session.state, sequences=tuple(sequences))
+                    _warn(job, message)
+            else:
+                session._job_update(state, rounds_saved=len(rounds))
             result = dataclasses.replace(result, relax_report=relax_report, seconds=seconds)
         result = dataclasses.replace(
             result, rounds=tuple(rounds), raw=rounds[-1].model, final=final,
             final_chains=rename_reports(result.final_chains, renames),
         )
-        threaded, traced = result.final.num_residues, result.raw.num_residues
+        if not sequences:
+            return result
+        threaded_chains = [report for report in result.final_chains if report.threaded]
+        threaded = sum(report.residues for report in threaded_chains)
+        traced = result.raw.num_residues
         if threaded == 0:
-            job._emit("warning", message=(
-                "no chain could be threaded to the sequences: the final model has no new "
-                f"residues (the {traced} traced residues stay in the raw model); do the sequences "
-                "belong to this map, and does its local resolution show side chains?"))
+            kept = result.final.num_residues
+            where = (f"{kept} of them are in the final model's unassigned chains" if kept else
+                     "they stay in the raw model")
+            _warn(job, f"no chain could be threaded to the sequences ({traced} residues traced; "
+                       f"{where}): do the sequences belong to this map, and does its local "
+                       "resolution show side chains?")
         else:
-            best = min(report.evalue for report in result.final_chains)
+            best = min(report.evalue for report in threaded_chains)
             doubts = []
             if threaded < MIN_THREADED_FRACTION * traced:
                 doubts.append(f"only {threaded} of the {traced} traced residues "
@@ -467,15 +549,17 @@ class Engine:
         return result
 
     def _build(self, job: Job, density, sequences, options, mask, session: Session | None) -> BuildResult:
-        kept = context = None
+        kept = context = old = None
         if session is not None:
             state = session.state
             kept = state.select(state.accepted)
+            old = state.select(state.visible & ~state.accepted).model
             context = kept.model if kept.num_residues else None
             if kept.num_residues:
                 job._emit("stage", stage="load", message=f"keeping {kept.num_residues} accepted residues")
         return self._run_pipeline(job, density, sequences, options, mask=mask, kept=kept,
-                                  context=context, session=session, spare=True)
+                                  context=context, session=session, spare=True, old=old,
+                                  judged_in=density, what="model")
 
     def _rebuild(self, job: Job, region, state: SessionState, sequences, options,
                  session: Session, other_map: bool) -> BuildResult:
@@ -486,8 +570,16 @@ class Engine:
         kept = state.select(~region.rows)
         visible = kept.select(kept.visible)
         context = context_near(visible, region.points, REGION_CONTEXT + REGION_MASK_RADIUS)
+        records = window_records(sequences, state, region.rows, options.max_evalue) if sequences else None
+        if records is not None:
+            windows = records[0]
+            free = sum(int((~taken).sum()) for taken in windows.taken)
+            job._emit("stage", stage="load", message=(
+                f"threading within {free} sequence positions around the region (E-value ≤ {records[1]:.2g})"))
         log.info("%s: rebuilding %d residues with %d context residues", job.id,
                  int(region.rows.sum()), context.num_residues)
         return self._run_pipeline(job, region.density, sequences, options, mask=region.mask,
                                   kept=kept, context=context if context.num_residues else None,
-                                  session=session, spare=False)
+                                  session=session, spare=False, records=records,
+                                  old=state.select(region.rows).model, judged_in=region.density,
+                                  what="region")

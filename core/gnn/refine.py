@@ -4,9 +4,10 @@ atoms, residue-type probabilities, confidence, existence and chain-neighbour lin
 ``refine(density, start, sequences, network) -> GraphOutput``. Large graphs are cut into
 spatial crops of at most ``max_crop_nodes`` nodes around seed nodes; every node is predicted
 with its spatial context and takes its result from the crop where it is most central (closest
-to the seed). Each round runs all crops from the previous round's merged result. Sequence
-embeddings are computed once per call; progress is reported per crop and cancellation is
-checked between crops.
+to the seed); a crop is given the map around its nodes only (`CROP_MAP_MARGIN`), so the work
+follows the candidates, not the box. Each round runs all crops from the previous round's merged
+result. Sequence embeddings are computed once per call; progress is reported per crop and
+cancellation is checked between crops.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ..checkpoints import checkpoint_path, load_checkpoint
 from ..device import resolve_device
 from ..errors import InputError
 from ..geometry import Rigid, random_rotations, torsions_to_atom14
-from ..maps import DensityMap
+from ..maps import DensityMap, crop_box
 from ..models import BuiltModel
 from ..points import CalphaPoints
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
@@ -31,23 +32,35 @@ from ..features import NetworkMap
 from .density import DensityVolume
 from .network import GraphInputs, GraphNetwork, confidence_from_error
 
-__all__ = ["GraphOutput", "RefineOptions", "crop_assignment", "load_gnn", "refine"]
+__all__ = [
+    "CROP_MAP_MARGIN", "GraphOutput", "RefineOptions", "crop_assignment", "load_gnn", "refine",
+]
 
 _N, _CA, _C = (BACKBONE_NAMES.index(name) for name in ("N", "CA", "C"))
 #: Progress stage name.
 STAGE = "gnn"
+#: Å of map kept around the nodes of a crop: each crop gets the map only where its nodes are,
+#: not the whole box (a GPU holds a crop's few MB, not a 400³ map's 256 MB). More than the
+#: network samples around a node (its density cube's corner: 5√3 ≈ 8.7 Å with 11 samples at
+#: 1 Å; edges run between the crop's own nodes) plus the nodes' moves within a pass; beyond the
+#: map's box the network sees 0 as before.
+CROP_MAP_MARGIN = 16.0
 
 
 @dataclasses.dataclass(frozen=True)
 class RefineOptions:
-    """Crop sizes (nodes) and the seed of the random initial frames of `CalphaPoints` starts."""
+    """Crop sizes (nodes), the seed of the random initial frames of `CalphaPoints` starts, and
+    the Å of map around a crop's nodes that the network is given (`CROP_MAP_MARGIN`)."""
 
     max_crop_nodes: int = 300
     frame_seed: int = 0
+    map_margin: float = CROP_MAP_MARGIN
 
     def __post_init__(self):
         if self.max_crop_nodes < 2:
             raise ValueError(f"max_crop_nodes must be at least 2, got {self.max_crop_nodes}")
+        if not self.map_margin > 0:
+            raise ValueError(f"map_margin must be positive (Å), got {self.map_margin}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -235,7 +248,7 @@ def refine(
     device : str or torch.device, optional
         Via `resolve_device` (default: CUDA if available).
     progress : callable, optional
-        ``progress(stage, fraction, message)`` once per crop and round.
+        ``progress(stage, fraction, message)`` at the start and once per crop and round.
     cancel : CancelToken, optional
         Checked between crops; raises `Cancelled`.
 
@@ -255,13 +268,13 @@ def refine(
     network = network.to(device).eval()
     crops, owner = crop_assignment(ca, options.max_crop_nodes)
     k = network.config.num_neighbours
-    volume = DensityVolume.from_map(view.density, device)
     state = {
         "rotations": torch.as_tensor(rotations, dtype=torch.float32, device=device),
         "translations": torch.as_tensor(ca, dtype=torch.float32, device=device),
         "aa_prior": torch.as_tensor(prior, dtype=torch.float32, device=device),
     }
     n = len(ca)
+    report(progress, STAGE, 0.0, f"{n} nodes in {len(crops)} crop{'s' if len(crops) > 1 else ''}")
     with torch.inference_mode():
         sequence = network.embed_sequences([s for s in sequences if len(s)])
         for round_index in range(rounds):
@@ -281,8 +294,11 @@ def refine(
             for crop_index, members in enumerate(crops):
                 check_cancel(cancel)
                 index = torch.as_tensor(members, device=device)
+                ca_now = state["translations"][index].cpu().numpy()
+                region = crop_box(view.density, ca_now.min(0) - options.map_margin,
+                                  ca_now.max(0) + options.map_margin)
                 inputs = GraphInputs(
-                    volume=volume,
+                    volume=DensityVolume.from_map(region, device),
                     frames=Rigid(state["rotations"][index], state["translations"][index]),
                     aa_prior=state["aa_prior"][index],
                     sequence=sequence,
