@@ -38,6 +38,7 @@ __all__ = [
     "FINEST_RESOLUTION",
     "NetworkMap",
     "estimate_resolution",
+    "otsu_threshold",
     "standardise",
 ]
 
@@ -178,8 +179,9 @@ def estimate_resolution(density: DensityMap) -> float:
     return float(max(1.0 / s_cut, 1.0 / nyquist))
 
 
-def _otsu(values: np.ndarray) -> float:
-    """Otsu's threshold of ``values`` (256 bins)."""
+def otsu_threshold(values: np.ndarray) -> float:
+    """Otsu's threshold of ``values`` (256 bins): the level that best splits their histogram in
+    two (here: solvent and molecule; the plugin's mesh contour uses it too)."""
     counts, edges = np.histogram(values, bins=256)
     centres = 0.5 * (edges[1:] + edges[:-1])
     weight0 = np.cumsum(counts)
@@ -241,7 +243,7 @@ def standardise(density: DensityMap, resolution: float | None = None) -> Network
         raise InputError("the map has no density variation outside its empty (zero) region")
     # Otsu over every voxel: zoning or padding add voxels at the solvent's level, where the
     # threshold between solvent and protein already lies on one side
-    molecule = (smooth > _otsu(smooth.ravel())) & occupied
+    molecule = (smooth > otsu_threshold(smooth.ravel())) & occupied
     values = filtered[molecule] if molecule.sum() > 8 else filtered[occupied]
     mean, std = float(values.mean()), float(values.std())
     if not np.isfinite(std) or std == 0:

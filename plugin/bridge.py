@@ -166,19 +166,6 @@ def map_names(_self=None) -> list[str]:
     return list(_cmd(_self).get_names_of_type("object:map") or [])
 
 
-def _otsu(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of ``values``: the level that best splits their histogram in two."""
-    counts, edges = np.histogram(values, bins=bins)
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    below = np.cumsum(counts)
-    above = below[-1] - below
-    total = np.cumsum(counts * centres)
-    mean_below = total / np.maximum(below, 1)
-    mean_above = (total[-1] - total) / np.maximum(above, 1)
-    between = below * above * (mean_below - mean_above) ** 2
-    return float(centres[int(np.argmax(between[:-1]))])
-
-
 def contour_level(values: np.ndarray) -> float:
     """A contour level for showing a map: Otsu's split of its density histogram between
     solvent and molecule, leaving out a value that fills the box (zero padding, a zoned or
@@ -193,7 +180,9 @@ def contour_level(values: np.ndarray) -> float:
     common, counts = np.unique(values, return_counts=True)
     if counts.max() >= EMPTY_FRACTION * values.size:
         values = values[values != common[int(np.argmax(counts))]]
-    return _otsu(values)
+    from cryobuild.features import otsu_threshold
+
+    return otsu_threshold(values)
 
 
 def show_map(name: str, *, _self=None) -> str:
