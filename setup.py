@@ -52,6 +52,7 @@ setup(
         "fair-esm==2.0.0",
         "tqdm>=4.60",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    # dask: builds on Dask workers (`build --scheduler`, `batch`), imported only by those.
+    extras_require={"test": ["pytest>=8"], "dask": ["dask>=2024.1", "distributed>=2024.1"]},
     entry_points={"console_scripts": ["cryobuild = cryobuild.cli:main"]},
 )
