@@ -724,10 +724,12 @@ def build(
         if noise_like or protein_like == 0:
             inverted = " (its values are skewed negative: is the contrast inverted?)" if (
                 view.skewness < -NOISE_SKEWNESS) else ""
+            why = (f"the density's values look like noise (skewness {view.skewness:.2f}){inverted}"
+                   if noise_like else "none of them has another at a chain's Cα-Cα spacing")
             raise BuildError(
-                f"only {protein_like} of {len(points)} Cα candidates look like a protein chain "
-                f"and the density's values look like noise (skewness {view.skewness:.2f}){inverted}: "
-                "the map shows no protein density here (check the map, its region and resolution)"
+                f"only {protein_like} of {len(points)} Cα candidates look like a protein chain and "
+                f"{why}: the map shows no protein density here (check the map, its region and "
+                "resolution)"
             )
         notify("warning", f"only {protein_like} of {len(points)} Cα candidates look like a protein "
                           "chain; building anyway, since the map's density does not look like noise "
