@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .features import _empty_voxels
+from .features import empty_voxels
 from .maps import DensityMap, crop_box
 
 __all__ = ["OCCUPIED_MARGIN", "occupied_box", "voxel_box", "working_map"]
@@ -53,7 +53,7 @@ def occupied_box(density: DensityMap) -> tuple[np.ndarray, np.ndarray] | None:
     """The first and last voxel (int ``[3]`` each, x, y, z) of the box around the non-empty voxels
     of ``density`` widened by `OCCUPIED_MARGIN` and clipped to the map; None when the map has no
     empty value or nothing is empty outside that box."""
-    empty = _empty_voxels(density.grid)
+    empty = empty_voxels(density.grid)
     margin_zyx = np.ceil(OCCUPIED_MARGIN / density.voxel_size[::-1]).astype(int)
     box = voxel_box(~empty, margin_zyx)
     if box is None:

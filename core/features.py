@@ -37,6 +37,7 @@ __all__ = [
     "TARGET_B",
     "FINEST_RESOLUTION",
     "NetworkMap",
+    "empty_voxels",
     "estimate_resolution",
     "otsu_threshold",
     "standardise",
@@ -101,7 +102,7 @@ class NetworkMap:
     skewness: float
 
 
-def _empty_voxels(grid: np.ndarray) -> np.ndarray:
+def empty_voxels(grid: np.ndarray) -> np.ndarray:
     """Bool ``[Z, Y, X]``: voxels holding the value that fills at least `EMPTY_MIN_FRACTION`
     of the box (zero padding, zoning, thresholding), or nothing."""
     values, counts = np.unique(grid[:: max(grid.shape[0] // 32, 1)], return_counts=True)
@@ -212,7 +213,7 @@ def standardise(density: DensityMap, resolution: float | None = None) -> Network
     estimated = resolution is None
     map_resolution = estimate_resolution(density) if estimated else float(resolution)
     cut = max(map_resolution, FINEST_RESOLUTION)
-    empty = _empty_voxels(grid)
+    empty = empty_voxels(grid)
     voxel_zyx = density.voxel_size[::-1]
 
     padded, inner = _padded(density)
