@@ -6,24 +6,24 @@ paths and writes nothing (the CLI and the engine write at the edges):
 1. Cα detection (`detect.inference.detect_calphas`) -> `CalphaPoints`;
 2. per round: the graph network (`gnn.refine.refine`, one pass) from the previous round's
    model -> `GraphOutput`; chains linked from predicted peptide links (`chains.link_chains`);
-   sequence threading with pyhmmer (`assignment.thread_chains`), unthreaded chains placed into
-   the sequence gaps between threaded ones (`placement.place_chains`), then `join_matches`,
-   gaps of threaded chains filled and their ends extended with untraced nodes
-   (`closure.close_gaps`) and `name_chains`; the threaded model feeds the next round;
+   sequence threading (`thread.thread`: pyhmmer profiles, unthreaded chains placed into the
+   sequence gaps between threaded ones, joining, gaps of threaded chains filled and their ends
+   extended with untraced nodes) and `thread.joining.name_chains`; the threaded model feeds
+   the next round;
 3. with sequences, one more graph-network pass over the threaded chains as they stand
-   (`_polish`, adding residues at single gaps: `closure.bridge_positions`);
+   (`_polish`, adding residues at single gaps: `thread.closure.bridge_positions`);
 4. the final model (`_final_residues`): threaded chains of at least `MIN_CHAIN_LENGTH` residues,
    residues with a sequence position only; then, unless ``threaded_only``, the chains that could
    not be threaded, as unassigned chains of UNK residues without those below
    `UNASSIGNED_MIN_CONFIDENCE`; relaxed (`relax.relax`). The raw model keeps every chain.
 
 With ``threader="structgen"``, each round's threading is checked against the HMM threader's: when
-the Structure Generator threads fewer than `STRUCTGEN_MIN_SHARE` of the residues the HMM
+the Structure Generator threads fewer than `thread.STRUCTGEN_MIN_SHARE` of the residues the HMM
 threader threads, the build warns and uses the HMM threader from that round on.
 
 Without sequences (``build_no_seq``), threading is skipped and the final model holds every
 chain of at least `MIN_CHAIN_LENGTH` residues, numbered from 1, for HMM profiles and
-`hmm.search_profiles`. A graph network with sequence attention then reads
+`thread.profiles.search_profiles`. A graph network with sequence attention then reads
 `composition_stand_in` (as many residues as there are Cα candidates) in place of a sequence.
 
 ``on_result(kind, payload)`` is called with ``("points", CalphaPoints)`` and, after each round,
@@ -47,27 +47,25 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .assignment import (
-    MAX_THREAD_EVALUE, ChainMatch, NamedChain, join_matches, name_chains, thread_chains,
-)
 from .chains import MIN_EXISTENCE, ResiduePredictions, link_chains
-from .closure import MAX_SKIP, MIN_SKIP, bridge_positions, close_gaps
 from .errors import BuildError, InputError
 from .extent import working_map
 from .features import NetworkMap, standardise
 from .maps import DensityMap, erased_below
 from .models import BuiltModel
-from .placement import place_chains
 from .points import CalphaPoints
 from .progress import CancelToken, ProgressCallback, check_cancel, prefixed, report
 from .residues import MAX_ATOMS, NUM_AA, UNK_INDEX
 from .sequences import Sequence
+from .thread import THREADERS, ChainMatch, NamedChain, thread
+from .thread.closure import MAX_SKIP, MIN_SKIP, bridge_positions
+from .thread.joining import name_chains
+from .thread.search import MAX_THREAD_EVALUE
 
 __all__ = [
     "CONTEXT_CLEARANCE",
     "MAX_VOXEL_SIZE",
     "MIN_CHAIN_LENGTH",
-    "STRUCTGEN_MIN_SHARE",
     "UNASSIGNED_MIN_CONFIDENCE",
     "BuildOptions",
     "Networks",
@@ -96,13 +94,6 @@ MIN_CHAIN_LENGTH = 4
 #: time; a cut at 70 kept 84% of the right ones at 93.8% right, at 75 62% at 99% (the 4.3 Å
 #: chaperonin's final model then held 3% of the Cα its raw model had right instead of 41%).
 UNASSIGNED_MIN_CONFIDENCE = 65.0
-#: The Structure Generator's threading of a round is replaced by the HMM threader's when it
-#: threads fewer than this share of the residues the HMM threader threads. It is issue 17's bar
-#: for the Structure Generator (sequence recall >= 0.8 x the HMM threader's): a threaded residue
-#: is at best a recalled one, and the HMM threader's final models hold few wrong residues (Cα
-#: precision 0.93-0.98 at its E-value cut, `assignment.MAX_THREAD_EVALUE`), so a threader under
-#: this share misses the bar.
-STRUCTGEN_MIN_SHARE = 0.8
 #: Fewest Cα candidates a map must give before a build is attempted.
 MIN_POINTS = 8
 #: A whole-map build needs `MIN_POINTS` protein-like candidates: with a probability of at least
@@ -128,7 +119,6 @@ MIN_INSIDE_FRACTION = 0.2
 NOISE_SKEWNESS = 0.2
 #: Å: Cα-Cα distance of two candidates that look like neighbours in a chain (3.8 Å apart).
 CHAIN_SPACING = (3.3, 4.3)
-THREADERS = ("hmm", "structgen")
 #: Å: a Cα candidate this close to a context residue's Cα is that residue, not a new one
 #: (well under the 3.8 Å Cα-Cα spacing).
 CONTEXT_CLEARANCE = 2.5
@@ -163,16 +153,17 @@ def map_warnings(density: DensityMap) -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class BuildOptions:
     """rounds: graph-network passes, each followed by threading; threader: "hmm" (pyhmmer
-    profiles, `assignment`) or "structgen" (the Structure Generator, `structgen.thread`);
+    profiles, `thread.search`) or "structgen" (the Structure Generator, `thread.structgen`);
     detection_threshold: Cα probability threshold (None: the detector's default); relax: run
     the geometry relaxation on the final model; seed: random seed (initial frames, HMM
     calibration); max_evalue: chains whose best alignment has a larger E-value are not
-    threaded (`assignment.MAX_THREAD_EVALUE`); min_existence: nodes with a lower existence
+    threaded (`thread.search.MAX_THREAD_EVALUE`); min_existence: nodes with a lower existence
     probability are not residues (`chains.MIN_EXISTENCE`); placement: place unthreaded chains
-    into the sequence gaps between threaded ones (`placement`, hmm threader only); closure:
-    fill the numbering gaps inside threaded chains with untraced nodes (`closure`, hmm
-    threader only); resolution: the map's resolution in Å (None: estimated from its spectrum,
-    `features.estimate_resolution`), which sets what the networks see (`features.standardise`);
+    into the sequence gaps between threaded ones (`thread.placement`, hmm threader only);
+    closure: fill the numbering gaps inside threaded chains with untraced nodes
+    (`thread.closure`, hmm threader only); resolution: the map's resolution in Å (None:
+    estimated from its spectrum, `features.estimate_resolution`), which sets what the networks
+    see (`features.standardise`);
     threaded_only: the final model holds only the threaded chains, not the unassigned ones
     (`_final_residues`)."""
 
@@ -223,7 +214,7 @@ class Networks:
         from .detect.network import load_detector
         from .device import resolve_device
         from .gnn.refine import load_gnn
-        from .structgen.thread import load_structgen
+        from .thread.structgen import load_structgen
 
         resolved = resolve_device(device)
         structgen = load_structgen(device=resolved) if checkpoint_path("structgen").exists() else None
@@ -286,7 +277,7 @@ class BuildResult:
 
 def composition_stand_in(length: int) -> str:
     """A sequence of ``length`` residues whose composition is the background
-    (`hmm.background_frequencies`, HMMER's), to stand in for an unknown sequence.
+    (`thread.profiles.background_frequencies`, HMMER's), to stand in for an unknown sequence.
 
     The jointly trained small ESM-2 of the graph network passes on little more than the
     composition of its input, so the network is told nothing about which residue is where,
@@ -294,7 +285,7 @@ def composition_stand_in(length: int) -> str:
     is the type furthest below its expected count so far, so every prefix has the background
     composition as well.
     """
-    from .hmm import background_frequencies
+    from .thread.profiles import background_frequencies
     from .residues import AA_ORDER
 
     frequencies = background_frequencies()
@@ -483,37 +474,6 @@ def join_models(models: list[BuiltModel]) -> BuiltModel:
     )
 
 
-def _thread(threader: str, chains: list[np.ndarray], graph, predictions: ResiduePredictions,
-            sequences: list[Sequence], networks: Networks, options: BuildOptions, *,
-            taken: list[np.ndarray] | None, rng: np.random.Generator,
-            cancel: Optional[CancelToken]) -> list[ChainMatch]:
-    """One round's threading of the linked ``chains`` (node indices ``[L_c]`` each, of
-    ``graph``'s nodes) onto ``sequences`` by ``threader`` ("hmm" or "structgen"), joined
-    (`join_matches`); the HMM threader's with placement and closure as ``options`` ask."""
-    if threader == "structgen":
-        from .structgen.thread import thread_structgen
-
-        matches = thread_structgen(chains, graph.aa_probs, graph.translations, sequences,
-                                   networks.structgen, cancel=cancel)
-    else:
-        matches = thread_chains(chains, graph.aa_probs, graph.confidence, sequences, taken=taken,
-                                max_evalue=options.max_evalue, rng=rng, cancel=cancel)
-        if options.placement:
-            matches = place_chains(matches, graph.aa_probs, graph.confidence,
-                                   predictions.backbone[:, 1], sequences,
-                                   min_length=MIN_CHAIN_LENGTH, taken=taken)
-    matches = join_matches(matches, predictions.backbone, graph.aa_probs)
-    if threader == "hmm" and options.closure:
-        matches = close_gaps(matches, predictions.backbone[:, 1], graph.aa_probs,
-                             graph.confidence, sequences, taken=taken)
-    return matches
-
-
-def _threaded_residues(matches: list[ChainMatch]) -> int:
-    """How many residues of ``matches`` have a sequence position."""
-    return int(sum(match.assigned.sum() for match in matches))
-
-
 def _empty_reason(traced: int, with_sequences: bool, threaded_only: bool) -> str:
     """The warning for a final model with no residues: why, from the ``traced`` residues of the
     last round, whether sequences were given and ``threaded_only``."""
@@ -574,8 +534,8 @@ def _polish(view: NetworkMap, model: BuiltModel, named: list[NamedChain], contex
     against 10.2 with it (``bench.build --no-dev`` at commit b7f5f16 with and without the
     pass, before bridging and the relaxation's present weights). Single residues
     missing inside a threaded chain (its numbering skips one, the Cα on either side
-    `closure.MIN_SKIP` to `closure.MAX_SKIP` apart) are added first, at
-    `closure.bridge_positions` clear of every other Cα (context included), for the pass to
+    `thread.closure.MIN_SKIP` to `thread.closure.MAX_SKIP` apart) are added first, at
+    `thread.closure.bridge_positions` clear of every other Cα (context included), for the pass to
     refine.
 
     Returns the new `GraphOutput`, whose nodes are ``model``'s rows followed by the added
@@ -651,17 +611,17 @@ def relax_with_context(model: BuiltModel, context: BuiltModel | None, view: Netw
     return dataclasses.replace(model, atom_positions=positions[neighbours.num_residues:]), relax_report
 
 
-def relax_stage(model: BuiltModel, context: BuiltModel | None, view: NetworkMap, networks: Networks,
+def relax_stage(model: BuiltModel, context: BuiltModel | None, view: NetworkMap, device,
                 seconds: dict, *, progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancelToken] = None):
-    """The build's relaxation stage: `relax_with_context` with progress reports (stage
-    ``"relax"``) and its wall time added to ``seconds["relax"]``. Returns the relaxed model and
-    the `RelaxReport` (None for an empty model, which is returned as it is)."""
+    """The build's relaxation stage: `relax_with_context` on the torch ``device`` with progress
+    reports (stage ``"relax"``) and its wall time added to ``seconds["relax"]``. Returns the
+    relaxed model and the `RelaxReport` (None for an empty model, which is returned as it is)."""
     if not model.num_residues:
         return model, None
     start = time.time()
     report(progress, "relax", 0.0, "relaxing geometry")
-    model, relax_report = relax_with_context(model, context, view, device=networks.device,
+    model, relax_report = relax_with_context(model, context, view, device=device,
                                              cancel=cancel)
     seconds["relax"] = time.time() - start
     report(progress, "relax", 1.0, "done")
@@ -753,22 +713,15 @@ def build(
         report(progress, "thread", 0.0, f"round {index + 1}: linking chains")
         predictions = residue_predictions(graph)
         chains = link_chains(predictions, options.min_existence)
-        if not sequences:
-            matches = [ChainMatch.unthreaded(c, graph.aa_probs) for c in chains]
-        else:
-            matches = _thread(threader, chains, graph, predictions, sequences, networks, options,
-                              taken=taken, rng=rng, cancel=cancel)
-        if sequences and threader == "structgen":
-            fallback = _thread("hmm", chains, graph, predictions, sequences, networks, options,
-                               taken=taken, rng=rng, cancel=cancel)
-            threaded, expected = _threaded_residues(matches), _threaded_residues(fallback)
-            if threaded < STRUCTGEN_MIN_SHARE * expected:
-                notify("warning", f"round {index + 1}: the Structure Generator threaded {threaded} "
-                                  f"residues, the HMM threader {expected}: falling back to the HMM "
-                                  "threader from this round on (the Structure Generator must thread "
-                                  f"at least {STRUCTGEN_MIN_SHARE:.0%} as many)")
-                threader, matches = "hmm", fallback
-        named = name_chains(matches, sequences)
+        threading = thread(chains, graph.aa_probs, graph.confidence, predictions.backbone, sequences,
+                           threader=threader, max_evalue=options.max_evalue,
+                           placement=options.placement, closure=options.closure,
+                           min_length=MIN_CHAIN_LENGTH, taken=taken, structgen=networks.structgen,
+                           rng=rng, cancel=cancel)
+        for warning in threading.warnings:
+            notify("warning", f"round {index + 1}: {warning}")
+        threader = threading.threader
+        named = name_chains(threading.matches, sequences)
         model, aa_probs, reports = _assemble(graph, named, sequences, final=False)
         seconds["thread"] += time.time() - start
         report(progress, "thread", 1.0, f"round {index + 1}: {len(named)} chains")
@@ -791,7 +744,7 @@ def build(
                                         options.threaded_only))
     relax_report = None
     if options.relax:
-        final, relax_report = relax_stage(final, context, view, networks, seconds,
+        final, relax_report = relax_stage(final, context, view, networks.device, seconds,
                                           progress=progress, cancel=cancel)
     return BuildResult(points, tuple(rounds), rounds[-1].model, final, final_probs,
                        final_reports, relax_report, seconds, view)

@@ -312,20 +312,27 @@ class Bridge:
     # ------------------------------------------------------------------ engine
 
     def engine(self, device: str | None = None):
-        """The engine for ``device`` (default: the bridge's), made on first use."""
+        """The engine for ``device`` (default: the bridge's), made on first use: "auto",
+        "cpu" or "cuda" load the networks here; a Dask scheduler's address (``tcp://HOST:PORT``)
+        runs inference on its workers (on their GPU when they have one) while the sessions --
+        accept, prune, rebuild -- stay here."""
         from cryobuild.engine import Engine
 
         if self._shared_engine is not None:
             return self._shared_engine
-        device = (device or self.device or "auto").lower()
+        device = (device or self.device or "auto").strip()
+        remote = "://" in device
+        device = device if remote else device.lower()
         with self._engine_lock:
             engine = self._engines.get(device)
             if engine is None:
-                engine = self._engines[device] = Engine(device)
+                engine = self._engines[device] = (Engine("auto", scheduler=device) if remote
+                                                  else Engine(device))
             return engine
 
     def preload(self, device: str | None = None):
-        """Import the pipeline and load the networks (blocks; a panel calls it in a thread)."""
+        """Import the pipeline and load the networks, or connect to the scheduler (blocks; a
+        panel calls it in a thread). Returns the networks (None for a scheduler)."""
         return self.engine(device).preload()
 
     @property
@@ -431,7 +438,7 @@ class Bridge:
             if event.kind != "final":
                 return
             from cryobuild.cli.build_no_seq import final_profiles
-            from cryobuild.hmm import write_profiles
+            from cryobuild.thread.profiles import write_profiles
 
             shutil.rmtree(folder, ignore_errors=True)
             if event.payload.final.num_residues:

@@ -44,7 +44,11 @@ DOCK_SHARE = 0.3
 WINDOW_SHARE = 0.9
 #: The panel's sequence box, in text lines.
 SEQUENCE_LINES = 4
-DEVICES = (("auto", "auto"), ("CPU", "cpu"), ("GPU", "cuda"))
+#: The device choices: label and `Bridge.engine`'s device; "remote" takes its value from the
+#: address field (a Dask scheduler: inference runs on its workers, the session stays here).
+DEVICES = (("auto", "auto"), ("CPU", "cpu"), ("GPU", "cuda"), ("remote: tcp://…", "remote"))
+#: Schemes of a Dask scheduler's address.
+SCHEDULER_SCHEMES = ("tcp://", "tls://")
 ERROR_COLOUR = "#c0392b"
 WARNING_COLOUR = "#b9770e"
 #: Record name given to a sequence typed without a FASTA header.
@@ -217,8 +221,9 @@ class CryobuildPanel(QtWidgets.QWidget):
         self.bridge = bridge if bridge is not None else get_bridge()
         self.job = None
         self.job_view = ""
-        self._preload = None
-        self._preload_result = None
+        self._checking: set[str] = set()  # devices whose check runs now (`start_preload`)
+        self._preload_results: list[tuple] = []  # (device, description, where, error) found
+        self._checked = 0  # checks shown
         self._build_form()
         self._set_running(False)
         self._validate_sequence()
@@ -256,12 +261,20 @@ class CryobuildPanel(QtWidgets.QWidget):
         self.device_combo = QtWidgets.QComboBox()
         for label, value in DEVICES:
             self.device_combo.addItem(label, value)
+        self.scheduler_edit = QtWidgets.QLineEdit()
+        self.scheduler_edit.setPlaceholderText("tcp://gpu-server:8786")
+        self.scheduler_edit.setToolTip("the Dask scheduler whose workers run the networks; the "
+                                       "model, accept, prune and rebuild stay in this PyMOL")
+        self.scheduler_edit.setVisible(False)
         self.device_label = QtWidgets.QLabel("devices: checking…")
         self.device_label.setWordWrap(True)
         row = QtWidgets.QHBoxLayout()
         row.addWidget(self.device_combo)
+        row.addWidget(self.scheduler_edit, 1)
         row.addWidget(self.device_label, 1)
         form.addRow("Device", row)
+        self.device_combo.currentIndexChanged.connect(self._device_changed)
+        self.scheduler_edit.editingFinished.connect(self._device_changed)
 
         self.rounds_spin = QtWidgets.QSpinBox()
         self.rounds_spin.setRange(1, 20)
@@ -402,42 +415,89 @@ class CryobuildPanel(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ start-up
 
-    def start_preload(self) -> None:
-        """Load the networks in a thread (imports would otherwise stall the first build's
-        start); the device description arrives with it."""
-        if self._preload is not None:
+    def device(self) -> str:
+        """The chosen device: "auto", "cpu", "cuda" or a scheduler's address.
+
+        Raises `InputError` for "remote" without a ``tcp://`` or ``tls://`` address."""
+        from cryobuild.errors import InputError
+
+        device = self.device_combo.currentData()
+        if device != "remote":
+            return device
+        address = self.scheduler_edit.text().strip()
+        if not address.startswith(SCHEDULER_SCHEMES):
+            raise InputError("remote needs the Dask scheduler's address, e.g. "
+                             "tcp://gpu-server:8786 (start one with dask-scheduler, and a worker "
+                             "on the GPU machine with dask-worker tcp://…)")
+        return address
+
+    def _device_changed(self, *_) -> None:
+        """Show the address field for "remote", and check the new device in the background."""
+        remote = self.device_combo.currentData() == "remote"
+        self.scheduler_edit.setVisible(remote)
+        if remote and not self.scheduler_edit.text().strip():
+            self.device_label.setText("enter the scheduler's address")
+            self.scheduler_edit.setFocus()
             return
-        bridge, device = self.bridge, self.device_combo.currentData()
+        self.start_preload()
+
+    def start_preload(self) -> None:
+        """Check the chosen device in a thread: load the networks (imports would otherwise
+        stall the first build's start), or connect to the scheduler of a remote device. What
+        it found is shown by `_poll_preload`, in the device label if the choice is still the
+        same, and in the log."""
+        from cryobuild.errors import InputError
+
+        try:
+            device = self.device()
+        except InputError as err:
+            self.device_label.setText(str(err))
+            return
+        if device in self._checking:
+            return
+        self._checking.add(device)
+        bridge, results = self.bridge, self._preload_results
 
         def preload():
             from cryobuild.device import describe_devices
 
             try:
                 networks = bridge.preload(device)
-                self._preload_result = (describe_devices(), str(networks.device), "")
+                if networks is None:  # a scheduler: its workers hold the networks
+                    found = (bridge.engine(device).describe_cluster(), f"the workers of {device}", "")
+                else:
+                    found = (describe_devices(), str(networks.device), "")
             except Exception as err:  # shown on the GUI thread by _poll_preload
-                self._preload_result = ("", "", f"{type(err).__name__}: {err}")
+                found = ("", "", f"{type(err).__name__}: {err}")
+            results.append((device, *found))
 
-        self._preload = threading.Thread(target=preload, name="cryobuild-preload", daemon=True)
-        self._preload.start()
-        self.log("loading the networks…")
+        threading.Thread(target=preload, name="cryobuild-preload", daemon=True).start()
+        self.device_label.setText("devices: checking…")
+        self.log(f"connecting to {device}…" if device.startswith(SCHEDULER_SCHEMES)
+                 else "loading the networks…")
 
     @property
     def ready(self) -> bool:
-        """True once the networks are loaded (or failed to load)."""
-        return self._preload_result is not None
+        """True once a device check has ended (networks loaded, or failed to load)."""
+        return self._checked > 0 or bool(self._preload_results)
 
     def _poll_preload(self) -> None:
-        if self._preload is None or self._preload_result is None or self._preload_result == "shown":
-            return
-        description, device, error = self._preload_result
-        self._preload_result = "shown"
-        if error:
-            self.device_label.setText("devices: unknown")
-            self.log(f"could not load the networks: {error}", ERROR_COLOUR)
-        else:
-            self.device_label.setText(description)
-            self.log(f"networks loaded on {device} ({description})")
+        while self._preload_results:
+            checked, description, device, error = self._preload_results.pop(0)
+            self._checking.discard(checked)
+            self._checked += 1
+            try:
+                current = self.device() == checked
+            except Exception:  # noqa: BLE001 - "remote" without an address: not this check's
+                current = False
+            if error:
+                if current:
+                    self.device_label.setText("devices: unknown")
+                self.log(f"could not use {checked}: {error}", ERROR_COLOUR)
+            else:
+                if current:
+                    self.device_label.setText(description)
+                self.log(f"networks on {device} ({description})")
 
     # ------------------------------------------------------------------ actions
 
@@ -502,7 +562,7 @@ class CryobuildPanel(QtWidgets.QWidget):
                 self.log(f"warning: {message}", WARNING_COLOUR)
         requested = self.model_name
         request = dict(rounds=self.rounds_spin.value(), name=requested,
-                       device=self.device_combo.currentData())
+                       device=self.device())
         job = self.bridge.start_build(map_name, sequences, **request)
         view = self.bridge.view_of(job)
         if view.name != requested:

@@ -257,3 +257,37 @@ def test_a_job_whose_worker_is_killed_runs_again_and_finishes(cluster, client, i
     assert any(e.kind == "warning" and "another worker" in e.message for e in events)
     assert result.final.num_residues > 50
     cluster.add_worker()  # for whatever runs next
+
+
+@needs_cluster
+def test_an_engine_with_a_scheduler_infers_there_and_keeps_the_session_here(client, il2_jobs,
+                                                                            tmp_path):
+    """The panel's "remote" device: rounds stream into the local session as they come, the
+    final model is relaxed and saved here, and a cancel stops the worker's build."""
+    from cryobuild.engine import Engine
+    from cryobuild.maps import read_map
+    from cryobuild.sequences import read_fasta
+
+    engine = Engine("cpu", scheduler=client)
+    density, sequences = read_map(il2_jobs / "il2_3A.mrc"), read_fasta(il2_jobs / "il2.fasta")
+    job = engine.start_build(density, sequences, BuildOptions(rounds=1), session=tmp_path / "s")
+    events = list(job.events(timeout=JOB_SECONDS))
+    result = job.result()
+    kinds = [event.kind for event in events]
+    assert kinds[-2:] == ["final", "finished"] and "round" in kinds and "points" in kinds
+    assert any("inference on the workers of" in event.message for event in events)
+    assert result.relax_report is not None and result.final.num_residues > 50
+    assert engine.open_session(tmp_path / "s").state.num_residues == result.final.num_residues
+
+    asked = []
+
+    def cancel_in_gnn(event):
+        if event.kind == "stage" and event.stage == "gnn" and not asked:
+            asked.append(time.time())
+            job.cancel()
+
+    job = engine.start_build(density, sequences, BuildOptions(rounds=1), session=tmp_path / "t",
+                             on_event=cancel_in_gnn)
+    events = list(job.events(timeout=JOB_SECONDS))
+    assert [e.kind for e in events][-2:] == ["cancelled", "finished"]
+    assert events[-2].time - asked[0] <= CANCEL_SECONDS, events[-2].time - asked[0]

@@ -330,8 +330,8 @@ def test_a_full_build_with_the_structure_generator(engine, il2, tmp_path):
 @pytest.mark.skipif(not checkpoint_path("structgen").is_file(), reason="weights/structgen.pt not available")
 def test_a_structure_generator_that_threads_nothing_falls_back_to_the_hmm_threader(engine, il2, monkeypatch):
     """As on maps unlike its training maps: the build warns and threads with the HMM threader."""
-    from cryobuild.assignment import ChainMatch
-    from cryobuild.structgen import thread as structgen_thread
+    from cryobuild.thread import ChainMatch
+    from cryobuild.thread import structgen as structgen_thread
 
     def threads_nothing(chains, aa_probs, *args, **kwargs):
         return [ChainMatch.unthreaded(chain, aa_probs) for chain in chains]

@@ -174,8 +174,8 @@ def test_protein_like_candidates_need_chain_neighbours():
 
 
 def test_composition_stand_in_has_the_background_composition():
-    from cryobuild.hmm import background_frequencies
     from cryobuild.pipeline import composition_stand_in
+    from cryobuild.thread.profiles import background_frequencies
 
     for length in (8, 137, 500):
         sequence = composition_stand_in(length)
@@ -202,8 +202,8 @@ def test_final_model_keeps_confident_unthreaded_chains_unassigned():
     less its residues below the confidence cut and the runs shorter than a chain they leave;
     ``threaded_only`` leaves it out; a threaded chain keeps its residues with a sequence
     position; without sequences every chain is kept whole with its predicted types."""
-    from cryobuild.assignment import ChainMatch
     from cryobuild.pipeline import MIN_CHAIN_LENGTH, UNASSIGNED_MIN_CONFIDENCE, _final_residues
+    from cryobuild.thread import ChainMatch
 
     sure, unsure = UNASSIGNED_MIN_CONFIDENCE, UNASSIGNED_MIN_CONFIDENCE - 1
     # 5 confident, 1 not, 3 confident (too few for a chain), 1 not, 4 confident

@@ -8,7 +8,9 @@ instead (the plugin shows the last one as ``<name>_raw``) and says so on stdout.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -220,6 +222,31 @@ def test_panel_builds_and_validates_sequences_as_you_type(fresh_pymol, il2, qapp
     assert panel.job is None and "has problems" in panel.log_view.toPlainText()
     assert panel.build_button.text() == "Auto-build"
     assert panel.grab().width() > 0
+
+
+def test_the_remote_device_asks_for_a_scheduler_and_says_when_it_cannot_reach_it(fresh_pymol, il2, qapp):
+    """"remote: tcp://…" shows an address field; a build without an address is refused with
+    what to type; an unreachable scheduler is reported in the log; the engine for an address
+    runs inference there (`Engine.scheduler`) and is one per address."""
+    panel = open_panel(fresh_pymol, map_path=str(il2[0]))
+    panel.device_combo.setCurrentIndex(panel.device_combo.findData("remote"))
+    assert not panel.scheduler_edit.isHidden()
+    assert "address" in panel.device_label.text()
+    panel.build_button.click()
+    assert panel.job is None and "scheduler's address" in panel.log_view.toPlainText()
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    engine = fresh_pymol.engine(address)
+    assert engine.scheduler == address and fresh_pymol.engine(address) is engine
+    if importlib.util.find_spec("distributed") is not None:
+        panel.scheduler_edit.setText(address)
+        panel.scheduler_edit.editingFinished.emit()
+        wait_for(qapp, lambda: f"could not use {address}" in panel.log_view.toPlainText(),
+                 timeout=60)
+        assert "cannot reach the Dask scheduler" in panel.log_view.toPlainText()
+    panel.device_combo.setCurrentIndex(panel.device_combo.findData("cpu"))
+    assert panel.scheduler_edit.isHidden() and panel.device() == "cpu"
 
 
 def test_the_map_list_follows_maps_loaded_in_pymol(fresh_pymol, il2, qapp):

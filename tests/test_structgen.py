@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from cryobuild.assignment import ChainMatch
 from cryobuild.residues import AA_ORDER, NUM_AA
 from cryobuild.sequences import Sequence
 from cryobuild.structgen import (
@@ -16,18 +15,17 @@ from cryobuild.structgen import (
     SampleOptions,
     StructureGenerator,
     ThreadingSample,
-    ThreadOptions,
-    assign_positions,
     contact_edges,
     make_sample,
     sequence_log_probs,
     simulate_scores,
-    thread_structgen,
     threading_loss,
     tiny_config,
 )
 from cryobuild.structgen.model import _windows
 from cryobuild.structgen.samples import ScoreNoise
+from cryobuild.thread import ChainMatch
+from cryobuild.thread.structgen import ThreadOptions, assign_positions, thread_structgen
 
 #: Log-probabilities must agree to this under a relabelling of the nodes (float32 round-off).
 LOG_PROB_TOLERANCE = 1e-4

@@ -3,10 +3,10 @@
 For each dev map with a sequence (``--cases`` picks some by name), builds without a sequence
 as ``cryobuild build_no_seq`` does, searches the database -- every chain of
 ``shared/data/structures/*/chains.fasta`` plus the map's own sequences (named ``map:<name>``)
--- with the final chains' HMM profiles (`cryobuild.hmm.search_profiles`, as ``hmm_search``),
-and ranks the database sequences by their best E-value over the profiles. Prints per case one
-JSON line: the rank and E-value of the right sequence (the map's own, or a database chain with
-an identical sequence), the best wrong hit and its E-value (None: no wrong hit with
+-- with the final chains' HMM profiles (`cryobuild.thread.profiles.search_profiles`, as
+``hmm_search``), and ranks the database sequences by their best E-value over the profiles.
+Prints per case one JSON line: the rank and E-value of the right sequence (the map's own, or a
+database chain with an identical sequence), the best wrong hit and its E-value (None: no wrong hit with
 ``E <= REPORTED_EVALUE``), chains and residues built. ``--gnn gnn_noseq`` runs the
 sequence-free graph network instead of the composition stand-in (the ablation).
 """
@@ -20,7 +20,7 @@ import time
 from ..checkpoints import checkpoint_path
 from ..cli.build_no_seq import final_profiles
 from ..data import data_root, dev_cases
-from ..hmm import search_profiles
+from ..thread.profiles import search_profiles
 from ..maps import read_map
 from ..models import read_model
 from ..pipeline import BuildOptions, Networks, build

@@ -12,6 +12,9 @@ figures are not figures and stay out of the means. One JSON line per map, then a
 * residue-type accuracy of the graph network from the deposited Cα plus noise (``bench.gnn``);
 * raw and final Cα recall and sequence recall (`cryobuild.evaluate`, map frame);
 * seconds of the build; the networks; whether they saw the map.
+
+``--keep FOLDER`` writes each build's output folder (as ``cryobuild build -o`` does) into
+``FOLDER/<map>``: ``bench.threading`` threads their raw models again without the networks.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..build_outputs import write_build
 from ..checkpoints import checkpoint_path, load_checkpoint
 from ..cli.build import build_with_engine
 from ..data import dev_cases
@@ -76,9 +80,10 @@ def _pairs(specs: list[str] | None) -> list[NetworkPair]:
 
 
 def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
-            type_rounds: int | None = 3) -> dict:
+            type_rounds: int | None = 3, keep: Path | None = None) -> dict:
     """Build one real map with the first pair that did not see it, and score it (the
-    residue-type accuracy from the deposited Cα too, in ``type_rounds`` rounds, unless None)."""
+    residue-type accuracy from the deposited Cα too, in ``type_rounds`` rounds, unless None);
+    the build's outputs go to ``keep / case.name`` when ``keep`` is given."""
     unseen = [p for p in pairs if case.name not in p.seen]
     pair = unseen[0] if unseen else pairs[0]
     networks = pair.networks(device)
@@ -95,6 +100,8 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
         print(json.dumps(row), flush=True)
         return row
     row["seconds"] = round(time.time() - started, 1)
+    if keep is not None:
+        write_build(result, keep / case.name, build_id=f"bench.real {pair.label}")
     detected = score(result.points.xyz, reference.ca)
     row.update(detector_recall=round(detected["recall"], 3), detector_precision=round(detected["precision"], 3),
                map_resolution=round(result.view.map_resolution, 2))
@@ -158,6 +165,8 @@ def main(argv=None):
     parser.add_argument("--from-output", nargs="*", type=Path, default=None, metavar="FILE",
                         help="print the tables of the JSON lines in these earlier outputs of this "
                              "benchmark (e.g. one run per fold) instead of building")
+    parser.add_argument("--keep", type=Path, default=None, metavar="FOLDER",
+                        help="write each build's output folder into FOLDER/<map>")
     args = parser.parse_args(argv)
     if args.from_output:
         rows = [json.loads(line) for path in args.from_output for line in path.read_text().splitlines()
@@ -173,7 +182,7 @@ def main(argv=None):
         resolution = None if args.estimate_resolution else case.resolution
         options = BuildOptions(rounds=args.rounds, resolution=resolution,
                                detection_threshold=args.detection_threshold)
-        rows.append(run_map(case, pairs, options, args.device))
+        rows.append(run_map(case, pairs, options, args.device, keep=args.keep))
     print(f"\n{args.rounds} rounds; resolution {'estimated' if args.estimate_resolution else 'as stated'}; "
           f"networks: {', '.join(p.label for p in pairs)}")
     print_tables(rows)

@@ -28,7 +28,7 @@ scores, nodes shuffled (`cryobuild.structgen.samples`). Datasets (rows):
 Inference modes: ``forward`` (N -> C reading only), ``ensemble`` (forward and backward
 log-probabilities averaged; needs a network trained with ``direction="both"``), and
 ``assigned`` (the ensemble through the threader's one-node-per-position assignment,
-`cryobuild.structgen.thread.assign_positions`, as the pipeline uses it). Accuracy (eq. 2): the
+`cryobuild.thread.structgen.assign_positions`, as the pipeline uses it). Accuracy (eq. 2): the
 fraction of positions whose selected node is the true node, averaged over chains. One JSON line
 per dataset and checkpoint, then a Markdown table (Table I's layout): one row per dataset, a
 ``forward`` and an ``ensemble`` column per checkpoint.
@@ -58,7 +58,7 @@ from ..structgen.samples import (
     make_sample,
     read_chains,
 )
-from ..structgen.thread import ThreadOptions, assign_positions, load_structgen
+from ..thread.structgen import ThreadOptions, assign_positions, load_structgen
 
 __all__ = [
     "MISSING_FRACTION",

@@ -35,7 +35,7 @@ def add_args(parser):
 def add_tuning_args(parser):
     """Flags of the map's resolution and the threading trade-offs, shared with the
     benchmarks."""
-    from ..assignment import MAX_THREAD_EVALUE
+    from ..thread.search import MAX_THREAD_EVALUE
     from ..chains import MIN_EXISTENCE
     from ..detect.inference import DetectionOptions
 

@@ -29,7 +29,7 @@ def add_args(parser):
 def main(args) -> int:
     from ..build_folder import BuildFolder
     from ..build_outputs import write_build
-    from ..hmm import write_profiles
+    from ..thread.profiles import write_profiles
     from ..maps import read_map, read_mask
     from ..pipeline import BuildOptions, Networks, build
     from .progressbar import terminal_progress
@@ -65,9 +65,9 @@ def main(args) -> int:
 
 
 def final_profiles(result) -> list:
-    """Calibrated HMM profiles (`cryobuild.hmm.chain_profiles`) of the final chains of a
+    """Calibrated HMM profiles (`cryobuild.thread.profiles.chain_profiles`) of the final chains of a
     `BuildResult`, named by chain ID (seeded, so the same build gives the same profiles)."""
-    from ..hmm import chain_profiles
+    from ..thread.profiles import chain_profiles
 
     final = result.final
     names = [chain.chain_id for chain in result.final_chains]

@@ -1,8 +1,9 @@
 """``cryobuild hmm_search``: search a sequence database with a build's HMM profiles.
 
 Reads ``INPUT/hmm_profiles/*.hmm`` (written by ``build_no_seq``), searches the FASTA database
-with each profile (`cryobuild.hmm.search_profiles`), writes ``OUTPUT/hits.csv`` atomically with
-the columns ``profile, target, bits, evalue, rank`` and prints each profile's best hits.
+with each profile (`cryobuild.thread.profiles.search_profiles`), writes ``OUTPUT/hits.csv``
+atomically with the columns ``profile, target, bits, evalue, rank`` and prints each profile's
+best hits.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..atomic import output_folder, write_bytes_atomic
-    from ..hmm import read_profiles, search_profiles
+    from ..thread.profiles import read_profiles, search_profiles
     from ..sequences import read_fasta
 
     profiles = read_profiles(Path(args.input_dir) / PROFILE_FOLDER)

@@ -53,9 +53,9 @@ import numpy as np
 from ..errors import InputError
 from ..maps import DensityMap
 from ..pipeline import BuildOptions, BuildResult, Networks, build, map_warnings, relax_stage
-from ..placement import ANCHOR_EVALUE
 from ..sequences import Sequence
 from ..session import JobConflict, Session, SessionState
+from ..thread.placement import ANCHOR_EVALUE
 from .jobs import Job, JobEvent
 from .verdict import Verdict, judge, window_records
 from .splice import (
@@ -193,6 +193,10 @@ class Engine:
         available, else CPU); checked when the first job loads the networks.
     networks : Networks, optional
         Already loaded networks (otherwise `Networks.load(device)` on first use).
+    scheduler : str or distributed.Client, optional
+        A Dask scheduler (``tcp://HOST:PORT``): inference (`cryobuild.pipeline.build`) runs on
+        one of its workers, on the worker's ``device`` (`cryobuild.engine.remote.build_on_cluster`),
+        while jobs, sessions and the final relaxation stay here; no networks are loaded here.
 
     Examples
     --------
@@ -205,8 +209,11 @@ class Engine:
             show(event)               # event.kind, event.fraction, event.payload ...
     """
 
-    def __init__(self, device: str | None = "auto", *, networks: Networks | None = None):
+    def __init__(self, device: str | None = "auto", *, networks: Networks | None = None,
+                 scheduler=None):
         self.device = device
+        self.scheduler = scheduler
+        self._client = None
         self._networks = networks
         self._networks_lock = threading.Lock()
         self._lock = threading.Lock()
@@ -224,8 +231,32 @@ class Engine:
                 self._networks = Networks.load(self.device)
             return self._networks
 
-    def preload(self) -> Networks:
-        """Import the pipeline's modules and load the networks now, in the calling thread.
+    def cluster(self):
+        """The `distributed.Client` of ``scheduler``, connected on first use (`InputError` when
+        it cannot be reached or Dask is not installed); None without a scheduler."""
+        if self.scheduler is None:
+            return None
+        with self._networks_lock:
+            if self._client is None:
+                from .remote import connect
+
+                self._client = (connect(self.scheduler) if isinstance(self.scheduler, str)
+                                else self.scheduler)
+            return self._client
+
+    def describe_cluster(self) -> str:
+        """The scheduler's workers in words (their count, threads and memory), connecting first."""
+        workers = self.cluster().scheduler_info().get("workers", {})
+        if not workers:
+            return f"{self.scheduler}: no workers yet"
+        threads = sum(worker.get("nthreads", 0) for worker in workers.values())
+        memory = sum(worker.get("memory_limit", 0) for worker in workers.values()) / 1e9
+        return (f"{self.scheduler}: {len(workers)} worker{'s' * (len(workers) != 1)}, "
+                f"{threads} threads, {memory:.0f} GB")
+
+    def preload(self) -> Networks | None:
+        """Import the pipeline's modules and load the networks now, in the calling thread
+        (with a ``scheduler``: connect to it instead, and return None).
 
         Imports hold the GIL while they run, so the first job would otherwise stall the
         caller's thread for a few hundred ms while its worker imports; a GUI calls this once
@@ -238,10 +269,13 @@ class Engine:
         import scipy.stats  # noqa: F401 - imported to warm up
         import torch.nn.functional  # noqa: F401 - imported to warm up
 
-        from .. import assignment, chains, hmm, models, relax, validation  # noqa: F401 - imported to warm up
+        from .. import chains, models, relax, thread, validation  # noqa: F401 - imported to warm up
         from ..detect import inference  # noqa: F401 - imported to warm up
         from ..gnn import refine  # noqa: F401 - imported to warm up
 
+        if self.scheduler is not None:
+            self.cluster()
+            return None
         return self.networks()
 
     def open_session(self, path: str | Path, *, create: bool = True) -> Session:
@@ -432,7 +466,13 @@ class Engine:
 
     # ------------------------------------------------------------------ job bodies
 
-    def _load(self, job: Job, progress: _Progress) -> Networks:
+    def _load(self, job: Job, progress: _Progress) -> Networks | None:
+        """The networks (None with a ``scheduler``: its workers hold them)."""
+        if self.scheduler is not None:
+            progress("load", 0.0, f"connecting to {self.scheduler}")
+            self.cluster()
+            progress("load", 1.0, f"inference on the workers of {self.scheduler}")
+            return None
         if self._networks is None:
             progress("load", 0.0, "loading the networks")
         networks = self.networks()
@@ -493,14 +533,24 @@ class Engine:
         # With a session the final model is relaxed here, after its chains get the session's
         # names: a stretch that continues a kept chain is then relaxed peptide-bonded to it.
         pipeline_options = dataclasses.replace(options, relax=False) if session is not None else options
-        result = build(density, threaded, networks, pipeline_options, mask=mask, context=context,
-                       taken=taken, progress=progress, cancel=job.cancel_token, on_result=on_result)
+        if networks is None:
+            from .remote import build_on_cluster
+
+            result = build_on_cluster(self.cluster(), density, threaded, pipeline_options,
+                                      device=self.device or "auto", mask=mask, context=context,
+                                      taken=taken, progress=progress, cancel=job.cancel_token,
+                                      on_result=on_result)
+        else:
+            result = build(density, threaded, networks, pipeline_options, mask=mask,
+                           context=context, taken=taken, progress=progress,
+                           cancel=job.cancel_token, on_result=on_result)
         final, renames = result.final, {}
         if session is not None:
             final, renames, chain_sequences = named(result.final, result.final_chains)
             relax_report, seconds = result.relax_report, dict(result.seconds)
             if options.relax:
-                final, relax_report = relax_stage(final, context, result.view, networks, seconds,
+                final, relax_report = relax_stage(final, context, result.view,
+                                                  networks.device if networks else "cpu", seconds,
                                                   progress=progress, cancel=job.cancel_token)
             progress("save", 0.0, "saving the model")
             state = splice(kept, final, chain_sequences)

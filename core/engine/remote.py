@@ -1,5 +1,15 @@
 """Builds on a Dask worker (`distributed`, the ``[dask]`` extra), seen as local jobs.
 
+Two ways, for two kinds of caller:
+
+* **Inference only** (`build_on_cluster`): the caller's `cryobuild.engine.Engine` keeps the job,
+  its session (accept, prune, rebuild, splice, saving) and the relaxation; only
+  `cryobuild.pipeline.build` -- detection, graph network, threading -- runs on a worker, its
+  progress reports and round results streamed back as they come. The PyMOL panel's
+  "remote: tcp://..." device is this: a laptop drives a build on a GPU server.
+* **Whole builds** (`start_remote_build`), for the command line and `cryobuild batch`, which
+  hold no session.
+
 `start_remote_build` sends a build to a Dask scheduler (``tcp://HOST:PORT``) and returns a
 `RemoteJob` at once: the same caller-side API and the same typed events as a local
 `cryobuild.engine.Job` (``started``, ``stage``, ``points``, ``round``, ``warning``, then
@@ -39,8 +49,8 @@ from ..pipeline import BuildOptions, BuildResult, Networks
 from ..sequences import Sequence
 from .jobs import TERMINAL_KINDS, Job, JobEvent
 
-__all__ = ["CANCEL_POLL", "CONNECT_TIMEOUT", "RemoteJob", "RemoteOutcome", "connect",
-           "require_distributed", "start_remote_build"]
+__all__ = ["CANCEL_POLL", "CONNECT_TIMEOUT", "RemoteJob", "RemoteOutcome", "build_on_cluster",
+           "connect", "require_distributed", "start_remote_build"]
 
 log = logging.getLogger("cryobuild.engine")
 
@@ -285,3 +295,134 @@ def start_remote_build(
                            list(sequences), options, device, queue_name, cancel_name,
                            key=f"cryobuild-build-{job_id}", pure=False)
     return RemoteJob(job_id, client, future, cancel_event, queue, on_event, own_client)
+
+
+def _build_on_worker(map_bytes: bytes, map_name: str, mask_bytes: bytes | None,
+                     sequences: list[Sequence], options: BuildOptions, device: str, context,
+                     taken, queue_name: str, cancel_name: str) -> RemoteOutcome:
+    """The task of `build_on_cluster`: `pipeline.build` on this worker, each progress report
+    (``("progress", stage, fraction, message)``) and round result (``("result", kind,
+    payload)``) put pickled into the queue ``queue_name``; the event ``cancel_name`` cancels
+    it. The build's end comes back as the task's result, not raised (see `_run_on_worker`)."""
+    from distributed import Event, Queue, get_client, get_worker
+
+    from ..maps import read_map_bytes
+    from ..pipeline import build
+    from ..progress import CancelToken
+
+    client = get_client()
+    events, cancel_event = Queue(queue_name, client=client), Event(cancel_name, client=client)
+    networks = _networks(device)
+    where = (str(networks.device), get_worker().address)
+    token, finished = CancelToken(), threading.Event()
+
+    def watch_cancel() -> None:
+        while not finished.wait(CANCEL_POLL):
+            if cancel_event.is_set():
+                token.cancel()
+                return
+
+    last = {"stage": None, "time": 0.0}
+
+    def forward_progress(stage: str, fraction: float, message: str = "") -> None:
+        """A report goes to the caller when its stage changes, ends, or `CANCEL_POLL` s after
+        the last one: each is a round trip to the scheduler."""
+        now = time.monotonic()
+        if stage != last["stage"] or fraction >= 1.0 or now - last["time"] >= CANCEL_POLL:
+            last.update(stage=stage, time=now)
+            events.put(pickle.dumps(("progress", stage, fraction, message)))
+
+    watcher = threading.Thread(target=watch_cancel, name=f"cancel-{queue_name}", daemon=True)
+    watcher.start()
+    try:
+        density = read_map_bytes(map_bytes, map_name)
+        mask = read_map_bytes(mask_bytes, f"{map_name} mask") if mask_bytes is not None else None
+        result = build(density, sequences, networks, options, mask=mask, context=context,
+                       taken=taken, cancel=token, progress=forward_progress,
+                       on_result=lambda kind, payload: events.put(
+                           pickle.dumps(("result", kind, payload))))
+        return RemoteOutcome(result, None, *where)
+    except Exception as err:  # noqa: BLE001 - raised again by the caller, with its type
+        return RemoteOutcome(None, err, *where)
+    finally:
+        finished.set()
+
+
+def build_on_cluster(
+    client,
+    density: DensityMap,
+    sequences: list[Sequence],
+    options: BuildOptions,
+    *,
+    device: str = "auto",
+    mask: DensityMap | None = None,
+    context=None,
+    taken=None,
+    progress=None,
+    cancel=None,
+    on_result=None,
+) -> BuildResult:
+    """`cryobuild.pipeline.build` run on a worker of ``client`` (a `distributed.Client`), with
+    the same arguments but the networks (the worker's, on its ``device``), blocking until it
+    ends: ``progress`` and ``on_result`` are called here, in the calling thread, as the
+    worker's reports arrive; ``cancel`` (a `CancelToken`) set here stops the worker's build
+    within `CANCEL_POLL` s plus the pipeline's own latency, and `Cancelled` is raised.
+
+    The result is the worker's `BuildResult`, its ``view`` (the standardised map the session's
+    relaxation needs) included. A worker that dies mid-build: Dask runs the task again on
+    another one, whose rounds arrive again from the first (``on_result`` gets a ``warning``
+    first). Errors of the build are raised here with their own type.
+    """
+    from distributed import Event, Queue
+
+    from ..maps import map_to_bytes
+
+    job = uuid.uuid4().hex[:12]
+    queue_name, cancel_name = f"cryobuild-inference-{job}", f"cryobuild-cancel-{job}"
+    queue, cancel_event = Queue(queue_name, client=client), Event(cancel_name, client=client)
+    mask_bytes = map_to_bytes(mask) if mask is not None else None
+    future = client.submit(_build_on_worker, map_to_bytes(density), job, mask_bytes,
+                           list(sequences), options, device, context, taken, queue_name,
+                           cancel_name, key=f"cryobuild-inference-{job}", pure=False)
+    detected = False
+    try:
+        while True:
+            if cancel is not None and cancel.cancelled:
+                cancel_event.set()
+            ended = future.done()
+            waiting = queue.qsize()
+            if not waiting:
+                if ended:
+                    break
+                time.sleep(CANCEL_POLL)
+                continue
+            for item in queue.get(batch=waiting):
+                what, *report = pickle.loads(item)
+                if what == "progress":
+                    if progress is not None:
+                        progress(*report)
+                    continue
+                kind, payload = report
+                if kind == "points":
+                    if detected and on_result is not None:
+                        on_result("warning", "the worker running the build stopped; it "
+                                             "started again on another worker")
+                    detected = True
+                if on_result is not None:
+                    on_result(kind, payload)
+        try:
+            outcome = future.result()
+        except Exception as err:  # noqa: BLE001 - the task itself failed (e.g. KilledWorker)
+            raise CryobuildError(f"the remote build failed: {type(err).__name__}: {err}") from err
+        if outcome.error is not None:
+            raise outcome.error
+        log.info("built on %s (%s)", outcome.worker, outcome.device)
+        return outcome.result
+    finally:
+        if not future.done():
+            cancel_event.set()
+        for release in (queue.close, cancel_event.clear):
+            try:
+                release()
+            except Exception:  # noqa: BLE001 - the scheduler may be gone; nothing to keep
+                log.debug("could not release the inference queue or event", exc_info=True)

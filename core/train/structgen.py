@@ -53,7 +53,7 @@ from ..structgen.model import (
     threading_loss,
 )
 from ..structgen.samples import SampleOptions, ScoreNoise, make_sample, read_chains
-from ..structgen.thread import ThreadOptions
+from ..thread.structgen import ThreadOptions
 from .loop import TrainingRun, random_files
 
 __all__ = ["LR_DROP", "MIN_TRAIN_LENGTH", "main"]

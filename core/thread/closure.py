@@ -1,12 +1,12 @@
 """Closing sequence gaps of threaded chains with untraced nodes, and extending their ends
 (METHODS §4, after joining).
 
-A threaded chain (`cryobuild.assignment`) whose numbering jumps from residue ``n`` to
+A threaded chain (`cryobuild.thread.search`) whose numbering jumps from residue ``n`` to
 ``n + k + 1`` lacks ``k`` residues. On the held-out simulated 3 Å maps of the build benchmark,
 most residues missing from the final model were in such gaps, and most of those had a node: the
 graph network had placed it, but chain linking broke there (a link probability or a predicted
 C-N distance outside its gates) and the piece in between was too short to thread or to place
-(`cryobuild.placement` needs `MIN_CHAIN_LENGTH` residues and a 3-bit margin), often traced
+(`cryobuild.thread.placement` needs `MIN_CHAIN_LENGTH` residues and a 3-bit margin), often traced
 backwards. Between two fixed ends and with a known count, the missing stretch is narrowly
 determined in space, so `close_gaps` fills it from the *free* nodes -- the nodes of unthreaded
 chains and the chain's own unassigned nodes between the two ends -- in either order:
@@ -17,13 +17,14 @@ chains and the chain's own unassigned nodes between the two ends -- in either or
   nodes two positions apart `MIN_SKIP` to `MAX_SKIP` (no fold-back onto the residue before
   last, also against the chain's residues on either side of the gap).
 * **Score.** The sum over the path's nodes of the log-odds (bits) of node ``x_t`` emitting the
-  sequence's residue ``n + t`` (`cryobuild.hmm.match_emissions`: residue-type probabilities
-  mixed with the background by confidence, as in placement), plus `NODE_BITS` per node.
+  sequence's residue ``n + t`` (`cryobuild.thread.profiles.match_emissions`: residue-type
+  probabilities mixed with the background by confidence, as in placement), plus `NODE_BITS`
+  per node.
   Dynamic programming over pairs of consecutive nodes finds the best path; it is taken when its
   nodes' log-odds sum to at least `MIN_CLOSURE_BITS`.
-* **Where.** Inside a chain, and between two chains of one sequence that `join_matches` left
-  apart, the last assigned residue of one numbered before the first of the other (`_gaps`); a
-  closed gap then merges them. Gaps are closed smallest first, so a node serves the gap it fits
+* **Where.** Inside a chain, and between two chains of one sequence that
+  `joining.join_matches` left apart, the last assigned residue of one numbered before the first
+  of the other (`_gaps`); a closed gap then merges them. Gaps are closed smallest first, so a node serves the gap it fits
   most tightly; a node used once is no longer free.
 * **Ends** (`_extension`). Then each confidently threaded chain's ends are continued outward
   through free nodes the same way, with one end open, as far as the path's score rises.
@@ -37,10 +38,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .assignment import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch
-from .hmm import background_frequencies, match_emissions
+from ..sequences import Sequence
+from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch
 from .placement import ANCHOR_EVALUE
-from .sequences import Sequence
+from .profiles import background_frequencies, match_emissions
 
 __all__ = [
     "BRIDGE_DIRECTIONS",
@@ -224,7 +225,7 @@ def _extension(chains: list, index: int, side: int, threaded: list[ChainMatch], 
     and types, the chain's unassigned end nodes left out); None when nothing fits.
 
     Only chains threaded with ``evalue`` at most `placement.ANCHOR_EVALUE` are extended: a
-    chance thread (E 0.005-0.02 for an unrelated sequence, `assignment.MAX_THREAD_EVALUE`)
+    chance thread (E 0.005-0.02 for an unrelated sequence, `search.MAX_THREAD_EVALUE`)
     would otherwise grow by up to `MAX_EXTENSION` wrong residues (on EMD-2566, a 9-residue
     piece of a neighbouring molecule's density grew to 25).
 
@@ -303,7 +304,7 @@ def close_gaps(
     Parameters
     ----------
     matches : list of ChainMatch
-        Joined chains (`cryobuild.assignment.join_matches`), threaded and unthreaded.
+        Joined chains (`cryobuild.thread.joining.join_matches`), threaded and unthreaded.
     ca : ``[N, 3]``
         Cα of all nodes, Å.
     aa_probs : ``[N, 20]``

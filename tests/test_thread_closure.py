@@ -1,12 +1,11 @@
-"""Tests of cryobuild.closure: numbering gaps of threaded chains filled with free nodes."""
+"""Tests of cryobuild.thread.closure: numbering gaps of threaded chains filled with free nodes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cryobuild import closure
-from cryobuild.assignment import ChainMatch
+from cryobuild.thread import ChainMatch, closure
 from cryobuild.sequences import Sequence
 
 SEQUENCE = Sequence("s", "ACDEFGHIKLMNPQ")

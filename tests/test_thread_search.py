@@ -1,5 +1,5 @@
-"""Tests of cryobuild.hmm (profiles, E-value calibration, files, search) and
-cryobuild.assignment (threading, joining, naming)."""
+"""Tests of cryobuild.thread.profiles (profiles, E-value calibration, files, search) and
+cryobuild.thread.search (threading), with joining and naming of the threaded chains."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from pyhmmer import plan7
 
-from cryobuild import assignment, hmm
 from cryobuild.chains import chain_ids, link_chains
 from cryobuild.cli import main as cli_main
 from cryobuild.models import read_model
 from cryobuild.residues import AA_ORDER
 from cryobuild.sequences import Sequence, read_fasta
+from cryobuild.thread import ChainMatch, joining, profiles, search
 
 from gnn_synth import noisy_probs, simulate_predictions
 
@@ -39,7 +39,7 @@ def il2(il2_path):
 
 def _random_sequence(name: str, length: int, rng: np.random.Generator) -> Sequence:
     """A sequence with natural (HMMER background) amino-acid composition."""
-    _, frequencies = hmm._background()
+    _, frequencies = profiles._background()
     residues = rng.choice(list(AA_ORDER), size=length, p=frequencies / frequencies.sum())
     return Sequence(name, "".join(residues))
 
@@ -60,7 +60,7 @@ def threaded(il2):
     decoys = [_shuffled(sequence, rng), _random_sequence("unrelated", 150, rng)]
     sequences = [decoys[0], sequence, decoys[1]]
     predictions = simulated.predictions
-    matches = assignment.thread_chains(
+    matches = search.thread_chains(
         chains, predictions.aa_probs, predictions.confidence, sequences, rng=rng
     )
     return simulated, chains, sequences, matches
@@ -81,13 +81,13 @@ def _recall(simulated, matches, model) -> float:
 def test_profile_is_valid(il2):
     model, _ = il2
     probs = noisy_probs(model.aatype, 0.6, np.random.default_rng(0))
-    profile = hmm.profile_from_probs(probs, np.full(len(probs), 80.0), "il2")
+    profile = profiles.profile_from_probs(probs, np.full(len(probs), 80.0), "il2")
     assert profile.M == model.num_residues
     emissions = np.asarray(profile.match_emissions)[1:]
     np.testing.assert_allclose(emissions.sum(axis=1), 1.0, atol=1e-5)
     assert emissions.min() > 0
     with pytest.raises(ValueError):
-        hmm.profile_from_probs(probs[:, :5], np.ones(len(probs)), "bad")
+        profiles.profile_from_probs(probs[:, :5], np.ones(len(probs)), "bad")
 
 
 def test_forward_scores_match_pyhmmer(il2):
@@ -95,13 +95,13 @@ def test_forward_scores_match_pyhmmer(il2):
     model, _ = il2
     rng = np.random.default_rng(1)
     probs = noisy_probs(model.aatype, 0.6, rng)
-    profile = hmm.profile_from_probs(probs, np.full(len(probs), 70.0), "il2")
-    hmm.calibrate(profile, rng)
-    _, frequencies = hmm._background()
-    residues = hmm._random_residues(rng, frequencies, 100, 120)
-    ours = hmm._forward_scores(hmm._local_scores(profile, frequencies), residues)
+    profile = profiles.profile_from_probs(probs, np.full(len(probs), 70.0), "il2")
+    profiles.calibrate(profile, rng)
+    _, frequencies = profiles._background()
+    residues = profiles._random_residues(rng, frequencies, 100, 120)
+    ours = profiles._forward_scores(profiles._local_scores(profile, frequencies), residues)
     pipeline = plan7.Pipeline(
-        hmm.ALPHABET,
+        profiles.ALPHABET,
         bias_filter=False,
         null2=False,
         F1=1.0,
@@ -110,7 +110,7 @@ def test_forward_scores_match_pyhmmer(il2):
         T=-math.inf,
         domT=-math.inf,
     )
-    hits = list(pipeline.search_hmm(profile, hmm._block(residues)))
+    hits = list(pipeline.search_hmm(profile, profiles._block(residues)))
     assert len(hits) > 20
     for hit in hits:
         assert abs(hit.pre_score - ours[int(hit.name.removeprefix("random"))]) < FORWARD_TOLERANCE
@@ -121,15 +121,15 @@ def test_calibrated_evalues_follow_rank(il2):
     model, _ = il2
     rng = np.random.default_rng(2)
     probs = noisy_probs(model.aatype, 0.6, rng)
-    profile = hmm.profile_from_probs(probs, np.full(len(probs), 70.0), "il2")
-    hmm.calibrate(profile, rng)
+    profile = profiles.profile_from_probs(probs, np.full(len(probs), 70.0), "il2")
+    profiles.calibrate(profile, rng)
     ev = profile.evalue_parameters.as_vector()
     assert all(math.isfinite(value) for value in ev)
-    _, frequencies = hmm._background()
+    _, frequencies = profiles._background()
     count = 1000
-    block = hmm._block(hmm._random_residues(rng, frequencies, count, 150))
+    block = profiles._block(profiles._random_residues(rng, frequencies, count, 150))
     pipeline = plan7.Pipeline(
-        hmm.ALPHABET, bias_filter=False, F1=1.0, F2=1.0, F3=1.0, Z=count, E=math.inf
+        profiles.ALPHABET, bias_filter=False, F1=1.0, F2=1.0, F3=1.0, Z=count, E=math.inf
     )
     evalues = sorted(hit.evalue for hit in pipeline.search_hmm(profile, block))
     for rank in (2, 5, 10, 20):
@@ -141,7 +141,7 @@ def test_threading_finds_il2_and_numbers(threaded, il2):
     simulated, _, _, matches = threaded
     long_matches = [m for m in matches if len(m.nodes) >= 10]
     assert long_matches and all(m.sequence_index == 1 for m in long_matches)
-    assert all(m.evalue < assignment.MAX_THREAD_EVALUE for m in long_matches)
+    assert all(m.evalue < search.MAX_THREAD_EVALUE for m in long_matches)
     assert _recall(simulated, matches, model) >= MIN_SEQUENCE_RECALL
     for match in long_matches:
         assigned = match.assigned
@@ -156,7 +156,7 @@ def test_taken_positions_are_avoided(threaded):
     taken = [np.zeros(len(s), dtype=bool) for s in sequences]
     taken[1][:70] = True
     predictions = simulated.predictions
-    matches = assignment.thread_chains(
+    matches = search.thread_chains(
         chains,
         predictions.aa_probs,
         predictions.confidence,
@@ -173,11 +173,11 @@ def test_taken_positions_are_avoided(threaded):
 def test_random_chain_is_unthreadable():
     rng = np.random.default_rng(4)
     probs = rng.dirichlet(np.ones(20), size=30)
-    [match] = assignment.thread_chains(
+    [match] = search.thread_chains(
         [np.arange(30)], probs, np.full(30, 50.0), [_random_sequence("other", 200, rng)], rng=rng
     )
     assert match.sequence_index == -1 and not match.assigned.any()
-    assert match.evalue > assignment.MAX_THREAD_EVALUE
+    assert match.evalue > search.MAX_THREAD_EVALUE
 
 
 def test_joining_and_copies(threaded):
@@ -187,20 +187,20 @@ def test_joining_and_copies(threaded):
     num = len(backbone)
     shifted = np.concatenate([backbone, backbone + np.array([200.0, 0, 0])])
     copies = matches + [
-        assignment.ChainMatch(
+        ChainMatch(
             m.nodes + num, m.sequence_index, m.residue_number, m.aatype, m.score, m.evalue
         )
         for m in matches
     ]
     aa_probs = np.concatenate([simulated.predictions.aa_probs] * 2)
-    joined = assignment.join_matches(copies, shifted, aa_probs)
+    joined = joining.join_matches(copies, shifted, aa_probs)
     on_il2 = [m for m in joined if m.sequence_index == 1]
     assert len(on_il2) < len([m for m in copies if m.sequence_index == 1])
     for match in on_il2:
         numbers = match.residue_number[match.assigned]
         assert np.all(np.diff(numbers) > 0)  # never overlapping copies
         assert np.all(match.nodes < num) or np.all(match.nodes >= num)
-    named = assignment.name_chains(joined, sequences)
+    named = joining.name_chains(joined, sequences)
     assert [n.chain_id for n in named] == chain_ids(len(joined))
     assert named[0].label == "il2 copy 1" and named[1].label == "il2 copy 2"
 
@@ -211,11 +211,11 @@ def il2_profile_folder(il2, tmp_path_factory):
     model, _ = il2
     rng = np.random.default_rng(8)
     probs = noisy_probs(model.aatype, 0.6, rng)
-    [profile] = hmm.chain_profiles([np.arange(len(probs))], probs, np.full(len(probs), 70.0), rng)
+    [profile] = profiles.chain_profiles([np.arange(len(probs))], probs, np.full(len(probs), 70.0), rng)
     folder = tmp_path_factory.mktemp("build_no_seq")
-    [path] = hmm.write_profiles([profile], folder / "hmm_profiles")
+    [path] = profiles.write_profiles([profile], folder / "hmm_profiles")
     assert path.name == "0001_A.hmm"
-    [read] = hmm.read_profiles(folder / "hmm_profiles")
+    [read] = profiles.read_profiles(folder / "hmm_profiles")
     np.testing.assert_allclose(
         read.evalue_parameters.as_vector(), profile.evalue_parameters.as_vector(), atol=1e-3
     )
@@ -259,7 +259,7 @@ def test_hmm_search_against_shared_chains(il2, il2_profile_folder, shared_data):
         pytest.skip("no structures/*/chains.fasta in the shared data")
     database = [s for path in paths for s in read_fasta(path)] + [il2[1]]
     assert len(database) > 1000
-    hits = hmm.search_profiles(hmm.read_profiles(il2_profile_folder / "hmm_profiles"), database)
+    hits = profiles.search_profiles(profiles.read_profiles(il2_profile_folder / "hmm_profiles"), database)
     assert hits and hits[0].target == "il2"
 
 
@@ -275,12 +275,12 @@ def test_chain_running_into_another_sequence_is_cut(monkeypatch):
     confidence = np.full(70, 80.0)
 
     def thread():
-        return assignment.thread_chains([np.arange(70)], probs, confidence, [first, second],
+        return search.thread_chains([np.arange(70)], probs, confidence, [first, second],
                                         rng=np.random.default_rng(0))
 
     numbered = {m.sequence_index: m.residue_number.tolist() for m in thread() if m.threaded}
     assert numbered == {0: list(range(51, 81)), 1: list(range(1, 41))}
 
-    monkeypatch.setattr(assignment, "MIN_OVERHANG", 10**6)
+    monkeypatch.setattr(search, "MIN_OVERHANG", 10**6)
     [match] = thread()
     assert match.sequence_index == 1 and np.sum(~match.assigned) == 30

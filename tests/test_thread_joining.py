@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cryobuild.assignment import CA_CA_DISTANCE, CA_REACH_SLACK, MAX_JOIN_OVERLAP, ChainMatch, join_matches
+from cryobuild.thread.joining import MAX_JOIN_OVERLAP, join_matches
+from cryobuild.thread.matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch
 
 #: Uniform residue-type probabilities for nodes (the types of pieces cut off).
 def _probs(count: int) -> np.ndarray:

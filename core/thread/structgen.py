@@ -1,12 +1,12 @@
 """Threading with the Structure Generator: order and label detected nodes along sequences.
 
-`thread_structgen` is the alternative to the HMM threader (`cryobuild.assignment.thread_chains`)
+`thread_structgen` is the alternative to the HMM threader (`cryobuild.thread.search.thread_chains`)
 and returns the same `ChainMatch` objects. For each sequence copy:
 
 1. the graph of the nodes not used yet (contact edges at the network's cutoff, the nodes'
    residue-type probabilities as scores) and the sequence go through the network: log
    ``p(node | position)`` ``[L, M]``, forward and backward passes averaged, sequences longer
-   than `ThreadOptions.window` read by the LSTM in overlapping windows (`model.sequence_log_probs`);
+   than `ThreadOptions.window` read by the LSTM in overlapping windows (`cryobuild.structgen.model.sequence_log_probs`);
 2. each position gets a node, each node at most one position, maximising the summed
    log-probability (Hungarian assignment, `scipy.optimize.linear_sum_assignment`, over the
    `ThreadOptions.candidates` best nodes of each position); positions whose node has a
@@ -33,13 +33,13 @@ import os
 import numpy as np
 import torch
 
-from ..assignment import ChainMatch
 from ..checkpoints import checkpoint_path, load_checkpoint
 from ..device import resolve_device
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..sequences import Sequence
-from .graph import NodeGraph
-from .model import StructureGenerator, config_from_dict, sequence_log_probs
+from ..structgen.graph import NodeGraph
+from ..structgen.model import StructureGenerator, config_from_dict, sequence_log_probs
+from .matches import ChainMatch
 
 __all__ = ["ThreadOptions", "assign_positions", "load_structgen", "thread_structgen"]
 

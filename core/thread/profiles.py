@@ -32,7 +32,7 @@ pipeline's (they agree to 1e-5 bits).
 Random sequences are i.i.d. residues with the background frequencies of
 ``pyhmmer.plan7.Background`` (HMMER's amino-acid composition).
 
-Threading, joining and naming chains with these profiles live in `cryobuild.assignment`.
+Threading chains with these profiles is `cryobuild.thread.search`.
 """
 
 from __future__ import annotations
@@ -46,12 +46,12 @@ from pathlib import Path
 import numpy as np
 from pyhmmer import easel, plan7
 
-from .atomic import write_bytes_atomic
-from .errors import InputError
-from .chains import chain_ids
-from .progress import CancelToken, check_cancel
-from .residues import NUM_AA
-from .sequences import Sequence
+from ..atomic import write_bytes_atomic
+from ..chains import chain_ids
+from ..errors import InputError
+from ..progress import CancelToken, check_cancel
+from ..residues import NUM_AA
+from ..sequences import Sequence
 
 __all__ = [
     "ALPHABET",

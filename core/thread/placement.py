@@ -1,7 +1,7 @@
 """Placing unthreaded chains into the sequence gaps between threaded ones (METHODS §4).
 
 Chains too short or too poorly predicted for their HMM profile to reach a significant E-value
-(`cryobuild.assignment.thread_chains`) often lie between chains that did thread. Their place in
+(`cryobuild.thread.search.thread_chains`) often lie between chains that did thread. Their place in
 the sequence is then narrow: they must sit in positions no threaded chain holds, and the
 sequence distance to the threaded residues on either side must be spannable in space.
 `place_chains` places them there:
@@ -15,7 +15,7 @@ sequence distance to the threaded residues on either side must be spannable in s
   likewise ``|CA(last) - CA(b)| <= (b - q) * CA_CA_DISTANCE + CA_REACH_SLACK`` for at least
   one anchor residue of that number (copies of a sequence share numbers).
 * **Score.** Ungapped log-odds in bits, ``sum_i log2(e_i(s_{p+i}) / f(s_{p+i}))``, with ``e_i``
-  the chain's match-state emissions (`cryobuild.hmm.match_emissions`: the residue-type
+  the chain's match-state emissions (`cryobuild.thread.profiles.match_emissions`: the residue-type
   probabilities mixed with the background by confidence) and ``f`` the background; ``X`` in
   the sequence scores 0.
 * **Acceptance.** The best allowed window over all sequences is taken when it scores at least
@@ -35,9 +35,9 @@ import dataclasses
 
 import numpy as np
 
-from .assignment import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch
-from .hmm import background_frequencies, match_emissions
-from .sequences import Sequence
+from ..sequences import Sequence
+from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch
+from .profiles import background_frequencies, match_emissions
 
 __all__ = [
     "ANCHOR_EVALUE",
@@ -203,7 +203,7 @@ def place_chains(
     Parameters
     ----------
     matches : list of ChainMatch
-        Threaded and unthreaded chains (`cryobuild.assignment.thread_chains`), not yet joined.
+        Threaded and unthreaded chains (`cryobuild.thread.search.thread_chains`), not yet joined.
     aa_probs : ``[N, 20]``
         Residue-type probabilities of all nodes.
     confidence : ``[N]``

@@ -1,4 +1,4 @@
-"""Placing unthreaded chains between threaded anchors (`cryobuild.placement`), on synthetic
+"""Placing unthreaded chains between threaded anchors (`cryobuild.thread.placement`), on synthetic
 chains: anchor A threaded to residues 1-20 along x, anchor B to 61-80 coming back 10 Å away
 (a hairpin), and a 6-residue fragment near the turn."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cryobuild.assignment import CA_CA_DISTANCE, ChainMatch
-from cryobuild.placement import ANCHOR_EVALUE, place_chains
+from cryobuild.thread.matches import CA_CA_DISTANCE, ChainMatch
+from cryobuild.thread.placement import ANCHOR_EVALUE, place_chains
 from cryobuild.residues import AA_ORDER
 from cryobuild.sequences import Sequence
 

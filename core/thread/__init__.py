@@ -1,0 +1,181 @@
+"""Threading: placing the chains built from one graph-network pass onto the input sequences
+(METHODS §4). `thread` is the one entry; it returns a `Threading`.
+
+With the HMM threader (``"hmm"``) the stages run in this order, one module each:
+
+1. `profiles`: each chain's residue-type probabilities and confidence become an HMMER3 profile
+   with one match state per residue, calibrated for E-values;
+2. `search`: each profile is searched against the stretches of the sequences not ``taken``;
+   the best alignment with an E-value up to ``max_evalue`` numbers the chain;
+3. `placement` (``placement=True``): unthreaded chains go into the sequence gaps between
+   confidently threaded ones;
+4. `joining`: chains that continue each other along one sequence are joined;
+5. `closure` (``closure=True``): numbering gaps of threaded chains are filled, and their ends
+   extended, with untraced nodes.
+
+With the Structure Generator (``"structgen"``, `structgen`), the network threads the chains'
+nodes and `joining` follows. The HMM threader then runs as well: when the Structure Generator
+threads fewer than `STRUCTGEN_MIN_SHARE` of the residues the HMM threader threads, the HMM
+threader's result is returned instead, with a warning (`Threading.threader` tells the caller
+which threader to use from then on). The caller names the chains (`joining.name_chains`).
+
+The split: one module per stage, each taking and returning `ChainMatch` lists, plus `matches`
+for those types and the Cα geometry every stage shares, so that stages import each other only
+for what they compute (placement and closure score with the profiles' match emissions; closure
+extends only chains placement would anchor on). `profiles` also holds the profile files and
+database search of the ``build_no_seq`` and ``hmm_search`` commands: they are the same
+profiles. `structgen` holds only the threader and its network loader; the network, its
+training samples and its benchmark stay in `cryobuild.structgen`. It imports torch, so it is
+imported only when the Structure Generator threads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..progress import CancelToken
+from ..sequences import Sequence
+from .closure import close_gaps
+from .joining import join_matches
+from .matches import ChainMatch, NamedChain
+from .placement import place_chains
+from .search import MAX_THREAD_EVALUE, thread_chains
+
+__all__ = [
+    "STRUCTGEN_MIN_SHARE",
+    "THREADERS",
+    "ChainMatch",
+    "NamedChain",
+    "Threading",
+    "thread",
+]
+
+#: The threaders `thread` runs: HMM profiles (`search`) and the Structure Generator (`structgen`).
+THREADERS = ("hmm", "structgen")
+#: The Structure Generator's threading is replaced by the HMM threader's when it threads fewer
+#: than this share of the residues the HMM threader threads. It is issue 17's bar for the
+#: Structure Generator (sequence recall >= 0.8 x the HMM threader's): a threaded residue is at
+#: best a recalled one, and the HMM threader's final models hold few wrong residues (Cα
+#: precision 0.93-0.98 at its E-value cut, `search.MAX_THREAD_EVALUE`), so a threader under
+#: this share misses the bar.
+STRUCTGEN_MIN_SHARE = 0.8
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Threading:
+    """The result of `thread`.
+
+    Attributes
+    ----------
+    matches : list of ChainMatch
+        Every chain, threaded or not, after joining (and closure), made of the nodes of the
+        input chains.
+    threader : str
+        The threader that produced ``matches``: ``"hmm"`` or ``"structgen"`` (``"hmm"`` when
+        the Structure Generator fell short of `STRUCTGEN_MIN_SHARE`).
+    warnings : list of str
+        Messages for the user, e.g. why the Structure Generator's threading was replaced.
+    """
+
+    matches: list[ChainMatch]
+    threader: str
+    warnings: list[str]
+
+    @property
+    def threaded_residues(self) -> int:
+        """How many residues of ``matches`` have a sequence position."""
+        return int(sum(match.assigned.sum() for match in self.matches))
+
+
+def thread(
+    chains: list[np.ndarray],
+    aa_probs: np.ndarray,
+    confidence: np.ndarray,
+    backbone: np.ndarray,
+    sequences: list[Sequence],
+    *,
+    threader: str = "hmm",
+    max_evalue: float = MAX_THREAD_EVALUE,
+    placement: bool = True,
+    closure: bool = True,
+    min_length: int,
+    taken: list[np.ndarray] | None = None,
+    structgen=None,
+    rng: np.random.Generator,
+    cancel: CancelToken | None = None,
+) -> Threading:
+    """Thread ``chains`` onto ``sequences`` (the stages of the module docstring).
+
+    Parameters
+    ----------
+    chains : list of int ``[L_c]``
+        Node indices of each chain in N -> C order (`cryobuild.chains.link_chains`).
+    aa_probs : float ``[N, 20]``
+        Residue-type probabilities of all nodes (``AA_ORDER``).
+    confidence : float ``[N]``
+        Confidence of all nodes, 0-100.
+    backbone : float ``[N, 3, 3]``
+        N, CA, C positions of all nodes, Å.
+    sequences : list of Sequence
+        The input sequences (one record per chain copy or per distinct sequence). Without
+        any, every chain comes back unthreaded.
+    threader : {"hmm", "structgen"}
+        The threader to use (`THREADERS`).
+    max_evalue : float
+        HMM threader: chains whose best alignment has a larger E-value stay unthreaded.
+    placement, closure : bool
+        HMM threader: run the placement and closure stages.
+    min_length : int
+        HMM threader: shortest unthreaded chain (residues) that placement places.
+    taken : list of bool ``[len(sequences[s])]``, optional
+        HMM threader: positions already held by accepted residues, never used again.
+    structgen : StructureGenerator, optional
+        The network of the structgen threader (`structgen.load_structgen`), in eval mode.
+    rng : numpy.random.Generator
+        For the profiles' E-value calibration.
+    cancel : CancelToken, optional
+        Checked once per chain (per sequence copy by the Structure Generator).
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``threader``, or ``"structgen"`` with sequences but no ``structgen``
+        network.
+    """
+    if threader not in THREADERS:
+        raise ValueError(f"threader must be one of {', '.join(THREADERS)}, got {threader!r}")
+    if not sequences:
+        return Threading([ChainMatch.unthreaded(chain, aa_probs) for chain in chains], threader, [])
+    backbone = np.asarray(backbone)
+
+    def hmm_threading() -> Threading:
+        matches = thread_chains(chains, aa_probs, confidence, sequences, taken=taken,
+                                max_evalue=max_evalue, rng=rng, cancel=cancel)
+        if placement:
+            matches = place_chains(matches, aa_probs, confidence, backbone[:, 1], sequences,
+                                   min_length=min_length, taken=taken)
+        matches = join_matches(matches, backbone, aa_probs)
+        if closure:
+            matches = close_gaps(matches, backbone[:, 1], aa_probs, confidence, sequences,
+                                 taken=taken)
+        return Threading(matches, "hmm", [])
+
+    if threader == "hmm":
+        return hmm_threading()
+    if structgen is None:
+        raise ValueError("the structgen threader needs its network")
+    from .structgen import thread_structgen  # imports torch
+
+    matches = thread_structgen(chains, aa_probs, backbone[:, 1], sequences, structgen,
+                               cancel=cancel)
+    threading = Threading(join_matches(matches, backbone, aa_probs), "structgen", [])
+    fallback = hmm_threading()
+    threaded, expected = threading.threaded_residues, fallback.threaded_residues
+    if threaded >= STRUCTGEN_MIN_SHARE * expected:
+        return threading
+    return dataclasses.replace(fallback, warnings=[
+        f"the Structure Generator threaded {threaded} residues, the HMM threader {expected}: "
+        "falling back to the HMM threader from this round on (the Structure Generator must "
+        f"thread at least {STRUCTGEN_MIN_SHARE:.0%} as many)"])

@@ -1,0 +1,93 @@
+"""The threading entry `cryobuild.thread.thread`: the HMM threader's stages in order, the
+Structure Generator's fallback to the HMM threader, and a build without sequences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cryobuild.thread as threading_package
+from cryobuild.chains import link_chains
+from cryobuild.models import read_model
+from cryobuild.residues import AA_ORDER
+from cryobuild.sequences import Sequence
+from cryobuild.thread import ChainMatch, thread
+from cryobuild.thread import structgen as structgen_threader
+from cryobuild.thread.closure import close_gaps
+from cryobuild.thread.joining import join_matches
+from cryobuild.thread.placement import place_chains
+from cryobuild.thread.search import thread_chains
+
+from gnn_synth import simulate_predictions
+
+#: Shortest chain placement places (residues), as the pipeline's `MIN_CHAIN_LENGTH`.
+MIN_LENGTH = 4
+
+
+@pytest.fixture(scope="module")
+def il2_chains(il2_path):
+    """il2 simulated at 60 % accuracy and linked: predictions, chains and the sequence."""
+    model = read_model(il2_path)
+    simulated = simulate_predictions(model.atom_positions[:, :3].astype(np.float64), model.aatype,
+                                     model.residue_number, np.random.default_rng(5))
+    sequence = Sequence("il2", "".join(AA_ORDER[aatype] for aatype in model.aatype))
+    return simulated.predictions, link_chains(simulated.predictions), [sequence]
+
+
+def _thread(il2_chains, **options):
+    predictions, chains, sequences = il2_chains
+    return thread(chains, predictions.aa_probs, predictions.confidence, predictions.backbone,
+                  sequences, min_length=MIN_LENGTH, rng=np.random.default_rng(0), **options)
+
+
+def _table(matches: list[ChainMatch]) -> list[tuple]:
+    return [(m.nodes.tolist(), m.sequence_index, m.residue_number.tolist(), m.aatype.tolist())
+            for m in matches]
+
+
+def test_hmm_threader_runs_search_placement_joining_closure(il2_chains):
+    predictions, chains, sequences = il2_chains
+    ca = predictions.backbone[:, 1]
+    matches = thread_chains(chains, predictions.aa_probs, predictions.confidence, sequences,
+                            rng=np.random.default_rng(0))
+    matches = place_chains(matches, predictions.aa_probs, predictions.confidence, ca, sequences,
+                           min_length=MIN_LENGTH)
+    matches = join_matches(matches, predictions.backbone, predictions.aa_probs)
+    matches = close_gaps(matches, ca, predictions.aa_probs, predictions.confidence, sequences)
+    threading = _thread(il2_chains)
+    assert threading.threader == "hmm" and threading.warnings == []
+    assert threading.threaded_residues > 0
+    assert _table(threading.matches) == _table(matches)
+
+
+def test_structgen_threading_short_of_the_hmm_threaders_falls_back(il2_chains, monkeypatch):
+    def threads_nothing(chains, aa_probs, *args, **kwargs):
+        return [ChainMatch.unthreaded(chain, aa_probs) for chain in chains]
+
+    monkeypatch.setattr(structgen_threader, "thread_structgen", threads_nothing)
+    hmm = _thread(il2_chains)
+    threading = _thread(il2_chains, threader="structgen", structgen=object())
+    assert threading.threader == "hmm"
+    assert _table(threading.matches) == _table(hmm.matches)
+    assert threading.warnings == [
+        f"the Structure Generator threaded 0 residues, the HMM threader {hmm.threaded_residues}: "
+        "falling back to the HMM threader from this round on (the Structure Generator must "
+        "thread at least 80% as many)"]
+
+    monkeypatch.setattr(threading_package, "STRUCTGEN_MIN_SHARE", 0.0)
+    kept = _thread(il2_chains, threader="structgen", structgen=object())
+    assert kept.threader == "structgen" and kept.warnings == [] and kept.threaded_residues == 0
+
+
+def test_without_sequences_every_chain_stays_unthreaded(il2_chains):
+    predictions, chains, _ = il2_chains
+    threading = _thread((predictions, chains, []), threader="structgen")
+    assert not any(match.threaded for match in threading.matches)
+    assert [m.nodes.tolist() for m in threading.matches] == [list(c) for c in chains]
+
+
+def test_structgen_threader_needs_its_network(il2_chains):
+    with pytest.raises(ValueError, match="needs its network"):
+        _thread(il2_chains, threader="structgen")
+    with pytest.raises(ValueError, match="threader must be one of"):
+        _thread(il2_chains, threader="blast")
