@@ -14,9 +14,10 @@ from cryobuild.sequences import Sequence
 from cryobuild.thread import ChainMatch, thread
 from cryobuild.thread import structgen as structgen_threader
 from cryobuild.thread.closure import close_gaps
+from cryobuild.thread.copies import anchor_evalue, assign_copies, keep_supported
 from cryobuild.thread.joining import join_matches
 from cryobuild.thread.placement import place_chains
-from cryobuild.thread.search import thread_chains
+from cryobuild.thread.search import MAX_THREAD_EVALUE, thread_chains
 
 from gnn_synth import simulate_predictions
 
@@ -45,13 +46,17 @@ def _table(matches: list[ChainMatch]) -> list[tuple]:
             for m in matches]
 
 
-def test_hmm_threader_runs_search_placement_joining_closure(il2_chains):
+def test_hmm_threader_runs_search_support_placement_copies_joining_closure(il2_chains):
     predictions, chains, sequences = il2_chains
     ca = predictions.backbone[:, 1]
     matches = thread_chains(chains, predictions.aa_probs, predictions.confidence, sequences,
                             rng=np.random.default_rng(0))
+    anchor_cut = anchor_evalue(len(matches), MAX_THREAD_EVALUE)
+    matches = keep_supported(matches, ca, predictions.aa_probs, anchor_cut=anchor_cut)
     matches = place_chains(matches, predictions.aa_probs, predictions.confidence, ca, sequences,
                            min_length=MIN_LENGTH)
+    matches = assign_copies(matches, ca, predictions.aa_probs, predictions.confidence, sequences,
+                            anchor_cut=anchor_cut)
     matches = join_matches(matches, predictions.backbone, predictions.aa_probs)
     matches = close_gaps(matches, ca, predictions.aa_probs, predictions.confidence, sequences)
     threading = _thread(il2_chains)

@@ -39,7 +39,7 @@ from .build import model_sequences
 from .detect import score
 from .gnn import folder_case, run_case as run_gnn_case
 
-__all__ = ["BANDS", "NetworkPair", "main"]
+__all__ = ["BANDS", "NetworkPair", "main", "network_pairs"]
 
 #: Resolution bands of the means (Å, upper bounds inclusive).
 BANDS = (("<= 3.5 Å", 0.0, 3.5), ("3.5-4.5 Å", 3.5, 4.5), ("> 4.5 Å", 4.5, 99.0))
@@ -68,7 +68,8 @@ class NetworkPair:
         return self._networks
 
 
-def _pairs(specs: list[str] | None) -> list[NetworkPair]:
+def network_pairs(specs: list[str] | None) -> list[NetworkPair]:
+    """The pairs of ``specs`` ("DETECTOR.pt,GNN.pt" each), or the bundled `DEFAULT_PAIRS`."""
     if specs:
         pairs = []
         for spec in specs:
@@ -174,7 +175,7 @@ def main(argv=None):
         print_tables(sorted(rows, key=lambda r: r["case"]))
         return
 
-    pairs = _pairs(args.networks)
+    pairs = network_pairs(args.networks)
     rows = []
     for case in dev_cases():
         if case.model_path is None or (args.cases and case.name not in args.cases):

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..chains import chain_ids
 from ..sequences import Sequence
-from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch, NamedChain
+from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch, NamedChain, concatenate
 
 __all__ = ["MAX_JOIN_DISTANCE", "MAX_JOIN_GAP", "MAX_JOIN_OVERLAP", "join_matches", "name_chains"]
 
@@ -108,7 +108,7 @@ def join_matches(matches: list[ChainMatch], backbone: np.ndarray,
         parts = [start]
         while parts[-1] in after:
             parts.append(after[parts[-1]])
-        joined.append(_concatenate([matches[index] for index in parts]))
+        joined.append(concatenate([matches[index] for index in parts]))
     return joined + cut_off
 
 
@@ -169,19 +169,6 @@ def _join_gap_and_distance(first: ChainMatch, second: ChainMatch,
     if ends >= MAX_JOIN_DISTANCE or span > gap * CA_CA_DISTANCE + CA_REACH_SLACK:
         return None
     return gap, float(ends)
-
-
-def _concatenate(parts: list[ChainMatch]) -> ChainMatch:
-    if len(parts) == 1:
-        return parts[0]
-    return ChainMatch(
-        nodes=np.concatenate([part.nodes for part in parts]),
-        sequence_index=parts[0].sequence_index,
-        residue_number=np.concatenate([part.residue_number for part in parts]),
-        aatype=np.concatenate([part.aatype for part in parts]),
-        score=float(sum(part.score for part in parts)),
-        evalue=float(min(part.evalue for part in parts)),
-    )
 
 
 def name_chains(matches: list[ChainMatch], sequences: list[Sequence]) -> list[NamedChain]:

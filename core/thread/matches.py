@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-__all__ = ["CA_CA_DISTANCE", "CA_REACH_SLACK", "ChainMatch", "NamedChain"]
+__all__ = ["CA_CA_DISTANCE", "CA_REACH_SLACK", "ChainMatch", "NamedChain", "concatenate"]
 
 #: Å, CA-CA distance of consecutive residues (trans peptide): the most a residue can span.
 CA_CA_DISTANCE = 3.8
@@ -90,6 +90,21 @@ class ChainMatch:
     def assigned(self) -> np.ndarray:
         """bool ``[L]``: residues with a residue number."""
         return self.residue_number >= 0
+
+
+def concatenate(parts: list[ChainMatch]) -> ChainMatch:
+    """One chain of ``parts`` of one sequence, in the order given: nodes, numbers and types
+    concatenated, scores summed, the smallest E-value."""
+    if len(parts) == 1:
+        return parts[0]
+    return ChainMatch(
+        nodes=np.concatenate([part.nodes for part in parts]),
+        sequence_index=parts[0].sequence_index,
+        residue_number=np.concatenate([part.residue_number for part in parts]),
+        aatype=np.concatenate([part.aatype for part in parts]),
+        score=float(sum(part.score for part in parts)),
+        evalue=float(min(part.evalue for part in parts)),
+    )
 
 
 @dataclasses.dataclass(frozen=True)

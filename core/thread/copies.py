@@ -1,0 +1,290 @@
+"""The whole model's view of threading (issue 17): which chains the model supports, and which
+copy of its sequence each threaded chain is.
+
+`search` threads each chain on its own: its E-value counts the chance alignments as good in a
+search of that chain alone. A build searches tens of chains, so at the per-chain cut
+(`search.MAX_THREAD_EVALUE`, 0.03) a model of ``n`` chains threads about ``0.03 n`` chains to
+a sequence by chance -- an unrelated sequence got a 43-residue chain at E 0.008 -- and a chain
+aligned in a wrong register may claim positions another chain holds. Two stages fix this with
+what the other chains say:
+
+**Support** (`keep_supported`, right after the search). A chain is an *anchor* when its E-value
+is at most `anchor_evalue`: `MODEL_FALSE_THREADS` divided by the number of chains searched,
+so that a whole model threads that many chains by chance (a Bonferroni bound). A weaker chain
+(up to the per-chain cut) stays threaded only when an anchor of its sequence supports it: the
+two hold no position in common, and the anchor's residue nearest in sequence on either side,
+at most `SUPPORT_MAX_GAP` positions away, can reach the chain's end across the gap
+(``|CA - CA| <= gap * CA_CA_DISTANCE + CA_REACH_SLACK``). With no anchor (an unrelated
+sequence) nothing weak threads; placement (`placement`, which needs anchors too) and closure
+then have nothing to extend.
+
+**Copies** (`assign_copies`, after placement and before joining). The threaded chains of each sequence, strongest
+first (smallest E-value, then most residues), are grouped into copies of it: a homo-oligomer's
+chains into as many copies as its density holds, whether the input lists each copy or the
+sequence once. A chain joins the copy it fits best (`_fit`):
+
+* it must fit into one gap of the positions the copy holds: its residues numbered outside that
+  gap are cut off (at most half of its residues, and only at its ends), so no position is
+  placed twice within a copy;
+* across each end of the gap, the copy's residue and the chain's first (last) one must be
+  reachable as above; if not, the chain's end residues are cut one by one, at most
+  `MAX_JUNCTION_TRIM` -- on the simulated il2 map, a second chain numbered 39-76 next to a
+  chain holding 1-42 and 76-126 had its first six residues 10-26 Å from where the sequence
+  puts them.
+
+A chain that fits no copy starts a new one if it is an anchor; a weaker one becomes
+unthreaded (it would be a second copy of a stretch with no anchor of its own). The pieces of a
+copy are then one chain (`matches.concatenate`, in sequence order; the numbering has gaps where
+nothing was built), so chain IDs go by copy. Residues cut off become unthreaded pieces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..sequences import Sequence
+from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch, concatenate
+from .profiles import background_frequencies, match_emissions
+
+__all__ = [
+    "MAX_JUNCTION_TRIM",
+    "MIN_KEPT_SHARE",
+    "MODEL_FALSE_THREADS",
+    "SUPPORT_MAX_GAP",
+    "anchor_evalue",
+    "assign_copies",
+    "keep_supported",
+]
+
+#: Chains a whole model may thread by chance (expected): the anchors' E-value cut is this over
+#: the number of chains searched (`anchor_evalue`).
+MODEL_FALSE_THREADS = 0.05
+#: Residues: the most sequence positions between a weak chain and the anchor residue that
+#: supports it.
+SUPPORT_MAX_GAP = 30
+#: Residues a chain's end may lose to make its junction with its copy reachable.
+MAX_JUNCTION_TRIM = 8
+#: A chain joins a copy only if it keeps at least this share of its numbered residues.
+MIN_KEPT_SHARE = 0.5
+
+
+def anchor_evalue(searched: int, max_evalue: float) -> float:
+    """The E-value cut of anchors in a model of ``searched`` chains: `MODEL_FALSE_THREADS` /
+    ``searched``, at most ``max_evalue`` (the per-chain cut)."""
+    return min(max_evalue, MODEL_FALSE_THREADS / max(searched, 1))
+
+
+def _reachable(ca_a: np.ndarray, ca_b: np.ndarray, gap: int) -> bool:
+    """Can residues ``gap`` positions apart have their Cα (Å) at ``ca_a`` and ``ca_b``?"""
+    return bool(np.linalg.norm(ca_a - ca_b) <= gap * CA_CA_DISTANCE + CA_REACH_SLACK)
+
+
+def _numbered(match: ChainMatch, ca: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sequence positions ``[K]`` and Cα ``[K, 3]`` (Å) of a chain's numbered residues."""
+    assigned = match.assigned
+    return match.residue_number[assigned], ca[match.nodes[assigned]]
+
+
+def _supports(anchor: ChainMatch, weak: ChainMatch, ca: np.ndarray) -> bool:
+    """Whether ``anchor`` supports ``weak`` (module docstring): no shared position, and a
+    flanking anchor residue within `SUPPORT_MAX_GAP` that reaches ``weak``'s end."""
+    anchor_numbers, anchor_ca = _numbered(anchor, ca)
+    numbers, weak_ca = _numbered(weak, ca)
+    if not len(numbers) or np.isin(numbers, anchor_numbers).any():
+        return False
+    below = np.flatnonzero(anchor_numbers < numbers[0])
+    if len(below):
+        gap = int(numbers[0] - anchor_numbers[below[-1]])
+        if gap <= SUPPORT_MAX_GAP and _reachable(anchor_ca[below[-1]], weak_ca[0], gap):
+            return True
+    above = np.flatnonzero(anchor_numbers > numbers[-1])
+    if len(above):
+        gap = int(anchor_numbers[above[0]] - numbers[-1])
+        if gap <= SUPPORT_MAX_GAP and _reachable(anchor_ca[above[0]], weak_ca[-1], gap):
+            return True
+    return False
+
+
+def keep_supported(matches: list[ChainMatch], ca: np.ndarray, aa_probs: np.ndarray, *,
+                   anchor_cut: float) -> list[ChainMatch]:
+    """``matches`` with each threaded chain weaker than ``anchor_cut`` (E-value) that no anchor
+    supports made unthreaded (keeping its score and E-value); ``ca`` ``[N, 3]`` Å and
+    ``aa_probs`` ``[N, 20]`` of all nodes."""
+    anchors = [m for m in matches if m.threaded and m.evalue <= anchor_cut]
+    kept = []
+    for match in matches:
+        if match.threaded and match.evalue > anchor_cut and not any(
+                anchor.sequence_index == match.sequence_index and _supports(anchor, match, ca)
+                for anchor in anchors):
+            match = ChainMatch.unthreaded(match.nodes, aa_probs, match.score, match.evalue)
+        kept.append(match)
+    return kept
+
+
+@dataclasses.dataclass(frozen=True)
+class _Fit:
+    """How a chain fits a copy: the kept span ``start:stop`` of its nodes and its numbered
+    residues kept."""
+
+    start: int
+    stop: int
+    kept: int
+
+
+def _fit(match: ChainMatch, held: np.ndarray, held_ca: np.ndarray, ca: np.ndarray) -> _Fit | None:
+    """Where ``match`` fits into the copy holding positions ``held`` ``[H]`` (sorted, Cα
+    ``held_ca`` ``[H, 3]`` Å): the gap of ``held`` taking most of its numbered residues, its
+    ends trimmed until reachable from the gap's flanks (module docstring); None if it does not
+    fit."""
+    index = np.flatnonzero(match.assigned)
+    numbers = match.residue_number[index]
+    gap_of = np.searchsorted(held, numbers)  # residues with equal gap_of share a gap of held
+    free = ~np.isin(numbers, held)
+    if not free.any():
+        return None
+    gaps, counts = np.unique(gap_of[free], return_counts=True)
+    gap = gaps[np.argmax(counts)]
+    inside = np.flatnonzero(free & (gap_of == gap))
+    first, last = inside[0], inside[-1]
+    low = (held[gap - 1], held_ca[gap - 1]) if gap > 0 else None
+    high = (held[gap], held_ca[gap]) if gap < len(held) else None
+    trimmed = 0
+    while low is not None and first <= last and not _reachable(
+            low[1], ca[match.nodes[index[first]]], int(numbers[first] - low[0])):
+        first, trimmed = first + 1, trimmed + 1
+    while high is not None and first <= last and not _reachable(
+            high[1], ca[match.nodes[index[last]]], int(high[0] - numbers[last])):
+        last, trimmed = last - 1, trimmed + 1
+    kept = last - first + 1
+    if trimmed > MAX_JUNCTION_TRIM or kept < max(1, MIN_KEPT_SHARE * len(index)):
+        return None
+    # the unassigned residues between kept ones stay; those beyond go with the cut ends
+    return _Fit(int(index[first]), int(index[last]) + 1, int(kept))
+
+
+def _restrict(match: ChainMatch, fit: _Fit) -> ChainMatch:
+    """``match`` restricted to ``fit``'s span of its nodes."""
+    span = slice(fit.start, fit.stop)
+    return dataclasses.replace(match, nodes=match.nodes[span],
+                               residue_number=match.residue_number[span], aatype=match.aatype[span])
+
+
+def _cut_off(match: ChainMatch, fit: _Fit, aa_probs: np.ndarray) -> list[ChainMatch]:
+    """The unthreaded pieces of ``match`` before and after ``fit``'s span."""
+    return [ChainMatch.unthreaded(nodes, aa_probs)
+            for nodes in (match.nodes[:fit.start], match.nodes[fit.stop:]) if len(nodes)]
+
+
+def _yield(piece: ChainMatch, positions: np.ndarray) -> _Fit | None:
+    """The span of ``piece`` left when it gives up ``positions`` (those it holds must be at one
+    end of its numbered residues, and it must keep `MIN_KEPT_SHARE` of them), or None."""
+    index = np.flatnonzero(piece.assigned)
+    lost = np.isin(piece.residue_number[index], positions)
+    if not lost.any():
+        return _Fit(0, len(piece.nodes), len(index))
+    kept = np.flatnonzero(~lost)
+    if not len(kept) or kept[-1] - kept[0] + 1 != len(kept) or not (lost[0] or lost[-1]) \
+            or (lost[0] and lost[-1]) or len(kept) < MIN_KEPT_SHARE * len(index):
+        return None
+    return _Fit(int(index[kept[0]]), int(index[kept[-1]]) + 1, len(kept))
+
+
+def _held(pieces: list[ChainMatch], ca: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted positions ``[H]`` a copy's ``pieces`` hold and their Cα ``[H, 3]`` (Å)."""
+    numbered = [_numbered(piece, ca) for piece in pieces]
+    held = np.concatenate([numbers for numbers, _ in numbered])
+    order = np.argsort(held)
+    return held[order], np.concatenate([positions for _, positions in numbered])[order]
+
+
+class _Evidence:
+    """Bits of each node for the residue a sequence position asks for: ``log2(e / f)``, with
+    ``e`` the node's match-state emission (`profiles.match_emissions`) and ``f`` the
+    background; what a residue loses when it is cut."""
+
+    def __init__(self, aa_probs: np.ndarray, confidence: np.ndarray, sequences: list[Sequence]):
+        emissions = match_emissions(aa_probs, confidence)
+        self._log_odds = np.log2(emissions / background_frequencies())  # [N, 20]
+        self._types = [sequence.aatype for sequence in sequences]
+
+    def lost(self, match: ChainMatch, fit: _Fit) -> float:
+        """Bits of ``match``'s numbered residues outside ``fit``'s span (positive ones only:
+        a residue that fits its position worse than chance is no loss)."""
+        outside = match.assigned.copy()
+        outside[fit.start:fit.stop] = False
+        types = self._types[match.sequence_index][match.residue_number[outside] - 1]
+        valid = types < self._log_odds.shape[1]  # X in the sequence: no evidence
+        bits = self._log_odds[match.nodes[outside][valid], types[valid]]
+        return float(np.clip(bits, 0.0, None).sum())
+
+
+def _place(match: ChainMatch, pieces: list[ChainMatch], ca: np.ndarray,
+           evidence: _Evidence) -> tuple[float, _Fit, list[_Fit]] | None:
+    """The cheapest way ``match`` joins the copy of ``pieces``: (bits lost, its span, the
+    pieces' spans), or None if it cannot. Either ``match`` gives up the positions the copy
+    holds (`_fit`), or the pieces give up those ``match`` claims at their ends (`_yield`) and
+    ``match`` fits what is left -- whichever loses fewer bits (`_Evidence`)."""
+    options = []
+    held, held_ca = _held(pieces, ca)
+    fit = _fit(match, held, held_ca, ca)
+    if fit is not None:
+        options.append((evidence.lost(match, fit), fit, [_Fit(0, len(p.nodes), 0) for p in pieces]))
+    claimed = match.residue_number[match.assigned]
+    spans = [_yield(piece, claimed) for piece in pieces]
+    if any(span is None for span in spans):
+        return min(options, key=lambda option: option[0], default=None)
+    rest = [_restrict(piece, span) for piece, span in zip(pieces, spans)]
+    rest = [piece for piece in rest if piece.assigned.any()]
+    if rest:
+        held, held_ca = _held(rest, ca)
+        fit = _fit(match, held, held_ca, ca)
+    else:
+        fit = _Fit(0, len(match.nodes), int(match.assigned.sum()))
+    if fit is not None:
+        lost = evidence.lost(match, fit) + sum(evidence.lost(p, s) for p, s in zip(pieces, spans))
+        options.append((lost, fit, spans))
+    return min(options, key=lambda option: option[0], default=None)
+
+
+def assign_copies(matches: list[ChainMatch], ca: np.ndarray, aa_probs: np.ndarray,
+                  confidence: np.ndarray, sequences: list[Sequence], *,
+                  anchor_cut: float) -> list[ChainMatch]:
+    """Group the threaded chains of ``matches`` into copies of their sequences (module
+    docstring); ``ca`` ``[N, 3]`` Å, ``aa_probs`` ``[N, 20]`` and ``confidence`` ``[N]``
+    (0-100) of all nodes.
+
+    Returns one chain per copy (copies in the order they were started: strongest chain
+    first), then the unthreaded chains as they were, then the pieces cut off and the weak
+    chains that fit no copy, unthreaded."""
+    ca = np.asarray(ca, dtype=np.float64)
+    evidence = _Evidence(aa_probs, confidence, sequences)
+    threaded = sorted((m for m in matches if m.threaded and m.assigned.any()),
+                      key=lambda m: (m.evalue, -int(m.assigned.sum())))
+    copies: list[list[ChainMatch]] = []
+    leftover: list[ChainMatch] = []
+    for match in threaded:
+        best = None
+        for pieces in copies:
+            if pieces[0].sequence_index != match.sequence_index:
+                continue
+            placed = _place(match, pieces, ca, evidence)
+            if placed is not None and (best is None or placed[0] < best[1][0]):
+                best = (pieces, placed)
+        if best is not None:
+            pieces, (_, fit, spans) = best
+            for index, (piece, span) in enumerate(zip(list(pieces), spans)):
+                pieces[index] = _restrict(piece, span)
+                leftover += _cut_off(piece, span, aa_probs)
+            pieces[:] = [piece for piece in pieces if piece.assigned.any()]
+            pieces.append(_restrict(match, fit))
+            leftover += _cut_off(match, fit, aa_probs)
+        elif match.evalue <= anchor_cut:
+            copies.append([match])
+        else:
+            leftover.append(ChainMatch.unthreaded(match.nodes, aa_probs, match.score, match.evalue))
+    joined = [concatenate(sorted(pieces, key=lambda m: int(m.residue_number[m.assigned][0])))
+              for pieces in copies if pieces]
+    unthreaded = [m for m in matches if not (m.threaded and m.assigned.any())]
+    return joined + unthreaded + leftover

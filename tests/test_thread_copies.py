@@ -1,0 +1,132 @@
+"""The whole-model rules of threading (`cryobuild.thread.copies`), each on chains built by hand
+so that the rule alone decides; each test also shows what happens without the rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cryobuild.sequences import Sequence
+from cryobuild.thread import ChainMatch
+from cryobuild.thread.copies import (
+    MODEL_FALSE_THREADS, anchor_evalue, assign_copies, keep_supported,
+)
+
+SEQUENCE = Sequence("s", "ACDEFGHIKLMNPQRSTVWY" * 4)  # 80 residues
+#: Å between consecutive Cα of the hand-built chains.
+STEP = 3.8
+
+
+def _nodes(ca: list, points: np.ndarray) -> np.ndarray:
+    """Append ``points`` ``[K, 3]`` to the node list ``ca``; their node indices."""
+    start = sum(len(block) for block in ca)
+    ca.append(np.asarray(points, dtype=float))
+    return np.arange(start, start + len(points))
+
+
+def _line(first: int, count: int, origin=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """Cα of residues ``first..first+count-1`` along x, where the sequence puts them."""
+    x = (np.arange(first, first + count) - 1) * STEP
+    return np.stack([x, np.zeros(count), np.zeros(count)], axis=1) + np.asarray(origin)
+
+
+def _match(nodes, first: int, evalue: float, sequence_index: int = 0) -> ChainMatch:
+    count = len(nodes)
+    numbers = np.arange(first, first + count)
+    types = SEQUENCE.aatype[numbers - 1]
+    return ChainMatch(nodes, sequence_index, numbers, types, score=10.0, evalue=evalue)
+
+
+def _probs(count: int, matches_for: dict | None = None) -> np.ndarray:
+    """Uniform residue-type probabilities, one-hot on the sequence's type for the nodes of
+    ``matches_for`` (node -> sequence position)."""
+    probs = np.full((count, 20), 0.05)
+    for node, position in (matches_for or {}).items():
+        probs[node] = 0.0
+        probs[node, SEQUENCE.aatype[position - 1]] = 1.0
+    return probs
+
+
+def _positions(match: ChainMatch) -> np.ndarray:
+    return match.residue_number[match.assigned]
+
+
+def test_the_anchor_cut_counts_the_chains_searched():
+    assert anchor_evalue(10, 0.03) == pytest.approx(MODEL_FALSE_THREADS / 10)
+    assert anchor_evalue(1, 0.03) == 0.03
+
+
+def test_a_weak_chain_threads_only_next_to_an_anchor_that_reaches_it():
+    ca = []
+    anchor = _match(_nodes(ca, _line(1, 30)), 1, 1e-10)
+    near = _match(_nodes(ca, _line(36, 10)), 36, 1e-2)  # 6 positions on, where they belong
+    far = _match(_nodes(ca, _line(36, 10, origin=(0, 80, 0))), 36, 1e-2)  # 80 Å off
+    ca = np.concatenate(ca)
+    probs = _probs(len(ca))
+    kept = keep_supported([anchor, near, far], ca, probs, anchor_cut=1e-3)
+    assert [m.threaded for m in kept] == [True, True, False]
+    assert kept[2].evalue == far.evalue  # the rejected alignment is still reported
+    # alone, with no anchor (an unrelated sequence), nothing weak threads
+    alone = keep_supported([near], ca, probs, anchor_cut=1e-3)
+    assert not alone[0].threaded
+    # the rule off: both weak chains would stay threaded
+    assert all(m.threaded for m in (near, far))
+
+
+def test_no_position_is_placed_twice_within_a_copy():
+    """The il2 reproduction of issue 17 by hand: a second chain numbered 39-60 next to a chain
+    holding 1-42, its first residues far from where the sequence puts them."""
+    ca = []
+    first = _match(_nodes(ca, _line(1, 42)), 1, 1e-20)
+    points = _line(39, 22)
+    points[:7] += (0.0, 15.0, 0.0)  # residues 39-45 of the second chain are misplaced
+    second = _match(_nodes(ca, points), 39, 1e-6)
+    ca = np.concatenate(ca)
+    probs = _probs(len(ca))
+    copies = assign_copies([first, second], ca, probs, np.full(len(ca), 80.0), [SEQUENCE],
+                           anchor_cut=1e-3)
+    threaded = [m for m in copies if m.threaded]
+    assert len(threaded) == 1  # one copy, one chain
+    positions = _positions(threaded[0])
+    assert len(positions) == len(set(positions.tolist()))
+    assert set(range(1, 43)) <= set(positions.tolist()) and 46 in positions and 60 in positions
+    # the misplaced residues are left unthreaded, not dropped
+    assert sum(len(m.nodes) for m in copies) == len(ca)
+    # without the rule, positions 39-42 are claimed twice
+    both = np.concatenate([_positions(first), _positions(second)])
+    assert len(both) > len(set(both.tolist()))
+
+
+def test_a_contested_end_goes_to_the_chain_whose_residues_fit_it():
+    """The stronger chain (by E-value) claims 50-57 at its start with residues that do not fit
+    those positions; a weaker chain whose residues do fit them keeps them."""
+    ca = []
+    strong = _match(_nodes(ca, _line(50, 31)), 50, 1e-15)
+    weak = _match(_nodes(ca, _line(30, 28, origin=(0, 1, 0))), 30, 1e-8)  # 30-57, beside it
+    ca = np.concatenate(ca)
+    fits = {int(node): int(number) for node, number in zip(weak.nodes, weak.residue_number)}
+    fits.update({int(node): int(number) for node, number in zip(strong.nodes, strong.residue_number)
+                 if number >= 58})
+    probs = _probs(len(ca), fits)
+    copies = assign_copies([strong, weak], ca, probs, np.full(len(ca), 90.0), [SEQUENCE],
+                           anchor_cut=1e-3)
+    threaded = [m for m in copies if m.threaded]
+    assert len(threaded) == 1
+    chain = threaded[0]
+    owner = {int(n): int(node) for n, node in zip(chain.residue_number, chain.nodes)}
+    assert all(owner[position] in weak.nodes for position in range(50, 58))
+    assert all(owner[position] in strong.nodes for position in range(58, 81))
+
+
+def test_copies_of_a_homo_oligomer_and_a_weak_duplicate():
+    ca = []
+    copy_1 = _match(_nodes(ca, _line(1, 60)), 1, 1e-30)
+    copy_2 = _match(_nodes(ca, _line(1, 60, origin=(0, 50, 0))), 1, 1e-25)
+    duplicate = _match(_nodes(ca, _line(10, 20, origin=(0, -50, 0))), 10, 1e-2)
+    ca = np.concatenate(ca)
+    probs = _probs(len(ca))
+    copies = assign_copies([copy_1, copy_2, duplicate], ca, probs, np.full(len(ca), 80.0),
+                           [SEQUENCE], anchor_cut=1e-3)
+    threaded = [m for m in copies if m.threaded]
+    assert len(threaded) == 2 and all(len(_positions(m)) == 60 for m in threaded)
+    assert not any(m.threaded and m.nodes[0] == duplicate.nodes[0] for m in copies)
