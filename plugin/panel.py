@@ -265,14 +265,21 @@ class CryobuildPanel(QtWidgets.QWidget):
         self.scheduler_edit.setPlaceholderText("tcp://gpu-server:8786")
         self.scheduler_edit.setToolTip("the Dask scheduler whose workers run the networks; the "
                                        "model, accept, prune and rebuild stay in this PyMOL")
-        self.scheduler_edit.setVisible(False)
+        self.scheduler_row = QtWidgets.QWidget()  # shown for "remote" only
+        line = QtWidgets.QHBoxLayout(self.scheduler_row)
+        line.setContentsMargins(0, 0, 0, 0)
+        line.addWidget(QtWidgets.QLabel("Scheduler"))
+        line.addWidget(self.scheduler_edit, 1)
+        self.scheduler_row.setVisible(False)
         self.device_label = QtWidgets.QLabel("devices: checking…")
         self.device_label.setWordWrap(True)
         row = QtWidgets.QHBoxLayout()
         row.addWidget(self.device_combo)
-        row.addWidget(self.scheduler_edit, 1)
         row.addWidget(self.device_label, 1)
-        form.addRow("Device", row)
+        column = QtWidgets.QVBoxLayout()
+        column.addLayout(row)
+        column.addWidget(self.scheduler_row)
+        form.addRow("Device", column)
         self.device_combo.currentIndexChanged.connect(self._device_changed)
         self.scheduler_edit.editingFinished.connect(self._device_changed)
 
@@ -434,7 +441,7 @@ class CryobuildPanel(QtWidgets.QWidget):
     def _device_changed(self, *_) -> None:
         """Show the address field for "remote", and check the new device in the background."""
         remote = self.device_combo.currentData() == "remote"
-        self.scheduler_edit.setVisible(remote)
+        self.scheduler_row.setVisible(remote)
         if remote and not self.scheduler_edit.text().strip():
             self.device_label.setText("enter the scheduler's address")
             self.scheduler_edit.setFocus()
@@ -572,8 +579,10 @@ class CryobuildPanel(QtWidgets.QWidget):
         what = f"{len(sequences)} sequence(s)" if sequences else "without sequence (as build_no_seq)"
         apart = (f"; {view.name} stays until a better model is done (rounds shown as {view.new_name})"
                  if job.keeps_model else "")
+        where = (f" (inference on the workers of {request['device']})"
+                 if request["device"].startswith(SCHEDULER_SCHEMES) else "")
         self._started(job, view.name, f"building {what} into {map_name}, {request['rounds']} "
-                                      f"round(s) -> {view.name}{apart}")
+                                      f"round(s) -> {view.name}{where}{apart}")
         return job
 
     def _started(self, job, view_name: str, message: str) -> None:

@@ -230,7 +230,7 @@ def test_the_remote_device_asks_for_a_scheduler_and_says_when_it_cannot_reach_it
     runs inference there (`Engine.scheduler`) and is one per address."""
     panel = open_panel(fresh_pymol, map_path=str(il2[0]))
     panel.device_combo.setCurrentIndex(panel.device_combo.findData("remote"))
-    assert not panel.scheduler_edit.isHidden()
+    assert not panel.scheduler_row.isHidden()
     assert "address" in panel.device_label.text()
     panel.build_button.click()
     assert panel.job is None and "scheduler's address" in panel.log_view.toPlainText()
@@ -246,7 +246,7 @@ def test_the_remote_device_asks_for_a_scheduler_and_says_when_it_cannot_reach_it
                  timeout=60)
         assert "cannot reach the Dask scheduler" in panel.log_view.toPlainText()
     panel.device_combo.setCurrentIndex(panel.device_combo.findData("cpu"))
-    assert panel.scheduler_edit.isHidden() and panel.device() == "cpu"
+    assert panel.scheduler_row.isHidden() and panel.device() == "cpu"
 
 
 def test_the_map_list_follows_maps_loaded_in_pymol(fresh_pymol, il2, qapp):
