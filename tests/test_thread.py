@@ -52,11 +52,11 @@ def test_hmm_threader_runs_search_support_placement_copies_joining_closure(il2_c
     matches = thread_chains(chains, predictions.aa_probs, predictions.confidence, sequences,
                             rng=np.random.default_rng(0))
     anchor_cut = anchor_evalue(len(matches), MAX_THREAD_EVALUE)
-    matches = keep_supported(matches, ca, predictions.aa_probs, anchor_cut=anchor_cut)
+    matches = keep_supported(matches, ca, predictions.aa_probs, anchor_cut=anchor_cut,
+                             searched=len(matches))
     matches = place_chains(matches, predictions.aa_probs, predictions.confidence, ca, sequences,
                            min_length=MIN_LENGTH)
-    matches = assign_copies(matches, ca, predictions.aa_probs, predictions.confidence, sequences,
-                            anchor_cut=anchor_cut)
+    matches = assign_copies(matches, ca, predictions.aa_probs, predictions.confidence, sequences)
     matches = join_matches(matches, predictions.backbone, predictions.aa_probs)
     matches = close_gaps(matches, ca, predictions.aa_probs, predictions.confidence, sequences)
     threading = _thread(il2_chains)

@@ -63,14 +63,35 @@ def test_a_weak_chain_threads_only_next_to_an_anchor_that_reaches_it():
     far = _match(_nodes(ca, _line(36, 10, origin=(0, 80, 0))), 36, 1e-2)  # 80 Å off
     ca = np.concatenate(ca)
     probs = _probs(len(ca))
-    kept = keep_supported([anchor, near, far], ca, probs, anchor_cut=1e-3)
+    kept = keep_supported([anchor, near, far], ca, probs, anchor_cut=1e-3, searched=20)
     assert [m.threaded for m in kept] == [True, True, False]
     assert kept[2].evalue == far.evalue  # the rejected alignment is still reported
     # alone, with no anchor (an unrelated sequence), nothing weak threads
-    alone = keep_supported([near], ca, probs, anchor_cut=1e-3)
+    alone = keep_supported([near], ca, probs, anchor_cut=1e-3, searched=20)
     assert not alone[0].threaded
     # the rule off: both weak chains would stay threaded
     assert all(m.threaded for m in (near, far))
+
+
+def test_two_weak_chains_that_support_each_other_are_anchors_together():
+    """The 3.8 Å ASC map: a right chain at E 0.003 and one at E 0.018 beside it, among 22
+    chains searched; neither alone passes the anchor cut (0.05 / 22)."""
+    ca = []
+    first = _match(_nodes(ca, _line(10, 24)), 10, 3e-3)
+    second = _match(_nodes(ca, _line(40, 9)), 40, 1.8e-2)  # 6 positions on, within reach
+    apart = _match(_nodes(ca, _line(40, 9, origin=(0, 90, 0))), 40, 1.8e-2)  # out of reach
+    ca = np.concatenate(ca)
+    probs = _probs(len(ca))
+    cut = anchor_evalue(22, 0.03)
+    assert first.evalue > cut and second.evalue > cut
+    kept = keep_supported([first, second], ca, probs, anchor_cut=cut, searched=22)
+    assert all(m.threaded for m in kept)
+    kept = keep_supported([first, apart], ca, probs, anchor_cut=cut, searched=22)
+    assert not any(m.threaded for m in kept)
+    # among many more chains searched, the same pair could be chance
+    kept = keep_supported([first, second], ca, probs, anchor_cut=anchor_evalue(200, 0.03),
+                          searched=200)
+    assert not any(m.threaded for m in kept)
 
 
 def test_no_position_is_placed_twice_within_a_copy():
@@ -83,8 +104,7 @@ def test_no_position_is_placed_twice_within_a_copy():
     second = _match(_nodes(ca, points), 39, 1e-6)
     ca = np.concatenate(ca)
     probs = _probs(len(ca))
-    copies = assign_copies([first, second], ca, probs, np.full(len(ca), 80.0), [SEQUENCE],
-                           anchor_cut=1e-3)
+    copies = assign_copies([first, second], ca, probs, np.full(len(ca), 80.0), [SEQUENCE])
     threaded = [m for m in copies if m.threaded]
     assert len(threaded) == 1  # one copy, one chain
     positions = _positions(threaded[0])
@@ -108,8 +128,7 @@ def test_a_contested_end_goes_to_the_chain_whose_residues_fit_it():
     fits.update({int(node): int(number) for node, number in zip(strong.nodes, strong.residue_number)
                  if number >= 58})
     probs = _probs(len(ca), fits)
-    copies = assign_copies([strong, weak], ca, probs, np.full(len(ca), 90.0), [SEQUENCE],
-                           anchor_cut=1e-3)
+    copies = assign_copies([strong, weak], ca, probs, np.full(len(ca), 90.0), [SEQUENCE])
     threaded = [m for m in copies if m.threaded]
     assert len(threaded) == 1
     chain = threaded[0]
@@ -119,14 +138,17 @@ def test_a_contested_end_goes_to_the_chain_whose_residues_fit_it():
 
 
 def test_copies_of_a_homo_oligomer_and_a_weak_duplicate():
+    """Two full copies far apart are two chains; a weak chain holding positions both hold, far
+    from both, is no third copy (no anchor supports it)."""
     ca = []
     copy_1 = _match(_nodes(ca, _line(1, 60)), 1, 1e-30)
     copy_2 = _match(_nodes(ca, _line(1, 60, origin=(0, 50, 0))), 1, 1e-25)
     duplicate = _match(_nodes(ca, _line(10, 20, origin=(0, -50, 0))), 10, 1e-2)
     ca = np.concatenate(ca)
     probs = _probs(len(ca))
-    copies = assign_copies([copy_1, copy_2, duplicate], ca, probs, np.full(len(ca), 80.0),
-                           [SEQUENCE], anchor_cut=1e-3)
+    supported = keep_supported([copy_1, copy_2, duplicate], ca, probs, anchor_cut=1e-3,
+                               searched=20)
+    copies = assign_copies(supported, ca, probs, np.full(len(ca), 80.0), [SEQUENCE])
     threaded = [m for m in copies if m.threaded]
     assert len(threaded) == 2 and all(len(_positions(m)) == 60 for m in threaded)
     assert not any(m.threaded and m.nodes[0] == duplicate.nodes[0] for m in copies)

@@ -164,13 +164,13 @@ def thread(
                                 max_evalue=max_evalue, rng=rng, cancel=cancel)
         anchor_cut = anchor_evalue(len(matches), max_evalue)
         if whole_model:
-            matches = keep_supported(matches, backbone[:, 1], aa_probs, anchor_cut=anchor_cut)
+            matches = keep_supported(matches, backbone[:, 1], aa_probs, anchor_cut=anchor_cut,
+                                     searched=len(matches))
         if placement:
             matches = place_chains(matches, aa_probs, confidence, backbone[:, 1], sequences,
                                    min_length=min_length, taken=taken)
         if whole_model:
-            matches = assign_copies(matches, backbone[:, 1], aa_probs, confidence, sequences,
-                                    anchor_cut=anchor_cut)
+            matches = assign_copies(matches, backbone[:, 1], aa_probs, confidence, sequences)
         matches = join_matches(matches, backbone, aa_probs)
         if closure:
             matches = close_gaps(matches, backbone[:, 1], aa_probs, confidence, sequences,
