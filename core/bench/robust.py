@@ -31,7 +31,7 @@ from ..data import dev_cases
 from ..maps import DensityMap, crop_box, fourier_filter, pad_to_shape, read_map, resample, write_map
 from ..models import read_model
 from ..pipeline import BuildOptions
-from .real import _pairs, run_map
+from .real import network_pairs, run_map
 
 __all__ = ["VARIANTS", "main"]
 
@@ -100,7 +100,7 @@ def main(argv=None):
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
 
-    pairs = _pairs(args.networks)
+    pairs = network_pairs(args.networks)
     table = {}
     with tempfile.TemporaryDirectory(prefix="cryobuild-robust-") as tmp:
         for case in dev_cases():
