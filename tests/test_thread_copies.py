@@ -69,8 +69,9 @@ def test_a_weak_chain_threads_only_next_to_an_anchor_that_reaches_it():
     # alone, with no anchor (an unrelated sequence), nothing weak threads
     alone = keep_supported([near], ca, probs, anchor_cut=1e-3, searched=20)
     assert not alone[0].threaded
-    # the rule off: both weak chains would stay threaded
-    assert all(m.threaded for m in (near, far))
+    # the rule off (every chain an anchor): both weak chains stay threaded
+    kept = keep_supported([anchor, near, far], ca, probs, anchor_cut=1.0, searched=20)
+    assert all(m.threaded for m in kept)
 
 
 def test_two_weak_chains_that_support_each_other_are_anchors_together():
