@@ -7,12 +7,12 @@ With the HMM threader (``"hmm"``) the stages run in this order, one module each:
    with one match state per residue, calibrated for E-values;
 2. `search`: each profile is searched against the stretches of the sequences not ``taken``;
    the best alignment with an E-value up to ``max_evalue`` numbers the chain;
-3. `copies.keep_supported` (``whole_model=True``): a chain weaker than the model's anchor cut
+3. `copies.keep_supported`: a chain weaker than the model's anchor cut
    (`copies.anchor_evalue`: the per-chain cut corrected for the number of chains searched)
    stays threaded only next to an anchor of its sequence that can reach it;
 4. `placement` (``placement=True``): unthreaded chains go into the sequence gaps between
    confidently threaded ones;
-5. `copies.assign_copies` (``whole_model=True``): the threaded chains of each sequence are
+5. `copies.assign_copies`: the threaded chains of each sequence are
    grouped into copies, no position placed twice within one, each copy one chain; this comes
    before joining, while each chain still has its own E-value (a joined chain takes its
    strongest part's);
@@ -108,7 +108,6 @@ def thread(
     max_evalue: float = MAX_THREAD_EVALUE,
     placement: bool = True,
     closure: bool = True,
-    whole_model: bool = True,
     min_length: int,
     taken: list[np.ndarray] | None = None,
     structgen=None,
@@ -134,8 +133,8 @@ def thread(
         The threader to use (`THREADERS`).
     max_evalue : float
         HMM threader: chains whose best alignment has a larger E-value stay unthreaded.
-    placement, closure, whole_model : bool
-        HMM threader: run the placement, closure and whole-model (`copies`) stages.
+    placement, closure : bool
+        HMM threader: run the placement and closure stages.
     min_length : int
         HMM threader: shortest unthreaded chain (residues) that placement places.
     taken : list of bool ``[len(sequences[s])]``, optional
@@ -163,14 +162,12 @@ def thread(
         matches = thread_chains(chains, aa_probs, confidence, sequences, taken=taken,
                                 max_evalue=max_evalue, rng=rng, cancel=cancel)
         anchor_cut = anchor_evalue(len(matches), max_evalue)
-        if whole_model:
-            matches = keep_supported(matches, backbone[:, 1], aa_probs, anchor_cut=anchor_cut,
-                                     searched=len(matches))
+        matches = keep_supported(matches, backbone[:, 1], aa_probs, anchor_cut=anchor_cut,
+                                 searched=len(matches))
         if placement:
             matches = place_chains(matches, aa_probs, confidence, backbone[:, 1], sequences,
                                    min_length=min_length, taken=taken)
-        if whole_model:
-            matches = assign_copies(matches, backbone[:, 1], aa_probs, confidence, sequences)
+        matches = assign_copies(matches, backbone[:, 1], aa_probs, confidence, sequences)
         matches = join_matches(matches, backbone, aa_probs)
         if closure:
             matches = close_gaps(matches, backbone[:, 1], aa_probs, confidence, sequences,
