@@ -148,6 +148,23 @@ def _run_on_worker(map_bytes: bytes, map_name: str, mask_bytes: bytes | None,
     return RemoteOutcome(result, error, *where)
 
 
+def _arrivals(future, queue, idle=None):
+    """What the task of ``future`` puts into ``queue``, unpickled, as it arrives: looking every
+    `CANCEL_POLL` s (calling ``idle()`` between looks), until the task has ended and the queue
+    is empty."""
+    while True:
+        ended = future.done()
+        waiting = queue.qsize()
+        if waiting:
+            yield from (pickle.loads(item) for item in queue.get(batch=waiting))
+        elif ended:
+            return
+        else:
+            if idle is not None:
+                idle()
+            time.sleep(CANCEL_POLL)
+
+
 class RemoteJob(Job):
     """A build running on a Dask worker (`start_remote_build`): `cancel`, `poll`, `events`,
     `wait`, `result`, `done` and `outcome` as a local `Job`; events arrive in the same order.
@@ -222,17 +239,8 @@ class RemoteJob(Job):
             raise
 
     def _remote_events(self):
-        """The worker's events as they arrive (looking every `CANCEL_POLL` s), until the task
-        has ended and its queue is empty."""
-        while True:
-            ended = self._future.done()
-            waiting = self._events.qsize()
-            if waiting:
-                yield from (pickle.loads(item) for item in self._events.get(batch=waiting))
-            elif ended:
-                return
-            else:
-                time.sleep(CANCEL_POLL)
+        """The worker's events as they arrive (`_arrivals`)."""
+        return _arrivals(self._future, self._events)
 
     def _settle(self, event: JobEvent | None) -> None:
         """Take the task's outcome and emit the job's closing event (``final`` with the
@@ -384,32 +392,27 @@ def build_on_cluster(
     future = client.submit(_build_on_worker, map_to_bytes(density), job, mask_bytes,
                            list(sequences), options, device, context, taken, queue_name,
                            cancel_name, key=f"cryobuild-inference-{job}", pure=False)
+
+    def pass_on_cancel() -> None:
+        if cancel is not None and cancel.cancelled:
+            cancel_event.set()
+
     detected = False
     try:
-        while True:
-            if cancel is not None and cancel.cancelled:
-                cancel_event.set()
-            ended = future.done()
-            waiting = queue.qsize()
-            if not waiting:
-                if ended:
-                    break
-                time.sleep(CANCEL_POLL)
+        for what, *report in _arrivals(future, queue, idle=pass_on_cancel):
+            pass_on_cancel()
+            if what == "progress":
+                if progress is not None:
+                    progress(*report)
                 continue
-            for item in queue.get(batch=waiting):
-                what, *report = pickle.loads(item)
-                if what == "progress":
-                    if progress is not None:
-                        progress(*report)
-                    continue
-                kind, payload = report
-                if kind == "points":
-                    if detected and on_result is not None:
-                        on_result("warning", "the worker running the build stopped; it "
-                                             "started again on another worker")
-                    detected = True
-                if on_result is not None:
-                    on_result(kind, payload)
+            kind, payload = report
+            if kind == "points":
+                if detected and on_result is not None:
+                    on_result("warning", "the worker running the build stopped; it started "
+                                         "again on another worker")
+                detected = True
+            if on_result is not None:
+                on_result(kind, payload)
         try:
             outcome = future.result()
         except Exception as err:  # noqa: BLE001 - the task itself failed (e.g. KilledWorker)
