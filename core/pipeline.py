@@ -5,7 +5,8 @@ paths and writes nothing (the CLI and the engine write at the edges):
 
 1. Cα detection (`detect.inference.detect_calphas`) -> `CalphaPoints`;
 2. per round: the graph network (`gnn.refine.refine`, one pass) from the previous round's
-   model -> `GraphOutput`; chains linked from predicted peptide links (`chains.link_chains`);
+   model -> `GraphOutput`; chains linked from predicted peptide links (`chains.link_chains`),
+   every frame turned to run along its chain (`GraphOutput.turned`);
    sequence threading (`thread.thread`: pyhmmer profiles, unthreaded chains placed into the
    sequence gaps between threaded ones, joining, gaps of threaded chains filled and their ends
    extended with untraced nodes) and `thread.joining.name_chains`; the threaded model feeds
@@ -47,7 +48,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .chains import MIN_EXISTENCE, ResiduePredictions, link_chains
+from .chains import MIN_EXISTENCE, ResiduePredictions, link_chains, runs_against
 from .errors import BuildError, InputError
 from .extent import working_map
 from .features import NetworkMap, standardise
@@ -400,7 +401,12 @@ def _assemble(graph, named: list[NamedChain], sequences: list[Sequence], *, fina
     A round's model (not ``final``) holds every chain, numbered 1..L in chain order, with the
     types threading gave (the sequence's where assigned, the predicted ones elsewhere). The
     final model holds the residues `_final_residues` keeps (``threaded_only`` passed on).
+    Every node's frame is first turned to run along its chain as threading left it
+    (`GraphOutput.turned`): threading may reverse, join or extend the linked chains, and the
+    polish pass predicts frames afresh.
     """
+    graph = graph.turned(runs_against(graph.atom14_positions[:, :3],
+                                      [chain.match.nodes for chain in named]))
     nodes, types, numbers, chain_of, reports = [], [], [], [], []
     for chain in named:
         match = chain.match
@@ -713,7 +719,9 @@ def build(
         report(progress, "thread", 0.0, f"round {index + 1}: linking chains")
         predictions = residue_predictions(graph)
         chains = link_chains(predictions, options.min_existence)
-        threading = thread(chains, graph.aa_probs, graph.confidence, predictions.backbone, sequences,
+        graph = graph.turned(runs_against(predictions.backbone, chains))
+        threading = thread(chains, graph.aa_probs, graph.confidence,
+                           graph.atom14_positions[:, :3], sequences,
                            threader=threader, max_evalue=options.max_evalue,
                            placement=options.placement, closure=options.closure,
                            min_length=MIN_CHAIN_LENGTH, taken=taken, structgen=networks.structgen,

@@ -17,7 +17,9 @@ from cryobuild.chains import (
     chain_ids,
     link_chains,
     remove_duplicates,
+    runs_against,
 )
+from cryobuild.gnn.refine import GraphOutput
 from cryobuild.models import read_model
 
 from gnn_synth import simulate_predictions
@@ -159,3 +161,63 @@ def test_min_existence_is_a_parameter():
     predictions = dataclasses.replace(predictions, existence=np.array([0.9, 0.3, 0.9]))
     assert [len(c) for c in link_chains(predictions)] == [3]
     assert sorted(len(c) for c in link_chains(predictions, min_existence=0.5)) == [1, 1]
+
+
+def test_a_stretch_pointing_backwards_is_linked_and_flagged():
+    """Nodes 3-5 point back along the line (N and C swapped) and the network links them that
+    way (5 -> 4 -> 3), as below 4 Å: step 4 joins 2 and 3 all the same, the chain runs the way
+    most of its links say, and `runs_against` names the backward nodes."""
+    backbone = _line(6)
+    backbone[3:, [0, 2]] = backbone[3:, [2, 0]]
+    src, dst, prob = [0, 1, 5, 4, 2], [1, 2, 4, 3, 3], [0.9, 0.9, 0.9, 0.9, 0.6]
+    predictions = _predictions(backbone, src, dst, prob)
+    chains = link_chains(predictions)
+    assert [c.tolist() for c in chains] == [[0, 1, 2, 3, 4, 5]]
+    np.testing.assert_array_equal(runs_against(backbone, chains), [0, 0, 0, 1, 1, 1])
+    # Without the 2 -> 3 link the two stretches stay apart, each running its own way.
+    apart = link_chains(_predictions(backbone, src[:4], dst[:4], prob[:4]))
+    assert sorted(c.tolist() for c in apart) == [[0, 1, 2], [5, 4, 3]]
+    assert not runs_against(backbone, apart).any()
+
+
+def _graph(backbone: np.ndarray) -> GraphOutput:
+    """A `GraphOutput` of alanines on ``backbone`` ``[N, 3, 3]`` (Å), no edges."""
+    import torch
+
+    from cryobuild.geometry import Rigid
+
+    num = len(backbone)
+    points = torch.as_tensor(backbone, dtype=torch.float32)
+    frames = Rigid.from_3_points(points[:, 0], points[:, 1], points[:, 2])
+    torsions = np.zeros((num, 20, 5, 2), np.float32)
+    torsions[..., 1] = 1.0  # (sin, cos) of 0
+    aa_probs = np.full((num, 20), 0.01, np.float32)
+    aa_probs[:, 0] = 0.81
+    graph = GraphOutput(
+        rotations=frames.rotations.numpy(), translations=points[:, 1].numpy(),
+        atom14_positions=np.zeros((num, 14, 3), np.float32),
+        atom14_mask=np.zeros((num, 14), bool), aa_probs=aa_probs,
+        confidence=np.full(num, 80.0, np.float32), existence=np.ones(num, np.float32),
+        edge_index=np.zeros((num, 1), np.int64),
+        next_prob=np.full((num, 1), 0.9, np.float32),
+        previous_prob=np.full((num, 1), 0.1, np.float32), torsions=torsions,
+    )
+    positions, mask = graph.atoms_for(np.arange(num), np.zeros(num, np.int64))
+    return dataclasses.replace(graph, atom14_positions=positions, atom14_mask=mask)
+
+
+def test_turned_frames_swap_n_and_c(il2):
+    backbone = il2[0][:4]
+    graph = _graph(backbone)
+    turned = graph.turned(np.array([False, True, False, False]))
+    before, after = graph.atom14_positions, turned.atom14_positions
+    np.testing.assert_array_equal(after[[0, 2, 3]], before[[0, 2, 3]])
+    # N and C trade places (their ideal distances to CA differ by 0.07 Å); CA stays; the
+    # side chain (CB, atom14 slot 4) is rebuilt 1.53 Å from CA, on the other side.
+    np.testing.assert_allclose(after[1, 0], before[1, 2], atol=0.3)
+    np.testing.assert_allclose(after[1, 2], before[1, 0], atol=0.3)
+    np.testing.assert_allclose(after[1, 1], before[1, 1], atol=1e-5)
+    assert abs(np.linalg.norm(after[1, 4] - after[1, 1]) - 1.53) < 0.02
+    assert np.linalg.norm(after[1, 4] - before[1, 4]) > 1.0
+    assert turned.next_prob[1, 0] == pytest.approx(0.1) and turned.previous_prob[1, 0] == pytest.approx(0.9)
+    assert graph.turned(np.zeros(4, bool)) is graph

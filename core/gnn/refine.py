@@ -135,6 +135,30 @@ class GraphOutput:
             positions, mask = torsions_to_atom14(frames, aatype, torsions)
         return positions.numpy(), mask.numpy()
 
+    def turned(self, nodes: np.ndarray) -> "GraphOutput":
+        """This graph with the backbone frames of ``nodes`` (bool ``[N]``) turned to run the
+        other way along their chain: each frame is rebuilt with its N and C swapped
+        (`Rigid.from_3_points`), so the side chain and peptide atoms rebuilt from it
+        (`atoms_for`, the predicted torsions) follow the chain, and their next- and
+        previous-residue probabilities trade places. `cryobuild.chains.runs_against` tells
+        which nodes point against the chain they were linked into."""
+        nodes = np.flatnonzero(nodes)
+        if not len(nodes):
+            return self
+        backbone = torch.from_numpy(self.atom14_positions[nodes, :3].astype(np.float32))
+        frames = Rigid.from_3_points(backbone[:, 2], backbone[:, 1], backbone[:, 0])
+        rotations = self.rotations.copy()
+        rotations[nodes] = frames.rotations.numpy()
+        next_prob, previous_prob = self.next_prob.copy(), self.previous_prob.copy()
+        next_prob[nodes], previous_prob[nodes] = self.previous_prob[nodes], self.next_prob[nodes]
+        turned = dataclasses.replace(self, rotations=rotations, next_prob=next_prob,
+                                     previous_prob=previous_prob)
+        positions, mask = turned.atoms_for(nodes, self.aa_probs[nodes].argmax(-1))
+        atom14_positions, atom14_mask = self.atom14_positions.copy(), self.atom14_mask.copy()
+        atom14_positions[nodes], atom14_mask[nodes] = positions, mask
+        return dataclasses.replace(turned, atom14_positions=atom14_positions,
+                                   atom14_mask=atom14_mask)
+
     def to_model(self, chain_id: str = "A") -> BuiltModel:
         """A `BuiltModel` of all nodes as residues of the most probable type, numbered 1..N in
         node order in one chain, with the confidence as B-factor (chains are not traced here)."""
