@@ -22,7 +22,7 @@ from ..checkpoints import checkpoint_path, load_checkpoint
 from ..device import resolve_device
 from ..errors import InputError
 from ..geometry import Rigid, random_rotations, torsions_to_atom14
-from ..maps import DensityMap, crop_box
+from ..maps import crop_box
 from ..models import BuiltModel
 from ..points import CalphaPoints
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
