@@ -366,6 +366,26 @@ def test_chains_that_cannot_be_threaded_stay_unassigned_in_the_session(engine, i
     assert [m for m in warnings if m.startswith("no chain could be threaded") and expected in m], warnings
 
 
+def test_unassigned_chains_at_low_resolution_warn_of_their_direction(engine, il2, monkeypatch):
+    """At il2's resolution (3.7 Å as the build reads it) the unassigned chains' direction is not
+    doubted; from `UNCERTAIN_DIRECTION_RESOLUTION` on (here moved below it) the build says it is
+    a guess."""
+    from cryobuild.engine import engine as engine_module
+
+    density, _, sequence = il2
+    options = BuildOptions(rounds=1, relax=False, max_evalue=1e-30)
+
+    def direction_warnings():
+        events, _ = drive(engine.start_build(density, [sequence], options))
+        return [e.message for e in events if e.kind == "warning" and "N->C direction" in e.message]
+
+    assert direction_warnings() == []
+    monkeypatch.setattr(engine_module, "UNCERTAIN_DIRECTION_RESOLUTION", 2.0)
+    [warning] = direction_warnings()
+    assert warning.startswith("at ") and "Å the network cannot tell which way a residue points: " \
+        "the N->C direction of the " in warning, warning
+
+
 def test_a_build_that_threads_little_warns(engine, il2, monkeypatch, caplog):
     from cryobuild.engine import engine as engine_module
 

@@ -71,7 +71,8 @@ from .splice import (
     thread_records,
 )
 
-__all__ = ["CONFIDENT_THREAD_EVALUE", "MIN_THREADED_FRACTION", "STAGE_EVENT_INTERVAL", "Engine"]
+__all__ = ["CONFIDENT_THREAD_EVALUE", "MIN_THREADED_FRACTION", "STAGE_EVENT_INTERVAL",
+           "UNCERTAIN_DIRECTION_RESOLUTION", "Engine"]
 
 log = logging.getLogger("cryobuild.engine")
 
@@ -87,6 +88,13 @@ MIN_THREADED_FRACTION = 0.05
 #: 0.018, 17% of those traced, so the fraction alone did not warn), while every dev map with
 #: its own sequence has chains far below it.
 CONFIDENT_THREAD_EVALUE = ANCHOR_EVALUE
+#: Å: at this resolution or worse a build warns that the direction of its unthreaded chains is a
+#: guess. The graph network's residue directions (C - N along the deposited chain) were right
+#: for 0.95-0.98 of the nodes on the real maps of 2.9-3.2 Å, 0.88 / 0.62 / 0.78 at 3.6 / 3.8 /
+#: 4.0 Å, and 0.47-0.67 at 4.3-5.0 Å (`bench.real`, bundled weights, last round, the third stop
+#: of 2026-12-04), where a threaded chain takes its direction from the sequence but an
+#: unthreaded one from `cryobuild.chains`' coin-toss links.
+UNCERTAIN_DIRECTION_RESOLUTION = 4.2
 #: Share of a job's overall progress (start, end) of each phase: loading, detection, the rounds
 #: (shared equally, half graph network, half threading), the last graph-network pass over the
 #: threaded chains, relaxation and saving. The final event alone is at 1.
@@ -573,6 +581,13 @@ class Engine:
             result, rounds=tuple(rounds), raw=rounds[-1].model, final=final,
             final_chains=rename_reports(result.final_chains, renames),
         )
+        unthreaded = sum(not report.threaded for report in result.final_chains)
+        resolution = result.view.map_resolution if result.view is not None else 0.0
+        if unthreaded and resolution >= UNCERTAIN_DIRECTION_RESOLUTION:
+            _warn(job, f"at {resolution:.1f} Å the network cannot tell which way a residue "
+                       f"points: the N->C direction of the {unthreaded} unassigned chain"
+                       f"{'s' if unthreaded > 1 else ''} is a guess (on real maps of 4.3-5 Å about "
+                       "half ran backwards); check it before assigning a sequence")
         if not sequences:
             return result
         threaded_chains = [report for report in result.final_chains if report.threaded]
