@@ -32,12 +32,14 @@ residue after ``edge_src[e]`` in a chain, i.e. that C(src) and N(dst) form a pep
 
 Why step 4: below about 4 Å the graph network cannot tell a residue's direction. On the real
 maps of 4.3-5 Å (`bench.real`, bundled weights, last round) a node's C - N pointed along the
-deposited chain for 47-59% of the nodes, so step 3's links, which need C(i) next to N(j), broke
+deposited chain for 47-67% of the nodes, so step 3's links, which need C(i) next to N(j), broke
 wherever two neighbours' guesses disagreed: 41-56% of the traced residues were in chains of
-fewer than 5, too short to keep or thread. Step 4 doubled the residues in chains of 10 or more on
-those maps (γ-secretase 252 -> 469 of 1,043, pneumolysin 77 -> 200 of 427), with as many true
-neighbours linked as before or more (γ-secretase 487 -> 525 of 691), and left the 2.9-3.2 Å maps
-as they were (3JB0 D 259 -> 263 of 278 in chains of 10 or more). Which way such a chain runs is
+fewer than 5, too short to keep or thread. Step 4 took the residues in chains of 10 or more on
+those maps from 252 to 353 of 1,043 (γ-secretase) and from 77 to 145 of 427 (pneumolysin), with
+more true neighbours linked (γ-secretase 487 -> 509 of 691), and left the 2.9-3.2 Å maps as
+they were (3JB0 D 259 -> 263 of 278 in chains of 10 or more). Joining any two chain ends, even
+where step 3 had given the leaving node a successor, joined a few more (469 and 200) but joined a
+competing successor to a linked node as well. Which way such a chain runs is
 still close to a coin toss at 4.3 Å: the sequence, not the trace, would have to tell.
 
 Why not ModelAngelo's rule (links with probability >= 0.5 and a bond <= 2.1 Å, shortest bond
