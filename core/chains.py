@@ -31,16 +31,17 @@ residue after ``edge_src[e]`` in a chain, i.e. that C(src) and N(dst) form a pep
    point the other way.
 
 Why step 4: below about 4 Å the graph network cannot tell a residue's direction. On the real
-maps of 4.3-5 Å (`bench.real`, bundled weights, last round) a node's C - N pointed along the
-deposited chain for 47-67% of the nodes, so step 3's links, which need C(i) next to N(j), broke
-wherever two neighbours' guesses disagreed: 41-56% of the traced residues were in chains of
-fewer than 5, too short to keep or thread. Step 4 took the residues in chains of 10 or more on
-those maps from 252 to 353 of 1,043 (γ-secretase) and from 77 to 145 of 427 (pneumolysin), with
-more true neighbours linked (γ-secretase 487 -> 509 of 691), and left the 2.9-3.2 Å maps as
-they were (3JB0 D 259 -> 263 of 278 in chains of 10 or more). Joining any two chain ends, even
-where step 3 had given the leaving node a successor, joined a few more (469 and 200) but joined a
-competing successor to a linked node as well. Which way such a chain runs is
-still close to a coin toss at 4.3 Å: the sequence, not the trace, would have to tell.
+maps of 4.3-5 Å (``python -m cryobuild.bench.trace``: bundled weights, the last round's linking
+input) a node's C - N pointed towards the next deposited residue for 46-62% of the nodes, so
+step 3's links, which need C(i) next to N(j), broke wherever two neighbours' guesses disagreed.
+Step 4 took the residues in chains of 10 or more from 269 to 349 of 1,046 (γ-secretase), 96 to
+140 of 425 (pneumolysin) and 46 to 83 of 464 (3LOS), with more deposited neighbours linked
+(γ-secretase 471 -> 506 of 691 pairs), and left the maps of 1.75-3.2 Å nearly as they were
+(3JB0 D 253 -> 256 of 278). Which way such a chain runs is still a coin toss there (251 of
+γ-secretase's 506 linked pairs run against the deposited chain): the sequence, not the trace,
+would have to tell. (A scratch variant that joined any two chain ends, even where step 3 had
+given the leaving node a successor, joined a few more but also a competing successor to a linked
+node, which `test_a_probable_link_beats_a_shorter_improbable_one` forbids.)
 
 Why not ModelAngelo's rule (links with probability >= 0.5 and a bond <= 2.1 Å, shortest bond
 first): our graph network's backbone atoms are each ~0.5-1 Å off, so the predicted bond between
@@ -283,8 +284,8 @@ def _oriented(path: list[int], prob: dict[tuple[int, int], float]) -> np.ndarray
     return np.array(path if evidence >= 0 else path[::-1], dtype=np.int64)
 
 
-def link_chains(predictions: ResiduePredictions,
-                min_existence: float = MIN_EXISTENCE) -> list[np.ndarray]:
+def link_chains(predictions: ResiduePredictions, min_existence: float = MIN_EXISTENCE, *,
+                direction_free: bool = True) -> list[np.ndarray]:
     """Link the predicted residues into chains (see the module docstring).
 
     Parameters
@@ -293,6 +294,8 @@ def link_chains(predictions: ResiduePredictions,
         The ``N`` nodes and their candidate links.
     min_existence : float
         Passed to `remove_duplicates`.
+    direction_free : bool
+        Run step 4 (False only to measure what it adds: ``bench.trace``).
 
     Returns
     -------
@@ -331,9 +334,11 @@ def link_chains(predictions: ResiduePredictions,
         if not (has_successor[i] or has_predecessor[j]) and join(i, j):
             has_successor[i] = has_predecessor[j] = True
     # Step 4: direction-free links between chain ends.
-    for i, j in zip(*(side.tolist() for side in _undirected_candidates(predictions, kept))):
-        if not has_successor[i] and len(neighbours[i]) < 2 and len(neighbours[j]) < 2:
-            join(i, j)
+    if direction_free:
+        candidates = _undirected_candidates(predictions, kept)
+        for i, j in zip(*(side.tolist() for side in candidates)):
+            if not has_successor[i] and len(neighbours[i]) < 2 and len(neighbours[j]) < 2:
+                join(i, j)
 
     prob: dict[tuple[int, int], float] = {}
     for a, b, p in zip(predictions.edge_src.tolist(), predictions.edge_dst.tolist(),

@@ -221,3 +221,16 @@ def test_turned_frames_swap_n_and_c(il2):
     assert np.linalg.norm(after[1, 4] - before[1, 4]) > 1.0
     assert turned.next_prob[1, 0] == pytest.approx(0.1) and turned.previous_prob[1, 0] == pytest.approx(0.9)
     assert graph.turned(np.zeros(4, bool)) is graph
+
+
+def test_trace_figures_of_a_faithful_trace(simulated, il2_path):
+    """`bench.trace` on simulated network output that points every residue the right way:
+    all directions right, no pair linked against the chain, step 4 loses no link."""
+    from cryobuild.bench.trace import trace_figures
+
+    reference = read_model(il2_path)
+    figures = trace_figures(simulated.predictions, reference)
+    assert figures["neighbour_pairs"] >= 0.9 * (reference.num_residues - 1)
+    assert figures["direction_right"] == 1.0
+    assert figures["linked_against"] == 0
+    assert figures["linked_with_step4"] >= figures["linked_directed"] > 0

@@ -14,7 +14,7 @@ figures are not figures and stay out of the means. One JSON line per map, then a
 * seconds of the build; the networks; whether they saw the map.
 
 ``--keep FOLDER`` writes each build's output folder (as ``cryobuild build -o`` does) into
-``FOLDER/<map>``: ``bench.threading`` threads their raw models again without the networks.
+``FOLDER/<map>``, e.g. to look at the raw models' chains.
 """
 
 from __future__ import annotations

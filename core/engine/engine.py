@@ -90,9 +90,9 @@ MIN_THREADED_FRACTION = 0.05
 CONFIDENT_THREAD_EVALUE = ANCHOR_EVALUE
 #: Å: at this resolution or worse a build warns that the direction of its unthreaded chains is a
 #: guess. The graph network's residue directions (C - N along the deposited chain) were right
-#: for 0.95-0.98 of the nodes on the real maps of 2.9-3.2 Å, 0.88 / 0.62 / 0.78 at 3.6 / 3.8 /
-#: 4.0 Å, and 0.47-0.67 at 4.3-5.0 Å (`bench.real`, bundled weights, last round, the third stop
-#: of 2026-12-04), where a threaded chain takes its direction from the sequence but an
+#: for 0.95-1.00 of the nodes on the real maps of 1.75-3.2 Å (0.64 on the thresholded spike),
+#: 0.98 / 0.67 / 0.69 at 3.6 / 3.8 / 4.0 Å, and 0.46-0.62 at 4.3-5.0 Å (``python -m cryobuild.bench.trace``, bundled weights, last
+#: round, the third stop of 2026-12-04), where a threaded chain takes its direction from the sequence but an
 #: unthreaded one from `cryobuild.chains`' coin-toss links.
 UNCERTAIN_DIRECTION_RESOLUTION = 4.2
 #: Share of a job's overall progress (start, end) of each phase: loading, detection, the rounds
@@ -587,7 +587,7 @@ class Engine:
             _warn(job, f"at {resolution:.1f} Å the network cannot tell which way a residue "
                        f"points: the N->C direction of the {unthreaded} unassigned chain"
                        f"{'s' if unthreaded > 1 else ''} is a guess (on real maps of 4.3-5 Å about "
-                       "half ran backwards); check it before assigning a sequence")
+                       "half the residues point backwards); check it before assigning a sequence")
         if not sequences:
             return result
         threaded_chains = [report for report in result.final_chains if report.threaded]
