@@ -145,3 +145,15 @@ def test_windows_without_density_are_not_run(il2_map_3A, monkeypatch):
     # the windows lie elsewhere over the protein (instance norm sees each window's statistics)
     recall, recall_by_all = (len(match_calpha(p.xyz, ca)[1]) / len(ca) for p in (found, found_by_all))
     assert recall >= recall_by_all - 0.02, (recall, recall_by_all)
+
+
+def test_noise_maps_train_with_no_calpha_targets():
+    """`--noise-fraction`: crops of noise maps, with no positive voxel and no offset target."""
+    import itertools
+
+    from cryobuild.train.detect import Augmentation, TrainingCrops
+
+    crops = TrainingCrops([], crop=24, crops_per_map=2, aug=Augmentation(noise_map_fraction=1.0), seed=0)
+    for features, heat, positive, offsets, offset_mask in itertools.islice(crops._noise(np.random.default_rng(0)), 2):
+        assert features.shape == (2, 24, 24, 24) and torch.isfinite(features).all()
+        assert not positive.any() and not offset_mask.any() and float(heat.max()) == 0.0

@@ -10,7 +10,10 @@ random augmentations: residues deleted in stretches (missing density: those Cα 
 or at half occupancy, resolution 2.0-4.5 Å, a random simulation voxel size before resampling to
 1.5 Å, global B sharpen/blur in [-30, 30] Å², solvent level, coloured noise at a random SNR,
 random box margin (so the solvent fraction, and with it the z-score, varies), a random proper
-90° rotation of each crop, and some crops centred on deleted stretches (empty density).
+90° rotation of each crop, and some crops centred on deleted stretches (empty density). With
+``--real-fold``, a share of the maps are that fold's real maps (deposited Cα as targets); with
+``--noise-fraction``, a share are maps of smoothed Gaussian noise with no targets, so that a
+detector fine-tuned on real maps keeps finding nothing in noise.
 
 Loss: penalty-reduced focal loss on a heat map (CornerNet/CenterNet style: the voxel holding a
 Cα is positive; negatives near a Cα are down-weighted by (1 - Gaussian)^4), normalised by the
@@ -32,6 +35,7 @@ from ..checkpoints import checkpoint_path, load_checkpoint
 from ..data import REAL_FOLDS, ca_coordinates, default_split, fold_cases, read_structure
 from ..detect.inference import prepare_features
 from ..features import standardise
+from ..maps import DensityMap
 from ..detect.network import CalphaDetector, DetectorConfig
 from ..simulate import SimulationOptions, simulate_map
 from .loop import TrainingRun, random_files, worker_rng
@@ -63,6 +67,14 @@ class Augmentation:
     deleted_fraction: tuple[float, float] = (0.0, 0.15)
     half_occupancy_fraction: tuple[float, float] = (0.0, 0.1)
     empty_crop_fraction: float = 0.08
+    #: maps of noise alone (Gaussian white noise smoothed by ``noise_smoothing`` voxels, at a
+    #: voxel of ``noise_voxel`` Å, standardised as if at ``resolution``), which have no Cα: a
+    #: detector fine-tuned on real maps without them traced chains through pure noise (step
+    #: 10,138 of the fold-B run, weights/MANIFEST.md)
+    noise_map_fraction: float = 0.0
+    noise_smoothing: tuple[float, float] = (0.0, 2.5)
+    noise_voxel: tuple[float, float] = (0.9, 1.6)
+    noise_edge: tuple[int, int] = (40, 72)
 
 
 def _stretch_mask(n: int, fraction: float, rng) -> np.ndarray:
@@ -176,7 +188,9 @@ class TrainingCrops(torch.utils.data.IterableDataset):
         rng = worker_rng(self.seed)
         real_views = {}
         for _, structure in random_files(self.records, read_structure, rng):
-            if rng.random() < self.real_fraction:
+            if rng.random() < self.aug.noise_map_fraction:
+                yield from self._noise(rng)
+            elif rng.random() < self.real_fraction:
                 case = self.real_cases[int(rng.integers(len(self.real_cases)))]
                 if case.name not in real_views:
                     real_views[case.name] = _real_view(case)
@@ -207,6 +221,18 @@ class TrainingCrops(torch.utils.data.IterableDataset):
         view = standardise(density, resolution * float(rng.uniform(*aug.stated_resolution)))
         yield from self._crops(view, kept, deleted, rng)
 
+    def _noise(self, rng):
+        """Crops of a map of smoothed white noise, with no Cα targets."""
+        from scipy.ndimage import gaussian_filter
+
+        aug = self.aug
+        edge = int(rng.integers(aug.noise_edge[0], aug.noise_edge[1] + 1))
+        grid = gaussian_filter(rng.standard_normal((edge, edge, edge)), rng.uniform(*aug.noise_smoothing))
+        grid = grid * math.exp(rng.uniform(-3, 3)) + rng.normal(0, 1)
+        noise = DensityMap(grid.astype(np.float32), float(rng.uniform(*aug.noise_voxel)), np.zeros(3))
+        view = standardise(noise, float(rng.uniform(*aug.resolution)))
+        yield from self._crops(view, np.zeros((0, 3)), np.zeros((0, 3)), rng)
+
     def _crops(self, view, kept: np.ndarray, deleted: np.ndarray, rng):
         aug = self.aug
         prepared, features = prepare_features(view)
@@ -218,6 +244,8 @@ class TrainingCrops(torch.utils.data.IterableDataset):
         for _ in range(self.crops_per_map):
             if len(deleted) and rng.random() < aug.empty_crop_fraction:
                 centre = prepared.xyz_to_voxel(deleted[int(rng.integers(len(deleted)))])[::-1]
+            elif not len(ca_zyx):
+                centre = rng.uniform(0, shape)
             else:
                 centre = ca_zyx[int(rng.integers(len(ca_zyx)))]
             centre = centre + rng.normal(0, size / 6, 3)
@@ -306,6 +334,8 @@ def main(argv=None):
                         help="also train on this fold's real maps (data.REAL_FOLDS)")
     parser.add_argument("--real-fraction", type=float, default=0.3,
                         help="fraction of maps drawn from the real fold")
+    parser.add_argument("--noise-fraction", type=float, default=0.0,
+                        help="fraction of maps that are noise alone, with no Cα")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false",
                         help="train in float32 (bf16 autocast halves the CPU step time)")
     args = parser.parse_args(argv)
@@ -318,12 +348,12 @@ def main(argv=None):
     optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)
     real_cases = fold_cases(args.real_fold) if args.real_fold else []
     run = TrainingRun(args.checkpoint, args.log, network, optimizer, dataclasses.asdict(config),
-                      extra={"crop": args.crop, "batch": args.batch,
+                      extra={"crop": args.crop, "batch": args.batch, "noise_fraction": args.noise_fraction,
                              "real_maps": sorted(c.name for c in real_cases)})
     run.resume(state)
     run.set_lr(args.lr)
 
-    dataset = TrainingCrops(split["train"], args.crop, crops_per_map=args.crops_per_map, aug=Augmentation(),
+    dataset = TrainingCrops(split["train"], args.crop, crops_per_map=args.crops_per_map, aug=Augmentation(noise_map_fraction=args.noise_fraction),
                             seed=args.seed + run.step, real_cases=real_cases,
                             real_fraction=args.real_fraction)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, num_workers=1, prefetch_factor=4)
