@@ -18,6 +18,7 @@ from cryobuild.engine.jobs import Job
 from cryobuild.engine.verdict import FIT_TOLERANCE, judge, model_stats, window_records
 from cryobuild.maps import DensityMap
 from cryobuild.models import model_from_ca
+from cryobuild.pipeline import join_models
 from cryobuild.residues import UNK_INDEX
 from cryobuild.sequences import Sequence
 from cryobuild.session import SessionState
@@ -68,6 +69,18 @@ def test_residues_of_unknown_type_or_less_confidence_or_worse_fit_do_not_replace
     assert after.fit < before.fit - FIT_TOLERANCE
     kept, message, _, _ = judge(strand(10, 60), off, density)
     assert kept == "old" and "a worse fit to the map" in message
+
+
+def test_the_fit_is_compared_where_the_old_residues_are(density):
+    """A whole new model over a short old stretch: the map is weaker where the new model adds
+    residues (here off the density's axis), which lowers its mean fit but is no fault of the
+    residues that take the old ones' place."""
+    old = strand(10, 60)
+    # the old ten residues again, and ten more further along x, 2 Å off the density's axis
+    new = join_models([strand(10, 70), strand(10, 70, start=11, chain="B", shift=(10 * STEP, 2.0, 0.0))])
+    assert model_stats(new, density).fit < model_stats(old, density).fit - FIT_TOLERANCE
+    kept, message, _, _ = judge(old, new, density)
+    assert kept == "new", message
 
 
 def test_new_residues_where_there_were_none_are_kept(density):
