@@ -172,6 +172,30 @@ def test_protein_like_candidates_need_chain_neighbours():
     assert _protein_like(CalphaPoints(pairs, np.full(4, 0.3)), region=True) == 4
 
 
+def test_protein_density_check_refuses_noise_and_warns_only_on_weak_density():
+    from cryobuild.errors import BuildError
+    from cryobuild.pipeline import NOISE_SKEWNESS, PROTEIN_SKEWNESS, protein_density_check
+    from cryobuild.points import CalphaPoints
+
+    steps = np.arange(12)
+    strand = np.stack([steps * 3.3, np.where(steps % 2, 1.9, 0.0), np.zeros(12)], axis=1)
+    rng = np.random.default_rng(0)
+    # a chain fragment among scattered weak candidates: the candidate rules fail
+    weak = CalphaPoints(np.concatenate([strand, rng.uniform(100, 400, size=(60, 3))]),
+                        np.full(72, 0.4))
+    assert protein_density_check(CalphaPoints(strand, np.ones(12)), 0.0, region=False) is None
+    with pytest.raises(BuildError, match="look like noise"):
+        protein_density_check(weak, NOISE_SKEWNESS - 0.05, region=False)
+    with pytest.raises(BuildError, match="none of them has another"):
+        protein_density_check(CalphaPoints(strand * 1.6, np.full(12, 0.4)), 1.0, region=False)
+    warning = protein_density_check(weak, PROTEIN_SKEWNESS - 0.05, region=False)
+    assert warning.startswith("only 0 of 72 Cα candidates look like a protein chain")
+    # density as skewed as real maps' (0.40-1.48): built without a warning
+    assert protein_density_check(weak, PROTEIN_SKEWNESS, region=False) is None
+    # a region rebuild is judged on its candidates alone
+    assert protein_density_check(CalphaPoints(strand[:2], np.full(2, 0.3)), 0.0, region=True) is None
+
+
 def test_composition_stand_in_has_the_background_composition():
     from cryobuild.pipeline import composition_stand_in
     from cryobuild.thread.profiles import background_frequencies
