@@ -15,8 +15,9 @@ paths and writes nothing (the CLI and the engine write at the edges):
    (`_polish`, adding residues at single gaps: `thread.closure.bridge_positions`);
 4. the final model (`_final_residues`): threaded chains of at least `MIN_CHAIN_LENGTH` residues,
    residues with a sequence position only; then, unless ``threaded_only``, the chains that could
-   not be threaded, as unassigned chains of UNK residues without those below
-   `UNASSIGNED_MIN_CONFIDENCE`; relaxed (`relax.relax`). The raw model keeps every chain.
+   not be threaded, as unassigned chains of UNK residues in runs of at least
+   `UNASSIGNED_MIN_LENGTH` residues of `UNASSIGNED_MIN_CONFIDENCE` or more; relaxed
+   (`relax.relax`). The raw model keeps every chain.
 
 With ``threader="structgen"``, each round's threading is checked against the HMM threader's: when
 the Structure Generator threads fewer than `thread.STRUCTGEN_MIN_SHARE` of the residues the HMM
@@ -69,6 +70,7 @@ __all__ = [
     "MIN_CHAIN_LENGTH",
     "PROTEIN_SKEWNESS",
     "UNASSIGNED_MIN_CONFIDENCE",
+    "UNASSIGNED_MIN_LENGTH",
     "BuildOptions",
     "Networks",
     "ChainReport",
@@ -84,11 +86,12 @@ __all__ = [
     "residue_predictions",
 ]
 
-#: Chains shorter than this (residues) are left out of the final model (METHODS §4).
+#: Threaded (and sequence-free) chains shorter than this (residues) are left out of the final
+#: model (METHODS §4); unassigned pieces need `UNASSIGNED_MIN_LENGTH`.
 MIN_CHAIN_LENGTH = 4
 #: Confidence (0-100) below which a residue of an unassigned chain (traced, not threaded) is
-#: left out of the final model, with the stretches of fewer than `MIN_CHAIN_LENGTH` residues it
-#: leaves between such residues. 65 is a predicted Cα error of 0.86 Å
+#: left out of the final model, with the stretches of fewer than `UNASSIGNED_MIN_LENGTH`
+#: residues it leaves between such residues. 65 is a predicted Cα error of 0.86 Å
 #: (`gnn.network.confidence_from_error`); below it, residues of the last round were right (Cα
 #: within 3 Å of the deposited one) 5 times in 7, under the 0.90 precision issue 17 asks of the
 #: final model. Above it confidence hardly tells right from wrong: on 3 simulated il2 maps and
@@ -97,6 +100,20 @@ MIN_CHAIN_LENGTH = 4
 #: time; a cut at 70 kept 84% of the right ones at 93.8% right, at 75 62% at 99% (the 4.3 Å
 #: chaperonin's final model then held 3% of the Cα its raw model had right instead of 41%).
 UNASSIGNED_MIN_CONFIDENCE = 65.0
+#: Fewest residues of a piece of an unassigned chain in the final model: a run of this many
+#: confident residues (`UNASSIGNED_MIN_CONFIDENCE`) stays, as its own stretch of UNK backbone.
+#: Threaded chains keep METHODS §4's `MIN_CHAIN_LENGTH` (an alignment of fewer residues means
+#: nothing), but an unassigned piece claims no sequence, only that the backbone runs there; on
+#: real maps of 3.8-5 Å, 85-95% of the raw model's right residues (Cα within 3 Å of a deposited
+#: one) that the final model lost were in traced chains of 1-3 residues, the density's breaks
+#: at those resolutions. Residues of 2-3-residue chains were right 70% of the time (one-to-one,
+#: 813 residues of 18 real maps, each built by the networks that did not see it; 4-9: 80%,
+#: 10 or more: 90%; single residues 63%, and a lone Cα is not a chain); keeping them took the
+#: mean final Cα recall of the real maps of 3.5-4.5 Å from 0.69 to 0.79 at final precision
+#: 0.91 -> 0.89, of those up to 3.5 Å from 0.81 to 0.86 (0.78 -> 0.75; the spike's thresholded
+#: map 0.29 -> 0.52) and beyond 4.5 Å from 0.52 to 0.63 (0.72 -> 0.69) (``bench.real``,
+#: 2026-12-04, fifth stop). ``--threaded-only`` leaves all of them out.
+UNASSIGNED_MIN_LENGTH = 2
 #: Fewest Cα candidates a map must give before a build is attempted.
 MIN_POINTS = 8
 #: A whole-map build needs `MIN_POINTS` protein-like candidates: with a probability of at least
@@ -389,13 +406,13 @@ def residue_predictions(graph) -> ResiduePredictions:
 def _confident_runs(confidence: np.ndarray) -> np.ndarray:
     """bool ``[L]``: residues of an unassigned chain kept in the final model, those with a
     ``confidence`` ``[L]`` (0-100) of at least `UNASSIGNED_MIN_CONFIDENCE` in runs of at least
-    `MIN_CHAIN_LENGTH` consecutive ones."""
+    `UNASSIGNED_MIN_LENGTH` consecutive ones."""
     confident = np.asarray(confidence) >= UNASSIGNED_MIN_CONFIDENCE
     # starts and ends (exclusive) of the runs of confident residues
     edges = np.diff(np.concatenate([[0], confident.astype(np.int8), [0]]))
     keep = np.zeros(len(confident), dtype=bool)
     for start, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
-        keep[start:end] = end - start >= MIN_CHAIN_LENGTH
+        keep[start:end] = end - start >= UNASSIGNED_MIN_LENGTH
     return keep
 
 
@@ -421,9 +438,11 @@ def _final_residues(match: ChainMatch, confidence: np.ndarray, *, with_sequences
     could not be threaded onto any sequence, so they are the least reliable ones. Their
     probabilities stay in the build's per-residue probabilities (``aa_probabilities.csv``).
 
-    Chains left with fewer than `MIN_CHAIN_LENGTH` residues are left out.
+    Threaded and sequence-free chains left with fewer than `MIN_CHAIN_LENGTH` residues are left
+    out, unassigned ones with fewer than `UNASSIGNED_MIN_LENGTH`.
     """
     trace_numbers = np.arange(1, len(match.nodes) + 1)
+    shortest = MIN_CHAIN_LENGTH
     if match.threaded:
         keep, numbers, types = match.assigned, match.residue_number, match.aatype
     elif not with_sequences:
@@ -433,7 +452,8 @@ def _final_residues(match: ChainMatch, confidence: np.ndarray, *, with_sequences
     else:
         keep = _confident_runs(confidence[match.nodes])
         numbers, types = trace_numbers, np.full(len(match.nodes), UNK_INDEX)
-    if keep.sum() < MIN_CHAIN_LENGTH:
+        shortest = UNASSIGNED_MIN_LENGTH
+    if keep.sum() < shortest:
         return None
     return keep, numbers, types
 
@@ -531,7 +551,7 @@ def _empty_reason(traced: int, with_sequences: bool, threaded_only: bool) -> str
         return (f"the final model is empty: none of the {traced} traced residues is in a chain of "
                 f"{MIN_CHAIN_LENGTH} or more")
     unthreaded = (f"threaded-only leaves out the {traced} traced residues" if threaded_only else
-                  f"none of the {traced} traced residues is in a run of {MIN_CHAIN_LENGTH} or "
+                  f"none of the {traced} traced residues is in a run of {UNASSIGNED_MIN_LENGTH} or "
                   f"more with a confidence of {UNASSIGNED_MIN_CONFIDENCE:g} or more, which an "
                   "unassigned chain needs")
     return (f"the final model is empty: no chain of {MIN_CHAIN_LENGTH} or more residues could be "

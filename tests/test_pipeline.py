@@ -225,27 +225,35 @@ def test_final_model_keeps_confident_unthreaded_chains_unassigned():
     less its residues below the confidence cut and the runs shorter than a chain they leave;
     ``threaded_only`` leaves it out; a threaded chain keeps its residues with a sequence
     position; without sequences every chain is kept whole with its predicted types."""
-    from cryobuild.pipeline import MIN_CHAIN_LENGTH, UNASSIGNED_MIN_CONFIDENCE, _final_residues
+    from cryobuild.pipeline import (MIN_CHAIN_LENGTH, UNASSIGNED_MIN_CONFIDENCE,
+                                    UNASSIGNED_MIN_LENGTH, _final_residues)
     from cryobuild.thread import ChainMatch
 
     sure, unsure = UNASSIGNED_MIN_CONFIDENCE, UNASSIGNED_MIN_CONFIDENCE - 1
-    # 5 confident, 1 not, 3 confident (too few for a chain), 1 not, 4 confident
-    confidence = np.array([sure] * 5 + [unsure] + [sure] * 3 + [unsure] + [sure] * 4)
-    assert MIN_CHAIN_LENGTH == 4
+    # 5 confident, 1 not, 1 confident (a lone residue), 1 not, 4 confident, 1 not, 2 confident
+    # (a piece of unassigned backbone, though shorter than a threaded chain may be)
+    confidence = np.array([sure] * 5 + [unsure] + [sure] + [unsure] + [sure] * 4 + [unsure]
+                          + [sure] * 2)
+    assert (MIN_CHAIN_LENGTH, UNASSIGNED_MIN_LENGTH) == (4, 2)
     nodes = np.arange(len(confidence))
     aa_probs = np.eye(20)[nodes % 20]
     chain = ChainMatch.unthreaded(nodes, aa_probs)
     keep, numbers, types = _final_residues(chain, confidence, with_sequences=True, threaded_only=False)
-    assert numbers[keep].tolist() == [1, 2, 3, 4, 5, 11, 12, 13, 14]
+    assert numbers[keep].tolist() == [1, 2, 3, 4, 5, 9, 10, 11, 12, 14, 15]
     assert np.all(types[keep] == UNK_INDEX)
     assert _final_residues(chain, confidence, with_sequences=True, threaded_only=True) is None
     assert _final_residues(chain, np.full(len(nodes), unsure), with_sequences=True,
                            threaded_only=False) is None
+    pair = ChainMatch.unthreaded(nodes[:2], aa_probs[:2])
+    keep, _, _ = _final_residues(pair, confidence, with_sequences=True, threaded_only=False)
+    assert keep.all()
     keep, numbers, types = _final_residues(chain, confidence, with_sequences=False, threaded_only=False)
-    assert keep.all() and numbers.tolist() == list(range(1, 15)) and types.tolist() == nodes.tolist()
+    assert keep.all() and numbers.tolist() == list(range(1, 16)) and types.tolist() == nodes.tolist()
+    # without sequences a chain needs MIN_CHAIN_LENGTH residues, as a threaded one does
+    assert _final_residues(pair, confidence, with_sequences=False, threaded_only=False) is None
 
     positions = np.array([10, 11, -1, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22])
-    threaded = ChainMatch(nodes, 0, positions, np.zeros(len(nodes)), 50.0, 1e-10)
+    threaded = ChainMatch(nodes[:14], 0, positions, np.zeros(14), 50.0, 1e-10)
     for threaded_only in (False, True):
         keep, numbers, _ = _final_residues(threaded, np.zeros(len(nodes)), with_sequences=True,
                                            threaded_only=threaded_only)
