@@ -41,9 +41,12 @@ class SimulationOptions:
     the global blur (negative sharpens); snr: signal-to-noise ratio (variance of the signal
     inside the molecular envelope over the variance of the noise), ``None`` for no noise;
     solvent_level: density of bulk solvent as a fraction of the mean protein density inside
-    the envelope (0 for none); origin: Å (x, y, z) of the first voxel, ``None`` to place the
-    box around the atoms with ``margin``; shape_xyz: box size in voxels (``None``: up to the
-    atoms plus ``margin``).
+    the envelope (0 for none); noise_colour: how the noise's amplitude spectrum follows the
+    signal's, as the exponent of the signal's radially averaged amplitude (1: the signal's own
+    shape, the same SNR in every shell; 0: white up to Nyquist; between, the SNR per shell falls
+    with frequency, as a real map's half-map FSC does); origin: Å (x, y, z) of the first voxel,
+    ``None`` to place the box around the atoms with ``margin``; shape_xyz: box size in voxels
+    (``None``: up to the atoms plus ``margin``).
     """
 
     resolution: float = 3.0
@@ -52,6 +55,7 @@ class SimulationOptions:
     b_extra: float = 0.0
     snr: float | None = None
     solvent_level: float = 0.0
+    noise_colour: float = 1.0
     origin: tuple[float, float, float] | None = None
     shape_xyz: tuple[int, int, int] | None = None
 
@@ -62,6 +66,8 @@ class SimulationOptions:
             raise ValueError(f"voxel size must be positive (Å), got {self.voxel_size}")
         if self.snr is not None and not self.snr > 0:
             raise ValueError(f"SNR must be positive, got {self.snr}")
+        if not 0.0 <= self.noise_colour <= 1.0:
+            raise ValueError(f"noise colour must be in [0, 1], got {self.noise_colour}")
         if self.shape_xyz is not None and self.origin is None:
             raise ValueError("shape_xyz needs an origin")
 
@@ -133,7 +139,7 @@ def simulate_map(
         soft = gaussian_filter((~envelope).astype(np.float32), sigma=1.5 / voxel)
         full = full + options.solvent_level * soft
     if options.snr is not None:
-        full = full + _coloured_noise(full, envelope, options.snr, rng)
+        full = full + _coloured_noise(full, envelope, options.snr, rng, options.noise_colour)
 
     sl = tuple(slice(pad, pad + n) for n in shape[::-1])
     return DensityMap(full[sl].astype(np.float32), np.full(3, voxel), origin)
@@ -157,9 +163,11 @@ def _molecular_envelope(grid: np.ndarray) -> np.ndarray:
     return grid > level
 
 
-def _coloured_noise(grid: np.ndarray, envelope: np.ndarray, snr: float, rng) -> np.ndarray:
-    """Gaussian noise with the radially averaged amplitude spectrum of ``grid``, scaled so
-    var(signal in envelope) / var(noise) = ``snr``."""
+def _coloured_noise(grid: np.ndarray, envelope: np.ndarray, snr: float, rng,
+                    colour: float = 1.0) -> np.ndarray:
+    """Gaussian noise with the radially averaged amplitude spectrum of ``grid`` raised to
+    ``colour`` (`SimulationOptions.noise_colour`), scaled so var(signal in envelope) /
+    var(noise) = ``snr``."""
     spectrum = np.abs(np.fft.rfftn(grid))
     shape = grid.shape
     s_index = np.round(frequency_radius(shape, 1.0) * max(shape)).astype(int)
@@ -167,7 +175,7 @@ def _coloured_noise(grid: np.ndarray, envelope: np.ndarray, snr: float, rng) -> 
         np.bincount(s_index.ravel()), 1
     )
     white = np.fft.rfftn(rng.standard_normal(shape).astype(np.float32))
-    noise = np.fft.irfftn(white * radial[s_index], s=shape, axes=(0, 1, 2))
+    noise = np.fft.irfftn(white * (radial**colour)[s_index], s=shape, axes=(0, 1, 2))
     signal_var = float(grid[envelope].var()) if envelope.any() else float(grid.var())
     noise *= np.sqrt(signal_var / snr) / max(float(noise.std()), 1e-12)
     return noise.astype(np.float32)

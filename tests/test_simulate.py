@@ -49,8 +49,33 @@ def test_noise_level_follows_snr(il2):
     assert 1.5 < measured < 2.5
 
 
+def test_noise_colour_sets_how_the_snr_falls_with_frequency(il2):
+    from cryobuild.maps import frequency_radius
+
+    structure, _ = il2
+    clean = simulate_map(structure, SimulationOptions(resolution=3.0))
+    signal = np.abs(np.fft.rfftn(clean.grid))
+    shells = frequency_radius(clean.grid.shape, clean.voxel_size[::-1])
+    low, high = (shells > 0.05) & (shells < 0.1), (shells > 0.25) & (shells < 0.33)
+
+    def noise_over_signal(colour):
+        noisy = simulate_map(structure, SimulationOptions(resolution=3.0, snr=2.0, noise_colour=colour),
+                             np.random.default_rng(1))
+        noise = np.abs(np.fft.rfftn(noisy.grid - clean.grid))
+        return noise[high].mean() / signal[high].mean(), noise[low].mean() / signal[low].mean()
+
+    # shaped like the signal: about the same noise-to-signal in every shell
+    high_1, low_1 = noise_over_signal(1.0)
+    assert 0.7 < high_1 / low_1 < 1.6
+    # whiter: the noise outgrows the signal towards 3-4 Å, as in real maps
+    high_half, low_half = noise_over_signal(0.5)
+    assert high_half / low_half > 2 * high_1 / low_1
+
+
 def test_bad_options():
     with pytest.raises(ValueError):
         SimulationOptions(resolution=0)
     with pytest.raises(ValueError):
         SimulationOptions(snr=-1)
+    with pytest.raises(ValueError):
+        SimulationOptions(noise_colour=1.5)

@@ -94,6 +94,9 @@ class GraphAugmentation:
     decoy_noise: float = 0.4
     stated_resolution: tuple[float, float] = (0.85, 1.2)
     real_fraction: float = 0.0
+    #: `SimulationOptions.noise_colour` range; (1, 1) is the signal-shaped noise the networks
+    #: were first trained on
+    noise_colour: tuple[float, float] = (1.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,6 +244,7 @@ def make_sample(structure, model: BuiltModel, sequences, aug: GraphAugmentation,
             b_extra=float(rng.uniform(*aug.b_extra)),
             snr=snr,
             solvent_level=float(rng.uniform(*aug.solvent_level)),
+            noise_colour=float(rng.uniform(*aug.noise_colour)),
             origin=tuple(lo),
             shape_xyz=tuple(int(n) for n in np.ceil((hi - lo) / voxel).astype(int) + 1),
         )
@@ -362,6 +366,9 @@ def main(argv=None) -> None:
     parser.add_argument("--resolution", type=float, nargs=2, metavar=("BEST", "WORST"), default=None,
                         help="resolution range of the training maps in Å (default: "
                              f"{GraphAugmentation.resolution[0]:g} {GraphAugmentation.resolution[1]:g})")
+    parser.add_argument("--noise-colour", type=float, nargs=2, metavar=("LOW", "HIGH"), default=(1.0, 1.0),
+                        help="range of the simulated noise's colour (simulate.SimulationOptions."
+                             "noise_colour; default 1 1: shaped like the signal)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the training process (the data worker takes "
                              "another core; measured: 1 thread ~0.3 s/step, 2 threads beside "
@@ -384,12 +391,14 @@ def main(argv=None) -> None:
     )
     real_cases = fold_cases(args.real_fold) if args.real_fold else []
     run = TrainingRun(args.checkpoint, args.log, network, optimizer, dataclasses.asdict(config),
-                      extra={"real_maps": sorted(c.name for c in real_cases)})
+                      extra={"real_maps": sorted(c.name for c in real_cases),
+                             "noise_colour": list(args.noise_colour)})
     run.resume(state)
     run.set_lr(args.lr)
 
     split = default_split()
     augmentation = GraphAugmentation(real_fraction=args.real_fraction if real_cases else 0.0,
+                                     noise_colour=tuple(args.noise_colour),
                                      **({"resolution": tuple(args.resolution)} if args.resolution else {}))
     dataset = TrainingGraphs(split["train"], augmentation, args.crops_per_structure,
                              seed=args.seed + run.step, real_cases=real_cases)
