@@ -103,12 +103,14 @@ UNASSIGNED_MIN_CONFIDENCE = 65.0
 #: Fewest residues of a piece of an unassigned chain in the final model: a run of this many
 #: confident residues (`UNASSIGNED_MIN_CONFIDENCE`) stays, as its own stretch of UNK backbone.
 #: Threaded chains keep METHODS §4's `MIN_CHAIN_LENGTH` (an alignment of fewer residues means
-#: nothing), but an unassigned piece claims no sequence, only that the backbone runs there; on
-#: real maps of 3.8-5 Å, 85-95% of the raw model's right residues (Cα within 3 Å of a deposited
-#: one) that the final model lost were in traced chains of 1-3 residues, the density's breaks
-#: at those resolutions. Residues of 2-3-residue chains were right 70% of the time (one-to-one,
-#: 813 residues of 18 real maps, each built by the networks that did not see it; 4-9: 80%,
-#: 10 or more: 90%; single residues 63%, and a lone Cα is not a chain); keeping them took the
+#: nothing), but an unassigned piece claims no sequence, only that the backbone runs there. On
+#: real maps of 4-5 Å the traced chains of 1-3 residues, the density's breaks at those
+#: resolutions, held much of what the final model lost (residues paired one-to-one with a
+#: deposited Cα: 197 on γ-secretase, 105 on pneumolysin, 91 on 3LOS); over all 19 real maps,
+#: each built by the networks that did not see it, 64% of the residues of 2-3-residue chains
+#: are paired (70% without TMV, whose reference lacks its unmasked neighbours; 4-9: 76%, 10 or
+#: more: 87%; single residues 57%, and a lone Cα is not a chain; ``python -m
+#: cryobuild.bench.trace``, its last columns); keeping them took the
 #: mean final Cα recall of the real maps of 3.5-4.5 Å from 0.69 to 0.79 at final precision
 #: 0.91 -> 0.89, of those up to 3.5 Å from 0.81 to 0.86 (0.78 -> 0.75; the spike's thresholded
 #: map 0.29 -> 0.52) and beyond 4.5 Å from 0.52 to 0.63 (0.72 -> 0.69) (``bench.real``,

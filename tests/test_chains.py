@@ -234,3 +234,8 @@ def test_trace_figures_of_a_faithful_trace(simulated, il2_path):
     assert figures["direction_right"] == 1.0
     assert figures["linked_against"] == 0
     assert figures["linked_with_step4"] >= figures["linked_directed"] > 0
+    # every traced node is counted once by chain length, and the nodes of a faithful trace are
+    # the deposited residues
+    counted = sum(figures[f"nodes_{label}"] for label in ("1", "2-3", "4-9", ">=10"))
+    assert counted == figures["traced"]
+    assert figures["right_>=10"] >= 0.9 * figures["nodes_>=10"] > 0

@@ -31,7 +31,7 @@ from ..residues import AA_ORDER
 from ..sequences import Sequence, read_fasta
 from ..simulate import SimulationOptions, simulate_map
 from ..validation import validate_geometry
-from .molmap import molmap_map
+from .molmap import MOLMAP_SNR, molmap_map
 
 #: Noise of the simulated maps (signal variance / noise variance in the envelope).
 BENCH_SNR = 3.0
@@ -105,6 +105,10 @@ def main(argv=None):
     parser.add_argument("--no-dev", action="store_true", help="skip the dev maps")
     parser.add_argument("--recipes", nargs="*", default=["simulate", "molmap"],
                         choices=["simulate", "molmap"], help="simulation recipes of the held-out maps")
+    parser.add_argument("--snr", type=float, default=BENCH_SNR,
+                        help=f"SNR of our simulator's maps (default {BENCH_SNR:g})")
+    parser.add_argument("--molmap-snr", type=float, default=MOLMAP_SNR,
+                        help=f"SNR of the molmap recipe's maps (default {MOLMAP_SNR:g}; inf: no noise)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--detector", default=None,
                         help="Cα detector checkpoint (default: the bundled weights/detect.pt)")
@@ -120,8 +124,8 @@ def main(argv=None):
     picks = [r for r in validation if 80 <= r.num_residues <= 400]
     picks = picks[:: max(len(picks) // args.cases, 1)][: args.cases]
     recipes = {
-        "simulate": lambda st, d, rng: simulate_map(st, SimulationOptions(resolution=d, snr=BENCH_SNR), rng),
-        "molmap": lambda st, d, rng: molmap_map(st, d, rng),
+        "simulate": lambda st, d, rng: simulate_map(st, SimulationOptions(resolution=d, snr=args.snr), rng),
+        "molmap": lambda st, d, rng: molmap_map(st, d, rng, snr=args.molmap_snr),
     }
     for resolution in args.resolutions:
         for recipe, make_map in recipes.items():
@@ -151,7 +155,8 @@ def main(argv=None):
           f"min existence {args.min_existence:g}, placement {'on' if args.placement else 'off'}, "
           f"closure {'on' if args.closure else 'off'}, gnn {args.gnn or 'gnn.pt'}, "
           f"detector {args.detector or 'detect.pt'}, "
-          f"detection threshold {args.detection_threshold or 'default'}")
+          f"detection threshold {args.detection_threshold or 'default'}, "
+          f"SNR {args.snr:g} (our simulator) / {args.molmap_snr:g} (molmap)")
     header = ["data"] + [f"final {k}" for k in FIGURES] + ["raw ca_recall", "raw sequence_recall", "seconds",
                                                            "thread seconds"]
     print("| " + " | ".join(header) + " |")

@@ -14,20 +14,22 @@ import numpy as np
 
 from ..maps import DensityMap
 
-__all__ = ["MOLMAP_SD_PER_RESOLUTION", "molmap_map"]
+__all__ = ["MOLMAP_SD_PER_RESOLUTION", "MOLMAP_SNR", "molmap_map"]
 
 #: Gaussian sd of an atom per Å of resolution (ChimeraX ``molmap`` sigmaFactor).
 MOLMAP_SD_PER_RESOLUTION = 0.225
 #: Å of box around the atoms.
 MARGIN = 8.0
+#: Signal-to-noise ratio of the recipe (as the issue that asked for it measured).
+MOLMAP_SNR = 1.5
 
 
 def molmap_map(structure, resolution: float, rng: np.random.Generator, *, voxel_size: float = 1.1,
-               snr: float = 1.5) -> DensityMap:
+               snr: float = MOLMAP_SNR) -> DensityMap:
     """A map of a `gemmi.Structure`'s first model (waters and ligands dropped): Gaussian atoms
     weighted by atomic number at ``resolution`` Å on ``voxel_size`` Å voxels, plus white noise
     low-passed by the same Gaussian at ``snr`` (signal variance inside the envelope over noise
-    variance)."""
+    variance; ``inf`` for none)."""
     from scipy.ndimage import gaussian_filter
 
     st = structure.clone()

@@ -12,7 +12,10 @@ partners are consecutive residues of one deposited chain. Per map:
   C - N points towards that neighbour's Cα (0.5 is a coin toss);
 * **in chains >= 10**: traced residues in chains of 10 or more, without -> with step 4;
 * **neighbours linked**: neighbour pairs consecutive in a chain, without -> with step 4, and
-  of those with step 4 how many run against the deposited direction.
+  of those with step 4 how many run against the deposited direction;
+* **right by chain length**: of the nodes in linked chains (with step 4) of 1, 2-3, 4-9 and 10
+  or more residues, the share paired with a deposited Cα; the last line sums them over the maps
+  (`cryobuild.pipeline.UNASSIGNED_MIN_LENGTH` quotes it).
 
 Figures of ``cryobuild.chains`` (the docstring of step 4) and of the build's low-resolution
 warning (`cryobuild.engine.engine.UNCERTAIN_DIRECTION_RESOLUTION`) come from this script.
@@ -37,6 +40,8 @@ __all__ = ["main", "neighbour_pairs", "trace_figures"]
 
 #: Residues: chains at least this long count as long enough to thread.
 LONG_CHAIN = 10
+#: Chain-length classes of the "right by chain length" figures: (label, shortest, longest).
+LENGTH_CLASSES = (("1", 1, 1), ("2-3", 2, 3), ("4-9", 4, 9), (">=10", 10, None))
 
 
 @contextlib.contextmanager
@@ -84,6 +89,12 @@ def trace_figures(predictions, reference) -> dict:
         if direction_free:
             row["linked_against"] = len({(b, a) for a, b in true} & links)
     row["traced"] = int(sum(len(c) for c in chains))
+    paired = np.zeros(len(backbone), dtype=bool)
+    paired[match_calpha(backbone[:, 1], reference.ca)[0]] = True
+    for label, shortest, longest in LENGTH_CLASSES:
+        nodes = [n for c in chains if shortest <= len(c) <= (longest or len(c)) for n in c.tolist()]
+        row[f"nodes_{label}"] = len(nodes)
+        row[f"right_{label}"] = int(paired[nodes].sum())
     return row
 
 
@@ -105,14 +116,23 @@ def main(argv=None):
         row = {"case": case.name, "resolution": case.resolution, "networks": built["networks"]}
         row.update(trace_figures(record[0], read_model(case.model_path)))
         rows.append(row)
+    labels = [label for label, _, _ in LENGTH_CLASSES]
     print("\n| map | Å | direction right | traced | in chains >= 10 (without -> with step 4) "
-          "| neighbours linked (of pairs) | of them against the deposited direction |")
-    print("|---|---|---|---|---|---|---|")
+          "| neighbours linked (of pairs) | of them against the deposited direction | "
+          + " | ".join(f"right in chains of {label}" for label in labels) + " |")
+    print("|---|---|---|---|---|---|---|" + "---|" * len(labels))
+
+    def shares(rows):
+        return " | ".join(f"{sum(r[f'right_{l}'] for r in rows)} / {sum(r[f'nodes_{l}'] for r in rows)}"
+                          for l in labels)
+
     for row in sorted(rows, key=lambda r: r["resolution"]):
         print(f"| {row['case']} | {row['resolution']} | {row['direction_right']:.2f} | "
               f"{row['traced']} | {row['in_long_chains_directed']} -> "
               f"{row['in_long_chains_with_step4']} | {row['linked_directed']} -> "
-              f"{row['linked_with_step4']} ({row['neighbour_pairs']}) | {row['linked_against']} |")
+              f"{row['linked_with_step4']} ({row['neighbour_pairs']}) | {row['linked_against']} | "
+              f"{shares([row])} |")
+    print(f"| all maps | | | | | | | {shares(rows)} |")
 
 
 if __name__ == "__main__":
