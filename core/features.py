@@ -91,8 +91,8 @@ class NetworkMap:
         Whether ``map_resolution`` was estimated from the spectrum.
     skewness : float
         Of the standardised values of the non-empty voxels: protein density has a long tail
-        of high values (the 19 dev maps with models: 0.40-1.48), noise has none (Gaussian
-        noise maps, white or smoothed: -0.10 to 0.09; scratch check 2026-12-03).
+        of high values (the 22 maps of ``shared/data/real``: 0.40-1.48), noise has none (40
+        Gaussian noise maps, white or smoothed: -0.15 to +0.09; `cryobuild.bench.skewness`).
     """
 
     density: DensityMap

@@ -213,3 +213,21 @@ def test_realism_perturbs_atoms(il2_map_3A):
     assert extra[side].mean() > extra[backbone].mean() + 10
     assert occupancy[("ASP", "OD1")] == pytest.approx(0.5) and occupancy[("GLU", "OE2")] == pytest.approx(0.5)
     assert occupancy[("ASP", "CG")] == pytest.approx(1.0) and occupancy[("LYS", "NZ")] == pytest.approx(1.0)
+
+
+def test_realism_thresholds_like_a_deposited_segment(il2_map_3A):
+    """A thresholded training map: voxels below a contour level taken among the atoms'
+    voxels are exactly 0 (as the spike NTD segment), a share of the atoms lies on them, and
+    the rest of the map is unchanged."""
+    from cryobuild.train.realism import _thresholded
+
+    density, structure = il2_map_3A
+    atoms = np.array([a.pos.tolist() for r in structure[0][0] for a in r])
+    grid = density.grid.astype(np.float64)
+    out = _thresholded(grid, density, atoms, 0.3)
+    ijk = np.round(density.xyz_to_voxel(atoms)).astype(int)[:, ::-1]
+    erased = out[tuple(ijk.T)] == 0
+    assert 0.2 < erased.mean() < 0.4
+    kept = out != 0
+    assert np.array_equal(out[kept], grid[kept]) and (out == 0).mean() > 0.5
+    assert np.array_equal(_thresholded(grid, density, atoms[:0] + 1e6, 0.3), grid)

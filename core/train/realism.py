@@ -16,6 +16,8 @@ After simulation, on the map (`degrade_map`):
 * density that no model explains: blobs near the surface (ligands, glycans, detergent, a
   neighbour's edge);
 * zoning or a soft mask around the atoms, as maps are deposited, and zero padding;
+* thresholding: every voxel below a contour level set to 0, as some deposited maps and
+  segments are (the spike NTD dev segment: 59 of its 198 Cα on erased density);
 * any intensity scale and offset.
 
 Every range is a field of `Realism`; `features.standardise` must undo what it can (scale,
@@ -58,6 +60,9 @@ class Realism:
     zone_radius: tuple[float, float] = (2.0, 6.0)
     pad_fraction: float = 0.2
     pad: tuple[float, float] = (5.0, 30.0)
+    #: the contour level is this quantile of the density at the atoms' voxels
+    threshold_fraction: float = 0.15
+    threshold_quantile: tuple[float, float] = (0.05, 0.4)
 
 
 def perturb_atoms(structure, realism: Realism, rng) -> None:
@@ -134,6 +139,8 @@ def degrade_map(density: DensityMap, atoms_xyz: np.ndarray, realism: Realism, rn
             grid = np.where(distance <= radius, grid, 0.0)
         else:
             grid = grid * np.clip(1 - (distance - radius) / 3.0, 0, 1)
+    if rng.random() < realism.threshold_fraction and len(atoms_xyz):
+        grid = _thresholded(grid, density, atoms_xyz, float(rng.uniform(*realism.threshold_quantile)))
     grid = grid * float(np.exp(rng.uniform(-4, 4))) + float(rng.normal(0, 2)) * (rng.random() < 0.5)
     out = density.with_grid(grid.astype(np.float32))
     if rng.random() < realism.pad_fraction:
@@ -142,6 +149,18 @@ def degrade_map(density: DensityMap, atoms_xyz: np.ndarray, realism: Realism, rn
         extra = np.round(rng.uniform(*realism.pad, size=3) / density.voxel_size).astype(int)
         out = pad_to_shape(out, out.shape_xyz + 2 * extra)
     return out
+
+
+def _thresholded(grid: np.ndarray, density: DensityMap, atoms_xyz: np.ndarray, quantile: float) -> np.ndarray:
+    """``grid`` (z, y, x) with every voxel below the ``quantile`` of its values at the atoms'
+    nearest voxels set to 0; unchanged if that level is not positive (a deposited threshold
+    is a positive contour level)."""
+    ijk = np.round(density.xyz_to_voxel(atoms_xyz)).astype(int)
+    inside = np.all((ijk >= 0) & (ijk < density.shape_xyz), axis=1)
+    if not inside.any():
+        return grid
+    level = float(np.quantile(grid[tuple(ijk[inside][:, ::-1].T)], quantile))
+    return np.where(grid >= level, grid, 0.0) if level > 0 else grid
 
 
 def _coloured(shape, voxel_zyx, rng) -> np.ndarray:
