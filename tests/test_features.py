@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.ndimage import gaussian_filter
 
 from cryobuild.features import estimate_resolution, standardise
 from cryobuild.maps import DensityMap, fourier_filter, pad_to_shape, resample_onto
