@@ -81,6 +81,21 @@ def test_simulated_scores_follow_the_paper():
     assert 0.1 < 1 - scores.max(1).mean() < 0.2
 
 
+def test_soft_scores_are_right_as_often_as_their_margin_says():
+    """Soft scores (a stand-in for the graph network's probabilities): the larger the logit
+    margin, the more often the top type is the true one (module docstring's figures)."""
+    rng = np.random.default_rng(0)
+    aatype = rng.integers(0, NUM_AA, 4000)
+    right = {}
+    for margin in (1.0, 4.0):
+        scores = simulate_scores(aatype, ScoreNoise(margin=(margin, margin)), rng)
+        np.testing.assert_allclose(scores.sum(1), 1.0, atol=1e-5)
+        right[margin] = (scores.argmax(1) == aatype).mean()
+    assert 0.2 < right[1.0] < 0.4 and right[4.0] > 0.85
+    with pytest.raises(ValueError):
+        ScoreNoise(margin=(3.0, 1.0))
+
+
 def test_long_chain_sample_is_cropped_and_padded():
     rng = np.random.default_rng(1)
     chain = ChainRecord("helix", _helix(700, np.zeros(3)), rng.integers(0, NUM_AA, 700))

@@ -235,6 +235,8 @@ def main(argv=None) -> None:
                         help="wrong-type score noise of the simulated datasets")
     parser.add_argument("--wrong-fraction", type=float, default=ScoreNoise().wrong_fraction,
                         help="fraction of simulated nodes scored as a wrong type")
+    parser.add_argument("--score-margin", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="soft scores: range of the true type's logit margin (samples.ScoreNoise)")
     parser.add_argument("--gnn-probs", action="store_true",
                         help="add the 'gnn' dataset (needs weights/detect.pt and weights/gnn.pt)")
     parser.add_argument("--gnn-checkpoint", type=Path, default=None, help="default: weights/gnn.pt")
@@ -255,7 +257,8 @@ def main(argv=None) -> None:
             parser.error(f"two checkpoints are labelled {label!r}: name them LABEL=PATH")
         networks[label] = network
     chains = validation_chains(args.chains)
-    noise = ScoreNoise(args.score_sigma, args.wrong_fraction)
+    noise = ScoreNoise(args.score_sigma, args.wrong_fraction,
+                         tuple(args.score_margin) if args.score_margin else None)
     maps = []
     if args.gnn_probs:
         from ..detect.network import load_detector

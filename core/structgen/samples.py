@@ -8,6 +8,11 @@ scores, and dummy (false-positive) nodes up to `SampleOptions.num_nodes`, all sh
   a variance of 0.01 the 19 wrong scores would already sum to about 1.5). With probability
   ``wrong_fraction`` a node's ``j`` is a random other type (a misclassified residue). Stage 2 of
   training raises both as a stand-in for the graph network's real residue-type probabilities.
+  Those are soft, not peaked (on real maps at 3.5-4.5 Å the top type is right for about a
+  quarter of the nodes at a mean top probability near 0.3; `cryobuild.bench.calibration`), so
+  ``margin`` replaces the peaks with ``softmax(z + m_i onehot(j))``, ``z ~ N(0, 1)`` per type,
+  ``m_i = m + N(0, 1)`` per node and ``m`` uniform in ``margin`` per sample: a margin of 1, 2,
+  3, 4 puts the top score on the true type for about 30%, 55%, 78% and 92% of the nodes.
   Residues of unknown type (``X``) get a random type.
 * **Dummy nodes** (paper: "(500 - n) dummy nodes with random edges"): their types are drawn
   from the chain's own composition (so type frequencies do not tell them apart) and their edges
@@ -46,14 +51,18 @@ __all__ = [
 @dataclasses.dataclass(frozen=True)
 class ScoreNoise:
     """sigma: standard deviation of the wrong types' scores; wrong_fraction: fraction of nodes
-    whose score peak is on a random wrong type (see the module docstring)."""
+    whose score peak is on a random wrong type; margin: range of the soft scores' logit margin
+    (None: peaked scores; see the module docstring)."""
 
     sigma: float = 0.01
     wrong_fraction: float = 0.0
+    margin: tuple[float, float] | None = None
 
     def __post_init__(self):
         if self.sigma < 0 or not 0 <= self.wrong_fraction <= 1:
             raise ValueError(f"need sigma >= 0 and wrong_fraction in 0..1, got {self}")
+        if self.margin is not None and not 0 <= self.margin[0] <= self.margin[1]:
+            raise ValueError(f"need 0 <= margin[0] <= margin[1], got {self.margin}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +115,11 @@ def simulate_scores(aatype: np.ndarray, noise: ScoreNoise, rng: np.random.Genera
     wrong = rng.random(num) < noise.wrong_fraction
     # a different type: shift by 1..19
     peak = np.where(wrong, (peak + rng.integers(1, NUM_AA, num)) % NUM_AA, peak)
+    if noise.margin is not None:
+        logits = rng.normal(0.0, 1.0, (num, NUM_AA))
+        logits[np.arange(num), peak] += rng.uniform(*noise.margin) + rng.normal(0.0, 1.0, num)
+        scores = np.exp(logits - logits.max(1, keepdims=True))
+        return (scores / scores.sum(1, keepdims=True)).astype(np.float32)
     scores = np.abs(rng.normal(0.0, noise.sigma, (num, NUM_AA)))
     scores[np.arange(num), peak] = 0.0
     scores[np.arange(num), peak] = np.maximum(1.0 - scores.sum(1), 0.0)

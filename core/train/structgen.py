@@ -96,6 +96,8 @@ def main(argv=None) -> None:
                         help="standard deviation of the wrong types' simulated scores")
     parser.add_argument("--wrong-fraction", type=float, default=ScoreNoise().wrong_fraction,
                         help="fraction of nodes scored as a wrong type")
+    parser.add_argument("--score-margin", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="soft scores: range of the true type's logit margin (samples.ScoreNoise)")
     parser.add_argument("--ca-noise", type=float, default=0.0, help="Å per axis on the true Cα")
     parser.add_argument("--missing-fraction", type=float, default=0.0,
                         help="fraction of residues whose Cα is unknown (node without edges)")
@@ -124,7 +126,8 @@ def main(argv=None) -> None:
         max_length=args.max_length,
         ca_noise=args.ca_noise,
         missing_fraction=args.missing_fraction,
-        noise=ScoreNoise(args.score_sigma, args.wrong_fraction),
+        noise=ScoreNoise(args.score_sigma, args.wrong_fraction,
+                         tuple(args.score_margin) if args.score_margin else None),
     )
     run = TrainingRun(args.checkpoint, args.log, network, optimizer, dataclasses.asdict(config),
                       extra={"sample_options": dataclasses.asdict(options)})
