@@ -73,7 +73,7 @@ def test_resolution_is_estimated_near_the_truth(il2_map_3A):
 def test_noise_and_protein_told_apart(base):
     """The noise maps of `bench.skewness` (white or smoothed) fall below the noise bound of
     the protein-density check, a simulated protein map above it, an inverted one far below."""
-    from cryobuild.bench.skewness import noise_map
+    from cryobuild.bench.noise import noise_map
     from cryobuild.pipeline import NOISE_SKEWNESS
 
     _, reference = base

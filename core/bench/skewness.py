@@ -5,8 +5,8 @@ cryobuild.bench.skewness``.
 (skewness below `pipeline.NOISE_SKEWNESS`) and warns between that and
 `pipeline.PROTEIN_SKEWNESS`. This script prints the figures those bounds rest on:
 
-* ``--noise-maps`` Gaussian noise maps (seeded), white or smoothed by 1-2 voxels, 40-80
-  voxels a side, 0.8-1.6 Å voxels, any scale and offset, standardised at 2.5-5 Å;
+* ``--noise-maps`` Gaussian noise maps (`bench.noise.noise_map`, seeds 0, 1, ...),
+  standardised at the resolution each comes with;
 * every map of ``shared/data/real`` (with and without a deposited model), standardised at its
   stated resolution (estimated when it has none), as a build standardises it.
 
@@ -21,25 +21,11 @@ import numpy as np
 
 from ..data import dev_cases
 from ..features import standardise
-from ..maps import DensityMap, read_map
+from ..maps import read_map
 from ..pipeline import NOISE_SKEWNESS, PROTEIN_SKEWNESS
+from .noise import noise_map
 
-__all__ = ["noise_map", "main"]
-
-
-def noise_map(seed: int) -> tuple[DensityMap, float]:
-    """A Gaussian noise map (as the module docstring) and the resolution (Å) to standardise it at."""
-    from scipy.ndimage import gaussian_filter
-
-    rng = np.random.default_rng(seed)
-    edge = int(rng.integers(40, 81))
-    grid = rng.standard_normal((edge, edge, edge))
-    smoothing = float(rng.choice([0.0, 1.0, 2.0]))
-    if smoothing:
-        grid = gaussian_filter(grid, smoothing)
-    grid = grid * float(np.exp(rng.uniform(-3, 3))) + float(rng.normal(0, 1))
-    voxel = float(rng.uniform(0.8, 1.6))
-    return DensityMap(grid.astype(np.float32), voxel, np.zeros(3)), float(rng.uniform(2.5, 5.0))
+__all__ = ["main"]
 
 
 def main(argv=None) -> None:
