@@ -238,11 +238,12 @@ class Networks:
 
     @classmethod
     def load(cls, device: str | None = "auto", gnn: str | os.PathLike | None = None,
-             detector: str | os.PathLike | None = None) -> "Networks":
+             detector: str | os.PathLike | None = None,
+             structgen: str | os.PathLike | None = None) -> "Networks":
         """Load the networks: the graph network and the Cα detector from the checkpoint files
         ``gnn`` and ``detector`` (by default the bundled ``weights/gnn.pt`` and ``detect.pt``;
         ``weights/gnn_noseq.pt`` is the ablation without sequence attention), the Structure
-        Generator only if its weights exist."""
+        Generator from ``structgen`` (by default ``weights/structgen.pt``, if it exists)."""
         from .checkpoints import checkpoint_path
         from .detect.network import load_detector
         from .device import resolve_device
@@ -250,9 +251,11 @@ class Networks:
         from .thread.structgen import load_structgen
 
         resolved = resolve_device(device)
-        structgen = load_structgen(device=resolved) if checkpoint_path("structgen").exists() else None
+        if structgen is None and checkpoint_path("structgen").exists():
+            structgen = checkpoint_path("structgen")
+        generator = load_structgen(structgen, device=resolved) if structgen is not None else None
         graph = load_gnn(gnn, device=resolved)
-        return cls(load_detector(detector, device=resolved), graph, resolved, structgen)
+        return cls(load_detector(detector, device=resolved), graph, resolved, generator)
 
 
 @dataclasses.dataclass(frozen=True)

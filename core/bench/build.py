@@ -114,11 +114,13 @@ def main(argv=None):
                         help="Cα detector checkpoint (default: the bundled weights/detect.pt)")
     parser.add_argument("--gnn", default=None,
                         help="graph network checkpoint (default: the bundled weights/gnn.pt)")
+    parser.add_argument("--structgen", default=None,
+                        help="Structure Generator checkpoint (default: the bundled weights/structgen.pt)")
     add_tuning_args(parser)
     args = parser.parse_args(argv)
 
     options = BuildOptions(rounds=args.rounds, threader=args.threader, **tuning_options(args))
-    networks = Networks.load(args.device, gnn=args.gnn, detector=args.detector)
+    networks = Networks.load(args.device, gnn=args.gnn, detector=args.detector, structgen=args.structgen)
     table = {}
     validation = sorted(default_split()["validation"], key=lambda r: r.num_residues)
     picks = [r for r in validation if 80 <= r.num_residues <= 400]

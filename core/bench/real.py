@@ -51,8 +51,8 @@ DEFAULT_PAIRS = (("detect", "gnn"), ("detect_foldA", "gnn_foldA"))
 class NetworkPair:
     """A detector and a graph network checkpoint, and the real maps either trained on."""
 
-    def __init__(self, detector: Path, gnn: Path):
-        self.detector, self.gnn = Path(detector), Path(gnn)
+    def __init__(self, detector: Path, gnn: Path, structgen: Path | None = None):
+        self.detector, self.gnn, self.structgen = Path(detector), Path(gnn), structgen
         self.seen = set()
         for path in (self.detector, self.gnn):
             self.seen |= set(load_checkpoint(path).get("real_maps", ()))
@@ -64,19 +64,21 @@ class NetworkPair:
 
     def networks(self, device) -> Networks:
         if self._networks is None:
-            self._networks = Networks.load(device, gnn=self.gnn, detector=self.detector)
+            self._networks = Networks.load(device, gnn=self.gnn, detector=self.detector,
+                                           structgen=self.structgen)
         return self._networks
 
 
-def network_pairs(specs: list[str] | None) -> list[NetworkPair]:
-    """The pairs of ``specs`` ("DETECTOR.pt,GNN.pt" each), or the bundled `DEFAULT_PAIRS`."""
+def network_pairs(specs: list[str] | None, structgen: Path | None = None) -> list[NetworkPair]:
+    """The pairs of ``specs`` ("DETECTOR.pt,GNN.pt" each), or the bundled `DEFAULT_PAIRS`, each
+    with the Structure Generator ``structgen`` (default: the bundled one)."""
     if specs:
         pairs = []
         for spec in specs:
             detector, _, gnn = spec.partition(",")
-            pairs.append(NetworkPair(Path(detector), Path(gnn)))
+            pairs.append(NetworkPair(Path(detector), Path(gnn), structgen))
         return pairs
-    return [NetworkPair(checkpoint_path(d), checkpoint_path(g)) for d, g in DEFAULT_PAIRS
+    return [NetworkPair(checkpoint_path(d), checkpoint_path(g), structgen) for d, g in DEFAULT_PAIRS
             if checkpoint_path(d).exists() and checkpoint_path(g).exists()]
 
 
@@ -162,6 +164,10 @@ def main(argv=None):
                         help="build without the stated resolution (estimated from the map)")
     parser.add_argument("--detection-threshold", type=float, default=None,
                         help="least Cα probability of a candidate (default: the detector's)")
+    parser.add_argument("--threader", choices=("hmm", "structgen"), default="hmm",
+                        help="sequence threader of the builds (pipeline.BuildOptions.threader)")
+    parser.add_argument("--structgen", type=Path, default=None, metavar="PATH",
+                        help="Structure Generator checkpoint (default: weights/structgen.pt)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--from-output", nargs="*", type=Path, default=None, metavar="FILE",
                         help="print the tables of the JSON lines in these earlier outputs of this "
@@ -175,16 +181,16 @@ def main(argv=None):
         print_tables(sorted(rows, key=lambda r: r["case"]))
         return
 
-    pairs = network_pairs(args.networks)
+    pairs = network_pairs(args.networks, args.structgen)
     rows = []
     for case in dev_cases():
         if case.model_path is None or (args.cases and case.name not in args.cases):
             continue
         resolution = None if args.estimate_resolution else case.resolution
         options = BuildOptions(rounds=args.rounds, resolution=resolution,
-                               detection_threshold=args.detection_threshold)
+                               detection_threshold=args.detection_threshold, threader=args.threader)
         rows.append(run_map(case, pairs, options, args.device, keep=args.keep))
-    print(f"\n{args.rounds} rounds; resolution {'estimated' if args.estimate_resolution else 'as stated'}; "
+    print(f"\n{args.rounds} rounds, {args.threader} threader; resolution {'estimated' if args.estimate_resolution else 'as stated'}; "
           f"networks: {', '.join(p.label for p in pairs)}")
     print_tables(rows)
 
