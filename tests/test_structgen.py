@@ -96,6 +96,19 @@ def test_soft_scores_are_right_as_often_as_their_margin_says():
         ScoreNoise(margin=(3.0, 1.0))
 
 
+def test_decoy_nodes_lie_beside_the_chain_and_share_its_edges():
+    rng = np.random.default_rng(2)
+    chain = ChainRecord("helix", _helix(60, np.zeros(3)), rng.integers(0, NUM_AA, 60))
+    plain = make_sample(chain, SampleOptions(), np.random.default_rng(3), 4.5)
+    with_decoys = make_sample(chain, SampleOptions(decoy_fraction=0.5), np.random.default_rng(3), 4.5)
+    assert with_decoys.graph.num_nodes == plain.graph.num_nodes == SampleOptions().num_nodes
+    # the chain's nodes (the targets) gain edges to the decoys beside them
+    chain_nodes = set(with_decoys.target.tolist())
+    def touching(sample):
+        return sum(a in chain_nodes or b in chain_nodes for a, b in sample.graph.edges.T.tolist())
+    assert touching(with_decoys) > touching(plain) + 10
+
+
 def test_long_chain_sample_is_cropped_and_padded():
     rng = np.random.default_rng(1)
     chain = ChainRecord("helix", _helix(700, np.zeros(3)), rng.integers(0, NUM_AA, 700))

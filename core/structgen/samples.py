@@ -20,6 +20,10 @@ scores, and dummy (false-positive) nodes up to `SampleOptions.num_nodes`, all sh
   not tell them apart either.
 * **Cα error** (``ca_noise``): N(0, ca_noise) Å per axis on the real Cα before the contact map
   is made, as on detected Cα (consecutive Cα then fall beyond the cutoff now and then).
+* **Decoy nodes near the chain** (``decoy_fraction``): false detections of a build lie on
+  side-chain density, 2-4 Å from a Cα, and share contact edges with the chain (unlike dummy
+  nodes); that many per real node are put at a random direction 2-4 Å from random Cα, with
+  types drawn from the chain's composition.
 * **Missing Cα** (``missing_fraction``): as in the paper's ProteinNet test, a residue whose Cα is
   unknown keeps its node and score but loses all its edges.
 * **Long chains** are cropped: the targets are a window of at most ``max_length`` positions, the
@@ -69,21 +73,22 @@ class ScoreNoise:
 class SampleOptions:
     """num_nodes: nodes per graph, real + dummy (paper: 500); max_length: longest window of
     target positions; min_dummies: dummy nodes kept even beside long chains; ca_noise: Å per
-    axis on the real Cα; missing_fraction: residues whose Cα (edges) are missing; noise: the
-    score simulation."""
+    axis on the real Cα; missing_fraction: residues whose Cα (edges) are missing;
+    decoy_fraction: decoy nodes near the chain per real node; noise: the score simulation."""
 
     num_nodes: int = 500
     max_length: int = 300
     min_dummies: int = 100
     ca_noise: float = 0.0
     missing_fraction: float = 0.0
+    decoy_fraction: float = 0.0
     noise: ScoreNoise = ScoreNoise()
 
     def __post_init__(self):
         if not 0 < self.max_length <= self.num_nodes - self.min_dummies or self.min_dummies < 0:
             raise ValueError(f"need 0 < max_length <= num_nodes - min_dummies, got {self}")
-        if self.ca_noise < 0 or not 0 <= self.missing_fraction < 1:
-            raise ValueError(f"need ca_noise >= 0 and missing_fraction in [0, 1), got {self}")
+        if self.ca_noise < 0 or not 0 <= self.missing_fraction < 1 or self.decoy_fraction < 0:
+            raise ValueError(f"need ca_noise >= 0, missing_fraction in [0, 1) and decoy_fraction >= 0, got {self}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -167,13 +172,20 @@ def make_sample(
     residues = np.arange(stretch_start, stretch_start + span)
 
     ca = chain.ca[residues] + rng.normal(0.0, options.ca_noise, (span, 3))
-    real_edges = contact_edges(ca, contact_distance)
-    missing = rng.random(span) < options.missing_fraction
+    num_decoys = int(round(options.decoy_fraction * span))
+    decoys = np.zeros((0, 3))
+    if num_decoys:
+        direction = rng.normal(size=(num_decoys, 3))
+        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+        decoys = ca[rng.integers(0, span, num_decoys)] + direction * rng.uniform(2.0, 4.0, (num_decoys, 1))
+    placed = span + num_decoys
+    real_edges = contact_edges(np.concatenate([ca, decoys]), contact_distance)
+    missing = np.concatenate([rng.random(span) < options.missing_fraction, np.zeros(num_decoys, bool)])
     real_edges = real_edges[:, ~(missing[real_edges[0]] | missing[real_edges[1]])]
-    num_dummies = max(options.num_nodes - span, 0)
-    edges_per_node = real_edges.shape[1] / max(span, 1)
-    dummy_edges = _dummy_edges(span, num_dummies, round(edges_per_node * num_dummies), rng)
-    types = np.concatenate([chain.aatype[residues], rng.choice(chain.aatype[residues], num_dummies)])
+    num_dummies = max(options.num_nodes - placed, 0)
+    edges_per_node = real_edges.shape[1] / max(placed, 1)
+    dummy_edges = _dummy_edges(placed, num_dummies, round(edges_per_node * num_dummies), rng)
+    types = np.concatenate([chain.aatype[residues], rng.choice(chain.aatype[residues], num_decoys + num_dummies)])
     graph = NodeGraph(simulate_scores(types, options.noise, rng), np.concatenate([real_edges, dummy_edges], 1))
 
     new_index = rng.permutation(graph.num_nodes)

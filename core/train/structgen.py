@@ -101,6 +101,8 @@ def main(argv=None) -> None:
     parser.add_argument("--ca-noise", type=float, default=0.0, help="Å per axis on the true Cα")
     parser.add_argument("--missing-fraction", type=float, default=0.0,
                         help="fraction of residues whose Cα is unknown (node without edges)")
+    parser.add_argument("--decoy-fraction", type=float, default=0.0,
+                        help="decoy nodes 2-4 Å from the chain's Cα per real node (false detections)")
     parser.add_argument("--num-nodes", type=int, default=SampleOptions().num_nodes)
     parser.add_argument("--max-length", type=int, default=SampleOptions().max_length,
                         help="longest window of sequence positions per step")
@@ -126,6 +128,7 @@ def main(argv=None) -> None:
         max_length=args.max_length,
         ca_noise=args.ca_noise,
         missing_fraction=args.missing_fraction,
+        decoy_fraction=args.decoy_fraction,
         noise=ScoreNoise(args.score_sigma, args.wrong_fraction,
                          tuple(args.score_margin) if args.score_margin else None),
     )
