@@ -12,13 +12,17 @@ batch size 1, Adam, loss eq. 1, one reading direction per step (drawn at random 
 with ``direction="both"``). The learning rate drops tenfold after ``--lr-drop-step`` steps
 (paper: 1e-3, then 1e-4 after 100,000).
 
-Two stages, the second resuming the first with noisier scores (a stand-in for the graph
-network's residue-type probabilities on detected Cα; ``--score-sigma`` and ``--wrong-fraction``
-set the noise, so a later run can match the measured GNN accuracy):
+The paper's recipe (peaked scores, true contact maps) is the default:
 
     python -m cryobuild.train.structgen --layers 2 --minutes 240
-    python -m cryobuild.train.structgen --score-sigma 0.03 --wrong-fraction 0.2 \\
-        --ca-noise 0.3 --missing-fraction 0.05 --lr 1e-4 --minutes 60
+
+Inputs like a build's (a stand-in for the graph network's residue-type probabilities on
+detected Cα): soft scores (``--score-margin``), Cα error (``--ca-noise``), missing Cα
+(``--missing-fraction``) and false detections beside the chain (``--decoy-fraction``), with a
+contact cutoff that survives the Cα error:
+
+    python -m cryobuild.train.structgen --contact-distance 4.5 --score-margin 1 5 \\
+        --ca-noise 0.3 --missing-fraction 0.05 --decoy-fraction 0.2 --checkpoint runs/structgen_soft.pt
 
 ``--layers``, ``--direction`` and ``--contact-distance`` shape a new network; on resume they
 must match the checkpoint. Table I's other depths (T = 0: no GCN layer, the nodes' own scores
