@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from cryobuild.bench.decoys import UNRELATED
 from cryobuild.checkpoints import checkpoint_path
 from cryobuild.evaluate import evaluate
 from cryobuild.maps import DensityMap, write_map
@@ -22,7 +23,6 @@ pytestmark = pytest.mark.skipif(
 
 #: Least Cα recall of the raw model on the noisy 3 Å il2 map (measured well above this).
 MIN_RAW_CA_RECALL = 0.8
-UNRELATED = "MSTNPKPQRKTKRNTNRRPQDVKFPGGGQIVGGVYLLPRRGPRLGVRATRKTSERSQPRGRRQPIPKARRPEGRTWAQPGYPWPLYGNEG"
 
 
 def read_chains_csv(path) -> dict:
@@ -97,10 +97,10 @@ def test_unrelated_sequence_gives_a_clear_warning(tmp_path, il2_inputs):
     # Nothing threads (before the whole-model support rule, the step-35,949 network put 22
     # residues in two chains on this sequence by chance, at E 0.005 and 0.018), and the user is
     # told the sequence may not fit. This map, with the build's default 3 rounds. Not every map:
-    # on ten noise seeds of this il2 map, builds with this sequence thread a chain by chance on
-    # 1 of 10 (E 0.0004-0.0005, resolution given, with the detector of the sixth stop of
-    # 2026-12-04 and with the one before it), at 1 round on 2 of 10 and 1 of 10; this map at 1
-    # round with the resolution estimated threads 44 residues at E 0.0006 with the new detector.
+    # on ten noise seeds of this il2 map (`python -m cryobuild.bench.decoys --il2-seeds 10`),
+    # builds with this sequence thread a chain by chance on 1 of 10 (2 of 10 at `--rounds 1`;
+    # the detector before the sixth stop of 2026-12-04 gave 1 and 1 of 10); this map at 1 round
+    # with the resolution estimated threads 44 residues at E 0.0006 with the new detector.
     assert "no chain could be threaded" in result.stderr, result.stderr
     # What was traced but not threaded stays, as unassigned chains of UNK residues that
     # chains.csv marks so.
