@@ -145,8 +145,8 @@ MIN_INSIDE_FRACTION = 0.2
 #: (`python -m cryobuild.bench.skewness`).
 NOISE_SKEWNESS = 0.2
 #: Above this skewness a map that fails the candidate rules is built without a warning: the 22
-#: real map boxes measure 0.40-1.48 (`bench.skewness`), and with the noise-trained detector (fourth stop of
-#: 2026-12-04) the 4.5 Å pneumolysin (6 of 475 candidates protein-like) and 5 Å EngA (0 of
+#: real map boxes measure 0.40-1.48 (`bench.skewness`), and with the noise-trained detector
+#: (fourth stop of 2026-12-04) the 4.5 Å pneumolysin (6 of 475 candidates protein-like) and 5 Å EngA (0 of
 #: 547) maps, which it builds at final Cα recall 0.61 and 0.59, drew the warning "check the
 #: resolution, or the map's region", which was wrong for both (scratch check, 2026-12-04).
 PROTEIN_SKEWNESS = 0.35

@@ -85,7 +85,8 @@ def unrelated_on_il2(seeds: int, options: BuildOptions, device) -> int:
     networks = network_pairs(None)[0].networks(device)
     hits = 0
     for seed in range(seeds):
-        density = simulate_map(structure, SimulationOptions(resolution=3.0, snr=3.0), np.random.default_rng(seed))
+        density = simulate_map(structure, SimulationOptions(resolution=3.0, snr=3.0),
+                               np.random.default_rng(seed))
         result, _ = build_with_engine(density, [Sequence("unrelated", UNRELATED)], options, quiet=True,
                                       networks=networks)
         threaded = [r for r in result.final_chains if r.sequence]

@@ -57,7 +57,8 @@ def main(argv=None) -> None:
         density, resolution = noise_map(seed)
         began = time.time()
         try:
-            result = build(density, sequences, networks, BuildOptions(resolution=resolution, rounds=args.rounds))
+            options = BuildOptions(resolution=resolution, rounds=args.rounds)
+            result = build(density, sequences, networks, options)
         except BuildError as err:
             outcome = f"refused: {str(err)[:90]}"
         else:

@@ -43,12 +43,14 @@ def main(argv=None) -> None:
     for case in dev_cases():
         skewness = standardise(read_map(case.map_path), case.resolution).skewness
         groups["real"].append(skewness)
-        print(f"real  {case.name:28s} {case.resolution or 'estimated'} Å: skewness {skewness:+.2f}", flush=True)
+        print(f"real  {case.name:28s} {case.resolution or 'estimated'} Å: skewness {skewness:+.2f}",
+              flush=True)
 
     noise, real = np.array(groups["noise"]), np.array(groups["real"])
     print(f"\nnoise maps ({len(noise)}): {noise.min():+.2f} to {noise.max():+.2f}")
     print(f"real maps ({len(real)}): {real.min():+.2f} to {real.max():+.2f}")
-    print(f"refused as noise below {NOISE_SKEWNESS}: {int((noise < NOISE_SKEWNESS).sum())} of the noise maps, "
+    print(f"refused as noise below {NOISE_SKEWNESS}: "
+          f"{int((noise < NOISE_SKEWNESS).sum())} of the noise maps, "
           f"{int((real < NOISE_SKEWNESS).sum())} of the real maps; warned below {PROTEIN_SKEWNESS}: "
           f"{int((real < PROTEIN_SKEWNESS).sum())} of the real maps")
 

@@ -88,7 +88,8 @@ class SampleOptions:
         if not 0 < self.max_length <= self.num_nodes - self.min_dummies or self.min_dummies < 0:
             raise ValueError(f"need 0 < max_length <= num_nodes - min_dummies, got {self}")
         if self.ca_noise < 0 or not 0 <= self.missing_fraction < 1 or self.decoy_fraction < 0:
-            raise ValueError(f"need ca_noise >= 0, missing_fraction in [0, 1) and decoy_fraction >= 0, got {self}")
+            raise ValueError("need ca_noise >= 0, missing_fraction in [0, 1) and decoy_fraction >= 0, "
+                             f"got {self}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -185,7 +186,8 @@ def make_sample(
     num_dummies = max(options.num_nodes - placed, 0)
     edges_per_node = real_edges.shape[1] / max(placed, 1)
     dummy_edges = _dummy_edges(placed, num_dummies, round(edges_per_node * num_dummies), rng)
-    types = np.concatenate([chain.aatype[residues], rng.choice(chain.aatype[residues], num_decoys + num_dummies)])
+    others = rng.choice(chain.aatype[residues], num_decoys + num_dummies)
+    types = np.concatenate([chain.aatype[residues], others])
     graph = NodeGraph(simulate_scores(types, options.noise, rng), np.concatenate([real_edges, dummy_edges], 1))
 
     new_index = rng.permutation(graph.num_nodes)
