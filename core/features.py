@@ -92,7 +92,7 @@ class NetworkMap:
     skewness : float
         Of the standardised values of the non-empty voxels: protein density has a long tail
         of high values (the 22 maps of ``shared/data/real``: 0.40-1.48), noise has none (40
-        Gaussian noise maps, white or smoothed: -0.15 to +0.09; `cryobuild.bench.skewness`).
+        Gaussian noise maps, white or smoothed: -0.14 to +0.07; `cryobuild.bench.skewness`).
     """
 
     density: DensityMap

@@ -140,14 +140,14 @@ MIN_INSIDE_FRACTION = 0.2
 #: the candidate rules alone (a 3.8 Å map: 7 of 824 candidates; a detector fine-tuned with a
 #: third of its maps of noise found none protein-like among 519 candidates of the 5 Å EngA map,
 #: 179 of the 4.8 Å T20S one); they are built now, with a warning. 40 Gaussian noise maps (white
-#: or smoothed, 40-80 voxels a side, 0.8-1.6 Å voxels) measure -0.15 to +0.09, the 22 real map
+#: or smoothed, 40-80 voxels a side, 0.8-1.6 Å voxels) measure -0.14 to +0.07, the 22 real map
 #: boxes of `../shared/data/real` (with and without models) 0.40 (kinesin) to 1.48
 #: (`python -m cryobuild.bench.skewness`).
 NOISE_SKEWNESS = 0.2
 #: Above this skewness a map that fails the candidate rules is built without a warning: the 22
 #: real map boxes measure 0.40-1.48 (`bench.skewness`), and with the noise-trained detector
-#: (fourth stop of 2026-12-04) the 4.5 Å pneumolysin (6 of 475 candidates protein-like) and 5 Å EngA (0 of
-#: 547) maps, which it builds at final Cα recall 0.61 and 0.59, drew the warning "check the
+#: (fourth stop of 2026-12-04) the 4.5 Å pneumolysin (6 of 475 candidates protein-like) and 5 Å
+#: EngA (0 of 547) maps, which it builds at final Cα recall 0.61 and 0.59, drew the warning "check the
 #: resolution, or the map's region", which was wrong for both (scratch check, 2026-12-04).
 PROTEIN_SKEWNESS = 0.35
 #: Å: Cα-Cα distance of two candidates that look like neighbours in a chain (3.8 Å apart).

@@ -17,7 +17,7 @@ import numpy as np
 
 from .maps import DensityMap, fourier_filter, frequency_radius
 
-__all__ = ["SimulationOptions", "simulate_map", "resolution_blur"]
+__all__ = ["SimulationOptions", "noise_map", "simulate_map", "resolution_blur"]
 
 #: Global blur (Å²) that makes a map computed from atoms look like a map at resolution d:
 #: B = 8 pi^2 (0.225 d)^2, i.e. a Gaussian whose sd is ~0.225 d (cryobuild STACK_NOTES, checked
@@ -143,6 +143,18 @@ def simulate_map(
 
     sl = tuple(slice(pad, pad + n) for n in shape[::-1])
     return DensityMap(full[sl].astype(np.float32), np.full(3, voxel), origin)
+
+
+def noise_map(edge: int, smoothing: float, voxel: float, rng: np.random.Generator) -> DensityMap:
+    """A map of Gaussian noise and nothing else: ``edge``³ voxels of ``voxel`` Å (origin 0),
+    smoothed by a Gaussian of ``smoothing`` voxels (0: white), at a random scale (e^±3) and
+    offset (N(0, 1)). What a map without protein looks like: the detector's noise training maps
+    (`train.detect`) and the maps of `bench.noise` and `bench.skewness`."""
+    from scipy.ndimage import gaussian_filter
+
+    grid = gaussian_filter(rng.standard_normal((edge, edge, edge)), smoothing)
+    grid = grid * float(np.exp(rng.uniform(-3, 3))) + float(rng.normal(0, 1))
+    return DensityMap(grid.astype(np.float32), voxel, np.zeros(3))
 
 
 def _fft_friendly(n: int) -> int:

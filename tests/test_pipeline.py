@@ -99,8 +99,9 @@ def test_unrelated_sequence_gives_a_clear_warning(tmp_path, il2_inputs):
     # told the sequence may not fit. This map, with the build's default 3 rounds. Not every map:
     # on ten noise seeds of this il2 map (`python -m cryobuild.bench.decoys --il2-seeds 10`),
     # builds with this sequence thread a chain by chance on 1 of 10 (2 of 10 at `--rounds 1`;
-    # the detector before the sixth stop of 2026-12-04 gave 1 and 1 of 10); this map at 1 round
-    # with the resolution estimated threads 44 residues at E 0.0006 with the new detector.
+    # the detector before the sixth stop of 2026-12-04, `--networks` with f49a848's detect.pt,
+    # gave 1 and 1 of 10); this map at 1 round with the resolution estimated, as `cryobuild
+    # build --rounds 1` runs it, threads 44 residues at E 0.0006 with the new detector.
     assert "no chain could be threaded" in result.stderr, result.stderr
     # What was traced but not threaded stays, as unassigned chains of UNK residues that
     # chains.csv marks so.

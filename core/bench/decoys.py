@@ -74,15 +74,16 @@ def run_map(case, pairs, decoys: int, with_true: bool, options: BuildOptions, de
     return row
 
 
-def unrelated_on_il2(seeds: int, options: BuildOptions, device) -> int:
-    """Build il2 maps of ``seeds`` noise seeds with `UNRELATED` (module docstring), with the
-    bundled networks; one line per map; returns how many threaded a chain."""
+def unrelated_on_il2(seeds: int, pair, options: BuildOptions, device) -> int:
+    """Build il2 maps of ``seeds`` noise seeds with `UNRELATED` (module docstring) with the
+    networks of ``pair`` (`bench.real.NetworkPair`); one line per map; returns how many
+    threaded a chain."""
     from ..data import read_structure
     from ..demo_data import demo_structure_path
     from ..simulate import SimulationOptions, simulate_map
 
     structure = read_structure(demo_structure_path())
-    networks = network_pairs(None)[0].networks(device)
+    networks = pair.networks(device)
     hits = 0
     for seed in range(seeds):
         density = simulate_map(structure, SimulationOptions(resolution=3.0, snr=3.0),
@@ -106,16 +107,19 @@ def main(argv=None):
                         help="only maps at this resolution (Å) or better")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--networks", nargs="*", default=None, metavar="DETECTOR.pt,GNN.pt",
+                        help="network pairs, as bench.real takes them (default: the bundled ones; "
+                             "--il2-seeds uses the first)")
     parser.add_argument("--il2-seeds", type=int, default=None, metavar="N",
                         help="build N simulated il2 maps with UNRELATED instead of the real maps")
     args = parser.parse_args(argv)
+    pairs = network_pairs(args.networks)
     if args.il2_seeds:
         options = BuildOptions(rounds=args.rounds, resolution=3.0)
-        hits = unrelated_on_il2(args.il2_seeds, options, args.device)
+        hits = unrelated_on_il2(args.il2_seeds, pairs[0], options, args.device)
         print(f"\nil2 maps with a chain threaded to the unrelated sequence ({args.rounds} rounds): "
               f"{hits} of {args.il2_seeds}")
         return
-    pairs = network_pairs(None)
     rows = []
     for case in dev_cases():
         if case.model_path is None or (args.cases and case.name not in args.cases):

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from .. import simulate
 from ..demo_data import demo_structure_path
 from ..errors import BuildError
 from ..maps import DensityMap
@@ -26,19 +27,13 @@ __all__ = ["main", "noise_map"]
 
 
 def noise_map(seed: int) -> tuple[DensityMap, float]:
-    """A Gaussian noise map (as the module docstring) and a resolution (Å, 2.5-5) to build or
-    standardise it at."""
-    from scipy.ndimage import gaussian_filter
-
+    """The seeded noise map of the module docstring (`simulate.noise_map`) and a resolution
+    (Å, 2.5-5) to build or standardise it at."""
     rng = np.random.default_rng(seed)
     edge = int(rng.integers(40, 81))
-    grid = rng.standard_normal((edge, edge, edge))
     smoothing = float(rng.choice([0.0, 1.0, 2.0]))
-    if smoothing:
-        grid = gaussian_filter(grid, smoothing)
-    grid = grid * float(np.exp(rng.uniform(-3, 3))) + float(rng.normal(0, 1))
-    voxel = float(rng.uniform(0.8, 1.6))
-    return DensityMap(grid.astype(np.float32), voxel, np.zeros(3)), float(rng.uniform(2.5, 5.0))
+    density = simulate.noise_map(edge, smoothing, float(rng.uniform(0.8, 1.6)), rng)
+    return density, float(rng.uniform(2.5, 5.0))
 
 
 def main(argv=None) -> None:

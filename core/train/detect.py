@@ -35,9 +35,8 @@ from ..checkpoints import checkpoint_path, load_checkpoint
 from ..data import REAL_FOLDS, ca_coordinates, default_split, fold_cases, read_structure
 from ..detect.inference import prepare_features
 from ..features import standardise
-from ..maps import DensityMap
 from ..detect.network import CalphaDetector, DetectorConfig
-from ..simulate import SimulationOptions, simulate_map
+from ..simulate import SimulationOptions, noise_map, simulate_map
 from .loop import TrainingRun, random_files, worker_rng
 from .realism import Realism, degrade_map, perturb_atoms
 
@@ -222,14 +221,11 @@ class TrainingCrops(torch.utils.data.IterableDataset):
         yield from self._crops(view, kept, deleted, rng)
 
     def _noise(self, rng):
-        """Crops of a map of smoothed white noise, with no Cα targets."""
-        from scipy.ndimage import gaussian_filter
-
+        """Crops of a map of smoothed white noise (`simulate.noise_map`), with no Cα targets."""
         aug = self.aug
         edge = int(rng.integers(aug.noise_edge[0], aug.noise_edge[1] + 1))
-        grid = gaussian_filter(rng.standard_normal((edge, edge, edge)), rng.uniform(*aug.noise_smoothing))
-        grid = grid * math.exp(rng.uniform(-3, 3)) + rng.normal(0, 1)
-        noise = DensityMap(grid.astype(np.float32), float(rng.uniform(*aug.noise_voxel)), np.zeros(3))
+        noise = noise_map(edge, float(rng.uniform(*aug.noise_smoothing)),
+                          float(rng.uniform(*aug.noise_voxel)), rng)
         view = standardise(noise, float(rng.uniform(*aug.resolution)))
         yield from self._crops(view, np.zeros((0, 3)), np.zeros((0, 3)), rng)
 
