@@ -180,6 +180,30 @@ def test_random_chain_is_unthreadable():
     assert match.evalue > search.MAX_THREAD_EVALUE
 
 
+def test_a_profile_that_leans_to_a_sequences_composition_does_not_thread_to_it(monkeypatch):
+    """Types that lean to R, P and G everywhere (no register) against the R-, P- and G-rich
+    unrelated sequence of the tests: a calibrated E-value under the cut, but one the
+    sequence's own shuffles reach as easily, so the chain stays unthreaded; without the
+    composition correction it threads."""
+    from cryobuild.bench.decoys import UNRELATED
+
+    background = profiles.background_frequencies()
+    probs = np.tile(background, (60, 1))
+    probs[:, [AA_ORDER.index(letter) for letter in "RPG"]] += 0.1
+    probs /= probs.sum(axis=1, keepdims=True)
+
+    def thread() -> ChainMatch:
+        [match] = search.thread_chains([np.arange(60)], probs, np.full(60, 90.0),
+                                       [Sequence("unrelated", UNRELATED)], max_evalue=0.1,
+                                       rng=np.random.default_rng(0))
+        return match
+
+    corrected = thread()
+    assert not corrected.threaded and corrected.evalue > 0.1
+    monkeypatch.setattr(search, "composition_factor", lambda *args: 1.0)
+    assert thread().threaded
+
+
 def test_joining_and_copies(threaded):
     """Two copies of the threaded il2 chains, 200 Å apart: joined per copy, copies kept apart."""
     simulated, _, sequences, matches = threaded

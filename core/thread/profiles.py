@@ -66,6 +66,7 @@ __all__ = [
     "FORWARD_LENGTH",
     "FORWARD_TAIL",
     "ProfileHit",
+    "background_block",
     "background_frequencies",
     "match_emissions",
     "profile_from_probs",
@@ -447,6 +448,13 @@ def _random_residues(
 ) -> np.ndarray:
     """int ``[count, length]``: i.i.d. residues (``AA_ORDER`` indices) with ``frequencies``."""
     return rng.choice(NUM_AA, size=(count, length), p=frequencies / frequencies.sum())
+
+
+def background_block(rng: np.random.Generator, count: int, length: int
+                     ) -> easel.DigitalSequenceBlock:
+    """``count`` random sequences of ``length`` i.i.d. residues of HMMER's background
+    composition (the null of `calibrate`), named ``random0``, ``random1``, ..."""
+    return _block(_random_residues(rng, background_frequencies(), count, length))
 
 
 def _block(residues: np.ndarray) -> easel.DigitalSequenceBlock:
