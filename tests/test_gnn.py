@@ -188,6 +188,34 @@ def test_training_samples_carry_sidechain_decoys(il2_map_3A, il2_model):
     assert np.all(sample.next_node[~sample.real] == -1) and np.all(sample.aatype[~sample.real] == 20)
 
 
+def test_training_crops_given_unrelated_sequences_keep_their_types(il2_map_3A, il2_model):
+    """With ``unrelated_fraction`` 1 a crop's sequences are replaced by unrelated ones of the
+    same lengths (shuffles or another composition), while the types taught stay the
+    structure's."""
+    from cryobuild.train.gnn import GraphAugmentation, make_sample, unrelated_sequences
+
+    own = "".join(one_letter(int(aatype)) for aatype in il2_model.aatype)
+    rng = np.random.default_rng(3)
+    replaced = [unrelated_sequences((own, own[:40]), rng) for _ in range(20)]
+    assert all([len(s) for s in pair] == [len(own), 40] for pair in replaced)
+    assert all(pair[0] != own for pair in replaced)
+    shuffles = [pair for pair in replaced if sorted(pair[0]) == sorted(own)]
+    assert 0 < len(shuffles) < len(replaced)
+
+    structure = il2_map_3A[1].clone()
+    structure[0][0].name = "A"
+
+    def sample(fraction: float):
+        aug = GraphAugmentation(unrelated_fraction=fraction, noise_free_fraction=1.0,
+                                fake_fraction=0.0, sidechain_decoys=(0.0, 0.0))
+        return make_sample(structure, il2_model, [own], aug, np.random.default_rng(2))
+
+    given, unrelated = sample(0.0), sample(1.0)
+    assert given.sequences == (own,)
+    assert unrelated.sequences != (own,) and len(unrelated.sequences[0]) == len(own)
+    np.testing.assert_array_equal(unrelated.aatype, given.aatype)
+
+
 def test_realism_perturbs_atoms(il2_map_3A):
     """Training structures get B-factors that grow towards the surface and along side chains
     and weaker carboxylate oxygens; other occupancies stay."""
