@@ -97,11 +97,11 @@ def test_unrelated_sequence_gives_a_clear_warning(tmp_path, il2_inputs):
     # Nothing threads (before the whole-model support rule, the step-35,949 network put 22
     # residues in two chains on this sequence by chance, at E 0.005 and 0.018), and the user is
     # told the sequence may not fit. This map, with the build's default 3 rounds. Not every map:
-    # on ten noise seeds of this il2 map (`python -m cryobuild.bench.decoys --il2-seeds 10`),
-    # builds with this sequence thread a chain by chance on 1 of 10 (2 of 10 at `--rounds 1`;
-    # the detector before the sixth stop of 2026-12-04, `--networks` with f49a848's detect.pt,
-    # gave 1 and 1 of 10); this map at 1 round with the resolution estimated, as `cryobuild
-    # build --rounds 1` runs it, threads 44 residues at E 0.0006 with the new detector.
+    # on 30 noise seeds of this il2 map (`python -m cryobuild.bench.decoys --il2-seeds 30`),
+    # builds with this sequence threaded a chain by chance on 9 of 30 before the seventh stop
+    # of 2026-12-04, and on 1 of 30 with its two changes (threading's composition correction,
+    # `thread.search.composition_factor`, and the graph network trained with unrelated
+    # sequences, weights/MANIFEST.md).
     assert "no chain could be threaded" in result.stderr, result.stderr
     # What was traced but not threaded stays, as unassigned chains of UNK residues that
     # chains.csv marks so.

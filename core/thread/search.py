@@ -275,8 +275,9 @@ def composition_factor(hmm: plan7.HMM, segment: str, rng: np.random.Generator) -
     of background composition. A sequence of unusual composition (rich in R, P and G, say)
     meets a profile whose types lean that way (the graph network reads the sequence, so its
     types lean towards the sequence's composition) and scores high with no register right:
-    the tests' unrelated sequence threaded a chain of an il2 map at E 0.0004 on 1 of 10 noise
-    seeds. So `SHUFFLES` shuffles of the segment (its own length and composition, no order)
+    the tests' unrelated sequence threaded a chain of simulated il2 maps on 9 of 30 noise
+    seeds, at E 6e-5 to 1e-2 (5 of 30 with this correction; 1 of 30 with the graph network
+    trained not to copy, `train.gnn --unrelated-fraction`). So `SHUFFLES` shuffles of the segment (its own length and composition, no order)
     and as many background sequences of its length are searched; with the profile's Forward
     lambda, each set's best scores give the location ``mu`` of a Gumbel (maximum likelihood
     for ``mu`` with lambda known), and the factor is ``exp(lambda (mu_shuffled -
