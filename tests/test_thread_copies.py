@@ -153,3 +153,34 @@ def test_copies_of_a_homo_oligomer_and_a_weak_duplicate():
     threaded = [m for m in copies if m.threaded]
     assert len(threaded) == 2 and all(len(_positions(m)) == 60 for m in threaded)
     assert not any(m.threaded and m.nodes[0] == duplicate.nodes[0] for m in copies)
+
+
+def test_a_piece_taken_before_its_copy_exists_moves_to_the_copy_it_touches(monkeypatch):
+    """Copy 2 (residues 1-30, 20 Å from the rest) is placed first; a piece of copy 1 (40-55)
+    comes next and can reach copy 2's gap after residue 30 (22 Å across 10 positions), so it
+    joins copy 2; copy 1's chain (1-35, running back along the piece 6 Å from it) comes last
+    and starts a copy of its own. The piece touches copy 1, not copy 2, and moves to it.
+    Without the regrouping it stays in copy 2."""
+    from cryobuild.thread import copies as module
+
+    def along(count: int, start, direction) -> np.ndarray:
+        return np.asarray(start) + np.outer(np.arange(count), direction) * STEP
+
+    def build():
+        ca = []
+        copy_2 = _match(_nodes(ca, along(30, (-10 - 29 * STEP, -20, 0), (1, 0, 0))), 1, 1e-12)
+        piece = _match(_nodes(ca, along(16, (0, 0, 0), (1, 0, 0))), 40, 1e-10)
+        copy_1 = _match(_nodes(ca, along(35, (-15 + 34 * STEP, 6, 0), (-1, 0, 0))), 1, 1e-8)
+        ca = np.concatenate(ca)
+        chains = assign_copies([copy_2, piece, copy_1], ca, _probs(len(ca)),
+                               np.full(len(ca), 80.0), [SEQUENCE])
+        [with_piece] = [m for m in chains if m.threaded and np.isin(piece.nodes, m.nodes).all()]
+        return with_piece, copy_1, copy_2
+
+    with_piece, copy_1, copy_2 = build()
+    assert np.isin(copy_1.nodes, with_piece.nodes).all()
+    assert not np.isin(copy_2.nodes, with_piece.nodes).any()
+
+    monkeypatch.setattr(module, "_regroup", lambda copies, ca, aa_probs: (copies, []))
+    with_piece, copy_1, copy_2 = build()
+    assert np.isin(copy_2.nodes, with_piece.nodes).all()
