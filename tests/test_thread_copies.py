@@ -184,3 +184,28 @@ def test_a_piece_taken_before_its_copy_exists_moves_to_the_copy_it_touches(monke
     monkeypatch.setattr(module, "_regroup", lambda copies, ca, aa_probs: (copies, []))
     with_piece, copy_1, copy_2 = build()
     assert np.isin(copy_2.nodes, with_piece.nodes).all()
+
+
+def test_a_chain_that_fits_two_copies_joins_the_one_it_reaches_more_easily(monkeypatch):
+    """Residues 30-39 fit the gap after residue 20 of both copies, at no cost in bits; copy B's
+    residue 20 is 13 Å from the chain's first residue, copy A's 31 Å (both within the 39 Å
+    ten positions can span), and neither copy touches the chain. It joins copy B; without the
+    stretch rule (every junction equal), the first copy, A."""
+    from cryobuild.thread import copies as module
+
+    def build():
+        ca = []
+        copy_a = _match(_nodes(ca, _line(1, 20)), 1, 1e-12)
+        copy_b = _match(_nodes(ca, _line(1, 20, origin=(0, 40, 0))), 1, 1e-11)
+        chain = _match(_nodes(ca, _line(1, 10, origin=(80, 30, 0))), 30, 1e-6)
+        ca = np.concatenate(ca)
+        chains = assign_copies([copy_a, copy_b, chain], ca, _probs(len(ca)),
+                               np.full(len(ca), 80.0), [SEQUENCE])
+        [with_chain] = [m for m in chains if m.threaded and np.isin(chain.nodes, m.nodes).all()]
+        return with_chain, copy_a, copy_b
+
+    with_chain, _, copy_b = build()
+    assert np.isin(copy_b.nodes, with_chain.nodes).all()
+    monkeypatch.setattr(module, "_stretch", lambda *args: 0.0)
+    with_chain, copy_a, _ = build()
+    assert np.isin(copy_a.nodes, with_chain.nodes).all()

@@ -377,9 +377,8 @@ def assign_copies(matches: list[ChainMatch], ca: np.ndarray, aa_probs: np.ndarra
             if pieces[0].sequence_index != match.sequence_index:
                 continue
             placed = _place(match, pieces, ca, evidence)
-            # fewest bits lost; among copies that cost the same (often none), the one whose
-            # junctions stretch least: on a simulated il2 homodimer (copies 55 Å apart) a piece
-            # of one copy reached a gap of the other and, taken first, joined it
+            # fewest bits lost; among copies that cost the same (often none: the chain fits
+            # a gap of each), the one whose junctions stretch least rather than the first
             if placed is not None and (best is None or (placed[0], placed[1].stretch)
                                        < (best[1][0], best[1][1].stretch)):
                 best = (pieces, placed)
