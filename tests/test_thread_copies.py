@@ -155,6 +155,19 @@ def test_copies_of_a_homo_oligomer_and_a_weak_duplicate():
     assert not any(m.threaded and m.nodes[0] == duplicate.nodes[0] for m in copies)
 
 
+def _copy_holding(chains: list[tuple[np.ndarray, int, float]], tracked: int) -> tuple:
+    """`assign_copies` on hand-built chains (Cα ``[L, 3]``, first residue number, E-value, in
+    the order given): the matches made, and the threaded chain it returns that holds all the
+    nodes of match ``tracked``."""
+    ca = []
+    matches = [_match(_nodes(ca, points), first, evalue) for points, first, evalue in chains]
+    ca = np.concatenate(ca)
+    grouped = assign_copies(matches, ca, _probs(len(ca)), np.full(len(ca), 80.0), [SEQUENCE])
+    [holding] = [m for m in grouped
+                 if m.threaded and np.isin(matches[tracked].nodes, m.nodes).all()]
+    return matches, holding
+
+
 def test_a_piece_taken_before_its_copy_exists_moves_to_the_copy_it_touches(monkeypatch):
     """Copy 2 (residues 1-30, 20 Å from the rest) is placed first; a piece of copy 1 (40-55)
     comes next and can reach copy 2's gap after residue 30 (22 Å across 10 positions), so it
@@ -166,24 +179,16 @@ def test_a_piece_taken_before_its_copy_exists_moves_to_the_copy_it_touches(monke
     def along(count: int, start, direction) -> np.ndarray:
         return np.asarray(start) + np.outer(np.arange(count), direction) * STEP
 
-    def build():
-        ca = []
-        copy_2 = _match(_nodes(ca, along(30, (-10 - 29 * STEP, -20, 0), (1, 0, 0))), 1, 1e-12)
-        piece = _match(_nodes(ca, along(16, (0, 0, 0), (1, 0, 0))), 40, 1e-10)
-        copy_1 = _match(_nodes(ca, along(35, (-15 + 34 * STEP, 6, 0), (-1, 0, 0))), 1, 1e-8)
-        ca = np.concatenate(ca)
-        chains = assign_copies([copy_2, piece, copy_1], ca, _probs(len(ca)),
-                               np.full(len(ca), 80.0), [SEQUENCE])
-        [with_piece] = [m for m in chains if m.threaded and np.isin(piece.nodes, m.nodes).all()]
-        return with_piece, copy_1, copy_2
-
-    with_piece, copy_1, copy_2 = build()
-    assert np.isin(copy_1.nodes, with_piece.nodes).all()
-    assert not np.isin(copy_2.nodes, with_piece.nodes).any()
+    chains = [(along(30, (-10 - 29 * STEP, -20, 0), (1, 0, 0)), 1, 1e-12),   # copy 2
+              (along(16, (0, 0, 0), (1, 0, 0)), 40, 1e-10),                  # the piece
+              (along(35, (-15 + 34 * STEP, 6, 0), (-1, 0, 0)), 1, 1e-8)]     # copy 1
+    (copy_2, _, copy_1), holding = _copy_holding(chains, tracked=1)
+    assert np.isin(copy_1.nodes, holding.nodes).all()
+    assert not np.isin(copy_2.nodes, holding.nodes).any()
 
     monkeypatch.setattr(module, "_regroup", lambda copies, ca, aa_probs: (copies, []))
-    with_piece, copy_1, copy_2 = build()
-    assert np.isin(copy_2.nodes, with_piece.nodes).all()
+    (copy_2, _, _), holding = _copy_holding(chains, tracked=1)
+    assert np.isin(copy_2.nodes, holding.nodes).all()
 
 
 def test_a_chain_that_fits_two_copies_joins_the_one_it_reaches_more_easily(monkeypatch):
@@ -193,19 +198,11 @@ def test_a_chain_that_fits_two_copies_joins_the_one_it_reaches_more_easily(monke
     stretch rule (every junction equal), the first copy, A."""
     from cryobuild.thread import copies as module
 
-    def build():
-        ca = []
-        copy_a = _match(_nodes(ca, _line(1, 20)), 1, 1e-12)
-        copy_b = _match(_nodes(ca, _line(1, 20, origin=(0, 40, 0))), 1, 1e-11)
-        chain = _match(_nodes(ca, _line(1, 10, origin=(80, 30, 0))), 30, 1e-6)
-        ca = np.concatenate(ca)
-        chains = assign_copies([copy_a, copy_b, chain], ca, _probs(len(ca)),
-                               np.full(len(ca), 80.0), [SEQUENCE])
-        [with_chain] = [m for m in chains if m.threaded and np.isin(chain.nodes, m.nodes).all()]
-        return with_chain, copy_a, copy_b
-
-    with_chain, _, copy_b = build()
-    assert np.isin(copy_b.nodes, with_chain.nodes).all()
+    chains = [(_line(1, 20), 1, 1e-12),                        # copy A
+              (_line(1, 20, origin=(0, 40, 0)), 1, 1e-11),     # copy B
+              (_line(1, 10, origin=(80, 30, 0)), 30, 1e-6)]    # the chain
+    (_, copy_b, _), holding = _copy_holding(chains, tracked=2)
+    assert np.isin(copy_b.nodes, holding.nodes).all()
     monkeypatch.setattr(module, "_stretch", lambda *args: 0.0)
-    with_chain, copy_a, _ = build()
-    assert np.isin(copy_a.nodes, with_chain.nodes).all()
+    (copy_a, _, _), holding = _copy_holding(chains, tracked=2)
+    assert np.isin(copy_a.nodes, holding.nodes).all()
