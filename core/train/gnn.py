@@ -44,8 +44,8 @@ from ..maps import DensityMap, crop_box
 from ..models import BuiltModel, read_model
 from ..residues import AA_ORDER, BACKBONE_NAMES, MAX_ATOMS, NUM_AA, UNK_INDEX
 from ..simulate import SimulationOptions, simulate_map
-from .loop import TrainingRun, random_files, worker_rng
 from ..thread.profiles import background_frequencies
+from .loop import TrainingRun, random_files, worker_rng
 from .realism import Realism, degrade_map, perturb_atoms
 
 __all__ = ["GraphAugmentation", "GraphSample", "TrainingGraphs", "chain_links", "main"]
@@ -106,7 +106,8 @@ class GraphAugmentation:
     #: network copied types from whatever sequence it was given: built with an unrelated
     #: sequence, simulated il2 maps threaded a chain to it on 9 of 30 noise seeds at E-values
     #: of 6e-5 to 1e-2 (`bench.decoys --il2-seeds 30`), as if the register were real (5 of 30
-    #: with the composition correction, `thread.search.composition_factor`).
+    #: with the composition correction, `thread.search.composition_factor`). Fine-tuned with
+    #: 0.25 (weights/MANIFEST.md, seventh stop), 1 of 30 with the correction.
     unrelated_fraction: float = 0.0
 
 
