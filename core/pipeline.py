@@ -194,7 +194,9 @@ class BuildOptions:
     probability are not residues (`chains.MIN_EXISTENCE`); placement: place unthreaded chains
     into the sequence gaps between threaded ones (`thread.placement`, hmm threader only);
     closure: fill the numbering gaps inside threaded chains with untraced nodes
-    (`thread.closure`, hmm threader only); resolution: the map's resolution in Å (None:
+    (`thread.closure`, hmm threader only); composition_correction: correct threading's
+    E-values for the composition of the sequence stretch hit (`thread.search.composition_factor`,
+    hmm threader only); resolution: the map's resolution in Å (None:
     estimated from its spectrum, `features.estimate_resolution`), which sets what the networks
     see (`features.standardise`);
     threaded_only: the final model holds only the threaded chains, not the unassigned ones
@@ -209,6 +211,7 @@ class BuildOptions:
     min_existence: float = MIN_EXISTENCE
     placement: bool = True
     closure: bool = True
+    composition_correction: bool = True
     resolution: float | None = None
     threaded_only: bool = False
 
@@ -779,6 +782,7 @@ def build(
                            graph.atom14_positions[:, :3], sequences,
                            threader=threader, max_evalue=options.max_evalue,
                            placement=options.placement, closure=options.closure,
+                           composition_correction=options.composition_correction,
                            min_length=MIN_CHAIN_LENGTH, taken=taken, structgen=networks.structgen,
                            rng=rng, cancel=cancel)
         for warning in threading.warnings:

@@ -180,7 +180,7 @@ def test_random_chain_is_unthreadable():
     assert match.evalue > search.MAX_THREAD_EVALUE
 
 
-def test_a_profile_that_leans_to_a_sequences_composition_does_not_thread_to_it(monkeypatch):
+def test_a_profile_that_leans_to_a_sequences_composition_does_not_thread_to_it():
     """Types that lean to R, P and G everywhere (no register) against the R-, P- and G-rich
     unrelated sequence of the tests: a calibrated E-value under the cut, but one the
     sequence's own shuffles reach as easily, so the chain stays unthreaded; without the
@@ -192,16 +192,16 @@ def test_a_profile_that_leans_to_a_sequences_composition_does_not_thread_to_it(m
     probs[:, [AA_ORDER.index(letter) for letter in "RPG"]] += 0.1
     probs /= probs.sum(axis=1, keepdims=True)
 
-    def thread() -> ChainMatch:
+    def thread(correction: bool) -> ChainMatch:
         [match] = search.thread_chains([np.arange(60)], probs, np.full(60, 90.0),
                                        [Sequence("unrelated", UNRELATED)], max_evalue=0.1,
+                                       composition_correction=correction,
                                        rng=np.random.default_rng(0))
         return match
 
-    corrected = thread()
+    corrected = thread(True)
     assert not corrected.threaded and corrected.evalue > 0.1
-    monkeypatch.setattr(search, "composition_factor", lambda *args: 1.0)
-    assert thread().threaded
+    assert thread(False).threaded
 
 
 def test_joining_and_copies(threaded):

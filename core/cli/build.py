@@ -48,6 +48,10 @@ def add_tuning_args(parser):
                         help="do not place unthreaded chains into the sequence gaps")
     parser.add_argument("--no-closure", dest="closure", action="store_false",
                         help="do not fill gaps inside threaded chains with untraced residues")
+    parser.add_argument("--no-composition-correction", dest="composition_correction",
+                        action="store_false",
+                        help="do not correct threading's E-values for the composition of the "
+                             "sequence stretch hit")
     parser.add_argument("--detection-threshold", type=float, default=None,
                         help=f"least Cα probability of a candidate (default "
                              f"{DetectionOptions.threshold:g})")
@@ -63,6 +67,7 @@ def tuning_options(args) -> dict:
     """The `BuildOptions` fields of the `add_tuning_args` flags."""
     return {"resolution": args.resolution, "max_evalue": args.max_evalue, "min_existence": args.min_existence,
             "placement": args.placement, "closure": args.closure,
+            "composition_correction": args.composition_correction,
             "detection_threshold": args.detection_threshold}
 
 

@@ -108,6 +108,7 @@ def thread(
     max_evalue: float = MAX_THREAD_EVALUE,
     placement: bool = True,
     closure: bool = True,
+    composition_correction: bool = True,
     min_length: int,
     taken: list[np.ndarray] | None = None,
     structgen=None,
@@ -135,6 +136,9 @@ def thread(
         HMM threader: chains whose best alignment has a larger E-value stay unthreaded.
     placement, closure : bool
         HMM threader: run the placement and closure stages.
+    composition_correction : bool
+        HMM threader: correct the E-values for the composition of the stretch hit
+        (`search.composition_factor`).
     min_length : int
         HMM threader: shortest unthreaded chain (residues) that placement places.
     taken : list of bool ``[len(sequences[s])]``, optional
@@ -160,7 +164,9 @@ def thread(
 
     def hmm_threading() -> Threading:
         matches = thread_chains(chains, aa_probs, confidence, sequences, taken=taken,
-                                max_evalue=max_evalue, rng=rng, cancel=cancel)
+                                max_evalue=max_evalue,
+                                composition_correction=composition_correction, rng=rng,
+                                cancel=cancel)
         anchor_cut = anchor_evalue(len(matches), max_evalue)
         matches = keep_supported(matches, backbone[:, 1], aa_probs, anchor_cut=anchor_cut,
                                  searched=len(matches))

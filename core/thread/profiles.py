@@ -485,7 +485,7 @@ def calibrate(hmm: plan7.HMM, rng: np.random.Generator) -> None:
     profile = plan7.Profile(hmm.M, ALPHABET)
     profile.configure(hmm, background, MSV_LENGTH)
     optimized = profile.to_optimized()
-    msv_block = _block(_random_residues(rng, frequencies, MSV_SAMPLES, MSV_LENGTH))
+    msv_block = background_block(rng, MSV_SAMPLES, MSV_LENGTH)
     # [MSV_SAMPLES] MSV scores in bits: (raw nats - null nats) / log 2
     msv = (
         np.array([optimized.msv_filter(sequence) for sequence in msv_block])

@@ -173,6 +173,7 @@ def thread_chains(
     *,
     taken: list[np.ndarray] | None = None,
     max_evalue: float = MAX_THREAD_EVALUE,
+    composition_correction: bool = True,
     rng: np.random.Generator | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
@@ -192,8 +193,8 @@ def thread_chains(
     taken : list of bool ``[len(sequences[s])]``, optional
         Positions already used by accepted residues; alignments never use them.
     max_evalue : float
-        Chains whose best alignment has a larger E-value (times `composition_factor`) stay
-        unthreaded.
+        Chains whose best alignment has a larger E-value (times `composition_factor` with
+        ``composition_correction``) stay unthreaded.
     rng : numpy.random.Generator, optional
         For profile calibration; by default ``numpy.random.default_rng(0)``.
     progress, cancel
@@ -230,7 +231,7 @@ def thread_chains(
             continue
         index, start, segment_length = origins[int(best.name)]
         evalue = best.evalue
-        if evalue <= max_evalue:
+        if composition_correction and evalue <= max_evalue:
             segment = sequences[index].residues[start:start + segment_length]
             evalue *= composition_factor(hmm, segment, shuffle_rng)
         if evalue > max_evalue:
