@@ -47,7 +47,7 @@ from ..features import NetworkMap, standardise
 from ..maps import DensityMap, read_map
 from ..models import BuiltModel, read_model
 from ..points import CalphaPoints
-from ..residues import UNK_INDEX
+from ..residues import NUM_AA, UNK_INDEX
 from ..simulate import SimulationOptions, simulate_map
 
 __all__ = [
@@ -126,7 +126,9 @@ def run_case(case: BenchCase, network, *, rounds: int = 3, seed: int = 0, device
     """Refine ``case`` from a noisy start and score it (plus ``name`` and ``seconds``). With a
     residue ``classifier`` (`cryobuild.residue_classifier`), also the residue-type accuracy of
     its reading of the refined backbone combined with the graph network's at each of
-    ``weights`` (``aa_accuracy_w<weight>``; 0 is the graph network alone, 1 the classifier)."""
+    ``weights`` (``aa_accuracy_w<weight>``; 0 is the graph network alone, 1 the classifier)
+    and the mean log-odds of the true type against a uniform guess, in bits
+    (``aa_bits_w<weight>``: what a residue gives threading)."""
     from ..gnn.refine import refine
 
     start = noisy_start(case.reference, np.random.default_rng(seed))
@@ -139,10 +141,13 @@ def run_case(case: BenchCase, network, *, rounds: int = 3, seed: int = 0, device
 
         read = classify_residues(case.view, output.atom14_positions[:, :3], classifier)
         known = case.reference.aatype < UNK_INDEX
+        truth = case.reference.aatype[known]
         for weight in weights:
-            predicted = combine(output.aa_probs, read, weight).argmax(-1)
-            right = known & (predicted == case.reference.aatype)
-            scores[f"aa_accuracy_w{weight:g}"] = float(right.sum() / max(known.sum(), 1))
+            combined = combine(output.aa_probs, read, weight)[known]
+            scores[f"aa_accuracy_w{weight:g}"] = float(np.mean(combined.argmax(-1) == truth)) if known.any() else 0.0
+            # what threading gains per residue: log2 of the true type's probability over 1/20
+            true_probability = np.clip(combined[np.arange(len(truth)), truth], 1e-8, 1)
+            scores[f"aa_bits_w{weight:g}"] = float(np.mean(np.log2(true_probability * NUM_AA))) if known.any() else 0.0
     return scores
 
 

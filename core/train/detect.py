@@ -32,12 +32,12 @@ import numpy as np
 import torch
 
 from ..checkpoints import checkpoint_path, load_checkpoint
-from ..data import REAL_FOLDS, ca_coordinates, default_split, fold_cases, read_structure
+from ..data import ca_coordinates, default_split, fold_cases, read_structure
 from ..detect.inference import prepare_features
 from ..features import standardise
 from ..detect.network import CalphaDetector, DetectorConfig
 from ..simulate import SimulationOptions, noise_map, simulate_map
-from .loop import TrainingRun, random_files, worker_rng
+from .loop import TrainingRun, add_real_fold_args, random_files, worker_rng
 from .realism import Realism, degrade_map, perturb_atoms
 
 #: Heat-map Gaussian sigma (voxels) for the negative-weight term of the focal loss. 1.0 (steps
@@ -326,10 +326,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the training process (the data worker takes "
                              "another core; 2 threads under contention made steps 3x slower)")
-    parser.add_argument("--real-fold", choices=sorted(REAL_FOLDS), default=None,
-                        help="also train on this fold's real maps (data.REAL_FOLDS)")
-    parser.add_argument("--real-fraction", type=float, default=0.3,
-                        help="fraction of maps drawn from the real fold")
+    add_real_fold_args(parser, real_fraction=0.3, unit="maps")
     parser.add_argument("--noise-fraction", type=float, default=0.0,
                         help="fraction of maps that are noise alone, with no Cα")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false",

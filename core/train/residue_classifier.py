@@ -24,13 +24,13 @@ import numpy as np
 import torch
 
 from ..checkpoints import checkpoint_path, load_checkpoint
-from ..data import REAL_FOLDS, default_split, fold_cases
+from ..data import default_split, fold_cases
 from ..geometry import Rigid, rotation_from_quaternion
 from ..gnn.density import DensityVolume
 from ..residue_classifier import ClassifierConfig, ResidueClassifier, config_from_dict
 from ..residues import UNK_INDEX
 from .gnn import GraphAugmentation, GraphSample, TrainingGraphs
-from .loop import TrainingRun
+from .loop import TrainingRun, add_real_fold_args, add_session_args
 
 __all__ = ["FRAME_ANGLE", "FRAME_TRANSLATION", "examples", "main"]
 
@@ -67,22 +67,9 @@ def examples(sample: GraphSample, classifier: ResidueClassifier, generator: torc
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: weights/classifier.pt")
-    parser.add_argument("--minutes", type=float, default=30.0, help="wall-time budget")
-    parser.add_argument("--steps", type=int, default=None, help="stop after this many steps in total")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--final-lr", type=float, default=None,
-                        help="anneal the learning rate on a half cosine to this over --minutes")
-    parser.add_argument("--save-every", type=int, default=200)
-    parser.add_argument("--log-every", type=int, default=50)
+    add_session_args(parser, minutes=30.0, lr=1e-3, log="runs/classifier/log.jsonl")
     parser.add_argument("--crops-per-structure", type=int, default=4)
-    parser.add_argument("--log", type=Path, default=Path("runs/classifier/log.jsonl"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--real-fold", choices=sorted(REAL_FOLDS), default=None,
-                        help="also train on this fold's real maps (data.REAL_FOLDS)")
-    parser.add_argument("--real-fraction", type=float, default=0.5,
-                        help="fraction of crops drawn from the real fold")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads of the training process (the data worker takes another core)")
+    add_real_fold_args(parser, real_fraction=0.5)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.checkpoint is None:
