@@ -118,9 +118,6 @@ UNASSIGNED_MIN_CONFIDENCE = 65.0
 UNASSIGNED_MIN_LENGTH = 2
 #: Fewest Cα candidates a map must give before a build is attempted.
 MIN_POINTS = 8
-#: Weight of the residue classifier's types against the graph network's
-#: (`residue_classifier.combine`); measured below.
-CLASSIFIER_WEIGHT = 0.5
 #: A whole-map build needs `MIN_POINTS` protein-like candidates: with a probability of at least
 #: `PROTEIN_LIKE_SCORE` and another candidate at a chain's Cα-Cα spacing (`CHAIN_SPACING`).
 #: Pure or smoothed noise maps gave 0-1 such candidates, the dev maps 13-43 and simulated 3 Å
@@ -203,8 +200,7 @@ class BuildOptions:
     estimated from its spectrum, `features.estimate_resolution`), which sets what the networks
     see (`features.standardise`);
     threaded_only: the final model holds only the threaded chains, not the unassigned ones
-    (`_final_residues`); classifier_weight: weight of the residue classifier's types against
-    the graph network's (`residue_classifier.combine`; 0: the graph network's alone)."""
+    (`_final_residues`)."""
 
     rounds: int = 3
     threader: str = "hmm"
@@ -218,7 +214,6 @@ class BuildOptions:
     composition_correction: bool = True
     resolution: float | None = None
     threaded_only: bool = False
-    classifier_weight: float = CLASSIFIER_WEIGHT
 
     def __post_init__(self):
         if not isinstance(self.rounds, int) or not 1 <= self.rounds <= 20:
@@ -231,8 +226,6 @@ class BuildOptions:
             raise InputError(f"max E-value must be positive, got {self.max_evalue}")
         if not 0 <= self.min_existence < 1:
             raise InputError(f"min existence must be in [0, 1), got {self.min_existence}")
-        if not 0 <= self.classifier_weight <= 1:
-            raise InputError(f"classifier weight must be in [0, 1], got {self.classifier_weight}")
         if self.resolution is not None and not 0.5 <= self.resolution <= 30:
             raise InputError(f"resolution must be between 0.5 and 30 Å, got {self.resolution}")
 
@@ -245,35 +238,27 @@ class Networks:
     gnn: object
     device: object
     structgen: object = None
-    classifier: object = None
 
     @classmethod
     def load(cls, device: str | None = "auto", gnn: str | os.PathLike | None = None,
              detector: str | os.PathLike | None = None,
-             structgen: str | os.PathLike | None = None,
-             classifier: str | os.PathLike | None = None) -> "Networks":
+             structgen: str | os.PathLike | None = None) -> "Networks":
         """Load the networks: the graph network and the Cα detector from the checkpoint files
         ``gnn`` and ``detector`` (by default the bundled ``weights/gnn.pt`` and ``detect.pt``;
         ``weights/gnn_noseq.pt`` is the ablation without sequence attention), the Structure
-        Generator from ``structgen`` (by default ``weights/structgen.pt``) and the residue
-        classifier from ``classifier`` (by default ``weights/classifier.pt``), each if it
-        exists."""
+        Generator from ``structgen`` (by default ``weights/structgen.pt``, if it exists)."""
         from .checkpoints import checkpoint_path
         from .detect.network import load_detector
         from .device import resolve_device
         from .gnn.refine import load_gnn
-        from .residue_classifier import load_classifier
         from .thread.structgen import load_structgen
 
         resolved = resolve_device(device)
         if structgen is None and checkpoint_path("structgen").exists():
             structgen = checkpoint_path("structgen")
-        if classifier is None and checkpoint_path("classifier").exists():
-            classifier = checkpoint_path("classifier")
         generator = load_structgen(structgen, device=resolved) if structgen is not None else None
-        reader = load_classifier(classifier, device=resolved) if classifier is not None else None
         graph = load_gnn(gnn, device=resolved)
-        return cls(load_detector(detector, device=resolved), graph, resolved, generator, reader)
+        return cls(load_detector(detector, device=resolved), graph, resolved, generator)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -599,17 +584,15 @@ def _take_nodes(graph, first: int):
 
 
 def _refine_with_context(view: NetworkMap, current, context: BuiltModel | None, sequences, networks,
-                         classifier_weight: float, progress, cancel):
+                         progress, cancel):
     """One graph-network pass over ``current`` (points, graph or model) with the ``context``
-    residues as fixed neighbours: only ``current``'s nodes come back, their residue types read
-    by the residue classifier too when there is one (`_read_types`)."""
+    residues as fixed neighbours: only ``current``'s nodes come back."""
     from .gnn.refine import GraphOutput, refine
     from .models import model_from_ca
 
     if context is None or context.num_residues == 0:
-        graph = refine(view, current, sequences, networks.gnn, rounds=1,
-                       device=networks.device, progress=progress, cancel=cancel)
-        return _read_types(view, graph, networks, classifier_weight)
+        return refine(view, current, sequences, networks.gnn, rounds=1,
+                      device=networks.device, progress=progress, cancel=cancel)
     if isinstance(current, CalphaPoints):
         current = model_from_ca(current.xyz, current.score)
     elif isinstance(current, GraphOutput):
@@ -617,23 +600,11 @@ def _refine_with_context(view: NetworkMap, current, context: BuiltModel | None, 
     start = join_models([context, current])
     graph = refine(view, start, sequences, networks.gnn, rounds=1,
                    device=networks.device, progress=progress, cancel=cancel)
-    return _read_types(view, _take_nodes(graph, context.num_residues), networks, classifier_weight)
-
-
-def _read_types(view: NetworkMap, graph, networks, weight: float):
-    """``graph`` with its residue-type probabilities combined with the residue classifier's
-    reading of its backbone (`residue_classifier.combine` at ``weight``); unchanged without a
-    classifier or at weight 0. The next pass reads the combined types as its prior."""
-    if networks.classifier is None or weight == 0 or not graph.num_nodes:
-        return graph
-    from .residue_classifier import classify_residues, combine
-
-    read = classify_residues(view, graph.atom14_positions[:, :3], networks.classifier)
-    return dataclasses.replace(graph, aa_probs=combine(graph.aa_probs, read, weight))
+    return _take_nodes(graph, context.num_residues)
 
 
 def _polish(view: NetworkMap, model: BuiltModel, named: list[NamedChain], context, sequences, networks,
-            classifier_weight: float, progress, cancel):
+            progress, cancel):
     """One more graph-network pass over the last round's ``model`` (every chain, as threaded),
     without re-linking: residues that closure or placement put into a chain after the last
     pass get their frames and side chains from the network with their chain and sequence
@@ -684,7 +655,7 @@ def _polish(view: NetworkMap, model: BuiltModel, named: list[NamedChain], contex
                            chain_id=np.array(chain_ids), confidence=np.zeros(len(added), np.float32))
         model = join_models([model, extra])
     graph = _refine_with_context(view, model, context, [s.residues for s in sequences],
-                                 networks, classifier_weight, prefixed(progress, "last pass"), cancel)
+                                 networks, prefixed(progress, "last pass"), cancel)
     return graph, renamed
 
 
@@ -800,7 +771,6 @@ def build(
         check_cancel(cancel)
         start = time.time()
         graph = _refine_with_context(view, current, context, residue_strings, networks,
-                                     options.classifier_weight,
                                      prefixed(progress, f"round {index + 1}"), cancel)
         seconds["gnn"] += time.time() - start
         start = time.time()
@@ -832,7 +802,7 @@ def build(
     if sequences and rounds[-1].model.num_residues + context_size >= 2:
         start = time.time()
         graph, named = _polish(view, rounds[-1].model, named, context, sequences,
-                               networks, options.classifier_weight, progress, cancel)
+                               networks, progress, cancel)
         seconds["gnn"] += time.time() - start
     final, final_probs, final_reports = _assemble(graph, named, sequences, final=True,
                                                   threaded_only=options.threaded_only)

@@ -18,7 +18,6 @@ sequential builds'.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import signal

@@ -18,9 +18,7 @@ in ``shared/data/real/*``, and optionally ``seq.fasta`` (else the model's declar
 ``--simulated N`` adds N held-out structures of the validation split (by sequence, see
 `cryobuild.data`) with maps simulated at ``--resolution``. ``--start detected`` refines from
 the detector's Cα instead (scored after matching, see `run_detected_case`); ``--speed`` times
-one round for 200, 500 and 2,000 nodes. ``--classifier PATH`` adds the residue-type accuracy of
-the residue classifier (`cryobuild.residue_classifier`) reading the refined backbone, combined
-with the graph network's at each of ``--weights`` (``aa_accuracy_w<weight>``).
+one round for 200, 500 and 2,000 nodes.
 
 ``--sequence-probe`` (#4: does the jointly trained ESM-2 pass on the sequence's order, or only
 its composition?) runs every case three times from the same start, with (i) the ``true``
@@ -47,7 +45,7 @@ from ..features import NetworkMap, standardise
 from ..maps import DensityMap, read_map
 from ..models import BuiltModel, read_model
 from ..points import CalphaPoints
-from ..residues import NUM_AA, UNK_INDEX
+from ..residues import UNK_INDEX
 from ..simulate import SimulationOptions, simulate_map
 
 __all__ = [
@@ -121,34 +119,15 @@ def score_refinement(output, reference: BuiltModel) -> dict[str, float]:
     }
 
 
-def run_case(case: BenchCase, network, *, rounds: int = 3, seed: int = 0, device=None,
-             classifier=None, weights: tuple[float, ...] = ()) -> dict:
-    """Refine ``case`` from a noisy start and score it (plus ``name`` and ``seconds``). With a
-    residue ``classifier`` (`cryobuild.residue_classifier`), also the residue-type accuracy of
-    its reading of the refined backbone combined with the graph network's at each of
-    ``weights`` (``aa_accuracy_w<weight>``; 0 is the graph network alone, 1 the classifier)
-    and the mean log-odds of the true type against a uniform guess, in bits
-    (``aa_bits_w<weight>``: what a residue gives threading)."""
+def run_case(case: BenchCase, network, *, rounds: int = 3, seed: int = 0, device=None) -> dict:
+    """Refine ``case`` from a noisy start and score it (plus ``name`` and ``seconds``)."""
     from ..gnn.refine import refine
 
     start = noisy_start(case.reference, np.random.default_rng(seed))
     began = time.time()
     output = refine(case.view, start, list(case.sequences), network, rounds=rounds, device=device)
     seconds = time.time() - began
-    scores = {"name": case.name, **score_refinement(output, case.reference), "seconds": round(seconds, 2)}
-    if classifier is not None:
-        from ..residue_classifier import classify_residues, combine
-
-        read = classify_residues(case.view, output.atom14_positions[:, :3], classifier)
-        known = case.reference.aatype < UNK_INDEX
-        truth = case.reference.aatype[known]
-        for weight in weights:
-            combined = combine(output.aa_probs, read, weight)[known]
-            scores[f"aa_accuracy_w{weight:g}"] = float(np.mean(combined.argmax(-1) == truth)) if known.any() else 0.0
-            # what threading gains per residue: log2 of the true type's probability over 1/20
-            true_probability = np.clip(combined[np.arange(len(truth)), truth], 1e-8, 1)
-            scores[f"aa_bits_w{weight:g}"] = float(np.mean(np.log2(true_probability * NUM_AA))) if known.any() else 0.0
-    return scores
+    return {"name": case.name, **score_refinement(output, case.reference), "seconds": round(seconds, 2)}
 
 
 def detected_refinement(case: BenchCase, network, detector, *, rounds: int = 3, device=None):
@@ -261,20 +240,10 @@ def main(argv=None) -> None:
                         help="also time one round for 200, 500 and 2,000 nodes")
     parser.add_argument("--sequence-probe", action="store_true",
                         help="run each case with the true, shuffled and composition stand-in sequences")
-    parser.add_argument("--classifier", type=Path, default=None, metavar="PATH",
-                        help="also score this residue classifier's types, combined with the graph "
-                             "network's at each of --weights")
-    parser.add_argument("--weights", type=float, nargs="*", default=(0.0, 0.5, 1.0),
-                        help="classifier weights of the combination (residue_classifier.combine)")
     args = parser.parse_args(argv)
     from ..gnn.refine import load_gnn
 
     network = load_gnn(args.checkpoint, args.device)
-    classifier = None
-    if args.classifier is not None:
-        from ..residue_classifier import load_classifier
-
-        classifier = load_classifier(args.classifier, args.device)
     if args.speed:
         round_seconds(network, device=args.device)
     cases = [folder_case(folder) for folder in args.cases]
@@ -297,8 +266,7 @@ def main(argv=None) -> None:
             if detector is not None:
                 result = run_detected_case(probed, network, detector, rounds=args.rounds, device=args.device)
             else:
-                result = run_case(probed, network, rounds=args.rounds, seed=args.seed, device=args.device,
-                                  classifier=classifier, weights=tuple(args.weights))
+                result = run_case(probed, network, rounds=args.rounds, seed=args.seed, device=args.device)
             if args.sequence_probe:
                 result = {"sequence": label, **result}
             results.append(result)

@@ -20,7 +20,6 @@ figures are not figures and stay out of the means. One JSON line per map, then a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from ..data import dev_cases
 from ..evaluate import evaluate
 from ..maps import read_map
 from ..models import read_model
-from ..pipeline import CLASSIFIER_WEIGHT, BuildOptions, Networks
+from ..pipeline import BuildOptions, Networks
 from ..sequences import read_fasta
 from .build import model_sequences
 from .detect import score
@@ -44,55 +43,43 @@ __all__ = ["BANDS", "NetworkPair", "main", "network_pairs"]
 
 #: Resolution bands of the means (Å, upper bounds inclusive).
 BANDS = (("<= 3.5 Å", 0.0, 3.5), ("3.5-4.5 Å", 3.5, 4.5), ("> 4.5 Å", 4.5, 99.0))
-#: Network sets tried in order when ``--networks`` is not given: the bundled defaults, then
-#: the ones trained on the other fold (whichever exist; the residue classifier is optional).
-DEFAULT_PAIRS = (("detect", "gnn", "classifier"), ("detect_foldA", "gnn_foldA", "classifier_foldA"))
+#: Network pairs tried in order when ``--networks`` is not given: the bundled defaults, then
+#: the fine-tune on the other fold (whichever exist).
+DEFAULT_PAIRS = (("detect", "gnn"), ("detect_foldA", "gnn_foldA"))
 
 
 class NetworkPair:
-    """A detector and a graph network checkpoint (and optionally a residue classifier), and
-    the real maps any of them trained on."""
+    """A detector and a graph network checkpoint, and the real maps either trained on."""
 
-    def __init__(self, detector: Path, gnn: Path, structgen: Path | None = None,
-                 classifier: Path | None = None):
+    def __init__(self, detector: Path, gnn: Path, structgen: Path | None = None):
         self.detector, self.gnn, self.structgen = Path(detector), Path(gnn), structgen
-        self.classifier = Path(classifier) if classifier else None
         self.seen = set()
-        for path in (self.detector, self.gnn, self.classifier):
-            if path is not None:
-                self.seen |= set(load_checkpoint(path).get("real_maps", ()))
+        for path in (self.detector, self.gnn):
+            self.seen |= set(load_checkpoint(path).get("real_maps", ()))
         self._networks = None
 
     @property
     def label(self) -> str:
-        names = [self.detector.stem, self.gnn.stem] + ([self.classifier.stem] if self.classifier else [])
-        return "+".join(names)
+        return f"{self.detector.stem}+{self.gnn.stem}"
 
     def networks(self, device) -> Networks:
         if self._networks is None:
-            networks = Networks.load(device, gnn=self.gnn, detector=self.detector,
-                                     structgen=self.structgen, classifier=self.classifier)
-            # a set without a classifier builds without one, even when the bundled one exists
-            self._networks = networks if self.classifier else dataclasses.replace(networks, classifier=None)
+            self._networks = Networks.load(device, gnn=self.gnn, detector=self.detector,
+                                           structgen=self.structgen)
         return self._networks
 
 
 def network_pairs(specs: list[str] | None, structgen: Path | None = None) -> list[NetworkPair]:
-    """The sets of ``specs`` ("DETECTOR.pt,GNN.pt[,CLASSIFIER.pt]" each), or the bundled
-    `DEFAULT_PAIRS`, each with the Structure Generator ``structgen`` (default: the bundled
-    one)."""
+    """The pairs of ``specs`` ("DETECTOR.pt,GNN.pt" each), or the bundled `DEFAULT_PAIRS`, each
+    with the Structure Generator ``structgen`` (default: the bundled one)."""
     if specs:
         pairs = []
         for spec in specs:
-            detector, gnn, *classifier = spec.split(",")
-            pairs.append(NetworkPair(Path(detector), Path(gnn), structgen, *map(Path, classifier)))
+            detector, _, gnn = spec.partition(",")
+            pairs.append(NetworkPair(Path(detector), Path(gnn), structgen))
         return pairs
-    pairs = []
-    for d, g, c in DEFAULT_PAIRS:
-        if checkpoint_path(d).exists() and checkpoint_path(g).exists():
-            classifier = checkpoint_path(c) if checkpoint_path(c).exists() else None
-            pairs.append(NetworkPair(checkpoint_path(d), checkpoint_path(g), structgen, classifier))
-    return pairs
+    return [NetworkPair(checkpoint_path(d), checkpoint_path(g), structgen) for d, g in DEFAULT_PAIRS
+            if checkpoint_path(d).exists() and checkpoint_path(g).exists()]
 
 
 def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
@@ -122,10 +109,9 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
     row.update(detector_recall=round(detected["recall"], 3), detector_precision=round(detected["precision"], 3),
                map_resolution=round(result.view.map_resolution, 2))
     if type_rounds:
-        weight = options.classifier_weight if networks.classifier is not None else 0.0
         types = run_gnn_case(folder_case(case.folder), networks.gnn, rounds=type_rounds,
-                             device=networks.device, classifier=networks.classifier, weights=(weight,))
-        row["type_accuracy"] = round(types.get(f"aa_accuracy_w{weight:g}", types["aa_accuracy"]), 3)
+                             device=networks.device)
+        row["type_accuracy"] = round(types["aa_accuracy"], 3)
     for label, model in (("raw", result.raw), ("final", result.final)):
         metrics = evaluate(model, reference)
         row[f"{label}_ca_recall"] = round(metrics.ca_recall, 3)
@@ -169,11 +155,9 @@ def print_tables(rows: list[dict]) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--networks", nargs="*", default=None, metavar="DETECTOR.pt,GNN.pt[,CLASSIFIER.pt]",
-                        help="network sets, tried in order (default: the bundled detect.pt+gnn.pt"
-                             "+classifier.pt, then detect_foldA.pt+gnn_foldA.pt+classifier_foldA.pt)")
-    parser.add_argument("--classifier-weight", type=float, default=CLASSIFIER_WEIGHT,
-                        help="weight of the residue classifier's types (BuildOptions.classifier_weight)")
+    parser.add_argument("--networks", nargs="*", default=None, metavar="DETECTOR.pt,GNN.pt",
+                        help="network pairs, tried in order (default: the bundled detect.pt+gnn.pt, "
+                             "then detect_foldA.pt+gnn_foldA.pt)")
     parser.add_argument("--cases", nargs="*", default=None, help="only these map folders (names)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--estimate-resolution", action="store_true",
@@ -204,8 +188,7 @@ def main(argv=None):
             continue
         resolution = None if args.estimate_resolution else case.resolution
         options = BuildOptions(rounds=args.rounds, resolution=resolution,
-                               detection_threshold=args.detection_threshold, threader=args.threader,
-                               classifier_weight=args.classifier_weight)
+                               detection_threshold=args.detection_threshold, threader=args.threader)
         rows.append(run_map(case, pairs, options, args.device, keep=args.keep))
     print(f"\n{args.rounds} rounds, {args.threader} threader; resolution {'estimated' if args.estimate_resolution else 'as stated'}; "
           f"networks: {', '.join(p.label for p in pairs)}")

@@ -38,7 +38,6 @@ def add_tuning_args(parser):
     from ..thread.search import MAX_THREAD_EVALUE
     from ..chains import MIN_EXISTENCE
     from ..detect.inference import DetectionOptions
-    from ..pipeline import CLASSIFIER_WEIGHT
 
     add_resolution_arg(parser)
     parser.add_argument("--max-evalue", type=float, default=MAX_THREAD_EVALUE,
@@ -56,10 +55,6 @@ def add_tuning_args(parser):
     parser.add_argument("--detection-threshold", type=float, default=None,
                         help=f"least Cα probability of a candidate (default "
                              f"{DetectionOptions.threshold:g})")
-    parser.add_argument("--classifier-weight", type=float, default=CLASSIFIER_WEIGHT,
-                        help="weight of the residue classifier's types against the graph "
-                             f"network's, 0-1 (default {CLASSIFIER_WEIGHT:g}; 0: the graph "
-                             "network's alone)")
 
 
 def add_resolution_arg(parser):
@@ -73,7 +68,7 @@ def tuning_options(args) -> dict:
     return {"resolution": args.resolution, "max_evalue": args.max_evalue, "min_existence": args.min_existence,
             "placement": args.placement, "closure": args.closure,
             "composition_correction": args.composition_correction,
-            "detection_threshold": args.detection_threshold, "classifier_weight": args.classifier_weight}
+            "detection_threshold": args.detection_threshold}
 
 
 def build_with_engine(density, sequences, options, *, device="auto", mask=None, quiet=False,

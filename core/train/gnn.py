@@ -129,8 +129,6 @@ class GraphSample:
     next_node, previous_node : int64 ``[N]`` (-1: none)
     sequences : tuple of str
         The structure's distinct chain sequences.
-    from_real_map : bool
-        The density was cut from a deposited map, not simulated.
     """
 
     density: DensityMap
@@ -143,7 +141,6 @@ class GraphSample:
     next_node: np.ndarray
     previous_node: np.ndarray
     sequences: tuple[str, ...]
-    from_real_map: bool = False
 
     def inputs_and_targets(self, network: GraphNetwork) -> tuple[GraphInputs, GraphTargets]:
         """Tensors for `run_rounds` and `graph_loss` (the sequence embedding keeps gradients)."""
@@ -298,7 +295,6 @@ def make_sample(structure, model: BuiltModel, sequences, aug: GraphAugmentation,
         next_node=np.concatenate([following, np.full(pad, -1)]).astype(np.int64),
         previous_node=np.concatenate([preceding, np.full(pad, -1)]).astype(np.int64),
         sequences=tuple(dict.fromkeys(s for s in sequences if s)),
-        from_real_map=real_view is not None,
     )
 
 
