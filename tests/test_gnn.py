@@ -243,6 +243,29 @@ def test_realism_perturbs_atoms(il2_map_3A):
     assert occupancy[("ASP", "CG")] == pytest.approx(1.0) and occupancy[("LYS", "NZ")] == pytest.approx(1.0)
 
 
+def test_realism_reweights_elements(il2_map_3A):
+    """With ``element_weight_fraction`` 1, all atoms of one element get one occupancy factor
+    within its `ELEMENT_WEIGHTS` range and carbon none; with 0 nothing changes."""
+    from cryobuild.train.realism import ELEMENT_WEIGHTS, Realism, perturb_atoms
+
+    def factors(fraction: float) -> dict[str, set]:
+        structure = il2_map_3A[1].clone()
+        before = [a.occ for r in structure[0][0] for a in r]
+        perturb_atoms(structure, Realism(element_weight_fraction=fraction, carboxylate_occupancy=(1.0, 1.0)),
+                      np.random.default_rng(4))
+        after = [(a.element.name, a.occ) for r in structure[0][0] for a in r]
+        out: dict[str, set] = {}
+        for occ, (element, new) in zip(before, after):
+            out.setdefault(element, set()).add(round(new / occ, 6))
+        return out
+
+    reweighted = factors(1.0)
+    assert reweighted["C"] == {1.0}
+    for element, (low, high) in ELEMENT_WEIGHTS.items():
+        assert len(reweighted[element]) == 1 and low <= next(iter(reweighted[element])) <= high
+    assert all(values == {1.0} for values in factors(0.0).values())
+
+
 def test_realism_thresholds_like_a_deposited_segment(il2_map_3A):
     """A thresholded training map: voxels below a contour level taken among the atoms'
     voxels are exactly 0 (as the spike NTD segment), a share of the atoms lies on them, and

@@ -327,9 +327,10 @@ class TrainingGraphs(torch.utils.data.IterableDataset):
     ``real_cases`` with their deposited models."""
 
     def __init__(self, records, aug: GraphAugmentation, crops_per_structure: int, seed: int,
-                 real_cases=()):
+                 real_cases=(), realism: Realism = Realism()):
         self.records = list(records)
         self.aug = aug
+        self.realism = realism
         self.crops_per_structure = crops_per_structure
         self.seed = seed
         self.real_cases = list(real_cases)
@@ -348,7 +349,7 @@ class TrainingGraphs(torch.utils.data.IterableDataset):
             if model.num_residues < self.aug.crop_residues[0] // 2:
                 continue
             for _ in range(self.crops_per_structure):
-                yield make_sample(structure, model, sequences, self.aug, rng, real_view=view)
+                yield make_sample(structure, model, sequences, self.aug, rng, self.realism, real_view=view)
 
 
 def _real_case(case) -> tuple:
@@ -389,6 +390,10 @@ def main(argv=None) -> None:
     parser.add_argument("--noise-colour", type=float, nargs=2, metavar=("LOW", "HIGH"), default=(1.0, 1.0),
                         help="range of the simulated noise's colour (simulate.SimulationOptions."
                              "noise_colour; default 1 1: shaped like the signal)")
+    parser.add_argument("--element-weight-fraction", type=float,
+                        default=Realism.element_weight_fraction,
+                        help="fraction of simulated maps whose N, O and S atoms are reweighted "
+                             "(realism.ELEMENT_WEIGHTS)")
     parser.add_argument("--unrelated-fraction", type=float,
                         default=GraphAugmentation.unrelated_fraction,
                         help="fraction of crops given unrelated sequences "
@@ -413,7 +418,8 @@ def main(argv=None) -> None:
     run = TrainingRun(args.checkpoint, args.log, network, optimizer, dataclasses.asdict(config),
                       extra={"real_maps": sorted(c.name for c in real_cases),
                              "noise_colour": list(args.noise_colour),
-                             "unrelated_fraction": args.unrelated_fraction})
+                             "unrelated_fraction": args.unrelated_fraction,
+                             "element_weight_fraction": args.element_weight_fraction})
     run.resume(state)
     run.set_lr(args.lr)
 
@@ -423,7 +429,8 @@ def main(argv=None) -> None:
                                      unrelated_fraction=args.unrelated_fraction,
                                      **({"resolution": tuple(args.resolution)} if args.resolution else {}))
     dataset = TrainingGraphs(split["train"], augmentation, args.crops_per_structure,
-                             seed=args.seed + run.step, real_cases=real_cases)
+                             seed=args.seed + run.step, real_cases=real_cases,
+                             realism=Realism(element_weight_fraction=args.element_weight_fraction))
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=1, prefetch_factor=4)
     validation = simulated_cases(args.validation_cases, 3.0) if args.validate_every else []
     rng = np.random.default_rng([args.seed, run.step])
