@@ -45,7 +45,7 @@ from ..models import BuiltModel, read_model
 from ..residues import AA_ORDER, BACKBONE_NAMES, MAX_ATOMS, NUM_AA, UNK_INDEX
 from ..simulate import SimulationOptions, simulate_map
 from ..thread.profiles import background_frequencies
-from .loop import TrainingRun, add_real_fold_args, add_session_args, random_files, worker_rng
+from .loop import TrainingRun, add_real_fold_args, random_files, worker_rng
 from .realism import Realism, degrade_map, perturb_atoms
 
 __all__ = ["GraphAugmentation", "GraphSample", "TrainingGraphs", "chain_links", "main"]
@@ -379,10 +379,19 @@ def main(argv=None) -> None:
                         help="default: weights/gnn.pt (weights/gnn_noseq.pt with --no-sequence)")
     parser.add_argument("--no-sequence", dest="use_sequence", action="store_false",
                         help="the ablation without sequence attention")
-    add_session_args(parser, minutes=60.0, lr=5e-4, log="runs/gnn/log.jsonl", log_every=25)
+    parser.add_argument("--minutes", type=float, default=60.0, help="wall-time budget")
+    parser.add_argument("--steps", type=int, default=None, help="stop after this many steps in total")
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--final-lr", type=float, default=None,
+                        help="anneal the learning rate on a half cosine from --lr to this over "
+                             "the session's --minutes (default: constant --lr)")
+    parser.add_argument("--save-every", type=int, default=200)
+    parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--validate-every", type=int, default=1000)
     parser.add_argument("--validation-cases", type=int, default=3)
     parser.add_argument("--crops-per-structure", type=int, default=4)
+    parser.add_argument("--log", type=Path, default=Path("runs/gnn/log.jsonl"))
+    parser.add_argument("--seed", type=int, default=0)
     add_real_fold_args(parser, real_fraction=0.3)
     parser.add_argument("--resolution", type=float, nargs=2, metavar=("BEST", "WORST"), default=None,
                         help="resolution range of the training maps in Å (default: "
@@ -398,6 +407,10 @@ def main(argv=None) -> None:
                         default=GraphAugmentation.unrelated_fraction,
                         help="fraction of crops given unrelated sequences "
                              "(GraphAugmentation.unrelated_fraction)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the training process (the data worker takes "
+                             "another core; measured: 1 thread ~0.3 s/step, 2 threads beside "
+                             "other CPU load several times slower)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.checkpoint is None:

@@ -24,7 +24,7 @@ import torch
 from ..checkpoints import save_checkpoint
 from ..data import REAL_FOLDS
 
-__all__ = ["TrainingRun", "add_real_fold_args", "add_session_args", "random_files", "worker_rng"]
+__all__ = ["TrainingRun", "add_real_fold_args", "random_files", "worker_rng"]
 
 
 class TrainingRun:
@@ -168,27 +168,6 @@ def random_files(records: Sequence, read: Callable[[Any], Any], rng: np.random.G
         except skip:
             continue
         yield record, data
-
-
-def add_session_args(parser, *, minutes: float, lr: float, log: str, save_every: int = 200,
-                     log_every: int = 50) -> None:
-    """The flags of one training session shared by the scripts: ``--minutes``, ``--steps``,
-    ``--lr``, ``--final-lr`` (`TrainingRun.anneal_lr`), ``--save-every``, ``--log-every``,
-    ``--log``, ``--seed`` and ``--threads``, with the script's defaults."""
-    parser.add_argument("--minutes", type=float, default=minutes, help="wall-time budget")
-    parser.add_argument("--steps", type=int, default=None, help="stop after this many steps in total")
-    parser.add_argument("--lr", type=float, default=lr)
-    parser.add_argument("--final-lr", type=float, default=None,
-                        help="anneal the learning rate on a half cosine from --lr to this over "
-                             "the session's --minutes (default: constant --lr)")
-    parser.add_argument("--save-every", type=int, default=save_every)
-    parser.add_argument("--log-every", type=int, default=log_every)
-    parser.add_argument("--log", type=Path, default=Path(log))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads of the training process (the data worker takes "
-                             "another core; measured: 2 threads beside other CPU load made steps "
-                             "several times slower)")
 
 
 def add_real_fold_args(parser, *, real_fraction: float, unit: str = "crops") -> None:
