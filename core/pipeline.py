@@ -118,10 +118,6 @@ UNASSIGNED_MIN_CONFIDENCE = 65.0
 UNASSIGNED_MIN_LENGTH = 2
 #: Fewest Cα candidates a map must give before a build is attempted.
 MIN_POINTS = 8
-#: Multiples of the map's resolution at which the graph network reads the map again for its
-#: residue types (`BuildOptions.type_views`, `_refine_pass`): an experiment of 2026-12-05,
-#: reverted in the next commit (README, "Tried at the eighth stop").
-TYPE_VIEWS = (0.85, 1.2)
 #: A whole-map build needs `MIN_POINTS` protein-like candidates: with a probability of at least
 #: `PROTEIN_LIKE_SCORE` and another candidate at a chain's Cα-Cα spacing (`CHAIN_SPACING`).
 #: Pure or smoothed noise maps gave 0-1 such candidates, the dev maps 13-43 and simulated 3 Å
@@ -204,9 +200,7 @@ class BuildOptions:
     estimated from its spectrum, `features.estimate_resolution`), which sets what the networks
     see (`features.standardise`);
     threaded_only: the final model holds only the threaded chains, not the unassigned ones
-    (`_final_residues`); type_views: the graph network also reads the map standardised at
-    these multiples of its resolution, and each pass's residue types are the geometric mean
-    over all readings (`_refine_pass`; () for one reading)."""
+    (`_final_residues`)."""
 
     rounds: int = 3
     threader: str = "hmm"
@@ -220,7 +214,6 @@ class BuildOptions:
     composition_correction: bool = True
     resolution: float | None = None
     threaded_only: bool = False
-    type_views: tuple[float, ...] = TYPE_VIEWS
 
     def __post_init__(self):
         if not isinstance(self.rounds, int) or not 1 <= self.rounds <= 20:
@@ -233,8 +226,6 @@ class BuildOptions:
             raise InputError(f"max E-value must be positive, got {self.max_evalue}")
         if not 0 <= self.min_existence < 1:
             raise InputError(f"min existence must be in [0, 1), got {self.min_existence}")
-        if not all(0.5 <= factor <= 2 for factor in self.type_views):
-            raise InputError(f"type views must be resolution factors from 0.5 to 2, got {self.type_views}")
         if self.resolution is not None and not 0.5 <= self.resolution <= 30:
             raise InputError(f"resolution must be between 0.5 and 30 Å, got {self.resolution}")
 
@@ -612,25 +603,8 @@ def _refine_with_context(view: NetworkMap, current, context: BuiltModel | None, 
     return _take_nodes(graph, context.num_residues)
 
 
-def _refine_pass(views: list[NetworkMap], current, context: BuiltModel | None, sequences, networks,
-                 progress, cancel):
-    """One graph-network pass over ``views[0]``, whose residue types are the geometric mean
-    of that pass's and those of the same pass over the other ``views``."""
-    graph = _refine_with_context(views[0], current, context, sequences, networks, progress, cancel)
-    if len(views) == 1 or not graph.num_nodes:
-        return graph
-    logs = [np.log(np.clip(graph.aa_probs, 1e-8, 1.0))]
-    for number, other in enumerate(views[1:], 2):
-        reading = _refine_with_context(other, current, context, sequences, networks,
-                                       prefixed(progress, f"types {number}/{len(views)}"), cancel)
-        logs.append(np.log(np.clip(reading.aa_probs, 1e-8, 1.0)))
-    mean = np.mean(logs, axis=0)
-    probs = np.exp(mean - mean.max(-1, keepdims=True))
-    return dataclasses.replace(graph, aa_probs=(probs / probs.sum(-1, keepdims=True)).astype(np.float32))
-
-
-def _polish(views: list[NetworkMap], model: BuiltModel, named: list[NamedChain], context, sequences,
-            networks, progress, cancel):
+def _polish(view: NetworkMap, model: BuiltModel, named: list[NamedChain], context, sequences, networks,
+            progress, cancel):
     """One more graph-network pass over the last round's ``model`` (every chain, as threaded),
     without re-linking: residues that closure or placement put into a chain after the last
     pass get their frames and side chains from the network with their chain and sequence
@@ -671,7 +645,7 @@ def _polish(views: list[NetworkMap], model: BuiltModel, named: list[NamedChain],
     if added:
         chain_ids, added_types, added_numbers, before, after = zip(*added)
         others = model.ca if context is None else np.concatenate([model.ca, context.ca])
-        backbone = bridge_positions(np.array(before), np.array(after), views[0].density, others)
+        backbone = bridge_positions(np.array(before), np.array(after), view.density, others)
         positions = np.zeros((len(added), MAX_ATOMS, 3), np.float32)
         mask = np.zeros((len(added), MAX_ATOMS), bool)
         positions[:, :3], mask[:, :3] = backbone, True  # atom14 slots N, CA, C
@@ -680,8 +654,8 @@ def _polish(views: list[NetworkMap], model: BuiltModel, named: list[NamedChain],
                            residue_number=np.array(added_numbers, dtype=np.int64),
                            chain_id=np.array(chain_ids), confidence=np.zeros(len(added), np.float32))
         model = join_models([model, extra])
-    graph = _refine_pass(views, model, context, [s.residues for s in sequences],
-                         networks, prefixed(progress, "last pass"), cancel)
+    graph = _refine_with_context(view, model, context, [s.residues for s in sequences],
+                                 networks, prefixed(progress, "last pass"), cancel)
     return graph, renamed
 
 
@@ -768,8 +742,7 @@ def build(
     rng = np.random.default_rng(options.seed)
 
     start = time.time()
-    working = working_map(density)
-    view = standardise(working, options.resolution)
+    view = standardise(working_map(density), options.resolution)
     how = "estimated from its spectrum; --resolution sets it" if view.estimated else "as given"
     report(progress, "detect", 0.0, f"map resolution {view.map_resolution:.2g} Å ({how})")
     detection = DetectionOptions() if options.detection_threshold is None else DetectionOptions(
@@ -786,7 +759,6 @@ def build(
     if warning:
         notify("warning", warning)
     notify("points", points)
-    views = [view] + [standardise(working, view.map_resolution * factor) for factor in options.type_views]
 
     threader = options.threader
     residue_strings = [s.residues for s in sequences]
@@ -798,8 +770,8 @@ def build(
     for index in range(options.rounds):
         check_cancel(cancel)
         start = time.time()
-        graph = _refine_pass(views, current, context, residue_strings, networks,
-                             prefixed(progress, f"round {index + 1}"), cancel)
+        graph = _refine_with_context(view, current, context, residue_strings, networks,
+                                     prefixed(progress, f"round {index + 1}"), cancel)
         seconds["gnn"] += time.time() - start
         start = time.time()
         report(progress, "thread", 0.0, f"round {index + 1}: linking chains")
@@ -829,7 +801,7 @@ def build(
     context_size = context.num_residues if context is not None else 0
     if sequences and rounds[-1].model.num_residues + context_size >= 2:
         start = time.time()
-        graph, named = _polish(views, rounds[-1].model, named, context, sequences,
+        graph, named = _polish(view, rounds[-1].model, named, context, sequences,
                                networks, progress, cancel)
         seconds["gnn"] += time.time() - start
     final, final_probs, final_reports = _assemble(graph, named, sequences, final=True,
