@@ -19,9 +19,12 @@ paths and writes nothing (the CLI and the engine write at the edges):
    `UNASSIGNED_MIN_LENGTH` residues of `UNASSIGNED_MIN_CONFIDENCE` or more; relaxed
    (`relax.relax`). The raw model keeps every chain.
 
-With ``threader="structgen"``, each round's threading is checked against the HMM threader's: when
-the Structure Generator threads fewer than `thread.STRUCTGEN_MIN_SHARE` of the residues the HMM
-threader threads, the build warns and uses the HMM threader from that round on.
+With ``threader="structgen"``, each round's threading is checked against the HMM threader's: in a
+round where the Structure Generator threads fewer than `thread.STRUCTGEN_MIN_SHARE` of the
+residues the HMM threader threads, the build warns and that round keeps the HMM threader's
+threading (`BuildOptions.structgen_fallback`). The check is per round: the first round's chains
+are short, and on the simulated il2 map the Structure Generator threads none of them where the
+HMM threader threads 76 residues, and from the second round on nearly as many (2026-12-05).
 
 Without sequences (``build_no_seq``), threading is skipped and the final model holds every
 chain of at least `MIN_CHAIN_LENGTH` residues, numbered from 1, for HMM profiles and
@@ -192,9 +195,12 @@ class BuildOptions:
     calibration); max_evalue: chains whose best alignment has a larger E-value are not
     threaded (`thread.search.MAX_THREAD_EVALUE`); min_existence: nodes with a lower existence
     probability are not residues (`chains.MIN_EXISTENCE`); placement: place unthreaded chains
-    into the sequence gaps between threaded ones (`thread.placement`, hmm threader only);
+    into the sequence gaps between threaded ones (`thread.placement`);
     closure: fill the numbering gaps inside threaded chains with untraced nodes
-    (`thread.closure`, hmm threader only); composition_correction: correct threading's
+    (`thread.closure`); structgen_fallback: with the structgen threader, a round where the
+    Structure Generator threads fewer than `thread.STRUCTGEN_MIN_SHARE` of the HMM threader's
+    residues keeps the HMM threader's threading (False: never, for benchmarks of the Structure
+    Generator itself); composition_correction: correct threading's
     E-values for the composition of the sequence stretch hit (`thread.search.composition_factor`,
     hmm threader only); resolution: the map's resolution in Å (None:
     estimated from its spectrum, `features.estimate_resolution`), which sets what the networks
@@ -211,6 +217,7 @@ class BuildOptions:
     min_existence: float = MIN_EXISTENCE
     placement: bool = True
     closure: bool = True
+    structgen_fallback: bool = True
     composition_correction: bool = True
     resolution: float | None = None
     threaded_only: bool = False
@@ -246,16 +253,17 @@ class Networks:
         """Load the networks: the graph network and the Cα detector from the checkpoint files
         ``gnn`` and ``detector`` (by default the bundled ``weights/gnn.pt`` and ``detect.pt``;
         ``weights/gnn_noseq.pt`` is the ablation without sequence attention), the Structure
-        Generator from ``structgen`` (by default ``weights/structgen.pt``, if it exists)."""
+        Generator from ``structgen`` (by default the threader's, `thread.structgen.THREADING_CHECKPOINT`,
+        if it exists)."""
         from .checkpoints import checkpoint_path
         from .detect.network import load_detector
         from .device import resolve_device
         from .gnn.refine import load_gnn
-        from .thread.structgen import load_structgen
+        from .thread.structgen import THREADING_CHECKPOINT, load_structgen
 
         resolved = resolve_device(device)
-        if structgen is None and checkpoint_path("structgen").exists():
-            structgen = checkpoint_path("structgen")
+        if structgen is None and checkpoint_path(THREADING_CHECKPOINT).exists():
+            structgen = checkpoint_path(THREADING_CHECKPOINT)
         generator = load_structgen(structgen, device=resolved) if structgen is not None else None
         graph = load_gnn(gnn, device=resolved)
         return cls(load_detector(detector, device=resolved), graph, resolved, generator)
@@ -734,9 +742,7 @@ def build(
 
     if options.threader == "structgen":
         if networks.structgen is None:
-            raise InputError("the structgen threader needs trained weights (weights/structgen.pt)")
-        if taken is not None:
-            raise InputError("the structgen threader cannot thread around accepted residues; use hmm")
+            raise InputError("the structgen threader needs trained weights (weights/structgen_soft.pt)")
     seconds = {}
     notify = on_result or (lambda kind, payload: None)
     rng = np.random.default_rng(options.seed)
@@ -760,7 +766,6 @@ def build(
         notify("warning", warning)
     notify("points", points)
 
-    threader = options.threader
     residue_strings = [s.residues for s in sequences]
     if not sequences and networks.gnn.config.use_sequence:
         residue_strings = [composition_stand_in(len(points))]
@@ -780,14 +785,14 @@ def build(
         graph = graph.turned(runs_against(predictions.backbone, chains))
         threading = thread(chains, graph.aa_probs, graph.confidence,
                            graph.atom14_positions[:, :3], sequences,
-                           threader=threader, max_evalue=options.max_evalue,
+                           threader=options.threader, max_evalue=options.max_evalue,
                            placement=options.placement, closure=options.closure,
                            composition_correction=options.composition_correction,
+                           structgen_fallback=options.structgen_fallback,
                            min_length=MIN_CHAIN_LENGTH, taken=taken, structgen=networks.structgen,
                            rng=rng, cancel=cancel)
         for warning in threading.warnings:
             notify("warning", f"round {index + 1}: {warning}")
-        threader = threading.threader
         named = name_chains(threading.matches, sequences)
         model, aa_probs, reports = _assemble(graph, named, sequences, final=False)
         seconds["thread"] += time.time() - start

@@ -1,6 +1,7 @@
 """The Structure Generator: contact graphs, simulated samples, permutation equivariance (with and
-without GCN layers), a tiny network overfitting one chain, LSTM windows, the assignment, the
-threader's ChainMatch output and the benchmark's matching of detected nodes to residues."""
+without GCN layers), a tiny network overfitting one chain, LSTM windows, the threader's best
+runs along a chain's diagonals, its ChainMatch output and E-values, and the benchmark's matching
+of detected nodes to residues."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from cryobuild.structgen import (
 from cryobuild.structgen.model import _windows
 from cryobuild.structgen.samples import ScoreNoise
 from cryobuild.thread import ChainMatch
-from cryobuild.thread.structgen import ThreadOptions, assign_positions, thread_structgen
+from cryobuild.thread.search import MAX_THREAD_EVALUE
+from cryobuild.thread.structgen import ThreadOptions, chain_offsets, thread_structgen
 
 #: Log-probabilities must agree to this under a relabelling of the nodes (float32 round-off).
 LOG_PROB_TOLERANCE = 1e-4
@@ -150,14 +152,16 @@ def test_windows_keep_every_position_once(length, window, overlap):
     assert kept == list(range(length))
 
 
-def test_assignment_uses_each_node_once_and_drops_unlikely_positions():
-    probs = np.full((4, 6), 0.01)
-    probs[0, 2] = probs[1, 4] = 0.9
-    probs[2, 4], probs[2, 5] = 0.6, 0.3  # wants node 4 too, gets its second choice
-    probs /= probs.sum(1, keepdims=True)
-    probs[3] = 1 / 6  # flat: below min_probability
-    nodes = assign_positions(np.log(probs), ThreadOptions(min_probability=0.2))
-    np.testing.assert_array_equal(nodes, [2, 4, 5, -1])
+def test_chain_offsets_take_the_best_run_of_each_diagonal():
+    # 3 residues at 4 positions: diagonal d puts residue i at position d + i
+    scores = np.full((4, 3), -1.0)
+    scores[1, 0], scores[2, 1], scores[3, 2] = 2.0, -0.5, 3.0  # offset 1: 2 - 0.5 + 3
+    scores[0, 2] = 5.0  # offset -2: residue 2 alone at position 0
+    offsets, best, runs = chain_offsets(scores)
+    np.testing.assert_array_equal(offsets, [-2, -1, 0, 1, 2, 3])
+    np.testing.assert_allclose(best, [5.0, -1.0, -1.0, 4.5, -1.0, -1.0])
+    np.testing.assert_array_equal(runs[3], [0, 2])
+    np.testing.assert_array_equal(runs[0], [2, 2])
 
 
 @pytest.fixture(scope="module")
@@ -196,49 +200,69 @@ def test_tiny_network_overfits_one_chain(chain_case, overfitted, direction):
     assert parts["accuracy"] == 1.0
 
 
-def _check_matches(matches, num_nodes: int, sequences: list[Sequence], ca: np.ndarray, options: ThreadOptions):
-    """Every node in exactly one ChainMatch; threaded ones numbered consecutively and linked."""
+def _check_matches(matches, chains: list[np.ndarray], sequences: list[Sequence]):
+    """Every node of ``chains`` in exactly one ChainMatch, in its chain's order; threaded ones
+    numbered consecutively with the sequence's types."""
     assert all(isinstance(match, ChainMatch) for match in matches)
     nodes = np.concatenate([match.nodes for match in matches])
-    np.testing.assert_array_equal(np.sort(nodes), np.arange(num_nodes))
+    np.testing.assert_array_equal(np.sort(nodes), np.sort(np.concatenate(chains)))
     for match in [m for m in matches if m.threaded]:
         residues = sequences[match.sequence_index].residues
-        assert np.all(np.diff(match.residue_number) == 1)
-        assert 1 <= match.residue_number[0] and match.residue_number[-1] <= len(residues)
-        assert "".join(AA_ORDER[a] for a in match.aatype) == "".join(
-            residues[n - 1] for n in match.residue_number)
-        assert np.all(np.linalg.norm(np.diff(ca[match.nodes], axis=0), axis=1) <= options.link_distance)
-        assert len(match.nodes) >= options.min_segment
+        numbers = match.residue_number[match.assigned]
+        assert np.all(np.diff(numbers) == 1)
+        assert 1 <= numbers[0] and numbers[-1] <= len(residues)
+        assert "".join(AA_ORDER[a] for a in match.aatype[match.assigned]) == "".join(
+            residues[n - 1] for n in numbers)
+        assert match.evalue <= MAX_THREAD_EVALUE
     for match in [m for m in matches if not m.threaded]:
         assert np.all(match.residue_number == -1)
 
 
-def test_threader_orders_and_numbers_the_overfitted_chain(chain_case, overfitted):
+def _helix_sequence(sample) -> Sequence:
+    return Sequence("helix", "".join(AA_ORDER[a] for a in sample.sequence))
+
+
+def test_threader_numbers_the_overfitted_chain_in_its_order(chain_case, overfitted):
     sample, ca, scores = chain_case
-    sequence = Sequence("helix", "".join(AA_ORDER[a] for a in sample.sequence))
-    options = ThreadOptions()
-    matches = thread_structgen([np.arange(len(ca))], scores, ca, [sequence], overfitted, options)
-    _check_matches(matches, len(ca), [sequence], ca, options)
+    chains = [np.arange(CHAIN_LENGTH), np.arange(CHAIN_LENGTH, len(ca))]
+    sequence = _helix_sequence(sample)
+    matches = thread_structgen(chains, scores, ca, [sequence], overfitted)
+    _check_matches(matches, chains, [sequence])
     threaded = [m for m in matches if m.threaded]
     assert len(threaded) == 1
     np.testing.assert_array_equal(threaded[0].nodes, np.arange(CHAIN_LENGTH))
     np.testing.assert_array_equal(threaded[0].residue_number, np.arange(1, CHAIN_LENGTH + 1))
-    assert threaded[0].score > 0
+    assert threaded[0].score > 0 and threaded[0].evalue < 1e-3
+    # read backwards, the same nodes are not the sequence
+    backwards = thread_structgen([chains[0][::-1], chains[1]], scores, ca, [sequence], overfitted)
+    assert not any(m.threaded for m in backwards)
+
+
+def test_threader_does_not_number_taken_positions(chain_case, overfitted):
+    sample, ca, scores = chain_case
+    chains = [np.arange(CHAIN_LENGTH)]
+    taken = np.zeros(CHAIN_LENGTH, dtype=bool)
+    taken[:10] = True
+    matches = thread_structgen(chains, scores, ca, [_helix_sequence(sample)], overfitted,
+                               taken=[taken])
+    numbered = np.concatenate([m.residue_number[m.assigned] for m in matches if m.threaded])
+    np.testing.assert_array_equal(np.sort(numbered), np.arange(11, CHAIN_LENGTH + 1))
+    # residues 0-9 lost their positions: cut off as an overhang, threaded nowhere
+    assert [m.nodes.tolist() for m in matches if not m.threaded] == [list(range(10))]
 
 
 def test_threader_handles_several_sequences_and_windows(chain_case, overfitted):
     sample, ca, scores = chain_case
     rng = np.random.default_rng(4)
-    sequences = [
-        Sequence("helix", "".join(AA_ORDER[a] for a in sample.sequence)),
-        Sequence("other", "".join(rng.choice(list(AA_ORDER), 45))),
-    ]
-    options = ThreadOptions(window=16, overlap=4, min_probability=0.0, min_residues=5, min_segment=1)
+    sequences = [_helix_sequence(sample), Sequence("other", "".join(rng.choice(list(AA_ORDER), 45)))]
+    options = ThreadOptions(window=16, overlap=4)
     # the input chains: the helix split in two and the dummies one by one
     chains = [np.arange(12), np.arange(12, CHAIN_LENGTH)] + [np.array([i]) for i in range(CHAIN_LENGTH, len(ca))]
     matches = thread_structgen(chains, scores, ca, sequences, overfitted, options)
-    _check_matches(matches, len(ca), sequences, ca, options)
-    assert {m.sequence_index for m in matches if m.threaded} <= {0, 1}
+    _check_matches(matches, chains, sequences)
+    halves = [m for m in matches if m.threaded and len(m.nodes) > 1]
+    assert [(m.sequence_index, m.residue_number[0], m.residue_number[-1]) for m in halves] == [
+        (0, 1, 12), (0, 13, CHAIN_LENGTH)]
 
 
 def test_detected_nodes_are_matched_one_to_one_within_3_angstrom():

@@ -76,8 +76,8 @@ def test_structgen_threading_short_of_the_hmm_threaders_falls_back(il2_chains, m
     assert _table(threading.matches) == _table(hmm.matches)
     assert threading.warnings == [
         f"the Structure Generator threaded 0 residues, the HMM threader {hmm.threaded_residues}: "
-        "falling back to the HMM threader from this round on (the Structure Generator must "
-        "thread at least 80% as many)"]
+        "this round keeps the HMM threader's threading (the Structure Generator must thread "
+        "at least 80% as many)"]
 
     monkeypatch.setattr(threading_package, "STRUCTGEN_MIN_SHARE", 0.0)
     kept = _thread(il2_chains, threader="structgen", structgen=object())

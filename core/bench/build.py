@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 
-from ..cli.build import add_tuning_args, build_with_engine, tuning_options
+from ..cli.build import (add_threader_args, add_tuning_args, build_with_engine,
+                         threader_options, tuning_options)
 from ..data import default_split, dev_cases, read_structure
 from ..evaluate import evaluate
 from ..maps import read_map
@@ -101,7 +102,7 @@ def main(argv=None):
     parser.add_argument("--cases", type=int, default=4, help="held-out structures per resolution")
     parser.add_argument("--resolutions", type=float, nargs="*", default=[3.0, 4.0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threader", default="hmm", choices=["hmm", "structgen"])
+    add_threader_args(parser)
     parser.add_argument("--no-dev", action="store_true", help="skip the dev maps")
     parser.add_argument("--recipes", nargs="*", default=["simulate", "molmap"],
                         choices=["simulate", "molmap"], help="simulation recipes of the held-out maps")
@@ -115,11 +116,11 @@ def main(argv=None):
     parser.add_argument("--gnn", default=None,
                         help="graph network checkpoint (default: the bundled weights/gnn.pt)")
     parser.add_argument("--structgen", default=None,
-                        help="Structure Generator checkpoint (default: the bundled weights/structgen.pt)")
+                        help="Structure Generator checkpoint (default: weights/structgen_soft.pt)")
     add_tuning_args(parser)
     args = parser.parse_args(argv)
 
-    options = BuildOptions(rounds=args.rounds, threader=args.threader, **tuning_options(args))
+    options = BuildOptions(rounds=args.rounds, **threader_options(args), **tuning_options(args))
     networks = Networks.load(args.device, gnn=args.gnn, detector=args.detector, structgen=args.structgen)
     table = {}
     validation = sorted(default_split()["validation"], key=lambda r: r.num_residues)

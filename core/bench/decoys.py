@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from ..cli.build import build_with_engine
+from ..cli.build import add_threader_args, build_with_engine, threader_options
 from ..data import dev_cases
 from ..evaluate import evaluate
 from ..maps import read_map
@@ -112,6 +112,7 @@ def main(argv=None):
                              "--il2-seeds uses the first)")
     parser.add_argument("--il2-seeds", type=int, default=None, metavar="N",
                         help="build N simulated il2 maps with UNRELATED instead of the real maps")
+    add_threader_args(parser)
     parser.add_argument("--no-composition-correction", dest="composition_correction",
                         action="store_false",
                         help="builds without threading's composition correction "
@@ -120,7 +121,8 @@ def main(argv=None):
     pairs = network_pairs(args.networks)
     if args.il2_seeds:
         options = BuildOptions(rounds=args.rounds, resolution=3.0,
-                               composition_correction=args.composition_correction)
+                               composition_correction=args.composition_correction,
+                               **threader_options(args))
         hits = unrelated_on_il2(args.il2_seeds, pairs[0], options, args.device)
         print(f"\nil2 maps with a chain threaded to the unrelated sequence ({args.rounds} rounds): "
               f"{hits} of {args.il2_seeds}")
@@ -132,7 +134,8 @@ def main(argv=None):
         if not args.cases and case.resolution > args.max_resolution:
             continue
         options = BuildOptions(rounds=args.rounds, resolution=case.resolution,
-                               composition_correction=args.composition_correction)
+                               composition_correction=args.composition_correction,
+                               **threader_options(args))
         rows.append(run_map(case, pairs, args.decoys, not args.no_true, options, args.device))
     print(f"\n{args.decoys} decoys per sequence{'' if not args.no_true else ', no true sequence'}")
     print("| map | Å | sequences | chains to decoys | residues to decoys | chains to true | "

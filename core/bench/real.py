@@ -28,7 +28,7 @@ import numpy as np
 
 from ..build_outputs import write_build
 from ..checkpoints import checkpoint_path, load_checkpoint
-from ..cli.build import build_with_engine
+from ..cli.build import add_threader_args, build_with_engine, threader_options
 from ..data import dev_cases
 from ..evaluate import evaluate
 from ..maps import read_map
@@ -164,10 +164,9 @@ def main(argv=None):
                         help="build without the stated resolution (estimated from the map)")
     parser.add_argument("--detection-threshold", type=float, default=None,
                         help="least Cα probability of a candidate (default: the detector's)")
-    parser.add_argument("--threader", choices=("hmm", "structgen"), default="hmm",
-                        help="sequence threader of the builds (pipeline.BuildOptions.threader)")
+    add_threader_args(parser)
     parser.add_argument("--structgen", type=Path, default=None, metavar="PATH",
-                        help="Structure Generator checkpoint (default: weights/structgen.pt)")
+                        help="Structure Generator checkpoint (default: weights/structgen_soft.pt)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--from-output", nargs="*", type=Path, default=None, metavar="FILE",
                         help="print the tables of the JSON lines in these earlier outputs of this "
@@ -188,7 +187,8 @@ def main(argv=None):
             continue
         resolution = None if args.estimate_resolution else case.resolution
         options = BuildOptions(rounds=args.rounds, resolution=resolution,
-                               detection_threshold=args.detection_threshold, threader=args.threader)
+                               detection_threshold=args.detection_threshold,
+                               **threader_options(args))
         rows.append(run_map(case, pairs, options, args.device, keep=args.keep))
     print(f"\n{args.rounds} rounds, {args.threader} threader; resolution {'estimated' if args.estimate_resolution else 'as stated'}; "
           f"networks: {', '.join(p.label for p in pairs)}")

@@ -25,10 +25,10 @@ scores, nodes shuffled (`cryobuild.structgen.samples`). Datasets (rows):
   them); ``matched`` in the JSON lines is the mean fraction of positions that have a node, so
   about ``accuracy * matched`` is the figure with those positions counted as wrong.
 
-Inference modes: ``forward`` (N -> C reading only), ``ensemble`` (forward and backward
-log-probabilities averaged; needs a network trained with ``direction="both"``), and
-``assigned`` (the ensemble through the threader's one-node-per-position assignment,
-`cryobuild.thread.structgen.assign_positions`, as the pipeline uses it). Accuracy (eq. 2): the
+Inference modes: ``forward`` (N -> C reading only) and ``ensemble`` (forward and backward
+log-probabilities averaged; needs a network trained with ``direction="both"``). (The threader
+reads the network's scores along traced chains instead, `cryobuild.thread.structgen`; its
+figures are whole builds', ``bench.real`` / ``bench.build --threader structgen``.) Accuracy (eq. 2): the
 fraction of positions whose selected node is the true node, averaged over chains. One JSON line
 per dataset and checkpoint, then a Markdown table (Table I's layout): one row per dataset, a
 ``forward`` and an ``ensemble`` column per checkpoint.
@@ -58,7 +58,7 @@ from ..structgen.samples import (
     make_sample,
     read_chains,
 )
-from ..thread.structgen import ThreadOptions, assign_positions, load_structgen
+from ..thread.structgen import ThreadOptions, load_structgen
 
 __all__ = [
     "MISSING_FRACTION",
@@ -80,9 +80,8 @@ MISSING_FRACTION = 0.05
 MIN_CHAIN_LENGTH = 20
 #: Resolution (Å) of the simulated maps of the ``gnn`` dataset.
 GNN_MAP_RESOLUTION = 3.0
-_INFERENCE = ("forward", "ensemble", "assigned")
-#: Inference modes shown in the Markdown table (all are in the JSON lines).
-_TABLE_INFERENCE = ("forward", "ensemble")
+#: Inference modes, the Markdown table's columns per checkpoint.
+_INFERENCE = ("forward", "ensemble")
 _CA = BACKBONE_NAMES.index("CA")
 
 
@@ -191,7 +190,7 @@ def detected_samples(maps: list[BuildNodes], contact_distance: float) -> list[Th
 
 def chain_accuracies(network: StructureGenerator, sample: ThreadingSample, options: ThreadOptions) -> dict[str, float]:
     """Accuracy of one sample per inference mode (``forward``, and with a network that reads both
-    ways ``ensemble`` and ``assigned``; otherwise those use the network's own direction)."""
+    ways ``ensemble``; otherwise that uses the network's own direction)."""
     present = sample.target >= 0
     own = network.config.directions
     reading = {"forward": ("forward",) if "forward" in own else own, "ensemble": own}
@@ -203,8 +202,7 @@ def chain_accuracies(network: StructureGenerator, sample: ThreadingSample, optio
                 overlap=options.overlap, chunk=options.chunk,
             ).cpu().numpy()
     forward, ensemble = log_probs["forward"], log_probs["ensemble"]
-    assigned = assign_positions(ensemble, dataclasses.replace(options, min_probability=0.0))
-    picks = {"forward": forward.argmax(1), "ensemble": ensemble.argmax(1), "assigned": assigned}
+    picks = {"forward": forward.argmax(1), "ensemble": ensemble.argmax(1)}
     return {mode: float(np.mean(pick[present] == sample.target[present])) for mode, pick in picks.items()}
 
 
@@ -284,7 +282,7 @@ def main(argv=None) -> None:
         for dataset, samples in datasets.items():
             result = benchmark(network, samples, options)
             print(json.dumps({"checkpoint": label, "dataset": dataset, "chains": len(samples), **result}), flush=True)
-            for mode in _TABLE_INFERENCE:
+            for mode in _INFERENCE:
                 table.setdefault(dataset, {})[label, mode] = result[mode]
     print(markdown_table(table, list(networks)))
 
@@ -292,7 +290,7 @@ def main(argv=None) -> None:
 def markdown_table(table: dict[str, dict[tuple[str, str], float]], labels: list[str]) -> str:
     """Table I's layout: a row per dataset, a ``forward`` and an ``ensemble`` column per
     checkpoint label; ``table[dataset][label, mode]`` is an accuracy."""
-    columns = [(label, mode) for label in labels for mode in _TABLE_INFERENCE]
+    columns = [(label, mode) for label in labels for mode in _INFERENCE]
     lines = ["", "| dataset | " + " | ".join(f"{label} {mode}" for label, mode in columns) + " |",
              "|---|" + "---|" * len(columns)]
     for dataset, row in table.items():

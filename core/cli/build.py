@@ -21,8 +21,7 @@ def add_args(parser):
                              "(--device is then the worker's)")
     parser.add_argument("--mask", default=None, help="mask map: build only in its positive region")
     parser.add_argument("--rounds", type=int, default=3, help="graph network rounds (default 3)")
-    parser.add_argument("--threader", choices=["hmm", "structgen"], default="hmm",
-                        help="sequence threader (default hmm)")
+    add_threader_args(parser)
     parser.add_argument("--no-relax", dest="relax", action="store_false",
                         help="skip the final geometry relaxation")
     parser.add_argument("--threaded-only", action="store_true",
@@ -30,6 +29,21 @@ def add_args(parser):
                              "confident chains that could not be threaded, as unassigned UNK chains)")
     add_tuning_args(parser)
     add_quiet_arg(parser)
+
+
+def add_threader_args(parser):
+    """The threader's flags, shared with the benchmarks."""
+    parser.add_argument("--threader", choices=["hmm", "structgen"], default="hmm",
+                        help="sequence threader (default hmm)")
+    parser.add_argument("--no-structgen-fallback", dest="structgen_fallback", action="store_false",
+                        help="with --threader structgen: keep the Structure Generator's threading "
+                             "even where the HMM threader threads more (default: fall back to it, "
+                             "with a warning)")
+
+
+def threader_options(args) -> dict:
+    """The `BuildOptions` fields of the `add_threader_args` flags."""
+    return {"threader": args.threader, "structgen_fallback": args.structgen_fallback}
 
 
 def add_tuning_args(parser):
@@ -140,8 +154,8 @@ def main(args) -> int:
     density = read_map(args.map)
     sequences = read_fasta(args.fasta)
     mask = read_mask(args.mask, density) if args.mask else None
-    options = BuildOptions(rounds=args.rounds, threader=args.threader, relax=args.relax,
-                           threaded_only=args.threaded_only, **tuning_options(args))
+    options = BuildOptions(rounds=args.rounds, relax=args.relax, threaded_only=args.threaded_only,
+                           **threader_options(args), **tuning_options(args))
     device = args.device if args.scheduler else resolve_device(args.device)
     started = time.time()
     with BuildFolder.claim(args.output_dir) as folder:
@@ -151,7 +165,7 @@ def main(args) -> int:
         log = {
             "build_id": folder.build_id,
             "map": str(args.map), "fasta": str(args.fasta), "device": str(device),
-            "rounds": args.rounds, "threader": args.threader, **tuning_options(args),
+            "rounds": args.rounds, **threader_options(args), **tuning_options(args),
             "points": len(result.points),
             "raw_residues": result.raw.num_residues, "final_residues": result.final.num_residues,
             "seconds": {k: round(v, 2) for k, v in result.seconds.items()},

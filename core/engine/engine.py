@@ -356,8 +356,8 @@ class Engine:
         ------
         InputError
             For a bad map, mask, sequences or options (at once, before any work), for a session
-            whose model was built into another map, and for the structgen threader with
-            accepted residues in the session (it cannot thread around them) or no sequences.
+            whose model was built into another map, and for the structgen threader without
+            sequences.
         JobConflict
             When a job is running on the same map (by content) or session.
         """
@@ -366,9 +366,6 @@ class Engine:
         if not sequences and options.threader == "structgen":
             raise InputError("the structgen threader needs sequences")
         session = self._session(session)
-        if options.threader == "structgen" and session is not None and session.state.accepted.any():
-            raise InputError("the structgen threader cannot thread around accepted residues: use "
-                             "the hmm threader, or unaccept them")
         keeps_model = False
         if session is not None:
             state = session.state
@@ -408,14 +405,10 @@ class Engine:
         flanking the region, and replace the region's in the session only if they are better
         (``job.verdict`` says which were kept; the session's model is untouched until then).
 
-        Raises `InputError` for an empty or unknown region, bad options, the structgen threader
-        (it cannot thread around kept residues) or no sequences, and `JobConflict` as
-        `start_build`.
+        Raises `InputError` for an empty or unknown region, bad options or no sequences, and
+        `JobConflict` as `start_build`.
         """
         _check_options(options, density, None)
-        if options.threader == "structgen":
-            raise InputError("the structgen threader cannot thread a region around the kept "
-                             "residues: use the hmm threader")
         session = self._session(session)
         if session is None:
             raise InputError("a region rebuild needs a session")

@@ -1,12 +1,16 @@
 """Threading: placing the chains built from one graph-network pass onto the input sequences
 (METHODS §4). `thread` is the one entry; it returns a `Threading`.
 
-With the HMM threader (``"hmm"``) the stages run in this order, one module each:
+The stages run in this order, one module each; the two threaders differ only in the search
+(steps 1-2):
 
 1. `profiles`: each chain's residue-type probabilities and confidence become an HMMER3 profile
    with one match state per residue, calibrated for E-values;
 2. `search`: each profile is searched against the stretches of the sequences not ``taken``;
-   the best alignment with an E-value up to ``max_evalue`` numbers the chain;
+   the best alignment with an E-value up to ``max_evalue`` numbers the chain. With the
+   Structure Generator (``"structgen"``), `structgen` does steps 1-2 instead: the network
+   scores every node at every sequence position, and each chain is numbered at the offset
+   where its nodes, in their traced order, score best (its own E-value);
 3. `copies.keep_supported`: a chain weaker than the model's anchor cut
    (`copies.anchor_evalue`: the per-chain cut corrected for the number of chains searched)
    stays threaded only next to an anchor of its sequence that can reach it;
@@ -20,11 +24,10 @@ With the HMM threader (``"hmm"``) the stages run in this order, one module each:
 7. `closure` (``closure=True``): numbering gaps of threaded chains are filled, and their ends
    extended, with untraced nodes.
 
-With the Structure Generator (``"structgen"``, `structgen`), the network threads the chains'
-nodes and `joining` follows. The HMM threader then runs as well: when the Structure Generator
+With the Structure Generator the HMM threader runs as well: when the Structure Generator
 threads fewer than `STRUCTGEN_MIN_SHARE` of the residues the HMM threader threads, the HMM
-threader's result is returned instead, with a warning (`Threading.threader` tells the caller
-which threader to use from then on). The caller names the chains (`joining.name_chains`).
+threader's result is returned instead, with a warning (`Threading.threader` says which one
+threaded). The caller names the chains (`joining.name_chains`).
 
 The split: one module per stage, each taking and returning `ChainMatch` lists, plus `matches`
 for those types and the Cα geometry every stage shares, so that stages import each other only
@@ -109,6 +112,7 @@ def thread(
     placement: bool = True,
     closure: bool = True,
     composition_correction: bool = True,
+    structgen_fallback: bool = True,
     min_length: int,
     taken: list[np.ndarray] | None = None,
     structgen=None,
@@ -133,22 +137,26 @@ def thread(
     threader : {"hmm", "structgen"}
         The threader to use (`THREADERS`).
     max_evalue : float
-        HMM threader: chains whose best alignment has a larger E-value stay unthreaded.
+        Chains whose best alignment has a larger E-value stay unthreaded.
     placement, closure : bool
-        HMM threader: run the placement and closure stages.
+        Run the placement and closure stages.
     composition_correction : bool
         HMM threader: correct the E-values for the composition of the stretch hit
-        (`search.composition_factor`).
+        (`search.composition_factor`; the Structure Generator's null is the sequences'
+        shuffles, which have their composition).
+    structgen_fallback : bool
+        Structure Generator: run the HMM threader too and return its threading when the
+        Structure Generator threads fewer than `STRUCTGEN_MIN_SHARE` of its residues.
     min_length : int
-        HMM threader: shortest unthreaded chain (residues) that placement places.
+        Shortest unthreaded chain (residues) that placement places.
     taken : list of bool ``[len(sequences[s])]``, optional
-        HMM threader: positions already held by accepted residues, never used again.
+        Positions already held by accepted residues, never used again.
     structgen : StructureGenerator, optional
         The network of the structgen threader (`structgen.load_structgen`), in eval mode.
     rng : numpy.random.Generator
         For the profiles' E-value calibration.
     cancel : CancelToken, optional
-        Checked once per chain (per sequence copy by the Structure Generator).
+        Checked once per chain (per sequence by the Structure Generator's scoring).
 
     Raises
     ------
@@ -161,12 +169,20 @@ def thread(
     if not sequences:
         return Threading([ChainMatch.unthreaded(chain, aa_probs) for chain in chains], threader, [])
     backbone = np.asarray(backbone)
+    if threader == "structgen" and structgen is None:
+        raise ValueError("the structgen threader needs its network")
 
-    def hmm_threading() -> Threading:
-        matches = thread_chains(chains, aa_probs, confidence, sequences, taken=taken,
-                                max_evalue=max_evalue,
-                                composition_correction=composition_correction, rng=rng,
-                                cancel=cancel)
+    def staged(search: str) -> Threading:
+        if search == "hmm":
+            matches = thread_chains(chains, aa_probs, confidence, sequences, taken=taken,
+                                    max_evalue=max_evalue,
+                                    composition_correction=composition_correction, rng=rng,
+                                    cancel=cancel)
+        else:
+            from .structgen import thread_structgen  # imports torch
+
+            matches = thread_structgen(chains, aa_probs, backbone[:, 1], sequences, structgen,
+                                       taken=taken, max_evalue=max_evalue, cancel=cancel)
         anchor_cut = anchor_evalue(len(matches), max_evalue)
         matches = keep_supported(matches, backbone[:, 1], aa_probs, anchor_cut=anchor_cut,
                                  searched=len(matches))
@@ -178,22 +194,15 @@ def thread(
         if closure:
             matches = close_gaps(matches, backbone[:, 1], aa_probs, confidence, sequences,
                                  taken=taken)
-        return Threading(matches, "hmm", [])
+        return Threading(matches, search, [])
 
-    if threader == "hmm":
-        return hmm_threading()
-    if structgen is None:
-        raise ValueError("the structgen threader needs its network")
-    from .structgen import thread_structgen  # imports torch
-
-    matches = thread_structgen(chains, aa_probs, backbone[:, 1], sequences, structgen,
-                               cancel=cancel)
-    threading = Threading(join_matches(matches, backbone, aa_probs), "structgen", [])
-    fallback = hmm_threading()
+    if threader == "hmm" or not structgen_fallback:
+        return staged(threader)
+    threading, fallback = staged("structgen"), staged("hmm")
     threaded, expected = threading.threaded_residues, fallback.threaded_residues
     if threaded >= STRUCTGEN_MIN_SHARE * expected:
         return threading
     return dataclasses.replace(fallback, warnings=[
         f"the Structure Generator threaded {threaded} residues, the HMM threader {expected}: "
-        "falling back to the HMM threader from this round on (the Structure Generator must "
-        f"thread at least {STRUCTGEN_MIN_SHARE:.0%} as many)"])
+        "this round keeps the HMM threader's threading (the Structure Generator must thread "
+        f"at least {STRUCTGEN_MIN_SHARE:.0%} as many)"])

@@ -27,7 +27,8 @@ from .matches import ChainMatch
 from .profiles import (ALPHABET, background_block, calibrate, digital_sequence,
                        profile_from_probs)
 
-__all__ = ["MAX_THREAD_EVALUE", "MIN_OVERHANG", "SHUFFLES", "composition_factor", "thread_chains"]
+__all__ = ["MAX_THREAD_EVALUE", "MIN_OVERHANG", "SHUFFLES", "composition_factor", "numbered_match",
+           "thread_chains"]
 
 #: A chain whose best alignment has a larger E-value is unthreadable. Measured with
 #: ``python -m cryobuild.bench.build --cases 4 --max-evalue E`` (graph network at step 21,428,
@@ -214,7 +215,6 @@ def thread_chains(
     rng = np.random.default_rng(0) if rng is None else rng
     shuffle_rng = np.random.default_rng(0)
     block, origins = _untaken_segments(sequences, taken)
-    sequence_types = [sequence.aatype for sequence in sequences]
     matches = []
     queue = [np.asarray(chain, dtype=np.int64) for chain in chains]
     while queue:
@@ -238,33 +238,61 @@ def thread_chains(
             matches.append(ChainMatch.unthreaded(chain, aa_probs, best.score, evalue))
             continue
         positions = _extend_ends(_hit_positions(best, len(chain), max_evalue), segment_length)
-        aligned = np.flatnonzero(positions >= 0)
-        head, tail = aligned[0], len(chain) - 1 - aligned[-1]
-        if head >= MIN_OVERHANG:
-            queue.append(chain[:head])
-        if tail >= MIN_OVERHANG:
-            queue.append(chain[len(chain) - tail:])
-        keep = slice(head if head >= MIN_OVERHANG else 0,
-                     len(chain) - tail if tail >= MIN_OVERHANG else len(chain))
-        chain, positions = chain[keep], positions[keep]
-        assigned = positions >= 0
-        predicted = np.argmax(aa_probs[chain], axis=1)
-        numbers = np.where(assigned, start + positions + 1, -1)
-        aatype = np.where(
-            assigned, sequence_types[index][np.maximum(start + positions, 0)], predicted
-        )
-        matches.append(
-            ChainMatch(
-                nodes=chain,
-                sequence_index=index,
-                residue_number=numbers,
-                aatype=aatype,
-                score=best.score,
-                evalue=evalue,
-            )
-        )
+        match, overhangs = numbered_match(chain, positions, aa_probs, sequences[index].aatype,
+                                          index, start, best.score, evalue)
+        matches.append(match)
+        queue.extend(overhangs)
     report(progress, "thread", 1.0)
     return matches
+
+
+def numbered_match(
+    chain: np.ndarray, positions: np.ndarray, aa_probs: np.ndarray, sequence_aatype: np.ndarray,
+    sequence_index: int, start: int, score: float, evalue: float,
+) -> tuple[ChainMatch, list[np.ndarray]]:
+    """A threaded chain from the sequence position of each of its residues, and the overhangs
+    cut off it (both threaders' last step).
+
+    Parameters
+    ----------
+    chain : int ``[L]``
+        Node indices, N -> C.
+    positions : int ``[L]``
+        0-based position of each residue in the sequence stretch that begins at ``start``; -1
+        where unassigned (at least one assigned).
+    aa_probs : ``[N, 20]``
+        Residue-type probabilities of all nodes (the type of unassigned residues).
+    sequence_aatype : int ``[S]``
+        The matched sequence's residue types.
+    sequence_index, start : int
+        The matched sequence and the 0-based start of the stretch in it.
+    score, evalue : float
+        The alignment's.
+
+    Returns
+    -------
+    match : ChainMatch
+        The chain less its overhangs: runs of at least `MIN_OVERHANG` unassigned residues at
+        either end (module docstring).
+    overhangs : list of int arrays
+        Those runs, to be threaded on their own.
+    """
+    aligned = np.flatnonzero(positions >= 0)
+    head, tail = aligned[0], len(chain) - 1 - aligned[-1]
+    overhangs = []
+    if head >= MIN_OVERHANG:
+        overhangs.append(chain[:head])
+    if tail >= MIN_OVERHANG:
+        overhangs.append(chain[len(chain) - tail:])
+    keep = slice(head if head >= MIN_OVERHANG else 0,
+                 len(chain) - tail if tail >= MIN_OVERHANG else len(chain))
+    chain, positions = chain[keep], positions[keep]
+    assigned = positions >= 0
+    predicted = np.argmax(aa_probs[chain], axis=1)
+    numbers = np.where(assigned, start + positions + 1, -1)
+    aatype = np.where(assigned, sequence_aatype[np.maximum(start + positions, 0)], predicted)
+    return ChainMatch(nodes=chain, sequence_index=sequence_index, residue_number=numbers,
+                      aatype=aatype, score=score, evalue=evalue), overhangs
 
 
 def composition_factor(hmm: plan7.HMM, segment: str, rng: np.random.Generator) -> float:
