@@ -194,8 +194,9 @@ def test_a_piece_taken_before_its_copy_exists_moves_to_the_copy_it_touches(monke
 def test_a_chain_that_fits_two_copies_joins_the_one_it_reaches_more_easily(monkeypatch):
     """Residues 30-39 fit the gap after residue 20 of both copies, at no cost in bits; copy B's
     residue 20 is 13 Å from the chain's first residue, copy A's 31 Å (both within the 39 Å
-    ten positions can span), and neither copy touches the chain. It joins copy B; without the
-    stretch rule (every junction equal), the first copy, A."""
+    ten positions can span), and neither copy touches the chain. It joins copy B. Without the
+    stretch rule (every junction equal) it first joins copy A, and the regrouping moves it to
+    B, the copy it lies nearer (`copies._closeness`); without both rules it stays in A."""
     from cryobuild.thread import copies as module
 
     chains = [(_line(1, 20), 1, 1e-12),                        # copy A
@@ -204,5 +205,9 @@ def test_a_chain_that_fits_two_copies_joins_the_one_it_reaches_more_easily(monke
     (_, copy_b, _), holding = _copy_holding(chains, tracked=2)
     assert np.isin(copy_b.nodes, holding.nodes).all()
     monkeypatch.setattr(module, "_stretch", lambda *args: 0.0)
+    (_, copy_b, _), holding = _copy_holding(chains, tracked=2)
+    assert np.isin(copy_b.nodes, holding.nodes).all()
+    monkeypatch.setattr(module, "_closeness",
+                        lambda piece, pieces, ca: (module._contacts(piece, pieces, ca), 0.0))
     (copy_a, _, _), holding = _copy_holding(chains, tracked=2)
     assert np.isin(copy_a.nodes, holding.nodes).all()
