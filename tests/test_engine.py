@@ -323,7 +323,7 @@ def test_region_rebuild_changes_only_the_region_and_keeps_accepted(engine, il2, 
     assert session.keys() == before.keys()
 
 
-@pytest.mark.skipif(not checkpoint_path("structgen_soft").is_file(), reason="weights/structgen_soft.pt not available")
+@pytest.mark.skipif(not checkpoint_path("structgen_built").is_file(), reason="weights/structgen_built.pt not available")
 def test_a_full_build_with_the_structure_generator(engine, il2, tmp_path):
     density, _, sequence = il2
     job = engine.start_build(density, [sequence], BuildOptions(rounds=3, threader="structgen", relax=False),
@@ -341,7 +341,7 @@ def test_a_full_build_with_the_structure_generator(engine, il2, tmp_path):
     assert sum(c.residues for c in threaded) >= 0.5 * len(sequence)
 
 
-@pytest.mark.skipif(not checkpoint_path("structgen_soft").is_file(), reason="weights/structgen_soft.pt not available")
+@pytest.mark.skipif(not checkpoint_path("structgen_built").is_file(), reason="weights/structgen_built.pt not available")
 def test_a_structure_generator_that_threads_nothing_falls_back_to_the_hmm_threader(engine, il2, monkeypatch):
     """As on maps unlike its training maps: the build warns and threads with the HMM threader."""
     from cryobuild.thread import ChainMatch

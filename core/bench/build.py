@@ -116,7 +116,7 @@ def main(argv=None):
     parser.add_argument("--gnn", default=None,
                         help="graph network checkpoint (default: the bundled weights/gnn.pt)")
     parser.add_argument("--structgen", default=None,
-                        help="Structure Generator checkpoint (default: weights/structgen_soft.pt)")
+                        help="Structure Generator checkpoint (default: weights/structgen_built.pt)")
     add_tuning_args(parser)
     args = parser.parse_args(argv)
 

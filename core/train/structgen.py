@@ -31,6 +31,18 @@ only; T = 1; T = 3) are one network each, in its own checkpoint and log:
     python -m cryobuild.train.structgen --layers 0 --checkpoint weights/structgen_t0.pt \\
         --steps 4000 --lr-drop-step 3000 --log runs/structgen_t0/log.jsonl
 
+A build's own inputs (``--detected-fraction``): that fraction of the steps takes a chain of a
+training-split structure as a build hands it to the threader: its map simulated at 2.8-4.5 Å,
+the Cα the detector finds, refined by the graph network for 1-3 rounds (its residue-type
+probabilities are the scores), every node of the map in the graph, each reference residue's
+node paired within 3 Å (`cryobuild.bench.structgen.detected_samples`). ``--detected-structures``
+of them are made once, at the start, and cached beside the checkpoint:
+
+    cp weights/structgen_soft.pt runs/structgen_built.pt
+    python -m cryobuild.train.structgen --checkpoint runs/structgen_built.pt --detected-fraction 0.5 \
+        --detected-structures 120 --score-margin 1 5 --ca-noise 0.3 --missing-fraction 0.05 \
+        --decoy-fraction 0.2 --lr 1e-4
+
 Validation: `cryobuild.bench.structgen` on ``--validation-chains`` held-out chains with the
 run's score noise.
 """
@@ -39,13 +51,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import pickle
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..bench.structgen import benchmark, paper_samples, validation_chains
+from ..bench.structgen import (benchmark, build_nodes, detected_samples, paper_samples,
+                               validation_chains)
 from ..checkpoints import checkpoint_path, load_checkpoint
 from ..data import default_split
 from ..errors import InputError
@@ -60,7 +74,7 @@ from ..structgen.samples import SampleOptions, ScoreNoise, make_sample, read_cha
 from ..thread.structgen import ThreadOptions
 from .loop import TrainingRun, random_files
 
-__all__ = ["LR_DROP", "MIN_TRAIN_LENGTH", "main"]
+__all__ = ["DETECTED_RESOLUTIONS", "LR_DROP", "MIN_TRAIN_LENGTH", "built_samples", "main"]
 
 #: Shortest training chain (residues).
 MIN_TRAIN_LENGTH = 20
@@ -68,6 +82,51 @@ MIN_TRAIN_LENGTH = 20
 LR_DROP = 0.1
 #: Gradient-norm clip (the summed loss grows with the sequence length).
 GRADIENT_CLIP = 10.0
+#: Å: range of the resolutions of the ``--detected-fraction`` samples' simulated maps.
+DETECTED_RESOLUTIONS = (2.8, 4.5)
+#: Graph-network rounds before a ``--detected-fraction`` sample's types are read (a build
+#: threads after each of its 3 rounds; the first round's types are the least sure).
+DETECTED_ROUNDS = (1, 3)
+
+
+def built_samples(count: int, contact_distance: float, cache: Path, seed: int) -> list:
+    """`ThreadingSample` objects of ``count`` training-split structures as a build hands them to
+    the threader (module docstring), read from ``cache`` when it exists, else made (with the
+    bundled detector and graph network) and saved there."""
+    if cache.exists():
+        with open(cache, "rb") as handle:
+            return pickle.load(handle)
+    from ..bench.gnn import SIMULATED_SIZE, SIMULATED_SNR, BenchCase
+    from ..data import read_structure
+    from ..detect.network import load_detector
+    from ..features import standardise
+    from ..gnn.refine import load_gnn
+    from ..models import read_model
+    from ..simulate import SimulationOptions, simulate_map
+
+    rng = np.random.default_rng([seed, 1])
+    records = [r for r in default_split()["train"]
+               if SIMULATED_SIZE[0] <= r.num_residues <= SIMULATED_SIZE[1]]
+    gnn, detector = load_gnn(None), load_detector(None)
+    samples = []
+    for index in rng.permutation(len(records))[:count]:
+        record = records[index]
+        resolution = float(rng.uniform(*DETECTED_RESOLUTIONS))
+        density = simulate_map(read_structure(record.path),
+                               SimulationOptions(resolution=resolution, snr=SIMULATED_SNR), rng)
+        case = BenchCase(record.path.stem, standardise(density, resolution), read_model(record.path),
+                         tuple(dict.fromkeys(record.sequences)))
+        rounds = int(rng.integers(DETECTED_ROUNDS[0], DETECTED_ROUNDS[1] + 1))
+        samples.extend(detected_samples([build_nodes(case, gnn, detector, rounds=rounds)],
+                                        contact_distance))
+        print(f"built samples: {record.path.stem} at {resolution:.1f} Å, {rounds} rounds "
+              f"({len(samples)} chains)", flush=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_suffix(".partial")
+    with open(partial, "wb") as handle:
+        pickle.dump(samples, handle)
+    partial.replace(cache)
+    return samples
 
 
 def _network_config(state: dict | None, changes: dict) -> StructGenConfig:
@@ -107,6 +166,10 @@ def main(argv=None) -> None:
                         help="fraction of residues whose Cα is unknown (node without edges)")
     parser.add_argument("--decoy-fraction", type=float, default=0.0,
                         help="decoy nodes 2-4 Å from the chain's Cα per real node (false detections)")
+    parser.add_argument("--detected-fraction", type=float, default=0.0,
+                        help="fraction of steps on a build's own inputs (module docstring)")
+    parser.add_argument("--detected-structures", type=int, default=120,
+                        help="training structures built for --detected-fraction")
     parser.add_argument("--num-nodes", type=int, default=SampleOptions().num_nodes)
     parser.add_argument("--max-length", type=int, default=SampleOptions().max_length,
                         help="longest window of sequence positions per step")
@@ -146,16 +209,25 @@ def main(argv=None) -> None:
         if args.validate_every else []
     )
     rng = np.random.default_rng([args.seed, run.step])
+    built = (built_samples(args.detected_structures, config.contact_distance,
+                           args.checkpoint.with_suffix(".built.pkl"), args.seed)
+             if args.detected_fraction > 0 else [])
 
     run.log({"step": run.step, "run": {"checkpoint": str(args.checkpoint), "config": run.config,
-                                       "sample_options": run.extra["sample_options"], "lr": args.lr}})
+                                       "sample_options": run.extra["sample_options"], "lr": args.lr,
+                                       "detected_fraction": args.detected_fraction,
+                                       "built_chains": len(built)}})
     running: dict[str, list[float]] = {}
     run.start()
     for _, chains in random_files(records, lambda path: read_chains(path, MIN_TRAIN_LENGTH), rng, InputError):
         if not chains:
             continue
         began = time.time()
-        sample = make_sample(chains[int(rng.integers(len(chains)))], options, rng, config.contact_distance)
+        if built and rng.random() < args.detected_fraction:
+            sample = built[int(rng.integers(len(built)))]
+        else:
+            sample = make_sample(chains[int(rng.integers(len(chains)))], options, rng,
+                                 config.contact_distance)
         direction = DIRECTIONS[int(rng.integers(2))] if config.direction == "both" else config.direction
         run.set_lr(args.lr * (LR_DROP if run.step >= args.lr_drop_step else 1.0))
         loss, parts = threading_loss(network, sample, direction)
