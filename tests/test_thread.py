@@ -65,6 +65,23 @@ def test_hmm_threader_runs_search_support_placement_copies_joining_closure(il2_c
     assert _table(threading.matches) == _table(matches)
 
 
+def test_both_threaders_share_the_stages_after_the_search(il2_chains, monkeypatch):
+    """A Structure Generator whose search returns the HMM search's matches threads exactly as
+    the HMM threader: support, placement, copies, joining and closure are the same stages."""
+    def hmm_search(chains, aa_probs, ca, sequences, network, **kwargs):
+        predictions = il2_chains[0]
+        return thread_chains(chains, aa_probs, predictions.confidence, sequences,
+                             taken=kwargs["taken"], max_evalue=kwargs["max_evalue"],
+                             rng=np.random.default_rng(0))
+
+    monkeypatch.setattr(structgen_threader, "thread_structgen", hmm_search)
+    hmm = _thread(il2_chains)
+    threading = _thread(il2_chains, threader="structgen", structgen=object(),
+                        structgen_fallback=False)
+    assert threading.threader == "structgen" and threading.threaded_residues > 0
+    assert _table(threading.matches) == _table(hmm.matches)
+
+
 def test_structgen_threading_short_of_the_hmm_threaders_falls_back(il2_chains, monkeypatch):
     def threads_nothing(chains, aa_probs, *args, **kwargs):
         return [ChainMatch.unthreaded(chain, aa_probs) for chain in chains]
