@@ -253,8 +253,8 @@ class Networks:
         """Load the networks: the graph network and the Cα detector from the checkpoint files
         ``gnn`` and ``detector`` (by default the bundled ``weights/gnn.pt`` and ``detect.pt``;
         ``weights/gnn_noseq.pt`` is the ablation without sequence attention), the Structure
-        Generator from ``structgen`` (by default the threader's, `thread.structgen.THREADING_CHECKPOINT`,
-        if it exists)."""
+        Generator from ``structgen`` (by default the threader's,
+        `thread.structgen.THREADING_CHECKPOINT`, if it exists)."""
         from .checkpoints import checkpoint_path
         from .detect.network import load_detector
         from .device import resolve_device
