@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import pickle
 import time
 from pathlib import Path
@@ -87,12 +88,20 @@ DETECTED_RESOLUTIONS = (2.8, 4.5)
 #: Graph-network rounds before a ``--detected-fraction`` sample's types are read (a build
 #: threads after each of its 3 rounds; the first round's types are the least sure).
 DETECTED_ROUNDS = (1, 3)
+#: ``--built-realism``: log-uniform SNR range and noise colour range (`SimulationOptions`) of
+#: the built maps, which also get `cryobuild.train.realism`'s blemishes and element weights
+#: (the graph network's own training randomisations), for types as flat as maps unlike our
+#: simulator give.
+BUILT_LOG_SNR = (math.log(1.0), math.log(4.0))
+BUILT_NOISE_COLOUR = (0.0, 1.0)
 
 
-def built_samples(count: int, contact_distance: float, cache: Path, seed: int) -> list:
+def built_samples(count: int, contact_distance: float, cache: Path, seed: int,
+                  realism: bool = False) -> list:
     """`ThreadingSample` objects of ``count`` training-split structures as a build hands them to
     the threader (module docstring), read from ``cache`` when it exists, else made (with the
-    bundled detector and graph network) and saved there."""
+    bundled detector and graph network) and saved there; with ``realism``, the maps vary as in
+    `BUILT_LOG_SNR` and `BUILT_NOISE_COLOUR`."""
     if cache.exists():
         with open(cache, "rb") as handle:
             return pickle.load(handle)
@@ -103,6 +112,7 @@ def built_samples(count: int, contact_distance: float, cache: Path, seed: int) -
     from ..gnn.refine import load_gnn
     from ..models import read_model
     from ..simulate import SimulationOptions, simulate_map
+    from .realism import Realism, degrade_map, perturb_atoms
 
     rng = np.random.default_rng([seed, 1])
     records = [r for r in default_split()["train"]
@@ -112,8 +122,19 @@ def built_samples(count: int, contact_distance: float, cache: Path, seed: int) -
     for index in rng.permutation(len(records))[:count]:
         record = records[index]
         resolution = float(rng.uniform(*DETECTED_RESOLUTIONS))
-        density = simulate_map(read_structure(record.path),
-                               SimulationOptions(resolution=resolution, snr=SIMULATED_SNR), rng)
+        structure = read_structure(record.path)
+        if realism:
+            blemishes = Realism(element_weight_fraction=0.5)
+            perturb_atoms(structure, blemishes, rng)
+            options = SimulationOptions(resolution=resolution,
+                                        snr=math.exp(rng.uniform(*BUILT_LOG_SNR)),
+                                        noise_colour=float(rng.uniform(*BUILT_NOISE_COLOUR)))
+            density = simulate_map(structure, options, rng)
+            atoms = np.array([a.pos.tolist() for ch in structure[0] for r in ch for a in r])
+            density = degrade_map(density, atoms, blemishes, rng)
+        else:
+            density = simulate_map(structure, SimulationOptions(resolution=resolution,
+                                                                snr=SIMULATED_SNR), rng)
         case = BenchCase(record.path.stem, standardise(density, resolution), read_model(record.path),
                          tuple(dict.fromkeys(record.sequences)))
         rounds = int(rng.integers(DETECTED_ROUNDS[0], DETECTED_ROUNDS[1] + 1))
@@ -170,6 +191,9 @@ def main(argv=None) -> None:
                         help="fraction of steps on a build's own inputs (module docstring)")
     parser.add_argument("--detected-structures", type=int, default=120,
                         help="training structures built for --detected-fraction")
+    parser.add_argument("--built-realism", action="store_true",
+                        help="the built maps vary in noise and get the graph network's "
+                             "training blemishes (BUILT_LOG_SNR, BUILT_NOISE_COLOUR)")
     parser.add_argument("--num-nodes", type=int, default=SampleOptions().num_nodes)
     parser.add_argument("--max-length", type=int, default=SampleOptions().max_length,
                         help="longest window of sequence positions per step")
@@ -210,12 +234,14 @@ def main(argv=None) -> None:
     )
     rng = np.random.default_rng([args.seed, run.step])
     built = (built_samples(args.detected_structures, config.contact_distance,
-                           args.checkpoint.with_suffix(".built.pkl"), args.seed)
+                           args.checkpoint.with_suffix(".built.pkl"), args.seed,
+                           args.built_realism)
              if args.detected_fraction > 0 else [])
 
     run.log({"step": run.step, "run": {"checkpoint": str(args.checkpoint), "config": run.config,
                                        "sample_options": run.extra["sample_options"], "lr": args.lr,
                                        "detected_fraction": args.detected_fraction,
+                                       "built_realism": args.built_realism,
                                        "built_chains": len(built)}})
     running: dict[str, list[float]] = {}
     run.start()
