@@ -285,17 +285,19 @@ def test_detected_nodes_are_matched_one_to_one_within_3_angstrom():
     np.testing.assert_array_equal(node_targets(nodes, reference, has_ca), [0, 3, 2, -1, -1, -1])
 
 
-def test_built_samples_are_made_once_and_cached(shared_data, tmp_path):
+@pytest.mark.parametrize("realism", [False, True], ids=["plain", "built-realism"])
+def test_built_samples_are_made_once_and_cached(shared_data, tmp_path, realism):
     """``train.structgen --detected-fraction``: a training structure's map built as a build
-    would, its nodes paired with the reference; the second call reads the cache."""
+    would (with ``--built-realism``, noisier and blemished), its nodes paired with the
+    reference; the second call reads the cache."""
     from cryobuild.checkpoints import checkpoint_path
     from cryobuild.train.structgen import built_samples
 
     if not (checkpoint_path("detect").exists() and checkpoint_path("gnn").exists()):
         pytest.skip("no trained weights bundled")
     cache = tmp_path / "built.pkl"
-    samples = built_samples(1, 4.5, cache, seed=0)
+    samples = built_samples(1, 4.5, cache, seed=0, realism=realism)
     assert samples and all(isinstance(s, ThreadingSample) for s in samples)
     assert all((s.target >= 0).mean() > 0.5 for s in samples)  # most residues have their node
-    assert [len(s.sequence) for s in built_samples(1, 4.5, cache, seed=0)] == [
+    assert [len(s.sequence) for s in built_samples(1, 4.5, cache, seed=0, realism=realism)] == [
         len(s.sequence) for s in samples]
