@@ -60,7 +60,6 @@ def test_zoned_map_stays_zoned_and_keeps_its_scale(base, il2_map_3A):
 
 
 def test_resolution_is_estimated_near_the_truth(il2_map_3A):
-    from cryobuild.data import read_structure
     from cryobuild.simulate import SimulationOptions, simulate_map
 
     _, structure = il2_map_3A
