@@ -286,7 +286,7 @@ def test_detected_nodes_are_matched_one_to_one_within_3_angstrom():
 
 
 @pytest.mark.parametrize("realism", [False, True], ids=["plain", "built-realism"])
-def test_built_samples_are_made_once_and_cached(shared_data, tmp_path, realism):
+def test_built_samples_are_made_once_and_cached(shared_data, tmp_path, realism, monkeypatch):
     """``train.structgen --detected-fraction``: a training structure's map built as a build
     would (with ``--built-realism``, noisier and blemished), its nodes paired with the
     reference; the second call reads the cache."""
@@ -299,5 +299,12 @@ def test_built_samples_are_made_once_and_cached(shared_data, tmp_path, realism):
     samples = built_samples(1, 4.5, cache, seed=0, realism=realism)
     assert samples and all(isinstance(s, ThreadingSample) for s in samples)
     assert all((s.target >= 0).mean() > 0.5 for s in samples)  # most residues have their node
+    # the second call builds nothing: it reads the cache
+    from cryobuild.train import structgen as module
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("built again instead of read from the cache")
+
+    monkeypatch.setattr(module, "build_nodes", no_build)
     assert [len(s.sequence) for s in built_samples(1, 4.5, cache, seed=0, realism=realism)] == [
         len(s.sequence) for s in samples]

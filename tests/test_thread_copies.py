@@ -207,7 +207,8 @@ def test_a_chain_that_fits_two_copies_joins_the_one_it_reaches_more_easily(monke
     monkeypatch.setattr(module, "_stretch", lambda *args: 0.0)
     (_, copy_b, _), holding = _copy_holding(chains, tracked=2)
     assert np.isin(copy_b.nodes, holding.nodes).all()
+    closeness = module._closeness
     monkeypatch.setattr(module, "_closeness",
-                        lambda piece, pieces, ca: (module._contacts(piece, pieces, ca), 0.0))
+                        lambda piece, pieces, ca: (closeness(piece, pieces, ca)[0], 0.0))
     (copy_a, _, _), holding = _copy_holding(chains, tracked=2)
     assert np.isin(copy_a.nodes, holding.nodes).all()

@@ -300,30 +300,20 @@ def _place(match: ChainMatch, pieces: list[ChainMatch], ca: np.ndarray,
     return min(options, key=lambda option: option[0], default=None)
 
 
-def _contacts(piece: ChainMatch, pieces: list[ChainMatch], ca: np.ndarray) -> int:
-    """Pairs of a Cα of ``piece`` and one of ``pieces`` (other than ``piece``) closer than
-    `CONTACT_DISTANCE`."""
+def _closeness(piece: ChainMatch, pieces: list[ChainMatch], ca: np.ndarray) -> tuple[int, float]:
+    """How close ``piece`` lies to a copy's ``pieces`` (other than itself), as a sort key: the
+    pairs of their Cα closer than `CONTACT_DISTANCE` and, when there are none, minus the
+    shortest Cα distance (Å) between them (a loop piece of a copy need not touch its other
+    pieces, but lies nearer them than another copy's: on a simulated il2 homodimer a
+    6-residue piece 67-72 touched neither copy and stayed in the wrong one, which split the
+    other copy in two). One distance matrix gives both."""
     others = [other for other in pieces if other is not piece]
     if not others:
-        return 0
-    own = ca[piece.nodes]
+        return 0, 0.0
     rest = ca[np.concatenate([other.nodes for other in others])]
-    return int((np.linalg.norm(own[:, None] - rest[None], axis=-1) < CONTACT_DISTANCE).sum())
-
-
-def _closeness(piece: ChainMatch, pieces: list[ChainMatch], ca: np.ndarray) -> tuple[int, float]:
-    """How close ``piece`` lies to a copy's ``pieces`` (other than itself), as a sort key: its
-    `_contacts` with them and, when it touches none, minus the shortest Cα distance (Å) to them
-    (a loop piece of a copy need not touch its other pieces, but lies nearer them than another
-    copy's: on a simulated il2 homodimer a 6-residue piece 67-72 touched neither copy and
-    stayed in the wrong one, which split the other copy in two)."""
-    contacts = _contacts(piece, pieces, ca)
-    others = [other for other in pieces if other is not piece]
-    if contacts or not others:
-        return contacts, 0.0
-    own = ca[piece.nodes]
-    rest = ca[np.concatenate([other.nodes for other in others])]
-    return 0, -float(np.linalg.norm(own[:, None] - rest[None], axis=-1).min())
+    distance = np.linalg.norm(ca[piece.nodes][:, None] - rest[None], axis=-1)
+    contacts = int((distance < CONTACT_DISTANCE).sum())
+    return (contacts, 0.0) if contacts else (0, -float(distance.min()))
 
 
 def _regroup(copies: list[list[ChainMatch]], ca: np.ndarray, aa_probs: np.ndarray
