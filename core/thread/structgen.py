@@ -21,7 +21,8 @@ joining, closure) are the same for both threaders (`cryobuild.thread.thread`).
    give a Gumbel by moments, and the E-value is the number of the chain's offsets times the
    chance of one scoring as high. Chains of at least 5 residues from the captured rounds of
    six real maps, four simulated ones and the tests' il2 map, each read against 4 shuffles
-   of its sequences (1,365 readings, `structgen_built.pt`, 2026-12-05): 2.6% scored E <= 0.03,
+   of its sequences (1,365 readings, `structgen_built.pt`, 2026-12-05; a scratch check on
+   threading inputs captured from builds, not a project script): 2.6% scored E <= 0.03,
    0.95% E <= 0.01 and 0.07% E <= 0.001. With the chain's other offsets on the true sequence
    as the null instead (`structgen_soft.pt`), 5.5% and 0.43% at 0.03 and 0.001. A chain is
    threaded when its E-value is at most ``max_evalue``: its residues are numbered ``d + i``
@@ -35,7 +36,8 @@ Table I case (c)), and that decoding threaded 0-17 residues where the HMM thread
 150-236. The right node's probability is raised all along a chain, though, and a traced chain
 (`cryobuild.chains.link_chains`) says which nodes follow each other: summed along it, the
 network's scores thread all 80 chains the HMM threader threads at E < 1e-5 in the captured
-rounds above, each on the HMM threader's register (2026-12-05, `structgen_built.pt`).
+rounds above, each on the HMM threader's register (2026-12-05, `structgen_built.pt`; the same
+scratch check).
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ MIN_NULL = 8
 #: at least 10 residues the HMM threader threaded in the last rounds of six real maps at
 #: 1.75-4 Å, `structgen.pt` put 21 on its register and `structgen_soft.pt` 31, with best runs
 #: about three times as high; `structgen_built.pt` threads 4% more residues than
-#: `structgen_soft.pt` on the captured rounds (2,452 against 2,363; 2026-12-05).
+#: `structgen_soft.pt` on the captured rounds (2,452 against 2,363; 2026-12-05; scratch checks
+#: on captured threading inputs, not a project script).
 THREADING_CHECKPOINT = "structgen_built"
 
 
