@@ -216,6 +216,35 @@ def test_training_crops_given_unrelated_sequences_keep_their_types(il2_map_3A, i
     np.testing.assert_array_equal(unrelated.aatype, given.aatype)
 
 
+def test_real_map_crops_are_varied_only_when_asked(il2_view_3A, il2_model):
+    """A crop of a real map (here il2's standardised map standing in for one) comes back
+    voxel for voxel without ``real_vary_fraction``; with it, it is varied (noise, blemishes)
+    on the same grid and standardised again (molecule sd 1, so its overall sd stays near the
+    plain crop's), and the types taught stay the structure's."""
+    from cryobuild.train.gnn import GraphAugmentation, make_sample
+
+    view, structure = il2_view_3A
+    structure = structure.clone()
+    structure[0][0].name = "A"
+
+    def sample(fraction: float):
+        aug = GraphAugmentation(real_vary_fraction=fraction, fake_fraction=0.0,
+                                sidechain_decoys=(0.0, 0.0))
+        return make_sample(structure, il2_model, ["A"], aug, np.random.default_rng(5), real_view=view)
+
+    plain, varied = sample(0.0), sample(1.0)
+    np.testing.assert_array_equal(plain.density.origin, varied.density.origin)
+    assert plain.density.grid.shape == varied.density.grid.shape
+    grid = plain.density.grid
+    lo = np.round(view.density.xyz_to_voxel(plain.density.origin)).astype(int)[::-1]
+    window = view.density.grid[tuple(slice(a, a + n) for a, n in zip(lo, grid.shape))]
+    np.testing.assert_array_equal(grid, window)
+    difference = varied.density.grid - grid
+    assert float(np.abs(difference).mean()) > 0.1
+    assert 0.5 < float(varied.density.grid.std()) / float(grid.std()) < 2.0
+    np.testing.assert_array_equal(varied.aatype, plain.aatype)
+
+
 def test_realism_perturbs_atoms(il2_map_3A):
     """Training structures get B-factors that grow towards the surface and along side chains
     and weaker carboxylate oxygens; other occupancies stay."""

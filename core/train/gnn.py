@@ -46,7 +46,7 @@ from ..residues import AA_ORDER, BACKBONE_NAMES, MAX_ATOMS, NUM_AA, UNK_INDEX
 from ..simulate import SimulationOptions, simulate_map
 from ..thread.profiles import background_frequencies
 from .loop import TrainingRun, add_real_fold_args, random_files, worker_rng
-from .realism import Realism, degrade_map, perturb_atoms
+from .realism import Realism, coloured_noise, degrade_map, perturb_atoms
 
 __all__ = ["GraphAugmentation", "GraphSample", "TrainingGraphs", "chain_links", "main"]
 
@@ -109,6 +109,13 @@ class GraphAugmentation:
     #: with the composition correction, `thread.search.composition_factor`). Fine-tuned with
     #: 0.25 (weights/MANIFEST.md, seventh stop), 1 of 30 with the correction.
     unrelated_fraction: float = 0.0
+    #: Fraction of real-map crops that are varied before the network sees them
+    #: (`varied_real_crop`): coloured noise of `real_noise` times the molecule's standard
+    #: deviation, `train.realism`'s map blemishes, and a stated resolution off by
+    #: `stated_resolution`. Unvaried, the same eleven maps' crops come back voxel for voxel,
+    #: and fine-tunes learned them by heart (weights/MANIFEST.md, second and eighth stops).
+    real_vary_fraction: float = 0.0
+    real_noise: tuple[float, float] = (0.1, 0.8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +237,19 @@ def _box_structure(structure, model: BuiltModel, lo: np.ndarray, hi: np.ndarray)
     return st
 
 
+def varied_real_crop(crop: DensityMap, boxed, resolution: float, aug: GraphAugmentation,
+                     realism: Realism, rng) -> DensityMap:
+    """A standardised real-map crop (molecule sd 1) varied as `GraphAugmentation.
+    real_vary_fraction` says: plus coloured noise, `degrade_map`'s blemishes around the atoms
+    of ``boxed`` (a `gemmi.Structure`), standardised again at ``resolution`` Å times a factor
+    drawn from `GraphAugmentation.stated_resolution`. Same grid as ``crop``."""
+    noisy = crop.with_grid(crop.grid + float(rng.uniform(*aug.real_noise))
+                           * coloured_noise(crop.grid.shape, crop.voxel_size[::-1], rng))
+    atoms = np.array([a.pos.tolist() for ch in boxed[0] for r in ch for a in r]).reshape(-1, 3)
+    degraded = degrade_map(noisy, atoms, dataclasses.replace(realism, pad_fraction=0.0), rng)
+    return standardise(degraded, resolution * float(rng.uniform(*aug.stated_resolution))).density
+
+
 def make_sample(structure, model: BuiltModel, sequences, aug: GraphAugmentation, rng,
                 realism: Realism = Realism(), real_view: NetworkMap | None = None) -> GraphSample:
     """One training crop of ``model`` (atom14, from the same file as ``structure``): its map
@@ -246,6 +266,9 @@ def make_sample(structure, model: BuiltModel, sequences, aug: GraphAugmentation,
     hi = ca_all[chosen].max(0) + aug.map_margin
     if real_view is not None:
         density = crop_box(real_view.density, lo, hi)
+        if rng.random() < aug.real_vary_fraction:
+            density = varied_real_crop(density, _box_structure(structure, model, lo, hi),
+                                       real_view.map_resolution, aug, realism, rng)
     else:
         voxel = float(rng.uniform(*aug.voxel_size))
         snr = None if rng.random() < aug.noise_free_fraction else math.exp(rng.uniform(*aug.log_snr))
@@ -407,6 +430,10 @@ def main(argv=None) -> None:
                         default=GraphAugmentation.unrelated_fraction,
                         help="fraction of crops given unrelated sequences "
                              "(GraphAugmentation.unrelated_fraction)")
+    parser.add_argument("--real-vary-fraction", type=float,
+                        default=GraphAugmentation.real_vary_fraction,
+                        help="fraction of real-map crops varied by noise, blemishes and the "
+                             "stated resolution (GraphAugmentation.real_vary_fraction)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the training process (the data worker takes "
                              "another core; measured: 1 thread ~0.3 s/step, 2 threads beside "
@@ -432,6 +459,7 @@ def main(argv=None) -> None:
                       extra={"real_maps": sorted(c.name for c in real_cases),
                              "noise_colour": list(args.noise_colour),
                              "unrelated_fraction": args.unrelated_fraction,
+                             "real_vary_fraction": args.real_vary_fraction,
                              "element_weight_fraction": args.element_weight_fraction})
     run.resume(state)
     run.set_lr(args.lr)
@@ -440,6 +468,7 @@ def main(argv=None) -> None:
     augmentation = GraphAugmentation(real_fraction=args.real_fraction if real_cases else 0.0,
                                      noise_colour=tuple(args.noise_colour),
                                      unrelated_fraction=args.unrelated_fraction,
+                                     real_vary_fraction=args.real_vary_fraction,
                                      **({"resolution": tuple(args.resolution)} if args.resolution else {}))
     dataset = TrainingGraphs(split["train"], augmentation, args.crops_per_structure,
                              seed=args.seed + run.step, real_cases=real_cases,

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..maps import DensityMap, frequency_radius
 
-__all__ = ["Realism", "perturb_atoms", "degrade_map"]
+__all__ = ["Realism", "coloured_noise", "degrade_map", "perturb_atoms"]
 
 #: Carboxylate oxygens by residue name (PDB atom names).
 CARBOXYLATE_OXYGENS = {"ASP": ("OD1", "OD2"), "GLU": ("OE1", "OE2")}
@@ -143,7 +143,7 @@ def degrade_map(density: DensityMap, atoms_xyz: np.ndarray, realism: Realism, rn
             d2 = np.sum((xyz - centre) ** 2, axis=-1).transpose(2, 1, 0)
             grid = grid + float(rng.uniform(0.3, 1.0)) * grid.max() * np.exp(-d2 / (2 * radius**2))
     if rng.random() < realism.uneven_noise_fraction:
-        noise = _coloured(grid.shape, voxel_zyx, rng)
+        noise = coloured_noise(grid.shape, voxel_zyx, rng)
         strength = np.exp(0.5 * _smooth_field(grid.shape, voxel_zyx, 15.0, rng))
         grid = grid + float(rng.uniform(*realism.uneven_noise)) * signal_sd * noise * strength
     if rng.random() < realism.zone_fraction and tree is not None:
@@ -179,7 +179,7 @@ def _thresholded(grid: np.ndarray, density: DensityMap, atoms_xyz: np.ndarray, q
     return np.where(grid >= level, grid, 0.0) if level > 0 else grid
 
 
-def _coloured(shape, voxel_zyx, rng) -> np.ndarray:
+def coloured_noise(shape, voxel_zyx, rng) -> np.ndarray:
     """Unit-sd noise low-passed at about 2 Å (voxel-to-voxel correlated, as a map's noise)."""
     spectrum = np.fft.rfftn(rng.standard_normal(shape))
     s = frequency_radius(shape, voxel_zyx)
