@@ -5,6 +5,8 @@ of detected nodes to residues."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ from cryobuild.structgen import (
     ChainRecord,
     NodeGraph,
     SampleOptions,
+    StructGenConfig,
     StructureGenerator,
     ThreadingSample,
     contact_edges,
@@ -141,6 +144,37 @@ def test_relabelling_nodes_permutes_the_scores(gcn_layers):
         before = sequence_log_probs(network, graph, sequence).numpy()
         after = sequence_log_probs(network, graph.relabelled(new_index), sequence).numpy()
     np.testing.assert_allclose(after[:, new_index], before, atol=LOG_PROB_TOLERANCE)
+
+
+def test_type_log_odds_add_the_plain_likelihood_match():
+    """With `StructGenConfig.type_log_odds` and the network's own score silenced, each
+    position's node probabilities are the nodes' scores of its residue type, renormalised
+    over the nodes (uniform at ``X``); a checkpoint without the term, converted by
+    `train.structgen.with_type_log_odds` and with its weight at 0, scores as it did."""
+    from cryobuild.train.structgen import with_type_log_odds
+
+    rng = np.random.default_rng(5)
+    torch.manual_seed(0)
+    graph = _random_graph(rng, 40)
+    sequence = np.append(rng.integers(0, NUM_AA, 11), NUM_AA)  # the last position is X
+    plain = StructureGenerator(tiny_config()).eval()
+    state = with_type_log_odds({"config": dataclasses.asdict(plain.config), "model": plain.state_dict(),
+                                "optimizer": {}})
+    assert "optimizer" not in state
+    typed = StructureGenerator(StructGenConfig(**state["config"])).eval()
+    typed.load_state_dict(state["model"])
+    with torch.inference_mode():
+        before = sequence_log_probs(plain, graph, sequence).numpy()
+        typed.type_weight.zero_()
+        np.testing.assert_allclose(sequence_log_probs(typed, graph, sequence).numpy(), before,
+                                   atol=LOG_PROB_TOLERANCE)
+        typed.type_weight.fill_(1.0)
+        typed.score.weight.zero_()
+        typed.score.bias.zero_()
+        log_probs = sequence_log_probs(typed, graph, sequence).numpy()
+    scores = graph.scores[:, sequence[:-1]].T  # [L - 1, M]
+    np.testing.assert_allclose(np.exp(log_probs[:-1]), scores / scores.sum(1, keepdims=True), atol=1e-4)
+    np.testing.assert_allclose(np.exp(log_probs[-1]), 1 / graph.num_nodes, atol=1e-6)
 
 
 @pytest.mark.parametrize("length, window, overlap", [(10, 20, 5), (30, 8, 3), (101, 25, 10)])

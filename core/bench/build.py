@@ -102,7 +102,7 @@ def main(argv=None):
     parser.add_argument("--cases", type=int, default=4, help="held-out structures per resolution")
     parser.add_argument("--resolutions", type=float, nargs="*", default=[3.0, 4.0])
     parser.add_argument("--rounds", type=int, default=3)
-    add_threader_args(parser)
+    add_threader_args(parser, checkpoint=True)
     parser.add_argument("--no-dev", action="store_true", help="skip the dev maps")
     parser.add_argument("--recipes", nargs="*", default=["simulate", "molmap"],
                         choices=["simulate", "molmap"], help="simulation recipes of the held-out maps")
@@ -115,8 +115,6 @@ def main(argv=None):
                         help="Cα detector checkpoint (default: the bundled weights/detect.pt)")
     parser.add_argument("--gnn", default=None,
                         help="graph network checkpoint (default: the bundled weights/gnn.pt)")
-    parser.add_argument("--structgen", default=None,
-                        help="Structure Generator checkpoint (default: weights/structgen_built.pt)")
     add_tuning_args(parser)
     args = parser.parse_args(argv)
 

@@ -112,13 +112,13 @@ def main(argv=None):
                              "--il2-seeds uses the first)")
     parser.add_argument("--il2-seeds", type=int, default=None, metavar="N",
                         help="build N simulated il2 maps with UNRELATED instead of the real maps")
-    add_threader_args(parser)
+    add_threader_args(parser, checkpoint=True)
     parser.add_argument("--no-composition-correction", dest="composition_correction",
                         action="store_false",
                         help="builds without threading's composition correction "
                              "(pipeline.BuildOptions.composition_correction)")
     args = parser.parse_args(argv)
-    pairs = network_pairs(args.networks)
+    pairs = network_pairs(args.networks, args.structgen)
     if args.il2_seeds:
         options = BuildOptions(rounds=args.rounds, resolution=3.0,
                                composition_correction=args.composition_correction,

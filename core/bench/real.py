@@ -164,9 +164,7 @@ def main(argv=None):
                         help="build without the stated resolution (estimated from the map)")
     parser.add_argument("--detection-threshold", type=float, default=None,
                         help="least Cα probability of a candidate (default: the detector's)")
-    add_threader_args(parser)
-    parser.add_argument("--structgen", type=Path, default=None, metavar="PATH",
-                        help="Structure Generator checkpoint (default: weights/structgen_built.pt)")
+    add_threader_args(parser, checkpoint=True)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--from-output", nargs="*", type=Path, default=None, metavar="FILE",
                         help="print the tables of the JSON lines in these earlier outputs of this "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 from .progressbar import add_quiet_arg
 
@@ -31,14 +32,19 @@ def add_args(parser):
     add_quiet_arg(parser)
 
 
-def add_threader_args(parser):
-    """The threader's flags, shared with the benchmarks."""
+def add_threader_args(parser, *, checkpoint: bool = False):
+    """The threader's flags, shared with the benchmarks; with ``checkpoint``, also
+    ``--structgen PATH`` (the benchmarks measure other Structure Generator checkpoints)."""
     parser.add_argument("--threader", choices=["hmm", "structgen"], default="hmm",
                         help="sequence threader (default hmm)")
     parser.add_argument("--no-structgen-fallback", dest="structgen_fallback", action="store_false",
                         help="with --threader structgen: keep the Structure Generator's threading "
                              "even where the HMM threader threads more (default: fall back to it, "
                              "with a warning)")
+    if checkpoint:
+        parser.add_argument("--structgen", type=Path, default=None, metavar="PATH",
+                            help="Structure Generator checkpoint (default: "
+                                 "weights/structgen_built.pt)")
 
 
 def threader_options(args) -> dict:

@@ -43,6 +43,11 @@ of them are made once, at the start, and cached beside the checkpoint:
         --detected-structures 120 --score-margin 1 5 --ca-noise 0.3 --missing-fraction 0.05 \
         --decoy-fraction 0.2 --lr 1e-4
 
+``--type-log-odds`` gives a new network `StructGenConfig.type_log_odds` (the nodes' own log
+scores of each position's type added to its logits); resuming a checkpoint without them adds
+them at weight 1 with the network's weights kept (`with_type_log_odds`; the optimizer starts
+afresh).
+
 Validation: `cryobuild.bench.structgen` on ``--validation-chains`` held-out chains with the
 run's score noise.
 """
@@ -164,6 +169,15 @@ def _network_config(state: dict | None, changes: dict) -> StructGenConfig:
     return config
 
 
+def with_type_log_odds(state: dict) -> dict:
+    """A checkpoint of a network without `StructGenConfig.type_log_odds` as one with it: the
+    same weights, ``type_weight`` at its initial 1 and no optimizer state (the parameters
+    changed), so that training resumes from what the network already learned."""
+    config = {**state["config"], "type_log_odds": True}
+    model = {**state["model"], "type_weight": torch.ones(())}
+    return {**{k: v for k, v in state.items() if k != "optimizer"}, "config": config, "model": model}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: weights/structgen.pt")
@@ -172,6 +186,10 @@ def main(argv=None) -> None:
                         help="reading directions of a new network (default both)")
     parser.add_argument("--contact-distance", type=float, default=None,
                         help="edge cutoff (Å) of a new network (default 4.0)")
+    parser.add_argument("--type-log-odds", action="store_true", default=None,
+                        help="add the nodes' own log scores of each position's type to the "
+                             "network's logits (StructGenConfig.type_log_odds); resuming a "
+                             "checkpoint without them adds them")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-time budget")
     parser.add_argument("--steps", type=int, default=None, help="stop after this many steps in total")
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -210,8 +228,11 @@ def main(argv=None) -> None:
         args.checkpoint = checkpoint_path("structgen")
 
     state = load_checkpoint(args.checkpoint) if args.checkpoint.exists() else None
+    if state is not None and args.type_log_odds and not state["config"].get("type_log_odds"):
+        state = with_type_log_odds(state)
     config = _network_config(state, {"gcn_layers": args.layers, "direction": args.direction,
-                                     "contact_distance": args.contact_distance})
+                                     "contact_distance": args.contact_distance,
+                                     "type_log_odds": args.type_log_odds})
     network = StructureGenerator(config)
     optimizer = torch.optim.Adam(network.parameters(), lr=args.lr)
     options = SampleOptions(
