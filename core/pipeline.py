@@ -742,7 +742,7 @@ def build(
 
     if options.threader == "structgen":
         if networks.structgen is None:
-            raise InputError("the structgen threader needs trained weights (weights/structgen_built.pt)")
+            raise InputError("the structgen threader needs trained weights (weights/structgen_typed.pt)")
     seconds = {}
     notify = on_result or (lambda kind, payload: None)
     rng = np.random.default_rng(options.seed)

@@ -30,6 +30,7 @@ from cryobuild.points import CalphaPoints
 from cryobuild.relax import MAX_LINK_DISTANCE
 from cryobuild.residues import UNK_INDEX, one_letter
 from cryobuild.sequences import Sequence
+from cryobuild.thread.structgen import THREADING_CHECKPOINT
 from cryobuild.session import MODEL_FILE, STATE_FILE, Session
 
 #: Pause (s) of the caller's (GUI) thread while a job runs: the issue's limit, held by 99% of
@@ -323,7 +324,7 @@ def test_region_rebuild_changes_only_the_region_and_keeps_accepted(engine, il2, 
     assert session.keys() == before.keys()
 
 
-@pytest.mark.skipif(not checkpoint_path("structgen_built").is_file(), reason="weights/structgen_built.pt not available")
+@pytest.mark.skipif(not checkpoint_path(THREADING_CHECKPOINT).is_file(), reason="the Structure Generator's weights are not available")
 def test_a_full_build_with_the_structure_generator(engine, il2, tmp_path):
     density, _, sequence = il2
     job = engine.start_build(density, [sequence], BuildOptions(rounds=3, threader="structgen", relax=False),
@@ -341,7 +342,7 @@ def test_a_full_build_with_the_structure_generator(engine, il2, tmp_path):
     assert sum(c.residues for c in threaded) >= 0.5 * len(sequence)
 
 
-@pytest.mark.skipif(not checkpoint_path("structgen_built").is_file(), reason="weights/structgen_built.pt not available")
+@pytest.mark.skipif(not checkpoint_path(THREADING_CHECKPOINT).is_file(), reason="the Structure Generator's weights are not available")
 def test_a_structure_generator_that_threads_nothing_falls_back_to_the_hmm_threader(engine, il2, monkeypatch):
     """As on maps unlike its training maps: the build warns and threads with the HMM threader."""
     from cryobuild.thread import ChainMatch

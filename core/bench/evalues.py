@@ -103,7 +103,7 @@ def main(argv=None):
                         help="network pairs, as bench.real takes them (default: the bundled ones; "
                              "the simulated maps use the first)")
     parser.add_argument("--structgen", default=None, metavar="PATH",
-                        help="Structure Generator checkpoint (default: weights/structgen_built.pt)")
+                        help="Structure Generator checkpoint (default: weights/structgen_typed.pt)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     pairs = network_pairs(args.networks)

@@ -44,7 +44,7 @@ def add_threader_args(parser, *, checkpoint: bool = False):
     if checkpoint:
         parser.add_argument("--structgen", type=Path, default=None, metavar="PATH",
                             help="Structure Generator checkpoint (default: "
-                                 "weights/structgen_built.pt)")
+                                 "weights/structgen_typed.pt)")
 
 
 def threader_options(args) -> dict:

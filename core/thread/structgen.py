@@ -19,13 +19,14 @@ joining, closure) are the same for both threaders (`cryobuild.thread.thread`).
 3. **Significance.** The same chain read against shuffles of each sequence (its composition, no
    order; `NULL_POSITIONS` positions in all) is its null: the best runs of all their offsets
    give a Gumbel by moments, and the E-value is the number of the chain's offsets times the
-   chance of one scoring as high. Chains of at least 5 residues from the captured rounds of
-   six real maps, four simulated ones and the tests' il2 map, each read against 4 shuffles
-   of its sequences (1,365 readings, `structgen_built.pt`, 2026-12-05; a scratch check on
-   threading inputs captured from builds, not a project script): 2.6% scored E <= 0.03,
-   0.95% E <= 0.01 and 0.07% E <= 0.001. With the chain's other offsets on the true sequence
-   as the null instead (`structgen_soft.pt`), 5.5% and 0.43% at 0.03 and 0.001. A chain is
-   threaded when its E-value is at most ``max_evalue``: its residues are numbered ``d + i``
+   chance of one scoring as high. Read against shuffles of their maps' sequences, the built
+   chains of 11 real maps of 1.75-4.5 Å and 4 simulated ones (`python -m
+   cryobuild.bench.evalues`: 1,180 readings of chains of at least 5 residues,
+   `structgen_typed.pt`, 2026-12-05) scored E <= 0.1, 0.03, 0.01 and 0.001 in 10.0%, 2.8%,
+   1.1% and 0% of the readings, where calibrated E-values give 9.5%, 3.0%, 1.0% and 0.1%
+   (the HMM threader's search: 15.2%, 3.1%, 0.85%, 0.17%). With the chain's other offsets on
+   the true sequence as the null instead (`structgen_soft.pt`, a scratch check), 5.5% and
+   0.43% at 0.03 and 0.001. A chain is threaded when its E-value is at most ``max_evalue``: its residues are numbered ``d + i``
    along the stretch of untaken positions that holds the best run, and overhangs are cut off
    as by the HMM threader (`search.numbered_match`).
 
@@ -35,9 +36,10 @@ On real maps at 1.75-3.2 Å the network's top node is right for few positions (0
 Table I case (c)), and that decoding threaded 0-17 residues where the HMM threader threaded
 150-236. The right node's probability is raised all along a chain, though, and a traced chain
 (`cryobuild.chains.link_chains`) says which nodes follow each other: summed along it, the
-network's scores thread all 80 chains the HMM threader threads at E < 1e-5 in the captured
-rounds above, each on the HMM threader's register (2026-12-05, `structgen_built.pt`; the same
-scratch check).
+network's scores thread all 80 chains the HMM threader threads at E < 1e-5 in the rounds of
+builds of six real maps, four simulated ones and the tests' il2 map, each on the HMM threader's
+register (2026-12-05, `structgen_built.pt`; a scratch check on threading inputs captured from
+those builds).
 """
 
 from __future__ import annotations
@@ -83,14 +85,16 @@ NULL_POSITIONS = 1000
 MIN_NULL = 8
 #: The checkpoint the threader loads by default: the Structure Generator trained half on inputs
 #: like a build's (soft scores, Cα error, missing Cα, false detections) and half on builds' own
-#: (the graph network's types on detected Cα of simulated training maps; `weights/MANIFEST.md`).
-#: `structgen.pt`, trained on the paper's peaked scores, reproduces Table I. Of the 33 chains of
-#: at least 10 residues the HMM threader threaded in the last rounds of six real maps at
-#: 1.75-4 Å, `structgen.pt` put 21 on its register and `structgen_soft.pt` 31, with best runs
-#: about three times as high; `structgen_built.pt` threads 4% more residues than
-#: `structgen_soft.pt` on the captured rounds (2,452 against 2,363; 2026-12-05; scratch checks
-#: on captured threading inputs, not a project script).
-THREADING_CHECKPOINT = "structgen_built"
+#: (the graph network's types on detected Cα of simulated training maps), with the nodes' own
+#: log scores of each position's type added to its logits (`StructGenConfig.type_log_odds`;
+#: `weights/MANIFEST.md`). `structgen.pt`, trained on the paper's peaked scores, reproduces
+#: Table I. Of the 33 chains of at least 10 residues the HMM threader threaded in the last
+#: rounds of six real maps at 1.75-4 Å, `structgen.pt` put 21 on its register and
+#: `structgen_soft.pt` 31, with best runs about three times as high (2026-12-05; scratch
+#: checks on captured threading inputs). Against shuffles and the true sequences
+#: (`bench.evalues`, step 3), `structgen_typed.pt` threads 21.0% of the true readings at E <=
+#: 0.001 and `structgen_built.pt`, the same network without the type scores, 18.3%.
+THREADING_CHECKPOINT = "structgen_typed"
 
 
 @dataclasses.dataclass(frozen=True)
