@@ -25,14 +25,13 @@ import time
 import numpy as np
 
 from ..cli.build import add_threader_args, build_with_engine, threader_options
-from ..data import dev_cases
 from ..evaluate import evaluate
 from ..maps import read_map
 from ..models import read_model
 from ..pipeline import BuildOptions
 from ..sequences import Sequence, read_fasta
 from .build import model_sequences
-from .real import network_pairs
+from .real import modelled_cases, network_pairs
 
 __all__ = ["UNRELATED", "main", "shuffled", "unrelated_on_il2"]
 
@@ -128,11 +127,7 @@ def main(argv=None):
               f"{hits} of {args.il2_seeds}")
         return
     rows = []
-    for case in dev_cases():
-        if case.model_path is None or (args.cases and case.name not in args.cases):
-            continue
-        if not args.cases and case.resolution > args.max_resolution:
-            continue
+    for case in modelled_cases(args.cases, args.max_resolution):
         options = BuildOptions(rounds=args.rounds, resolution=case.resolution,
                                composition_correction=args.composition_correction,
                                **threader_options(args))

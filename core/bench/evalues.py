@@ -31,7 +31,6 @@ import math
 import numpy as np
 
 from ..chains import MIN_EXISTENCE, link_chains, runs_against
-from ..data import dev_cases
 from ..detect.network import load_detector
 from ..gnn.refine import load_gnn
 from ..models import read_model
@@ -41,7 +40,7 @@ from ..thread.search import thread_chains
 from ..thread.structgen import load_structgen, thread_structgen
 from .build import model_sequences
 from .gnn import BenchCase, detected_refinement, folder_case, simulated_cases
-from .real import network_pairs
+from .real import modelled_cases, network_pairs
 
 __all__ = ["CUTS", "MIN_LENGTH", "chain_evalues", "main", "shuffled"]
 
@@ -117,11 +116,7 @@ def main(argv=None):
         return loaded[pair.label]
 
     work = []
-    for case in dev_cases():
-        if case.model_path is None or (args.cases and case.name not in args.cases):
-            continue
-        if not args.cases and case.resolution > args.max_resolution:
-            continue
+    for case in modelled_cases(args.cases, args.max_resolution):
         unseen = [p for p in pairs if case.name not in p.seen]
         reference = read_model(case.model_path)
         sequences = list(read_fasta(case.fasta_path)) if case.fasta_path else model_sequences(reference)

@@ -39,7 +39,7 @@ from .build import model_sequences
 from .detect import score
 from .gnn import folder_case, run_case as run_gnn_case
 
-__all__ = ["BANDS", "NetworkPair", "main", "network_pairs"]
+__all__ = ["BANDS", "NetworkPair", "main", "modelled_cases", "network_pairs"]
 
 #: Resolution bands of the means (Å, upper bounds inclusive).
 BANDS = (("<= 3.5 Å", 0.0, 3.5), ("3.5-4.5 Å", 3.5, 4.5), ("> 4.5 Å", 4.5, 99.0))
@@ -80,6 +80,15 @@ def network_pairs(specs: list[str] | None, structgen: Path | None = None) -> lis
         return pairs
     return [NetworkPair(checkpoint_path(d), checkpoint_path(g), structgen) for d, g in DEFAULT_PAIRS
             if checkpoint_path(d).exists() and checkpoint_path(g).exists()]
+
+
+def modelled_cases(names: list[str] | None = None, max_resolution: float | None = None) -> list:
+    """The real maps with a deposited model (`data.DevCase`): those ``names``, or when none are
+    given all of them at ``max_resolution`` Å or better (all, for None)."""
+    cases = [case for case in dev_cases() if case.model_path is not None]
+    if names:
+        return [case for case in cases if case.name in names]
+    return [case for case in cases if max_resolution is None or case.resolution <= max_resolution]
 
 
 def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
@@ -180,9 +189,7 @@ def main(argv=None):
 
     pairs = network_pairs(args.networks, args.structgen)
     rows = []
-    for case in dev_cases():
-        if case.model_path is None or (args.cases and case.name not in args.cases):
-            continue
+    for case in modelled_cases(args.cases):
         resolution = None if args.estimate_resolution else case.resolution
         options = BuildOptions(rounds=args.rounds, resolution=resolution,
                                detection_threshold=args.detection_threshold,
