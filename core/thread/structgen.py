@@ -22,8 +22,8 @@ joining, closure) are the same for both threaders (`cryobuild.thread.thread`).
    chance of one scoring as high. Read against shuffles of their maps' sequences, the built
    chains of 11 real maps of 1.75-4.5 Å and 4 simulated ones (`python -m
    cryobuild.bench.evalues`: 1,180 readings of chains of at least 5 residues,
-   `structgen_typed.pt`, 2026-12-05) scored E <= 0.1, 0.03, 0.01 and 0.001 in 10.0%, 2.8%,
-   1.1% and 0% of the readings, where calibrated E-values give 9.5%, 3.0%, 1.0% and 0.1%
+   `structgen_typed.pt`, 2026-12-05) scored E <= 0.1, 0.03, 0.01 and 0.001 in 11.7%, 4.0%,
+   0.93% and 0.08% of the readings, where calibrated E-values give 9.5%, 3.0%, 1.0% and 0.1%
    (the HMM threader's search: 15.2%, 3.1%, 0.85%, 0.17%). With the chain's other offsets on
    the true sequence as the null instead (`structgen_soft.pt`, a scratch check), 5.5% and
    0.43% at 0.03 and 0.001. A chain is threaded when its E-value is at most ``max_evalue``: its residues are numbered ``d + i``
@@ -85,15 +85,16 @@ NULL_POSITIONS = 1000
 MIN_NULL = 8
 #: The checkpoint the threader loads by default: the Structure Generator trained half on inputs
 #: like a build's (soft scores, Cα error, missing Cα, false detections) and half on builds' own
-#: (the graph network's types on detected Cα of simulated training maps), with the nodes' own
-#: log scores of each position's type added to its logits (`StructGenConfig.type_log_odds`;
-#: `weights/MANIFEST.md`). `structgen.pt`, trained on the paper's peaked scores, reproduces
-#: Table I. Of the 33 chains of at least 10 residues the HMM threader threaded in the last
+#: (the graph network's types on detected Cα of simulated training maps), then resumed with the
+#: nodes' own log scores of each position's type added to its logits
+#: (`StructGenConfig.type_log_odds`; `weights/MANIFEST.md`). `structgen.pt`, trained on the
+#: paper's peaked scores, reproduces Table I. Of the 33 chains of at least 10 residues the HMM threader threaded in the last
 #: rounds of six real maps at 1.75-4 Å, `structgen.pt` put 21 on its register and
 #: `structgen_soft.pt` 31, with best runs about three times as high (2026-12-05; scratch
 #: checks on captured threading inputs). Against shuffles and the true sequences
-#: (`bench.evalues`, step 3), `structgen_typed.pt` threads 21.0% of the true readings at E <=
-#: 0.001 and `structgen_built.pt`, the same network without the type scores, 18.3%.
+#: (`bench.evalues`, step 3), `structgen_typed.pt` threads 23.1% of the true readings at E <=
+#: 0.001 and `structgen_built.pt`, the network it was resumed from without the type scores,
+#: 18.3% (the HMM threader's search 23.7%).
 THREADING_CHECKPOINT = "structgen_typed"
 
 
