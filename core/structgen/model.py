@@ -7,7 +7,8 @@ bidirectional LSTM (2 x 256), projected to the node width: ``h_P(t)``. Score of 
 position ``t``: ``z(t, v) = w . ReLU(h_add(v) + h_P(t)) + b`` (a single-layer net on the sum;
 a nonlinearity is needed, or ``h_P`` would add the same constant to every node's score; ReLU
 rather than tanh: the ``[L, M, D]`` activation is most of a training step, and ReLU made the
-step about 15% faster), softmax over nodes, cross-entropy against the true node (eq. 1).
+step about 15% faster), plus ``a log s_v(P_t)`` with `StructGenConfig.type_log_odds` (not in
+the paper); softmax over nodes, cross-entropy against the true node (eq. 1).
 
 Reading direction: ``"forward"`` feeds the sequence N -> C, ``"backward"`` feeds it reversed
 (C -> N); outputs are always returned in N -> C order. A network trained with ``direction =
