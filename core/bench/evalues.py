@@ -31,6 +31,7 @@ import math
 import numpy as np
 
 from ..chains import MIN_EXISTENCE, link_chains, runs_against
+from ..cli.build import add_structgen_checkpoint_arg
 from ..detect.network import load_detector
 from ..gnn.refine import load_gnn
 from ..models import read_model
@@ -101,8 +102,7 @@ def main(argv=None):
     parser.add_argument("--networks", nargs="*", default=None, metavar="DETECTOR.pt,GNN.pt",
                         help="network pairs, as bench.real takes them (default: the bundled ones; "
                              "the simulated maps use the first)")
-    parser.add_argument("--structgen", default=None, metavar="PATH",
-                        help="Structure Generator checkpoint (default: weights/structgen_typed.pt)")
+    add_structgen_checkpoint_arg(parser)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     pairs = network_pairs(args.networks)

@@ -42,9 +42,13 @@ def add_threader_args(parser, *, checkpoint: bool = False):
                              "even where the HMM threader threads more (default: fall back to it, "
                              "with a warning)")
     if checkpoint:
-        parser.add_argument("--structgen", type=Path, default=None, metavar="PATH",
-                            help="Structure Generator checkpoint (default: "
-                                 "weights/structgen_typed.pt)")
+        add_structgen_checkpoint_arg(parser)
+
+
+def add_structgen_checkpoint_arg(parser):
+    """``--structgen PATH``: the Structure Generator checkpoint a benchmark measures."""
+    parser.add_argument("--structgen", type=Path, default=None, metavar="PATH",
+                        help="Structure Generator checkpoint (default: weights/structgen_typed.pt)")
 
 
 def threader_options(args) -> dict:

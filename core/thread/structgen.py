@@ -26,9 +26,9 @@ joining, closure) are the same for both threaders (`cryobuild.thread.thread`).
    0.93% and 0.08% of the readings, where calibrated E-values give 9.5%, 3.0%, 1.0% and 0.1%
    (the HMM threader's search: 15.2%, 3.1%, 0.85%, 0.17%). With the chain's other offsets on
    the true sequence as the null instead (`structgen_soft.pt`, a scratch check), 5.5% and
-   0.43% at 0.03 and 0.001. A chain is threaded when its E-value is at most ``max_evalue``: its residues are numbered ``d + i``
-   along the stretch of untaken positions that holds the best run, and overhangs are cut off
-   as by the HMM threader (`search.numbered_match`).
+   0.43% at 0.03 and 0.001. A chain is threaded when its E-value is at most ``max_evalue``:
+   its residues are numbered ``d + i`` along the stretch of untaken positions that holds the
+   best run, and overhangs are cut off as by the HMM threader (`search.numbered_match`).
 
 Why chain order: Li et al. read each position's node on its own (our first decoding: a
 Hungarian assignment of nodes to positions, then links between consecutive positions' nodes).
