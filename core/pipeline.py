@@ -742,7 +742,10 @@ def build(
 
     if options.threader == "structgen":
         if networks.structgen is None:
-            raise InputError("the structgen threader needs trained weights (weights/structgen_typed.pt)")
+            from .thread.structgen import THREADING_CHECKPOINT
+
+            raise InputError("the structgen threader needs trained weights "
+                             f"(weights/{THREADING_CHECKPOINT}.pt)")
     seconds = {}
     notify = on_result or (lambda kind, payload: None)
     rng = np.random.default_rng(options.seed)

@@ -30,8 +30,8 @@ from cryobuild.points import CalphaPoints
 from cryobuild.relax import MAX_LINK_DISTANCE
 from cryobuild.residues import UNK_INDEX, one_letter
 from cryobuild.sequences import Sequence
-from cryobuild.thread.structgen import THREADING_CHECKPOINT
 from cryobuild.session import MODEL_FILE, STATE_FILE, Session
+from cryobuild.thread.structgen import THREADING_CHECKPOINT
 
 #: Pause (s) of the caller's (GUI) thread while a job runs: the issue's limit, held by 99% of
 #: timer ticks. The worst tick is printed, not asserted below `MAX_GUI_FREEZE`: on a machine

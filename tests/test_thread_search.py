@@ -314,21 +314,15 @@ def test_evalue_benchmark_reads_the_built_chains_against_shuffles(il2_view_3A, i
     """`bench.evalues` on the il2 map with the bundled networks: every chain of at least
     `MIN_LENGTH` residues is read once per shuffle and once against the sequence by both
     threaders; the true sequence threads a chain at E <= 0.001, no shuffle does."""
-    from cryobuild.bench.evalues import THREADERS, chain_evalues, shuffled
+    from cryobuild.bench.evalues import THREADERS, chain_evalues
     from cryobuild.bench.gnn import BenchCase
-    from cryobuild.detect.network import load_detector
-    from cryobuild.gnn.refine import load_gnn
-    from cryobuild.thread.structgen import load_structgen
+    from cryobuild.pipeline import Networks
 
     reference = read_model(il2_path)
     own = "".join(AA_ORDER[t] for t in reference.aatype)
-    rng = np.random.default_rng(0)
-    decoy = shuffled([Sequence("il2", own)], rng)[0]
-    assert decoy.residues != own and sorted(decoy.residues) == sorted(own)
-
     case = BenchCase("il2", il2_view_3A[0], reference, (own,))
-    networks = {"detector": load_detector(), "gnn": load_gnn(), "structgen": load_structgen()}
-    evalues = chain_evalues(case, [Sequence("il2", own)], networks, 2, rng)
+    evalues = chain_evalues(case, [Sequence("il2", own)], Networks.load("cpu"), 2,
+                            np.random.default_rng(0))
     assert set(evalues) == set(THREADERS)
     for readings in evalues.values():
         chains = len(readings["true"])

@@ -32,18 +32,17 @@ import numpy as np
 
 from ..chains import MIN_EXISTENCE, link_chains, runs_against
 from ..cli.build import add_structgen_checkpoint_arg
-from ..detect.network import load_detector
-from ..gnn.refine import load_gnn
 from ..models import read_model
-from ..pipeline import residue_predictions
+from ..pipeline import Networks, residue_predictions
 from ..sequences import Sequence, read_fasta
 from ..thread.search import thread_chains
-from ..thread.structgen import load_structgen, thread_structgen
+from ..thread.structgen import thread_structgen
 from .build import model_sequences
+from .decoys import shuffled
 from .gnn import BenchCase, detected_refinement, folder_case, simulated_cases
 from .real import modelled_cases, network_pairs
 
-__all__ = ["CUTS", "MIN_LENGTH", "chain_evalues", "main", "shuffled"]
+__all__ = ["CUTS", "MIN_LENGTH", "THREADERS", "chain_evalues", "main"]
 
 #: Chains shorter than this (residues) are not read: a build threads none shorter than 4 and
 #: the shortest that reach significance are longer.
@@ -54,17 +53,12 @@ CUTS = (0.1, 0.03, 0.01, 0.001)
 THREADERS = ("hmm", "structgen")
 
 
-def shuffled(sequences: list[Sequence], rng: np.random.Generator) -> list[Sequence]:
-    """Each sequence with its residues in random order (same name, length and composition)."""
-    return [Sequence(s.name, "".join(rng.permutation(list(s.residues)))) for s in sequences]
-
-
-def chain_evalues(case: BenchCase, sequences: list[Sequence], networks: dict, shuffles: int,
+def chain_evalues(case: BenchCase, sequences: list[Sequence], networks: Networks, shuffles: int,
                   rng: np.random.Generator) -> dict[str, dict[str, list[float]]]:
     """E-values ``{threader: {"shuffled": [...], "true": [...]}}`` of the chains of at least
     `MIN_LENGTH` residues the graph network builds into ``case``'s map (module docstring);
-    ``networks`` holds ``detector``, ``gnn`` and ``structgen``."""
-    graph, _ = detected_refinement(case, networks["gnn"], networks["detector"])
+    ``networks`` must hold a Structure Generator."""
+    graph, _ = detected_refinement(case, networks.gnn, networks.detector, device=networks.device)
     predictions = residue_predictions(graph)
     chains = link_chains(predictions, MIN_EXISTENCE)
     graph = graph.turned(runs_against(predictions.backbone, chains))
@@ -76,11 +70,11 @@ def chain_evalues(case: BenchCase, sequences: list[Sequence], networks: dict, sh
             matches = thread_chains(chains, graph.aa_probs, graph.confidence, given,
                                     max_evalue=math.inf, rng=np.random.default_rng(0))
         else:
-            matches = thread_structgen(chains, graph.aa_probs, ca, given, networks["structgen"],
+            matches = thread_structgen(chains, graph.aa_probs, ca, given, networks.structgen,
                                        max_evalue=math.inf)
         return [m.evalue if m.threaded else math.inf for m in matches[:len(chains)]]
 
-    decoys = [shuffled(sequences, rng) for _ in range(shuffles)]
+    decoys = [shuffled(sequences, 1, rng) for _ in range(shuffles)]
     return {threader: {"shuffled": [e for decoy in decoys for e in search(threader, decoy)],
                        "true": search(threader, sequences)}
             for threader in THREADERS}
@@ -105,16 +99,7 @@ def main(argv=None):
     add_structgen_checkpoint_arg(parser)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    pairs = network_pairs(args.networks)
-    structgen = load_structgen(args.structgen, device="cpu")
-    loaded = {}
-
-    def networks_of(pair) -> dict:
-        if pair.label not in loaded:
-            loaded[pair.label] = {"detector": load_detector(pair.detector, device="cpu"),
-                                  "gnn": load_gnn(pair.gnn, device="cpu"), "structgen": structgen}
-        return loaded[pair.label]
-
+    pairs = network_pairs(args.networks, args.structgen)
     work = []
     for case in modelled_cases(args.cases, args.max_resolution):
         unseen = [p for p in pairs if case.name not in p.seen]
@@ -128,7 +113,7 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     totals = {threader: {"shuffled": [], "true": []} for threader in THREADERS}
     for bench_case, sequences, pair in work:
-        evalues = chain_evalues(bench_case, sequences, networks_of(pair), args.shuffles, rng)
+        evalues = chain_evalues(bench_case, sequences, pair.networks("cpu"), args.shuffles, rng)
         row = {"case": bench_case.name, "networks": pair.label}
         for threader, readings in evalues.items():
             for kind, values in readings.items():

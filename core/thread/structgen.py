@@ -88,10 +88,10 @@ MIN_NULL = 8
 #: (the graph network's types on detected Cα of simulated training maps), then resumed with the
 #: nodes' own log scores of each position's type added to its logits
 #: (`StructGenConfig.type_log_odds`; `weights/MANIFEST.md`). `structgen.pt`, trained on the
-#: paper's peaked scores, reproduces Table I. Of the 33 chains of at least 10 residues the HMM threader threaded in the last
-#: rounds of six real maps at 1.75-4 Å, `structgen.pt` put 21 on its register and
-#: `structgen_soft.pt` 31, with best runs about three times as high (2026-12-05; scratch
-#: checks on captured threading inputs). Against shuffles and the true sequences
+#: paper's peaked scores, reproduces Table I. Of the 33 chains of at least 10 residues the HMM
+#: threader threaded in the last rounds of six real maps at 1.75-4 Å, `structgen.pt` put 21 on
+#: its register and `structgen_soft.pt` 31, with best runs about three times as high
+#: (2026-12-05; scratch checks on captured threading inputs). Against shuffles and the true sequences
 #: (`bench.evalues`, step 3), `structgen_typed.pt` threads 23.1% of the true readings at E <=
 #: 0.001 and `structgen_built.pt`, the network it was resumed from without the type scores,
 #: 18.3% (the HMM threader's search 23.7%).
