@@ -11,7 +11,10 @@ paths and writes nothing (the CLI and the engine write at the edges):
    sequence gaps between threaded ones, joining, gaps of threaded chains filled and their ends
    extended with untraced nodes) and `thread.joining.name_chains`; the threaded model feeds
    the next round;
-3. with sequences, one more graph-network pass over the threaded chains as they stand
+3. each threaded chain checked against residue types that never saw its sequence
+   (`_blind_checked`: two more graph-network passes without the type prior, one given a
+   composition stand-in for the sequences; `thread.confirm`), the unconfirmed ones unthreaded;
+   then, with sequences, one more graph-network pass over the threaded chains as they stand
    (`_polish`, adding residues at single gaps: `thread.closure.bridge_positions`);
 4. the final model (`_final_residues`): threaded chains of at least `MIN_CHAIN_LENGTH` residues,
    residues with a sequence position only; then, unless ``threaded_only``, the chains that could
@@ -64,6 +67,7 @@ from .residues import MAX_ATOMS, NUM_AA, UNK_INDEX
 from .sequences import Sequence
 from .thread import THREADERS, ChainMatch, NamedChain, thread
 from .thread.closure import MAX_SKIP, MIN_SKIP, bridge_positions
+from .thread.confirm import confirmed, unsupported
 from .thread.joining import name_chains
 from .thread.search import MAX_THREAD_EVALUE
 
@@ -206,7 +210,9 @@ class BuildOptions:
     estimated from its spectrum, `features.estimate_resolution`), which sets what the networks
     see (`features.standardise`);
     threaded_only: the final model holds only the threaded chains, not the unassigned ones
-    (`_final_residues`)."""
+    (`_final_residues`); blind_check: after the last round, keep a chain threaded only if
+    residue types that never saw its sequence find it there too (`_blind_checked`,
+    `thread.confirm`)."""
 
     rounds: int = 3
     threader: str = "hmm"
@@ -221,6 +227,7 @@ class BuildOptions:
     composition_correction: bool = True
     resolution: float | None = None
     threaded_only: bool = False
+    blind_check: bool = True
 
     def __post_init__(self):
         if not isinstance(self.rounds, int) or not 1 <= self.rounds <= 20:
@@ -611,6 +618,31 @@ def _refine_with_context(view: NetworkMap, current, context: BuiltModel | None, 
     return _take_nodes(graph, context.num_residues)
 
 
+
+def _blind_checked(view: NetworkMap, graph, named: list[NamedChain], context, sequences,
+                   networks, options: BuildOptions, rng, progress, cancel) -> tuple[list[NamedChain], int]:
+    """``named`` (the last round's chains, nodes of ``graph``) with the threaded chains that
+    `thread.confirm.confirmed` does not confirm unthreaded, in place (the polish pass relies on
+    the order), and how many. The two readings are graph-network passes over ``graph``'s nodes,
+    frames turned along ``named`` as `_assemble` turns them, with no type prior: one given a
+    composition stand-in for the sequences, one given the sequences."""
+    turned = graph.turned(runs_against(graph.atom14_positions[:, :3], [c.match.nodes for c in named]))
+    start = turned.to_model()
+    backbone_only = start.atom_mask.copy()
+    backbone_only[:, 3:] = False
+    start = dataclasses.replace(start, aatype=np.full(start.num_residues, UNK_INDEX),
+                                atom_mask=backbone_only)
+    readings = []
+    for residue_strings in ([composition_stand_in(start.num_residues)], [s.residues for s in sequences]):
+        check_cancel(cancel)
+        reading = _refine_with_context(view, start, context, residue_strings, networks,
+                                       prefixed(progress, "thread check"), cancel)
+        readings.append((reading.aa_probs, reading.confidence))
+    matches, dropped = confirmed([c.match for c in named], readings, graph.aa_probs, sequences,
+                                 max_evalue=options.max_evalue, rng=rng)
+    return [dataclasses.replace(c, match=m) for c, m in zip(named, matches)], dropped
+
+
 def _polish(view: NetworkMap, model: BuiltModel, named: list[NamedChain], context, sequences, networks,
             progress, cancel):
     """One more graph-network pass over the last round's ``model`` (every chain, as threaded),
@@ -805,6 +837,16 @@ def build(
         notify("round", result)
         current = model if model.num_residues >= MIN_POINTS else graph
 
+    dropped = 0
+    if options.blind_check and unsupported([chain.match for chain in named]):
+        start = time.time()
+        named, dropped = _blind_checked(view, graph, named, context, sequences, networks, options,
+                                        rng, progress, cancel)
+        seconds["gnn"] += time.time() - start
+        if dropped:
+            notify("warning", f"{dropped} chain{'s' if dropped > 1 else ''} threaded in the last "
+                              "round not found there by residue types blind to the sequence: "
+                              "kept unassigned")
     # The polish pass needs two residues (or context) for the graph network's neighbours.
     context_size = context.num_residues if context is not None else 0
     if sequences and rounds[-1].model.num_residues + context_size >= 2:
@@ -812,6 +854,8 @@ def build(
         graph, named = _polish(view, rounds[-1].model, named, context, sequences,
                                networks, progress, cancel)
         seconds["gnn"] += time.time() - start
+    if dropped:
+        named = name_chains([chain.match for chain in named], sequences)
     final, final_probs, final_reports = _assemble(graph, named, sequences, final=True,
                                                   threaded_only=options.threaded_only)
     if not final.num_residues:

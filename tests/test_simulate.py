@@ -72,6 +72,22 @@ def test_noise_colour_sets_how_the_snr_falls_with_frequency(il2):
     assert high_half / low_half > 2 * high_1 / low_1
 
 
+def test_map_model_fsc_is_flat_for_the_training_noise_and_falls_for_whiter_noise(il2):
+    """`bench.fsc`: a noise-free map correlates with its model in every shell; noise shaped like
+    the signal lowers every shell alike, whiter noise the fine shells most."""
+    from cryobuild.bench.fsc import SHELLS, map_model_fsc
+
+    structure, _ = il2
+    clean = map_model_fsc(simulate_map(structure, SimulationOptions(resolution=3.0)), structure, 3.0)
+    assert np.all(clean[:-1] > 0.9), clean  # the last shell is at the resolution cut itself
+    shaped, whiter = (map_model_fsc(simulate_map(structure, SimulationOptions(
+        resolution=3.0, snr=2.0, noise_colour=colour), np.random.default_rng(1)), structure, 3.0)
+        for colour in (1.0, 0.3))
+    fine = SHELLS.index(1.1)
+    assert shaped[0] - shaped[fine] < 0.15, shaped
+    assert whiter[0] - whiter[fine] > 0.3, whiter
+
+
 def test_bad_options():
     with pytest.raises(ValueError):
         SimulationOptions(resolution=0)

@@ -51,8 +51,9 @@ def _protein(path, chain: str, shift=(0.0, 0.0, 0.0)):
     return moved, text, ca
 
 
-def _build(chains, sequences, networks, seed=0):
-    """Simulate a 3 Å map (SNR 3) of ``chains`` and build ``sequences`` into it."""
+def _build(chains, sequences, networks, seed=0, **options):
+    """Simulate a 3 Å map (SNR 3) of ``chains`` and build ``sequences`` into it (``options``:
+    `BuildOptions` fields besides ``relax=False``)."""
     import gemmi
 
     from cryobuild.pipeline import BuildOptions, build
@@ -68,7 +69,7 @@ def _build(chains, sequences, networks, seed=0):
     structure.setup_entities()
     density = simulate_map(structure, SimulationOptions(resolution=3.0, snr=3.0),
                            np.random.default_rng(seed))
-    return build(density, sequences, networks, BuildOptions(relax=False))
+    return build(density, sequences, networks, BuildOptions(relax=False, **options))
 
 
 def _placed(result, chain_id: str, ca: np.ndarray) -> int:
@@ -127,6 +128,22 @@ def test_an_unrelated_sequence_threads_nothing(il2_path, networks):
     il2, _, _ = _protein(il2_path, "")
     result = _build([il2], [Sequence("lysozyme", LYSOZYME)], networks)
     assert not _threaded(result), [(r.chain_id, r.first, r.last, r.evalue) for r in _threaded(result)]
+
+
+def test_a_chance_thread_is_unthreaded_by_the_blind_check(il2_path, networks):
+    """Noise seed 1 of ``bench.decoys --il2-seeds``: an unrelated sequence threaded two chains of
+    the il2 map by chance (38 and 8 residues at E 4e-4 and 4e-3) until the last round's threads
+    had to be found by residue types blind to the sequence too (`thread.confirm`). With the
+    check they stay, unthreaded, as unassigned chains."""
+    from cryobuild.bench.decoys import UNRELATED
+
+    il2, _, _ = _protein(il2_path, "")
+    sequences = [Sequence("unrelated", UNRELATED)]
+    unchecked = _build([il2], sequences, networks, seed=1, resolution=3.0, blind_check=False)
+    assert _threaded(unchecked)
+    checked = _build([il2], sequences, networks, seed=1, resolution=3.0)
+    assert not _threaded(checked), [(r.chain_id, r.evalue) for r in _threaded(checked)]
+    assert checked.final.num_residues > 0
 
 
 def test_the_il2_reproduction_of_issue_17_places_no_position_twice(il2_path, tmp_path):

@@ -76,9 +76,18 @@ def add_tuning_args(parser):
                         action="store_false",
                         help="do not correct threading's E-values for the composition of the "
                              "sequence stretch hit")
+    add_blind_check_arg(parser)
     parser.add_argument("--detection-threshold", type=float, default=None,
                         help=f"least Cα probability of a candidate (default "
                              f"{DetectionOptions.threshold:g})")
+
+
+def add_blind_check_arg(parser):
+    """``--no-blind-check`` (`pipeline.BuildOptions.blind_check`), shared with the benchmarks
+    that measure it."""
+    parser.add_argument("--no-blind-check", dest="blind_check", action="store_false",
+                        help="keep every chain the last round threads, even where residue types "
+                             "blind to the sequence do not find it there")
 
 
 def add_resolution_arg(parser):
@@ -92,7 +101,7 @@ def tuning_options(args) -> dict:
     return {"resolution": args.resolution, "max_evalue": args.max_evalue, "min_existence": args.min_existence,
             "placement": args.placement, "closure": args.closure,
             "composition_correction": args.composition_correction,
-            "detection_threshold": args.detection_threshold}
+            "blind_check": args.blind_check, "detection_threshold": args.detection_threshold}
 
 
 def build_with_engine(density, sequences, options, *, device="auto", mask=None, quiet=False,
