@@ -101,7 +101,8 @@ def test_unrelated_sequence_gives_a_clear_warning(tmp_path, il2_inputs):
     # builds with this sequence threaded a chain by chance on 9 of 30 before the seventh stop
     # of 2026-12-04, and on 1 of 30 with its two changes (threading's composition correction,
     # `thread.search.composition_factor`, and the graph network trained with unrelated
-    # sequences, weights/MANIFEST.md).
+    # sequences, weights/MANIFEST.md); on 2 of 30 with the graph network of the ninth stop, 0
+    # of 30 with the blind check of the eleventh (`thread.confirm`).
     assert "no chain could be threaded" in result.stderr, result.stderr
     # What was traced but not threaded stays, as unassigned chains of UNK residues that
     # chains.csv marks so.

@@ -24,6 +24,10 @@ The stages run in this order, one module each; the two threaders differ only in 
 7. `closure` (``closure=True``): numbering gaps of threaded chains are filled, and their ends
    extended, with untraced nodes.
 
+After a build's last round, `confirm` checks the weak threads against residue types blind to
+their sequence. It is not a stage of `thread`: its readings are graph-network passes, which the
+pipeline runs (`pipeline._blind_checked`), and it runs once, not every round.
+
 With the Structure Generator the HMM threader runs as well: when the Structure Generator
 threads fewer than `STRUCTGEN_MIN_SHARE` of the residues the HMM threader threads, the HMM
 threader's result is returned instead, with a warning (`Threading.threader` says which one
