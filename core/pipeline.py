@@ -11,10 +11,10 @@ paths and writes nothing (the CLI and the engine write at the edges):
    sequence gaps between threaded ones, joining, gaps of threaded chains filled and their ends
    extended with untraced nodes) and `thread.joining.name_chains`; the threaded model feeds
    the next round;
-3. each threaded chain checked against residue types that never saw its sequence
-   (`_blind_checked`: two more graph-network passes without the type prior, one given a
-   composition stand-in for the sequences; `thread.confirm`), the unconfirmed ones unthreaded;
-   then, with sequences, one more graph-network pass over the threaded chains as they stand
+3. the threads of each sequence threaded only weakly checked against residue types that
+   never saw it (`_blind_checked`: two more graph-network passes without the type prior, one
+   given a composition stand-in for the sequences; `thread.confirm`), the unconfirmed ones
+   unthreaded; then, with sequences, one more graph-network pass over the threaded chains as they stand
    (`_polish`, adding residues at single gaps: `thread.closure.bridge_positions`);
 4. the final model (`_final_residues`): threaded chains of at least `MIN_CHAIN_LENGTH` residues,
    residues with a sequence position only; then, unless ``threaded_only``, the chains that could
@@ -210,9 +210,9 @@ class BuildOptions:
     estimated from its spectrum, `features.estimate_resolution`), which sets what the networks
     see (`features.standardise`);
     threaded_only: the final model holds only the threaded chains, not the unassigned ones
-    (`_final_residues`); blind_check: after the last round, keep a chain threaded only if
-    residue types that never saw its sequence find it there too (`_blind_checked`,
-    `thread.confirm`)."""
+    (`_final_residues`); blind_check: after the last round, a sequence threaded only weakly
+    keeps its chains only if residue types that never saw it find one of them there too
+    (`_blind_checked`, `thread.confirm`)."""
 
     rounds: int = 3
     threader: str = "hmm"
@@ -618,12 +618,11 @@ def _refine_with_context(view: NetworkMap, current, context: BuiltModel | None, 
     return _take_nodes(graph, context.num_residues)
 
 
-
 def _blind_checked(view: NetworkMap, graph, named: list[NamedChain], context, sequences,
                    networks, options: BuildOptions, rng, progress, cancel) -> tuple[list[NamedChain], int]:
-    """``named`` (the last round's chains, nodes of ``graph``) with the threaded chains that
-    `thread.confirm.confirmed` does not confirm unthreaded, in place (the polish pass relies on
-    the order), and how many. The two readings are graph-network passes over ``graph``'s nodes,
+    """``named`` (the last round's chains, nodes of ``graph``) with the chains of the sequences
+    `thread.confirm.confirmed` finds no support for unthreaded, in place (the polish pass relies
+    on the order), and how many. The two readings are graph-network passes over ``graph``'s nodes,
     frames turned along ``named`` as `_assemble` turns them, with no type prior: one given a
     composition stand-in for the sequences, one given the sequences."""
     turned = graph.turned(runs_against(graph.atom14_positions[:, :3], [c.match.nodes for c in named]))
