@@ -48,7 +48,8 @@ from ..sequences import Sequence
 from .matches import ChainMatch
 from .search import thread_chains
 
-__all__ = ["MIN_AGREED", "REGISTER_SLACK", "UNQUESTIONED_EVALUE", "Reading", "confirmed", "unsupported"]
+__all__ = ["MIN_AGREED", "REGISTER_SLACK", "UNQUESTIONED_EVALUE", "Reading", "confirmed",
+           "unsupported"]
 
 #: Residues a reading's best alignment must number as the threading did (within
 #: `REGISTER_SLACK`): a reading that finds the chain at another register does not confirm this
@@ -58,7 +59,7 @@ MIN_AGREED = 8
 #: and still agree (gaps placed differently; a helix's next register is 3-4 positions on).
 REGISTER_SLACK = 2
 
-#: Threaded chains at this E-value or less are not checked (module docstring).
+#: A sequence with a chain threaded at this E-value or less is not checked (module docstring).
 UNQUESTIONED_EVALUE = 1e-10
 
 #: A reading: residue-type probabilities ``[N, 20]`` and confidence ``[N]`` (0-100) of the nodes
