@@ -219,3 +219,27 @@ def test_cli_missing_file_is_one_line_on_stderr(il2_path, tmp_path):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "missing.cif" in lines[0]
+
+
+def test_precision_figures_place_the_unpaired_residues(il2):
+    """`bench.precision`: Cα moved 3.5 Å out along their own Cα-Cβ bond are unpaired yet on the
+    protein (by their Cβ); an unassigned chain's residues below a confidence cut leave with it."""
+    from cryobuild.bench.precision import precision_figures
+
+    with_cb = np.flatnonzero(il2.atom_mask[:, 4])
+    moved_rows = with_cb[[10, 40, 70]]
+    positions = il2.atom_positions.copy()
+    bond = positions[moved_rows, 4] - positions[moved_rows, 1]  # atom14 slots: N, CA, C, O, CB
+    positions[moved_rows, 1] += 3.5 * bond / np.linalg.norm(bond, axis=1, keepdims=True)
+    confidence = np.full(il2.num_residues, 90.0, dtype=np.float32)
+    confidence[:10] = 60.0
+    # no chain sequences: every residue counts as unassigned
+    model = dataclasses.replace(_with_positions(il2, positions), confidence=confidence,
+                                entity_sequences={})
+    figures = precision_figures(model, il2, [70.0])
+    assert figures["unpaired"] == {"residues": 3, "near_protein": 3,
+                                   "median_to_ca": pytest.approx(3.5, abs=1e-3),
+                                   "in_short_chains": 0}
+    recall, precision = figures["unassigned >= 70"]
+    assert recall == pytest.approx((il2.num_residues - 10 - 3) / il2.num_residues)
+    assert precision == pytest.approx((il2.num_residues - 10 - 3) / (il2.num_residues - 10))
