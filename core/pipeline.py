@@ -14,8 +14,8 @@ paths and writes nothing (the CLI and the engine write at the edges):
 3. the threads of each sequence threaded only weakly checked against residue types that
    never saw it (`_blind_checked`: two more graph-network passes without the type prior, one
    given a composition stand-in for the sequences; `thread.confirm`), the unconfirmed ones
-   unthreaded; then, with sequences, one more graph-network pass over the threaded chains as they stand
-   (`_polish`, adding residues at single gaps: `thread.closure.bridge_positions`);
+   unthreaded; then, with sequences, one more graph-network pass over the threaded chains as
+   they stand (`_polish`, adding residues at single gaps: `thread.closure.bridge_positions`);
 4. the final model (`_final_residues`): threaded chains of at least `MIN_CHAIN_LENGTH` residues,
    residues with a sequence position only; then, unless ``threaded_only``, the chains that could
    not be threaded, as unassigned chains of UNK residues in runs of at least

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..evaluate import CA_MATCH_CUTOFF, match_calpha
+from ..evaluate import CA_MATCH_CUTOFF, evaluate, match_calpha
 from ..models import read_model
 
 __all__ = ["SHORT_CHAIN", "main", "precision_figures"]
@@ -30,8 +30,9 @@ SHORT_CHAIN = 10
 
 
 def _recall_precision(model, reference) -> tuple[float, float]:
-    pairs, _ = match_calpha(model.ca, reference.ca)
-    return len(pairs) / max(reference.num_residues, 1), len(pairs) / max(model.num_residues, 1)
+    """Final Cα recall and precision as `bench.real` reports them (`evaluate.evaluate`)."""
+    metrics = evaluate(model, reference)
+    return metrics.ca_recall, metrics.ca_precision
 
 
 def precision_figures(model, reference, cuts: list[float]) -> dict:

@@ -22,9 +22,10 @@ positions of the threading's numbers. A count, not a share: a joined chain holds
 far apart in the sequence, and one alignment of the whole chain finds one of them (on Nav β1,
 4.0 Å, the reading's alignment of a 64-residue chain numbered its first 25 residues within
 one position of the threading and the rest 54-64 positions off, where the threading had joined
-a second part across a gap); two alignments of one part place their gaps differently. A sequence keeps its threaded chains when the readings confirm
-one of them (it is then their anchor, as in `copies` and `placement`, which place weaker chains
-beside anchors); otherwise they are all kept, unthreaded, as unassigned chains.
+a second part across a gap); two alignments of one part place their gaps differently. A
+sequence keeps its threaded chains when the readings confirm one of them (it is then their
+anchor, as in `copies` and `placement`, which place weaker chains beside anchors); otherwise
+they are all kept, unthreaded, as unassigned chains.
 
 Measured (2026-12-05, scratch prototype; figures of the finished rule in README.md): the three
 chance chains of the two il2 seeds re-read at E 0.44 and 0.007, 0.18 and none, 0.014 and 0.07
