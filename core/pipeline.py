@@ -19,8 +19,8 @@ paths and writes nothing (the CLI and the engine write at the edges):
 4. the final model (`_final_residues`): threaded chains of at least `MIN_CHAIN_LENGTH` residues,
    residues with a sequence position only; then, unless ``threaded_only``, the chains that could
    not be threaded, as unassigned chains of UNK residues in runs of at least
-   `UNASSIGNED_MIN_LENGTH` residues of `UNASSIGNED_MIN_CONFIDENCE` or more; relaxed
-   (`relax.relax`). The raw model keeps every chain.
+   `UNASSIGNED_MIN_LENGTH` residues of `UNASSIGNED_MIN_CONFIDENCE` or more on Cα candidates of
+   the detector's (`UNASSIGNED_MIN_DETECTION`); relaxed (`relax.relax`). The raw model keeps every chain.
 
 With ``threader="structgen"``, each round's threading is checked against the HMM threader's: in a
 round where the Structure Generator threads fewer than `thread.STRUCTGEN_MIN_SHARE` of the
@@ -77,6 +77,7 @@ __all__ = [
     "MIN_CHAIN_LENGTH",
     "PROTEIN_SKEWNESS",
     "UNASSIGNED_MIN_CONFIDENCE",
+    "UNASSIGNED_MIN_DETECTION",
     "UNASSIGNED_MIN_LENGTH",
     "BuildOptions",
     "Networks",
@@ -123,6 +124,23 @@ UNASSIGNED_MIN_CONFIDENCE = 65.0
 #: map 0.29 -> 0.52) and beyond 4.5 Å from 0.52 to 0.63 (0.72 -> 0.69) (``bench.real``,
 #: 2026-12-04, fifth stop). ``--threaded-only`` leaves all of them out.
 UNASSIGNED_MIN_LENGTH = 2
+#: Least mean detection support (`_detection_support`, 0-1) of a run of an unassigned chain in
+#: the final model. The graph network's confidence does not tell a piece traced through noise
+#: from one on protein (the demo's pieces in the solvent noise 6-20 Å from any atom hold
+#: confidence 66-76, as right ones do), but the detector does: those pieces' Cα sit on
+#: candidates of probability 0.20-0.35 (median 0.25), the threaded chain's on 0.42-0.53. On the
+#: demo (`cryobuild demo`) a cut at 0.3 took the final precision from 0.75 to 0.91 at the same
+#: Cα recall; on the 10 real maps ≤ 4.5 Å (eleventh stop's `bench.real --keep` outputs, models
+#: filtered after the fact) it raised the precision of apoferritin 0.929 -> 0.944, TMV 0.315 ->
+#: 0.388 (its unmasked neighbours, weakly detected at the box edge), γ-secretase 0.915 -> 0.924
+#: and Nav β1 0.908 -> 0.918, and cost final Cα recall 0.008-0.012 on γ-secretase,
+#: pneumolysin and Nav β1, none elsewhere; a cut at 0.35 cost γ-secretase 0.11 and
+#: pneumolysin 0.10 (scratch check, twelfth stop of 2026-12-05).
+UNASSIGNED_MIN_DETECTION = 0.3
+#: Å: a node's detection support is the probability of the nearest Cα candidate within this
+#: distance (0 without one): the graph network moves nodes up to about 3 Å from the
+#: candidates they started from.
+DETECTION_SUPPORT_RADIUS = 3.0
 #: Fewest Cα candidates a map must give before a build is attempted.
 MIN_POINTS = 8
 #: A whole-map build needs `MIN_POINTS` protein-like candidates: with a probability of at least
@@ -427,24 +445,39 @@ def residue_predictions(graph) -> ResiduePredictions:
     )
 
 
-def _confident_runs(confidence: np.ndarray) -> np.ndarray:
+def _detection_support(points: CalphaPoints, ca: np.ndarray) -> np.ndarray:
+    """float ``[N]``: the detection probability of the Cα candidate nearest each of the Cα
+    ``ca`` ``[N, 3]`` (Å) within `DETECTION_SUPPORT_RADIUS`, 0 where there is none."""
+    if not len(points) or not len(ca):
+        return np.zeros(len(ca), dtype=np.float32)
+    from scipy.spatial import cKDTree
+
+    distance, index = cKDTree(points.xyz).query(ca, distance_upper_bound=DETECTION_SUPPORT_RADIUS)
+    found = np.isfinite(distance)
+    return np.where(found, points.score[np.where(found, index, 0)], 0.0).astype(np.float32)
+
+
+def _confident_runs(confidence: np.ndarray, detection: np.ndarray) -> np.ndarray:
     """bool ``[L]``: residues of an unassigned chain kept in the final model, those with a
     ``confidence`` ``[L]`` (0-100) of at least `UNASSIGNED_MIN_CONFIDENCE` in runs of at least
-    `UNASSIGNED_MIN_LENGTH` consecutive ones."""
+    `UNASSIGNED_MIN_LENGTH` consecutive ones whose mean ``detection`` ``[L]``
+    (`_detection_support`) is at least `UNASSIGNED_MIN_DETECTION`."""
     confident = np.asarray(confidence) >= UNASSIGNED_MIN_CONFIDENCE
     # starts and ends (exclusive) of the runs of confident residues
     edges = np.diff(np.concatenate([[0], confident.astype(np.int8), [0]]))
     keep = np.zeros(len(confident), dtype=bool)
     for start, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
-        keep[start:end] = end - start >= UNASSIGNED_MIN_LENGTH
+        keep[start:end] = (end - start >= UNASSIGNED_MIN_LENGTH
+                           and detection[start:end].mean() >= UNASSIGNED_MIN_DETECTION)
     return keep
 
 
-def _final_residues(match: ChainMatch, confidence: np.ndarray, *, with_sequences: bool,
-                    threaded_only: bool):
+def _final_residues(match: ChainMatch, confidence: np.ndarray, detection: np.ndarray, *,
+                    with_sequences: bool, threaded_only: bool):
     """Which residues of a chain the final model holds, their numbers and types: bool, int64
-    and int64 ``[L]`` for the chain's ``L`` nodes (``confidence`` ``[N]``, 0-100, of all nodes),
-    or None when the chain is left out.
+    and int64 ``[L]`` for the chain's ``L`` nodes (``confidence`` ``[N]``, 0-100, and
+    ``detection`` ``[N]``, `_detection_support`, of all nodes), or None when the chain is left
+    out.
 
     * A threaded chain keeps the residues with a sequence position, numbered and typed by it.
     * Without sequences, every chain is kept whole with its predicted types, numbered 1..L.
@@ -474,7 +507,7 @@ def _final_residues(match: ChainMatch, confidence: np.ndarray, *, with_sequences
     elif threaded_only:
         return None
     else:
-        keep = _confident_runs(confidence[match.nodes])
+        keep = _confident_runs(confidence[match.nodes], detection[match.nodes])
         numbers, types = trace_numbers, np.full(len(match.nodes), UNK_INDEX)
         shortest = UNASSIGNED_MIN_LENGTH
     if keep.sum() < shortest:
@@ -483,24 +516,29 @@ def _final_residues(match: ChainMatch, confidence: np.ndarray, *, with_sequences
 
 
 def _assemble(graph, named: list[NamedChain], sequences: list[Sequence], *, final: bool,
-              threaded_only: bool = False):
+              threaded_only: bool = False, points: CalphaPoints | None = None):
     """A `BuiltModel` (+ aa_probs ``[R, 20]`` and chain reports) from named chains.
 
     A round's model (not ``final``) holds every chain, numbered 1..L in chain order, with the
     types threading gave (the sequence's where assigned, the predicted ones elsewhere). The
-    final model holds the residues `_final_residues` keeps (``threaded_only`` passed on).
+    final model holds the residues `_final_residues` keeps (``threaded_only`` passed on; the
+    Cα candidates ``points`` give the nodes' detection support).
     Every node's frame is first turned to run along its chain as threading left it
     (`GraphOutput.turned`): threading may reverse, join or extend the linked chains, and the
     polish pass predicts frames afresh.
     """
     graph = graph.turned(runs_against(graph.atom14_positions[:, :3],
                                       [chain.match.nodes for chain in named]))
+    if final:
+        if points is None:
+            raise ValueError("the final model needs the Cα candidates (points)")
+        detection = _detection_support(points, graph.atom14_positions[:, 1])
     nodes, types, numbers, chain_of, reports = [], [], [], [], []
     for chain in named:
         match = chain.match
         if final:
-            kept = _final_residues(match, graph.confidence, with_sequences=bool(sequences),
-                                   threaded_only=threaded_only)
+            kept = _final_residues(match, graph.confidence, detection,
+                                   with_sequences=bool(sequences), threaded_only=threaded_only)
             if kept is None:
                 continue
             keep, chain_numbers, chain_types = kept
@@ -856,7 +894,8 @@ def build(
     if dropped:
         named = name_chains([chain.match for chain in named], sequences)
     final, final_probs, final_reports = _assemble(graph, named, sequences, final=True,
-                                                  threaded_only=options.threaded_only)
+                                                  threaded_only=options.threaded_only,
+                                                  points=points)
     if not final.num_residues:
         notify("warning", _empty_reason(rounds[-1].model.num_residues, bool(sequences),
                                         options.threaded_only))

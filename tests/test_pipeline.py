@@ -228,11 +228,13 @@ def test_map_warnings_name_coarse_voxels_and_thresholding():
 
 def test_final_model_keeps_confident_unthreaded_chains_unassigned():
     """An unthreaded chain stays in the final model as UNK residues numbered along the trace,
-    less its residues below the confidence cut and the runs shorter than a chain they leave;
+    less its residues below the confidence cut, the runs shorter than a chain they leave and
+    the runs the detector does not support;
     ``threaded_only`` leaves it out; a threaded chain keeps its residues with a sequence
     position; without sequences every chain is kept whole with its predicted types."""
     from cryobuild.pipeline import (MIN_CHAIN_LENGTH, UNASSIGNED_MIN_CONFIDENCE,
-                                    UNASSIGNED_MIN_LENGTH, _final_residues)
+                                    UNASSIGNED_MIN_DETECTION, UNASSIGNED_MIN_LENGTH,
+                                    _final_residues as final_residues)
     from cryobuild.thread import ChainMatch
 
     sure, unsure = UNASSIGNED_MIN_CONFIDENCE, UNASSIGNED_MIN_CONFIDENCE - 1
@@ -243,6 +245,11 @@ def test_final_model_keeps_confident_unthreaded_chains_unassigned():
     assert (MIN_CHAIN_LENGTH, UNASSIGNED_MIN_LENGTH) == (4, 2)
     nodes = np.arange(len(confidence))
     aa_probs = np.eye(20)[nodes % 20]
+    detected = np.full(len(nodes), UNASSIGNED_MIN_DETECTION)
+
+    def _final_residues(match, confidence, **kwargs):
+        return final_residues(match, confidence, detected, **kwargs)
+
     chain = ChainMatch.unthreaded(nodes, aa_probs)
     keep, numbers, types = _final_residues(chain, confidence, with_sequences=True, threaded_only=False)
     assert numbers[keep].tolist() == [1, 2, 3, 4, 5, 9, 10, 11, 12, 14, 15]
@@ -264,3 +271,23 @@ def test_final_model_keeps_confident_unthreaded_chains_unassigned():
         keep, numbers, _ = _final_residues(threaded, np.zeros(len(nodes)), with_sequences=True,
                                            threaded_only=threaded_only)
         assert numbers[keep].tolist() == list(range(10, 23))
+    # a run on weakly detected Cα goes (the 4-run: one node at 0.1 pulls its mean below the
+    # cut), other runs stay; a threaded chain keeps its residues however weakly detected
+    weak = detected.copy()
+    weak[8] = 0.1
+    keep, numbers, _ = final_residues(chain, confidence, weak, with_sequences=True,
+                                      threaded_only=False)
+    assert numbers[keep].tolist() == [1, 2, 3, 4, 5, 14, 15]
+    keep, numbers, _ = final_residues(threaded, confidence, np.zeros(len(nodes)),
+                                      with_sequences=True, threaded_only=False)
+    assert numbers[keep].tolist() == list(range(10, 23))
+
+
+def test_detection_support_is_the_nearest_candidates_probability_within_reach():
+    from cryobuild.pipeline import DETECTION_SUPPORT_RADIUS, _detection_support
+    from cryobuild.points import CalphaPoints
+
+    points = CalphaPoints(np.array([[0.0, 0, 0], [10, 0, 0]]), np.array([0.6, 0.25]))
+    ca = np.array([[1.0, 0, 0], [8.5, 0, 0], [5, 0, 0], [10, DETECTION_SUPPORT_RADIUS + 0.1, 0]])
+    assert np.allclose(_detection_support(points, ca), [0.6, 0.25, 0.0, 0.0])
+    assert _detection_support(CalphaPoints(np.zeros((0, 3)), np.zeros(0)), ca).tolist() == [0] * 4
