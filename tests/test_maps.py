@@ -96,6 +96,27 @@ def test_axis_order_and_placement(tmp_path, order, placement):
     assert np.linalg.norm(peak_position(coarse) - ATOM) < PEAK_TOLERANCE
 
 
+def test_lattice_resampling_samples_a_crop_where_it_samples_the_whole_map():
+    """With ``lattice`` the new grid lies on multiples of the new voxel size, so a map and a
+    crop of it (origins a fraction of a new voxel apart) share their samples; from the origin
+    they would not."""
+    rng = np.random.default_rng(0)
+    density = DensityMap(rng.standard_normal((40, 36, 32)).astype(np.float32), 1.1,
+                         np.array([0.37, -3.1, 5.02]))
+    crop = crop_box(density, density.origin + 4.0, density.origin + 30.0)
+    whole, part = resample(density, 1.5, lattice=True), resample(crop, 1.5, lattice=True)
+    assert np.allclose(np.round(whole.origin / 1.5) * 1.5, whole.origin)
+    assert np.all(whole.origin >= density.origin) and np.all(whole.origin - density.origin < 1.5)
+    shift = np.round((part.origin - whole.origin) / 1.5).astype(int)
+    inner = whole.grid[shift[2]:shift[2] + part.grid.shape[0], shift[1]:shift[1] + part.grid.shape[1],
+                       shift[0]:shift[0] + part.grid.shape[2]]
+    # (the anti-aliasing blur differs within a voxel or two of the crop's faces)
+    np.testing.assert_allclose(inner[2:-2, 2:-2, 2:-2], part.grid[2:-2, 2:-2, 2:-2], atol=1e-5)
+    plain = resample(crop, 1.5)
+    assert not np.allclose((plain.origin - whole.origin) / 1.5,
+                           np.round((plain.origin - whole.origin) / 1.5))
+
+
 def test_origin_field_wins_over_nstart_as_in_pymol(tmp_path):
     """PyMOL and ChimeraX place the grid by ORIGIN when it is non-zero, ignoring NSTART."""
     origin = np.array([5.0, 6.0, 7.0])

@@ -94,11 +94,13 @@ class DetectionResult:
 
 
 def prepare_features(view: NetworkMap) -> tuple[DensityMap, np.ndarray]:
-    """Resample the standardised map to 1.5 Å; returns the prepared map and features
-    ``[2, Z, Y, X]`` (standardised density, local standard deviation)."""
+    """Resample the standardised map to 1.5 Å, on the lattice of multiples of 1.5 Å in the map's
+    frame (`resample`'s ``lattice``: padding or cropping a map does not move its samples);
+    returns the prepared map and features ``[2, Z, Y, X]`` (standardised density, local standard
+    deviation)."""
     from scipy.ndimage import gaussian_filter
 
-    prepared = resample(view.density, DETECTION_VOXEL)
+    prepared = resample(view.density, DETECTION_VOXEL, lattice=True)
     grid = prepared.grid
     sigma = LOCAL_STD_SIGMA / DETECTION_VOXEL
     mean = gaussian_filter(grid, sigma, mode="constant")
