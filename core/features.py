@@ -93,6 +93,9 @@ class NetworkMap:
         Of the standardised values of the non-empty voxels: protein density has a long tail
         of high values (the 22 maps of ``shared/data/real``: 0.40-1.48), noise has none (40
         Gaussian noise maps, white or smoothed: -0.14 to +0.07; `cryobuild.bench.skewness`).
+    solvent : float
+        The solvent's standardised level (the median of the voxels neither empty nor in the
+        molecule), which the empty voxels hold.
     """
 
     density: DensityMap
@@ -100,6 +103,7 @@ class NetworkMap:
     map_resolution: float
     estimated: bool
     skewness: float
+    solvent: float
 
 
 def empty_voxels(grid: np.ndarray) -> np.ndarray:
@@ -254,6 +258,7 @@ def standardise(density: DensityMap, resolution: float | None = None) -> Network
     inside = out[occupied]
     skewness = float(np.mean(inside**3) - 3 * inside.mean() * inside.var() - inside.mean() ** 3) / max(
         float(inside.std()) ** 3, 1e-12)
-    out[empty] = float(np.median(out[solvent])) if solvent.any() else float(out[occupied].min())
+    level = float(np.median(out[solvent])) if solvent.any() else float(out[occupied].min())
+    out[empty] = level
     return NetworkMap(density.with_grid(out.astype(np.float32)), cut, map_resolution, estimated,
-                      skewness)
+                      skewness, level)

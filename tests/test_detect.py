@@ -13,7 +13,7 @@ from cryobuild.checkpoints import checkpoint_path
 from cryobuild.data import ca_coordinates
 from cryobuild.detect.baseline import detect_calphas_baseline
 from cryobuild.detect.inference import (
-    DetectionOptions, detect_calphas, prepare_features, sliding_window_predict,
+    DetectionOptions, detect_calphas, detection_features, detection_grid, sliding_window_predict,
 )
 from cryobuild.detect.network import CalphaDetector, DetectorConfig, load_detector
 from cryobuild.errors import Cancelled
@@ -30,7 +30,7 @@ class LocalConvNet(torch.nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        self.config = types.SimpleNamespace(divisor=1)
+        self.config = types.SimpleNamespace(divisor=1, solvent_frame=False)
         self.layers = torch.nn.Sequential(
             torch.nn.Conv3d(2, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv3d(4, 4, 3, padding=1)
         )
@@ -43,13 +43,30 @@ class LocalConvNet(torch.nn.Module):
 
 def test_sliding_windows_have_no_seams(il2_view_3A):
     view, _ = il2_view_3A
-    prepared, features = prepare_features(view)
+    prepared, features = detection_features(detection_grid(view), (1, 1, 1))
     features = features[:, :32, :32, :32]
     net = LocalConvNet()
     whole = sliding_window_predict(net, features, DetectionOptions(window=32, margin=6))
     tiled = sliding_window_predict(net, features, DetectionOptions(window=14, margin=3, batch_size=3))
     np.testing.assert_allclose(tiled[0], whole[0], atol=1e-5)
     np.testing.assert_allclose(tiled[1], whole[1], atol=1e-5)
+
+
+def test_solvent_frame_reads_a_padded_map_as_the_map(il2_map_3A):
+    """Framed by the solvent's level, a map padded with empty voxels gives the network the same
+    window as the map itself; framed by 0 (the first detectors' form) it does not: there the
+    frame reads as protein-level density around the unpadded box."""
+    density, _ = il2_map_3A
+    views = [standardise(d, 3.0) for d in (density, pad_to_shape(density, density.shape_xyz + 16))]
+    for solvent_frame, least, most in ((True, 0.99, 1.0), (False, -1.0, 0.9)):
+        (a, fa), (b, fb) = [
+            detection_features(grid, grid.shape_xyz + 30, view.solvent if solvent_frame else None)
+            for view, grid in ((view, detection_grid(view)) for view in views)]
+        shift = np.round((a.origin - b.origin) / 1.5).astype(int)[::-1]
+        same = fb[(slice(None),) + tuple(slice(s, s + n) for s, n in zip(shift, fa.shape[1:]))]
+        for channel in range(2):
+            correlation = np.corrcoef(fa[channel].ravel(), same[channel].ravel())[0, 1]
+            assert least <= correlation <= most, (solvent_frame, channel, correlation)
 
 
 def test_mask_restricts_windows_and_points(il2_map_3A, monkeypatch):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..features import NetworkMap
-from .inference import DetectionResult, extract_points, prepare_features
+from .inference import DetectionResult, detection_features, detection_grid, extract_points
 
 __all__ = ["detect_calphas_baseline"]
 
@@ -24,6 +24,6 @@ Z_THRESHOLD = 1.5
 
 def detect_calphas_baseline(view: NetworkMap, z_threshold: float = Z_THRESHOLD) -> DetectionResult:
     """Local maxima of the standardised map with a value >= ``z_threshold``."""
-    prepared, features = prepare_features(view)
+    prepared, features = detection_features(detection_grid(view), (1, 1, 1))
     score = prepared.with_grid(1 / (1 + np.exp(-(features[0] - z_threshold))))
     return DetectionResult(extract_points(score, None, 0.5), score)

@@ -2,7 +2,7 @@
 
 ``NetworkMap -> CalphaPoints``. The standardised map (`cryobuild.features.standardise`) is
 resampled to `DETECTION_VOXEL` Å and given a local-standard-deviation channel
-(`prepare_features`, shared with training); the network runs
+(`detection_grid`, `detection_features`, shared with training); the network runs
 on overlapping windows whose edges are discarded and whose overlaps are averaged
 (`sliding_window_predict`); points are the local maxima of the probability above a threshold,
 moved by the predicted sub-voxel offset, merged into probability-weighted centroids and cleared
@@ -27,7 +27,8 @@ __all__ = [
     "FLAT_RANGE",
     "DetectionOptions",
     "DetectionResult",
-    "prepare_features",
+    "detection_features",
+    "detection_grid",
     "sliding_window_predict",
     "varied_voxels",
     "extract_points",
@@ -93,20 +94,41 @@ class DetectionResult:
     probability: DensityMap
 
 
-def prepare_features(view: NetworkMap) -> tuple[DensityMap, np.ndarray]:
-    """Resample the standardised map to 1.5 Å, on the lattice of multiples of 1.5 Å in the map's
-    frame (`resample`'s ``lattice``: padding or cropping a map does not move its samples);
-    returns the prepared map and features ``[2, Z, Y, X]`` (standardised density, local standard
-    deviation)."""
+def detection_grid(view: NetworkMap) -> DensityMap:
+    """The standardised map resampled to 1.5 Å, on the lattice of multiples of 1.5 Å in the
+    map's frame (`resample`'s ``lattice``: padding or cropping a map does not move its
+    samples)."""
+    return resample(view.density, DETECTION_VOXEL, lattice=True)
+
+
+def detection_features(grid: DensityMap, min_shape_xyz, frame: float | None = None
+                       ) -> tuple[DensityMap, np.ndarray]:
+    """``grid`` (`detection_grid`) padded evenly to at least ``min_shape_xyz`` voxels, and the
+    network's input on it: features ``[2, Z, Y, X]``, the standardised density and its local
+    standard deviation (Gaussian window of `LOCAL_STD_SIGMA`).
+
+    ``frame`` is what lies beyond the box (`DetectorConfig.solvent_frame`): a level (the
+    solvent's, `NetworkMap.solvent`) that fills the padding and the local deviation's window
+    past the box's faces, so a map boxed tightly reads as one boxed loosely; or None, the
+    detectors' first form: both channels 0 in the padding, and the density 0 past the faces
+    (0 is the molecule's mean after standardisation, so a tight box is framed by
+    protein-level density: on T20S α, padded by 20 voxels, the local deviation correlated
+    0.72 with the deposited map's, and the detector found 0.70 of its Cα instead of 0.86).
+    """
     from scipy.ndimage import gaussian_filter
 
-    prepared = resample(view.density, DETECTION_VOXEL, lattice=True)
-    grid = prepared.grid
+    level = 0.0 if frame is None else float(frame)
+    padded = pad_to_shape(grid, min_shape_xyz, value=level)
+    values = grid.grid if frame is None else padded.grid
     sigma = LOCAL_STD_SIGMA / DETECTION_VOXEL
-    mean = gaussian_filter(grid, sigma, mode="constant")
-    mean_sq = gaussian_filter(grid * grid, sigma, mode="constant")
+    mean = gaussian_filter(values, sigma, mode="constant", cval=level)
+    mean_sq = gaussian_filter(values * values, sigma, mode="constant", cval=level * level)
     local_std = np.sqrt(np.maximum(mean_sq - mean * mean, 0))
-    return prepared, np.stack([grid, local_std]).astype(np.float32)
+    if frame is None:
+        before = np.round(padded.xyz_to_voxel(grid.origin)).astype(int)
+        local_std = np.pad(local_std, [(int(b), int(t - n - b)) for b, t, n in
+                                       zip(before[::-1], padded.shape_xyz[::-1], grid.shape_xyz[::-1])])
+    return padded, np.stack([padded.grid, local_std]).astype(np.float32)
 
 
 def varied_voxels(density: np.ndarray) -> np.ndarray:
@@ -281,16 +303,15 @@ def detect_calphas(
     probability map is returned on the 1.5 Å grid (0 where no window ran).
     """
     report(progress, "detect", 0.0, "preparing map")
-    prepared, features = prepare_features(view)
-    varied = varied_voxels(features[0])
+    prepared = detection_grid(view)
     divisor = network.config.divisor
     target = np.maximum(prepared.shape_xyz, options.window)
     target = ((target + divisor - 1) // divisor) * divisor
-    padded_map = pad_to_shape(prepared, target)
+    padded_map, features = detection_features(
+        prepared, target, view.solvent if network.config.solvent_frame else None)
     before = np.round(padded_map.xyz_to_voxel(prepared.origin)).astype(int)
     pad_zyx = [(int(b), int(t - s - b)) for b, t, s in zip(before, target, prepared.shape_xyz)][::-1]
-    varied = np.pad(varied, pad_zyx)
-    features = np.pad(features, [(0, 0)] + pad_zyx)
+    varied = np.pad(varied_voxels(prepared.grid), pad_zyx)
     keep_mask = None
     if mask is not None:
         centres = padded_map.voxel_to_xyz(

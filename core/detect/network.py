@@ -23,11 +23,15 @@ MAX_OFFSET = 1.5
 
 @dataclasses.dataclass(frozen=True)
 class DetectorConfig:
-    """Architecture: ``channels`` per U-Net level (finest first), residual blocks per level."""
+    """Architecture: ``channels`` per U-Net level (finest first), residual blocks per level;
+    and what the network reads beyond a map's box (`detect.inference.detection_features`):
+    ``solvent_frame`` the solvent's level, otherwise 0 (the molecule's mean after
+    standardisation), as every detector trained before 2026-12-05's twelfth stop read it."""
 
     channels: tuple[int, ...] = (16, 32, 64, 96)
     blocks_per_level: int = 1
     in_channels: int = 2
+    solvent_frame: bool = False
 
     def __post_init__(self):
         if len(self.channels) < 2 or self.blocks_per_level < 1:

@@ -33,7 +33,7 @@ import torch
 
 from ..checkpoints import checkpoint_path, load_checkpoint
 from ..data import ca_coordinates, default_split, fold_cases, read_structure
-from ..detect.inference import prepare_features
+from ..detect.inference import detection_features, detection_grid
 from ..features import standardise
 from ..detect.network import CalphaDetector, DetectorConfig
 from ..simulate import SimulationOptions, noise_map, simulate_map
@@ -170,12 +170,15 @@ def make_targets(centres_zyx: np.ndarray, size: int) -> tuple[np.ndarray, ...]:
 class TrainingCrops(torch.utils.data.IterableDataset):
     """Endless ``(features [2,S,S,S], *make_targets(...))`` training crops: of maps simulated
     from training-split structures (with `realism` blemishes), and with probability
-    ``real_fraction`` of one of the real maps ``real_cases`` (deposited Cα as targets)."""
+    ``real_fraction`` of one of the real maps ``real_cases`` (deposited Cα as targets); maps
+    smaller than a crop are framed as ``solvent_frame`` says (`DetectorConfig.solvent_frame`)."""
 
     def __init__(self, records, crop: int, crops_per_map: int, aug: Augmentation, seed: int,
-                 realism: Realism = Realism(), real_cases=(), real_fraction: float = 0.0):
+                 realism: Realism = Realism(), real_cases=(), real_fraction: float = 0.0,
+                 solvent_frame: bool = False):
         self.records = list(records)
         self.crop = crop
+        self.solvent_frame = solvent_frame
         self.crops_per_map = crops_per_map
         self.aug = aug
         self.seed = seed
@@ -231,11 +234,10 @@ class TrainingCrops(torch.utils.data.IterableDataset):
 
     def _crops(self, view, kept: np.ndarray, deleted: np.ndarray, rng):
         aug = self.aug
-        prepared, features = prepare_features(view)
         size = self.crop
+        prepared, features = detection_features(
+            detection_grid(view), (size,) * 3, view.solvent if self.solvent_frame else None)
         shape = np.array(features.shape[1:])
-        pad = np.maximum(size - shape, 0)
-        features = np.pad(features, [(0, 0)] + [(0, int(p)) for p in pad])
         ca_zyx = prepared.xyz_to_voxel(kept)[:, ::-1]
         for _ in range(self.crops_per_map):
             if len(deleted) and rng.random() < aug.empty_crop_fraction:
@@ -329,6 +331,9 @@ def main(argv=None):
     add_real_fold_args(parser, real_fraction=0.3, unit="maps")
     parser.add_argument("--noise-fraction", type=float, default=0.0,
                         help="fraction of maps that are noise alone, with no Cα")
+    parser.add_argument("--solvent-frame", action="store_true",
+                        help="frame maps smaller than a window with the solvent's level "
+                             "(DetectorConfig.solvent_frame; kept in the checkpoint's config)")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false",
                         help="train in float32 (bf16 autocast halves the CPU step time)")
     args = parser.parse_args(argv)
@@ -337,6 +342,8 @@ def main(argv=None):
     split = default_split()
     state = load_checkpoint(args.checkpoint) if args.checkpoint.exists() else None
     config = DetectorConfig(**state["config"]) if state else DetectorConfig()
+    if args.solvent_frame:
+        config = dataclasses.replace(config, solvent_frame=True)
     network = CalphaDetector(config)
     optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)
     real_cases = fold_cases(args.real_fold) if args.real_fold else []
@@ -348,7 +355,7 @@ def main(argv=None):
 
     dataset = TrainingCrops(split["train"], args.crop, crops_per_map=args.crops_per_map, aug=Augmentation(noise_map_fraction=args.noise_fraction),
                             seed=args.seed + run.step, real_cases=real_cases,
-                            real_fraction=args.real_fraction)
+                            real_fraction=args.real_fraction, solvent_frame=config.solvent_frame)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, num_workers=1, prefetch_factor=4)
     val_records = sorted(split["validation"], key=lambda r: r.num_residues)[:: max(len(split["validation"]) // 4, 1)][:4]
 
