@@ -19,8 +19,8 @@ paths and writes nothing (the CLI and the engine write at the edges):
 4. the final model (`_final_residues`): threaded chains of at least `MIN_CHAIN_LENGTH` residues,
    residues with a sequence position only; then, unless ``threaded_only``, the chains that could
    not be threaded, as unassigned chains of UNK residues in runs of at least
-   `UNASSIGNED_MIN_LENGTH` residues of `UNASSIGNED_MIN_CONFIDENCE` or more on Cα candidates of
-   the detector's (`UNASSIGNED_MIN_DETECTION`); relaxed (`relax.relax`). The raw model keeps every chain.
+   `UNASSIGNED_MIN_LENGTH` residues of `UNASSIGNED_MIN_CONFIDENCE` or more on Cα candidates
+   the detector found well enough (`UNASSIGNED_MIN_DETECTION`); relaxed (`relax.relax`). The raw model keeps every chain.
 
 With ``threader="structgen"``, each round's threading is checked against the HMM threader's: in a
 round where the Structure Generator threads fewer than `thread.STRUCTGEN_MIN_SHARE` of the
@@ -124,19 +124,21 @@ UNASSIGNED_MIN_CONFIDENCE = 65.0
 #: map 0.29 -> 0.52) and beyond 4.5 Å from 0.52 to 0.63 (0.72 -> 0.69) (``bench.real``,
 #: 2026-12-04, fifth stop). ``--threaded-only`` leaves all of them out.
 UNASSIGNED_MIN_LENGTH = 2
-#: Least mean detection support (`_detection_support`, 0-1) of a run of an unassigned chain in
-#: the final model. The graph network's confidence does not tell a piece traced through noise
-#: from one on protein (the demo's pieces in the solvent noise 6-20 Å from any atom hold
-#: confidence 66-76, as right ones do), but the detector does: those pieces' Cα sit on
-#: candidates of probability 0.20-0.35 (median 0.25), the threaded chain's on 0.42-0.53. On the
-#: demo (`cryobuild demo`) a cut at 0.3 took the final precision from 0.75 to 0.91 at the same
-#: Cα recall; on the 10 real maps ≤ 4.5 Å (eleventh stop's `bench.real --keep` outputs, models
-#: filtered after the fact) it raised the precision of apoferritin 0.929 -> 0.944, TMV 0.315 ->
-#: 0.388 (its unmasked neighbours, weakly detected at the box edge), γ-secretase 0.915 -> 0.924
-#: and Nav β1 0.908 -> 0.918, and cost final Cα recall 0.008-0.012 on γ-secretase,
-#: pneumolysin and Nav β1, none elsewhere; a cut at 0.35 cost γ-secretase 0.11 and
-#: pneumolysin 0.10 (scratch check, twelfth stop of 2026-12-05).
-UNASSIGNED_MIN_DETECTION = 0.3
+#: Least mean detection support (`_detection_support`) of a run of an unassigned chain in the
+#: final model, as a fraction of the map's median Cα-candidate probability. The graph network's
+#: confidence does not tell a piece traced through noise from one on protein (the demo's
+#: pieces in the solvent noise 6-20 Å from any atom hold confidence 66-76, as right ones do),
+#: but the detector does: those pieces' Cα sit on candidates of probability 0.20-0.35 (median
+#: 0.25), the threaded chain's on 0.42-0.53, the map's median candidate 0.45. Relative, because
+#: the detector's probabilities run lower on poorer maps (median candidate 0.31 on the 6.1 Å
+#: PSF1 map, 0.35-0.50 on the other real maps). Scratch check, twelfth stop of 2026-12-05, on
+#: final models built without the rule and filtered after the fact (the eleventh stop's
+#: `bench.real --keep` outputs of the 10 real maps ≤ 4.5 Å, this stop's of the other 9): on
+#: the demo (`cryobuild demo`) final precision 0.75 -> 0.91 at the same Cα recall; on the real
+#: maps precision up by 0.01-0.03 on apoferritin, EMD-2566, the spike and Nav β1, final Cα
+#: recall down 0.011 on Nav β1 and at most 0.002 elsewhere. An absolute cut of 0.3 did as well
+#: on the demo but cost PSF1 0.12 of final Cα recall (0.62 -> 0.50) and γ-secretase 0.012.
+UNASSIGNED_MIN_DETECTION = 2 / 3
 #: Å: a node's detection support is the probability of the nearest Cα candidate within this
 #: distance (0 without one): the graph network moves nodes up to about 3 Å from the
 #: candidates they started from.
@@ -457,27 +459,29 @@ def _detection_support(points: CalphaPoints, ca: np.ndarray) -> np.ndarray:
     return np.where(found, points.score[np.where(found, index, 0)], 0.0).astype(np.float32)
 
 
-def _confident_runs(confidence: np.ndarray, detection: np.ndarray) -> np.ndarray:
+def _confident_runs(confidence: np.ndarray, detection: np.ndarray, detection_cut: float
+                    ) -> np.ndarray:
     """bool ``[L]``: residues of an unassigned chain kept in the final model, those with a
     ``confidence`` ``[L]`` (0-100) of at least `UNASSIGNED_MIN_CONFIDENCE` in runs of at least
     `UNASSIGNED_MIN_LENGTH` consecutive ones whose mean ``detection`` ``[L]``
-    (`_detection_support`) is at least `UNASSIGNED_MIN_DETECTION`."""
+    (`_detection_support`) is at least ``detection_cut``."""
     confident = np.asarray(confidence) >= UNASSIGNED_MIN_CONFIDENCE
     # starts and ends (exclusive) of the runs of confident residues
     edges = np.diff(np.concatenate([[0], confident.astype(np.int8), [0]]))
     keep = np.zeros(len(confident), dtype=bool)
     for start, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
         keep[start:end] = (end - start >= UNASSIGNED_MIN_LENGTH
-                           and detection[start:end].mean() >= UNASSIGNED_MIN_DETECTION)
+                           and detection[start:end].mean() >= detection_cut)
     return keep
 
 
-def _final_residues(match: ChainMatch, confidence: np.ndarray, detection: np.ndarray, *,
-                    with_sequences: bool, threaded_only: bool):
+def _final_residues(match: ChainMatch, confidence: np.ndarray, detection: np.ndarray,
+                    detection_cut: float, *, with_sequences: bool, threaded_only: bool):
     """Which residues of a chain the final model holds, their numbers and types: bool, int64
     and int64 ``[L]`` for the chain's ``L`` nodes (``confidence`` ``[N]``, 0-100, and
-    ``detection`` ``[N]``, `_detection_support`, of all nodes), or None when the chain is left
-    out.
+    ``detection`` ``[N]``, `_detection_support`, of all nodes; ``detection_cut`` the least mean
+    detection of an unassigned run, `UNASSIGNED_MIN_DETECTION` of the median candidate's), or
+    None when the chain is left out.
 
     * A threaded chain keeps the residues with a sequence position, numbered and typed by it.
     * Without sequences, every chain is kept whole with its predicted types, numbered 1..L.
@@ -507,7 +511,7 @@ def _final_residues(match: ChainMatch, confidence: np.ndarray, detection: np.nda
     elif threaded_only:
         return None
     else:
-        keep = _confident_runs(confidence[match.nodes], detection[match.nodes])
+        keep = _confident_runs(confidence[match.nodes], detection[match.nodes], detection_cut)
         numbers, types = trace_numbers, np.full(len(match.nodes), UNK_INDEX)
         shortest = UNASSIGNED_MIN_LENGTH
     if keep.sum() < shortest:
@@ -533,11 +537,12 @@ def _assemble(graph, named: list[NamedChain], sequences: list[Sequence], *, fina
         if points is None:
             raise ValueError("the final model needs the Cα candidates (points)")
         detection = _detection_support(points, graph.atom14_positions[:, 1])
+        detection_cut = UNASSIGNED_MIN_DETECTION * float(np.median(points.score)) if len(points) else 0.0
     nodes, types, numbers, chain_of, reports = [], [], [], [], []
     for chain in named:
         match = chain.match
         if final:
-            kept = _final_residues(match, graph.confidence, detection,
+            kept = _final_residues(match, graph.confidence, detection, detection_cut,
                                    with_sequences=bool(sequences), threaded_only=threaded_only)
             if kept is None:
                 continue

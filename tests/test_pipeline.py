@@ -233,8 +233,7 @@ def test_final_model_keeps_confident_unthreaded_chains_unassigned():
     ``threaded_only`` leaves it out; a threaded chain keeps its residues with a sequence
     position; without sequences every chain is kept whole with its predicted types."""
     from cryobuild.pipeline import (MIN_CHAIN_LENGTH, UNASSIGNED_MIN_CONFIDENCE,
-                                    UNASSIGNED_MIN_DETECTION, UNASSIGNED_MIN_LENGTH,
-                                    _final_residues as final_residues)
+                                    UNASSIGNED_MIN_LENGTH, _final_residues as final_residues)
     from cryobuild.thread import ChainMatch
 
     sure, unsure = UNASSIGNED_MIN_CONFIDENCE, UNASSIGNED_MIN_CONFIDENCE - 1
@@ -245,10 +244,11 @@ def test_final_model_keeps_confident_unthreaded_chains_unassigned():
     assert (MIN_CHAIN_LENGTH, UNASSIGNED_MIN_LENGTH) == (4, 2)
     nodes = np.arange(len(confidence))
     aa_probs = np.eye(20)[nodes % 20]
-    detected = np.full(len(nodes), UNASSIGNED_MIN_DETECTION)
+    cut = 0.3
+    detected = np.full(len(nodes), cut)
 
     def _final_residues(match, confidence, **kwargs):
-        return final_residues(match, confidence, detected, **kwargs)
+        return final_residues(match, confidence, detected, cut, **kwargs)
 
     chain = ChainMatch.unthreaded(nodes, aa_probs)
     keep, numbers, types = _final_residues(chain, confidence, with_sequences=True, threaded_only=False)
@@ -275,10 +275,10 @@ def test_final_model_keeps_confident_unthreaded_chains_unassigned():
     # cut), other runs stay; a threaded chain keeps its residues however weakly detected
     weak = detected.copy()
     weak[8] = 0.1
-    keep, numbers, _ = final_residues(chain, confidence, weak, with_sequences=True,
+    keep, numbers, _ = final_residues(chain, confidence, weak, cut, with_sequences=True,
                                       threaded_only=False)
     assert numbers[keep].tolist() == [1, 2, 3, 4, 5, 14, 15]
-    keep, numbers, _ = final_residues(threaded, confidence, np.zeros(len(nodes)),
+    keep, numbers, _ = final_residues(threaded, confidence, np.zeros(len(nodes)), cut,
                                       with_sequences=True, threaded_only=False)
     assert numbers[keep].tolist() == list(range(10, 23))
 
