@@ -20,7 +20,8 @@ paths and writes nothing (the CLI and the engine write at the edges):
    residues with a sequence position only; then, unless ``threaded_only``, the chains that could
    not be threaded, as unassigned chains of UNK residues in runs of at least
    `UNASSIGNED_MIN_LENGTH` residues of `UNASSIGNED_MIN_CONFIDENCE` or more on Cα candidates
-   the detector found well enough (`UNASSIGNED_MIN_DETECTION`); relaxed (`relax.relax`). The raw model keeps every chain.
+   the detector found well enough (`UNASSIGNED_MIN_DETECTION`); relaxed (`relax.relax`). The
+   raw model keeps every chain.
 
 With ``threader="structgen"``, each round's threading is checked against the HMM threader's: in a
 round where the Structure Generator threads fewer than `thread.STRUCTGEN_MIN_SHARE` of the
