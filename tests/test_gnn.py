@@ -188,6 +188,38 @@ def test_training_samples_carry_sidechain_decoys(il2_map_3A, il2_model):
     assert np.all(sample.next_node[~sample.real] == -1) and np.all(sample.aatype[~sample.real] == 20)
 
 
+def test_training_starts_shift_along_the_chain(il2_model):
+    """`GraphAugmentation.chain_shift` moves each start Cα towards a bonded neighbour's Cα, by
+    one fraction per stretch, never past halfway: every node stays nearest its own Cα."""
+    from scipy.spatial import cKDTree
+
+    from cryobuild.train.gnn import GraphAugmentation, _along_chain_shifts, chain_links
+
+    kept = np.arange(il2_model.num_residues)
+    assert not _along_chain_shifts(il2_model, kept, GraphAugmentation(), np.random.default_rng(0)).any()
+    aug = GraphAugmentation(chain_shift=0.45, chain_shift_run=(5, 5))
+    offsets = _along_chain_shifts(il2_model, kept, aug, np.random.default_rng(0))
+    ca = il2_model.ca
+    links = chain_links(il2_model)
+    to_next = np.vstack([ca[1:] - ca[:-1], np.zeros((1, 3))])
+    to_previous = np.vstack([np.zeros((1, 3)), ca[:-1] - ca[1:]])
+    fractions = []
+    for i, offset in enumerate(offsets):
+        candidates = [(step, ok) for step, ok in ((to_next[i], links[i]),
+                                                  (to_previous[i], i > 0 and links[i - 1])) if ok]
+        fit = [np.dot(offset, step) / np.dot(step, step) for step, _ in candidates
+               if np.allclose(offset, np.dot(offset, step) / np.dot(step, step) * step, atol=1e-6)]
+        assert fit, f"residue {i}: offset not along a bond to a neighbour"
+        fractions.append(max(fit))
+    fractions = np.array(fractions)
+    assert fractions.max() < 0.45 + 1e-9 and (fractions > 0.05).mean() > 0.5
+    moved = (np.linalg.norm(offsets, axis=1) > 0).reshape(-1)
+    stretch = fractions[:5][moved[:5]]
+    assert np.allclose(stretch, stretch[0])  # one fraction per stretch
+    _, nearest = cKDTree(ca).query(ca + offsets)
+    assert np.array_equal(nearest, kept)
+
+
 def test_training_crops_given_unrelated_sequences_keep_their_types(il2_map_3A, il2_model):
     """With ``unrelated_fraction`` 1 a crop's sequences are replaced by unrelated ones of the
     same lengths (shuffles or another composition), while the types taught stay the

@@ -80,7 +80,9 @@ class GraphAugmentation:
     Cα; their median distance to the nearest atom was 0.8 Å and to the nearest Cα 2.7-3.3 Å,
     and 59 of the 76 sat on a side-chain atom beyond Cβ (`detect_calphas` with the committed
     detector, compared with the deposited atoms). Random peptides in the box teach the network
-    little about those.
+    little about those. On real maps at 3.2-4.5 Å they are more: 0.18-0.76 per matched Cα
+    (MAVS, pneumolysin, 3LOS, ASC, EMD-2566; 72-100% of those on the protein within 1.5 Å of
+    an atom of it; the bundled fold-B detector, thirteenth stop).
     """
 
     crop_residues: tuple[int, int] = (64, 160)
@@ -118,6 +120,18 @@ class GraphAugmentation:
     #: Cα rose by 0.008 but whole builds threaded less: not in the bundled weights.
     real_vary_fraction: float = 0.0
     real_noise: tuple[float, float] = (0.1, 0.8)
+    #: Largest shift of the start Cα along the chain, as a fraction of the step to the next (or
+    #: the previous) residue's Cα, drawn per stretch of `chain_shift_run` residues that all
+    #: shift alike (`_along_chain_shifts`); below 0.5, so the nearest deposited Cα stays the
+    #: node's own. Why: at 3.6-4.5 Å the detector's Cα lie a median 1.3-1.4 Å from the
+    #: deposited ones (pneumolysin, ASC, 3LOS, MAVS; 39-48% nearer a Cα-Cα midpoint than to a
+    #: Cα), and a network trained only on i.i.d. noise does not move them (pneumolysin: rms
+    #: 1.51 -> 1.52 Å over 3 rounds, where i.i.d. noise of 1.45 Å went to 1.06 Å). Deposited Cα
+    #: shifted alike by up to half a step cost the residue types about as much as starting
+    #: from the detector does (negative log-likelihood of the deposited types 2.51 -> 2.66
+    #: nats on pneumolysin, 2.31 -> 2.57 on ASC; scratch checks, thirteenth stop).
+    chain_shift: float = 0.0
+    chain_shift_run: tuple[int, int] = (4, 16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +235,32 @@ def _sidechain_decoys(model: BuiltModel, chosen: np.ndarray, aug: GraphAugmentat
     return atoms + rng.normal(0, aug.decoy_noise, atoms.shape)
 
 
+def _along_chain_shifts(model: BuiltModel, kept: np.ndarray, aug: GraphAugmentation,
+                        rng) -> np.ndarray:
+    """Offsets ``[len(kept), 3]`` (Å) of the ``kept`` residues' start Cα along their chain:
+    per stretch of `GraphAugmentation.chain_shift_run` residues one fraction ``f`` drawn from
+    ±`GraphAugmentation.chain_shift`, each residue moved ``|f|`` of the way to the next
+    residue's Cα (``f > 0``) or the previous one's (``f < 0``); no move where that neighbour
+    is not peptide-bonded."""
+    offsets = np.zeros((len(kept), 3))
+    if aug.chain_shift <= 0 or not len(kept):
+        return offsets
+    fraction = np.empty(len(kept))
+    start = 0
+    while start < len(kept):
+        length = int(rng.integers(aug.chain_shift_run[0], aug.chain_shift_run[1] + 1))
+        fraction[start : start + length] = rng.uniform(-aug.chain_shift, aug.chain_shift)
+        start += length
+    links = chain_links(model)
+    last = model.num_residues - 1
+    forward = (fraction > 0) & links[kept]
+    backward = (fraction < 0) & (kept > 0) & links[np.maximum(kept - 1, 0)]
+    step = np.zeros((len(kept), 3))
+    step[forward] = model.ca[np.minimum(kept[forward] + 1, last)] - model.ca[kept[forward]]
+    step[backward] = model.ca[kept[backward] - 1] - model.ca[kept[backward]]
+    return np.abs(fraction)[:, None] * step
+
+
 def _box_structure(structure, model: BuiltModel, lo: np.ndarray, hi: np.ndarray):
     """A copy of ``structure`` with only the residues whose Cα lies within `CONTEXT_MARGIN` of
     the box ``lo``-``hi`` (Å), so the periodic simulation cell does not wrap far atoms in."""
@@ -300,7 +340,8 @@ def make_sample(structure, model: BuiltModel, sequences, aug: GraphAugmentation,
                           aug.fake_length, rng)
     fake = np.concatenate([fake, _sidechain_decoys(model, chosen, aug, rng)])
     n_real, n = len(kept), len(kept) + len(fake)
-    ca = np.concatenate([ca_all[kept] + rng.normal(0, aug.calpha_noise, (n_real, 3)), fake])
+    ca = np.concatenate([ca_all[kept] + _along_chain_shifts(model, kept, aug, rng)
+                         + rng.normal(0, aug.calpha_noise, (n_real, 3)), fake])
     # residue index -> node index of the kept residues
     node_of = np.full(model.num_residues, -1, dtype=np.int64)
     node_of[kept] = np.arange(n_real)
@@ -436,11 +477,20 @@ def main(argv=None) -> None:
                         default=GraphAugmentation.real_vary_fraction,
                         help="fraction of real-map crops varied by noise, blemishes and the "
                              "stated resolution (GraphAugmentation.real_vary_fraction)")
+    parser.add_argument("--chain-shift", type=float, default=GraphAugmentation.chain_shift,
+                        help="largest shift of the start Cα along the chain, as a fraction of a "
+                             "residue step (GraphAugmentation.chain_shift; below 0.5)")
+    parser.add_argument("--sidechain-decoys", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        default=GraphAugmentation.sidechain_decoys,
+                        help="range of side-chain decoy nodes per residue of a crop "
+                             "(GraphAugmentation.sidechain_decoys)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the training process (the data worker takes "
                              "another core; measured: 1 thread ~0.3 s/step, 2 threads beside "
                              "other CPU load several times slower)")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.chain_shift < 0.5:
+        parser.error(f"--chain-shift must be in [0, 0.5), got {args.chain_shift}")
     torch.set_num_threads(args.threads)
     if args.checkpoint is None:
         args.checkpoint = checkpoint_path("gnn" if args.use_sequence else "gnn_noseq")
@@ -462,7 +512,9 @@ def main(argv=None) -> None:
                              "noise_colour": list(args.noise_colour),
                              "unrelated_fraction": args.unrelated_fraction,
                              "real_vary_fraction": args.real_vary_fraction,
-                             "element_weight_fraction": args.element_weight_fraction})
+                             "element_weight_fraction": args.element_weight_fraction,
+                             "chain_shift": args.chain_shift,
+                             "sidechain_decoys": list(args.sidechain_decoys)})
     run.resume(state)
     run.set_lr(args.lr)
 
@@ -471,6 +523,8 @@ def main(argv=None) -> None:
                                      noise_colour=tuple(args.noise_colour),
                                      unrelated_fraction=args.unrelated_fraction,
                                      real_vary_fraction=args.real_vary_fraction,
+                                     chain_shift=args.chain_shift,
+                                     sidechain_decoys=tuple(args.sidechain_decoys),
                                      **({"resolution": tuple(args.resolution)} if args.resolution else {}))
     dataset = TrainingGraphs(split["train"], augmentation, args.crops_per_structure,
                              seed=args.seed + run.step, real_cases=real_cases,
