@@ -291,3 +291,27 @@ def test_detection_support_is_the_nearest_candidates_probability_within_reach():
     ca = np.array([[1.0, 0, 0], [8.5, 0, 0], [5, 0, 0], [10, DETECTION_SUPPORT_RADIUS + 0.1, 0]])
     assert np.allclose(_detection_support(points, ca), [0.6, 0.25, 0.0, 0.0])
     assert _detection_support(CalphaPoints(np.zeros((0, 3)), np.zeros(0)), ca).tolist() == [0] * 4
+
+
+def test_next_round_reads_only_assigned_types_as_its_prior(il2_path):
+    """The start of the next pass keeps the types of residues with a sequence position and
+    gives the others (unthreaded chains, residues in insert states) no type and no side chain:
+    a round's argmax guesses are not fed back as certainties."""
+    from cryobuild.gnn.refine import _start_state
+    from cryobuild.gnn import RefineOptions
+    from cryobuild.pipeline import _next_start
+    from cryobuild.thread import ChainMatch, NamedChain
+
+    model = read_model(il2_path).take(np.arange(12))
+    numbers = np.array([5, 6, -1, 7, 8, 9, 10, 11])
+    threaded = ChainMatch(np.arange(8), 0, numbers, model.aatype[:8], 40.0, 1e-8)
+    loose = ChainMatch.unthreaded(np.arange(8, 12), np.eye(20)[model.aatype])
+    named = [NamedChain("A", "il2 copy 1", 1, threaded), NamedChain("B", "unassigned 1", 1, loose)]
+    start = _next_start(model, named)
+    untyped = np.array([False, False, True, False, False, False, False, False, True, True, True, True])
+    assert np.array_equal(start.aatype[~untyped], model.aatype[~untyped])
+    assert np.all(start.aatype[untyped] == UNK_INDEX)
+    assert not start.atom_mask[untyped, 3:].any() and start.atom_mask[:, :3].all()
+    assert np.array_equal(start.atom_mask[~untyped], model.atom_mask[~untyped])
+    _, _, prior = _start_state(start, RefineOptions())
+    assert not prior[untyped].any() and np.allclose(prior[~untyped].sum(1), 1.0)

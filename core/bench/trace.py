@@ -1,5 +1,5 @@
 """How the traced chains follow the deposited chain on real maps: ``python -m
-cryobuild.bench.trace [--cases NAME...]``.
+cryobuild.bench.trace [--cases NAME...] [--networks DETECTOR.pt,GNN.pt ...]``.
 
 Each real map with a model is built as ``bench.real`` builds it (the network pair that did not
 train on it, 3 rounds, the stated resolution), and what the last round's linking was given
@@ -102,8 +102,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="*", help="only these map folders (names)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--networks", nargs="*", default=None, metavar="DETECTOR.pt,GNN.pt",
+                        help="network pairs, tried in order as bench.real tries them")
     args = parser.parse_args(argv)
-    pairs = network_pairs(None)
+    pairs = network_pairs(args.networks)
     rows, record = [], []
     for case in dev_cases():
         if case.model_path is None or (args.cases and case.name not in args.cases):
