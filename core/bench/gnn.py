@@ -18,7 +18,10 @@ in ``shared/data/real/*``, and optionally ``seq.fasta`` (else the model's declar
 ``--simulated N`` adds N held-out structures of the validation split (by sequence, see
 `cryobuild.data`) with maps simulated at ``--resolution``. ``--start detected`` refines from
 the detector's Cα instead (scored after matching, see `run_detected_case`); ``--speed`` times
-one round for 200, 500 and 2,000 nodes.
+one round for 200, 500 and 2,000 nodes. ``--thread-pieces L ...`` adds ``threaded_right_L``:
+the share of residues HMM threading places right when the reference chains, cut into pieces of
+``L`` residues, are threaded with the network's types (`threaded_pieces`: what the types allow a
+perfect trace of chains that long).
 
 ``--sequence-probe`` (#4: does the jointly trained ESM-2 pass on the sequence's order, or only
 its composition?) runs every case three times from the same start, with (i) the ``true``
@@ -119,15 +122,49 @@ def score_refinement(output, reference: BuiltModel) -> dict[str, float]:
     }
 
 
-def run_case(case: BenchCase, network, *, rounds: int = 3, seed: int = 0, device=None) -> dict:
-    """Refine ``case`` from a noisy start and score it (plus ``name`` and ``seconds``)."""
+def threaded_pieces(output, case: BenchCase, length: int) -> float:
+    """Share of the reference residues of known type that HMM threading puts on their own
+    residue type when each reference chain is cut into pieces of ``length`` residues and every
+    piece is threaded alone with ``output``'s residue types (`thread.search.thread_chains`;
+    node ``i`` is reference residue ``i``). The trace is perfect, so this bounds what the
+    types allow a build whose chains are ``length`` residues long."""
+    from ..residues import one_letter
+    from ..sequences import Sequence
+    from ..thread.search import thread_chains
+
+    reference = case.reference
+    pieces = []
+    for chain in dict.fromkeys(reference.chain_id.tolist()):
+        rows = np.flatnonzero(reference.chain_id == chain)
+        pieces += [rows[start:start + length] for start in range(0, len(rows), length)]
+    sequences = [Sequence(f"s{index}", residues) for index, residues in enumerate(case.sequences)]
+    matches = thread_chains(pieces, output.aa_probs, output.confidence, sequences,
+                            rng=np.random.default_rng(0))
+    right = 0
+    for piece, match in zip(pieces, matches):
+        if not match.threaded:
+            continue
+        residues = sequences[match.sequence_index].residues
+        for row, number in zip(piece, match.residue_number[:len(piece)]):
+            if number > 0 and reference.aatype[row] < UNK_INDEX:
+                right += residues[number - 1] == one_letter(reference.aatype[row])
+    return right / max(int((reference.aatype < UNK_INDEX).sum()), 1)
+
+
+def run_case(case: BenchCase, network, *, rounds: int = 3, seed: int = 0, device=None,
+             pieces: tuple[int, ...] = ()) -> dict:
+    """Refine ``case`` from a noisy start and score it (plus ``name`` and ``seconds``, and
+    ``threaded_right_L`` = `threaded_pieces` for each length ``L`` of ``pieces``)."""
     from ..gnn.refine import refine
 
     start = noisy_start(case.reference, np.random.default_rng(seed))
     began = time.time()
     output = refine(case.view, start, list(case.sequences), network, rounds=rounds, device=device)
     seconds = time.time() - began
-    return {"name": case.name, **score_refinement(output, case.reference), "seconds": round(seconds, 2)}
+    threaded = {f"threaded_right_{length}": threaded_pieces(output, case, length)
+                for length in pieces}
+    return {"name": case.name, **score_refinement(output, case.reference), "seconds": round(seconds, 2),
+            **threaded}
 
 
 def detected_refinement(case: BenchCase, network, detector, *, rounds: int = 3, device=None):
@@ -238,6 +275,9 @@ def main(argv=None) -> None:
                         help="reference Cα + noise (default) or the detector's Cα")
     parser.add_argument("--speed", action="store_true",
                         help="also time one round for 200, 500 and 2,000 nodes")
+    parser.add_argument("--thread-pieces", type=int, nargs="*", default=(), metavar="L",
+                        help="also thread the reference chains cut into pieces of L residues "
+                             "with the network's types (a perfect trace; noisy starts only)")
     parser.add_argument("--sequence-probe", action="store_true",
                         help="run each case with the true, shuffled and composition stand-in sequences")
     args = parser.parse_args(argv)
@@ -266,7 +306,8 @@ def main(argv=None) -> None:
             if detector is not None:
                 result = run_detected_case(probed, network, detector, rounds=args.rounds, device=args.device)
             else:
-                result = run_case(probed, network, rounds=args.rounds, seed=args.seed, device=args.device)
+                result = run_case(probed, network, rounds=args.rounds, seed=args.seed,
+                                  device=args.device, pieces=tuple(args.thread_pieces))
             if args.sequence_probe:
                 result = {"sequence": label, **result}
             results.append(result)
