@@ -643,22 +643,26 @@ def _take_nodes(graph, first: int):
 
 
 def _refine_with_context(view: NetworkMap, current, context: BuiltModel | None, sequences, networks,
-                         progress, cancel):
-    """One graph-network pass over ``current`` (points, graph or model) with the ``context``
-    residues as fixed neighbours: only ``current``'s nodes come back."""
+                         progress, cancel, prior: np.ndarray | None = None):
+    """One graph-network pass over ``current`` (points, graph or model; ``prior`` ``[N, 20]``
+    its residue-type prior, see `gnn.refine.refine`) with the ``context`` residues as fixed
+    neighbours (their types one-hot): only ``current``'s nodes come back."""
     from .gnn.refine import GraphOutput, refine
     from .models import model_from_ca
 
     if context is None or context.num_residues == 0:
-        return refine(view, current, sequences, networks.gnn, rounds=1,
-                      device=networks.device, progress=progress, cancel=cancel)
+        return refine(view, current, sequences, networks.gnn, rounds=1, device=networks.device,
+                      progress=progress, cancel=cancel, prior=prior)
     if isinstance(current, CalphaPoints):
         current = model_from_ca(current.xyz, current.score)
     elif isinstance(current, GraphOutput):
         current = current.to_model()
     start = join_models([context, current])
-    graph = refine(view, start, sequences, networks.gnn, rounds=1,
-                   device=networks.device, progress=progress, cancel=cancel)
+    if prior is not None:
+        known = np.eye(NUM_AA + 1, dtype=np.float32)[context.aatype][:, :NUM_AA]
+        prior = np.concatenate([known, prior])
+    graph = refine(view, start, sequences, networks.gnn, rounds=1, device=networks.device,
+                   progress=progress, cancel=cancel, prior=prior)
     return _take_nodes(graph, context.num_residues)
 
 
@@ -671,7 +675,10 @@ def _blind_checked(view: NetworkMap, graph, named: list[NamedChain], context, se
     composition stand-in for the sequences, one given the sequences."""
     turned = graph.turned(runs_against(graph.atom14_positions[:, :3], [c.match.nodes for c in named]))
     start = turned.to_model()
-    start = _untyped(start, np.ones(start.num_residues, dtype=bool))
+    backbone_only = start.atom_mask.copy()
+    backbone_only[:, 3:] = False
+    start = dataclasses.replace(start, aatype=np.full(start.num_residues, UNK_INDEX),
+                                atom_mask=backbone_only)
     readings = []
     for residue_strings in ([composition_stand_in(start.num_residues)], [s.residues for s in sequences]):
         check_cancel(cancel)
@@ -683,35 +690,31 @@ def _blind_checked(view: NetworkMap, graph, named: list[NamedChain], context, se
     return [dataclasses.replace(c, match=m) for c, m in zip(named, matches)], dropped
 
 
-def _untyped(model: BuiltModel, rows: np.ndarray) -> BuiltModel:
-    """``model`` with the residues ``rows`` (bool ``[R]``) typed UNK and cut to N, CA, C: as a
-    graph-network start they give their frames and no type prior (`gnn.refine` reads a model's
-    types as a one-hot prior)."""
-    mask = model.atom_mask.copy()
-    mask[rows, 3:] = False
-    return dataclasses.replace(model, aatype=np.where(rows, UNK_INDEX, model.aatype),
-                               atom_mask=mask)
+def _next_prior(model: BuiltModel, aa_probs: np.ndarray, named: list[NamedChain]) -> np.ndarray:
+    """The residue-type prior ``[R, 20]`` of the next pass over a round's ``model`` (rows in
+    ``named``'s order; ``aa_probs`` the round's probabilities of them): the residues threading
+    gave a sequence position read its type one-hot, the others the round's probabilities, as
+    the network's own recycling passes them on (`gnn.network.RoundOutput.next_inputs`).
 
-
-def _next_start(model: BuiltModel, named: list[NamedChain]) -> BuiltModel:
-    """The next pass's start (a round's or the polish pass's) from a round's ``model`` (rows in
-    ``named``'s order): the residues threading gave a sequence position keep its type as their
-    prior; the others are `_untyped` (so are the chains the blind check took back).
-
-    Why: the round's model shows an unassigned residue's most probable type, and as a start
-    that guess would be read as a certainty, which training never shows the network (it
-    recycles soft probabilities). At 4.5 Å the guess is right for 17-18% of pneumolysin's
-    residues; fed back, the negative log-likelihood of the deposited types over the three
-    rounds went 2.77 -> 2.83 -> 2.84 nats, untyped 2.77 -> 2.74 -> 2.79 (fold-B networks,
-    residues within 2 Å of a deposited Cα; scratch check, thirteenth stop).
+    Why: a model start alone gives every residue its type one-hot, so an unassigned residue's
+    most probable type (what the round's model shows) was read as a certainty, which training
+    never shows the network. At 4.5 Å that guess is right for 17-18% of pneumolysin's residues;
+    fed back, the negative log-likelihood of the deposited types over the three rounds went
+    2.77 -> 2.83 -> 2.84 nats (2.87 in the final model); with the probabilities, 2.77 -> 2.70 ->
+    2.71 (2.72), and 0.21 of the final residues' types right instead of 0.18 (fold-B networks,
+    residues within 2 Å of a deposited Cα). No prior at all for those residues gave 2.74 and
+    2.79 but cost the 3 Å demo map sequence recall (0.87 -> 0.80), whose guesses are mostly
+    right; with the probabilities it gives 0.90 (scratch checks, thirteenth stop).
     """
     assigned = np.concatenate([chain.match.assigned for chain in named])
-    return _untyped(model, ~assigned)
+    known = np.eye(NUM_AA + 1, dtype=np.float32)[model.aatype][:, :NUM_AA]
+    return np.where(assigned[:, None], known, np.asarray(aa_probs, dtype=np.float32))
 
 
-def _polish(view: NetworkMap, model: BuiltModel, named: list[NamedChain], context, sequences, networks,
-            progress, cancel):
-    """One more graph-network pass over the last round's ``model`` (every chain, as threaded),
+def _polish(view: NetworkMap, model: BuiltModel, prior: np.ndarray, named: list[NamedChain], context,
+            sequences, networks, progress, cancel):
+    """One more graph-network pass over the last round's ``model`` (every chain, as threaded;
+    ``prior`` ``[R, 20]`` its residue-type prior, `_next_prior`),
     without re-linking: residues that closure or placement put into a chain after the last
     pass get their frames and side chains from the network with their chain and sequence
     around them. Without it, closure's residues kept the frames of their old chains: on the
@@ -760,8 +763,9 @@ def _polish(view: NetworkMap, model: BuiltModel, named: list[NamedChain], contex
                            residue_number=np.array(added_numbers, dtype=np.int64),
                            chain_id=np.array(chain_ids), confidence=np.zeros(len(added), np.float32))
         model = join_models([model, extra])
+        prior = np.concatenate([prior, np.eye(NUM_AA + 1, dtype=np.float32)[extra.aatype][:, :NUM_AA]])
     graph = _refine_with_context(view, model, context, [s.residues for s in sequences],
-                                 networks, prefixed(progress, "last pass"), cancel)
+                                 networks, prefixed(progress, "last pass"), cancel, prior)
     return graph, renamed
 
 
@@ -870,14 +874,14 @@ def build(
     residue_strings = [s.residues for s in sequences]
     if not sequences and networks.gnn.config.use_sequence:
         residue_strings = [composition_stand_in(len(points))]
-    current = points
+    current, prior = points, None
     rounds = []
     seconds["gnn"] = seconds["thread"] = 0.0
     for index in range(options.rounds):
         check_cancel(cancel)
         start = time.time()
         graph = _refine_with_context(view, current, context, residue_strings, networks,
-                                     prefixed(progress, f"round {index + 1}"), cancel)
+                                     prefixed(progress, f"round {index + 1}"), cancel, prior)
         seconds["gnn"] += time.time() - start
         start = time.time()
         report(progress, "thread", 0.0, f"round {index + 1}: linking chains")
@@ -901,7 +905,10 @@ def build(
         result = RoundResult(index + 1, model, aa_probs, reports)
         rounds.append(result)
         notify("round", result)
-        current = _next_start(model, named) if model.num_residues >= MIN_POINTS else graph
+        if model.num_residues >= MIN_POINTS:
+            current, prior = model, _next_prior(model, aa_probs, named)
+        else:
+            current, prior = graph, None
 
     dropped = 0
     if options.blind_check and unsupported([chain.match for chain in named]):
@@ -917,8 +924,9 @@ def build(
     context_size = context.num_residues if context is not None else 0
     if sequences and rounds[-1].model.num_residues + context_size >= 2:
         start = time.time()
-        graph, named = _polish(view, _next_start(rounds[-1].model, named), named, context,
-                               sequences, networks, progress, cancel)
+        graph, named = _polish(view, rounds[-1].model,
+                               _next_prior(rounds[-1].model, rounds[-1].aa_probs, named), named,
+                               context, sequences, networks, progress, cancel)
         seconds["gnn"] += time.time() - start
     if dropped:
         named = name_chains([chain.match for chain in named], sequences)

@@ -293,25 +293,37 @@ def test_detection_support_is_the_nearest_candidates_probability_within_reach():
     assert _detection_support(CalphaPoints(np.zeros((0, 3)), np.zeros(0)), ca).tolist() == [0] * 4
 
 
-def test_next_round_reads_only_assigned_types_as_its_prior(il2_path):
-    """The start of the next pass keeps the types of residues with a sequence position and
-    gives the others (unthreaded chains, residues in insert states) no type and no side chain:
-    a round's argmax guesses are not fed back as certainties."""
-    from cryobuild.gnn.refine import _start_state
-    from cryobuild.gnn import RefineOptions
-    from cryobuild.pipeline import _next_start
+def test_next_pass_reads_assigned_types_one_hot_and_the_rest_as_probabilities(il2_path):
+    """The prior of the next pass: residues with a sequence position read their type one-hot;
+    the others (unthreaded chains, residues in insert states) the round's probabilities, not
+    their most probable type as a certainty. The refinement takes it in place of the model's."""
+    import torch
+
+    from cryobuild.features import standardise
+    from cryobuild.gnn import GraphNetwork, refine, tiny_config
+    from cryobuild.pipeline import _next_prior
     from cryobuild.thread import ChainMatch, NamedChain
 
     model = read_model(il2_path).take(np.arange(12))
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(20), size=12).astype(np.float32)
     numbers = np.array([5, 6, -1, 7, 8, 9, 10, 11])
     threaded = ChainMatch(np.arange(8), 0, numbers, model.aatype[:8], 40.0, 1e-8)
-    loose = ChainMatch.unthreaded(np.arange(8, 12), np.eye(20)[model.aatype])
+    loose = ChainMatch.unthreaded(np.arange(8, 12), probs)
     named = [NamedChain("A", "il2 copy 1", 1, threaded), NamedChain("B", "unassigned 1", 1, loose)]
-    start = _next_start(model, named)
-    untyped = np.array([False, False, True, False, False, False, False, False, True, True, True, True])
-    assert np.array_equal(start.aatype[~untyped], model.aatype[~untyped])
-    assert np.all(start.aatype[untyped] == UNK_INDEX)
-    assert not start.atom_mask[untyped, 3:].any() and start.atom_mask[:, :3].all()
-    assert np.array_equal(start.atom_mask[~untyped], model.atom_mask[~untyped])
-    _, _, prior = _start_state(start, RefineOptions())
-    assert not prior[untyped].any() and np.allclose(prior[~untyped].sum(1), 1.0)
+    prior = _next_prior(model, probs, named)
+    guessed = np.array([False, False, True] + [False] * 5 + [True] * 4)
+    assert np.allclose(prior[guessed], probs[guessed])
+    assert np.array_equal(prior[~guessed].argmax(1), model.aatype[~guessed])
+    assert np.allclose(prior[~guessed].max(1), 1.0) and np.allclose(prior[~guessed].sum(1), 1.0)
+
+    torch.manual_seed(0)
+    network = GraphNetwork(tiny_config())
+    view = standardise(DensityMap(rng.standard_normal((40, 40, 40)).astype(np.float32), 1.0,
+                                  model.ca.min(0) - 10), 3.0)
+    sequence = ["".join(AA_ORDER[t] for t in model.aatype)]
+    given = refine(view, model, sequence, network, rounds=1, prior=prior)
+    own = refine(view, model, sequence, network, rounds=1)
+    assert not np.allclose(given.aa_probs, own.aa_probs)
+    with pytest.raises(ValueError, match="prior must have shape"):
+        refine(view, model, sequence, network, rounds=1, prior=prior[:5])

@@ -251,6 +251,7 @@ def refine(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     options: RefineOptions = RefineOptions(),
+    prior: np.ndarray | None = None,
 ) -> GraphOutput:
     """Refine a graph of Cα nodes in the map ``view``.
 
@@ -275,6 +276,9 @@ def refine(
         ``progress(stage, fraction, message)`` at the start and once per crop and round.
     cancel : CancelToken, optional
         Checked between crops; raises `Cancelled`.
+    prior : float ``[N, 20]``, optional
+        The residue-type prior of the start's nodes, in place of the start's own (e.g. a
+        model's known types one-hot and the probabilities a pass gave the others).
 
     Returns
     -------
@@ -283,7 +287,11 @@ def refine(
     """
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
-    rotations, ca, prior = _start_state(start, options)
+    rotations, ca, own_prior = _start_state(start, options)
+    if prior is None:
+        prior = own_prior
+    elif np.shape(prior) != own_prior.shape:
+        raise ValueError(f"prior must have shape {own_prior.shape}, got {np.shape(prior)}")
     if len(ca) < 2:
         raise InputError(f"the graph network needs at least 2 nodes, got {len(ca)}")
     if network.config.use_sequence and not any(len(s) for s in sequences):
