@@ -659,8 +659,7 @@ def _refine_with_context(view: NetworkMap, current, context: BuiltModel | None, 
         current = current.to_model()
     start = join_models([context, current])
     if prior is not None:
-        known = np.eye(NUM_AA + 1, dtype=np.float32)[context.aatype][:, :NUM_AA]
-        prior = np.concatenate([known, prior])
+        prior = np.concatenate([_one_hot(context.aatype), prior])
     graph = refine(view, start, sequences, networks.gnn, rounds=1, device=networks.device,
                    progress=progress, cancel=cancel, prior=prior)
     return _take_nodes(graph, context.num_residues)
@@ -690,6 +689,11 @@ def _blind_checked(view: NetworkMap, graph, named: list[NamedChain], context, se
     return [dataclasses.replace(c, match=m) for c, m in zip(named, matches)], dropped
 
 
+def _one_hot(aatype: np.ndarray) -> np.ndarray:
+    """float32 ``[R, 20]``: residue types ``aatype`` ``[R]`` one-hot (UNK: a row of zeros)."""
+    return np.eye(NUM_AA + 1, dtype=np.float32)[aatype][:, :NUM_AA]
+
+
 def _next_prior(model: BuiltModel, aa_probs: np.ndarray, named: list[NamedChain]) -> np.ndarray:
     """The residue-type prior ``[R, 20]`` of the next pass over a round's ``model`` (rows in
     ``named``'s order; ``aa_probs`` the round's probabilities of them): the residues threading
@@ -707,8 +711,8 @@ def _next_prior(model: BuiltModel, aa_probs: np.ndarray, named: list[NamedChain]
     right; with the probabilities it gives 0.90 (scratch checks, thirteenth stop).
     """
     assigned = np.concatenate([chain.match.assigned for chain in named])
-    known = np.eye(NUM_AA + 1, dtype=np.float32)[model.aatype][:, :NUM_AA]
-    return np.where(assigned[:, None], known, np.asarray(aa_probs, dtype=np.float32))
+    guessed = np.asarray(aa_probs, dtype=np.float32)
+    return np.where(assigned[:, None], _one_hot(model.aatype), guessed)
 
 
 def _polish(view: NetworkMap, model: BuiltModel, prior: np.ndarray, named: list[NamedChain], context,
@@ -763,7 +767,7 @@ def _polish(view: NetworkMap, model: BuiltModel, prior: np.ndarray, named: list[
                            residue_number=np.array(added_numbers, dtype=np.int64),
                            chain_id=np.array(chain_ids), confidence=np.zeros(len(added), np.float32))
         model = join_models([model, extra])
-        prior = np.concatenate([prior, np.eye(NUM_AA + 1, dtype=np.float32)[extra.aatype][:, :NUM_AA]])
+        prior = np.concatenate([prior, _one_hot(extra.aatype)])
     graph = _refine_with_context(view, model, context, [s.residues for s in sequences],
                                  networks, prefixed(progress, "last pass"), cancel, prior)
     return graph, renamed

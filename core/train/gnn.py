@@ -129,7 +129,9 @@ class GraphAugmentation:
     #: 1.51 -> 1.52 Å over 3 rounds, where i.i.d. noise of 1.45 Å went to 1.06 Å). Deposited Cα
     #: shifted alike by up to half a step cost the residue types about as much as starting
     #: from the detector does (negative log-likelihood of the deposited types 2.51 -> 2.66
-    #: nats on pneumolysin, 2.31 -> 2.57 on ASC; scratch checks, thirteenth stop).
+    #: nats on pneumolysin, 2.31 -> 2.57 on ASC; scratch checks, thirteenth stop). Off by
+    #: default: a 90-minute fine-tune with 0.45 did not learn to move the runs back (its Cα
+    #: loss stayed near 1.0; weights/MANIFEST.md, `gnn_B15`).
     chain_shift: float = 0.0
     chain_shift_run: tuple[int, int] = (4, 16)
 
