@@ -64,7 +64,7 @@ from .maps import DensityMap, erased_below
 from .models import BuiltModel
 from .points import CalphaPoints
 from .progress import CancelToken, ProgressCallback, check_cancel, prefixed, report
-from .residues import MAX_ATOMS, NUM_AA, UNK_INDEX
+from .residues import MAX_ATOMS, NUM_AA, UNK_INDEX, one_hot
 from .sequences import Sequence
 from .thread import THREADERS, ChainMatch, NamedChain, thread
 from .thread.closure import MAX_SKIP, MIN_SKIP, bridge_positions
@@ -659,7 +659,7 @@ def _refine_with_context(view: NetworkMap, current, context: BuiltModel | None, 
         current = current.to_model()
     start = join_models([context, current])
     if prior is not None:
-        prior = np.concatenate([_one_hot(context.aatype), prior])
+        prior = np.concatenate([one_hot(context.aatype), prior])
     graph = refine(view, start, sequences, networks.gnn, rounds=1, device=networks.device,
                    progress=progress, cancel=cancel, prior=prior)
     return _take_nodes(graph, context.num_residues)
@@ -689,11 +689,6 @@ def _blind_checked(view: NetworkMap, graph, named: list[NamedChain], context, se
     return [dataclasses.replace(c, match=m) for c, m in zip(named, matches)], dropped
 
 
-def _one_hot(aatype: np.ndarray) -> np.ndarray:
-    """float32 ``[R, 20]``: residue types ``aatype`` ``[R]`` one-hot (UNK: a row of zeros)."""
-    return np.eye(NUM_AA + 1, dtype=np.float32)[aatype][:, :NUM_AA]
-
-
 def _next_prior(model: BuiltModel, aa_probs: np.ndarray, named: list[NamedChain]) -> np.ndarray:
     """The residue-type prior ``[R, 20]`` of the next pass over a round's ``model`` (rows in
     ``named``'s order; ``aa_probs`` the round's probabilities of them): the residues threading
@@ -712,7 +707,7 @@ def _next_prior(model: BuiltModel, aa_probs: np.ndarray, named: list[NamedChain]
     """
     assigned = np.concatenate([chain.match.assigned for chain in named])
     guessed = np.asarray(aa_probs, dtype=np.float32)
-    return np.where(assigned[:, None], _one_hot(model.aatype), guessed)
+    return np.where(assigned[:, None], one_hot(model.aatype), guessed)
 
 
 def _polish(view: NetworkMap, model: BuiltModel, prior: np.ndarray, named: list[NamedChain], context,
@@ -767,7 +762,7 @@ def _polish(view: NetworkMap, model: BuiltModel, prior: np.ndarray, named: list[
                            residue_number=np.array(added_numbers, dtype=np.int64),
                            chain_id=np.array(chain_ids), confidence=np.zeros(len(added), np.float32))
         model = join_models([model, extra])
-        prior = np.concatenate([prior, _one_hot(extra.aatype)])
+        prior = np.concatenate([prior, one_hot(extra.aatype)])
     graph = _refine_with_context(view, model, context, [s.residues for s in sequences],
                                  networks, prefixed(progress, "last pass"), cancel, prior)
     return graph, renamed
@@ -928,6 +923,7 @@ def build(
     context_size = context.num_residues if context is not None else 0
     if sequences and rounds[-1].model.num_residues + context_size >= 2:
         start = time.time()
+        # the prior again: the blind check may have taken threads back since the last round
         graph, named = _polish(view, rounds[-1].model,
                                _next_prior(rounds[-1].model, rounds[-1].aa_probs, named), named,
                                context, sequences, networks, progress, cancel)

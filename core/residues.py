@@ -54,6 +54,7 @@ __all__ = [
     "load_residue_geometry",
     "build_tables",
     "one_letter",
+    "one_hot",
 ]
 
 #: One-letter codes in network/profile order (HMMER's "ACDEFGHIKLMNPQRSTVWY").
@@ -421,3 +422,9 @@ def one_letter(aatype: int) -> str:
     if not 0 <= aatype <= UNK_INDEX:
         raise ValueError(f"residue type index must be in 0..{UNK_INDEX}, got {aatype}")
     return _TYPES[aatype]
+
+
+def one_hot(aatype: np.ndarray) -> np.ndarray:
+    """float32 ``[R, 20]``: residue-type indices ``aatype`` ``[R]`` one-hot; `UNK_INDEX` gives a
+    row of zeros (no type)."""
+    return np.eye(NUM_AA + 1, dtype=np.float32)[np.asarray(aatype, dtype=np.int64)][:, :NUM_AA]

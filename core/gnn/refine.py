@@ -26,7 +26,7 @@ from ..maps import crop_box
 from ..models import BuiltModel
 from ..points import CalphaPoints
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
-from ..residues import BACKBONE_NAMES, NUM_AA
+from ..residues import BACKBONE_NAMES, NUM_AA, one_hot
 from .config import config_from_dict
 from ..features import NetworkMap
 from .density import DensityVolume
@@ -190,9 +190,7 @@ def _start_state(start: Start, options: RefineOptions) -> tuple[np.ndarray, np.n
         has_backbone = torch.from_numpy(start.atom_mask[:, [_N, _CA, _C]].all(-1))
         random = random_rotations((start.num_residues,), generator)
         rotations = torch.where(has_backbone[:, None, None], frames.rotations, random)
-        prior = np.zeros((start.num_residues, NUM_AA + 1), dtype=np.float32)
-        prior[np.arange(start.num_residues), start.aatype] = 1.0
-        return rotations.numpy(), start.ca.astype(np.float32), prior[:, :NUM_AA]
+        return rotations.numpy(), start.ca.astype(np.float32), one_hot(start.aatype)
     raise TypeError(f"start must be CalphaPoints, GraphOutput or BuiltModel, not {type(start).__name__}")
 
 
