@@ -188,6 +188,44 @@ def test_training_samples_carry_sidechain_decoys(il2_map_3A, il2_model):
     assert np.all(sample.next_node[~sample.real] == -1) and np.all(sample.aatype[~sample.real] == 20)
 
 
+def test_training_crops_start_from_detected_candidates(il2_map_3A, il2_model):
+    """`GraphAugmentation.detected_start_fraction`: a real-map crop's nodes are the detector's
+    candidates in its box; each candidate near a deposited Cα (one to one, the nearest first)
+    stands for that residue, with its links; the others (a false candidate, the second of two
+    on one residue) are fake nodes; residues without a candidate have no node."""
+    from cryobuild.train.gnn import GraphAugmentation, detected_nodes, make_sample
+
+    ca = il2_model.ca
+    missing = 10
+    candidates = np.vstack([
+        np.delete(ca, missing, axis=0) + [0.8, 0.0, 0.0],  # every residue but one, 0.8 Å off
+        ca[20] + [0.0, 1.6, 0.0],  # a second candidate on residue 20: farther, so fake
+        ca.mean(0) + [0.0, 0.0, 40.0],  # nowhere near the protein, but in the box below
+    ])
+    aug = GraphAugmentation(detected_jitter=0.0, detected_start_fraction=1.0)
+    lo, hi = ca.min(0) - 50.0, ca.max(0) + 50.0
+    residues, start, fake = detected_nodes(il2_model, candidates, lo, hi, aug, np.random.default_rng(0))
+    expected = np.delete(np.arange(il2_model.num_residues), missing)
+    np.testing.assert_array_equal(residues, expected)
+    np.testing.assert_allclose(start, ca[expected] + [0.8, 0.0, 0.0], atol=1e-5)
+    assert len(fake) == 2
+
+    structure = il2_map_3A[1].clone()
+    structure[0][0].name = "A"
+    from cryobuild.features import standardise
+
+    view = standardise(il2_map_3A[0], 3.0)
+    sample = make_sample(structure, il2_model, ["A"], dataclasses.replace(aug, crop_residues=(500, 500)),
+                         np.random.default_rng(1), real_view=view, candidates=candidates)
+    real = np.flatnonzero(sample.real)
+    assert len(real) == il2_model.num_residues - 1
+    np.testing.assert_allclose(sample.atom14[real, 1], ca[expected], atol=1e-5)
+    # the residues on either side of the missing one have no link across it
+    assert sample.next_node[missing - 1] == -1 and sample.previous_node[missing] == -1
+    assert sample.next_node[0] == 1 and sample.previous_node[1] == 0
+    assert np.all(sample.next_node[~sample.real] == -1)
+
+
 def test_training_starts_shift_along_the_chain(il2_model):
     """`GraphAugmentation.chain_shift` moves each start Cα towards a bonded neighbour's Cα, by
     one fraction per stretch, never past halfway: every node stays nearest its own Cα."""

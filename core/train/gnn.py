@@ -14,7 +14,9 @@ residues replaced by random 2-5-residue peptides (fake nodes, placed at random i
 fake nodes on side-chain atoms (`GraphAugmentation.sidechain_decoys`), where the Cα detector's
 false positives lie; the map blemishes of `cryobuild.train.realism`; every map standardised as
 at inference (`cryobuild.features.standardise`). With ``--real-fold`` a fraction of the crops
-come from that fold's real maps, with their deposited models as targets.
+come from that fold's real maps, with their deposited models as targets; with
+``--detected-starts`` a share of those start from the Cα candidates of a detector that did not
+train on the fold (`GraphAugmentation.detected_start_fraction`), as a build does.
 Recycling: r ∈ {1, 2, 3} rounds, the first r-1 without gradients. Losses:
 `cryobuild.gnn.losses.graph_loss`. Validation: `cryobuild.bench.gnn` on a few fixed held-out
 structures at 3.0 Å (Cα and backbone RMSD, residue-type accuracy).
@@ -60,6 +62,9 @@ CONTEXT_MARGIN = 6.0
 _N, _CA, _C = (BACKBONE_NAMES.index(name) for name in ("N", "CA", "C"))
 #: atom14 slot of the first side-chain atom beyond Cβ (N, CA, C, O, CB come first).
 _FIRST_BEYOND_CB = 5
+#: A crop whose detected candidates stand for fewer residues than this starts from the deposited
+#: Cα instead (`detected_nodes`; e.g. a crop centred where the detector found nothing).
+MIN_DETECTED_NODES = 16
 #: Dirichlet concentration of the compositions of `unrelated_sequences`: each residue type's
 #: frequency varies by about +-60% of its background value.
 UNRELATED_CONCENTRATION = 50.0
@@ -134,6 +139,16 @@ class GraphAugmentation:
     #: loss stayed near 1.0; weights/MANIFEST.md, `gnn_B15`).
     chain_shift: float = 0.0
     chain_shift_run: tuple[int, int] = (4, 16)
+    #: Fraction of real-map crops whose nodes are the Cα candidates a detector found in that
+    #: map (`detected_nodes`), not the deposited Cα plus noise: their errors are the ones a
+    #: build starts from (runs shifted along the chain, false candidates on side chains,
+    #: residues without a candidate), which neither the noise nor `chain_shift` nor
+    #: `sidechain_decoys` reproduce. Candidates get N(0, `detected_jitter`) Å per axis so that
+    #: crops of one map differ; a candidate within `detected_match` Å of a deposited Cα (one to
+    #: one, nearest pairs first) takes that residue's targets, the others are fake nodes.
+    detected_start_fraction: float = 0.0
+    detected_jitter: float = 0.3
+    detected_match: float = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,11 +309,37 @@ def varied_real_crop(crop: DensityMap, boxed, resolution: float, aug: GraphAugme
     return standardise(degraded, resolution * float(rng.uniform(*aug.stated_resolution))).density
 
 
+def detected_nodes(model: BuiltModel, candidates: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                   aug: GraphAugmentation, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The detector's candidates ``[M, 3]`` (Å) inside the box ``lo``-``hi`` as a crop's nodes
+    (`GraphAugmentation.detected_start_fraction`): residues of ``model`` they stand for
+    (int64 ``[K]``, ascending), their start Cα ``[K, 3]`` and the unmatched candidates ``[F, 3]``
+    (fake nodes), all jittered by N(0, `GraphAugmentation.detected_jitter`) Å per axis."""
+    from scipy.spatial import cKDTree
+
+    inside = candidates[np.all((candidates >= lo) & (candidates <= hi), axis=1)]
+    inside = inside + rng.normal(0.0, aug.detected_jitter, inside.shape)
+    if not len(inside):
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 3)), np.zeros((0, 3))
+    pairs = cKDTree(inside).sparse_distance_matrix(cKDTree(model.ca), aug.detected_match,
+                                                    output_type="ndarray")
+    residue_of = np.full(len(inside), -1, dtype=np.int64)
+    taken = np.zeros(model.num_residues, dtype=bool)
+    for node, residue in zip(*(pairs[np.argsort(pairs["v"], kind="stable")][k] for k in ("i", "j"))):
+        if residue_of[node] < 0 and not taken[residue]:
+            residue_of[node], taken[residue] = residue, True
+    matched = np.flatnonzero(residue_of >= 0)
+    order = np.argsort(residue_of[matched])
+    return residue_of[matched][order], inside[matched][order], inside[residue_of < 0]
+
+
 def make_sample(structure, model: BuiltModel, sequences, aug: GraphAugmentation, rng,
-                realism: Realism = Realism(), real_view: NetworkMap | None = None) -> GraphSample:
+                realism: Realism = Realism(), real_view: NetworkMap | None = None,
+                candidates: np.ndarray | None = None) -> GraphSample:
     """One training crop of ``model`` (atom14, from the same file as ``structure``): its map
     simulated with `realism`'s blemishes, or cut from ``real_view`` (the standardised real map
-    that ``model`` was deposited with)."""
+    that ``model`` was deposited with; ``candidates`` ``[M, 3]``, Å: a detector's Cα candidates
+    in it, the nodes of `GraphAugmentation.detected_start_fraction` of its crops)."""
     ca_all = model.ca
     centre = ca_all[int(rng.integers(model.num_residues))]
     size = min(int(rng.integers(aug.crop_residues[0], aug.crop_residues[1] + 1)), model.num_residues)
@@ -338,12 +379,18 @@ def make_sample(structure, model: BuiltModel, sequences, aug: GraphAugmentation,
 
     if rng.random() < aug.unrelated_fraction:
         sequences = unrelated_sequences(sequences, rng)
-    fake = _fake_peptides(len(chosen) - len(kept), lo + aug.map_margin, hi - aug.map_margin,
-                          aug.fake_length, rng)
-    fake = np.concatenate([fake, _sidechain_decoys(model, chosen, aug, rng)])
+    detected = (detected_nodes(model, candidates, lo, hi, aug, rng)
+                if candidates is not None and rng.random() < aug.detected_start_fraction else None)
+    if detected is not None and len(detected[0]) >= MIN_DETECTED_NODES:
+        kept, start, fake = detected
+    else:
+        start = (ca_all[kept] + _along_chain_shifts(model, kept, aug, rng)
+                 + rng.normal(0, aug.calpha_noise, (len(kept), 3)))
+        fake = _fake_peptides(len(chosen) - len(kept), lo + aug.map_margin, hi - aug.map_margin,
+                              aug.fake_length, rng)
+        fake = np.concatenate([fake, _sidechain_decoys(model, chosen, aug, rng)])
     n_real, n = len(kept), len(kept) + len(fake)
-    ca = np.concatenate([ca_all[kept] + _along_chain_shifts(model, kept, aug, rng)
-                         + rng.normal(0, aug.calpha_noise, (n_real, 3)), fake])
+    ca = np.concatenate([start, fake])
     # residue index -> node index of the kept residues
     node_of = np.full(model.num_residues, -1, dtype=np.int64)
     node_of[kept] = np.arange(n_real)
@@ -392,10 +439,13 @@ def _read_both(path) -> tuple:
 class TrainingGraphs(torch.utils.data.IterableDataset):
     """Endless `GraphSample` crops (several per structure) of random training structures in
     simulated maps, and with probability ``aug.real_fraction`` of the real maps
-    ``real_cases`` with their deposited models."""
+    ``real_cases`` with their deposited models; ``start_detector`` (a detector checkpoint that
+    did not train on those maps) finds the candidates of `GraphAugmentation.
+    detected_start_fraction`, once per map."""
 
     def __init__(self, records, aug: GraphAugmentation, crops_per_structure: int, seed: int,
-                 real_cases=(), realism: Realism = Realism()):
+                 real_cases=(), realism: Realism = Realism(), start_detector: Path | None = None):
+        self.start_detector = start_detector
         self.records = list(records)
         self.aug = aug
         self.realism = realism
@@ -406,28 +456,38 @@ class TrainingGraphs(torch.utils.data.IterableDataset):
     def __iter__(self):
         rng = worker_rng(self.seed)
         real = {}
+        detector = None
+        if self.start_detector is not None and self.real_cases:
+            from ..detect.network import load_detector
+
+            detector = load_detector(self.start_detector)
         for record, (structure, model) in random_files(self.records, _read_both, rng):
-            view = None
+            view = candidates = None
             sequences = record.sequences
             if self.real_cases and rng.random() < self.aug.real_fraction:
                 case = self.real_cases[int(rng.integers(len(self.real_cases)))]
                 if case.name not in real:
-                    real[case.name] = _real_case(case)
-                structure, model, sequences, view = real[case.name]
+                    real[case.name] = _real_case(case, detector)
+                structure, model, sequences, view, candidates = real[case.name]
             if model.num_residues < self.aug.crop_residues[0] // 2:
                 continue
             for _ in range(self.crops_per_structure):
-                yield make_sample(structure, model, sequences, self.aug, rng, self.realism, real_view=view)
+                yield make_sample(structure, model, sequences, self.aug, rng, self.realism,
+                                  real_view=view, candidates=candidates)
 
 
-def _real_case(case) -> tuple:
-    """(structure, model, sequences, standardised map) of a real `DevCase`."""
+def _real_case(case, detector=None) -> tuple:
+    """(structure, model, sequences, standardised map, Cα candidates ``[M, 3]`` Å that
+    ``detector`` finds in it, or None without one) of a real `DevCase`."""
+    from ..detect.inference import detect_calphas
     from ..maps import read_map
     from ..sequences import read_fasta
 
     structure, model = _read_both(case.model_path)
     sequences = tuple(s.residues for s in read_fasta(case.fasta_path)) if case.fasta_path else ()
-    return structure, model, sequences, standardise(read_map(case.map_path), case.resolution)
+    view = standardise(read_map(case.map_path), case.resolution)
+    candidates = detect_calphas(view, detector).points.xyz if detector is not None else None
+    return structure, model, sequences, view, candidates
 
 
 def validation_figures(network: GraphNetwork, cases) -> dict[str, float]:
@@ -486,6 +546,13 @@ def main(argv=None) -> None:
                         default=GraphAugmentation.sidechain_decoys,
                         help="range of side-chain decoy nodes per residue of a crop "
                              "(GraphAugmentation.sidechain_decoys)")
+    parser.add_argument("--detected-starts", type=float, default=0.0, metavar="FRACTION",
+                        help="start this fraction of the real-map crops from the Cα candidates "
+                             "that --start-detector finds (GraphAugmentation."
+                             "detected_start_fraction)")
+    parser.add_argument("--start-detector", type=Path, default=None,
+                        help="detector checkpoint of --detected-starts, one that did not train on "
+                             "--real-fold's maps (for fold B: weights/detect_foldA.pt)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the training process (the data worker takes "
                              "another core; measured: 1 thread ~0.3 s/step, 2 threads beside "
@@ -493,6 +560,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if not 0.0 <= args.chain_shift < 0.5:
         parser.error(f"--chain-shift must be in [0, 0.5), got {args.chain_shift}")
+    if args.detected_starts and (args.start_detector is None or not args.real_fold):
+        parser.error("--detected-starts needs --start-detector and --real-fold")
     torch.set_num_threads(args.threads)
     if args.checkpoint is None:
         args.checkpoint = checkpoint_path("gnn" if args.use_sequence else "gnn_noseq")
@@ -516,7 +585,9 @@ def main(argv=None) -> None:
                              "real_vary_fraction": args.real_vary_fraction,
                              "element_weight_fraction": args.element_weight_fraction,
                              "chain_shift": args.chain_shift,
-                             "sidechain_decoys": list(args.sidechain_decoys)})
+                             "sidechain_decoys": list(args.sidechain_decoys),
+                             "detected_starts": args.detected_starts,
+                             "start_detector": str(args.start_detector)})
     run.resume(state)
     run.set_lr(args.lr)
 
@@ -527,10 +598,12 @@ def main(argv=None) -> None:
                                      real_vary_fraction=args.real_vary_fraction,
                                      chain_shift=args.chain_shift,
                                      sidechain_decoys=tuple(args.sidechain_decoys),
+                                     detected_start_fraction=args.detected_starts,
                                      **({"resolution": tuple(args.resolution)} if args.resolution else {}))
     dataset = TrainingGraphs(split["train"], augmentation, args.crops_per_structure,
                              seed=args.seed + run.step, real_cases=real_cases,
-                             realism=Realism(element_weight_fraction=args.element_weight_fraction))
+                             realism=Realism(element_weight_fraction=args.element_weight_fraction),
+                             start_detector=args.start_detector if args.detected_starts else None)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=1, prefetch_factor=4)
     validation = simulated_cases(args.validation_cases, 3.0) if args.validate_every else []
     rng = np.random.default_rng([args.seed, run.step])
