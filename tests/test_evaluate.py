@@ -243,3 +243,18 @@ def test_precision_figures_place_the_unpaired_residues(il2):
     recall, precision = figures["unassigned >= 70"]
     assert recall == pytest.approx((il2.num_residues - 10 - 3) / il2.num_residues)
     assert precision == pytest.approx((il2.num_residues - 10 - 3) / (il2.num_residues - 10))
+
+
+def test_type_information_scores_residues_near_a_deposited_calpha(il2):
+    """`bench.real.type_information`: the mean -ln p of the deposited types over the residues
+    within 2 Å of a deposited Cα; residues farther away are not scored."""
+    from cryobuild.bench.real import type_information
+
+    probs = np.full((il2.num_residues, 20), 0.5 / 19, dtype=np.float32)
+    probs[np.arange(il2.num_residues), np.minimum(il2.aatype, 19)] = 0.5
+    assert type_information(il2, probs, il2) == pytest.approx(-np.log(0.5), abs=1e-6)
+    far = il2.atom_positions.copy()
+    far[: il2.num_residues // 2] += 30.0  # half the residues far from every Cα
+    probs[: il2.num_residues // 2] = 1.0 / 20
+    assert type_information(_with_positions(il2, far), probs, il2) == pytest.approx(-np.log(0.5), abs=1e-6)
+    assert np.isnan(type_information(_with_positions(il2, il2.atom_positions + 100.0), probs, il2))

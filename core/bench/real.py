@@ -11,6 +11,11 @@ figures are not figures and stay out of the means. One JSON line per map, then a
 * detector recall / precision of the Cα candidates (3 Å, one-to-one);
 * residue-type accuracy of the graph network from the deposited Cα plus noise (``bench.gnn``);
 * raw and final Cα recall and sequence recall (`cryobuild.evaluate`, map frame);
+* how well the final model's residue types are informed (`type_information`): the negative
+  log-likelihood, nats, of the deposited types in its residue-type probabilities
+  (``aa_probabilities.csv``), residues within `TYPE_MATCH_DISTANCE` of a deposited Cα (3.00 is
+  a uniform guess). Threading turns these into sequence: the figure moves before sequence
+  recall does, which crosses an E-value cut one chain at a time;
 * seconds of the build; the networks; whether they saw the map.
 
 ``--keep FOLDER`` writes each build's output folder (as ``cryobuild build -o`` does) into
@@ -34,6 +39,7 @@ from ..evaluate import evaluate
 from ..maps import read_map
 from ..models import read_model
 from ..pipeline import BuildOptions, Networks
+from ..residues import NUM_AA
 from ..sequences import read_fasta
 from .build import model_sequences
 from .detect import score
@@ -91,6 +97,28 @@ def modelled_cases(names: list[str] | None = None, max_resolution: float | None 
     return [case for case in cases if max_resolution is None or case.resolution <= max_resolution]
 
 
+#: Å: a final residue's types are scored against the deposited residue whose Cα is nearest, when
+#: it is this near (`type_information`).
+TYPE_MATCH_DISTANCE = 2.0
+
+
+def type_information(model, aa_probs: np.ndarray, reference) -> float:
+    """Mean negative log-likelihood (nats) of the deposited residue types under ``aa_probs``
+    ``[R, 20]`` (``model``'s residues), over the residues of ``model`` within
+    `TYPE_MATCH_DISTANCE` Å of a deposited Cα of known type; NaN when there are none."""
+    from scipy.spatial import cKDTree
+
+    if not model.num_residues or not reference.num_residues:
+        return float("nan")
+    distance, nearest = cKDTree(reference.ca).query(model.ca)
+    scored = (distance <= TYPE_MATCH_DISTANCE) & (reference.aatype[nearest] < NUM_AA)
+    if not scored.any():
+        return float("nan")
+    truth = reference.aatype[nearest[scored]]
+    likelihood = np.asarray(aa_probs)[np.flatnonzero(scored), truth]
+    return float(-np.log(np.maximum(likelihood, 1e-9)).mean())
+
+
 def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
             type_rounds: int | None = 3, keep: Path | None = None) -> dict:
     """Build one real map with the first pair that did not see it, and score it (the
@@ -127,6 +155,7 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
         row[f"{label}_ca_precision"] = round(metrics.ca_precision, 3)
         row[f"{label}_sequence_recall"] = round(metrics.sequence_recall, 3)
         row[f"{label}_sequence_match"] = round(metrics.sequence_match, 3)
+    row["final_type_nll"] = round(type_information(result.final, result.final_aa_probs, reference), 3)
     print(json.dumps(row), flush=True)
     return row
 
@@ -135,7 +164,7 @@ COLUMNS = (("detector_recall", "det. recall"), ("detector_precision", "det. prec
            ("type_accuracy", "types from deposited Cα"), ("raw_ca_recall", "raw Cα"),
            ("raw_sequence_recall", "raw seq."), ("final_ca_recall", "final Cα"),
            ("final_ca_precision", "final precision"), ("final_sequence_recall", "final seq."),
-           ("seconds", "s"))
+           ("final_type_nll", "final types, nats"), ("seconds", "s"))
 
 
 def print_tables(rows: list[dict]) -> None:
@@ -145,7 +174,9 @@ def print_tables(rows: list[dict]) -> None:
         if "error" in row:
             cells = ["failed: " + row["error"][:60]] + [""] * (len(COLUMNS) - 1)
         else:
-            cells = [f"{row[key]:.2f}" if key != "seconds" else f"{row[key]:.0f}" for key, _ in COLUMNS]
+            # rows of outputs older than a column print NaN there
+            cells = [f"{row.get(key, np.nan):.2f}" if key != "seconds" else f"{row[key]:.0f}"
+                     for key, _ in COLUMNS]
         print(f"| {row['case']} | {row['resolution']} | {row['residues']} | " + " | ".join(cells)
               + f" | {row['networks']} | {'yes' if row['seen'] else 'no'} |")
     print("\nMeans over maps the networks did not train on (a failed build counts as 0):")
@@ -158,7 +189,9 @@ def print_tables(rows: list[dict]) -> None:
         cells = []
         for key, _ in COLUMNS:
             values = [r.get(key, 0.0) for r in members]
-            cells.append(f"{np.mean(values):.2f}" if key != "seconds" else f"{np.mean(values):.0f}")
+            if key == "final_type_nll":  # not a score a failed build can have 0 of
+                values = [r.get(key, np.nan) for r in members]
+            cells.append(f"{np.nanmean(values):.2f}" if key != "seconds" else f"{np.mean(values):.0f}")
         print(f"| {band} | {len(members)} | " + " | ".join(cells) + " |")
 
 
