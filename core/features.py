@@ -6,6 +6,16 @@ their units and offset, their voxel size. The detector, the graph network, the r
 training all take the map through `standardise`, so none of them can see those differences and
 training and inference cannot drift apart:
 
+0. **Erased density.** A thresholded map (`maps.erased_below`: every voxel below a contour
+   level set to 0, as some deposited segments are) has a step from that level to 0 at the edge
+   of what is left, and its statistics come from the bright core alone. Its erased voxels are
+   filled with the map smoothed by a Gaussian of `ERASED_FILL_SIGMA` times the resolution,
+   capped at the level: a falling tail where the density was cut, 0 far from it (then empty,
+   as zoning is). On four real maps thresholded at the 60th percentile of their non-empty
+   voxels (`bench.robust`'s threshold variant), the standardised density within 2 Å of the
+   deposited atoms correlated 0.78-0.91 with the unthresholded map's before, 0.95-0.98 after,
+   and the final Cα recall went 0.94 -> 0.98 (apoferritin), 0.87 -> 0.94 (EMD-2566), 0.72 ->
+   0.90 (MAVS) and 0.50 -> 0.76 (T20S α), against 0.99, 0.96, 0.91 and 0.84 unthresholded.
 1. **Spectrum.** The radially averaged amplitude spectrum is matched, shell by shell, to one
    target: a Wilson-like fall-off exp(-B s²/4) with ``B = TARGET_B``, cut with a cosine edge at
    the map's resolution (the networks never see detail the map does not hold, nor noise
@@ -31,9 +41,10 @@ import dataclasses
 import numpy as np
 
 from .errors import InputError
-from .maps import DensityMap
+from .maps import DensityMap, erased_below
 
 __all__ = [
+    "ERASED_FILL_SIGMA",
     "TARGET_B",
     "FINEST_RESOLUTION",
     "NetworkMap",
@@ -52,6 +63,12 @@ TARGET_B = 20.0
 #: 1.75 Å apoferritin map, low-passing to 2.5 Å raised residue-type accuracy from 0.40 to 0.45
 #: (gnn.density's earlier measurement).
 FINEST_RESOLUTION = 2.5
+#: Gaussian sigma, as a fraction of the map's resolution, of the smoothing that fills a
+#: thresholded map's erased voxels (step 0 of the module docstring). One pass at 0.5 brought the
+#: thresholded maps' standardised density closest to the unthresholded one's (correlation within
+#: 2 Å of the atoms 0.95-0.98; three or ten passes, each filling from the last: 0.90-0.98 and
+#: 0.85-0.94; scratch check on MAVS, T20S α, EMD-2566 and apoferritin).
+ERASED_FILL_SIGMA = 0.5
 #: Å: shells at lower frequency than 1 / this keep the gain of this shell (the envelope's
 #: frequencies are shaped by box and mask, not by sharpening).
 ENVELOPE_RESOLUTION = 10.0
@@ -198,6 +215,21 @@ def otsu_threshold(values: np.ndarray) -> float:
     return float(centres[int(np.argmax(between[:-1]))])
 
 
+def _erased_filled(density: DensityMap, resolution: float) -> DensityMap:
+    """``density`` with the voxels a threshold erased filled (module docstring, step 0); other
+    maps as they are. ``resolution`` in Å."""
+    from scipy.ndimage import gaussian_filter
+
+    level = erased_below(density)
+    if level is None:
+        return density
+    grid = density.grid.astype(np.float64)
+    erased = grid == 0
+    smooth = gaussian_filter(grid, ERASED_FILL_SIGMA * resolution / density.voxel_size[::-1])
+    grid[erased] = np.minimum(smooth[erased], level)
+    return density.with_grid(grid.astype(np.float32))
+
+
 def standardise(density: DensityMap, resolution: float | None = None) -> NetworkMap:
     """``density`` as the networks see it (module docstring). ``resolution``: the map's
     resolution in Å, or None to estimate it.
@@ -217,6 +249,8 @@ def standardise(density: DensityMap, resolution: float | None = None) -> Network
     estimated = resolution is None
     map_resolution = estimate_resolution(density) if estimated else float(resolution)
     cut = max(map_resolution, FINEST_RESOLUTION)
+    density = _erased_filled(density, map_resolution)
+    grid = density.grid
     empty = empty_voxels(grid)
     voxel_zyx = density.voxel_size[::-1]
 

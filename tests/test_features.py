@@ -93,3 +93,25 @@ def test_constant_and_non_finite_maps_are_refused():
     grid[3, 4, 5] = np.nan
     with pytest.raises(InputError, match="finite"):
         standardise(DensityMap(grid, 1.0, 0.0), 3.0)
+
+
+def test_thresholded_map_has_its_erased_density_filled(il2_map_3A, monkeypatch):
+    """A noisy map thresholded as some deposited segments are (every voxel below the 75th
+    percentile set to 0) keeps the scale of the unthresholded map once its erased voxels are
+    filled (`features.ERASED_FILL_SIGMA`); with no filling its molecule reads half a standard
+    deviation off."""
+    from cryobuild import features
+    from cryobuild.maps import erased_below
+    from cryobuild.simulate import SimulationOptions, simulate_map
+
+    density = simulate_map(il2_map_3A[1], SimulationOptions(resolution=3.0, snr=3.0),
+                           np.random.default_rng(0))
+    reference = standardise(density, 3.0)
+    grid = density.grid
+    thresholded = density.with_grid(np.where(grid >= np.percentile(grid[grid != 0], 75), grid, 0.0))
+    assert erased_below(thresholded) is not None
+    correlation, shift = _agreement(reference, standardise(thresholded, 3.0))
+    assert correlation > 0.97 and shift < 0.3, (correlation, shift)
+    monkeypatch.setattr(features, "ERASED_FILL_SIGMA", 1e-6)  # no filling
+    _, unfilled_shift = _agreement(reference, standardise(thresholded, 3.0))
+    assert unfilled_shift > 0.4
