@@ -21,7 +21,9 @@ After simulation, on the map (`degrade_map`):
 * any intensity scale and offset.
 
 Every range is a field of `Realism`; `features.standardise` must undo what it can (scale,
-offset, sharpening, padding), and the networks must learn to ignore the rest.
+offset, sharpening, padding; the step a threshold leaves, since the fourteenth stop: the
+networks bundled then were trained on thresholded maps without that filling), and the networks
+must learn to ignore the rest.
 """
 
 from __future__ import annotations
