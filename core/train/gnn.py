@@ -50,7 +50,8 @@ from ..thread.profiles import background_frequencies
 from .loop import TrainingRun, add_real_fold_args, random_files, worker_rng
 from .realism import Realism, coloured_noise, degrade_map, perturb_atoms
 
-__all__ = ["GraphAugmentation", "GraphSample", "TrainingGraphs", "chain_links", "detected_nodes", "main"]
+__all__ = ["GraphAugmentation", "GraphSample", "TrainingGraphs", "chain_links", "detected_nodes",
+           "main"]
 
 #: Largest C(i)-N(i+1) distance (Å) for a peptide bond between consecutive residues.
 PEPTIDE_BOND_MAX = 2.0
