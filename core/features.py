@@ -13,8 +13,8 @@ training and inference cannot drift apart:
    capped at the level: a falling tail where the density was cut, 0 far from it (then empty,
    as zoning is). On four real maps thresholded at the 60th percentile of their non-empty
    voxels (`bench.robust`'s threshold variant), the standardised density within 2 Å of the
-   deposited atoms correlated 0.78-0.91 with the unthresholded map's before, 0.95-0.98 after,
-   and the final Cα recall went 0.94 -> 0.98 (apoferritin), 0.87 -> 0.94 (EMD-2566), 0.72 ->
+   deposited atoms correlated 0.78-0.91 with the unthresholded map's before, 0.95-0.98 after
+   (scratch check), and the final Cα recall went 0.94 -> 0.98 (apoferritin), 0.87 -> 0.94 (EMD-2566), 0.72 ->
    0.90 (MAVS) and 0.50 -> 0.76 (T20S α), against 0.99, 0.96, 0.91 and 0.84 unthresholded.
 1. **Spectrum.** The radially averaged amplitude spectrum is matched, shell by shell, to one
    target: a Wilson-like fall-off exp(-B s²/4) with ``B = TARGET_B``, cut with a cosine edge at
