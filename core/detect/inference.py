@@ -110,9 +110,9 @@ def _framed(grid: DensityMap) -> DensityMap:
     T20S α padded with 20 voxels of zeros gave detector recall 0.70 against 0.86 as deposited,
     its empty margin then being read as solvent before the frame. Cut to its density, the
     padded map is the deposited one (0.85 both, crop and soft mask 0.84 and 0.85); on the 19
-    real maps with models the detector's recall moved by at most 0.03 and the band means by
-    at most 0.01 (`bench.real`, 2026-12-05, fifteenth stop). A map that is varied everywhere
-    (solvent noise to the faces) keeps its box.
+    real maps with models the detector's recall moved by at most 0.03 and each band's mean
+    final Cα recall by at most 0.01 (`bench.real`, 2026-12-05, fifteenth stop). A map that is
+    varied everywhere (solvent noise to the faces) keeps its box.
     """
     box = voxel_box(varied_voxels(grid.grid), 0)
     if box is None:
