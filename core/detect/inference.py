@@ -18,7 +18,7 @@ import numpy as np
 
 from ..extent import voxel_box
 from ..features import NetworkMap
-from ..maps import DensityMap, pad_to_shape, resample
+from ..maps import DensityMap, crop_box, pad_to_shape, resample
 from ..points import CalphaPoints
 from ..progress import check_cancel, report
 
@@ -101,26 +101,29 @@ def detection_grid(view: NetworkMap) -> DensityMap:
     return resample(view.density, DETECTION_VOXEL, lattice=True)
 
 
-def _framed(grid: DensityMap) -> DensityMap:
-    """``grid`` (`detection_grid`) cut to the box around its varied voxels (`varied_voxels`),
-    so that how much empty box surrounds the density does not change what the detector sees.
+def _framed(grid: DensityMap) -> tuple[DensityMap, np.ndarray]:
+    """``grid`` (`detection_grid`) cut to the box around its varied voxels, and those voxels
+    (`varied_voxels`, bool ``[Z, Y, X]`` of the cut grid), so that how much empty box surrounds
+    the density does not change what the detector sees.
 
     The bundled detectors frame the box with the molecule's mean level (``frame=None`` of
     `detection_features`), which they read differently at different distances from the density:
     T20S α padded with 20 voxels of zeros gave detector recall 0.70 against 0.86 as deposited,
     its empty margin then being read as solvent before the frame. Cut to its density, the
-    padded map is the deposited one (0.85 both, crop and soft mask 0.84 and 0.85); on the 19
-    real maps with models the detector's recall moved by at most 0.03 and each band's mean
-    final Cα recall by at most 0.01 (`bench.real`, 2026-12-05, fifteenth stop). A map that is
-    varied everywhere (solvent noise to the faces) keeps its box.
+    padded map is the deposited one (0.85 both, crop and soft mask 0.84 and 0.85; ``python -m
+    cryobuild.bench.robust --cases t20s_alpha``, its JSON lines); on the 19 real maps with
+    models the detector's recall moved by at most 0.03 and each band's mean final Cα recall by
+    at most 0.01 (`bench.real`, 2026-12-05, fifteenth stop). A map that is varied everywhere
+    (solvent noise to the faces) keeps its box.
     """
-    box = voxel_box(varied_voxels(grid.grid), 0)
+    varied = varied_voxels(grid.grid)
+    box = voxel_box(varied, 0)
     if box is None:
-        return grid
+        return grid, varied
     first, last = box
     window = tuple(slice(int(a), int(b) + 1) for a, b in zip(first, last))
-    return DensityMap(np.ascontiguousarray(grid.grid[window]), grid.voxel_size,
-                      grid.voxel_to_xyz(np.asarray(first[::-1])[None])[0])
+    cut = crop_box(grid, grid.voxel_to_xyz(first[::-1]), grid.voxel_to_xyz(last[::-1]))
+    return cut, varied[window]
 
 
 def detection_features(grid: DensityMap, min_shape_xyz, frame: float | None = None
@@ -325,7 +328,7 @@ def detect_calphas(
     probability map is returned on the 1.5 Å grid (0 where no window ran).
     """
     report(progress, "detect", 0.0, "preparing map")
-    prepared = _framed(detection_grid(view))
+    prepared, varied = _framed(detection_grid(view))
     divisor = network.config.divisor
     target = np.maximum(prepared.shape_xyz, options.window)
     target = ((target + divisor - 1) // divisor) * divisor
@@ -333,7 +336,7 @@ def detect_calphas(
         prepared, target, view.solvent if network.config.solvent_frame else None)
     before = np.round(padded_map.xyz_to_voxel(prepared.origin)).astype(int)
     pad_zyx = [(int(b), int(t - s - b)) for b, t, s in zip(before, target, prepared.shape_xyz)][::-1]
-    varied = np.pad(varied_voxels(prepared.grid), pad_zyx)
+    varied = np.pad(varied, pad_zyx)
     keep_mask = None
     if mask is not None:
         centres = padded_map.voxel_to_xyz(
