@@ -239,3 +239,29 @@ def test_trace_figures_of_a_faithful_trace(simulated, il2_path):
     counted = sum(figures[f"nodes_{label}"] for label in ("1", "2-3", "4-9", ">=10"))
     assert counted == figures["traced"]
     assert figures["right_>=10"] >= 0.9 * figures["nodes_>=10"] > 0
+    # its links join consecutive residues, and its nodes sit on the deposited Cα
+    links = sum(figures[f"links_{kind}"] for kind in ("next", "skip", "same", "false", "other"))
+    assert figures["links_next"] >= 0.9 * links > 0
+    assert figures["nodes_helix"] > 0.9 and np.isnan(figures["candidates_helix"])
+
+
+def test_secondary_structure_of_a_helix_bundle_and_a_strand(il2_path):
+    """`bench.trace.secondary_structure` on il2 (a four-helix bundle) calls most residues
+    helix (its loops partly extended); an ideal extended chain (Cα 3.4 Å apart along it, zig-zag) is strand; a break in the
+    numbering starts a new run."""
+    import dataclasses
+
+    from cryobuild.bench.trace import secondary_structure
+
+    il2 = read_model(il2_path)
+    structure = secondary_structure(il2)
+    assert np.mean(structure == 1) > 0.6 and np.mean(structure == 2) < 0.25
+    zigzag = np.array([[3.3 * i, 0.9 * (i % 2), 0.0] for i in range(10)])
+    positions = np.zeros((10,) + il2.atom_positions.shape[1:], np.float32)
+    positions[:, 1] = zigzag
+    strand = dataclasses.replace(il2.take(np.arange(10)), atom_positions=positions,
+                                 residue_number=np.arange(1, 11))
+    assert np.all(secondary_structure(strand)[:8] == 2)
+    # the same trace numbered in runs of two: no run holds an i to i+2 span
+    broken = dataclasses.replace(strand, residue_number=np.array([1, 2, 10, 11, 20, 21, 30, 31, 40, 41]))
+    assert np.all(secondary_structure(broken) == 0)

@@ -17,6 +17,18 @@ partners are consecutive residues of one deposited chain. Per map:
   or more residues, the share paired with a deposited Cα; the last line sums them over the maps
   (`cryobuild.pipeline.UNASSIGNED_MIN_LENGTH` quotes it).
 
+A second table says what the links of those chains join and how close the Cα sit:
+
+* **links**: each link of the chains (with step 4) by the deposited residues nearest its two
+  nodes (within 3 Å; not one-to-one, so two nodes on one residue show): *next* (consecutive
+  residues of one chain), *skip* (two or three apart in one chain; the median Cα-Cα distance of
+  those links beside it), *same* (one residue), *false* (a node with no deposited Cα within 3
+  Å), *other* (anything else: another chain, farther along);
+* **chain length**: median and longest chain;
+* **within 1.5 Å**: of the deposited Cα in helices and in strands (`secondary_structure`), the
+  share with a Cα candidate of the detector within `PLACED` Å, and with a node of the last
+  round.
+
 Figures of ``cryobuild.chains`` (the docstring of step 4) and of the build's low-resolution
 warning (`cryobuild.engine.engine.UNCERTAIN_DIRECTION_RESOLUTION`) come from this script.
 """
@@ -27,16 +39,18 @@ import argparse
 import contextlib
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from .. import pipeline
 from ..chains import link_chains
+from ..detect import inference
 from ..data import dev_cases
 from ..evaluate import match_calpha
 from ..models import read_model
 from ..pipeline import BuildOptions
 from .real import network_pairs, run_map
 
-__all__ = ["main", "neighbour_pairs", "trace_figures"]
+__all__ = ["main", "neighbour_pairs", "secondary_structure", "trace_figures"]
 
 #: Residues: chains at least this long count as long enough to thread.
 LONG_CHAIN = 10
@@ -44,20 +58,101 @@ LONG_CHAIN = 10
 LENGTH_CLASSES = (("1", 1, 1), ("2-3", 2, 3), ("4-9", 4, 9), (">=10", 10, None))
 
 
+#: Å: a deposited Cα counts as placed when a candidate or node lies this near (about 0.4 of
+#: the 3.8 Å step between residues).
+PLACED = 1.5
+#: Å: a link's node stands for the deposited residue whose Cα is nearest, within this distance.
+LINK_MATCH = 3.0
+#: Å: `secondary_structure`'s rule on the Cα trace: a helix where Cα i to i+3 lies within
+#: ``HELIX_I3[1]`` of ``HELIX_I3[0]`` and i to i+4 within ``HELIX_I4[1]`` of ``HELIX_I4[0]``
+#: (an α-helix: 5.0-5.5 and 6.2 Å); extended where i to i+2 is over ``STRAND_I2`` and i to i+3
+#: over ``STRAND_I3`` (a β-strand: 6.4-7.0 and about 10 Å).
+HELIX_I3, HELIX_I4 = (5.3, 0.8), (6.2, 1.2)
+STRAND_I2, STRAND_I3 = 6.1, 8.8
+
+
 @contextlib.contextmanager
-def _recorded_linking(record: list):
-    """While active, every build's `link_chains` input is kept in ``record`` (the last one)."""
-    original = pipeline.link_chains
+def _recorded(module, name: str, record: list):
+    """While active, the first argument and the result of every call of ``module.name`` are
+    kept in ``record`` (the last call's, one pair)."""
+    original = getattr(module, name)
 
-    def recording(predictions, *args, **kwargs):
-        record[:] = [predictions]
-        return original(predictions, *args, **kwargs)
+    def recording(first, *args, **kwargs):
+        result = original(first, *args, **kwargs)
+        record[:] = [(first, result)]
+        return result
 
-    pipeline.link_chains = recording
+    setattr(module, name, recording)
     try:
         yield
     finally:
-        pipeline.link_chains = original
+        setattr(module, name, original)
+
+
+def secondary_structure(reference) -> np.ndarray:
+    """int64 ``[R]`` per residue of ``reference`` (a `BuiltModel`): 1 helix, 2 strand, 0
+    neither, from its Cα trace (module constants), each run of consecutive residue numbers of a
+    chain on its own."""
+    ca, labels = reference.ca, np.zeros(reference.num_residues, dtype=np.int64)
+    run_breaks = np.flatnonzero((reference.chain_id[1:] != reference.chain_id[:-1])
+                                | (np.diff(reference.residue_number) != 1)) + 1
+    for run in np.split(np.arange(reference.num_residues), run_breaks):
+        def spans(k):
+            out = np.full(len(run), np.nan)
+            out[:-k] = np.linalg.norm(ca[run[k:]] - ca[run[:-k]], axis=1) if len(run) > k else []
+            return out
+
+        with np.errstate(invalid="ignore"):
+            helix = ((np.abs(spans(3) - HELIX_I3[0]) < HELIX_I3[1])
+                     & (np.abs(spans(4) - HELIX_I4[0]) < HELIX_I4[1]))
+            strand = (spans(2) > STRAND_I2) & (spans(3) > STRAND_I3) & ~helix
+        own = labels[run]
+        for i in np.flatnonzero(helix):
+            own[i:i + 4] = 1
+        for i in np.flatnonzero(strand):
+            if not own[i:i + 3].any():
+                own[i:i + 3] = 2
+        labels[run] = own
+    return labels
+
+
+def _link_kinds(chains: list[np.ndarray], node_ca: np.ndarray, reference) -> dict:
+    """The "links" and "chain length" figures of the module docstring."""
+    distance, nearest = cKDTree(reference.ca).query(node_ca)
+    found = distance <= LINK_MATCH
+    kinds = dict.fromkeys(("next", "skip", "same", "false", "other"), 0)
+    skip_lengths = []
+    for chain in chains:
+        for a, b in zip(chain[:-1].tolist(), chain[1:].tolist()):
+            ra, rb = nearest[a], nearest[b]
+            apart = abs(int(reference.residue_number[ra]) - int(reference.residue_number[rb]))
+            one_chain = reference.chain_id[ra] == reference.chain_id[rb]
+            if not (found[a] and found[b]):
+                kind = "false"
+            elif ra == rb:
+                kind = "same"
+            elif one_chain and apart == 1:
+                kind = "next"
+            elif one_chain and apart in (2, 3):
+                kind = "skip"
+                skip_lengths.append(float(np.linalg.norm(node_ca[a] - node_ca[b])))
+            else:
+                kind = "other"
+            kinds[kind] += 1
+    lengths = [len(c) for c in chains] or [0]
+    return {**{f"links_{k}": v for k, v in kinds.items()},
+            "skip_length": float(np.median(skip_lengths)) if skip_lengths else float("nan"),
+            "median_chain": float(np.median(lengths)), "longest_chain": int(max(lengths))}
+
+
+def _placed(points: np.ndarray, reference, structure: np.ndarray, kind: int) -> float:
+    """Share of ``reference``'s Cα of secondary structure ``kind`` with one of ``points``
+    ``[N, 3]`` within `PLACED` Å (NaN when there are none of that kind)."""
+    chosen = reference.ca[structure == kind]
+    if not len(chosen) or not len(points):
+        return float("nan") if not len(chosen) else 0.0
+    distance, _ = cKDTree(points).query(chosen)
+    return float(np.mean(distance <= PLACED))
 
 
 def neighbour_pairs(node_ca: np.ndarray, reference) -> np.ndarray:
@@ -72,8 +167,9 @@ def neighbour_pairs(node_ca: np.ndarray, reference) -> np.ndarray:
     return np.array(pairs, dtype=np.int64).reshape(-1, 2)
 
 
-def trace_figures(predictions, reference) -> dict:
-    """The figures of the module docstring for one map's linking input ``predictions``."""
+def trace_figures(predictions, reference, candidates: np.ndarray | None = None) -> dict:
+    """The figures of the module docstring for one map's linking input ``predictions`` (and
+    its Cα candidates ``[M, 3]``, Å, for the placement of those; without them NaN)."""
     backbone = predictions.backbone
     pairs = neighbour_pairs(backbone[:, 1], reference)
     own = backbone[pairs[:, 0], 2] - backbone[pairs[:, 0], 0]
@@ -95,6 +191,12 @@ def trace_figures(predictions, reference) -> dict:
         nodes = [n for c in chains if shortest <= len(c) <= (longest or len(c)) for n in c.tolist()]
         row[f"nodes_{label}"] = len(nodes)
         row[f"right_{label}"] = int(paired[nodes].sum())
+    row.update(_link_kinds(chains, backbone[:, 1], reference))
+    structure = secondary_structure(reference)
+    for kind, label in ((1, "helix"), (2, "strand")):
+        row[f"candidates_{label}"] = (_placed(candidates, reference, structure, kind)
+                                      if candidates is not None else float("nan"))
+        row[f"nodes_{label}"] = _placed(backbone[:, 1], reference, structure, kind)
     return row
 
 
@@ -106,17 +208,19 @@ def main(argv=None):
                         help="network pairs, tried in order as bench.real tries them")
     args = parser.parse_args(argv)
     pairs = network_pairs(args.networks)
-    rows, record = [], []
+    rows, record, detected = [], [], []
     for case in dev_cases():
         if case.model_path is None or (args.cases and case.name not in args.cases):
             continue
-        with _recorded_linking(record):
+        with _recorded(pipeline, "link_chains", record), \
+                _recorded(inference, "detect_calphas", detected):
             built = run_map(case, pairs, BuildOptions(rounds=3, resolution=case.resolution),
                             args.device, type_rounds=None)
         if "error" in built or not record:
             continue
         row = {"case": case.name, "resolution": case.resolution, "networks": built["networks"]}
-        row.update(trace_figures(record[0], read_model(case.model_path)))
+        row.update(trace_figures(record[0][0], read_model(case.model_path),
+                                 detected[0][1].points.xyz if detected else None))
         rows.append(row)
     labels = [label for label, _, _ in LENGTH_CLASSES]
     print("\n| map | Å | direction right | traced | in chains >= 10 (without -> with step 4) "
@@ -135,6 +239,18 @@ def main(argv=None):
               f"{row['linked_with_step4']} ({row['neighbour_pairs']}) | {row['linked_against']} | "
               f"{shares([row])} |")
     print(f"| all maps | | | | | | | {shares(rows)} |")
+
+    kinds = ("next", "skip", "same", "false", "other")
+    print("\n| map | Å | links | " + " | ".join(kinds) + " | skip Cα-Cα, Å | median chain | "
+          "longest chain | helix Cα: candidate / node within 1.5 Å | strand Cα: candidate / node |")
+    print("|---|---|---|" + "---|" * (len(kinds) + 5))
+    for row in sorted(rows, key=lambda r: r["resolution"]):
+        links = sum(row[f"links_{k}"] for k in kinds)
+        print(f"| {row['case']} | {row['resolution']} | {links} | "
+              + " | ".join(f"{row[f'links_{k}'] / max(links, 1):.2f}" for k in kinds)
+              + f" | {row['skip_length']:.1f} | {row['median_chain']:.0f} | {row['longest_chain']} | "
+              f"{row['candidates_helix']:.2f} / {row['nodes_helix']:.2f} | "
+              f"{row['candidates_strand']:.2f} / {row['nodes_strand']:.2f} |")
 
 
 if __name__ == "__main__":
