@@ -245,6 +245,31 @@ def test_precision_figures_place_the_unpaired_residues(il2):
     assert precision == pytest.approx((il2.num_residues - 10 - 3) / (il2.num_residues - 10))
 
 
+def test_precision_figures_find_unassigned_chains_along_threaded_ones(il2):
+    """`bench.precision`: an unassigned chain whose Cα sit on a threaded chain's side chains
+    counts as lying along it, one elsewhere does not; without the former, precision rises."""
+    from cryobuild.bench.precision import precision_figures
+    from cryobuild.pipeline import join_models
+
+    threaded = dataclasses.replace(il2, entity_sequences={"A": "X" * il2.num_residues})
+    with_cb = np.flatnonzero(il2.atom_mask[:, 4])[20:26]
+    along = il2.take(with_cb)
+    positions = along.atom_positions.copy()
+    positions[:, 1] = along.atom_positions[:, 4] + 1.0  # Cα 1 Å beyond each Cβ
+    along = dataclasses.replace(along, atom_positions=positions, chain_id=np.full(6, "B"),
+                                entity_sequences={})
+    apart = il2.take(np.arange(30, 36))
+    apart = dataclasses.replace(apart, atom_positions=apart.atom_positions + 30.0,
+                                chain_id=np.full(6, "C"), entity_sequences={})
+    model = join_models([threaded, along, apart])
+    figures = precision_figures(model, il2, [])
+    assert figures["beside threaded"] == {"paired": 0, "unpaired": 6}
+    n = il2.num_residues
+    assert figures["as built"][1] == pytest.approx(n / (n + 12))
+    recall, precision = figures["without beside threaded"]
+    assert recall == pytest.approx(1.0) and precision == pytest.approx(n / (n + 6))
+
+
 def test_type_information_scores_residues_near_a_deposited_calpha(il2):
     """`bench.real.type_information`: the mean -ln p of the deposited types over the residues
     within 2 Å of a deposited Cα; residues farther away are not scored."""
