@@ -2,7 +2,7 @@
 cryobuild.bench.real``.
 
 Each map is built (through the engine, as ``cryobuild build`` does, with the map's stated
-resolution unless ``--estimate-resolution``) by the first network pair of ``--networks`` that
+resolution unless ``--estimate-resolution`` or ``--resolution R``) by the first network pair of ``--networks`` that
 did not train on it: a checkpoint lists the real maps it trained on (``real_maps``, see
 `cryobuild.data.REAL_FOLDS`). A map that every pair has seen is still built, and flagged: its
 figures are not figures and stay out of the means. One JSON line per map, then a Markdown table
@@ -202,8 +202,13 @@ def main(argv=None):
                              "then detect_foldA.pt+gnn_foldA.pt)")
     parser.add_argument("--cases", nargs="*", default=None, help="only these map folders (names)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--estimate-resolution", action="store_true",
-                        help="build without the stated resolution (estimated from the map)")
+    given = parser.add_mutually_exclusive_group()
+    given.add_argument("--estimate-resolution", action="store_true",
+                       help="build without the stated resolution (estimated from the map)")
+    given.add_argument("--resolution", type=float, default=None, metavar="Å",
+                       help="build every map at this resolution instead of its stated one (e.g. "
+                            "a segment whose local resolution is worse; the bands stay by the "
+                            "stated one)")
     parser.add_argument("--detection-threshold", type=float, default=None,
                         help="least Cα probability of a candidate (default: the detector's)")
     add_blind_check_arg(parser)
@@ -224,12 +229,14 @@ def main(argv=None):
     pairs = network_pairs(args.networks, args.structgen)
     rows = []
     for case in modelled_cases(args.cases):
-        resolution = None if args.estimate_resolution else case.resolution
+        resolution = None if args.estimate_resolution else args.resolution or case.resolution
         options = BuildOptions(rounds=args.rounds, resolution=resolution,
                                detection_threshold=args.detection_threshold,
                                blind_check=args.blind_check, **threader_options(args))
         rows.append(run_map(case, pairs, options, args.device, keep=args.keep))
-    print(f"\n{args.rounds} rounds, {args.threader} threader; resolution {'estimated' if args.estimate_resolution else 'as stated'}; "
+    how = ("estimated" if args.estimate_resolution
+           else f"{args.resolution} Å" if args.resolution else "as stated")
+    print(f"\n{args.rounds} rounds, {args.threader} threader; resolution {how}; "
           f"networks: {', '.join(p.label for p in pairs)}")
     print_tables(rows)
 
