@@ -190,7 +190,7 @@ def test_training_samples_carry_sidechain_decoys(il2_map_3A, il2_model):
 
 def test_training_crops_start_from_detected_candidates(il2_map_3A, il2_model):
     """`GraphAugmentation.detected_start_fraction`: a real-map crop's nodes are the detector's
-    candidates in its box; each candidate near a deposited Cα (one to one, the nearest first)
+    candidates in its box; each candidate near a deposited Cα (one to one, `evaluate.match_calpha`)
     stands for that residue, with its links; the others (a false candidate, the second of two
     on one residue) are fake nodes; residues without a candidate have no node."""
     from cryobuild.train.gnn import GraphAugmentation, detected_nodes, make_sample

@@ -146,7 +146,7 @@ class GraphAugmentation:
     #: residues without a candidate), which neither the noise nor `chain_shift` nor
     #: `sidechain_decoys` reproduce. Candidates get N(0, `detected_jitter`) Å per axis so that
     #: crops of one map differ; a candidate within `detected_match` Å of a deposited Cα (one to
-    #: one, nearest pairs first) takes that residue's targets, the others are fake nodes.
+    #: one, `evaluate.match_calpha`) takes that residue's targets, the others are fake nodes.
     detected_start_fraction: float = 0.0
     detected_jitter: float = 0.3
     detected_match: float = 3.0
@@ -315,23 +315,18 @@ def detected_nodes(model: BuiltModel, candidates: np.ndarray, lo: np.ndarray, hi
     """The detector's candidates ``[M, 3]`` (Å) inside the box ``lo``-``hi`` as a crop's nodes
     (`GraphAugmentation.detected_start_fraction`): residues of ``model`` they stand for
     (int64 ``[K]``, ascending), their start Cα ``[K, 3]`` and the unmatched candidates ``[F, 3]``
-    (fake nodes), all jittered by N(0, `GraphAugmentation.detected_jitter`) Å per axis."""
-    from scipy.spatial import cKDTree
+    (fake nodes), all jittered by N(0, `GraphAugmentation.detected_jitter`) Å per axis. The
+    pairing is the benchmarks' (`evaluate.match_calpha`: one to one, as many pairs as there can
+    be, then the shortest)."""
+    from ..evaluate import match_calpha
 
     inside = candidates[np.all((candidates >= lo) & (candidates <= hi), axis=1)]
     inside = inside + rng.normal(0.0, aug.detected_jitter, inside.shape)
-    if not len(inside):
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 3)), np.zeros((0, 3))
-    pairs = cKDTree(inside).sparse_distance_matrix(cKDTree(model.ca), aug.detected_match,
-                                                    output_type="ndarray")
-    residue_of = np.full(len(inside), -1, dtype=np.int64)
-    taken = np.zeros(model.num_residues, dtype=bool)
-    for node, residue in zip(*(pairs[np.argsort(pairs["v"], kind="stable")][k] for k in ("i", "j"))):
-        if residue_of[node] < 0 and not taken[residue]:
-            residue_of[node], taken[residue] = residue, True
-    matched = np.flatnonzero(residue_of >= 0)
-    order = np.argsort(residue_of[matched])
-    return residue_of[matched][order], inside[matched][order], inside[residue_of < 0]
+    nodes, residues = match_calpha(inside, model.ca, cutoff=aug.detected_match)
+    order = np.argsort(residues)
+    fake = np.ones(len(inside), dtype=bool)
+    fake[nodes] = False
+    return residues[order], inside[nodes[order]].reshape(-1, 3), inside[fake]
 
 
 def make_sample(structure, model: BuiltModel, sequences, aug: GraphAugmentation, rng,
