@@ -385,3 +385,23 @@ def test_realism_thresholds_like_a_deposited_segment(il2_map_3A):
     kept = out != 0
     assert np.array_equal(out[kept], grid[kept]) and (out == 0).mean() > 0.5
     assert np.array_equal(_thresholded(grid, density, atoms[:0] + 1e6, 0.3), grid)
+
+
+def test_bench_direction_right_reads_which_way_the_backbone_runs(il2_model):
+    """`bench.gnn.score_refinement`'s ``direction_right``: the deposited backbone's C - N points
+    to the next residue nearly everywhere, the same backbone with N and C swapped nearly
+    nowhere."""
+    from types import SimpleNamespace
+
+    from cryobuild.bench.gnn import score_refinement
+
+    def output(positions):
+        return SimpleNamespace(aa_probs=np.eye(21, 20)[il2_model.aatype], translations=il2_model.ca,
+                               atom14_positions=positions, atom14_mask=il2_model.atom_mask,
+                               confidence=np.linspace(0, 100, il2_model.num_residues))
+
+    deposited = il2_model.atom_positions
+    swapped = deposited.copy()
+    swapped[:, [0, 2]] = deposited[:, [2, 0]]
+    assert score_refinement(output(deposited), il2_model)["direction_right"] > 0.95
+    assert score_refinement(output(swapped), il2_model)["direction_right"] < 0.05

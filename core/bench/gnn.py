@@ -1,7 +1,7 @@
 """Benchmark the graph network: ``python -m cryobuild.bench.gnn CASEDIR... [--simulated N]``.
 
 Each case starts from the reference Cα positions plus Gaussian noise (N(0, 1/√3) Å per axis,
-about 0.9 Å mean error) with random frames, runs the network for ``--rounds`` rounds and scores
+about 0.9 Å mean error, 1 Å rms; ``--start-noise`` sets the rms) with random frames, runs the network for ``--rounds`` rounds and scores
 node ``i`` against reference residue ``i`` (the nodes are the reference residues, so no
 matching is needed). One JSON line per case, then one with the means:
 
@@ -11,6 +11,9 @@ matching is needed). One JSON line per case, then one with the means:
   (negative is good: -1 would be a perfect ranking);
 * ``sidechain_rmsd``: RMSD (Å) of the side-chain atoms (atom14 slots from CB on) of residues
   whose type is predicted right (symmetric atoms, e.g. PHE CD1/CD2, are not swapped);
+* ``direction_right``: of the residues followed by the next one in their chain, the share whose
+  predicted C - N points towards that residue's Cα (0.5 is a coin toss): whether the network
+  reads which way the chain runs;
 * ``seconds``: wall time of the refinement.
 
 Case folders hold a map, ``ref.cif`` and ``case.json`` (``{"map": FILE, "resolution": Å}``), as
@@ -86,9 +89,10 @@ class BenchCase:
     sequences: tuple[str, ...]
 
 
-def noisy_start(reference: BuiltModel, rng: np.random.Generator) -> CalphaPoints:
-    """The reference Cα plus N(0, `START_NOISE`) Å per axis."""
-    xyz = reference.ca + rng.normal(0.0, START_NOISE, reference.ca.shape)
+def noisy_start(reference: BuiltModel, rng: np.random.Generator, noise: float = START_NOISE
+                ) -> CalphaPoints:
+    """The reference Cα plus N(0, ``noise``) Å per axis (default `START_NOISE`)."""
+    xyz = reference.ca + rng.normal(0.0, noise, reference.ca.shape)
     return CalphaPoints(xyz, np.ones(len(xyz)))
 
 
@@ -107,6 +111,10 @@ def score_refinement(output, reference: BuiltModel) -> dict[str, float]:
     side = reference.atom_mask & output.atom14_mask & right[:, None]
     side[:, :_SIDECHAIN_START] = False
     side_sq = ((output.atom14_positions - reference.atom_positions) ** 2).sum(-1)
+    followed = np.flatnonzero((reference.chain_id[1:] == reference.chain_id[:-1])
+                              & (np.diff(reference.residue_number) == 1))
+    c_to_n = output.atom14_positions[followed, 2] - output.atom14_positions[followed, 0]
+    towards_next = reference.ca[followed + 1] - reference.ca[followed]
     correlation = (
         float(np.corrcoef(output.confidence, ca_error)[0, 1])
         if len(ca_error) > 2 and output.confidence.std() > 0
@@ -119,6 +127,7 @@ def score_refinement(output, reference: BuiltModel) -> dict[str, float]:
         "bb_rmsd": _rmsd(backbone_sq[backbone]),
         "confidence_error_corr": correlation,
         "sidechain_rmsd": _rmsd(side_sq[side]),
+        "direction_right": float(np.mean((c_to_n * towards_next).sum(-1) > 0)) if len(followed) else float("nan"),
     }
 
 
@@ -152,12 +161,12 @@ def threaded_pieces(output, case: BenchCase, length: int) -> float:
 
 
 def run_case(case: BenchCase, network, *, rounds: int = 3, seed: int = 0, device=None,
-             pieces: tuple[int, ...] = ()) -> dict:
+             pieces: tuple[int, ...] = (), noise: float = START_NOISE) -> dict:
     """Refine ``case`` from a noisy start and score it (plus ``name`` and ``seconds``, and
     ``threaded_right_L`` = `threaded_pieces` for each length ``L`` of ``pieces``)."""
     from ..gnn.refine import refine
 
-    start = noisy_start(case.reference, np.random.default_rng(seed))
+    start = noisy_start(case.reference, np.random.default_rng(seed), noise)
     began = time.time()
     output = refine(case.view, start, list(case.sequences), network, rounds=rounds, device=device)
     seconds = time.time() - began
@@ -273,6 +282,8 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--start", choices=["noisy", "detected"], default="noisy",
                         help="reference Cα + noise (default) or the detector's Cα")
+    parser.add_argument("--start-noise", type=float, default=START_NOISE * math.sqrt(3.0), metavar="Å",
+                        help="rms error (Å) of the noisy start's Cα (default 1)")
     parser.add_argument("--speed", action="store_true",
                         help="also time one round for 200, 500 and 2,000 nodes")
     parser.add_argument("--thread-pieces", type=int, nargs="*", default=(), metavar="L",
@@ -307,7 +318,8 @@ def main(argv=None) -> None:
                 result = run_detected_case(probed, network, detector, rounds=args.rounds, device=args.device)
             else:
                 result = run_case(probed, network, rounds=args.rounds, seed=args.seed,
-                                  device=args.device, pieces=tuple(args.thread_pieces))
+                                  device=args.device, pieces=tuple(args.thread_pieces),
+                                  noise=args.start_noise / math.sqrt(3.0))
             if args.sequence_probe:
                 result = {"sequence": label, **result}
             results.append(result)
