@@ -10,7 +10,9 @@ paths and writes nothing (the CLI and the engine write at the edges):
    sequence threading (`thread.thread`: pyhmmer profiles, unthreaded chains placed into the
    sequence gaps between threaded ones, joining, gaps of threaded chains filled and their ends
    extended with untraced nodes) and `thread.joining.name_chains`; the threaded model feeds
-   the next round;
+   the next round (`_traced_and_threaded`). With ``restarts`` K > 1 the rounds run K times
+   from the candidates, each start with other random initial frames and threading at the
+   E-value cut / K, and the build goes on with the start that threads the most residues;
 3. the threads of each sequence threaded only weakly checked against residue types that
    never saw it (`_blind_checked`: two more graph-network passes without the type prior, one
    given a composition stand-in for the sequences; `thread.confirm`), the unconfirmed ones
@@ -80,6 +82,7 @@ __all__ = [
     "UNASSIGNED_MIN_CONFIDENCE",
     "UNASSIGNED_MIN_DETECTION",
     "UNASSIGNED_MIN_LENGTH",
+    "RESTARTS",
     "BuildOptions",
     "Networks",
     "ChainReport",
@@ -140,6 +143,9 @@ UNASSIGNED_MIN_LENGTH = 2
 #: recall down 0.011 on Nav β1 and at most 0.002 elsewhere. An absolute cut of 0.3 did as well
 #: on the demo but cost PSF1 0.12 of final Cα recall (0.62 -> 0.50) and γ-secretase 0.012.
 UNASSIGNED_MIN_DETECTION = 2 / 3
+#: Starts of a build's rounds from the Cα candidates (`BuildOptions.restarts`), each with other
+#: random initial frames; the build keeps the start that threads the most residues.
+RESTARTS = 1
 #: Å: a node's detection support is the probability of the nearest Cα candidate within this
 #: distance (0 without one): the graph network moves nodes up to about 3 Å from the
 #: candidates they started from.
@@ -233,7 +239,9 @@ class BuildOptions:
     threaded_only: the final model holds only the threaded chains, not the unassigned ones
     (`_final_residues`); blind_check: after the last round, a sequence threaded only weakly
     keeps its chains only if residue types that never saw it find one of them there too
-    (`_blind_checked`, `thread.confirm`)."""
+    (`_blind_checked`, `thread.confirm`); restarts: how many times the rounds run from the Cα
+    candidates, each start with other random initial frames, the build keeping the start that
+    threads the most residues (`RESTARTS`)."""
 
     rounds: int = 3
     threader: str = "hmm"
@@ -249,10 +257,13 @@ class BuildOptions:
     resolution: float | None = None
     threaded_only: bool = False
     blind_check: bool = True
+    restarts: int = RESTARTS
 
     def __post_init__(self):
         if not isinstance(self.rounds, int) or not 1 <= self.rounds <= 20:
             raise InputError(f"rounds must be a whole number from 1 to 20, got {self.rounds!r}")
+        if not isinstance(self.restarts, int) or not 1 <= self.restarts <= 8:
+            raise InputError(f"restarts must be a whole number from 1 to 8, got {self.restarts!r}")
         if self.threader not in THREADERS:
             raise InputError(f"threader must be one of {', '.join(THREADERS)}, got {self.threader!r}")
         if self.detection_threshold is not None and not 0 < self.detection_threshold < 1:
@@ -643,16 +654,18 @@ def _take_nodes(graph, first: int):
 
 
 def _refine_with_context(view: NetworkMap, current, context: BuiltModel | None, sequences, networks,
-                         progress, cancel, prior: np.ndarray | None = None):
+                         progress, cancel, prior: np.ndarray | None = None, frame_seed: int = 0):
     """One graph-network pass over ``current`` (points, graph or model; ``prior`` ``[N, 20]``
-    its residue-type prior, see `gnn.refine.refine`) with the ``context`` residues as fixed
-    neighbours (their types one-hot): only ``current``'s nodes come back."""
-    from .gnn.refine import GraphOutput, refine
+    its residue-type prior, see `gnn.refine.refine`; points get random frames from
+    ``frame_seed``) with the ``context`` residues as fixed neighbours (their types one-hot):
+    only ``current``'s nodes come back."""
+    from .gnn.refine import GraphOutput, RefineOptions, refine
     from .models import model_from_ca
 
+    options = RefineOptions(frame_seed=frame_seed)
     if context is None or context.num_residues == 0:
         return refine(view, current, sequences, networks.gnn, rounds=1, device=networks.device,
-                      progress=progress, cancel=cancel, prior=prior)
+                      progress=progress, cancel=cancel, prior=prior, options=options)
     if isinstance(current, CalphaPoints):
         current = model_from_ca(current.xyz, current.score)
     elif isinstance(current, GraphOutput):
@@ -661,7 +674,7 @@ def _refine_with_context(view: NetworkMap, current, context: BuiltModel | None, 
     if prior is not None:
         prior = np.concatenate([one_hot(context.aatype), prior])
     graph = refine(view, start, sequences, networks.gnn, rounds=1, device=networks.device,
-                   progress=progress, cancel=cancel, prior=prior)
+                   progress=progress, cancel=cancel, prior=prior, options=options)
     return _take_nodes(graph, context.num_residues)
 
 
@@ -816,71 +829,39 @@ def relax_stage(model: BuiltModel, context: BuiltModel | None, view: NetworkMap,
     return model, relax_report
 
 
-def build(
-    density: DensityMap,
-    sequences: list[Sequence],
-    networks: Networks,
-    options: BuildOptions = BuildOptions(),
-    *,
-    mask: DensityMap | None = None,
-    context: BuiltModel | None = None,
-    taken: list[np.ndarray] | None = None,
-    progress: Optional[ProgressCallback] = None,
-    cancel: Optional[CancelToken] = None,
-    on_result: Optional[Callable[[str, object], None]] = None,
-) -> BuildResult:
-    """Build a model of ``sequences`` into ``density``.
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Start:
+    """One start of a build's rounds (`_traced_and_threaded`): each round's result, the last
+    round's `GraphOutput` and named chains (after the blind check, which unthreaded
+    ``dropped`` chains), and how many residues its chains thread."""
 
-    ``context`` holds residues that stay as they are (fixed neighbours of the new ones, see the
-    module docstring) and ``taken`` (bool ``[len(sequences[s])]`` per sequence) the sequence
-    positions they hold; the result holds only new residues.
+    rounds: list[RoundResult]
+    graph: object
+    named: list[NamedChain]
+    dropped: int
 
-    Raises `InputError` for unusable sequences, `BuildError` when the map yields too few Cα
-    candidates (e.g. no protein density), `Cancelled` when ``cancel`` is set (checked between
-    windows, crops, chains and rounds).
-    """
-    from .detect.inference import DetectionOptions, detect_calphas
+    @property
+    def threaded_residues(self) -> int:
+        return int(sum(chain.match.assigned.sum() for chain in self.named if chain.match.threaded))
 
-    if options.threader == "structgen":
-        if networks.structgen is None:
-            from .thread.structgen import THREADING_CHECKPOINT
 
-            raise InputError("the structgen threader needs trained weights "
-                             f"(weights/{THREADING_CHECKPOINT}.pt)")
-    seconds = {}
-    notify = on_result or (lambda kind, payload: None)
-    rng = np.random.default_rng(options.seed)
-
-    start = time.time()
-    view = standardise(working_map(density), options.resolution)
-    how = "estimated from its spectrum; --resolution sets it" if view.estimated else "as given"
-    report(progress, "detect", 0.0, f"map resolution {view.map_resolution:.2g} Å ({how})")
-    detection = DetectionOptions() if options.detection_threshold is None else DetectionOptions(
-        threshold=options.detection_threshold)
-    points = detect_calphas(view, networks.detector, detection, mask=mask,
-                            device=networks.device, progress=progress, cancel=cancel).points
-    seconds["detect"] = time.time() - start
-    if context is not None and context.num_residues and len(points):
-        from scipy.spatial import cKDTree
-
-        distance, _ = cKDTree(context.ca).query(points.xyz, distance_upper_bound=CONTEXT_CLEARANCE)
-        points = points.select(~np.isfinite(distance))
-    warning = protein_density_check(points, view.skewness, region=context is not None)
-    if warning:
-        notify("warning", warning)
-    notify("points", points)
-
-    residue_strings = [s.residues for s in sequences]
-    if not sequences and networks.gnn.config.use_sequence:
-        residue_strings = [composition_stand_in(len(points))]
+def _traced_and_threaded(view: NetworkMap, points: CalphaPoints, sequences: list[Sequence],
+                         residue_strings: list[str], networks: Networks, options: BuildOptions,
+                         context: BuiltModel | None, taken, seconds: dict, progress, cancel, notify,
+                         *, frame_seed: int, first_round: int) -> _Start:
+    """The rounds of one start from the Cα candidates ``points`` (the graph network's first
+    pass gives them random frames from ``frame_seed``; threading's random numbers come from
+    ``options.seed + frame_seed``), numbered from ``first_round + 1``, then the blind check
+    (`_blind_checked`) of the last round's threads. Adds to ``seconds``' "gnn" and "thread"."""
+    rng = np.random.default_rng(options.seed + frame_seed)
     current, prior = points, None
     rounds = []
-    seconds["gnn"] = seconds["thread"] = 0.0
-    for index in range(options.rounds):
+    for index in range(first_round, first_round + options.rounds):
         check_cancel(cancel)
         start = time.time()
         graph = _refine_with_context(view, current, context, residue_strings, networks,
-                                     prefixed(progress, f"round {index + 1}"), cancel, prior)
+                                     prefixed(progress, f"round {index + 1}"), cancel, prior,
+                                     frame_seed=frame_seed)
         seconds["gnn"] += time.time() - start
         start = time.time()
         report(progress, "thread", 0.0, f"round {index + 1}: linking chains")
@@ -915,10 +896,81 @@ def build(
         named, dropped = _blind_checked(view, graph, named, context, sequences, networks, options,
                                         rng, progress, cancel)
         seconds["gnn"] += time.time() - start
-        if dropped:
-            notify("warning", f"{dropped} chain{'s' if dropped > 1 else ''} threaded in the last "
-                              "round not found there by residue types blind to the sequence: "
-                              "kept unassigned")
+    return _Start(rounds, graph, named, dropped)
+
+
+def build(
+    density: DensityMap,
+    sequences: list[Sequence],
+    networks: Networks,
+    options: BuildOptions = BuildOptions(),
+    *,
+    mask: DensityMap | None = None,
+    context: BuiltModel | None = None,
+    taken: list[np.ndarray] | None = None,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+    on_result: Optional[Callable[[str, object], None]] = None,
+) -> BuildResult:
+    """Build a model of ``sequences`` into ``density``.
+
+    ``context`` holds residues that stay as they are (fixed neighbours of the new ones, see the
+    module docstring) and ``taken`` (bool ``[len(sequences[s])]`` per sequence) the sequence
+    positions they hold; the result holds only new residues.
+
+    Raises `InputError` for unusable sequences, `BuildError` when the map yields too few Cα
+    candidates (e.g. no protein density), `Cancelled` when ``cancel`` is set (checked between
+    windows, crops, chains and rounds).
+    """
+    from .detect.inference import DetectionOptions, detect_calphas
+
+    if options.threader == "structgen":
+        if networks.structgen is None:
+            from .thread.structgen import THREADING_CHECKPOINT
+
+            raise InputError("the structgen threader needs trained weights "
+                             f"(weights/{THREADING_CHECKPOINT}.pt)")
+    seconds = {}
+    notify = on_result or (lambda kind, payload: None)
+
+    start = time.time()
+    view = standardise(working_map(density), options.resolution)
+    how = "estimated from its spectrum; --resolution sets it" if view.estimated else "as given"
+    report(progress, "detect", 0.0, f"map resolution {view.map_resolution:.2g} Å ({how})")
+    detection = DetectionOptions() if options.detection_threshold is None else DetectionOptions(
+        threshold=options.detection_threshold)
+    points = detect_calphas(view, networks.detector, detection, mask=mask,
+                            device=networks.device, progress=progress, cancel=cancel).points
+    seconds["detect"] = time.time() - start
+    if context is not None and context.num_residues and len(points):
+        from scipy.spatial import cKDTree
+
+        distance, _ = cKDTree(context.ca).query(points.xyz, distance_upper_bound=CONTEXT_CLEARANCE)
+        points = points.select(~np.isfinite(distance))
+    warning = protein_density_check(points, view.skewness, region=context is not None)
+    if warning:
+        notify("warning", warning)
+    notify("points", points)
+
+    residue_strings = [s.residues for s in sequences]
+    if not sequences and networks.gnn.config.use_sequence:
+        residue_strings = [composition_stand_in(len(points))]
+    seconds["gnn"] = seconds["thread"] = 0.0
+    # With more than one start each threads at a stricter E-value cut, so that keeping the
+    # best of them does not make a chance thread likelier than one start makes it.
+    start_options = dataclasses.replace(options, max_evalue=options.max_evalue / options.restarts)
+    starts = []
+    for number in range(options.restarts):
+        starts.append(_traced_and_threaded(
+            view, points, sequences, residue_strings, networks, start_options, context, taken,
+            seconds, progress, cancel, notify, frame_seed=number,
+            first_round=number * options.rounds))
+    chosen = max(starts, key=lambda s: s.threaded_residues)  # the first of equals
+    rounds, graph, named, dropped = chosen.rounds, chosen.graph, chosen.named, chosen.dropped
+    if dropped:
+        notify("warning", f"{dropped} chain{'s' if dropped > 1 else ''} threaded in the last "
+                          "round not found there by residue types blind to the sequence: "
+                          "kept unassigned")
     # The polish pass needs two residues (or context) for the graph network's neighbours.
     context_size = context.num_residues if context is not None else 0
     if sequences and rounds[-1].model.num_residues + context_size >= 2:

@@ -137,6 +137,7 @@ def test_threaded_only_with_nothing_threaded_writes_an_empty_model_and_says_why(
 @pytest.mark.parametrize("flag, value, message", [
     ("--max-evalue", "0", "max E-value must be positive"),
     ("--detection-threshold", "1.5", "detection threshold must be in (0, 1)"),
+    ("--restarts", "0", "restarts must be a whole number from 1 to 8"),
 ])
 def test_bad_tuning_flags_give_a_clear_message(tmp_path, il2_inputs, flag, value, message):
     map_path, fasta, _, _ = il2_inputs

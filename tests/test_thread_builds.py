@@ -171,3 +171,33 @@ def test_the_il2_reproduction_of_issue_17_places_no_position_twice(il2_path, tmp
     for chain in threaded:
         numbers = model.residue_number[model.chain_id == chain]
         assert len(numbers) == len(set(numbers.tolist())), chain
+
+
+def test_restarts_keep_the_start_that_threads_the_most(il2_path, networks, monkeypatch):
+    """With ``restarts=2`` each start threads at half the E-value cut, and the build keeps the
+    start that threads the most residues: here the first start's threads are taken away, so a
+    build that kept the first start would hold no threaded chain."""
+    import dataclasses
+
+    from cryobuild import pipeline
+    from cryobuild.thread.search import MAX_THREAD_EVALUE
+
+    il2, text, _ = _protein(il2_path, "")
+    seen = []
+    traced_and_threaded = pipeline._traced_and_threaded
+
+    def first_start_unthreaded(*args, frame_seed, **kwargs):
+        start = traced_and_threaded(*args, frame_seed=frame_seed, **kwargs)
+        seen.append((frame_seed, args[5].max_evalue, start.threaded_residues))
+        if frame_seed == 0:
+            named = [dataclasses.replace(c, match=dataclasses.replace(
+                c.match, sequence_index=-1, residue_number=np.full(len(c.match.nodes), -1)))
+                for c in start.named]
+            start = dataclasses.replace(start, named=named)
+        return start
+
+    monkeypatch.setattr(pipeline, "_traced_and_threaded", first_start_unthreaded)
+    result = _build([il2], [Sequence("il2", text)], networks, restarts=2)
+    assert [(s, e) for s, e, _ in seen] == [(0, MAX_THREAD_EVALUE / 2), (1, MAX_THREAD_EVALUE / 2)]
+    assert seen[1][2] > 0 and _threaded(result)
+    assert [r.index for r in result.rounds] == [4, 5, 6]

@@ -24,7 +24,8 @@ import time
 
 import numpy as np
 
-from ..cli.build import add_blind_check_arg, add_threader_args, build_with_engine, threader_options
+from ..cli.build import (add_blind_check_arg, add_restarts_arg, add_threader_args, build_with_engine,
+                         threader_options)
 from ..evaluate import evaluate
 from ..maps import read_map
 from ..models import read_model
@@ -117,12 +118,14 @@ def main(argv=None):
                         help="builds without threading's composition correction "
                              "(pipeline.BuildOptions.composition_correction)")
     add_blind_check_arg(parser)
+    add_restarts_arg(parser)
     args = parser.parse_args(argv)
     pairs = network_pairs(args.networks, args.structgen)
     if args.il2_seeds:
         options = BuildOptions(rounds=args.rounds, resolution=3.0,
                                composition_correction=args.composition_correction,
-                               blind_check=args.blind_check, **threader_options(args))
+                               blind_check=args.blind_check, restarts=args.restarts,
+                               **threader_options(args))
         hits = unrelated_on_il2(args.il2_seeds, pairs[0], options, args.device)
         print(f"\nil2 maps with a chain threaded to the unrelated sequence ({args.rounds} rounds): "
               f"{hits} of {args.il2_seeds}")
@@ -131,7 +134,8 @@ def main(argv=None):
     for case in modelled_cases(args.cases, args.max_resolution):
         options = BuildOptions(rounds=args.rounds, resolution=case.resolution,
                                composition_correction=args.composition_correction,
-                               blind_check=args.blind_check, **threader_options(args))
+                               blind_check=args.blind_check, restarts=args.restarts,
+                               **threader_options(args))
         rows.append(run_map(case, pairs, args.decoys, not args.no_true, options, args.device))
     print(f"\n{args.decoys} decoys per sequence{'' if not args.no_true else ', no true sequence'}")
     print("| map | Å | sequences | chains to decoys | residues to decoys | chains to true | "

@@ -33,7 +33,8 @@ import numpy as np
 
 from ..build_outputs import write_build
 from ..checkpoints import checkpoint_path, load_checkpoint
-from ..cli.build import add_blind_check_arg, add_threader_args, build_with_engine, threader_options
+from ..cli.build import (add_blind_check_arg, add_restarts_arg, add_threader_args, build_with_engine,
+                         threader_options)
 from ..data import dev_cases
 from ..evaluate import evaluate
 from ..maps import read_map
@@ -212,6 +213,7 @@ def main(argv=None):
     parser.add_argument("--detection-threshold", type=float, default=None,
                         help="least Cα probability of a candidate (default: the detector's)")
     add_blind_check_arg(parser)
+    add_restarts_arg(parser)
     add_threader_args(parser, checkpoint=True)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--from-output", nargs="*", type=Path, default=None, metavar="FILE",
@@ -232,7 +234,8 @@ def main(argv=None):
         resolution = None if args.estimate_resolution else args.resolution or case.resolution
         options = BuildOptions(rounds=args.rounds, resolution=resolution,
                                detection_threshold=args.detection_threshold,
-                               blind_check=args.blind_check, **threader_options(args))
+                               blind_check=args.blind_check, restarts=args.restarts,
+                               **threader_options(args))
         rows.append(run_map(case, pairs, options, args.device, keep=args.keep))
     how = ("estimated" if args.estimate_resolution
            else f"{args.resolution} Å" if args.resolution else "as stated")

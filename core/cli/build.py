@@ -77,9 +77,21 @@ def add_tuning_args(parser):
                         help="do not correct threading's E-values for the composition of the "
                              "sequence stretch hit")
     add_blind_check_arg(parser)
+    add_restarts_arg(parser)
     parser.add_argument("--detection-threshold", type=float, default=None,
                         help=f"least Cα probability of a candidate (default "
                              f"{DetectionOptions.threshold:g})")
+
+
+def add_restarts_arg(parser):
+    """``--restarts K`` (`pipeline.BuildOptions.restarts`), shared with the benchmarks that
+    measure it."""
+    from ..pipeline import RESTARTS
+
+    parser.add_argument("--restarts", type=int, default=RESTARTS, metavar="K",
+                        help="run the rounds K times from the Cα candidates, each with other random "
+                             "initial frames, and keep the start that threads the most residues (each "
+                             f"threads at max E-value / K; default {RESTARTS})")
 
 
 def add_blind_check_arg(parser):
@@ -101,7 +113,8 @@ def tuning_options(args) -> dict:
     return {"resolution": args.resolution, "max_evalue": args.max_evalue, "min_existence": args.min_existence,
             "placement": args.placement, "closure": args.closure,
             "composition_correction": args.composition_correction,
-            "blind_check": args.blind_check, "detection_threshold": args.detection_threshold}
+            "blind_check": args.blind_check, "detection_threshold": args.detection_threshold,
+            "restarts": args.restarts}
 
 
 def build_with_engine(density, sequences, options, *, device="auto", mask=None, quiet=False,

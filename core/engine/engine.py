@@ -487,7 +487,7 @@ class Engine:
         and E-value cut, else one record per kept chain); with a session, each round spliced
         and saved, or -- when ``job.keeps_model`` -- the final model judged against ``old``
         (the residues it would replace) in ``judged_in`` and spliced in only if better."""
-        progress = _Progress(job, options.rounds)
+        progress = _Progress(job, options.rounds * options.restarts)
         networks = self._load(job, progress)
         for message in map_warnings(density):
             _warn(job, message)
@@ -528,8 +528,9 @@ class Engine:
             rounds.append(result)
             progress.rounds_done = payload.index
             job._emit("round", stage="thread", fraction=progress.overall("thread", 0.0),
-                      message=f"round {payload.index}/{options.rounds}: {result.model.num_residues} "
-                              f"residues in {len(result.chains)} chains", payload=result)
+                      message=f"round {payload.index}/{progress.rounds}: "
+                              f"{result.model.num_residues} residues in {len(result.chains)} chains",
+                      payload=result)
 
         # With a session the final model is relaxed here, after its chains get the session's
         # names: a stretch that continues a kept chain is then relaxed peptide-bonded to it.
