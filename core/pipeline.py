@@ -144,7 +144,13 @@ UNASSIGNED_MIN_LENGTH = 2
 #: on the demo but cost PSF1 0.12 of final Cα recall (0.62 -> 0.50) and γ-secretase 0.012.
 UNASSIGNED_MIN_DETECTION = 2 / 3
 #: Starts of a build's rounds from the Cα candidates (`BuildOptions.restarts`), each with other
-#: random initial frames; the build keeps the start that threads the most residues.
+#: random initial frames; the build keeps the start that threads the most residues. At 3.5-4.5
+#: Å which chains thread is a near miss that changes with the initial frames (sequence recall
+#: of one map over builds that differ in nothing that matters: Nav β1 0.00-0.37, MAVS
+#: 0.67-0.97; README, "Sixteenth stop"). Two starts took that band's mean from 0.13 to 0.18 at
+#: 2.1 times the build time, three to 0.19 at 3.1 times, and cost TMV 0.75 -> 0.69 (its
+#: marginal threads fail the cut divided by K) (``python -m cryobuild.bench.real --restarts
+#: K``, 2026-12-05): a gain the size of that spread, so one start by default.
 RESTARTS = 1
 #: Å: a node's detection support is the probability of the nearest Cα candidate within this
 #: distance (0 without one): the graph network moves nodes up to about 3 Å from the
