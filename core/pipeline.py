@@ -228,8 +228,8 @@ class BuildOptions:
     """rounds: graph-network passes, each followed by threading; threader: "hmm" (pyhmmer
     profiles, `thread.search`) or "structgen" (the Structure Generator, `thread.structgen`);
     detection_threshold: Cα probability threshold (None: the detector's default); relax: run
-    the geometry relaxation on the final model; seed: random seed (initial frames, HMM
-    calibration); max_evalue: chains whose best alignment has a larger E-value are not
+    the geometry relaxation on the final model; seed: random seed (the graph network's initial
+    frames, start k's being ``seed + k``; HMM calibration); max_evalue: chains whose best alignment has a larger E-value are not
     threaded (`thread.search.MAX_THREAD_EVALUE`); min_existence: nodes with a lower existence
     probability are not residues (`chains.MIN_EXISTENCE`); placement: place unthreaded chains
     into the sequence gaps between threaded ones (`thread.placement`);
@@ -856,10 +856,10 @@ def _traced_and_threaded(view: NetworkMap, points: CalphaPoints, sequences: list
                          context: BuiltModel | None, taken, seconds: dict, progress, cancel, notify,
                          *, frame_seed: int, first_round: int) -> _Start:
     """The rounds of one start from the Cα candidates ``points`` (the graph network's first
-    pass gives them random frames from ``frame_seed``; threading's random numbers come from
-    ``options.seed + frame_seed``), numbered from ``first_round + 1``, then the blind check
-    (`_blind_checked`) of the last round's threads. Adds to ``seconds``' "gnn" and "thread"."""
-    rng = np.random.default_rng(options.seed + frame_seed)
+    pass gives them random frames, and threading its random numbers, from ``frame_seed``),
+    numbered from ``first_round + 1``, then the blind check (`_blind_checked`) of the last
+    round's threads. Adds to ``seconds``' "gnn" and "thread"."""
+    rng = np.random.default_rng(frame_seed)
     current, prior = points, None
     rounds = []
     for index in range(first_round, first_round + options.rounds):
@@ -969,7 +969,7 @@ def build(
     for number in range(options.restarts):
         starts.append(_traced_and_threaded(
             view, points, sequences, residue_strings, networks, start_options, context, taken,
-            seconds, progress, cancel, notify, frame_seed=number,
+            seconds, progress, cancel, notify, frame_seed=options.seed + number,
             first_round=number * options.rounds))
     chosen = max(starts, key=lambda s: s.threaded_residues)  # the first of equals
     rounds, graph, named, dropped = chosen.rounds, chosen.graph, chosen.named, chosen.dropped

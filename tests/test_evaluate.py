@@ -283,3 +283,21 @@ def test_type_information_scores_residues_near_a_deposited_calpha(il2):
     probs[: il2.num_residues // 2] = 1.0 / 20
     assert type_information(_with_positions(il2, far), probs, il2) == pytest.approx(-np.log(0.5), abs=1e-6)
     assert np.isnan(type_information(_with_positions(il2, il2.atom_positions + 100.0), probs, il2))
+
+
+def test_seed_spread_gives_each_bands_mean_and_range_over_the_seeds(capsys):
+    """`bench.real.print_seed_spread`: per band, the maps' mean final Cα / sequence recall for
+    each seed, then their mean and range; maps the networks saw stay out."""
+    from cryobuild.bench.real import print_seed_spread
+
+    def row(seed, resolution, sequence, seen=False):
+        return {"seed": seed, "resolution": resolution, "seen": seen, "final_ca_recall": 0.8,
+                "final_sequence_recall": sequence}
+
+    rows = [row(0, 4.0, 0.0), row(0, 4.3, 0.2), row(1, 4.0, 0.4), row(1, 4.3, 0.2),
+            row(1, 4.2, 1.0, seen=True), row(0, 3.0, 0.9), row(1, 3.0, 0.9)]
+    print_seed_spread(rows)
+    lines = {line.split(" | ")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["| 3.5-4.5 Å"].endswith("| 0.80 / 0.10 | 0.80 / 0.30 | 0.80 / 0.20 | 0.00 / 0.20 |")
+    assert lines["| <= 3.5 Å"].endswith("| 0.80 / 0.90 | 0.80 / 0.90 | 0.80 / 0.90 | 0.00 / 0.00 |")
+    assert "| > 4.5 Å" not in lines

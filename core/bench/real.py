@@ -20,6 +20,12 @@ figures are not figures and stay out of the means. One JSON line per map, then a
 
 ``--keep FOLDER`` writes each build's output folder (as ``cryobuild build -o`` does) into
 ``FOLDER/<map>``, e.g. to look at the raw models' chains.
+
+``--seeds S ...`` builds every map once per seed (`pipeline.BuildOptions.seed`: the graph
+network's random initial frames and threading's random numbers) and prints the tables of each,
+then each band's final Cα and sequence recall per seed and their mean and range: at 3.5-4.5 Å
+which chains thread changes from one seed to the next (README, "Sixteenth stop"), so a change
+there is measured against that range, not against one build.
 """
 
 from __future__ import annotations
@@ -131,7 +137,7 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
     reference = read_model(case.model_path)
     sequences = read_fasta(case.fasta_path) if case.fasta_path else model_sequences(reference)
     row = {"case": case.name, "resolution": case.resolution, "residues": reference.num_residues,
-           "networks": pair.label, "seen": not unseen}
+           "networks": pair.label, "seen": not unseen, "seed": options.seed}
     started = time.time()
     try:
         result, _ = build_with_engine(read_map(case.map_path), sequences, options, quiet=True,
@@ -190,10 +196,34 @@ def print_tables(rows: list[dict]) -> None:
         cells = []
         for key, _ in COLUMNS:
             values = [r.get(key, 0.0) for r in members]
-            if key == "final_type_nll":  # not a score a failed build can have 0 of
+            if key in ("final_type_nll", "type_accuracy"):  # not a build's score; read once
                 values = [r.get(key, np.nan) for r in members]
             cells.append(f"{np.nanmean(values):.2f}" if key != "seconds" else f"{np.mean(values):.0f}")
         print(f"| {band} | {len(members)} | " + " | ".join(cells) + " |")
+
+
+def print_seed_spread(rows: list[dict]) -> None:
+    """Each band's mean final Cα and sequence recall per ``seed`` of ``rows`` (maps the networks
+    did not train on; a failed build counts as 0), with their mean and range over the seeds."""
+    seeds = sorted({row["seed"] for row in rows})
+    print("\n| band | " + " | ".join(f"seed {seed}" for seed in seeds)
+          + " | mean | range | (final Cα / final sequence recall)")
+    print("|---|" + "---|" * (len(seeds) + 2))
+    for band, low, high in BANDS:
+        figures = []
+        for seed in seeds:
+            members = [r for r in rows if r["seed"] == seed and low < r["resolution"] <= high
+                       and not r["seen"]]
+            if members:
+                figures.append([np.mean([r.get(key, 0.0) for r in members])
+                                for key in ("final_ca_recall", "final_sequence_recall")])
+        if not figures:
+            continue
+        figures = np.array(figures)
+        cells = [f"{ca:.2f} / {seq:.2f}" for ca, seq in figures]
+        spread = np.ptp(figures, axis=0)
+        print(f"| {band} | " + " | ".join(cells) + f" | {figures[:, 0].mean():.2f} / "
+              f"{figures[:, 1].mean():.2f} | {spread[0]:.2f} / {spread[1]:.2f} |")
 
 
 def main(argv=None):
@@ -221,6 +251,9 @@ def main(argv=None):
                              "benchmark (e.g. one run per fold) instead of building")
     parser.add_argument("--keep", type=Path, default=None, metavar="FOLDER",
                         help="write each build's output folder into FOLDER/<map>")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S",
+                        help="build every map once per seed (initial frames, threading) and print "
+                             "each band's spread over the seeds (default: 0)")
     args = parser.parse_args(argv)
     if args.from_output:
         rows = [json.loads(line) for path in args.from_output for line in path.read_text().splitlines()
@@ -230,18 +263,26 @@ def main(argv=None):
 
     pairs = network_pairs(args.networks, args.structgen)
     rows = []
-    for case in modelled_cases(args.cases):
-        resolution = None if args.estimate_resolution else args.resolution or case.resolution
-        options = BuildOptions(rounds=args.rounds, resolution=resolution,
-                               detection_threshold=args.detection_threshold,
-                               blind_check=args.blind_check, restarts=args.restarts,
-                               **threader_options(args))
-        rows.append(run_map(case, pairs, options, args.device, keep=args.keep))
-    how = ("estimated" if args.estimate_resolution
-           else f"{args.resolution} Å" if args.resolution else "as stated")
-    print(f"\n{args.rounds} rounds, {args.threader} threader; resolution {how}; "
-          f"networks: {', '.join(p.label for p in pairs)}")
-    print_tables(rows)
+    for seed in args.seeds:
+        seeded = []
+        for case in modelled_cases(args.cases):
+            resolution = None if args.estimate_resolution else args.resolution or case.resolution
+            options = BuildOptions(rounds=args.rounds, resolution=resolution,
+                                   detection_threshold=args.detection_threshold,
+                                   blind_check=args.blind_check, restarts=args.restarts, seed=seed,
+                                   **threader_options(args))
+            keep = args.keep / f"seed{seed}" if args.keep and len(args.seeds) > 1 else args.keep
+            # the types from the deposited Cα do not depend on the seed: read once
+            seeded.append(run_map(case, pairs, options, args.device, keep=keep,
+                                  type_rounds=3 if seed == args.seeds[0] else None))
+        how = ("estimated" if args.estimate_resolution
+               else f"{args.resolution} Å" if args.resolution else "as stated")
+        print(f"\nseed {seed}: {args.rounds} rounds, {args.threader} threader; resolution {how}; "
+              f"networks: {', '.join(p.label for p in pairs)}")
+        print_tables(seeded)
+        rows += seeded
+    if len(args.seeds) > 1:
+        print_seed_spread(rows)
 
 
 if __name__ == "__main__":
