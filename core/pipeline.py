@@ -61,7 +61,7 @@ import numpy as np
 from .chains import MIN_EXISTENCE, ResiduePredictions, link_chains, runs_against
 from .errors import BuildError, InputError
 from .extent import working_map
-from .features import NetworkMap, standardise
+from .features import NetworkMap, estimate_resolution, reading_grid, standardise
 from .maps import DensityMap, erased_below
 from .models import BuiltModel
 from .points import CalphaPoints
@@ -96,6 +96,7 @@ __all__ = [
     "relax_stage",
     "relax_with_context",
     "residue_predictions",
+    "network_view",
 ]
 
 #: Threaded (and sequence-free) chains shorter than this (residues) are left out of the final
@@ -905,6 +906,15 @@ def _traced_and_threaded(view: NetworkMap, points: CalphaPoints, sequences: list
     return _Start(rounds, graph, named, dropped)
 
 
+def network_view(density: DensityMap, resolution: float | None) -> NetworkMap:
+    """What a build's networks read of ``density``: the box around its density
+    (`extent.working_map`) on the grid `features.reading_grid` gives it for ``resolution`` (Å;
+    None: estimated from the map's spectrum), standardised (`features.standardise`)."""
+    working = working_map(density)
+    grid_resolution = resolution if resolution is not None else estimate_resolution(working)
+    return standardise(reading_grid(working, grid_resolution), resolution)
+
+
 def build(
     density: DensityMap,
     sequences: list[Sequence],
@@ -940,7 +950,7 @@ def build(
     notify = on_result or (lambda kind, payload: None)
 
     start = time.time()
-    view = standardise(working_map(density), options.resolution)
+    view = network_view(density, options.resolution)
     how = "estimated from its spectrum; --resolution sets it" if view.estimated else "as given"
     report(progress, "detect", 0.0, f"map resolution {view.map_resolution:.2g} Å ({how})")
     detection = DetectionOptions() if options.detection_threshold is None else DetectionOptions(

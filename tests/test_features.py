@@ -115,3 +115,25 @@ def test_thresholded_map_has_its_erased_density_filled(il2_map_3A, monkeypatch):
     monkeypatch.setattr(features, "ERASED_FILL_SIGMA", 1e-6)  # no filling
     _, unfilled_shift = _agreement(reference, standardise(thresholded, 3.0))
     assert unfilled_shift > 0.4
+
+
+def test_maps_of_3_5_to_4_5_angstrom_are_read_on_finer_voxels(monkeypatch):
+    """`features.reading_grid`: a 4 Å map on 1.4 Å voxels is read on 0.9 Å voxels over the same
+    extent; a 3 Å or a 5 Å map, a 4 Å map already on fine voxels, a thresholded one and one that
+    would grow too big are read as they are."""
+    from cryobuild import features
+    from cryobuild.features import FINE_SAMPLING_VOXEL, reading_grid
+
+    grid = np.random.default_rng(0).normal(size=(20, 22, 24)).astype(np.float32)
+    coarse = DensityMap(grid, np.full(3, 1.4), np.array([5.0, -3.0, 2.0]))
+    fine = reading_grid(coarse, 4.0)
+    assert np.allclose(fine.voxel_size, FINE_SAMPLING_VOXEL) and np.allclose(fine.origin, coarse.origin)
+    assert np.all((fine.shape_xyz - 1) * fine.voxel_size <= (coarse.shape_xyz - 1) * 1.4 + 1e-6)
+    assert np.all((fine.shape_xyz - 1) * fine.voxel_size > (coarse.shape_xyz - 1) * 1.4 - 0.9)
+    assert reading_grid(coarse, 3.0) is coarse and reading_grid(coarse, 5.0) is coarse
+    already = DensityMap(grid, np.full(3, 0.92), np.zeros(3))
+    assert reading_grid(already, 4.0) is already
+    thresholded = DensityMap(np.where(grid > 0.5, grid, 0).astype(np.float32), np.full(3, 1.4), np.zeros(3))
+    assert reading_grid(thresholded, 4.0) is thresholded
+    monkeypatch.setattr(features, "FINE_SAMPLING_MAX_VOXELS", 1000)
+    assert reading_grid(coarse, 4.0) is coarse

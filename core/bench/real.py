@@ -258,7 +258,10 @@ def main(argv=None):
     if args.from_output:
         rows = [json.loads(line) for path in args.from_output for line in path.read_text().splitlines()
                 if line.startswith('{"case"')]
-        print_tables(sorted(rows, key=lambda r: r["case"]))
+        for seed in sorted({row.get("seed", 0) for row in rows}):
+            print_tables(sorted((r for r in rows if r.get("seed", 0) == seed), key=lambda r: r["case"]))
+        if len({row.get("seed", 0) for row in rows}) > 1:
+            print_seed_spread([{"seed": 0, **row} for row in rows])
         return
 
     pairs = network_pairs(args.networks, args.structgen)

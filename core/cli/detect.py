@@ -29,10 +29,9 @@ def main(args) -> int:
     from ..detect.network import load_detector
     from ..device import resolve_device
     from ..errors import InputError
-    from ..extent import working_map
-    from ..features import standardise
     from ..maps import read_map, read_mask, resample_onto, write_map
     from ..models import model_from_ca, write_model
+    from ..pipeline import network_view
     from .progressbar import terminal_progress
 
     density = read_map(args.map)
@@ -42,7 +41,7 @@ def main(args) -> int:
         device = resolve_device(args.device)
         network = load_detector(device=device)
     out = output_folder(args.output_dir)
-    view = standardise(working_map(density), args.resolution)  # as `build` does
+    view = network_view(density, args.resolution)  # as `build` reads it
     if args.baseline:
         result = detect_calphas_baseline(view)
     else:
