@@ -3,7 +3,9 @@
 ``build()`` runs the stages in order and passes typed objects between them; it takes no file
 paths and writes nothing (the CLI and the engine write at the edges):
 
-1. Cα detection (`detect.inference.detect_calphas`) -> `CalphaPoints`;
+1. the map as the networks read it (`network_view`: the box around its density, 3.5-4.5 Å maps
+   on 0.9 Å voxels, standardised), then Cα detection (`detect.inference.detect_calphas`) ->
+   `CalphaPoints`;
 2. per round: the graph network (`gnn.refine.refine`, one pass) from the previous round's
    model -> `GraphOutput`; chains linked from predicted peptide links (`chains.link_chains`),
    every frame turned to run along its chain (`GraphOutput.turned`);
@@ -148,10 +150,11 @@ UNASSIGNED_MIN_DETECTION = 2 / 3
 #: random initial frames; the build keeps the start that threads the most residues. At 3.5-4.5
 #: Å which chains thread is a near miss that changes with the initial frames (sequence recall
 #: of one map over builds that differ in nothing that matters: Nav β1 0.00-0.37, MAVS
-#: 0.67-0.97; README, "Sixteenth stop"). Two starts took that band's mean from 0.13 to 0.18 at
-#: 2.1 times the build time, three to 0.19 at 3.1 times, and cost TMV 0.75 -> 0.69 (its
-#: marginal threads fail the cut divided by K) (``python -m cryobuild.bench.real --restarts
-#: K``, 2026-12-05): a gain the size of that spread, so one start by default.
+#: 0.67-0.97; README, "Sixteenth stop"). Before `features.reading_grid`, two starts took that
+#: band's mean from 0.13 to 0.18 at 2.1 times the build time, three to 0.19 at 3.1 times, and
+#: cost TMV 0.75 -> 0.69 (its marginal threads fail the cut divided by K) (``python -m
+#: cryobuild.bench.real --restarts K``, 2026-12-05): a gain the size of that spread, so one
+#: start by default.
 RESTARTS = 1
 #: Å: a node's detection support is the probability of the nearest Cα candidate within this
 #: distance (0 without one): the graph network moves nodes up to about 3 Å from the
