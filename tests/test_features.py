@@ -131,8 +131,9 @@ def test_maps_of_3_5_to_4_5_angstrom_are_read_on_finer_voxels(monkeypatch):
     assert np.all((fine.shape_xyz - 1) * fine.voxel_size <= (coarse.shape_xyz - 1) * 1.4 + 1e-6)
     assert np.all((fine.shape_xyz - 1) * fine.voxel_size > (coarse.shape_xyz - 1) * 1.4 - 0.9)
     assert reading_grid(coarse, 3.0) is coarse and reading_grid(coarse, 5.0) is coarse
-    already = DensityMap(grid, np.full(3, 0.92), np.zeros(3))
-    assert reading_grid(already, 4.0) is already
+    for voxel in (0.92, 1.0):  # as fine as the finest training maps
+        already = DensityMap(grid, np.full(3, voxel), np.zeros(3))
+        assert reading_grid(already, 4.0) is already
     thresholded = DensityMap(np.where(grid > 0.5, grid, 0).astype(np.float32), np.full(3, 1.4), np.zeros(3))
     assert reading_grid(thresholded, 4.0) is thresholded
     monkeypatch.setattr(features, "FINE_SAMPLING_MAX_VOXELS", 1000)
