@@ -238,9 +238,10 @@ def _erased_filled(density: DensityMap, resolution: float) -> DensityMap:
 #: size when its own are coarser (`reading_grid`). Measured with ``python -m
 #: cryobuild.bench.real --seeds 0 1 2`` (three builds per map, the bundled networks; README,
 #: "Sixteenth stop"): on the six real maps of 3.5-4.5 Å the final Cα / sequence recall went from
-#: 0.80 / 0.17 (range over the seeds 0.79-0.81 / 0.13-0.19) to 0.82 / 0.24 (0.82 / 0.21-0.26),
-#: MAVS 0.79-0.86 -> 0.90-0.97 and ASC 0.00 -> 0.26-0.28 in two builds of three. On the eight
-#: maps beyond 4.5 Å it cost final Cα 0.64 -> 0.62 (tubulin on 1.99 Å voxels 0.72 -> 0.65,
+#: 0.80 / 0.17 (range over the seeds 0.79-0.81 / 0.13-0.19; commit 8976da4) to 0.82 / 0.24 (0.82
+#: / 0.21-0.26), MAVS 0.79-0.86 -> 0.90-0.97 and ASC 0.00 -> 0.26-0.28 in two builds of three.
+#: On the eight maps beyond 4.5 Å (a scratch runner resampling every map, the same seeds) it
+#: cost final Cα 0.64 -> 0.62 (tubulin on 1.99 Å voxels 0.72 -> 0.65,
 #: actin on 1.74 Å 0.53 -> 0.47; T20S α gained 0.82 -> 0.85), hence the upper bound. Why a
 #: trilinear resampling that adds no detail helps is not understood: the networks never trained
 #: on it (their maps have 1.0-1.4 Å voxels), and single builds resampled to 0.7 Å, by trilinear
@@ -251,25 +252,29 @@ FINE_SAMPLING_RESOLUTIONS = (3.5, 4.5)
 #: Å: maps on voxels this fine or finer keep them (`reading_grid`). 1.05, not 0.9: the demo's
 #: 3 Å map on 1.0 Å voxels (`cryobuild demo`), whose resolution the build estimates at 3.5-4.5
 #: Å, read on 0.9 Å voxels gave a final model of 121 residues at sequence recall 0.46 instead of
-#: 134 at 0.90. The real maps of 3.5-4.5 Å that gained are on 1.08-1.40 Å voxels.
+#: 134 at 0.90 (commit 77043a0, which resampled voxels coarser than 0.95 Å). The real maps of 3.5-4.5 Å that gained are on 1.08-1.40 Å voxels.
 FINE_SAMPLING_COARSEST_KEPT = 1.05
 #: Voxels: a map that would hold more than this many on `FINE_SAMPLING_VOXEL` keeps its own
 #: (the trilinear resampling holds three coordinate grids of that size: 1.2 GB here).
 FINE_SAMPLING_MAX_VOXELS = 48_000_000
 
 
-def reading_grid(density: DensityMap, resolution: float) -> DensityMap:
+def reading_grid(density: DensityMap, resolution: float | None) -> DensityMap:
     """``density`` on the voxels a build reads it on: resampled (trilinear, `maps.resample`) to
-    `FINE_SAMPLING_VOXEL` Å when its ``resolution`` (Å) is within `FINE_SAMPLING_RESOLUTIONS`
-    and its voxels are coarser than `FINE_SAMPLING_COARSEST_KEPT`, unless that would make more than
-    `FINE_SAMPLING_MAX_VOXELS` voxels or the map is thresholded (`maps.erased_below`: the
-    interpolation would blur the step at the contour level that `standardise` fills from;
-    MAVS thresholded as `bench.robust` does it kept 0.90 of its Cα as it is, 0.81 resampled);
+    `FINE_SAMPLING_VOXEL` Å when its ``resolution`` (Å; None: estimated, `estimate_resolution`,
+    only for a map whose voxels are coarse enough to matter) is within
+    `FINE_SAMPLING_RESOLUTIONS` and its voxels are coarser than `FINE_SAMPLING_COARSEST_KEPT`,
+    unless that would make more than `FINE_SAMPLING_MAX_VOXELS` voxels or the map is
+    thresholded (`maps.erased_below`: the interpolation would blur the step at the contour level
+    that `standardise` fills from; MAVS thresholded as `bench.robust` does it kept 0.90 of its Cα
+    as it is, 0.81 resampled, in a run of the code before this exception, not committed);
     otherwise ``density`` itself."""
-    low, high = FINE_SAMPLING_RESOLUTIONS
-    if not low < resolution <= high or density.voxel_size.max() <= FINE_SAMPLING_COARSEST_KEPT:
+    if density.voxel_size.max() <= FINE_SAMPLING_COARSEST_KEPT or erased_below(density) is not None:
         return density
-    if erased_below(density) is not None:
+    low, high = FINE_SAMPLING_RESOLUTIONS
+    if resolution is None:
+        resolution = estimate_resolution(density)
+    if not low < resolution <= high:
         return density
     extent = density.shape_xyz * density.voxel_size
     if np.prod(np.floor(extent / FINE_SAMPLING_VOXEL) + 1) > FINE_SAMPLING_MAX_VOXELS:

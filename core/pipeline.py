@@ -63,7 +63,7 @@ import numpy as np
 from .chains import MIN_EXISTENCE, ResiduePredictions, link_chains, runs_against
 from .errors import BuildError, InputError
 from .extent import working_map
-from .features import NetworkMap, estimate_resolution, reading_grid, standardise
+from .features import NetworkMap, reading_grid, standardise
 from .maps import DensityMap, erased_below
 from .models import BuiltModel
 from .points import CalphaPoints
@@ -913,9 +913,7 @@ def network_view(density: DensityMap, resolution: float | None) -> NetworkMap:
     """What a build's networks read of ``density``: the box around its density
     (`extent.working_map`) on the grid `features.reading_grid` gives it for ``resolution`` (Å;
     None: estimated from the map's spectrum), standardised (`features.standardise`)."""
-    working = working_map(density)
-    grid_resolution = resolution if resolution is not None else estimate_resolution(working)
-    return standardise(reading_grid(working, grid_resolution), resolution)
+    return standardise(reading_grid(working_map(density), resolution), resolution)
 
 
 def build(

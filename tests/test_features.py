@@ -134,6 +134,11 @@ def test_maps_of_3_5_to_4_5_angstrom_are_read_on_finer_voxels(monkeypatch):
     for voxel in (0.92, 1.0):  # as fine as the finest training maps
         already = DensityMap(grid, np.full(3, voxel), np.zeros(3))
         assert reading_grid(already, 4.0) is already
+    # an unknown resolution is estimated only for a map whose voxels are coarse enough
+    monkeypatch.setattr(features, "estimate_resolution", lambda density: 4.0)
+    assert np.allclose(reading_grid(coarse, None).voxel_size, FINE_SAMPLING_VOXEL)
+    monkeypatch.setattr(features, "estimate_resolution", lambda density: pytest.fail("estimated"))
+    assert reading_grid(already, None) is already
     thresholded = DensityMap(np.where(grid > 0.5, grid, 0).astype(np.float32), np.full(3, 1.4), np.zeros(3))
     assert reading_grid(thresholded, 4.0) is thresholded
     monkeypatch.setattr(features, "FINE_SAMPLING_MAX_VOXELS", 1000)

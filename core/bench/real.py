@@ -266,6 +266,8 @@ def main(argv=None):
 
     pairs = network_pairs(args.networks, args.structgen)
     rows = []
+    how = ("estimated" if args.estimate_resolution
+           else f"{args.resolution} Å" if args.resolution else "as stated")
     for seed in args.seeds:
         seeded = []
         for case in modelled_cases(args.cases):
@@ -278,8 +280,6 @@ def main(argv=None):
             # the types from the deposited Cα do not depend on the seed: read once
             seeded.append(run_map(case, pairs, options, args.device, keep=keep,
                                   type_rounds=3 if seed == args.seeds[0] else None))
-        how = ("estimated" if args.estimate_resolution
-               else f"{args.resolution} Å" if args.resolution else "as stated")
         print(f"\nseed {seed}: {args.rounds} rounds, {args.threader} threader; resolution {how}; "
               f"networks: {', '.join(p.label for p in pairs)}")
         print_tables(seeded)
