@@ -63,7 +63,7 @@ import numpy as np
 from .chains import MIN_EXISTENCE, ResiduePredictions, link_chains, runs_against
 from .errors import BuildError, InputError
 from .extent import working_map
-from .features import NetworkMap, reading_grid, standardise
+from .features import NetworkMap, standardise
 from .maps import DensityMap, erased_below
 from .models import BuiltModel
 from .points import CalphaPoints
@@ -911,9 +911,9 @@ def _traced_and_threaded(view: NetworkMap, points: CalphaPoints, sequences: list
 
 def network_view(density: DensityMap, resolution: float | None) -> NetworkMap:
     """What a build's networks read of ``density``: the box around its density
-    (`extent.working_map`) on the grid `features.reading_grid` gives it for ``resolution`` (Å;
-    None: estimated from the map's spectrum), standardised (`features.standardise`)."""
-    return standardise(reading_grid(working_map(density), resolution), resolution)
+    (`extent.working_map`), standardised (`features.standardise`) for ``resolution`` (Å; None:
+    estimated from the map's spectrum)."""
+    return standardise(working_map(density), resolution)
 
 
 def build(

@@ -120,7 +120,8 @@ def test_thresholded_map_has_its_erased_density_filled(il2_map_3A, monkeypatch):
 def test_maps_of_3_5_to_4_5_angstrom_are_read_on_finer_voxels(monkeypatch):
     """`features.reading_grid`: a 4 Å map on 1.4 Å voxels is read on 0.9 Å voxels over the same
     extent; a 3 Å or a 5 Å map, a 4 Å map already on fine voxels, a thresholded one and one that
-    would grow too big are read as they are."""
+    would grow too big are read as they are. `standardise` reads through it, with the
+    resolution given or estimated, so builds and training see the same grid."""
     from cryobuild import features
     from cryobuild.features import FINE_SAMPLING_VOXEL, reading_grid
 
@@ -134,11 +135,10 @@ def test_maps_of_3_5_to_4_5_angstrom_are_read_on_finer_voxels(monkeypatch):
     for voxel in (0.92, 1.0):  # as fine as the finest training maps
         already = DensityMap(grid, np.full(3, voxel), np.zeros(3))
         assert reading_grid(already, 4.0) is already
-    # an unknown resolution is estimated only for a map whose voxels are coarse enough
+    assert np.allclose(standardise(coarse, 4.0).density.voxel_size, FINE_SAMPLING_VOXEL)
+    assert np.allclose(standardise(coarse, 3.0).density.voxel_size, 1.4)
     monkeypatch.setattr(features, "estimate_resolution", lambda density: 4.0)
-    assert np.allclose(reading_grid(coarse, None).voxel_size, FINE_SAMPLING_VOXEL)
-    monkeypatch.setattr(features, "estimate_resolution", lambda density: pytest.fail("estimated"))
-    assert reading_grid(already, None) is already
+    assert np.allclose(standardise(coarse).density.voxel_size, FINE_SAMPLING_VOXEL)
     thresholded = DensityMap(np.where(grid > 0.5, grid, 0).astype(np.float32), np.full(3, 1.4), np.zeros(3))
     assert reading_grid(thresholded, 4.0) is thresholded
     monkeypatch.setattr(features, "FINE_SAMPLING_MAX_VOXELS", 1000)
