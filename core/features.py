@@ -103,7 +103,8 @@ class NetworkMap:
     Attributes
     ----------
     density : DensityMap
-        Standardised values (molecule mean 0, standard deviation 1) on the input's grid.
+        Standardised values (molecule mean 0, standard deviation 1) on the input's grid, or on
+        the finer one `reading_grid` puts it on.
     resolution : float
         Å: the resolution the spectrum was cut at (at least `FINEST_RESOLUTION`).
     map_resolution : float
@@ -247,7 +248,7 @@ def _erased_filled(density: DensityMap, resolution: float) -> DensityMap:
 #: the networks' trilinear reading of coarse voxels: the standardised map upsampled exactly (by
 #: zero-padding its spectrum, 2x) gave the band 0.17 (0.15-0.20 over the three seeds, scratch
 #: runner, seventeenth stop), as without any resampling, while its values at random points
-#: matched the 0.9 Å reading's spread within 5%. Read on 0.9 Å by the detector alone, 0.20
+#: matched the 0.9 Å reading's spread within 7%. Read on 0.9 Å by the detector alone, 0.20
 #: (0.13-0.27); by the graph network alone, 0.16 (0.12-0.19). The networks before the
 #: seventeenth stop trained on their maps' own 0.8-1.4 Å voxels; since then `standardise` reads
 #: every map, training's too, through `reading_grid`.
@@ -265,7 +266,8 @@ FINE_SAMPLING_MAX_VOXELS = 48_000_000
 
 
 def reading_grid(density: DensityMap, resolution: float) -> DensityMap:
-    """``density`` on the voxels the networks read it on (`standardise` step 0's first part):
+    """``density`` on the voxels the networks read it on (`standardise`, before step 0 of the
+    module docstring):
     resampled (trilinear, `maps.resample`) to `FINE_SAMPLING_VOXEL` Å when its ``resolution``
     (Å) is within `FINE_SAMPLING_RESOLUTIONS` and its voxels are coarser than
     `FINE_SAMPLING_COARSEST_KEPT`,
