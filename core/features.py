@@ -235,8 +235,8 @@ def _erased_filled(density: DensityMap, resolution: float) -> DensityMap:
     return density.with_grid(grid.astype(np.float32))
 
 
-#: Å: a build reads a map of a resolution within `FINE_SAMPLING_RESOLUTIONS` on voxels of this
-#: size when its own are coarser (`reading_grid`). Measured with ``python -m
+#: Å: the networks read a map of a resolution within `FINE_SAMPLING_RESOLUTIONS` on voxels of
+#: this size when its own are coarser (`reading_grid`). Measured with ``python -m
 #: cryobuild.bench.real --seeds 0 1 2`` (three builds per map, the bundled networks; README,
 #: "Sixteenth stop"): on the six real maps of 3.5-4.5 Å the final Cα / sequence recall went from
 #: 0.80 / 0.17 (range over the seeds 0.79-0.81 / 0.13-0.19; commit 8976da4) to 0.82 / 0.24 (0.82
@@ -276,13 +276,14 @@ def reading_grid(density: DensityMap, resolution: float) -> DensityMap:
     that `standardise` fills from; MAVS thresholded as `bench.robust` does it kept 0.90 of its Cα
     as it is, 0.81 resampled, in a run of the code before this exception, not committed);
     otherwise ``density`` itself."""
-    if density.voxel_size.max() <= FINE_SAMPLING_COARSEST_KEPT or erased_below(density) is not None:
-        return density
     low, high = FINE_SAMPLING_RESOLUTIONS
-    if not low < resolution <= high:
-        return density
     extent = density.shape_xyz * density.voxel_size
-    if np.prod(np.floor(extent / FINE_SAMPLING_VOXEL) + 1) > FINE_SAMPLING_MAX_VOXELS:
+    if (density.voxel_size.max() <= FINE_SAMPLING_COARSEST_KEPT or not low < resolution <= high
+            or np.prod(np.floor(extent / FINE_SAMPLING_VOXEL) + 1) > FINE_SAMPLING_MAX_VOXELS):
+        return density
+    # last: a scan of the whole map (`standardise` scans it again to fill erased density), so
+    # only for the maps that would otherwise be resampled
+    if erased_below(density) is not None:
         return density
     return resample(density, FINE_SAMPLING_VOXEL)
 
