@@ -220,14 +220,11 @@ def otsu_threshold(values: np.ndarray) -> float:
     return float(centres[int(np.argmax(between[:-1]))])
 
 
-def _erased_filled(density: DensityMap, resolution: float) -> DensityMap:
-    """``density`` with the voxels a threshold erased filled (module docstring, step 0); other
-    maps as they are. ``resolution`` in Å."""
+def _erased_filled(density: DensityMap, level: float, resolution: float) -> DensityMap:
+    """``density``, thresholded at ``level`` (`maps.erased_below`), with its erased voxels
+    filled (module docstring, step 0). ``resolution`` in Å."""
     from scipy.ndimage import gaussian_filter
 
-    level = erased_below(density)
-    if level is None:
-        return density
     grid = density.grid.astype(np.float64)
     erased = grid == 0
     smooth = gaussian_filter(grid, ERASED_FILL_SIGMA * resolution / density.voxel_size[::-1])
@@ -265,6 +262,16 @@ FINE_SAMPLING_COARSEST_KEPT = 1.05
 FINE_SAMPLING_MAX_VOXELS = 48_000_000
 
 
+def _finer_reading_applies(density: DensityMap, resolution: float) -> bool:
+    """`reading_grid`'s cheap checks: ``resolution`` (Å) within `FINE_SAMPLING_RESOLUTIONS`,
+    voxels coarser than `FINE_SAMPLING_COARSEST_KEPT`, at most `FINE_SAMPLING_MAX_VOXELS` on
+    the finer grid."""
+    low, high = FINE_SAMPLING_RESOLUTIONS
+    extent = density.shape_xyz * density.voxel_size
+    return bool(density.voxel_size.max() > FINE_SAMPLING_COARSEST_KEPT and low < resolution <= high
+                and np.prod(np.floor(extent / FINE_SAMPLING_VOXEL) + 1) <= FINE_SAMPLING_MAX_VOXELS)
+
+
 def reading_grid(density: DensityMap, resolution: float) -> DensityMap:
     """``density`` on the voxels the networks read it on (`standardise`, before step 0 of the
     module docstring):
@@ -276,14 +283,8 @@ def reading_grid(density: DensityMap, resolution: float) -> DensityMap:
     that `standardise` fills from; MAVS thresholded as `bench.robust` does it kept 0.90 of its Cα
     as it is, 0.81 resampled, in a run of the code before this exception, not committed);
     otherwise ``density`` itself."""
-    low, high = FINE_SAMPLING_RESOLUTIONS
-    extent = density.shape_xyz * density.voxel_size
-    if (density.voxel_size.max() <= FINE_SAMPLING_COARSEST_KEPT or not low < resolution <= high
-            or np.prod(np.floor(extent / FINE_SAMPLING_VOXEL) + 1) > FINE_SAMPLING_MAX_VOXELS):
-        return density
-    # last: a scan of the whole map (`standardise` scans it again to fill erased density), so
-    # only for the maps that would otherwise be resampled
-    if erased_below(density) is not None:
+    # the whole-map scan last, only for maps that would otherwise be resampled
+    if not _finer_reading_applies(density, resolution) or erased_below(density) is not None:
         return density
     return resample(density, FINE_SAMPLING_VOXEL)
 
@@ -307,7 +308,13 @@ def standardise(density: DensityMap, resolution: float | None = None) -> Network
     estimated = resolution is None
     map_resolution = estimate_resolution(density) if estimated else float(resolution)
     cut = max(map_resolution, FINEST_RESOLUTION)
-    density = _erased_filled(reading_grid(density, map_resolution), map_resolution)
+    # one scan for erased density: a thresholded map is filled on its own voxels, any other
+    # map read on `reading_grid`'s (the scan's answer does not change with resampling)
+    level = erased_below(density)
+    if level is not None:
+        density = _erased_filled(density, level, map_resolution)
+    elif _finer_reading_applies(density, map_resolution):
+        density = resample(density, FINE_SAMPLING_VOXEL)
     grid = density.grid
     empty = empty_voxels(grid)
     voxel_zyx = density.voxel_size[::-1]
