@@ -119,7 +119,8 @@ def main(argv=None):
                 write_map(VARIANTS[variant](density, reference, case.resolution), path)
                 changed = dataclasses.replace(case, map_path=path)
                 for seed in args.seeds:
-                    options = BuildOptions(rounds=args.rounds, resolution=case.resolution, seed=seed)
+                    options = BuildOptions(rounds=args.rounds, resolution=case.resolution,
+                                           seed=seed)
                     row = run_map(changed, pairs, options, args.device, type_rounds=None)
                     print(json.dumps({"variant": variant, "case": case.name, "seed": seed}),
                           flush=True)
@@ -129,11 +130,13 @@ def main(argv=None):
     several = len(args.seeds) > 1
     print("\nFinal Cα recall per variant" + (f", mean over seeds {args.seeds}" if several else "")
           + "; spread = max - min (target <= 0.05)")
-    print("| map | " + " | ".join(args.variants) + " | spread |" + (" seeds' range |" if several else ""))
+    print("| map | " + " | ".join(args.variants) + " | spread |"
+          + (" seeds' range |" if several else ""))
     print("|---|" + "---|" * (len(args.variants) + 1 + several))
     for name, figures in table.items():
         means = [float(np.mean(figures[v])) for v in args.variants]
-        line = f"| {name} | " + " | ".join(f"{v:.2f}" for v in means) + f" | {max(means) - min(means):.2f} |"
+        line = (f"| {name} | " + " | ".join(f"{v:.2f}" for v in means)
+                + f" | {max(means) - min(means):.2f} |")
         if several:
             line += f" {np.mean([np.ptp(figures[v]) for v in args.variants]):.2f} |"
         print(line)
