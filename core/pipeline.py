@@ -98,6 +98,7 @@ __all__ = [
     "relax_stage",
     "relax_with_context",
     "residue_predictions",
+    "round_label",
     "network_view",
 ]
 
@@ -855,6 +856,18 @@ class _Start:
         return int(sum(chain.match.assigned.sum() for chain in self.named if chain.match.threaded))
 
 
+def round_label(index: int, rounds: int, restarts: int = 1) -> str:
+    """How progress, warnings and round events name round ``index`` (1-based over all starts)
+    of a build of ``rounds`` rounds per start and ``restarts`` starts: ``"round 2/3"``, or with
+    more than one start ``"start 2/3, round 1/3"`` (a start's rounds may be discarded for a
+    later start's, `BuildOptions.restarts`, so they are not numbered as refinements of each
+    other)."""
+    if restarts <= 1:
+        return f"round {index}/{rounds}"
+    start, within = divmod(index - 1, rounds)
+    return f"start {start + 1}/{restarts}, round {within + 1}/{rounds}"
+
+
 def _traced_and_threaded(view: NetworkMap, points: CalphaPoints, sequences: list[Sequence],
                          residue_strings: list[str], networks: Networks, options: BuildOptions,
                          context: BuiltModel | None, taken, seconds: dict, progress, cancel, notify,
@@ -868,13 +881,14 @@ def _traced_and_threaded(view: NetworkMap, points: CalphaPoints, sequences: list
     rounds = []
     for index in range(first_round, first_round + options.rounds):
         check_cancel(cancel)
+        label = round_label(index + 1, options.rounds, options.restarts)
         start = time.time()
         graph = _refine_with_context(view, current, context, residue_strings, networks,
-                                     prefixed(progress, f"round {index + 1}"), cancel, prior,
+                                     prefixed(progress, label), cancel, prior,
                                      frame_seed=frame_seed)
         seconds["gnn"] += time.time() - start
         start = time.time()
-        report(progress, "thread", 0.0, f"round {index + 1}: linking chains")
+        report(progress, "thread", 0.0, f"{label}: linking chains")
         predictions = residue_predictions(graph)
         chains = link_chains(predictions, options.min_existence)
         graph = graph.turned(runs_against(predictions.backbone, chains))
@@ -887,11 +901,11 @@ def _traced_and_threaded(view: NetworkMap, points: CalphaPoints, sequences: list
                            min_length=MIN_CHAIN_LENGTH, taken=taken, structgen=networks.structgen,
                            rng=rng, cancel=cancel)
         for warning in threading.warnings:
-            notify("warning", f"round {index + 1}: {warning}")
+            notify("warning", f"{label}: {warning}")
         named = name_chains(threading.matches, sequences)
         model, aa_probs, reports = _assemble(graph, named, sequences, final=False)
         seconds["thread"] += time.time() - start
-        report(progress, "thread", 1.0, f"round {index + 1}: {len(named)} chains")
+        report(progress, "thread", 1.0, f"{label}: {len(named)} chains")
         result = RoundResult(index + 1, model, aa_probs, reports)
         rounds.append(result)
         notify("round", result)

@@ -356,7 +356,7 @@ def test_a_structure_generator_that_threads_nothing_falls_back_to_the_hmm_thread
     job = engine.start_build(density, [sequence], BuildOptions(rounds=1, threader="structgen", relax=False))
     events, _ = drive(job)
     warnings = [e.message for e in events if e.kind == "warning"]
-    assert [m for m in warnings if m.startswith("round 1: the Structure Generator threaded 0 residues, "
+    assert [m for m in warnings if m.startswith("round 1/1: the Structure Generator threaded 0 residues, "
                                                 "the HMM threader ")
             and "this round keeps the HMM threader's threading" in m], warnings
     assert sum(c.residues for c in job.result().final_chains if c.threaded) > 0
@@ -670,3 +670,14 @@ def test_a_save_never_overwrites_what_another_program_saved(engine, il2, tmp_pat
     assert not first.busy and not engine.jobs and first.history == ["replace model", "accept 3"]
     assert Session.open(tmp_path / "s").keys() == keys[:-2]
     assert_no_partial_files(tmp_path / "s")
+
+
+def test_rounds_of_several_starts_are_named_by_start():
+    """With ``restarts`` > 1 a round event names its start, so that a later start's first round
+    does not read as a refinement of the earlier start's last (`pipeline.round_label`)."""
+    from cryobuild.pipeline import round_label
+
+    assert round_label(2, 3) == "round 2/3"
+    assert [round_label(i, 3, 2) for i in (1, 3, 4, 6)] == [
+        "start 1/2, round 1/3", "start 1/2, round 3/3", "start 2/2, round 1/3",
+        "start 2/2, round 3/3"]

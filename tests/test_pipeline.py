@@ -60,7 +60,7 @@ def test_build_writes_every_output_and_finds_the_calphas(il2_inputs, tmp_path):
     assert result.returncode == 0, result.stderr
     # stderr is a pipe here, as in a batch job's log: one line per progress message, no bar
     progress = result.stderr.splitlines()
-    assert "\r" not in result.stderr and any(line.endswith("gnn: round 3: crop 1/1") for line in progress)
+    assert "\r" not in result.stderr and any(line.endswith("gnn: round 3/3: crop 1/1") for line in progress)
     for name in ("model.cif", "model_raw.cif", "chains.csv", "aa_probabilities.csv", "build.log",
                  "ca_points.cif", "rounds/round_1.cif", "rounds/round_3.cif"):
         assert (out / name).is_file(), name

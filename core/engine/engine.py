@@ -52,7 +52,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..maps import DensityMap
-from ..pipeline import BuildOptions, BuildResult, Networks, build, map_warnings, relax_stage
+from ..pipeline import (BuildOptions, BuildResult, Networks, build, map_warnings, relax_stage,
+                        round_label)
 from ..sequences import Sequence
 from ..session import JobConflict, Session, SessionState
 from ..thread.placement import ANCHOR_EVALUE
@@ -528,7 +529,7 @@ class Engine:
             rounds.append(result)
             progress.rounds_done = payload.index
             job._emit("round", stage="thread", fraction=progress.overall("thread", 0.0),
-                      message=f"round {payload.index}/{progress.rounds}: "
+                      message=f"{round_label(payload.index, options.rounds, options.restarts)}: "
                               f"{result.model.num_residues} residues in {len(result.chains)} chains",
                       payload=result)
 
