@@ -262,29 +262,20 @@ FINE_SAMPLING_COARSEST_KEPT = 1.05
 FINE_SAMPLING_MAX_VOXELS = 48_000_000
 
 
-def _finer_reading_applies(density: DensityMap, resolution: float) -> bool:
-    """`reading_grid`'s cheap checks: ``resolution`` (Å) within `FINE_SAMPLING_RESOLUTIONS`,
-    voxels coarser than `FINE_SAMPLING_COARSEST_KEPT`, at most `FINE_SAMPLING_MAX_VOXELS` on
-    the finer grid."""
-    low, high = FINE_SAMPLING_RESOLUTIONS
-    extent = density.shape_xyz * density.voxel_size
-    return bool(density.voxel_size.max() > FINE_SAMPLING_COARSEST_KEPT and low < resolution <= high
-                and np.prod(np.floor(extent / FINE_SAMPLING_VOXEL) + 1) <= FINE_SAMPLING_MAX_VOXELS)
-
-
 def reading_grid(density: DensityMap, resolution: float) -> DensityMap:
     """``density`` on the voxels the networks read it on (`standardise`, before step 0 of the
     module docstring):
     resampled (trilinear, `maps.resample`) to `FINE_SAMPLING_VOXEL` Å when its ``resolution``
     (Å) is within `FINE_SAMPLING_RESOLUTIONS` and its voxels are coarser than
-    `FINE_SAMPLING_COARSEST_KEPT`,
-    unless that would make more than `FINE_SAMPLING_MAX_VOXELS` voxels or the map is
-    thresholded (`maps.erased_below`: the interpolation would blur the step at the contour level
-    that `standardise` fills from; MAVS thresholded as `bench.robust` does it kept 0.90 of its Cα
-    as it is, 0.81 resampled, in a run of the code before this exception, not committed);
-    otherwise ``density`` itself."""
-    # the whole-map scan last, only for maps that would otherwise be resampled
-    if not _finer_reading_applies(density, resolution) or erased_below(density) is not None:
+    `FINE_SAMPLING_COARSEST_KEPT`, unless that would make more than `FINE_SAMPLING_MAX_VOXELS`
+    voxels; otherwise ``density`` itself. `standardise` does not call it for a thresholded map
+    (`maps.erased_below`): the interpolation would blur the step at the contour level that it
+    fills from (MAVS thresholded as `bench.robust` does it kept 0.90 of its Cα as it is, 0.81
+    resampled, in a run of the code before this exception, not committed)."""
+    low, high = FINE_SAMPLING_RESOLUTIONS
+    extent = density.shape_xyz * density.voxel_size
+    if (density.voxel_size.max() <= FINE_SAMPLING_COARSEST_KEPT or not low < resolution <= high
+            or np.prod(np.floor(extent / FINE_SAMPLING_VOXEL) + 1) > FINE_SAMPLING_MAX_VOXELS):
         return density
     return resample(density, FINE_SAMPLING_VOXEL)
 
@@ -308,13 +299,11 @@ def standardise(density: DensityMap, resolution: float | None = None) -> Network
     estimated = resolution is None
     map_resolution = estimate_resolution(density) if estimated else float(resolution)
     cut = max(map_resolution, FINEST_RESOLUTION)
-    # one scan for erased density: a thresholded map is filled on its own voxels, any other
-    # map read on `reading_grid`'s (the scan's answer does not change with resampling)
+    # a thresholded map is filled on its own voxels (`reading_grid`), any other read on
+    # `reading_grid`'s
     level = erased_below(density)
-    if level is not None:
-        density = _erased_filled(density, level, map_resolution)
-    elif _finer_reading_applies(density, map_resolution):
-        density = resample(density, FINE_SAMPLING_VOXEL)
+    density = (_erased_filled(density, level, map_resolution) if level is not None
+               else reading_grid(density, map_resolution))
     grid = density.grid
     empty = empty_voxels(grid)
     voxel_zyx = density.voxel_size[::-1]
