@@ -7,8 +7,12 @@ as ``cryobuild build_no_seq`` does, searches the database -- every chain of
 ``hmm_search``), and ranks the database sequences by their best E-value over the profiles.
 Prints per case one JSON line: the rank and E-value of the right sequence (the map's own, or a
 database chain with an identical sequence), the best wrong hit and its E-value (None: no wrong hit with
-``E <= REPORTED_EVALUE``), chains and residues built. ``--gnn gnn_noseq`` runs the
-sequence-free graph network instead of the composition stand-in (the ablation).
+``E <= REPORTED_EVALUE``), chains and residues built, and which networks built it and whether
+they trained on the map; then how many of the maps the networks did not train on rank their
+own sequence first. Each map is built, as in `bench.real`, by the first network pair that did
+not train on it (``--networks``; a map without a deposited model trained none). ``--networks
+weights/detect.pt,weights/gnn_noseq.pt`` runs the sequence-free graph network instead of the
+composition stand-in (the ablation).
 """
 
 from __future__ import annotations
@@ -17,15 +21,15 @@ import argparse
 import json
 import time
 
-from ..checkpoints import checkpoint_path
 from ..cli.build_no_seq import final_profiles
 from ..data import data_root, dev_cases
 from ..thread.profiles import search_profiles
 from ..maps import read_map
 from ..models import read_model
-from ..pipeline import BuildOptions, Networks, build
+from ..pipeline import BuildOptions, build
 from ..sequences import Sequence, read_fasta
 from .build import model_sequences
+from .real import network_pairs
 
 #: Prefix of the map's own sequences in the database.
 OWN = "map:"
@@ -47,20 +51,24 @@ def ranked_targets(hits) -> list[tuple[str, float]]:
     return sorted(best.items(), key=lambda item: (item[1], item[0]))
 
 
-def identify(case, networks, decoys: list[Sequence], options: BuildOptions) -> dict:
-    """Build ``case`` without a sequence and rank its own sequence among ``decoys``."""
+def identify(case, pairs, device, decoys: list[Sequence], options: BuildOptions) -> dict:
+    """Build ``case`` without a sequence, with the first of ``pairs`` (`bench.real.NetworkPair`)
+    that did not train on it, and rank its own sequence among ``decoys``."""
+    unseen = [pair for pair in pairs if case.name not in pair.seen]
+    pair = unseen[0] if unseen else pairs[0]
     own = read_fasta(case.fasta_path) if case.fasta_path else model_sequences(read_model(case.model_path))
     database = decoys + [Sequence(OWN + s.name, s.residues) for s in own]
     right_residues = {s.residues for s in own}
     right = {s.name for s in database if s.residues in right_residues}
     started = time.time()
-    result = build(read_map(case.map_path), [], networks, options)
+    result = build(read_map(case.map_path), [], pair.networks(device), options)
     profiles = final_profiles(result)
     hits = search_profiles(profiles, database, max_evalue=REPORTED_EVALUE) if profiles else []
     ranked = ranked_targets(hits)
     row = {"case": case.name, "database": len(database), "chains": len(profiles),
            "residues": result.final.num_residues, "rank": None, "evalue": None,
-           "best_wrong": None, "best_wrong_evalue": None}
+           "best_wrong": None, "best_wrong_evalue": None, "networks": pair.label,
+           "seen": not unseen}
     for rank, (target, evalue) in enumerate(ranked, start=1):
         if target in right and row["rank"] is None:
             row.update(rank=rank, evalue=float(f"{evalue:.3g}"))
@@ -76,18 +84,27 @@ def main(argv=None):
                         help="dev map names (default: every dev map with a sequence)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--gnn", default="gnn", choices=["gnn", "gnn_noseq"],
-                        help="graph network weights (default gnn, with the composition stand-in)")
+    parser.add_argument("--networks", nargs="*", metavar="DETECTOR.pt,GNN.pt", default=None,
+                        help="network pairs, as bench.real takes them (default: the bundled "
+                             "pairs of both folds)")
     args = parser.parse_args(argv)
 
     cases = [c for c in dev_cases() if c.fasta_path or c.model_path]
     if args.cases:
         cases = [c for c in cases if c.name in args.cases]
-    networks = Networks.load(args.device, gnn=checkpoint_path(args.gnn))
+    pairs = network_pairs(args.networks)
     decoys = structure_chains()
     options = BuildOptions(rounds=args.rounds, relax=False)
+    rows = []
     for case in cases:
-        print(json.dumps(identify(case, networks, decoys, options)), flush=True)
+        rows.append(identify(case, pairs, args.device, decoys, options))
+        print(json.dumps(rows[-1]), flush=True)
+    fair = [row for row in rows if not row["seen"]]
+    first = [row["case"] for row in fair if row["rank"] == 1]
+    wrong = [row["case"] for row in fair if row["best_wrong"] is not None]
+    print(f"maps the networks did not train on: {len(fair)} of {len(rows)}; own sequence ranked "
+          f"first: {len(first)} ({', '.join(first) or 'none'}); a wrong hit at E <= "
+          f"{REPORTED_EVALUE:g}: {len(wrong)} ({', '.join(wrong) or 'none'})")
 
 
 if __name__ == "__main__":
