@@ -12,7 +12,7 @@ from pathlib import Path
 from .atomic import atomic_path
 from .errors import InputError
 
-__all__ = ["checkpoint_path", "load_checkpoint", "save_checkpoint"]
+__all__ = ["checkpoint_path", "load_checkpoint", "save_checkpoint", "trained_on"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -38,6 +38,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
         raise InputError(f"{path}: not a usable checkpoint ({err})") from None
+
+
+def trained_on(*checkpoints: str | os.PathLike) -> set[str]:
+    """Names of the real maps any of ``checkpoints`` trained on (their ``real_maps``): a
+    benchmark's figure on one of them is not a figure."""
+    return {name for path in checkpoints for name in load_checkpoint(path).get("real_maps", ())}
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:

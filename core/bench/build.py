@@ -3,8 +3,9 @@
 Runs ``build`` (through the engine, as the command line does) on held-out simulated maps
 (validation split) at 3.0 and 4.0 Å, made by two recipes: `cryobuild.simulate` (SNR 3, the
 training maps' simulator) and `cryobuild.bench.molmap` (a recipe no training uses), and on
-every dev map with a deposited model (``--no-dev`` skips them; ``bench.real`` is the real-map
-benchmark proper, with folds), and
+every dev map with a deposited model that the networks did not train on (``--no-dev`` skips
+them; ``bench.real`` is the real-map benchmark proper, each map built by the fold's pair that
+did not see it), and
 prints per case one JSON line with the `cryobuild.evaluate` figures of the final and the raw
 model, the final model's geometry (`cryobuild.validation`), the wall time and the threader's
 share of it (``--threader hmm|structgen``; run once per threader to compare them), and what of
@@ -18,9 +19,11 @@ import argparse
 import dataclasses
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
+from ..checkpoints import checkpoint_path, trained_on
 from ..cli.build import (add_threader_args, add_tuning_args, build_with_engine,
                          threader_options, tuning_options)
 from ..data import default_split, dev_cases, read_structure
@@ -143,8 +146,14 @@ def main(argv=None):
                                      dataclasses.replace(options, resolution=resolution), networks))
             table[f"{recipe} {resolution} Å ({len(picks)} held-out)"] = rows
     if not args.no_dev:
+        seen = trained_on(Path(args.detector or checkpoint_path("detect")),
+                          Path(args.gnn or checkpoint_path("gnn")))
+        skipped = [case.name for case in dev_cases() if case.model_path and case.name in seen]
+        if skipped:
+            print(f"left out, the networks trained on them: {', '.join(skipped)} "
+                  "(bench.real builds each with the pair that did not)")
         for case in dev_cases():
-            if case.model_path is None:
+            if case.model_path is None or case.name in seen:
                 continue
             reference = read_model(case.model_path)
             sequences = read_fasta(case.fasta_path) if case.fasta_path else model_sequences(reference)

@@ -4,7 +4,9 @@ Prints one JSON line per case and a Markdown table at the end:
 
 * held-out simulated maps (validation split: no sequence related to a training chain) at
   2.5, 3.0, 3.5 and 4.0 Å, with noise (SNR 3);
-* every dev map with a deposited model in ``shared/data/real``;
+* every dev map with a deposited model in ``shared/data/real`` that the detector did not train
+  on (the others are named and left out: ``bench.real`` builds each with the fold's pair that
+  did not see it);
 * for both, the network next to the classical baseline (local maxima of the smoothed map);
 * speed: seconds for a 100³ and a 200³ map at 1.5 Å on this machine.
 
@@ -17,9 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
+from ..checkpoints import checkpoint_path, trained_on
 from ..data import ca_coordinates, default_split, dev_cases, read_structure
 from ..detect.baseline import detect_calphas_baseline
 from ..features import standardise
@@ -115,8 +119,10 @@ def main(argv=None):
                              network, options)
         for method in ("network", "baseline"):
             table.append((f"simulated {resolution} Å", method, pooled([r for r in rows if r["method"] == method])))
+    seen = trained_on(Path(args.checkpoint or checkpoint_path("detect")))
+    left_out = [case.name for case in dev_cases() if case.model_path and case.name in seen]
     for case in dev_cases():
-        if case.model_path is None:
+        if case.model_path is None or case.name in seen:
             continue
         rows = run_case(case.name, read_map(case.map_path), case.resolution, read_model(case.model_path).ca,
                         network, options)
@@ -125,6 +131,8 @@ def main(argv=None):
     timing = {} if args.no_speed else speed(network, options)
 
     print(f"\nthreshold {args.threshold}; simulated maps: {len(picks)} held-out structures, SNR {BENCH_SNR}")
+    if left_out:
+        print(f"left out, the detector trained on them: {', '.join(left_out)}")
     print("| data | method | recall | precision | median error (Å) |")
     print("|---|---|---|---|---|")
     for data, method, figures in table:

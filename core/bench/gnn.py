@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpoints import checkpoint_path, trained_on
 from ..data import default_split, read_structure
 from ..features import NetworkMap, standardise
 from ..maps import DensityMap, read_map
@@ -308,6 +309,10 @@ def main(argv=None) -> None:
         from ..detect.network import load_detector
 
         detector = load_detector(device=args.device)
+    # a figure for a map the networks trained on is no figure: such rows are flagged and left
+    # out of the means
+    seen = trained_on(args.checkpoint or checkpoint_path("gnn"),
+                      *([checkpoint_path("detect")] if detector is not None else []))
     rng = np.random.default_rng(args.seed)
     results = []
     for case in cases:
@@ -322,9 +327,17 @@ def main(argv=None) -> None:
                                   noise=args.start_noise / math.sqrt(3.0))
             if args.sequence_probe:
                 result = {"sequence": label, **result}
+            result["seen"] = case.name in seen
             results.append(result)
             print(json.dumps(result), flush=True)
-    numeric = [key for key, value in results[0].items() if isinstance(value, (int, float))]
+    numeric = [key for key, value in results[0].items()
+               if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    if any(r["seen"] for r in results):
+        print("left out of the means, the networks trained on them: "
+              + ", ".join(sorted({r["name"] for r in results if r["seen"]})), flush=True)
+        results = [r for r in results if not r["seen"]]
+        if not results:
+            return
     labels = PROBE_SEQUENCES if args.sequence_probe else ("true",)
     accuracy = {}
     for label in labels:

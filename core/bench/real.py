@@ -22,10 +22,10 @@ figures are not figures and stay out of the means. One JSON line per map, then a
 ``FOLDER/<map>``, e.g. to look at the raw models' chains.
 
 ``--seeds S ...`` builds every map once per seed (`pipeline.BuildOptions.seed`: the graph
-network's random initial frames and threading's random numbers) and prints the tables of each,
-then each band's final Cα and sequence recall per seed and their mean and range: at 3.5-4.5 Å
-which chains thread changes from one seed to the next (README, "Sixteenth stop"), so a change
-there is measured against that range, not against one build.
+network's random initial frames and threading's random numbers) and prints the tables of each, then
+each band's final Cα and sequence recall per seed and their mean and range: at 3.5-4.5 Å which
+chains thread changes from one seed to the next (docs/results_log.md, "Sixteenth stop"), so a
+change there is measured against that range, not against one build.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..build_outputs import write_build
-from ..checkpoints import checkpoint_path, load_checkpoint
+from ..checkpoints import checkpoint_path, trained_on
 from ..cli.build import (add_blind_check_arg, add_restarts_arg, add_threader_args, build_with_engine,
                          threader_options)
 from ..data import dev_cases
@@ -66,9 +66,7 @@ class NetworkPair:
 
     def __init__(self, detector: Path, gnn: Path, structgen: Path | None = None):
         self.detector, self.gnn, self.structgen = Path(detector), Path(gnn), structgen
-        self.seen = set()
-        for path in (self.detector, self.gnn):
-            self.seen |= set(load_checkpoint(path).get("real_maps", ()))
+        self.seen = trained_on(self.detector, self.gnn)
         self._networks = None
 
     @property
