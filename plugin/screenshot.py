@@ -70,6 +70,9 @@ def scene():
         cmd.show("sticks", f"{{model}} and name N+CA+C")
         cmd.set("stick_radius", 0.3, model)
         cmd.orient(model)
+        # orient's zoom sizes the view from an estimate of the extent that can leave the ends
+        # of a long model outside it; complete=1 measures every atom
+        cmd.zoom(model, complete=1)
     QtCore.QTimer.singleShot(2000, shoot)
 
 
