@@ -155,6 +155,32 @@ def test_copies_of_a_homo_oligomer_and_a_weak_duplicate():
     assert not any(m.threaded and m.nodes[0] == duplicate.nodes[0] for m in copies)
 
 
+def test_a_chain_lying_along_a_copy_starts_no_copy_of_its_own(monkeypatch):
+    """A chain threaded to positions 10-20, which a copy holds, lying 4.5 Å beside that copy's
+    residues 10-20 (as a second reading of its density would), fits no copy and starts none: it
+    stays unthreaded. The same chain 40 Å away is a second copy. Without the rule it starts a
+    second copy beside the first, and the regrouping then moves most of the first copy's chain
+    to it (positions 21-60 beside 10-20), cutting positions 1-20 of the strong chain off."""
+    from cryobuild.thread import copies as module
+
+    def grouped(origin):
+        ca = []
+        copy = _match(_nodes(ca, _line(1, 60)), 1, 1e-30)
+        beside = _match(_nodes(ca, _line(10, 11, origin=origin)), 10, 1e-3)
+        ca = np.concatenate(ca)
+        return beside, assign_copies([copy, beside], ca, _probs(len(ca)),
+                                     np.full(len(ca), 80.0), [SEQUENCE])
+
+    beside, result = grouped((0, 4.5, 0))
+    assert [len(_positions(m)) for m in result if m.threaded] == [60]
+    assert any(not m.threaded and np.array_equal(m.nodes, beside.nodes) for m in result)
+    _, result = grouped((0, 40, 0))
+    assert sorted(len(_positions(m)) for m in result if m.threaded) == [11, 60]
+    monkeypatch.setattr(module, "_lies_along", lambda *args: False)
+    _, result = grouped((0, 4.5, 0))
+    assert [len(_positions(m)) for m in result if m.threaded] == [49]
+
+
 def _copy_holding(chains: list[tuple[np.ndarray, int, float]], tracked: int) -> tuple:
     """`assign_copies` on hand-built chains (Cα ``[L, 3]``, first residue number, E-value, in
     the order given): the matches made, and the threaded chain it returns that holds all the

@@ -35,9 +35,14 @@ sequence once. A chain joins the copy it fits best (`_fit`):
   chain holding 1-42 and 76-126 had its first six residues 10-26 Å from where the sequence
   puts them.
 
-A chain that fits no copy starts a new one. (A weak chain that would be a second copy of a
-stretch an anchor holds is not there: support needs an anchor that holds none of its
-positions.) Then each piece moves to the copy whose Cα it touches most, where it fits
+A chain that fits no copy starts a new one, unless it lies along a copy of its sequence already
+built (`_lies_along`: half or more of its residues within `ALONG_DISTANCE` of that copy's Cα):
+two copies of one protein do not lie on top of each other, so such a chain is a second reading
+of density a copy already explains, and it stays unthreaded. (Support needs an anchor that holds
+none of a weak chain's positions, but placement can fill them afterwards: on a real 3.1 Å map
+of one GABA-A subunit an 8-residue chain at E 9e-4 was threaded to positions 68-75, which
+placement had given the subunit's chain, and became a second copy of 8 residues 3.9-5.9 Å from
+the first.) Then each piece moves to the copy whose Cα it touches most, where it fits
 (`_regroup`): taken one at a time, a piece can reach a gap of the wrong copy before its own
 copy exists (a piece that touches no copy goes to the nearest). The pieces of a
 copy are then one chain (`matches.concatenate`, in sequence order; the numbering has gaps where
@@ -55,6 +60,7 @@ from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch, concatenate
 from .profiles import background_frequencies, match_emissions
 
 __all__ = [
+    "ALONG_DISTANCE",
     "CONTACT_DISTANCE",
     "MAX_JUNCTION_TRIM",
     "MAX_REGROUP_PASSES",
@@ -84,6 +90,10 @@ MAX_JUNCTION_TRIM = 8
 MIN_KEPT_SHARE = 0.5
 #: Å: Cα closer than this touch (`_regroup`): residues in contact across a fold.
 CONTACT_DISTANCE = 8.0
+#: Å: a chain lies along a copy (`_lies_along`) when half or more of its Cα are this close to
+#: the copy's: closer than packed helices' Cα (8-10 Å apart), as near as paired strands' (4.4-5.5
+#: Å), which two copies of one chain share only at an interface, not along a whole chain.
+ALONG_DISTANCE = 6.0
 #: Passes of `_regroup` at most (a move can free the next; each pass moves a piece only to
 #: more contacts, so passes end when none moves).
 MAX_REGROUP_PASSES = 10
@@ -361,6 +371,20 @@ def _regroup_pass(copies: list[list[ChainMatch]], ca: np.ndarray, aa_probs: np.n
     return moved
 
 
+def _lies_along(match: ChainMatch, copies: list[list[ChainMatch]], ca: np.ndarray) -> bool:
+    """Whether half or more of ``match``'s residues lie within `ALONG_DISTANCE` of the Cα
+    (``ca`` ``[N, 3]`` Å) of one of ``copies`` of its sequence."""
+    points = ca[match.nodes]
+    for pieces in copies:
+        if pieces[0].sequence_index != match.sequence_index:
+            continue
+        held = ca[np.concatenate([piece.nodes for piece in pieces])]
+        nearest = np.linalg.norm(points[:, None] - held[None], axis=-1).min(axis=1)
+        if np.mean(nearest <= ALONG_DISTANCE) >= 0.5:
+            return True
+    return False
+
+
 def assign_copies(matches: list[ChainMatch], ca: np.ndarray, aa_probs: np.ndarray,
                   confidence: np.ndarray, sequences: list[Sequence]) -> list[ChainMatch]:
     """Group the threaded chains of ``matches`` into copies of their sequences (module
@@ -368,7 +392,8 @@ def assign_copies(matches: list[ChainMatch], ca: np.ndarray, aa_probs: np.ndarra
     (0-100) of all nodes.
 
     Returns one chain per copy (copies in the order they were started: strongest chain
-    first), then the unthreaded chains as they were, then the pieces cut off, unthreaded."""
+    first), then the unthreaded chains as they were, then the pieces cut off and the chains
+    that lay along a copy (`_lies_along`), unthreaded."""
     ca = np.asarray(ca, dtype=np.float64)
     evidence = _Evidence(aa_probs, confidence, sequences)
     threaded = sorted((m for m in matches if m.threaded and m.assigned.any()),
@@ -394,6 +419,8 @@ def assign_copies(matches: list[ChainMatch], ca: np.ndarray, aa_probs: np.ndarra
             pieces[:] = [piece for piece in pieces if piece.assigned.any()]
             pieces.append(_restrict(match, fit))
             leftover += _cut_off(match, fit, aa_probs)
+        elif _lies_along(match, copies, ca):
+            leftover.append(ChainMatch.unthreaded(match.nodes, aa_probs, match.score, match.evalue))
         else:
             copies.append([match])
     copies, cut = _regroup([pieces for pieces in copies if pieces], ca, aa_probs)
