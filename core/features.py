@@ -232,12 +232,12 @@ def _erased_filled(density: DensityMap, level: float, resolution: float) -> Dens
     return density.with_grid(grid.astype(np.float32))
 
 
-#: Å: the networks read a map of a resolution within `FINE_SAMPLING_RESOLUTIONS` on voxels of
-#: this size when its own are coarser (`reading_grid`). Measured with ``python -m
-#: cryobuild.bench.real --seeds 0 1 2`` (three builds per map, the bundled networks; README,
-#: "Sixteenth stop"): on the six real maps of 3.5-4.5 Å the final Cα / sequence recall went from
-#: 0.80 / 0.17 (range over the seeds 0.79-0.81 / 0.13-0.19; commit 8976da4) to 0.82 / 0.24 (0.82
-#: / 0.21-0.26), MAVS 0.79-0.86 -> 0.90-0.97 and ASC 0.00 -> 0.26-0.28 in two builds of three.
+#: Å: the networks read a map of a resolution within `FINE_SAMPLING_RESOLUTIONS` on voxels of this
+#: size when its own are coarser (`reading_grid`). Measured with ``python -m cryobuild.bench.real
+#: --seeds 0 1 2`` (three builds per map, the bundled networks; docs/results_log.md, "Sixteenth
+#: stop"): on the six real maps of 3.5-4.5 Å the final Cα / sequence recall went from 0.80 / 0.17
+#: (range over the seeds 0.79-0.81 / 0.13-0.19; commit 8976da4) to 0.82 / 0.24 (0.82 / 0.21-0.26),
+#: MAVS 0.79-0.86 -> 0.90-0.97 and ASC 0.00 -> 0.26-0.28 in two builds of three.
 #: On the eight maps beyond 4.5 Å (a scratch runner resampling every map, the same seeds) it
 #: cost final Cα 0.64 -> 0.62 (tubulin on 1.99 Å voxels 0.72 -> 0.65,
 #: actin on 1.74 Å 0.53 -> 0.47; T20S α gained 0.82 -> 0.85), hence the upper bound. Why a

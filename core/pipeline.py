@@ -148,12 +148,12 @@ UNASSIGNED_MIN_LENGTH = 2
 #: on the demo but cost PSF1 0.12 of final Cα recall (0.62 -> 0.50) and γ-secretase 0.012.
 UNASSIGNED_MIN_DETECTION = 2 / 3
 #: Starts of a build's rounds from the Cα candidates (`BuildOptions.restarts`), each with other
-#: random initial frames; the build keeps the start that threads the most residues. At 3.5-4.5
-#: Å which chains thread is a near miss that changes with the initial frames (sequence recall
-#: of one map over builds that differ in nothing that matters: Nav β1 0.00-0.37, MAVS
-#: 0.67-0.97; README, "Sixteenth stop"). Before `features.reading_grid`, two starts took that
-#: band's mean from 0.13 to 0.18 at 2.1 times the build time, three to 0.19 at 3.1 times, and
-#: cost TMV 0.75 -> 0.69 (its marginal threads fail the cut divided by K) (``python -m
+#: random initial frames; the build keeps the start that threads the most residues. At 3.5-4.5 Å
+#: which chains thread is a near miss that changes with the initial frames (sequence recall of one
+#: map over builds that differ in nothing that matters: Nav β1 0.00-0.37, MAVS 0.67-0.97;
+#: docs/results_log.md, "Sixteenth stop"). Before `features.reading_grid`, two starts took that
+#: band's mean from 0.13 to 0.18 at 2.1 times the build time, three to 0.19 at 3.1 times, and cost
+#: TMV 0.75 -> 0.69 (its marginal threads fail the cut divided by K) (``python -m
 #: cryobuild.bench.real --restarts K``, 2026-12-05): a gain the size of that spread, so one
 #: start by default.
 RESTARTS = 1
@@ -378,9 +378,9 @@ def composition_stand_in(length: int) -> str:
 
     The jointly trained small ESM-2 of the graph network passes on little more than the
     composition of its input, so the network is told nothing about which residue is where,
-    while it runs as trained (the sequence-free network traced far less: README). Each residue
-    is the type furthest below its expected count so far, so every prefix has the background
-    composition as well.
+    while it runs as trained (the sequence-free network traced far less: docs/results_log.md).
+    Each residue is the type furthest below its expected count so far, so every prefix has the
+    background composition as well.
     """
     from .thread.profiles import background_frequencies
     from .residues import AA_ORDER

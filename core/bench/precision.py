@@ -13,7 +13,7 @@ and each map's deposited model, and prints per map:
 * the unassigned chains that lie along a threaded chain, their Cα a median of less than
   `BESIDE_THREADED` from its atoms (on its side chains rather than on a backbone of their own):
   how many of their residues are paired and unpaired, and the recall and precision without
-  them (a rule the build does not apply; README, fifteenth stop).
+  them (a rule the build does not apply; docs/results_log.md, fifteenth stop).
 """
 
 from __future__ import annotations

@@ -78,8 +78,8 @@ class StructGenConfig:
         neighbours' types and the sequence context) rather than the match itself. Without
         it, on maps whose types are flat (the second recipe of ``bench.build`` at 3 Å: raw
         sequence recall 0.37 at raw Cα recall 0.92, about 0.4 of the types right) the network
-        read chains worse than the HMM threader (sequence recall 0.17 against 0.27; README,
-        "Structure Generator against the HMM threader").
+        read chains worse than the HMM threader (sequence recall 0.17 against 0.27;
+        docs/results_log.md, "Structure Generator against the HMM threader").
     """
 
     gcn_layers: int = 2

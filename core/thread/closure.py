@@ -75,8 +75,8 @@ MIN_CLOSURE_BITS = 0.0
 #: residue type argues against it by more than this).
 NODE_BITS = 2.0
 #: Longest extension (residues) of a threaded chain's end (`_extension`). The builds measured in
-#: README.md extended by at most 12 (this said 16 then, but ``close_gaps`` capped extensions at
-#: its ``max_gap`` as well, so 16 never took effect).
+#: docs/results_log.md extended by at most 12 (this said 16 then, but ``close_gaps`` capped
+#: extensions at its ``max_gap`` as well, so 16 never took effect).
 MAX_EXTENSION = 12
 #: Bits an extension gains per node: ends are held at one side only, so a node must earn its
 #: place by its residue type more than inside a gap.

@@ -27,14 +27,14 @@ sequence keeps its threaded chains when the readings confirm one of them (it is 
 anchor, as in `copies` and `placement`, which place weaker chains beside anchors); otherwise
 they are all kept, unthreaded, as unassigned chains.
 
-Measured (2026-12-05, scratch prototype; figures of the finished rule in README.md): the three
-chance chains of the two il2 seeds re-read at E 0.44 and 0.007, 0.18 and none, 0.014 and 0.07
-(with the sequence / blind to it); the true chains of 7 real maps of 1.75-4.0 Å at most 6e-4
-(Nav β1, 4.0 Å), the others at most 4e-5.
+Measured (2026-12-05, scratch prototype; figures of the finished rule in docs/results_log.md):
+the three chance chains of the two il2 seeds re-read at E 0.44 and 0.007, 0.18 and none, 0.014
+and 0.07 (with the sequence / blind to it); the true chains of 7 real maps of 1.75-4.0 Å at most
+6e-4 (Nav β1, 4.0 Å), the others at most 4e-5.
 
 A sequence with a chain threaded at an E-value of `UNQUESTIONED_EVALUE` or less is not
 checked: copying has never given a chain an E-value below 6e-5 (the chance threads of 9 in 30
-il2 seeds before the seventh stop of 2026-12-04, README.md), and the two readings cost two
+il2 seeds before the seventh stop of 2026-12-04, docs/results_log.md), and the two readings cost two
 graph-network passes, which a build whose sequences all have a chain that strong (the real maps
 of 3.2 Å and better) is spared.
 """
