@@ -199,7 +199,8 @@ def test_a_piece_taken_before_its_copy_exists_moves_to_the_copy_it_touches(monke
     comes next and can reach copy 2's gap after residue 30 (22 Å across 10 positions), so it
     joins copy 2; copy 1's chain (1-35, running back along the piece 6 Å from it) comes last
     and starts a copy of its own. The piece touches copy 1, not copy 2, and moves to it.
-    Without the regrouping it stays in copy 2."""
+    Without the regrouping and the exchange (`copies._exchanged`, which moves it too) it stays
+    in copy 2."""
     from cryobuild.thread import copies as module
 
     def along(count: int, start, direction) -> np.ndarray:
@@ -213,6 +214,7 @@ def test_a_piece_taken_before_its_copy_exists_moves_to_the_copy_it_touches(monke
     assert not np.isin(copy_2.nodes, holding.nodes).any()
 
     monkeypatch.setattr(module, "_regroup", lambda copies, ca, aa_probs: (copies, []))
+    monkeypatch.setattr(module, "_exchanged", lambda copies, ca: copies)
     (copy_2, _, _), holding = _copy_holding(chains, tracked=1)
     assert np.isin(copy_2.nodes, holding.nodes).all()
 
@@ -222,7 +224,8 @@ def test_a_chain_that_fits_two_copies_joins_the_one_it_reaches_more_easily(monke
     residue 20 is 13 Å from the chain's first residue, copy A's 31 Å (both within the 39 Å
     ten positions can span), and neither copy touches the chain. It joins copy B. Without the
     stretch rule (every junction equal) it first joins copy A, and the regrouping moves it to
-    B, the copy it lies nearer (`copies._closeness`); without both rules it stays in A."""
+    B, the copy it lies nearer (`copies._closeness`); without both rules and the exchange
+    (`copies._exchanged`) it stays in A."""
     from cryobuild.thread import copies as module
 
     chains = [(_line(1, 20), 1, 1e-12),                        # copy A
@@ -234,7 +237,59 @@ def test_a_chain_that_fits_two_copies_joins_the_one_it_reaches_more_easily(monke
     (_, copy_b, _), holding = _copy_holding(chains, tracked=2)
     assert np.isin(copy_b.nodes, holding.nodes).all()
     closeness = module._closeness
+    monkeypatch.setattr(module, "_exchanged", lambda copies, ca: copies)
     monkeypatch.setattr(module, "_closeness",
                         lambda piece, pieces, ca: (closeness(piece, pieces, ca)[0], 0.0))
     (copy_a, _, _), holding = _copy_holding(chains, tracked=2)
     assert np.isin(copy_a.nodes, holding.nodes).all()
+
+
+def _il2_pieces(ca: list, shift) -> tuple[ChainMatch, ChainMatch]:
+    """Two pieces, residues 1-50 and 61-126 (their Cα as in il2, moved by ``shift`` Å), of one
+    copy of a 126-residue sequence: a real fold, so that residues few positions apart lie as
+    near as in folded chains."""
+    from cryobuild.demo_data import demo_structure_path
+    from cryobuild.models import read_model
+
+    il2 = read_model(demo_structure_path()).atom_positions[:, 1].astype(float) + np.asarray(shift)
+    first, second = _nodes(ca, il2[:50]), _nodes(ca, il2[60:])
+    return (ChainMatch(first, 0, np.arange(1, 51), np.zeros(50, dtype=np.int64), 10.0, 1e-10),
+            ChainMatch(second, 0, np.arange(61, 127), np.zeros(66, dtype=np.int64), 10.0, 1e-10))
+
+
+def test_pieces_mixed_between_two_copies_are_exchanged_back():
+    """Two copies of il2 side by side (30 Å apart), each threaded as two pieces with residues
+    51-60 untraced between them, so that either pairing of halves is within reach. Grouped
+    with the halves crossed, the exchange (`copies._exchanged`) gives each copy its own halves
+    back: the distances of residues a few positions apart say which halves are one chain. Put
+    together right, nothing moves."""
+    from cryobuild.thread.copies import _exchanged
+
+    ca = []
+    first_a, first_b = _il2_pieces(ca, (0, 0, 0))
+    second_a, second_b = _il2_pieces(ca, (30, 0, 0))
+    ca = np.concatenate(ca)
+    regrouped = _exchanged([[first_a, second_b], [second_a, first_b]], ca)
+    assert sorted(sorted(id(p) for p in group) for group in regrouped) == sorted(
+        [sorted([id(first_a), id(first_b)]), sorted([id(second_a), id(second_b)])])
+    kept = _exchanged([[first_a, first_b], [second_a, second_b]], ca)
+    assert [[id(p) for p in group] for group in kept] == [[id(first_a), id(first_b)],
+                                                          [id(second_a), id(second_b)]]
+
+
+def test_residues_few_positions_apart_are_likely_near():
+    """The bundled statistics (`train.ca_separation` over the top240 chains): neighbours in
+    the sequence sit 3.8 Å apart, not 20 Å; residues 10 apart within 20 Å more likely than
+    residues far apart in the sequence, 45 Å less. The histogram counts each pair once, by its
+    separation."""
+    from cryobuild.thread.copies import _separation_log_odds
+    from cryobuild.train.ca_separation import MAX_SEPARATION, separation_histograms
+
+    log_odds, width = _separation_log_odds()
+    assert log_odds.shape[0] == MAX_SEPARATION and width == 1.0
+    assert log_odds[0, 3] > 2 and log_odds[0, 20] < -2
+    assert log_odds[9, 15] > 0 > log_odds[9, 45]
+    line = np.stack([np.arange(4) * STEP, np.zeros(4), np.zeros(4)], axis=1)
+    counts = separation_histograms([(np.array([1, 2, 3, 50]), line)])
+    assert counts.sum() == 6 and counts[0, 3] == 2 and counts[1, 7] == 1
+    assert counts[-1].sum() == 3  # 1-50, 2-50 and 3-50: farther apart than MAX_SEPARATION
