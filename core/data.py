@@ -27,6 +27,9 @@ __all__ = [
     "data_root",
     "structure_records",
     "split_records",
+    "HIGH_RESOLUTION_SET",
+    "HIGH_RESOLUTION_SOURCE",
+    "high_resolution_records",
     "read_structure",
     "dev_cases",
 ]
@@ -45,6 +48,15 @@ VALIDATION_FRACTION = 0.1
 LARGEST_VALIDATION_GROUP = 12
 
 _STRUCTURE_SETS = ("bm5_clean", "kortemme_top240", "kortemme_covariation_pfam40")
+#: The high-resolution crystal structures that geometry statistics come from (Ramachandran
+#: regions, Cα separations): the Kortemme/Richardson "top240" set, chains listed in its
+#: ``index.tsv``.
+HIGH_RESOLUTION_SET = "kortemme_top240"
+#: How the JSON resources measured from `HIGH_RESOLUTION_SET` name their source.
+HIGH_RESOLUTION_SOURCE = (
+    "Kortemme/Richardson top240 high-resolution crystal structures "
+    "(shared/data/structures/kortemme_top240), chains listed in index.tsv"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +132,14 @@ def structure_records(root: Path | None = None) -> list[StructureRecord]:
         raise InputError(f"{root / 'structures'}: no index.tsv with structures found")
     return records
 
+
+
+def high_resolution_records(root: Path | None = None) -> list[StructureRecord]:
+    """The structure files of `HIGH_RESOLUTION_SET` with their chains, in index order."""
+    records = [r for r in structure_records(root) if r.path.parent.name == HIGH_RESOLUTION_SET]
+    if not records:
+        raise InputError(f"{data_root(root)}: no {HIGH_RESOLUTION_SET} structures listed")
+    return records
 
 def _kmers(sequence: str) -> set[str]:
     return {sequence[i : i + SHARED_KMER] for i in range(len(sequence) - SHARED_KMER + 1)}

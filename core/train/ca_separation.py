@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import data_root, structure_records
+from ..data import HIGH_RESOLUTION_SOURCE, data_root, high_resolution_records
 from ..errors import InputError
 from ..models import read_model
 from ..residues import BACKBONE_NAMES
@@ -40,13 +40,7 @@ BIN_ANGSTROM = 1.0
 #: Å: the last bin holds every distance from here on.
 MAX_DISTANCE = 80.0
 
-_SET_NAME = "kortemme_top240"
-_REPO = Path(__file__).resolve().parents[2]
-_DEFAULT_OUT = _REPO / "core" / CA_SEPARATION_RESOURCE
-_SOURCE = (
-    "Kortemme/Richardson top240 high-resolution crystal structures "
-    "(shared/data/structures/kortemme_top240), chains listed in index.tsv"
-)
+_DEFAULT_OUT = Path(__file__).resolve().parents[1] / CA_SEPARATION_RESOURCE  # in the package
 
 
 def separation_histograms(chains: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -67,9 +61,7 @@ def separation_histograms(chains: list[tuple[np.ndarray, np.ndarray]]) -> np.nda
 
 def _chains(root: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """Residue numbers and Cα of the top240 chains listed in its ``index.tsv``."""
-    records = [r for r in structure_records(root) if r.path.parent.name == _SET_NAME]
-    if not records:
-        raise InputError(f"{root}: no {_SET_NAME} structures listed")
+    records = high_resolution_records(root)
     ca_index = BACKBONE_NAMES.index("CA")  # atom14 starts with the backbone
     chains = []
     for record in records:
@@ -101,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             "in the sequence; column j for distances in [j, j+1) bins of bin_angstrom, the last "
             "column for all farther distances."
         ),
-        "source": _SOURCE,
+        "source": HIGH_RESOLUTION_SOURCE,
         "generated_by": "python -m cryobuild.train.ca_separation",
         "date": datetime.date.today().isoformat(),
         "num_chains": len(chains),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import data_root, structure_records
+from ..data import HIGH_RESOLUTION_SOURCE, data_root, high_resolution_records
 from ..errors import InputError
 from ..models import BuiltModel, read_model
 from ..validation import (
@@ -44,20 +44,12 @@ MAX_B_FACTOR = 30.0
 #: Standard deviation, in bins, of the Gaussian that smooths the histograms.
 SMOOTHING_BINS = 1.0
 
-_SET_NAME = "kortemme_top240"
-_REPO = Path(__file__).resolve().parents[2]
-_DEFAULT_OUT = _REPO / "core" / RAMACHANDRAN_RESOURCE
-_SOURCE = (
-    "Kortemme/Richardson top240 high-resolution crystal structures "
-    "(shared/data/structures/kortemme_top240), chains listed in index.tsv"
-)
+_DEFAULT_OUT = Path(__file__).resolve().parents[1] / RAMACHANDRAN_RESOURCE  # in the package
 
 
 def _load(root: Path) -> list[BuiltModel]:
     """The chains of the top240 set listed in its ``index.tsv``."""
-    records = [r for r in structure_records(root) if r.path.parent.name == _SET_NAME]
-    if not records:
-        raise InputError(f"{root}: no {_SET_NAME} structures listed")
+    records = high_resolution_records(root)
     models = []
     for record in records:
         model = read_model(record.path)
@@ -127,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             "Allowed Ramachandran regions per residue class: for each phi bin (rows, from -180 "
             "degrees up) a string with one character per psi bin (from -180 up), 1 = allowed."
         ),
-        "source": _SOURCE,
+        "source": HIGH_RESOLUTION_SOURCE,
         "statistic": (
             f"bins of {BIN_DEGREES:g} degrees, histogram smoothed by a periodic Gaussian of "
             f"{SMOOTHING_BINS:g} bin(s); densest bins holding {COVERAGE:.1%} of the residues "
