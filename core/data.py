@@ -133,13 +133,13 @@ def structure_records(root: Path | None = None) -> list[StructureRecord]:
     return records
 
 
-
 def high_resolution_records(root: Path | None = None) -> list[StructureRecord]:
     """The structure files of `HIGH_RESOLUTION_SET` with their chains, in index order."""
     records = [r for r in structure_records(root) if r.path.parent.name == HIGH_RESOLUTION_SET]
     if not records:
         raise InputError(f"{data_root(root)}: no {HIGH_RESOLUTION_SET} structures listed")
     return records
+
 
 def _kmers(sequence: str) -> set[str]:
     return {sequence[i : i + SHARED_KMER] for i in range(len(sequence) - SHARED_KMER + 1)}

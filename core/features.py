@@ -299,8 +299,8 @@ def standardise(density: DensityMap, resolution: float | None = None) -> Network
     estimated = resolution is None
     map_resolution = estimate_resolution(density) if estimated else float(resolution)
     cut = max(map_resolution, FINEST_RESOLUTION)
-    # a thresholded map is filled on its own voxels (`reading_grid`), any other read on
-    # `reading_grid`'s
+    # one scan for erased density: a thresholded map is filled on its own voxels (resampling
+    # would blur the step it fills from), any other is read on `reading_grid`'s
     level = erased_below(density)
     density = (_erased_filled(density, level, map_resolution) if level is not None
                else reading_grid(density, map_resolution))

@@ -32,7 +32,7 @@ from ..models import read_model
 from ..pipeline import BuildOptions
 from ..sequences import Sequence, read_fasta
 from .build import model_sequences
-from .real import modelled_cases, network_pairs
+from .real import modelled_cases, network_pairs, pair_for
 
 __all__ = ["UNRELATED", "main", "shuffled", "unrelated_on_il2"]
 
@@ -50,13 +50,12 @@ def shuffled(sequences: list[Sequence], count: int, rng: np.random.Generator) ->
 
 
 def run_map(case, pairs, decoys: int, with_true: bool, options: BuildOptions, device) -> dict:
-    unseen = [p for p in pairs if case.name not in p.seen]
-    pair = unseen[0] if unseen else pairs[0]
+    pair, seen = pair_for(case.name, pairs)
     reference = read_model(case.model_path)
     true = read_fasta(case.fasta_path) if case.fasta_path else model_sequences(reference)
     sequences = (true if with_true else []) + shuffled(true, decoys, np.random.default_rng(0))
     row = {"case": case.name, "resolution": case.resolution, "networks": pair.label,
-           "seen": not unseen, "sequences": len(sequences)}
+           "seen": seen, "sequences": len(sequences)}
     started = time.time()
     result, _ = build_with_engine(read_map(case.map_path), sequences, options, quiet=True,
                                   networks=pair.networks(device))

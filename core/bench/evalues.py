@@ -40,7 +40,7 @@ from ..thread.structgen import thread_structgen
 from .build import model_sequences
 from .decoys import shuffled
 from .gnn import BenchCase, detected_refinement, folder_case, simulated_cases
-from .real import modelled_cases, network_pairs
+from .real import modelled_cases, network_pairs, pair_for
 
 __all__ = ["CUTS", "MIN_LENGTH", "THREADERS", "chain_evalues", "main"]
 
@@ -102,10 +102,9 @@ def main(argv=None):
     pairs = network_pairs(args.networks, args.structgen)
     work = []
     for case in modelled_cases(args.cases, args.max_resolution):
-        unseen = [p for p in pairs if case.name not in p.seen]
         reference = read_model(case.model_path)
         sequences = list(read_fasta(case.fasta_path)) if case.fasta_path else model_sequences(reference)
-        work.append((folder_case(case.folder), sequences, (unseen or pairs)[0]))
+        work.append((folder_case(case.folder), sequences, pair_for(case.name, pairs)[0]))
     for bench_case in simulated_cases(args.simulated, 3.0, seed=args.seed) if args.simulated else []:
         sequences = [Sequence(f"s{i}", s) for i, s in enumerate(bench_case.sequences)]
         work.append((bench_case, sequences, pairs[0]))

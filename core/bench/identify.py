@@ -29,7 +29,7 @@ from ..models import read_model
 from ..pipeline import BuildOptions, build
 from ..sequences import Sequence, read_fasta
 from .build import model_sequences
-from .real import network_pairs
+from .real import network_pairs, pair_for
 
 #: Prefix of the map's own sequences in the database.
 OWN = "map:"
@@ -54,8 +54,7 @@ def ranked_targets(hits) -> list[tuple[str, float]]:
 def identify(case, pairs, device, decoys: list[Sequence], options: BuildOptions) -> dict:
     """Build ``case`` without a sequence, with the first of ``pairs`` (`bench.real.NetworkPair`)
     that did not train on it, and rank its own sequence among ``decoys``."""
-    unseen = [pair for pair in pairs if case.name not in pair.seen]
-    pair = unseen[0] if unseen else pairs[0]
+    pair, seen = pair_for(case.name, pairs)
     own = read_fasta(case.fasta_path) if case.fasta_path else model_sequences(read_model(case.model_path))
     database = decoys + [Sequence(OWN + s.name, s.residues) for s in own]
     right_residues = {s.residues for s in own}
@@ -68,7 +67,7 @@ def identify(case, pairs, device, decoys: list[Sequence], options: BuildOptions)
     row = {"case": case.name, "database": len(database), "chains": len(profiles),
            "residues": result.final.num_residues, "rank": None, "evalue": None,
            "best_wrong": None, "best_wrong_evalue": None, "networks": pair.label,
-           "seen": not unseen}
+           "seen": seen}
     for rank, (target, evalue) in enumerate(ranked, start=1):
         if target in right and row["rank"] is None:
             row.update(rank=rank, evalue=float(f"{evalue:.3g}"))

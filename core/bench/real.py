@@ -52,7 +52,7 @@ from .build import model_sequences
 from .detect import score
 from .gnn import folder_case, run_case as run_gnn_case
 
-__all__ = ["BANDS", "NetworkPair", "main", "modelled_cases", "network_pairs"]
+__all__ = ["BANDS", "NetworkPair", "main", "modelled_cases", "network_pairs", "pair_for"]
 
 #: Resolution bands of the means (Å, upper bounds inclusive).
 BANDS = (("<= 3.5 Å", 0.0, 3.5), ("3.5-4.5 Å", 3.5, 4.5), ("> 4.5 Å", 4.5, 99.0))
@@ -93,6 +93,13 @@ def network_pairs(specs: list[str] | None, structgen: Path | None = None) -> lis
             if checkpoint_path(d).exists() and checkpoint_path(g).exists()]
 
 
+def pair_for(name: str, pairs: list[NetworkPair]) -> tuple[NetworkPair, bool]:
+    """The first of ``pairs`` that did not train on the real map ``name``, or the first pair
+    when all did; and whether that pair trained on it (its figures are then no figures)."""
+    unseen = [pair for pair in pairs if name not in pair.seen]
+    return (unseen[0], False) if unseen else (pairs[0], True)
+
+
 def modelled_cases(names: list[str] | None = None, max_resolution: float | None = None) -> list:
     """The real maps with a deposited model (`data.DevCase`): those ``names``, or when none are
     given all of them at ``max_resolution`` Å or better (all, for None)."""
@@ -129,13 +136,12 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
     """Build one real map with the first pair that did not see it, and score it (the
     residue-type accuracy from the deposited Cα too, in ``type_rounds`` rounds, unless None);
     the build's outputs go to ``keep / case.name`` when ``keep`` is given."""
-    unseen = [p for p in pairs if case.name not in p.seen]
-    pair = unseen[0] if unseen else pairs[0]
+    pair, seen = pair_for(case.name, pairs)
     networks = pair.networks(device)
     reference = read_model(case.model_path)
     sequences = read_fasta(case.fasta_path) if case.fasta_path else model_sequences(reference)
     row = {"case": case.name, "resolution": case.resolution, "residues": reference.num_residues,
-           "networks": pair.label, "seen": not unseen, "seed": options.seed}
+           "networks": pair.label, "seen": seen, "seed": options.seed}
     started = time.time()
     try:
         result, _ = build_with_engine(read_map(case.map_path), sequences, options, quiet=True,

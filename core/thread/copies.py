@@ -430,13 +430,18 @@ def _exchanged(copies: list[list[ChainMatch]], ca: np.ndarray) -> list[list[Chai
     130, 118 and 133 of the subunit's residues (115, 103 and 121 before) and its sequence
     recall rose 0.75 / 0.67 / 0.79 -> 0.85 / 0.77 / 0.87; the other 18 real maps' builds did
     not change. The subunit still lies in two copies in each (62 + 68, 66 + 38 + 14, 92 + 41
-    residues): one exchange at a time stops where only moving several pieces at once would
+    residues; a scratch count on the builds' ``--keep`` outputs): one exchange at a time stops where only moving several pieces at once would
     gain. A hinge on the 95th percentile distance instead of these log-odds (a scratch
     prototype) could not prefer the right pairing among feasible ones at all."""
+    counts = np.bincount([group[0].sequence_index for group in copies if group] or [0])
+    if counts.max() < 2:  # no sequence with two copies: nothing to exchange (most maps)
+        return copies
     pieces = [piece for group in copies for piece in group]
     index = {id(piece): i for i, piece in enumerate(pieces)}
     together = np.zeros((len(pieces), len(pieces)))
     for i, first in enumerate(pieces):
+        if counts[first.sequence_index] < 2:
+            continue
         for j in range(i + 1, len(pieces)):
             if first.sequence_index == pieces[j].sequence_index:
                 together[i, j] = together[j, i] = _together(first, pieces[j], ca)
