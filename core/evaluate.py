@@ -27,6 +27,11 @@ empty prediction, so look at the counts too):
   reference residue scores the fraction of its pairs preserved, averaged over the thresholds; an
   unmatched residue scores 0, so missing residues lower the score as they lower recall. The result
   is the mean over reference residues that have at least one neighbour within the radius.
+* ``register_accuracy``: of the matched pairs whose predicted residue is threaded (its chain
+  has an entity sequence), the fraction numbered as the reference residue's place in that
+  sequence (the reference chain's residue types aligned to it, `_sequence_positions`): a chain
+  threaded one or more positions off has the right types in few places and no right numbers.
+  ``n_threaded_matched`` counts those pairs.
 * ``connectivity``: predicted links are neighbours in the residue arrays with the same chain ID
   and residue numbers differing by +1. Of the ``n_links`` links whose two residues are both
   matched, the fraction that join reference sequence neighbours (same reference chain, residue
@@ -40,7 +45,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .residues import BACKBONE_NAMES, UNK_INDEX
+from .residues import AA_ORDER, BACKBONE_NAMES, UNK_INDEX
 
 if TYPE_CHECKING:
     from .models import BuiltModel
@@ -82,6 +87,8 @@ class Metrics:
     ca_lddt: float  # 0..1, CA-lDDT over the reference (unmatched residues score 0)
     connectivity: float  # 0..1, fraction of the n_links that join reference neighbours
     n_links: int  # predicted i -> i+1 links with both residues matched
+    register_accuracy: float  # threaded matched residues numbered right / n_threaded_matched
+    n_threaded_matched: int  # matched pairs whose predicted residue is threaded
 
     def to_dict(self) -> dict[str, int | float]:
         """The metrics as a flat ``{name: value}`` dict of Python ints and floats (JSON-ready)."""
@@ -192,6 +199,7 @@ def evaluate(pred: BuiltModel, ref: BuiltModel) -> Metrics:
     partner_ca = np.full((n_ref, 3), np.nan)
     partner_ca[ref_match] = pred_ca[pred_match]
     links, good_links = _links(pred, ref, p, r)
+    numbered, right_number = _register(pred, ref, p, r)
     return Metrics(
         n_pred=n_pred,
         n_ref=n_ref,
@@ -206,7 +214,47 @@ def evaluate(pred: BuiltModel, ref: BuiltModel) -> Metrics:
         ca_lddt=_ca_lddt(ref_ca, partner_ca),
         connectivity=_fraction(good_links, links),
         n_links=links,
+        register_accuracy=_fraction(right_number, numbered),
+        n_threaded_matched=numbered,
     )
+
+
+def _sequence_positions(ref: BuiltModel, chain: str, sequence: str) -> dict[int, int]:
+    """Reference residue index (into ``ref``'s arrays) -> 1-based position in ``sequence`` of
+    the residues of reference chain ``chain``, by a global alignment of their types to it."""
+    import re
+
+    import gemmi
+
+    rows = np.flatnonzero(ref.chain_id == chain)
+    types = "".join(AA_ORDER[t] if t < UNK_INDEX else "X" for t in ref.aatype[rows])
+    alignment = gemmi.align_string_sequences(list(types), list(sequence), [])
+    positions, row, position = {}, 0, 0
+    for count, operation in re.findall(r"(\d+)([MID])", alignment.cigar_str()):
+        count = int(count)
+        if operation == "M":
+            positions.update({int(rows[row + k]): position + k + 1 for k in range(count)})
+        row += count if operation in "MI" else 0
+        position += count if operation in "MD" else 0
+    return positions
+
+
+def _register(pred: BuiltModel, ref: BuiltModel, p: np.ndarray, r: np.ndarray) -> tuple[int, int]:
+    """Of the matched pairs (residue indices ``p`` into ``pred``, ``r`` into ``ref``) whose
+    predicted residue is threaded: how many, and how many are numbered as the reference
+    residue's place in the predicted chain's sequence."""
+    cache: dict[tuple[str, str], dict[int, int]] = {}
+    numbered = right = 0
+    for pred_row, ref_row in zip(p.tolist(), r.tolist()):
+        sequence = pred.entity_sequences.get(str(pred.chain_id[pred_row]))
+        if not sequence:
+            continue
+        key = (str(ref.chain_id[ref_row]), sequence)
+        if key not in cache:
+            cache[key] = _sequence_positions(ref, *key)
+        numbered += 1
+        right += cache[key].get(ref_row) == int(pred.residue_number[pred_row])
+    return numbered, right
 
 
 def _as_points(xyz: np.ndarray, name: str) -> np.ndarray:

@@ -301,3 +301,22 @@ def test_seed_spread_gives_each_bands_mean_and_range_over_the_seeds(capsys):
     assert lines["| 3.5-4.5 Å"].endswith("| 0.80 / 0.10 | 0.80 / 0.30 | 0.80 / 0.20 | 0.00 / 0.20 |")
     assert lines["| <= 3.5 Å"].endswith("| 0.80 / 0.90 | 0.80 / 0.90 | 0.80 / 0.90 | 0.00 / 0.00 |")
     assert "| > 4.5 Å" not in lines
+
+
+def test_register_accuracy_counts_threaded_residues_numbered_as_the_reference(il2):
+    """il2 (numbered 4-133, a gap) threaded onto its own sequence from residue 1: numbered as
+    the reference residue's place in that sequence, every matched residue is right; the same
+    chain numbered one position on, none is, though the residue types still match where
+    neighbours share them. A chain without an entity sequence is not judged."""
+    from cryobuild.residues import AA_ORDER
+
+    sequence = "".join(AA_ORDER[t] for t in il2.aatype)  # the residues present, in order
+    threaded = dataclasses.replace(il2, residue_number=np.arange(1, il2.num_residues + 1),
+                                   entity_sequences={"A": sequence})
+    metrics = evaluate(threaded, il2)
+    assert metrics.n_threaded_matched == metrics.n_matched
+    assert metrics.register_accuracy == 1.0
+    shifted = dataclasses.replace(threaded, residue_number=threaded.residue_number + 1)
+    assert evaluate(shifted, il2).register_accuracy == 0.0
+    unassigned = dataclasses.replace(threaded, entity_sequences={})
+    assert evaluate(unassigned, il2).n_threaded_matched == 0

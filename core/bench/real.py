@@ -10,7 +10,8 @@ figures are not figures and stay out of the means. One JSON line per map, then a
 
 * detector recall / precision of the Cα candidates (3 Å, one-to-one);
 * residue-type accuracy of the graph network from the deposited Cα plus noise (``bench.gnn``);
-* raw and final Cα recall and sequence recall (`cryobuild.evaluate`, map frame);
+* raw and final Cα recall and sequence recall (`cryobuild.evaluate`, map frame), and of the
+  final model's threaded residues on a deposited Cα the share numbered right (its register);
 * how well the final model's residue types are informed (`type_information`): the negative
   log-likelihood, nats, of the deposited types in its residue-type probabilities
   (``aa_probabilities.csv``), residues within `TYPE_MATCH_DISTANCE` of a deposited Cα (3.00 is
@@ -166,6 +167,8 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
         row[f"{label}_ca_precision"] = round(metrics.ca_precision, 3)
         row[f"{label}_sequence_recall"] = round(metrics.sequence_recall, 3)
         row[f"{label}_sequence_match"] = round(metrics.sequence_match, 3)
+    if metrics.n_threaded_matched:  # the last metrics: the final model's; none threaded, no share
+        row["final_register"] = round(metrics.register_accuracy, 3)
     row["final_type_nll"] = round(type_information(result.final, result.final_aa_probs, reference), 3)
     print(json.dumps(row), flush=True)
     return row
@@ -175,7 +178,8 @@ COLUMNS = (("detector_recall", "det. recall"), ("detector_precision", "det. prec
            ("type_accuracy", "types from deposited Cα"), ("raw_ca_recall", "raw Cα"),
            ("raw_sequence_recall", "raw seq."), ("final_ca_recall", "final Cα"),
            ("final_ca_precision", "final precision"), ("final_sequence_recall", "final seq."),
-           ("final_type_nll", "final types, nats"), ("seconds", "s"))
+           ("final_register", "threaded numbered right"), ("final_type_nll", "final types, nats"),
+           ("seconds", "s"))
 
 
 def print_tables(rows: list[dict]) -> None:
@@ -200,7 +204,8 @@ def print_tables(rows: list[dict]) -> None:
         cells = []
         for key, _ in COLUMNS:
             values = [r.get(key, 0.0) for r in members]
-            if key in ("final_type_nll", "type_accuracy"):  # not a build's score; read once
+            if key in ("final_type_nll", "type_accuracy", "final_register"):
+                # not a build's score (read once), or a share of what a build threaded
                 values = [r.get(key, np.nan) for r in members]
             cells.append(f"{np.nanmean(values):.2f}" if key != "seconds" else f"{np.mean(values):.0f}")
         print(f"| {band} | {len(members)} | " + " | ".join(cells) + " |")

@@ -24,6 +24,8 @@ _ROWS = (
     ("ca_lddt", "Cα-lDDT", ".3f"),
     ("connectivity", "connectivity", ".3f"),
     ("n_links", "links scored for connectivity", "d"),
+    ("register_accuracy", "threaded residues numbered right", ".3f"),
+    ("n_threaded_matched", "threaded residues matched", "d"),
 )
 
 
