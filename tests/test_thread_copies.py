@@ -9,7 +9,7 @@ import pytest
 from cryobuild.sequences import Sequence
 from cryobuild.thread import ChainMatch
 from cryobuild.thread.copies import (
-    MODEL_FALSE_THREADS, anchor_evalue, assign_copies, keep_supported,
+    MODEL_FALSE_THREADS, _in_sequence_order, anchor_evalue, assign_copies, keep_supported,
 )
 
 SEQUENCE = Sequence("s", "ACDEFGHIKLMNPQRSTVWY" * 4)  # 80 residues
@@ -293,3 +293,26 @@ def test_residues_few_positions_apart_are_likely_near():
     counts = separation_histograms([(np.array([1, 2, 3, 50]), line)])
     assert counts.sum() == 6 and counts[0, 3] == 2 and counts[1, 7] == 1
     assert counts[-1].sum() == 3  # 1-50, 2-50 and 3-50: farther apart than MAX_SEPARATION
+
+
+def test_a_copy_runs_in_sequence_order_when_a_piece_spans_another():
+    """A piece aligned in two parts (13-25 and 60-75) spans the gap that two other pieces of
+    its copy fill (27-40, 45-55): the copy's chain holds its residues in sequence order, the
+    piece's unassigned node after the residue it followed. Put together whole, in the order of
+    their first numbers, the pieces run 13-25, 60-75, 27-55; on a simulated il2 homodimer
+    closure then extended such a chain on from its last residue into numbers it held already
+    and placed one twice."""
+    ca = []
+    numbers = np.concatenate([np.arange(13, 26), [-1], np.arange(60, 76)])
+    spanning = ChainMatch(_nodes(ca, _line(1, len(numbers))), 0, numbers, np.where(
+        numbers > 0, SEQUENCE.aatype[np.clip(numbers, 1, None) - 1], 20), 10.0, 1e-8)
+    inner = [_match(_nodes(ca, _line(first, count)), first, 1e-6)
+             for first, count in ((27, 14), (45, 11))]
+    pieces = [spanning, *inner]
+    chain = _in_sequence_order(pieces)
+    assert np.all(np.diff(chain.residue_number[chain.assigned]) > 0)
+    assert sorted(chain.nodes.tolist()) == sorted(np.concatenate([p.nodes for p in pieces]).tolist())
+    assert chain.residue_number[int(np.flatnonzero(~chain.assigned)[0]) - 1] == 25
+    whole = np.concatenate([p.residue_number[p.assigned] for p in sorted(
+        pieces, key=lambda p: p.residue_number[p.assigned][0])])
+    assert np.any(np.diff(whole) < 0)

@@ -48,8 +48,8 @@ copy exists (a piece that touches no copy goes to the nearest). Last, pieces are
 between copies while that makes each copy's pieces more likely one chain by the distances of
 their residues few positions apart (`_exchanged`): in a lattice as dense as a helical virus's,
 contacts do not tell a copy's own pieces from a neighbour's. The pieces of a copy are then one
-chain (`matches.concatenate`, in sequence order; the numbering has gaps where nothing was
-built), so chain IDs go by copy. Residues cut off become unthreaded pieces.
+chain, its residues in sequence order (`_in_sequence_order`; the numbering has gaps where
+nothing was built), so chain IDs go by copy. Residues cut off become unthreaded pieces.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ from importlib import resources
 import numpy as np
 
 from ..sequences import Sequence
-from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch, concatenate
+from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch
 from .profiles import background_frequencies, match_emissions
 
 __all__ = [
@@ -473,6 +473,37 @@ def _exchanged(copies: list[list[ChainMatch]], ca: np.ndarray) -> list[list[Chai
     return [[pieces[i] for i in group] for group in groups if group]
 
 
+def _in_sequence_order(pieces: list[ChainMatch]) -> ChainMatch:
+    """One chain of a copy's ``pieces`` with its residues in sequence order.
+
+    Each piece is cut into runs where its numbering jumps (a run keeps the unassigned nodes
+    that follow its last residue; a piece's leading unassigned nodes go with its first run),
+    and the runs are put in the order of their first numbers: a piece's alignment may span
+    a gap that other pieces of the copy fill, so sorting whole pieces interleaves them. On a
+    simulated il2 homodimer a piece numbered 33-55 and 98-126 was followed by pieces 57-74
+    and 79-91, and closure, extending the chain on from 91, numbered residue 98 a second
+    time. Scores are summed and the smallest E-value kept, as `matches.concatenate` does."""
+    if len(pieces) == 1:
+        return pieces[0]
+    runs = []  # (first number, piece, start, end) of each run, nodes [start, end) of the piece
+    for piece in pieces:
+        assigned = np.flatnonzero(piece.assigned)
+        jumps = assigned[1:][np.diff(piece.residue_number[assigned]) != 1]
+        bounds = [0, *jumps.tolist(), len(piece.nodes)]
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            numbers = piece.residue_number[start:end]
+            runs.append((int(numbers[numbers >= 0][0]), piece, start, end))
+    runs.sort(key=lambda run: run[0])
+    return ChainMatch(
+        nodes=np.concatenate([piece.nodes[a:b] for _, piece, a, b in runs]),
+        sequence_index=pieces[0].sequence_index,
+        residue_number=np.concatenate([piece.residue_number[a:b] for _, piece, a, b in runs]),
+        aatype=np.concatenate([piece.aatype[a:b] for _, piece, a, b in runs]),
+        score=float(sum(piece.score for piece in pieces)),
+        evalue=float(min(piece.evalue for piece in pieces)),
+    )
+
+
 def _lies_along(match: ChainMatch, copies: list[list[ChainMatch]], ca: np.ndarray) -> bool:
     """Whether half or more of ``match``'s residues lie within `ALONG_DISTANCE` of the Cα
     (``ca`` ``[N, 3]`` Å) of one of ``copies`` of its sequence."""
@@ -528,7 +559,6 @@ def assign_copies(matches: list[ChainMatch], ca: np.ndarray, aa_probs: np.ndarra
     copies, cut = _regroup([pieces for pieces in copies if pieces], ca, aa_probs)
     leftover += cut
     copies = _exchanged(copies, ca)
-    joined = [concatenate(sorted(pieces, key=lambda m: int(m.residue_number[m.assigned][0])))
-              for pieces in copies]
+    joined = [_in_sequence_order(pieces) for pieces in copies]
     unthreaded = [m for m in matches if not (m.threaded and m.assigned.any())]
     return joined + unthreaded + leftover
