@@ -16,10 +16,10 @@ FRAGMENT = 6
 MIN_LENGTH = 4
 
 
-def _sequence(repeat_at: int | None = None, window: int = 35) -> Sequence:
-    """A random sequence; with ``repeat_at``, residues ``window..window+5`` (1-based) are
-    copied to ``repeat_at..``."""
-    residues = list(np.random.default_rng(3).choice(list(AA_ORDER[:20]), LENGTH))
+def _sequence(repeat_at: int | None = None, window: int = 35, length: int = LENGTH) -> Sequence:
+    """A random sequence of ``length`` residues; with ``repeat_at``, residues
+    ``window..window+5`` (1-based) are copied to ``repeat_at..``."""
+    residues = list(np.random.default_rng(3).choice(list(AA_ORDER[:20]), length))
     if repeat_at is not None:
         residues[repeat_at - 1 : repeat_at - 1 + FRAGMENT] = residues[window - 1 : window - 1 + FRAGMENT]
     return Sequence("s", "".join(residues))
@@ -41,7 +41,7 @@ def _scene(sequence: Sequence, window: int, fragment_ca: np.ndarray, *, anchor_e
     confidence = np.full(num, 90.0)
     matches = [
         ChainMatch(np.arange(20), 0, np.arange(1, 21), sequence.aatype[:20], 50.0, anchor_evalue),
-        ChainMatch(np.arange(20, 40), 0, np.arange(61, 81), sequence.aatype[60:], 50.0,
+        ChainMatch(np.arange(20, 40), 0, np.arange(61, 81), sequence.aatype[60:80], 50.0,
                    anchor_evalue),
         ChainMatch.unthreaded(fragment, aa_probs),
     ]
@@ -110,3 +110,27 @@ def test_only_confident_threads_anchor():
 def test_short_fragments_are_left_alone():
     assert _is_placed(_sequence(), 35, fragment_length=MIN_LENGTH)
     assert not _is_placed(_sequence(), 35, fragment_length=MIN_LENGTH - 1)
+
+
+def _weak_fragment_placed(length: int, probability: float) -> bool:
+    """Whether a 4-residue fragment reading residues 35-38 of a ``length``-residue sequence with
+    ``probability`` each (the rest spread evenly) is placed there."""
+    sequence = _sequence(length=length)
+    matches, aa_probs, confidence, ca = _scene(sequence, 35, _near_turn(), fragment_length=4)
+    fragment = np.arange(40, len(ca))
+    aa_probs[fragment] = (1 - probability) / 19
+    aa_probs[fragment, sequence.aatype[34:38]] = probability
+    placed = _place(matches, aa_probs, confidence, ca, sequence)[2]
+    assert not placed.threaded or placed.residue_number[0] == 35
+    return placed.threaded
+
+
+def test_a_placement_among_too_many_windows_for_its_score_is_refused(monkeypatch):
+    """Beyond the anchors of a 1,200-residue sequence a weakly read fragment has a thousand
+    windows: its best one scores enough bits and beats the second by the margin, but its
+    E-value (windows * 2**-score, 0.42) is above `MAX_PLACEMENT_EVALUE`. Read more clearly
+    (E 0.06) it is placed; without the E-value rule the weak one is placed too."""
+    assert _weak_fragment_placed(1200, 0.5)
+    assert not _weak_fragment_placed(1200, 0.3)
+    monkeypatch.setattr("cryobuild.thread.placement.MAX_PLACEMENT_EVALUE", float("inf"))
+    assert _weak_fragment_placed(1200, 0.3)
