@@ -41,6 +41,7 @@ empty prediction, so look at the counts too):
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -222,8 +223,6 @@ def evaluate(pred: BuiltModel, ref: BuiltModel) -> Metrics:
 def _sequence_positions(ref: BuiltModel, chain: str, sequence: str) -> dict[int, int]:
     """Reference residue index (into ``ref``'s arrays) -> 1-based position in ``sequence`` of
     the residues of reference chain ``chain``, by a global alignment of their types to it."""
-    import re
-
     import gemmi
 
     rows = np.flatnonzero(ref.chain_id == chain)
