@@ -313,6 +313,7 @@ def test_a_copy_runs_in_sequence_order_when_a_piece_spans_another():
     assert np.all(np.diff(chain.residue_number[chain.assigned]) > 0)
     assert sorted(chain.nodes.tolist()) == sorted(np.concatenate([p.nodes for p in pieces]).tolist())
     assert chain.residue_number[int(np.flatnonzero(~chain.assigned)[0]) - 1] == 25
+    assert chain.score == pytest.approx(sum(p.score for p in pieces)) and chain.evalue == 1e-8
     whole = np.concatenate([p.residue_number[p.assigned] for p in sorted(
         pieces, key=lambda p: p.residue_number[p.assigned][0])])
     assert np.any(np.diff(whole) < 0)

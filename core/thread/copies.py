@@ -62,7 +62,7 @@ from importlib import resources
 import numpy as np
 
 from ..sequences import Sequence
-from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch
+from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch, concatenate
 from .profiles import background_frequencies, match_emissions
 
 __all__ = [
@@ -478,30 +478,24 @@ def _in_sequence_order(pieces: list[ChainMatch]) -> ChainMatch:
 
     Each piece is cut into runs where its numbering jumps (a run keeps the unassigned nodes
     that follow its last residue; a piece's leading unassigned nodes go with its first run),
-    and the runs are put in the order of their first numbers: a piece's alignment may span
-    a gap that other pieces of the copy fill, so sorting whole pieces interleaves them. On a
-    simulated il2 homodimer a piece numbered 33-55 and 98-126 was followed by pieces 57-74
-    and 79-91, and closure, extending the chain on from 91, numbered residue 98 a second
-    time. Scores are summed and the smallest E-value kept, as `matches.concatenate` does."""
-    if len(pieces) == 1:
-        return pieces[0]
-    runs = []  # (first number, piece, start, end) of each run, nodes [start, end) of the piece
+    and the runs are joined (`matches.concatenate`) in the order of their first numbers: a
+    piece's alignment may span a gap that other pieces of the copy fill, so joining whole
+    pieces interleaves them. On a simulated il2 homodimer a piece numbered 33-55 and 98-126 was
+    followed by pieces 57-74 and 79-91, and closure, extending the chain on from 91, numbered
+    residue 98 a second time. A piece's first run carries its score, so the scores sum as the
+    pieces' do."""
+    runs = []  # (first number, run)
     for piece in pieces:
         assigned = np.flatnonzero(piece.assigned)
         jumps = assigned[1:][np.diff(piece.residue_number[assigned]) != 1]
         bounds = [0, *jumps.tolist(), len(piece.nodes)]
         for start, end in zip(bounds[:-1], bounds[1:]):
-            numbers = piece.residue_number[start:end]
-            runs.append((int(numbers[numbers >= 0][0]), piece, start, end))
-    runs.sort(key=lambda run: run[0])
-    return ChainMatch(
-        nodes=np.concatenate([piece.nodes[a:b] for _, piece, a, b in runs]),
-        sequence_index=pieces[0].sequence_index,
-        residue_number=np.concatenate([piece.residue_number[a:b] for _, piece, a, b in runs]),
-        aatype=np.concatenate([piece.aatype[a:b] for _, piece, a, b in runs]),
-        score=float(sum(piece.score for piece in pieces)),
-        evalue=float(min(piece.evalue for piece in pieces)),
-    )
+            run = dataclasses.replace(piece, nodes=piece.nodes[start:end],
+                                      residue_number=piece.residue_number[start:end],
+                                      aatype=piece.aatype[start:end],
+                                      score=piece.score if start == 0 else 0.0)
+            runs.append((int(run.residue_number[run.assigned][0]), run))
+    return concatenate([run for _, run in sorted(runs, key=lambda item: item[0])])
 
 
 def _lies_along(match: ChainMatch, copies: list[list[ChainMatch]], ca: np.ndarray) -> bool:
