@@ -320,3 +320,19 @@ def test_register_accuracy_counts_threaded_residues_numbered_as_the_reference(il
     assert evaluate(shifted, il2).register_accuracy == 0.0
     unassigned = dataclasses.replace(threaded, entity_sequences={})
     assert evaluate(unassigned, il2).n_threaded_matched == 0
+
+
+def test_bench_means_pool_the_register_and_count_failed_builds_as_zero():
+    """`bench.real.figure`: the register of several builds is their threaded residues pooled (9
+    of 10 and 0 of 0 give 0.9, not the mean of the shares); a failed build counts 0 in a recall;
+    the types read once per map skip the builds without them."""
+    from cryobuild.bench.real import figure
+
+    builds = [{"final_threaded_matched": 10, "final_numbered_right": 9, "final_register": 0.9,
+               "final_ca_recall": 0.8, "type_accuracy": 0.4},
+              {"final_threaded_matched": 0, "final_numbered_right": 0, "final_ca_recall": 0.6},
+              {"error": "failed"}]
+    assert figure(builds, "final_register") == pytest.approx(0.9)
+    assert figure(builds, "final_ca_recall") == pytest.approx(1.4 / 3)
+    assert figure(builds, "type_accuracy") == pytest.approx(0.4)
+    assert np.isnan(figure(builds[1:], "final_register"))

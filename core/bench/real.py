@@ -26,7 +26,9 @@ figures are not figures and stay out of the means. One JSON line per map, then a
 network's random initial frames and threading's random numbers) and prints the tables of each, then
 each band's final Cα and sequence recall per seed and their mean and range: at 3.5-4.5 Å which
 chains thread changes from one seed to the next (docs/results_log.md, "Sixteenth stop"), so a
-change there is measured against that range, not against one build.
+change there is measured against that range, not against one build; last, per map the mean of
+every column over the seeds (the register pooled over the builds' threaded residues) with the
+range of its final sequence recall, and those means per band (README's main table).
 """
 
 from __future__ import annotations
@@ -167,7 +169,10 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
         row[f"{label}_ca_precision"] = round(metrics.ca_precision, 3)
         row[f"{label}_sequence_recall"] = round(metrics.sequence_recall, 3)
         row[f"{label}_sequence_match"] = round(metrics.sequence_match, 3)
-    if metrics.n_threaded_matched:  # the last metrics: the final model's; none threaded, no share
+    # the last metrics: the final model's (counts, so that means over builds pool residues)
+    row["final_threaded_matched"] = metrics.n_threaded_matched
+    row["final_numbered_right"] = round(metrics.register_accuracy * metrics.n_threaded_matched)
+    if metrics.n_threaded_matched:  # none threaded, no share
         row["final_register"] = round(metrics.register_accuracy, 3)
     row["final_type_nll"] = round(type_information(result.final, result.final_aa_probs, reference), 3)
     print(json.dumps(row), flush=True)
@@ -180,6 +185,23 @@ COLUMNS = (("detector_recall", "det. recall"), ("detector_precision", "det. prec
            ("final_ca_precision", "final precision"), ("final_sequence_recall", "final seq."),
            ("final_register", "threaded numbered right"), ("final_type_nll", "final types, nats"),
            ("seconds", "s"))
+
+
+def figure(rows: list[dict], key: str) -> float:
+    """The mean of ``key`` over ``rows`` (builds): a failed build counts as 0; the types from the
+    deposited Cα and the final types are read once per map, so builds without them are left
+    out; the register pools the threaded residues of all builds (NaN when none threaded)."""
+    if key == "final_register":
+        judged = sum(r.get("final_threaded_matched", 0) for r in rows)
+        return sum(r.get("final_numbered_right", 0) for r in rows) / judged if judged else np.nan
+    if key in ("final_type_nll", "type_accuracy"):
+        values = [r[key] for r in rows if key in r]
+        return float(np.mean(values)) if values else np.nan
+    return float(np.mean([r.get(key, 0.0) for r in rows]))
+
+
+def _cell(value: float, key: str) -> str:
+    return f"{value:.0f}" if key == "seconds" else f"{value:.2f}"
 
 
 def print_tables(rows: list[dict]) -> None:
@@ -201,13 +223,39 @@ def print_tables(rows: list[dict]) -> None:
         members = [r for r in rows if low < r["resolution"] <= high and not r["seen"]]
         if not members:
             continue
-        cells = []
-        for key, _ in COLUMNS:
-            values = [r.get(key, 0.0) for r in members]
-            if key in ("final_type_nll", "type_accuracy", "final_register"):
-                # not a build's score (read once), or a share of what a build threaded
-                values = [r.get(key, np.nan) for r in members]
-            cells.append(f"{np.nanmean(values):.2f}" if key != "seconds" else f"{np.mean(values):.0f}")
+        cells = [_cell(figure(members, key), key) for key, _ in COLUMNS]
+        print(f"| {band} | {len(members)} | " + " | ".join(cells) + " |")
+
+
+def print_map_means(rows: list[dict]) -> None:
+    """Per map, each column's `figure` over its builds (one per seed) with the range of the
+    final sequence recall over them; then per band the mean over its maps the networks did not
+    train on (the register pooled over their builds)."""
+    cases = sorted({r["case"] for r in rows})
+    print("\nMeans over the seeds:")
+    print("| map | Å | residues | " + " | ".join(label for _, label in COLUMNS)
+          + " | final seq., seeds' range | networks | saw it |")
+    print("|---|---|---|" + "---|" * (len(COLUMNS) + 3))
+    per_map = {}
+    for case in cases:
+        builds = [r for r in rows if r["case"] == case]
+        per_map[case] = {key: figure(builds, key) for key, _ in COLUMNS}
+        sequence = [r.get("final_sequence_recall", 0.0) for r in builds]
+        first = builds[0]
+        print(f"| {case} | {first['resolution']} | {first['residues']} | "
+              + " | ".join(_cell(per_map[case][key], key) for key, _ in COLUMNS)
+              + f" | {min(sequence):.2f}-{max(sequence):.2f} | {first['networks']} | "
+              f"{'yes' if first['seen'] else 'no'} |")
+    print("| band | maps | " + " | ".join(label for _, label in COLUMNS) + " |")
+    print("|---|---|" + "---|" * len(COLUMNS))
+    for band, low, high in BANDS:
+        members = [c for c in cases if any(r["case"] == c and low < r["resolution"] <= high
+                                          and not r["seen"] for r in rows)]
+        if not members:
+            continue
+        cells = [_cell(figure([r for r in rows if r["case"] in members], key) if key == "final_register"
+                       else float(np.nanmean([per_map[c][key] for c in members])), key)
+                 for key, _ in COLUMNS]
         print(f"| {band} | {len(members)} | " + " | ".join(cells) + " |")
 
 
@@ -271,6 +319,7 @@ def main(argv=None):
             print_tables(sorted((r for r in rows if r.get("seed", 0) == seed), key=lambda r: r["case"]))
         if len({row.get("seed", 0) for row in rows}) > 1:
             print_seed_spread([{"seed": 0, **row} for row in rows])
+            print_map_means(rows)
         return
 
     pairs = network_pairs(args.networks, args.structgen)
@@ -295,6 +344,7 @@ def main(argv=None):
         rows += seeded
     if len(args.seeds) > 1:
         print_seed_spread(rows)
+        print_map_means(rows)
 
 
 if __name__ == "__main__":
