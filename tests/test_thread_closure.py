@@ -119,6 +119,26 @@ def test_ends_extended_through_free_nodes():
     assert [m.nodes.tolist() for m in result if not m.threaded] == [[14]]
 
 
+def test_extension_through_nodes_of_vague_types_is_refused(monkeypatch):
+    """Free nodes whose types say nothing (uniform probabilities) fit any stretch of the
+    sequence as well as the one after the chain's end: the end is not extended through them,
+    unless the decoy stretches are switched off."""
+    ca = _zigzag(14)
+    probs = _probs(SEQUENCE.aatype)
+    probs[6:] = 1.0 / 20
+    held = np.arange(0, 6)
+    threaded = ChainMatch(held, 0, held + 1, SEQUENCE.aatype[held], 50.0, 1e-9)
+
+    def last_number() -> int:
+        loose = ChainMatch.unthreaded(np.arange(6, 14), probs)
+        result = closure.close_gaps([threaded, loose], ca, probs, np.full(14, 50.0), [SEQUENCE])
+        return result[0].residue_number[-1]
+
+    assert last_number() == 6
+    monkeypatch.setattr(closure, "EXTENSION_MAX_BEATEN", 1.0)
+    assert last_number() > 6
+
+
 def test_extension_stops_at_max_extension(monkeypatch):
     """With free nodes for 8 more residues, an end grows by at most `MAX_EXTENSION` (here 3)."""
     monkeypatch.setattr(closure, "MAX_EXTENSION", 3)

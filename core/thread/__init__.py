@@ -197,7 +197,7 @@ def thread(
         matches = join_matches(matches, backbone, aa_probs)
         if closure:
             matches = close_gaps(matches, backbone[:, 1], aa_probs, confidence, sequences,
-                                 taken=taken)
+                                 taken=taken, rng=rng)
         return Threading(matches, search, [])
 
     if threader == "hmm" or not structgen_fallback:

@@ -27,7 +27,9 @@ chains and the chain's own unassigned nodes between the two ends -- in either or
   of the other (`_gaps`); a closed gap then merges them. Gaps are closed smallest first, so a node serves the gap it fits
   most tightly; a node used once is no longer free.
 * **Ends** (`_extension`). Then each confidently threaded chain's ends are continued outward
-  through free nodes the same way, with one end open, as far as the path's score rises.
+  through free nodes the same way, with one end open, as far as the path's score rises, when
+  the path scores higher for the sequence's residues there than for the residues of nearly
+  every other stretch of the sequence (`EXTENSION_DECOYS`).
 
 What remains of a chain that gave up nodes stays in the result as unthreaded pieces (in the raw
 model, not the final one). Empty positions left inside a chain get a new residue before the
@@ -45,6 +47,8 @@ from .profiles import background_frequencies, match_emissions
 
 __all__ = [
     "BRIDGE_DIRECTIONS",
+    "EXTENSION_DECOYS",
+    "EXTENSION_MAX_BEATEN",
     "EXTENSION_NODE_BITS",
     "MAX_CLOSURE_GAP",
     "MAX_EXTENSION",
@@ -81,6 +85,19 @@ MAX_EXTENSION = 12
 #: Bits an extension gains per node: ends are held at one side only, so a node must earn its
 #: place by its residue type more than inside a gap.
 EXTENSION_NODE_BITS = 1.0
+#: An end's best path (`_extension`) is scored again for this many stretches of the sequence
+#: drawn at other places (read in the extension's direction), through the same free nodes: the
+#: path search picks the best of many node orders, so a path through nodes whose types are
+#: vague scores well for almost any residues. It is taken only when at most
+#: `EXTENSION_MAX_BEATEN` of these decoys score as high.
+#: Why: at 3.5-4.8 Å the extensions of the last round numbered most of what they added wrongly
+#: (ASC 0 of 38 residues right, Nav beta1 5 of 27, pneumolysin 0 of 18, T20S alpha 0 of 10 in
+#: single builds), and those wrong paths scored as well on the residue types read blind to the
+#: sequence (+1 to +9 bits), so the types alone could not tell them apart; 12-97% of 40 decoys
+#: scored at least as high (all but two above 10%). Right extensions at 2.3-3.6 Å: 3-5% (MAVS,
+#: TMV), one of 2 residues on 3JB0 D 12% (scratch, twenty-first stop, docs/results_log.md).
+EXTENSION_DECOYS = 40
+EXTENSION_MAX_BEATEN = 0.1
 #: Least fraction of a gap's positions that must hold a node. Empty positions (residues
 #: without a node: the Cα detector misses ~5%) are at least two nodes apart (`_best_path`).
 MIN_FILLED = 0.5
@@ -219,7 +236,7 @@ def _gaps(threaded: list[ChainMatch], max_gap: int) -> list[tuple[int, int, int]
 
 def _extension(chains: list, index: int, side: int, threaded: list[ChainMatch], evalue: float,
                free: np.ndarray, ca: np.ndarray, log_odds: np.ndarray, sequences: list[Sequence],
-               taken: list[np.ndarray]):
+               taken: list[np.ndarray], rng: np.random.Generator):
     """The free nodes that continue chain ``index`` outward from its first (``side`` -1) or
     last (+1) assigned residue, numbered on: (chain order, path nodes outward, their numbers
     and types, the chain's unassigned end nodes left out); None when nothing fits.
@@ -236,7 +253,9 @@ def _extension(chains: list, index: int, side: int, threaded: list[ChainMatch], 
     copy). The best path (`_best_path` with an open end, `EXTENSION_NODE_BITS` per node) is
     taken when its score is positive, i.e. its nodes' log-odds average above
     ``-EXTENSION_NODE_BITS`` (requiring a non-negative log-odds sum instead lost 0.02 of Cα
-    recall at 4 Å on the build benchmark).
+    recall at 4 Å on the build benchmark), and when no more than `EXTENSION_MAX_BEATEN` of
+    `EXTENSION_DECOYS` stretches of the sequence elsewhere (``rng`` draws them) score as high
+    through the same pool.
     """
     chain = chains[index]
     order = list(chain)
@@ -273,11 +292,33 @@ def _extension(chains: list, index: int, side: int, threaded: list[ChainMatch], 
     inner = _neighbour(chain, order, at, -side)
     found = _best_path(start, None, count, pool, ca, log_odds[pool][:, residues].T, (inner, -1),
                        node_bits=EXTENSION_NODE_BITS)
-    if found is None or found[3] <= 0:
+    if found is None or found[3] <= 0 or _beaten(found[3], start, count, pool, ca, log_odds,
+                                                   sequence, numbers, side, inner, rng):
         return None
     path, positions = found[0], np.array(found[1])
     left = np.array([node for node in dangling if node not in path], dtype=np.int64)
     return order, path, numbers[positions], residues[positions], left
+
+
+def _beaten(score: float, start: int, count: int, pool: np.ndarray, ca: np.ndarray,
+            log_odds: np.ndarray, sequence: Sequence, numbers: np.ndarray, side: int, inner: int,
+            rng: np.random.Generator) -> bool:
+    """Do more than `EXTENSION_MAX_BEATEN` of `EXTENSION_DECOYS` stretches of ``sequence``
+    (``count`` residues from a random place other than the extension's ``numbers``, read in
+    its direction ``side``) reach ``score`` through ``pool`` from ``start`` (as `_extension`
+    searches)? With no other place in the sequence, no."""
+    first = int(numbers.min()) - 1  # 0-based start of the extension's own stretch
+    places = np.delete(np.arange(len(sequence) - count + 1), first)
+    if not len(places):
+        return False
+    reached = 0
+    for place in rng.choice(places, EXTENSION_DECOYS):
+        residues = sequence.aatype[place: place + count]
+        found = _best_path(start, None, count, pool, ca,
+                           log_odds[pool][:, residues[::side]].T, (inner, -1),
+                           node_bits=EXTENSION_NODE_BITS)
+        reached += found is not None and found[3] >= score
+    return reached > EXTENSION_MAX_BEATEN * EXTENSION_DECOYS
 
 
 def _neighbour(chain: dict, order: list[int], at: int, side: int) -> int:
@@ -298,6 +339,7 @@ def close_gaps(
     *,
     max_gap: int = MAX_CLOSURE_GAP,
     taken: list[np.ndarray] | None = None,
+    rng: np.random.Generator | None = None,
 ) -> list[ChainMatch]:
     """Fill the numbering gaps of threaded chains with free nodes (module docstring).
 
@@ -317,6 +359,8 @@ def close_gaps(
         Longest gap (residues) to close.
     taken : list of bool ``[len(sequences[s])]``, optional
         Positions held by accepted residues: never filled, and extensions stop before them.
+    rng : numpy.random.Generator, optional
+        Draws the decoy stretches that extensions are checked against (default: seeded 0).
 
     Returns
     -------
@@ -329,6 +373,7 @@ def close_gaps(
     ca = np.asarray(ca, dtype=np.float64)
     if taken is None:
         taken = [np.zeros(len(sequence), dtype=bool) for sequence in sequences]
+    rng = np.random.default_rng(0) if rng is None else rng
     log_odds = np.log2(match_emissions(aa_probs, confidence) / background_frequencies())
     log_odds = np.concatenate([log_odds, np.zeros((len(log_odds), 1))], axis=1)  # X scores 0
     free = np.zeros(len(ca), dtype=bool)
@@ -392,7 +437,7 @@ def close_gaps(
             if chains[index] is None:
                 continue
             found = _extension(chains, index, side, threaded, evalues[index], free, ca, log_odds,
-                               sequences, taken)
+                               sequences, taken, rng)
             if found is None:
                 continue
             order, path, numbers, types, left = found
