@@ -91,11 +91,12 @@ EXTENSION_NODE_BITS = 1.0
 #: vague scores well for almost any residues. It is taken only when at most
 #: `EXTENSION_MAX_BEATEN` of these decoys score as high.
 #: Why: at 3.5-4.8 Å the extensions of the last round numbered most of what they added wrongly
-#: (ASC 0 of 38 residues right, Nav beta1 5 of 27, pneumolysin 0 of 18, T20S alpha 0 of 10 in
-#: single builds), and those wrong paths scored as well on the residue types read blind to the
-#: sequence (+1 to +9 bits), so the types alone could not tell them apart; 12-97% of 40 decoys
-#: scored at least as high (all but two above 10%). Right extensions at 2.3-3.6 Å: 3-5% (MAVS,
-#: TMV), one of 2 residues on 3JB0 D 12% (scratch, twenty-first stop, docs/results_log.md).
+#: (single builds: ASC 1 of 37 residues right, Nav beta1 9 of 38, pneumolysin 1 of 18, T20S
+#: alpha 0 of 10), and their nodes' types read blind to the sequence scored the wrong paths as
+#: high as the right ones (+1 to +10 bits), so the types alone could not tell them apart. Of 40
+#: decoys, 12-97% scored as high as each of those extensions; 0-5% for the right ones at 2.3-3.6
+#: Å (MAVS, TMV), 12% for a 2-residue one on 3JB0 D (scratch, twenty-first stop,
+#: docs/results_log.md).
 EXTENSION_DECOYS = 40
 EXTENSION_MAX_BEATEN = 0.1
 #: Least fraction of a gap's positions that must hold a node. Empty positions (residues
