@@ -291,33 +291,35 @@ def _extension(chains: list, index: int, side: int, threaded: list[ChainMatch], 
     numbers = number + side * np.arange(1, count + 1)
     residues = sequence.aatype[numbers - 1]
     inner = _neighbour(chain, order, at, -side)
-    found = _best_path(start, None, count, pool, ca, log_odds[pool][:, residues].T, (inner, -1),
-                       node_bits=EXTENSION_NODE_BITS)
-    if found is None or found[3] <= 0 or _beaten(found[3], start, count, pool, ca, log_odds,
-                                                   sequence, numbers, side, inner, rng):
+    pool_odds = log_odds[pool]  # [P, 21]
+
+    def best_score(stretch: np.ndarray):
+        """`_best_path` of ``stretch`` (residue types outward from ``start``) through ``pool``."""
+        return _best_path(start, None, count, pool, ca, pool_odds[:, stretch].T, (inner, -1),
+                          node_bits=EXTENSION_NODE_BITS)
+
+    found = best_score(residues)
+    if found is None or found[3] <= 0 or _beaten(found[3], best_score, sequence, numbers, side,
+                                                   rng):
         return None
     path, positions = found[0], np.array(found[1])
     left = np.array([node for node in dangling if node not in path], dtype=np.int64)
     return order, path, numbers[positions], residues[positions], left
 
 
-def _beaten(score: float, start: int, count: int, pool: np.ndarray, ca: np.ndarray,
-            log_odds: np.ndarray, sequence: Sequence, numbers: np.ndarray, side: int, inner: int,
+def _beaten(score: float, best_score, sequence: Sequence, numbers: np.ndarray, side: int,
             rng: np.random.Generator) -> bool:
     """Do more than `EXTENSION_MAX_BEATEN` of `EXTENSION_DECOYS` stretches of ``sequence``
-    (``count`` residues from a random place other than the extension's ``numbers``, read in
-    its direction ``side``) reach ``score`` through ``pool`` from ``start`` (as `_extension`
-    searches)? With no other place in the sequence, no."""
-    first = int(numbers.min()) - 1  # 0-based start of the extension's own stretch
-    places = np.delete(np.arange(len(sequence) - count + 1), first)
+    (as long as the extension's ``numbers``, from a random other place, read in its direction
+    ``side``) reach ``score`` by ``best_score`` (the extension's search for a stretch of
+    residue types)? With no other place in the sequence, no."""
+    count = len(numbers)
+    places = np.delete(np.arange(len(sequence) - count + 1), int(numbers.min()) - 1)
     if not len(places):
         return False
     reached = 0
     for place in rng.choice(places, EXTENSION_DECOYS):
-        residues = sequence.aatype[place: place + count]
-        found = _best_path(start, None, count, pool, ca,
-                           log_odds[pool][:, residues[::side]].T, (inner, -1),
-                           node_bits=EXTENSION_NODE_BITS)
+        found = best_score(sequence.aatype[place: place + count][::side])
         reached += found is not None and found[3] >= score
     return reached > EXTENSION_MAX_BEATEN * EXTENSION_DECOYS
 
