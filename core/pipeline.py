@@ -709,7 +709,8 @@ def _blind_checked(view: NetworkMap, graph, named: list[NamedChain], context, se
                                        prefixed(progress, "thread check"), cancel)
         readings.append((reading.aa_probs, reading.confidence))
     matches, dropped = confirmed([c.match for c in named], readings, graph.aa_probs, sequences,
-                                 max_evalue=options.max_evalue, rng=rng)
+                                 max_evalue=options.max_evalue, rng=rng,
+                                 ca=graph.atom14_positions[:, 1])
     return [dataclasses.replace(c, match=m) for c, m in zip(named, matches)], dropped
 
 

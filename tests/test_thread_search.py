@@ -116,6 +116,68 @@ def test_forward_scores_match_pyhmmer(il2):
         assert abs(hit.pre_score - ours[int(hit.name.removeprefix("random"))]) < FORWARD_TOLERANCE
 
 
+def test_step_gap_opens_follow_the_chains_steps():
+    """A long step opens an insert after its first node, a short one a delete into both of its
+    nodes; steps of about 3.8 Å keep HMMER's gap-open probability."""
+    steps = [3.8, 5.5, 3.8, 2.6, 3.8, 4.1, 3.7]
+    ca = np.zeros((len(steps) + 1, 3))
+    ca[1:, 0] = np.cumsum(steps)
+    insert_open, delete_open = profiles.step_gap_opens(ca)
+    usual = profiles.GAP_OPEN
+    assert insert_open[1] == profiles.LONG_STEP_INSERT
+    np.testing.assert_allclose(np.delete(insert_open, 1), usual)
+    assert delete_open[3] == delete_open[4] == profiles.SHORT_STEP_DELETE
+    np.testing.assert_allclose(np.delete(delete_open, [3, 4]), usual)
+
+
+def test_forward_scores_match_pyhmmer_with_gaps_from_steps(il2):
+    """Our Forward also equals the pipeline's with gap-open probabilities that vary by node."""
+    model, _ = il2
+    rng = np.random.default_rng(3)
+    kept = np.flatnonzero(np.arange(model.num_residues) % 9 != 4)
+    ca = model.ca[kept].copy()
+    ca[10] = ca[11] + 0.5 * (ca[10] - ca[11])  # a short step as well as the long ones
+    profile = profiles.profile_from_probs(noisy_probs(model.aatype[kept], 0.6, rng),
+                                         np.full(len(kept), 70.0), "il2", ca=ca)
+    transitions = np.asarray(profile.transition_probabilities)
+    assert np.ptp(transitions[1:-1, plan7.Transitions.MI]) > 0.1
+    assert np.ptp(transitions[1:-1, plan7.Transitions.MD]) > 0.1
+    profiles.calibrate(profile, rng)
+    _, frequencies = profiles._background()
+    residues = profiles._random_residues(rng, frequencies, 60, 120)
+    ours = profiles._forward_scores(profiles._local_scores(profile, frequencies), residues)
+    pipeline = plan7.Pipeline(profiles.ALPHABET, bias_filter=False, null2=False, F1=1.0, F2=1.0,
+                              F3=1.0, T=-math.inf, domT=-math.inf)
+    hits = list(pipeline.search_hmm(profile, profiles._block(residues)))
+    assert len(hits) > 10
+    for hit in hits:
+        assert abs(hit.pre_score - ours[int(hit.name.removeprefix("random"))]) < FORWARD_TOLERANCE
+
+
+def test_a_trace_that_skips_residues_is_numbered_right_with_its_steps(il2_path):
+    """A trace of il2 missing every seventh residue, with weak types (top type right for 30 %
+    of the residues): its long steps open inserts where the residues are missing, so the
+    residues after each skip keep their numbers (without the steps, a few seeds' alignments
+    shift instead: 41-84 of 126 numbered right, against 93-105)."""
+    model = read_model(il2_path)
+    sequence = Sequence("il2", "".join(AA_ORDER[aatype] for aatype in model.aatype))
+    chain = np.flatnonzero(np.arange(model.num_residues) % 7 != 3)
+    right = {}
+    for with_steps in (True, False):
+        counts = []
+        for seed in range(3):
+            probs = np.full((model.num_residues, len(AA_ORDER)), 1.0 / len(AA_ORDER))
+            probs[chain] = noisy_probs(model.aatype[chain], 0.3, np.random.default_rng(seed))
+            matches = search.thread_chains([chain], probs, np.full(model.num_residues, 70.0),
+                                           [sequence], ca=model.ca if with_steps else None,
+                                           max_evalue=10.0, rng=np.random.default_rng(0))
+            counts.append(sum(int(np.sum(match.residue_number == match.nodes + 1))
+                              for match in matches if match.threaded))
+        right[with_steps] = np.mean(counts)
+    assert right[True] >= 0.7 * model.num_residues
+    assert right[True] > right[False] + 0.15 * model.num_residues
+
+
 def test_calibrated_evalues_follow_rank(il2):
     """Random sequences: the r-th best has an E-value of about r (searched with filters open)."""
     model, _ = il2

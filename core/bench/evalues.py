@@ -67,7 +67,7 @@ def chain_evalues(case: BenchCase, sequences: list[Sequence], networks: Networks
 
     def search(threader: str, given: list[Sequence]) -> list[float]:
         if threader == "hmm":
-            matches = thread_chains(chains, graph.aa_probs, graph.confidence, given,
+            matches = thread_chains(chains, graph.aa_probs, graph.confidence, given, ca=ca,
                                     max_evalue=math.inf, rng=np.random.default_rng(0))
         else:
             matches = thread_structgen(chains, graph.aa_probs, ca, given, networks.structgen,

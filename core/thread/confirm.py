@@ -79,13 +79,14 @@ def unsupported(matches: list[ChainMatch]) -> list[int]:
     return sorted(index for index, evalue in strongest.items() if evalue > UNQUESTIONED_EVALUE)
 
 
-def _confirms(match: ChainMatch, reading: Reading, sequence: Sequence, max_evalue: float,
-              rng: np.random.Generator) -> bool:
-    """Does ``reading``'s profile of ``match``'s nodes align to ``sequence`` at ``max_evalue``
-    or better, numbering `MIN_AGREED` residues as ``match`` does?"""
+def _confirms(match: ChainMatch, reading: Reading, ca: np.ndarray | None, sequence: Sequence,
+              max_evalue: float, rng: np.random.Generator) -> bool:
+    """Does ``reading``'s profile of ``match``'s nodes (Cα ``ca`` ``[N, 3]``, Å, if given) align
+    to ``sequence`` at ``max_evalue`` or better, numbering `MIN_AGREED` residues as ``match``
+    does?"""
     aa_probs, confidence = reading
-    found = thread_chains([match.nodes], aa_probs, confidence, [sequence], max_evalue=math.inf,
-                          rng=rng)[0]
+    found = thread_chains([match.nodes], aa_probs, confidence, [sequence], ca=ca,
+                          max_evalue=math.inf, rng=rng)[0]
     if not found.threaded or found.evalue > max_evalue:
         return False
     threaded_number = dict(zip(match.nodes[match.assigned].tolist(),
@@ -98,17 +99,19 @@ def _confirms(match: ChainMatch, reading: Reading, sequence: Sequence, max_evalu
 
 
 def confirmed(matches: list[ChainMatch], readings: list[Reading], aa_probs: np.ndarray,
-              sequences: list[Sequence], *, max_evalue: float,
-              rng: np.random.Generator) -> tuple[list[ChainMatch], int]:
+              sequences: list[Sequence], *, max_evalue: float, rng: np.random.Generator,
+              ca: np.ndarray | None = None) -> tuple[list[ChainMatch], int]:
     """``matches`` (in the same order) with the chains of each `unsupported` sequence
     unthreaded unless every reading confirms one of them (module docstring; tried strongest
     first), and how many chains were unthreaded. An unthreaded chain takes its types from the
-    round's ``aa_probs`` ``[N, 20]`` and keeps its alignment's score and E-value."""
+    round's ``aa_probs`` ``[N, 20]`` and keeps its alignment's score and E-value. ``ca`` ``[N,
+    3]``: the nodes' Cα, Å, whose steps set the profiles' gaps as in the round's threading
+    (`thread.profiles.step_gap_opens`)."""
     kept, dropped = list(matches), 0
     for index in unsupported(matches):
         threaded = sorted((i for i, m in enumerate(matches) if m.sequence_index == index),
                           key=lambda i: matches[i].evalue)
-        if any(all(_confirms(matches[i], reading, sequences[index], max_evalue, rng)
+        if any(all(_confirms(matches[i], reading, ca, sequences[index], max_evalue, rng)
                    for reading in readings) for i in threaded):
             continue
         for i in threaded:

@@ -7,7 +7,9 @@ Profiles. `profile_from_probs` turns a chain's residue-type probabilities into a
 mixed with the background in proportion to ``1 - confidence / 100``, plus a floor of
 `BACKGROUND_FLOOR`; inserts emit the background; transitions are mostly match -> match, with the
 gap-open and gap-extend probabilities HMMER uses for profiles built from one sequence, since real
-chains skip or add residues.
+chains skip or add residues. Given the chain's Cα (`step_gap_opens`), a step too long for one
+residue opens an insert where it is, and a step too short a delete (`LONG_STEP`,
+`SHORT_STEP`).
 
 E-values. A hand-made profile has no E-value parameters, and pyhmmer has no ``calibrate()``.
 `calibrate` estimates them by simulation as HMMER's ``p7_Calibrate`` does:
@@ -58,6 +60,10 @@ __all__ = [
     "BACKGROUND_FLOOR",
     "GAP_OPEN",
     "GAP_EXTEND",
+    "LONG_STEP",
+    "LONG_STEP_INSERT",
+    "SHORT_STEP",
+    "SHORT_STEP_DELETE",
     "MSV_SAMPLES",
     "MSV_LENGTH",
     "VITERBI_SAMPLES",
@@ -70,6 +76,7 @@ __all__ = [
     "background_frequencies",
     "match_emissions",
     "profile_from_probs",
+    "step_gap_opens",
     "calibrate",
     "chain_profiles",
     "digital_sequence",
@@ -84,6 +91,27 @@ BACKGROUND_FLOOR = 0.05
 #: sequence (``hmmbuild``/pyhmmer ``Builder`` ``popen=0.02``, ``pextend=0.4`` for proteins).
 GAP_OPEN = 0.02
 GAP_EXTEND = 0.4
+#: Å: a step at least this long between two linked nodes' Cα (consecutive residues' are 3.80
+#: Å apart) skips a residue of the sequence about half the time: the trace slips, a residue is
+#: missing and its neighbours' nodes are linked. Measured on the graph network's last pass over
+#: the 12 real maps of 1.75-4.8 Å (bundled weights, one build each, twenty-second stop; each node
+#: paired with the nearest deposited Cα within 2.5 Å, links with a node off the protein left
+#: out), links two or more residues apart: 156 of 1,480 links of 3.6-3.9 Å, 63 of 363 of 3.9-4.0
+#: Å, 51 of 164 of 4.0-4.1 Å, 35 of 86 of 4.1-4.2 Å, 17 of 35 of 4.2-4.3 Å, 31 of 49 of 4.3-4.5 Å
+#: and 34 of 36 longer ones. Shorter steps keep HMMER's `GAP_OPEN`: on maps of 3 Å or better
+#: almost none of them skip, and opening inserts everywhere costs the chains that do not slip
+#: (docs/results_log.md, fifteenth stop). (Inserts opened by the share of each bin from 3.95 Å
+#: on threaded the same, within the seeds' range.)
+LONG_STEP = 4.2
+#: M -> I probability after a node whose step to the next is at least `LONG_STEP`.
+LONG_STEP_INSERT = 0.5
+#: Å: a step shorter than this (a cis peptide's is 2.9 Å, and rare) often joins two nodes of
+#: one residue, one of them extra: from the same links, 12 of 25 under 3.0 Å, 5 of 13 of 3.0-3.2
+#: Å and 11 of 43 of 3.2-3.4 Å did (22 of 191 of 3.4-3.6 Å, 37 of 1,480 of 3.6-3.9 Å).
+SHORT_STEP = 3.4
+#: M -> D probability into each node of a step shorter than `SHORT_STEP` (either may be the
+#: extra one).
+SHORT_STEP_DELETE = 0.2
 #: Random sequences (count, length) for the MSV fit: HMMER's ``EmN``, ``EmL``.
 MSV_SAMPLES = 200
 MSV_LENGTH = 200
@@ -178,7 +206,35 @@ def background_frequencies() -> np.ndarray:
     return _background()[1]
 
 
-def profile_from_probs(aa_probs: np.ndarray, confidence: np.ndarray, name: str) -> plan7.HMM:
+def step_gap_opens(ca: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gap-open probabilities of a chain's match states from its Cα steps (module docstring).
+
+    Parameters
+    ----------
+    ca : ``[L, 3]``
+        The chain's Cα, Å, N -> C.
+
+    Returns
+    -------
+    insert_open, delete_open : float64 ``[L]``
+        ``insert_open[k]``: M -> I after node ``k``, `LONG_STEP_INSERT` where the step to node
+        ``k + 1`` is at least `LONG_STEP`; ``delete_open[k]``: M -> D into node ``k``,
+        `SHORT_STEP_DELETE` where a step to or from it is shorter than `SHORT_STEP`; `GAP_OPEN`
+        elsewhere.
+    """
+    ca = np.asarray(ca, dtype=np.float64).reshape(-1, 3)
+    steps = np.linalg.norm(np.diff(ca, axis=0), axis=1)  # [L - 1]
+    insert_open = np.full(len(ca), GAP_OPEN)
+    insert_open[:-1][steps >= LONG_STEP] = LONG_STEP_INSERT
+    short = steps < SHORT_STEP
+    delete_open = np.full(len(ca), GAP_OPEN)
+    delete_open[:-1][short] = SHORT_STEP_DELETE
+    delete_open[1:][short] = SHORT_STEP_DELETE
+    return insert_open, delete_open
+
+
+def profile_from_probs(aa_probs: np.ndarray, confidence: np.ndarray, name: str,
+                       ca: np.ndarray | None = None) -> plan7.HMM:
     """An uncalibrated HMMER3 profile with one match state per residue of a chain.
 
     Parameters
@@ -189,6 +245,9 @@ def profile_from_probs(aa_probs: np.ndarray, confidence: np.ndarray, name: str) 
         Per-residue confidence, 0-100 (clipped to that range).
     name : str
         Profile name.
+    ca : ``[L, 3]``, optional
+        The chain's Cα, Å: gap-open probabilities from its steps (`step_gap_opens`); without
+        them `GAP_OPEN` everywhere.
 
     Returns
     -------
@@ -217,7 +276,15 @@ def profile_from_probs(aa_probs: np.ndarray, confidence: np.ndarray, name: str) 
     T = plan7.Transitions
     transitions[:, T.MI] = GAP_OPEN
     transitions[:, T.MD] = GAP_OPEN
-    transitions[:, T.MM] = 1.0 - 2.0 * GAP_OPEN
+    if ca is not None:
+        if np.shape(ca) != (length, 3):
+            raise ValueError(f"ca must have shape [{length}, 3], got {np.shape(ca)}")
+        insert_open, delete_open = step_gap_opens(ca)
+        # row j is match state j (node j - 1): its inserts follow node j - 1, its delete
+        # transition enters node j
+        transitions[1:, T.MI] = insert_open
+        transitions[:-1, T.MD] = delete_open
+    transitions[:, T.MM] = 1.0 - transitions[:, T.MI] - transitions[:, T.MD]
     transitions[:, T.II] = GAP_EXTEND
     transitions[:, T.IM] = 1.0 - GAP_EXTEND
     transitions[:, T.DD] = GAP_EXTEND
@@ -225,7 +292,7 @@ def profile_from_probs(aa_probs: np.ndarray, confidence: np.ndarray, name: str) 
     # Node 0 has no delete state (D->M is 1 by convention); the last node has no D_{M+1}.
     transitions[0, T.DD], transitions[0, T.DM] = 0.0, 1.0
     transitions[length, T.MD] = 0.0
-    transitions[length, T.MM] = 1.0 - GAP_OPEN
+    transitions[length, T.MM] = 1.0 - transitions[length, T.MI]
     transitions[length, T.DD], transitions[length, T.DM] = 0.0, 1.0
     hmm.validate()
     hmm.set_composition()

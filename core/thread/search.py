@@ -172,6 +172,7 @@ def thread_chains(
     confidence: np.ndarray,
     sequences: list[Sequence],
     *,
+    ca: np.ndarray | None = None,
     taken: list[np.ndarray] | None = None,
     max_evalue: float = MAX_THREAD_EVALUE,
     composition_correction: bool = True,
@@ -191,6 +192,9 @@ def thread_chains(
         Confidence of all nodes, 0-100.
     sequences : list of Sequence
         The input sequences (one record per chain copy or per distinct sequence).
+    ca : ``[N, 3]``, optional
+        Cα of all nodes, Å: each profile's gap-open probabilities follow its chain's steps
+        (`profiles.step_gap_opens`).
     taken : list of bool ``[len(sequences[s])]``, optional
         Positions already used by accepted residues; alignments never use them.
     max_evalue : float
@@ -222,7 +226,8 @@ def thread_chains(
         report(progress, "thread", len(matches) / max(len(matches) + len(queue), 1),
                f"chain {len(matches) + 1}")
         chain = queue.pop(0)
-        hmm = profile_from_probs(aa_probs[chain], confidence[chain], f"chain{len(matches)}")
+        hmm = profile_from_probs(aa_probs[chain], confidence[chain], f"chain{len(matches)}",
+                                 ca=None if ca is None else ca[chain])
         calibrate(hmm, rng)
         hits = _search(hmm, block, len(sequences)) if len(block) else []
         best = max(hits, key=lambda hit: hit.score, default=None)
