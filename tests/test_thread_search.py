@@ -116,32 +116,27 @@ def test_forward_scores_match_pyhmmer(il2):
         assert abs(hit.pre_score - ours[int(hit.name.removeprefix("random"))]) < FORWARD_TOLERANCE
 
 
-def test_step_gap_opens_follow_the_chains_steps():
-    """A long step opens an insert after its first node, a short one a delete into both of its
-    nodes; steps of about 3.8 Å keep HMMER's gap-open probability."""
+def test_step_insert_opens_follow_the_chains_steps():
+    """A step too long for one residue opens an insert after its first node; steps of about
+    3.8 Å, and short ones, keep HMMER's gap-open probability."""
     steps = [3.8, 5.5, 3.8, 2.6, 3.8, 4.1, 3.7]
     ca = np.zeros((len(steps) + 1, 3))
     ca[1:, 0] = np.cumsum(steps)
-    insert_open, delete_open = profiles.step_gap_opens(ca)
-    usual = profiles.GAP_OPEN
+    insert_open = profiles.step_insert_opens(ca)
     assert insert_open[1] == profiles.LONG_STEP_INSERT
-    np.testing.assert_allclose(np.delete(insert_open, 1), usual)
-    assert delete_open[3] == delete_open[4] == profiles.SHORT_STEP_DELETE
-    np.testing.assert_allclose(np.delete(delete_open, [3, 4]), usual)
+    np.testing.assert_allclose(np.delete(insert_open, 1), profiles.GAP_OPEN)
 
 
-def test_forward_scores_match_pyhmmer_with_gaps_from_steps(il2):
-    """Our Forward also equals the pipeline's with gap-open probabilities that vary by node."""
+def test_forward_scores_match_pyhmmer_with_inserts_from_steps(il2):
+    """Our Forward also equals the pipeline's with insert-open probabilities that vary by node."""
     model, _ = il2
     rng = np.random.default_rng(3)
     kept = np.flatnonzero(np.arange(model.num_residues) % 9 != 4)
-    ca = model.ca[kept].copy()
-    ca[10] = ca[11] + 0.5 * (ca[10] - ca[11])  # a short step as well as the long ones
+    ca = model.ca[kept]
     profile = profiles.profile_from_probs(noisy_probs(model.aatype[kept], 0.6, rng),
                                          np.full(len(kept), 70.0), "il2", ca=ca)
     transitions = np.asarray(profile.transition_probabilities)
     assert np.ptp(transitions[1:-1, plan7.Transitions.MI]) > 0.1
-    assert np.ptp(transitions[1:-1, plan7.Transitions.MD]) > 0.1
     profiles.calibrate(profile, rng)
     _, frequencies = profiles._background()
     residues = profiles._random_residues(rng, frequencies, 60, 120)

@@ -7,9 +7,8 @@ Profiles. `profile_from_probs` turns a chain's residue-type probabilities into a
 mixed with the background in proportion to ``1 - confidence / 100``, plus a floor of
 `BACKGROUND_FLOOR`; inserts emit the background; transitions are mostly match -> match, with the
 gap-open and gap-extend probabilities HMMER uses for profiles built from one sequence, since real
-chains skip or add residues. Given the chain's Cα (`step_gap_opens`), a step too long for one
-residue opens an insert where it is, and a step too short a delete (`LONG_STEP`,
-`SHORT_STEP`).
+chains skip or add residues. Given the chain's Cα (`step_insert_opens`), a step too long for one
+residue opens an insert where it is (`LONG_STEP`).
 
 E-values. A hand-made profile has no E-value parameters, and pyhmmer has no ``calibrate()``.
 `calibrate` estimates them by simulation as HMMER's ``p7_Calibrate`` does:
@@ -62,8 +61,6 @@ __all__ = [
     "GAP_EXTEND",
     "LONG_STEP",
     "LONG_STEP_INSERT",
-    "SHORT_STEP",
-    "SHORT_STEP_DELETE",
     "MSV_SAMPLES",
     "MSV_LENGTH",
     "VITERBI_SAMPLES",
@@ -76,7 +73,7 @@ __all__ = [
     "background_frequencies",
     "match_emissions",
     "profile_from_probs",
-    "step_gap_opens",
+    "step_insert_opens",
     "calibrate",
     "chain_profiles",
     "digital_sequence",
@@ -101,17 +98,12 @@ GAP_EXTEND = 0.4
 #: and 34 of 36 longer ones. Shorter steps keep HMMER's `GAP_OPEN`: on maps of 3 Å or better
 #: almost none of them skip, and opening inserts everywhere costs the chains that do not slip
 #: (docs/results_log.md, fifteenth stop). (Inserts opened by the share of each bin from 3.95 Å
-#: on threaded the same, within the seeds' range.)
+#: on threaded the same, within the seeds' range. Deletes opened into both nodes of a step under
+#: 3.4 Å, a third of which join two nodes of one residue, threaded an unrelated sequence on 1 of
+#: the 30 il2 maps of `bench.decoys --il2-seeds 30`: not kept.)
 LONG_STEP = 4.2
 #: M -> I probability after a node whose step to the next is at least `LONG_STEP`.
 LONG_STEP_INSERT = 0.5
-#: Å: a step shorter than this (a cis peptide's is 2.9 Å, and rare) often joins two nodes of
-#: one residue, one of them extra: from the same links, 12 of 25 under 3.0 Å, 5 of 13 of 3.0-3.2
-#: Å and 11 of 43 of 3.2-3.4 Å did (22 of 191 of 3.4-3.6 Å, 37 of 1,480 of 3.6-3.9 Å).
-SHORT_STEP = 3.4
-#: M -> D probability into each node of a step shorter than `SHORT_STEP` (either may be the
-#: extra one).
-SHORT_STEP_DELETE = 0.2
 #: Random sequences (count, length) for the MSV fit: HMMER's ``EmN``, ``EmL``.
 MSV_SAMPLES = 200
 MSV_LENGTH = 200
@@ -206,8 +198,8 @@ def background_frequencies() -> np.ndarray:
     return _background()[1]
 
 
-def step_gap_opens(ca: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gap-open probabilities of a chain's match states from its Cα steps (module docstring).
+def step_insert_opens(ca: np.ndarray) -> np.ndarray:
+    """M -> I probabilities of a chain's match states from its Cα steps (module docstring).
 
     Parameters
     ----------
@@ -216,21 +208,15 @@ def step_gap_opens(ca: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Returns
     -------
-    insert_open, delete_open : float64 ``[L]``
-        ``insert_open[k]``: M -> I after node ``k``, `LONG_STEP_INSERT` where the step to node
-        ``k + 1`` is at least `LONG_STEP`; ``delete_open[k]``: M -> D into node ``k``,
-        `SHORT_STEP_DELETE` where a step to or from it is shorter than `SHORT_STEP`; `GAP_OPEN`
-        elsewhere.
+    float64 ``[L]``
+        After node ``k``: `LONG_STEP_INSERT` where the step to node ``k + 1`` is at least
+        `LONG_STEP`, `GAP_OPEN` elsewhere (and after the last node).
     """
     ca = np.asarray(ca, dtype=np.float64).reshape(-1, 3)
     steps = np.linalg.norm(np.diff(ca, axis=0), axis=1)  # [L - 1]
     insert_open = np.full(len(ca), GAP_OPEN)
     insert_open[:-1][steps >= LONG_STEP] = LONG_STEP_INSERT
-    short = steps < SHORT_STEP
-    delete_open = np.full(len(ca), GAP_OPEN)
-    delete_open[:-1][short] = SHORT_STEP_DELETE
-    delete_open[1:][short] = SHORT_STEP_DELETE
-    return insert_open, delete_open
+    return insert_open
 
 
 def profile_from_probs(aa_probs: np.ndarray, confidence: np.ndarray, name: str,
@@ -246,7 +232,7 @@ def profile_from_probs(aa_probs: np.ndarray, confidence: np.ndarray, name: str,
     name : str
         Profile name.
     ca : ``[L, 3]``, optional
-        The chain's Cα, Å: gap-open probabilities from its steps (`step_gap_opens`); without
+        The chain's Cα, Å: insert-open probabilities from its steps (`step_insert_opens`); without
         them `GAP_OPEN` everywhere.
 
     Returns
@@ -279,11 +265,8 @@ def profile_from_probs(aa_probs: np.ndarray, confidence: np.ndarray, name: str,
     if ca is not None:
         if np.shape(ca) != (length, 3):
             raise ValueError(f"ca must have shape [{length}, 3], got {np.shape(ca)}")
-        insert_open, delete_open = step_gap_opens(ca)
-        # row j is match state j (node j - 1): its inserts follow node j - 1, its delete
-        # transition enters node j
-        transitions[1:, T.MI] = insert_open
-        transitions[:-1, T.MD] = delete_open
+        # row j is match state j (node j - 1), whose inserts follow node j - 1
+        transitions[1:, T.MI] = step_insert_opens(ca)
     transitions[:, T.MM] = 1.0 - transitions[:, T.MI] - transitions[:, T.MD]
     transitions[:, T.II] = GAP_EXTEND
     transitions[:, T.IM] = 1.0 - GAP_EXTEND

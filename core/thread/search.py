@@ -193,8 +193,8 @@ def thread_chains(
     sequences : list of Sequence
         The input sequences (one record per chain copy or per distinct sequence).
     ca : ``[N, 3]``, optional
-        Cα of all nodes, Å: each profile's gap-open probabilities follow its chain's steps
-        (`profiles.step_gap_opens`).
+        Cα of all nodes, Å: each profile's insert-open probabilities follow its chain's steps
+        (`profiles.step_insert_opens`).
     taken : list of bool ``[len(sequences[s])]``, optional
         Positions already used by accepted residues; alignments never use them.
     max_evalue : float
