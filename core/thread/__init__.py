@@ -179,8 +179,7 @@ def thread(
     def staged(search: str) -> Threading:
         if search == "hmm":
             matches = thread_chains(chains, aa_probs, confidence, sequences, ca=backbone[:, 1],
-                                    taken=taken,
-                                    max_evalue=max_evalue,
+                                    taken=taken, max_evalue=max_evalue,
                                     composition_correction=composition_correction, rng=rng,
                                     cancel=cancel)
         else:

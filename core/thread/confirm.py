@@ -105,7 +105,7 @@ def confirmed(matches: list[ChainMatch], readings: list[Reading], aa_probs: np.n
     unthreaded unless every reading confirms one of them (module docstring; tried strongest
     first), and how many chains were unthreaded. An unthreaded chain takes its types from the
     round's ``aa_probs`` ``[N, 20]`` and keeps its alignment's score and E-value. ``ca`` ``[N,
-    3]``: the nodes' Cα, Å, whose steps set the profiles' gaps as in the round's threading
+    3]``: the nodes' Cα, Å, whose steps open the profiles' inserts as in the round's threading
     (`thread.profiles.step_insert_opens`)."""
     kept, dropped = list(matches), 0
     for index in unsupported(matches):
