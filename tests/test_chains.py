@@ -243,6 +243,9 @@ def test_trace_figures_of_a_faithful_trace(simulated, il2_path):
     links = sum(figures[f"links_{kind}"] for kind in ("next", "skip", "same", "false", "other"))
     assert figures["links_next"] >= 0.9 * links > 0
     assert figures["nodes_helix"] > 0.9 and np.isnan(figures["candidates_helix"])
+    # the step classes hold every link on the protein, and few of a faithful trace's skip
+    assert sum(figures["step_links"]) == links - figures["links_false"]
+    assert sum(figures["step_skips"]) == figures["links_skip"] <= 0.1 * links
 
 
 def test_secondary_structure_of_a_helix_bundle_and_a_strand(il2_path):

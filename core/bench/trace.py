@@ -25,6 +25,10 @@ A second table says what the links of those chains join and how close the Cα si
   those links beside it), *same* (one residue), *false* (a node with no deposited Cα within 3
   Å), *other* (anything else: another chain, farther along);
 * **chain length**: median and longest chain;
+* **skips by Cα step** (one table pooled over the maps): the links on the protein (all but
+  *false*) in classes of their Cα-Cα step (`STEP_EDGES`), and how many of them *skip*: where
+  the trace slips over a residue, the step runs long (`cryobuild.thread.profiles.LONG_STEP`
+  quotes it);
 * **within 1.5 Å**: of the deposited Cα in helices and in strands (`secondary_structure`), the
   share with a Cα candidate of the detector within `PLACED` Å, and with a node of the last
   round.
@@ -63,6 +67,8 @@ LENGTH_CLASSES = (("1", 1, 1), ("2-3", 2, 3), ("4-9", 4, 9), (">=10", 10, None))
 PLACED = 1.5
 #: Å: a link's node stands for the deposited residue whose Cα is nearest, within this distance.
 LINK_MATCH = 3.0
+#: Å: edges of the Cα-step classes of the "skips by Cα step" table.
+STEP_EDGES = (3.4, 3.6, 3.9, 4.0, 4.2, 4.5)
 #: Å: `secondary_structure`'s rule on the Cα trace: a helix where Cα i to i+3 lies within
 #: ``HELIX_I3[1]`` of ``HELIX_I3[0]`` and i to i+4 within ``HELIX_I4[1]`` of ``HELIX_I4[0]``
 #: (an α-helix: 5.0-5.5 and 6.2 Å); extended where i to i+2 is over ``STRAND_I2`` and i to i+3
@@ -122,8 +128,11 @@ def _link_kinds(chains: list[np.ndarray], node_ca: np.ndarray, reference) -> dic
     found = distance <= LINK_MATCH
     kinds = dict.fromkeys(("next", "skip", "same", "false", "other"), 0)
     skip_lengths = []
+    # [classes]: links on the protein, and those that skip, per Cα-step class
+    on_protein, skips = np.zeros((2, len(STEP_EDGES) + 1), dtype=np.int64)
     for chain in chains:
         for a, b in zip(chain[:-1].tolist(), chain[1:].tolist()):
+            step = float(np.linalg.norm(node_ca[a] - node_ca[b]))
             ra, rb = nearest[a], nearest[b]
             apart = abs(int(reference.residue_number[ra]) - int(reference.residue_number[rb]))
             one_chain = reference.chain_id[ra] == reference.chain_id[rb]
@@ -135,12 +144,17 @@ def _link_kinds(chains: list[np.ndarray], node_ca: np.ndarray, reference) -> dic
                 kind = "next"
             elif one_chain and apart in (2, 3):
                 kind = "skip"
-                skip_lengths.append(float(np.linalg.norm(node_ca[a] - node_ca[b])))
+                skip_lengths.append(step)
             else:
                 kind = "other"
             kinds[kind] += 1
+            if kind != "false":
+                step_class = int(np.searchsorted(STEP_EDGES, step, side="right"))
+                on_protein[step_class] += 1
+                skips[step_class] += kind == "skip"
     lengths = [len(c) for c in chains] or [0]
     return {**{f"links_{k}": v for k, v in kinds.items()},
+            "step_links": on_protein.tolist(), "step_skips": skips.tolist(),
             "skip_length": float(np.median(skip_lengths)) if skip_lengths else float("nan"),
             "median_chain": float(np.median(lengths)), "longest_chain": int(max(lengths))}
 
@@ -251,6 +265,14 @@ def main(argv=None):
               + f" | {row['skip_length']:.1f} | {row['median_chain']:.0f} | {row['longest_chain']} | "
               f"{row['candidates_helix']:.2f} / {row['nodes_helix']:.2f} | "
               f"{row['candidates_strand']:.2f} / {row['nodes_strand']:.2f} |")
+
+    labels = ([f"< {STEP_EDGES[0]:g}"] + [f"{a:g}-{b:g}" for a, b in zip(STEP_EDGES, STEP_EDGES[1:])]
+              + [f">= {STEP_EDGES[-1]:g}"])
+    print("\n| Cα step, Å | links on the protein | skip | share |\n|---|---|---|---|")
+    for step_class, label in enumerate(labels):
+        links = sum(row["step_links"][step_class] for row in rows)
+        skipped = sum(row["step_skips"][step_class] for row in rows)
+        print(f"| {label} | {links} | {skipped} | {skipped / max(links, 1):.2f} |")
 
 
 if __name__ == "__main__":

@@ -317,11 +317,13 @@ def _beaten(score: float, best_score, sequence: Sequence, numbers: np.ndarray, s
     places = np.delete(np.arange(len(sequence) - count + 1), int(numbers.min()) - 1)
     if not len(places):
         return False
-    reached = 0
-    for place in rng.choice(places, EXTENSION_DECOYS):
-        found = best_score(sequence.aatype[place: place + count][::side])
+    allowed, reached = EXTENSION_MAX_BEATEN * EXTENSION_DECOYS, 0
+    for place in rng.choice(places, EXTENSION_DECOYS):  # drawn at once: an early answer
+        found = best_score(sequence.aatype[place: place + count][::side])  # leaves rng alike
         reached += found is not None and found[3] >= score
-    return reached > EXTENSION_MAX_BEATEN * EXTENSION_DECOYS
+        if reached > allowed:
+            return True
+    return False
 
 
 def _neighbour(chain: dict, order: list[int], at: int, side: int) -> int:

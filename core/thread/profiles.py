@@ -89,17 +89,15 @@ BACKGROUND_FLOOR = 0.05
 GAP_OPEN = 0.02
 GAP_EXTEND = 0.4
 #: Å: a step at least this long between two linked nodes' Cα (consecutive residues' are 3.80 Å
-#: apart) more often than not skips a residue of the sequence (82 of 120 such links on the protein,
-#: below): the trace slips, a residue is missing and its neighbours' nodes are linked. Measured on
-#: the graph network's last pass over the 12 real maps of 1.75-4.8 Å (bundled weights, one build
-#: each, the twenty-first stop's code; each node paired with the nearest deposited Cα within 2.5 Å,
-#: links with a node off the protein left out), links two or more residues apart: 156 of 1,480
-#: links of 3.6-3.9 Å, 63 of 363 of 3.9-4.0 Å, 51 of 164 of 4.0-4.1 Å, 35 of 86 of 4.1-4.2 Å, 17 of
-#: 35 of 4.2-4.3 Å, 31 of 49 of 4.3-4.5 Å and 34 of 36 longer ones. Shorter steps keep HMMER's
-#: `GAP_OPEN`: on maps of 3 Å or better almost none of them skip, and opening inserts everywhere
-#: costs the chains that do not slip (docs/results_log.md, fifteenth stop). (Inserts opened by the
-#: share of each bin from 3.95 Å on threaded the same, within the seeds' range. Deletes opened into
-#: both nodes of a step under 3.4 Å, a third of which join two nodes of one residue, threaded an
+#: apart; linking joins none farther apart than `chains.MAX_CA_CA`) skips a residue of the sequence
+#: about half the time: the trace slips, a residue is missing and its neighbours' nodes are linked.
+#: `python -m cryobuild.bench.trace` over the 12 real maps of 1.75-4.8 Å (its skips-by-step table;
+#: bundled weights, twenty-second stop): of the last round's links on the protein, 43 of 93 of
+#: 4.2-4.5 Å join residues two or three apart, 70 of 272 of 4.0-4.2 Å, 62 of 383 of 3.9-4.0 Å, 141
+#: of 1,583 of 3.6-3.9 Å. Shorter steps keep HMMER's `GAP_OPEN`: on maps of 3 Å or better almost
+#: none of them skip, and opening inserts everywhere costs the chains that do not slip
+#: (docs/results_log.md, fifteenth stop). (Inserts graded by step from 3.95 Å on threaded the same,
+#: within the seeds' range. Deletes opened into both nodes of a step under 3.4 Å threaded an
 #: unrelated sequence on 1 of the 30 il2 maps of `bench.decoys --il2-seeds 30`: not kept.)
 LONG_STEP = 4.2
 #: M -> I probability after a node whose step to the next is at least `LONG_STEP`.
