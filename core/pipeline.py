@@ -60,7 +60,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .chains import MIN_EXISTENCE, ResiduePredictions, link_chains, runs_against
+from .chains import MIN_EXISTENCE, ResiduePredictions, chain_ids, link_chains, runs_against
 from .errors import BuildError, InputError
 from .extent import working_map
 from .features import NetworkMap, standardise
@@ -561,18 +561,25 @@ def _assemble(graph, named: list[NamedChain], sequences: list[Sequence], *, fina
             raise ValueError("the final model needs the Cα candidates (points)")
         detection = _detection_support(points, graph.atom14_positions[:, 1])
         detection_cut = UNASSIGNED_MIN_DETECTION * float(np.median(points.score)) if len(points) else 0.0
-    nodes, types, numbers, chain_of, reports = [], [], [], [], []
+    residues = []  # (chain, keep, numbers, types) of the chains the model holds
     for chain in named:
         match = chain.match
         if final:
             kept = _final_residues(match, graph.confidence, detection, detection_cut,
                                    with_sequences=bool(sequences), threaded_only=threaded_only)
-            if kept is None:
-                continue
-            keep, chain_numbers, chain_types = kept
+            if kept is not None:
+                residues.append((chain, *kept))
         else:
-            keep = np.ones(len(match.nodes), dtype=bool)
-            chain_numbers, chain_types = np.arange(1, len(match.nodes) + 1), match.aatype
+            residues.append((chain, np.ones(len(match.nodes), dtype=bool),
+                             np.arange(1, len(match.nodes) + 1), match.aatype))
+    if final:
+        # chains left out leave no gaps in the IDs (A, B, D would read as a chain lost)
+        residues = [(dataclasses.replace(chain, chain_id=chain_id), *kept)
+                    for chain_id, (chain, *kept) in zip(chain_ids(len(residues)), residues)]
+        named = [chain for chain, *_ in residues]
+    nodes, types, numbers, chain_of, reports = [], [], [], [], []
+    for chain, keep, chain_numbers, chain_types in residues:
+        match = chain.match
         chain_nodes, chain_numbers = match.nodes[keep], chain_numbers[keep]
         nodes.append(chain_nodes)
         types.append(chain_types[keep])

@@ -13,7 +13,11 @@ import dataclasses
 
 import numpy as np
 
+import torch
+
 from cryobuild.chains import ResiduePredictions
+from cryobuild.geometry import Rigid
+from cryobuild.gnn.refine import GraphOutput
 from cryobuild.residues import NUM_AA, UNK_INDEX
 
 #: Å, standard deviation of the noise added to backbone atoms.
@@ -167,3 +171,25 @@ def simulate_predictions(
         kept_truth=kept_truth[order],
         true_links=true_links,
     )
+
+
+def alanine_graph(backbone: np.ndarray) -> GraphOutput:
+    """A `GraphOutput` of alanines on ``backbone`` ``[N, 3, 3]`` (Å), no edges."""
+    num = len(backbone)
+    points = torch.as_tensor(backbone, dtype=torch.float32)
+    frames = Rigid.from_3_points(points[:, 0], points[:, 1], points[:, 2])
+    torsions = np.zeros((num, 20, 5, 2), np.float32)
+    torsions[..., 1] = 1.0  # (sin, cos) of 0
+    aa_probs = np.full((num, 20), 0.01, np.float32)
+    aa_probs[:, 0] = 0.81
+    graph = GraphOutput(
+        rotations=frames.rotations.numpy(), translations=points[:, 1].numpy(),
+        atom14_positions=np.zeros((num, 14, 3), np.float32),
+        atom14_mask=np.zeros((num, 14), bool), aa_probs=aa_probs,
+        confidence=np.full(num, 80.0, np.float32), existence=np.ones(num, np.float32),
+        edge_index=np.zeros((num, 1), np.int64),
+        next_prob=np.full((num, 1), 0.9, np.float32),
+        previous_prob=np.full((num, 1), 0.1, np.float32), torsions=torsions,
+    )
+    positions, mask = graph.atoms_for(np.arange(num), np.zeros(num, np.int64))
+    return dataclasses.replace(graph, atom14_positions=positions, atom14_mask=mask)

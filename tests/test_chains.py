@@ -19,10 +19,9 @@ from cryobuild.chains import (
     remove_duplicates,
     runs_against,
 )
-from cryobuild.gnn.refine import GraphOutput
 from cryobuild.models import read_model
 
-from gnn_synth import simulate_predictions
+from gnn_synth import alanine_graph, simulate_predictions
 
 #: Fraction of true links that must be recovered, and of chosen links that must be true.
 MIN_CONNECTIVITY = 0.95
@@ -180,35 +179,9 @@ def test_a_stretch_pointing_backwards_is_linked_and_flagged():
     assert not runs_against(backbone, apart).any()
 
 
-def _graph(backbone: np.ndarray) -> GraphOutput:
-    """A `GraphOutput` of alanines on ``backbone`` ``[N, 3, 3]`` (Å), no edges."""
-    import torch
-
-    from cryobuild.geometry import Rigid
-
-    num = len(backbone)
-    points = torch.as_tensor(backbone, dtype=torch.float32)
-    frames = Rigid.from_3_points(points[:, 0], points[:, 1], points[:, 2])
-    torsions = np.zeros((num, 20, 5, 2), np.float32)
-    torsions[..., 1] = 1.0  # (sin, cos) of 0
-    aa_probs = np.full((num, 20), 0.01, np.float32)
-    aa_probs[:, 0] = 0.81
-    graph = GraphOutput(
-        rotations=frames.rotations.numpy(), translations=points[:, 1].numpy(),
-        atom14_positions=np.zeros((num, 14, 3), np.float32),
-        atom14_mask=np.zeros((num, 14), bool), aa_probs=aa_probs,
-        confidence=np.full(num, 80.0, np.float32), existence=np.ones(num, np.float32),
-        edge_index=np.zeros((num, 1), np.int64),
-        next_prob=np.full((num, 1), 0.9, np.float32),
-        previous_prob=np.full((num, 1), 0.1, np.float32), torsions=torsions,
-    )
-    positions, mask = graph.atoms_for(np.arange(num), np.zeros(num, np.int64))
-    return dataclasses.replace(graph, atom14_positions=positions, atom14_mask=mask)
-
-
 def test_turned_frames_swap_n_and_c(il2):
     backbone = il2[0][:4]
-    graph = _graph(backbone)
+    graph = alanine_graph(backbone)
     turned = graph.turned(np.array([False, True, False, False]))
     before, after = graph.atom14_positions, turned.atom14_positions
     np.testing.assert_array_equal(after[[0, 2, 3]], before[[0, 2, 3]])

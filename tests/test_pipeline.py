@@ -3,6 +3,7 @@ messages for inputs it cannot build from."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -328,3 +329,31 @@ def test_next_pass_reads_assigned_types_one_hot_and_the_rest_as_probabilities(il
     assert not np.allclose(given.aa_probs, own.aa_probs)
     with pytest.raises(ValueError, match="prior must have shape"):
         refine(view, model, sequence, network, rounds=1, prior=prior[:5])
+
+
+def test_final_chain_ids_leave_no_gap_for_chains_left_out(il2_path):
+    """Chains the final model leaves out (here an unassigned one below the confidence cut)
+    take no chain ID: the model's chains are A, B, not A, C, and its reports say the same."""
+    from gnn_synth import alanine_graph
+
+    from cryobuild.pipeline import UNASSIGNED_MIN_CONFIDENCE, _assemble
+    from cryobuild.points import CalphaPoints
+    from cryobuild.sequences import Sequence
+    from cryobuild.thread import ChainMatch, NamedChain
+
+    model = read_model(il2_path).take(np.arange(16))
+    graph = alanine_graph(model.atom_positions[:, :3].astype(np.float64))
+    confidence = np.full(16, UNASSIGNED_MIN_CONFIDENCE + 10, np.float32)
+    confidence[8:12] = UNASSIGNED_MIN_CONFIDENCE - 10
+    graph = dataclasses.replace(graph, confidence=confidence)
+    sequence = Sequence("il2", "".join(AA_ORDER[t] for t in model.aatype))
+    threaded = ChainMatch(np.arange(8), 0, np.arange(1, 9), model.aatype[:8], 40.0, 1e-8)
+    weak = ChainMatch.unthreaded(np.arange(8, 12), graph.aa_probs)
+    sure = ChainMatch.unthreaded(np.arange(12, 16), graph.aa_probs)
+    named = [NamedChain("A", "il2 copy 1", 1, threaded), NamedChain("B", "unassigned 1", 1, weak),
+             NamedChain("C", "unassigned 2", 2, sure)]
+    points = CalphaPoints(model.ca, np.ones(16))
+    final, _, reports = _assemble(graph, named, [sequence], final=True, points=points)
+    assert sorted(set(final.chain_id)) == ["A", "B"] == [report.chain_id for report in reports]
+    assert final.num_residues == 12 and set(final.entity_sequences) == {"A"}
+    assert np.all(final.chain_id[final.aatype == UNK_INDEX] == "B")
