@@ -247,6 +247,7 @@ def _finish(job, name: str, out: Path, started: float, warnings: list[str]) -> d
             folder.save(lambda destination: write_build(result, destination, folder.build_id))
     except CryobuildError as err:
         return {**row, "status": "failed", "error": str(err)}
+    row["warnings"] = "; ".join(warnings + folder.kept_notices())
     return {**row, "residues": result.final.num_residues, "raw_residues": result.raw.num_residues,
             "seconds": f"{time.time() - started:.1f}"}
 

@@ -16,6 +16,10 @@
 * **Never lost.** `BuildFolder.claim` checks the folder before the build starts; if writing
   still fails at the end, `BuildFolder.save` writes the outputs into a new temporary folder
   and raises `cryobuild.errors.OutputError` saying where.
+* **Edits kept.** A build records what it wrote (``.cryobuild_outputs.json``: each file's
+  SHA-256). An earlier model (`EDITABLE_OUTPUTS`) that no longer matches that record -- changed
+  in Coot or ISOLDE and saved in place, or put there by hand -- is not replaced but kept beside
+  the new outputs as ``model.changed-<its modification time>.cif`` (`BuildFolder.kept`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -36,7 +41,8 @@ from pathlib import Path
 from .atomic import output_folder
 from .errors import InputError, OutputError
 
-__all__ = ["BUILD_OUTPUTS", "LOCK_FILE", "STAGING", "BuildFolder", "new_build_id"]
+__all__ = ["BUILD_OUTPUTS", "EDITABLE_OUTPUTS", "LOCK_FILE", "RECORD_FILE", "STAGING",
+           "BuildFolder", "new_build_id"]
 
 #: The lock file of a folder a build writes into.
 LOCK_FILE = ".cryobuild.lock"
@@ -45,19 +51,53 @@ STAGING = "in_progress"
 _STAGING_MARK = ".cryobuild_build"
 #: Where the earlier build's outputs go (inside the staging folder) while the new ones move in.
 _REPLACED = ".replaced"
+#: The record of what a build wrote: ``{"build_id": ..., "sha256": {name: hex digest}}`` of
+#: each file it moved into the folder.
+RECORD_FILE = ".cryobuild_outputs.json"
 #: What the build verbs write into their folder (`cryobuild.build_outputs.write_build`,
-#: ``build.log``, build_no_seq's ``hmm_profiles/``), name -> True for a folder. A new build
-#: replaces an earlier build's as a whole, whether it writes them itself or not.
+#: ``build.log``, build_no_seq's ``hmm_profiles/``, the record), name -> True for a folder. A
+#: new build replaces an earlier build's as a whole, whether it writes them itself or not, but
+#: for the edited models below.
 BUILD_OUTPUTS = {
     "model.cif": False, "model_raw.cif": False, "rounds": True, "chains.csv": False,
     "aa_probabilities.csv": False, "ca_points.cif": False, "build.log": False, "hmm_profiles": True,
+    RECORD_FILE: False,
 }
+#: The outputs a user finishes in place (module docstring, "Edits kept").
+EDITABLE_OUTPUTS = ("model.cif", "model_raw.cif")
 _FINAL_MODEL = "model.cif"
 
 
 def new_build_id() -> str:
     """A build's id: its start time and 6 random hex digits, e.g. ``20261201-101500-a1b2c3``."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _recorded(folder: Path) -> dict[str, str]:
+    """Name -> SHA-256 of the outputs the last build wrote into ``folder`` (`RECORD_FILE`); empty
+    when there is no readable record (no build wrote there, or a cryobuild before the record)."""
+    try:
+        digests = json.loads((folder / RECORD_FILE).read_text())["sha256"]
+        return {str(name): str(digest) for name, digest in digests.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _changed_name(path: Path) -> Path:
+    """A free name beside ``path`` for a changed output: ``model.cif`` modified at 12:30:05 on
+    6 December 2026 -> ``model.changed-20261206-123005.cif`` (``-2``, ``-3``... if taken)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
+    stem, suffix = path.name.split(".", 1) if "." in path.name else (path.name, "")
+    suffix = "." + suffix if suffix else ""
+    candidate, count = path.with_name(f"{stem}.changed-{stamp}{suffix}"), 1
+    while os.path.lexists(candidate):
+        count += 1
+        candidate = path.with_name(f"{stem}.changed-{stamp}-{count}{suffix}")
+    return candidate
 
 
 def _describe(err: OSError) -> str:
@@ -137,6 +177,9 @@ class BuildFolder:
         The build's id.
     staging : Path
         Where the build writes its outputs until `save` moves them into ``path``.
+    kept : list of (Path, Path)
+        After `save`: ``(output, kept as)`` for each earlier model that had changed since the
+        build that wrote it and was kept under a new name (module docstring, "Edits kept").
     """
 
     path: Path
@@ -145,6 +188,7 @@ class BuildFolder:
     _lock: int
     _created: bool
     _saved: bool = False
+    kept: list = dataclasses.field(default_factory=list)
 
     @classmethod
     def claim(cls, path: str | os.PathLike) -> "BuildFolder":
@@ -188,6 +232,7 @@ class BuildFolder:
         """
         try:
             write(self.staging)
+            self._write_record()
             self._move_in()
             self._saved = True
             return self.path
@@ -202,19 +247,39 @@ class BuildFolder:
         raise OutputError(f"{self.path}: cannot write the outputs ({failure}); they are in "
                           f"{fallback} instead")
 
+    def _write_record(self) -> None:
+        """Record the SHA-256 of each staged file (`RECORD_FILE`, staged with them)."""
+        digests = {entry.name: _sha256(entry) for entry in sorted(self.staging.iterdir())
+                   if entry.is_file() and entry.name != _STAGING_MARK}
+        record = {"build_id": self.build_id, "sha256": digests}
+        (self.staging / RECORD_FILE).write_text(json.dumps(record, indent=1) + "\n")
+
     def _move_in(self) -> None:
         """Replace the earlier outputs with the staged ones, ``model.cif`` out first and in
-        last."""
+        last; an earlier model that had changed since its build is kept under a new name."""
         replaced = self.staging / _REPLACED
         replaced.mkdir()
+        recorded = _recorded(self.path)
         staged = sorted({entry.name for entry in self.staging.iterdir()} - {_STAGING_MARK, _REPLACED},
                         key=lambda name: (name == _FINAL_MODEL, name))
         earlier = sorted(set(BUILD_OUTPUTS) | set(staged), key=lambda name: (name != _FINAL_MODEL, name))
         for name in earlier:
-            if os.path.lexists(self.path / name):
-                os.rename(self.path / name, replaced / name)
+            entry = self.path / name
+            if not os.path.lexists(entry):
+                continue
+            if name in EDITABLE_OUTPUTS and entry.is_file() and _sha256(entry) != recorded.get(name):
+                kept = _changed_name(entry)
+                os.rename(entry, kept)
+                self.kept.append((entry, kept))
+            else:
+                os.rename(entry, replaced / name)
         for name in staged:
             os.rename(self.staging / name, self.path / name)
+
+    def kept_notices(self) -> list[str]:
+        """One line per earlier model kept (`kept`), for the user."""
+        return [f"{output} had changed since the build that wrote it: kept as {kept.name}"
+                for output, kept in self.kept]
 
     def release(self) -> None:
         """Let go of the folder: remove the staging folder when it is saved or holds nothing,

@@ -8,10 +8,11 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 import pytest
 
-from cryobuild.build_folder import LOCK_FILE, STAGING, BuildFolder
+from cryobuild.build_folder import LOCK_FILE, RECORD_FILE, STAGING, BuildFolder
 from cryobuild.errors import InputError, OutputError
 
 #: A program that claims a folder and is killed holding it.
@@ -30,12 +31,18 @@ _KILLED_HOLDER = textwrap.dedent(
 
 
 def earlier_build(out):
-    """An earlier build's outputs in ``out``: five rounds, a model and a log."""
-    (out / "rounds").mkdir(parents=True)
-    for index in range(1, 6):
-        (out / "rounds" / f"round_{index}.cif").write_text("earlier\n")
-    for name in ("model.cif", "chains.csv", "build.log"):
-        (out / name).write_text("earlier\n")
+    """An earlier build's outputs in ``out``, as a build saves them: five rounds, a model and a
+    log (and the record of what it wrote)."""
+
+    def write(destination):
+        (destination / "rounds").mkdir()
+        for index in range(1, 6):
+            (destination / "rounds" / f"round_{index}.cif").write_text("earlier\n")
+        for name in ("model.cif", "chains.csv", "build.log"):
+            (destination / name).write_text("earlier\n")
+
+    with BuildFolder.claim(out) as folder:
+        folder.save(write)
 
 
 def test_a_second_claim_is_refused_naming_the_first(tmp_path):
@@ -75,7 +82,42 @@ def test_save_replaces_the_earlier_build_as_a_whole(tmp_path):
         assert (out / "model.cif").read_text() == "earlier\n"  # untouched while the build runs
         assert folder.save(write) == out
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
-        "model.cif", "notes.txt", "rounds", "rounds/round_1.cif"]
+        RECORD_FILE, "model.cif", "notes.txt", "rounds", "rounds/round_1.cif"]
+    assert folder.kept == []
+
+
+def test_a_model_changed_since_its_build_is_kept_not_replaced(tmp_path):
+    """A model edited in place after its build (or put there by hand) is kept under a new name
+    beside the new outputs, and the build says so; an unchanged one is replaced."""
+    out = tmp_path / "out"
+    earlier_build(out)
+    (out / "model.cif").write_text("refined in Coot\n")
+    os.utime(out / "model.cif", (0, 0))
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(0))
+
+    def write(destination):
+        for name in ("model.cif", "model_raw.cif"):
+            (destination / name).write_text("new\n")
+
+    with BuildFolder.claim(out) as folder:
+        folder.save(write)
+    kept = out / f"model.changed-{stamp}.cif"
+    assert kept.read_text() == "refined in Coot\n"
+    assert folder.kept == [(out / "model.cif", kept)]
+    assert folder.kept_notices() == [f"{out / 'model.cif'} had changed since the build that "
+                                     f"wrote it: kept as {kept.name}"]
+    assert (out / "model.cif").read_text() == "new\n"
+    # the new outputs are recorded: rebuilding replaces them, and the kept model stays
+    with BuildFolder.claim(out) as folder:
+        folder.save(write)
+    assert folder.kept == [] and kept.exists()
+    # a model no build recorded (copied in by hand) is kept too, under a free name
+    (out / "model_raw.cif").write_text("by hand\n")
+    os.utime(out / "model_raw.cif", (0, 0))
+    (out / f"model_raw.changed-{stamp}.cif").write_text("taken\n")
+    with BuildFolder.claim(out) as folder:
+        folder.save(write)
+    assert (out / f"model_raw.changed-{stamp}-2.cif").read_text() == "by hand\n"
 
 
 def test_a_failed_build_leaves_the_earlier_outputs_and_no_new_folder(tmp_path):
@@ -84,7 +126,8 @@ def test_a_failed_build_leaves_the_earlier_outputs_and_no_new_folder(tmp_path):
     with pytest.raises(RuntimeError):
         with BuildFolder.claim(out):
             raise RuntimeError("the build failed")
-    assert sorted(p.name for p in out.iterdir()) == ["build.log", "chains.csv", "model.cif", "rounds"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        RECORD_FILE, "build.log", "chains.csv", "model.cif", "rounds"]
     with pytest.raises(RuntimeError):
         with BuildFolder.claim(tmp_path / "new"):
             raise RuntimeError("the build failed")

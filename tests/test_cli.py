@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from cryobuild.build_folder import STAGING, BuildFolder
+from cryobuild.build_folder import RECORD_FILE, STAGING, BuildFolder
 from cryobuild.cli import VERBS
 from cryobuild.maps import DensityMap, read_map, write_map
 
@@ -185,6 +186,10 @@ def reused_folder_build(tmp_path_factory, il2_files):
     for name in [f"rounds/round_{n}.cif" for n in range(1, 6)] + [
             "model.cif", "chains.csv", "build.log", "hmm_profiles/0001_A.hmm"]:
         (out / name).write_text("earlier\n")
+    # as that build recorded it (a model changed since would be kept, not replaced)
+    digest = hashlib.sha256(b"earlier\n").hexdigest()
+    (out / RECORD_FILE).write_text(json.dumps({"build_id": "earlier", "sha256": {
+        name: digest for name in ("model.cif", "chains.csv", "build.log")}}))
     process = start_build("-v", str(map_path), "-f", str(fasta), "-o", str(out), "--mask", str(box))
     staged = out / STAGING / "rounds" / "round_1.cif"
     seen = None
@@ -209,8 +214,8 @@ def test_a_reused_folder_holds_only_the_new_build(reused_folder_build):
     out, _, result = reused_folder_build
     assert result.returncode == 0, result.stderr
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == ["aa_probabilities.csv", "build.log", "ca_points.cif", "chains.csv", "model.cif",
-                     "model_raw.cif", "rounds/round_1.cif", "rounds/round_2.cif"]
+    assert files == [RECORD_FILE, "aa_probabilities.csv", "build.log", "ca_points.cif", "chains.csv",
+                     "model.cif", "model_raw.cif", "rounds/round_1.cif", "rounds/round_2.cif"]
     build_id = build_id_of(out / "build.log")
     assert {name: build_id_of(out / name) for name in files} == {name: build_id for name in files}
 

@@ -211,6 +211,8 @@ def main(args) -> int:
             write_bytes_atomic(destination / "build.log", (json.dumps(log, indent=1) + "\n").encode())
 
         out = folder.save(write)
+        for notice in folder.kept_notices():
+            print(f"cryobuild: {notice}", file=sys.stderr)
     if not args.quiet:
         print(f"{result.final.num_residues} residues in {len(result.final_chains)} chains "
               f"-> {out / 'model.cif'} ({log['total_seconds']:.0f} s)")

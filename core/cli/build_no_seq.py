@@ -59,6 +59,8 @@ def main(args) -> int:
             write_profiles(profiles, destination / "hmm_profiles")
 
         out = folder.save(write)
+        for notice in folder.kept_notices():
+            print(f"cryobuild: {notice}", file=sys.stderr)
     print(f"{result.final.num_residues} residues in {len(profiles)} chains -> {out / 'model.cif'}; "
           f"{len(profiles)} HMM profiles -> {out / 'hmm_profiles'}")
     return 0

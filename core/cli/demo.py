@@ -6,6 +6,7 @@ sequence and prints the scores of the raw and final models against the known str
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -70,6 +71,8 @@ def main(args) -> int:
             write_build(result, destination, folder.build_id)
 
         out = folder.save(write)
+        for notice in folder.kept_notices():
+            print(f"cryobuild: {notice}", file=sys.stderr)
     seconds = time.time() - started
     print(f"built {result.final.num_residues} residues in {len(result.final_chains)} chains in "
           f"{seconds:.0f} s -> {out / 'model.cif'} (map: {out / 'map.mrc'})")
