@@ -60,8 +60,8 @@ RECORD_FILE = ".cryobuild_outputs.json"
 #: for the edited models below.
 BUILD_OUTPUTS = {
     "model.cif": False, "model_raw.cif": False, "rounds": True, "chains.csv": False,
-    "aa_probabilities.csv": False, "ca_points.cif": False, "build.log": False, "hmm_profiles": True,
-    RECORD_FILE: False,
+    "aa_probabilities.csv": False, "unassigned_placements.csv": False, "ca_points.cif": False,
+    "build.log": False, "hmm_profiles": True, RECORD_FILE: False,
 }
 #: The outputs a user finishes in place (module docstring, "Edits kept").
 EDITABLE_OUTPUTS = ("model.cif", "model_raw.cif")

@@ -9,6 +9,9 @@ Layout (ModelAngelo's, with cryobuild's additions):
 * ``chains.csv`` chain, assignment (``threaded`` or ``unassigned``), sequence, first-last residue,
   residues, match score, E-value, mean confidence (of the final model);
 * ``aa_probabilities.csv`` per final residue: chain, number, type, then the 20 probabilities;
+* ``unassigned_placements.csv`` where the unassigned chains might go (`cryobuild.thread.hints`):
+  chain, rank, sequence, its first-last position, the chain's residues aligned there, score,
+  E-value, chance hits, positions already threaded (a header alone when there are none);
 * ``ca_points.cif`` the detected Cα candidates.
 
 Every file is written atomically: it is replaced whole or not at all, and ``model.cif`` is
@@ -20,15 +23,18 @@ line ``# cryobuild build <id>`` in the CSV files (``pandas.read_csv(path, commen
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import math
 from pathlib import Path
 
 from .atomic import write_bytes_atomic
 from .models import model_from_ca, write_model
 from .pipeline import BuildResult, ChainReport, RoundResult
 from .residues import AA_ORDER, ONE_TO_THREE, UNK_THREE
+from .thread.hints import Placement
 
-__all__ = ["BUILD_ID_ITEM", "write_build", "write_round", "chains_csv"]
+__all__ = ["BUILD_ID_ITEM", "write_build", "write_round", "chains_csv", "placements_csv"]
 
 #: The mmCIF item of a written model that holds the build's id.
 BUILD_ID_ITEM = "_cryobuild.build_id"
@@ -44,6 +50,19 @@ def chains_csv(reports: tuple[ChainReport, ...]) -> str:
         writer.writerow([r.chain_id, "threaded" if r.threaded else "unassigned", r.sequence, r.first,
                          r.last, r.residues, f"{r.score:.1f}", f"{r.evalue:.3g}",
                          f"{r.mean_confidence:.1f}"])
+    return buffer.getvalue()
+
+
+def placements_csv(placements: tuple[Placement, ...]) -> str:
+    """Where the unassigned chains might go (`cryobuild.thread.hints.Placement`), as CSV text."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    fields = [field.name for field in dataclasses.fields(Placement)]
+    writer.writerow(fields)
+    for placement in placements:
+        values = [getattr(placement, name) for name in fields]
+        writer.writerow([f"{v:.3g}" if isinstance(v, float) and math.isfinite(v) else v
+                         for v in values])
     return buffer.getvalue()
 
 
@@ -78,7 +97,8 @@ def write_build(result: BuildResult, folder: str | Path, build_id: str) -> list[
         written.append(write_round(round_result, folder, build_id))
     written.append(write_model(result.raw, folder / "model_raw.cif", cif_items=stamp))
     for name, text in (("chains.csv", chains_csv(result.final_chains)),
-                       ("aa_probabilities.csv", _aa_probs_csv(result))):
+                       ("aa_probabilities.csv", _aa_probs_csv(result)),
+                       ("unassigned_placements.csv", placements_csv(result.placements))):
         written.append(write_bytes_atomic(folder / name, (csv_stamp + text).encode()))
     written.append(write_model(result.final, folder / "model.cif", cif_items=stamp))
     return written

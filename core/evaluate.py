@@ -58,6 +58,7 @@ __all__ = [
     "Metrics",
     "evaluate",
     "match_calpha",
+    "offered_numbering",
 ]
 
 #: Largest Cα-Cα distance (Å, exclusive) at which a predicted residue can match a reference one.
@@ -236,6 +237,25 @@ def _sequence_positions(ref: BuiltModel, chain: str, sequence: str) -> dict[int,
         row += count if operation in "MI" else 0
         position += count if operation in "MD" else 0
     return positions
+
+
+def offered_numbering(ca: np.ndarray, numbers: np.ndarray, sequence: str, ref: BuiltModel, *,
+                      tolerance: int = 0) -> tuple[int, int]:
+    """How right a numbering offered for a stretch of residues is (e.g. a placement of an
+    unassigned chain, `cryobuild.thread.hints`): of the residues (Cα ``[K, 3]``, Å) matched to
+    a reference Cα (`match_calpha`), how many, and how many of those are offered (``numbers``
+    ``[K]``, 1-based positions in ``sequence``) a number within ``tolerance`` of the reference
+    residue's place in ``sequence`` (as `Metrics.register_accuracy` places it)."""
+    p, r = match_calpha(ca, ref.ca)
+    cache: dict[str, dict[int, int]] = {}
+    right = 0
+    for pred_row, ref_row in zip(p.tolist(), r.tolist()):
+        chain = str(ref.chain_id[ref_row])
+        if chain not in cache:
+            cache[chain] = _sequence_positions(ref, chain, sequence)
+        place = cache[chain].get(ref_row)
+        right += place is not None and abs(place - int(numbers[pred_row])) <= tolerance
+    return len(p), right
 
 
 def _register(pred: BuiltModel, ref: BuiltModel, p: np.ndarray, r: np.ndarray) -> tuple[int, int]:

@@ -73,6 +73,7 @@ from .sequences import Sequence
 from .thread import THREADERS, ChainMatch, NamedChain, thread
 from .thread.closure import MAX_SKIP, MIN_SKIP, bridge_positions
 from .thread.confirm import confirmed, unsupported
+from .thread.hints import Placement, unassigned_placements
 from .thread.joining import name_chains
 from .thread.search import MAX_THREAD_EVALUE
 
@@ -358,7 +359,8 @@ class BuildResult:
     with every chain; final: threaded chains of >= `MIN_CHAIN_LENGTH` residues and (unless
     ``threaded_only``) the confident unassigned ones, relaxed (`_final_residues`);
     final_aa_probs ``[R, 20]``; final_chains: reports for ``final``; relax_report (or None);
-    seconds: wall time per stage; view: the map as the networks saw it.
+    seconds: wall time per stage; view: the map as the networks saw it; placements: where the
+    final model's unassigned chains might go (`thread.hints`).
     """
 
     points: CalphaPoints
@@ -370,6 +372,7 @@ class BuildResult:
     relax_report: object
     seconds: dict
     view: NetworkMap
+    placements: tuple[Placement, ...] = ()
 
 
 def composition_stand_in(length: int) -> str:
@@ -1031,5 +1034,8 @@ def build(
     if options.relax:
         final, relax_report = relax_stage(final, context, view, networks.device, seconds,
                                           progress=progress, cancel=cancel)
+    start = time.time()
+    placements = unassigned_placements(final, final_probs, sequences)
+    seconds["thread"] += time.time() - start
     return BuildResult(points, tuple(rounds), rounds[-1].model, final, final_probs,
-                       final_reports, relax_report, seconds, view)
+                       final_reports, relax_report, seconds, view, placements)

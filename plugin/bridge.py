@@ -71,6 +71,9 @@ PREVIEW_COLOUR = "grey90"
 CA_SPHERE_SCALE = 0.35
 #: Å: placements from PyMOL's extent and the map file agree within this.
 PLACEMENT_TOLERANCE = 1e-3
+#: Unassigned chains' likeliest places (`cryobuild.thread.hints`) named in a build's last log
+#: line, best E-value first.
+PLACES_SHOWN = 3
 #: Suffix of a map's mesh object, and its colour.
 MESH_SUFFIX = "_mesh"
 MESH_COLOUR = "grey60"
@@ -751,6 +754,13 @@ def finish_line(view: ModelView, event) -> str | None:
                 f"(last round: {result.raw.num_residues} residues)")
         if view.profiles is not None and result.final.num_residues:
             line += f"; HMM profiles in {view.profiles}"
+        places = sorted((p for p in result.placements if p.rank == 1), key=lambda p: p.evalue)
+        if places:
+            line += "; unassigned chains might be " + ", ".join(
+                f"chain {p.chain_id}: {p.sequence} {p.first}-{p.last} (E = {p.evalue:.2g})"
+                for p in places[:PLACES_SHOWN])
+            if len(places) > PLACES_SHOWN:
+                line += f" and {len(places) - PLACES_SHOWN} more"
         return f"{event.job_id} ({view.name}): {line}"
     if event.kind == "cancelled":
         if getattr(job, "keeps_model", False):

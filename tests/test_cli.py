@@ -215,7 +215,8 @@ def test_a_reused_folder_holds_only_the_new_build(reused_folder_build):
     assert result.returncode == 0, result.stderr
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert files == [RECORD_FILE, "aa_probabilities.csv", "build.log", "ca_points.cif", "chains.csv",
-                     "model.cif", "model_raw.cif", "rounds/round_1.cif", "rounds/round_2.cif"]
+                     "model.cif", "model_raw.cif", "rounds/round_1.cif", "rounds/round_2.cif",
+                     "unassigned_placements.csv"]
     build_id = build_id_of(out / "build.log")
     assert {name: build_id_of(out / name) for name in files} == {name: build_id for name in files}
 

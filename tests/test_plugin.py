@@ -740,3 +740,23 @@ def test_gui_verb_starts_pymol_with_the_panel_and_files(il2):
     assert "-m pymol" in done.stdout and "open_panel(" in done.stdout and str(fasta) in done.stdout
     done = subprocess.run([sys.executable, "-m", "cryobuild", "gui", "/no/such.mrc"], capture_output=True, text=True)
     assert done.returncode == 2 and "no such map file" in done.stderr
+
+
+def test_the_last_log_line_names_the_unassigned_chains_likeliest_places():
+    from types import SimpleNamespace
+
+    from cryobuild.thread.hints import Placement
+
+    def place(chain, rank, evalue):
+        return Placement(chain, rank, "il2", 10, 20, 1, 11, 5.0, evalue, evalue * 5, 0)
+
+    placements = (place("C", 1, 0.2), place("C", 2, 0.5), place("B", 1, 0.01), place("D", 1, 0.3),
+                  place("E", 1, 0.9))
+    model = SimpleNamespace(num_residues=50)
+    result = SimpleNamespace(final=model, raw=model, final_chains=(1, 2, 3, 4, 5),
+                             placements=placements)
+    view = SimpleNamespace(job=SimpleNamespace(), name="m", profiles=None)
+    line = bridge_module.finish_line(view, SimpleNamespace(kind="final", payload=result, job_id="job-1"))
+    assert line.endswith("unassigned chains might be chain B: il2 10-20 (E = 0.01), chain C: il2 "
+                         "10-20 (E = 0.2), chain D: il2 10-20 (E = 0.3) and 1 more")
+    assert bridge_module.PLACES_SHOWN == 3

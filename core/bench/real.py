@@ -17,7 +17,10 @@ figures are not figures and stay out of the means. One JSON line per map, then a
   (``aa_probabilities.csv``), residues within `TYPE_MATCH_DISTANCE` of a deposited Cα (3.00 is
   a uniform guess). Threading turns these into sequence: the figure moves before sequence
   recall does, which crosses an E-value cut one chain at a time;
-* seconds of the build; the networks; whether they saw the map.
+* seconds of the build; the networks; whether they saw the map;
+* last, pooled over every build of a map the networks did not see, how right the best
+  placement offered for each unassigned chain (``unassigned_placements.csv``,
+  `cryobuild.thread.hints`) is, by its E-value (`print_placements`).
 
 ``--keep FOLDER`` writes each build's output folder (as ``cryobuild build -o`` does) into
 ``FOLDER/<map>``, e.g. to look at the raw models' chains.
@@ -45,7 +48,7 @@ from ..checkpoints import checkpoint_path, trained_on
 from ..cli.build import (add_blind_check_arg, add_restarts_arg, add_threader_args, build_with_engine,
                          threader_options)
 from ..data import dev_cases
-from ..evaluate import evaluate
+from ..evaluate import evaluate, offered_numbering
 from ..maps import read_map
 from ..models import read_model
 from ..pipeline import BuildOptions, Networks
@@ -175,8 +178,59 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
     if metrics.n_threaded_matched:  # none threaded, no share
         row["final_register"] = round(metrics.register_accuracy, 3)
     row["final_type_nll"] = round(type_information(result.final, result.final_aa_probs, reference), 3)
+    row["placements"] = placement_figures(result.final, result.placements, sequences, reference)
     print(json.dumps(row), flush=True)
     return row
+
+
+#: Sequence positions by which an offered placement may be off and still count as right
+#: (`placement_figures`): a user who places a chain there finds its register nearby.
+PLACEMENT_TOLERANCE = 2
+#: E-value bins of `print_placements`.
+PLACEMENT_BINS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def placement_figures(final, placements, sequences, reference) -> list[list[float]]:
+    """``[E-value, residues on a deposited Cα, of those numbered within
+    `PLACEMENT_TOLERANCE`]`` of each unassigned chain's best placement (rank 1) in ``final``."""
+    residues = {sequence.name: sequence.residues for sequence in sequences}
+    figures = []
+    for placement in placements:
+        if placement.rank != 1:
+            continue
+        numbers = final.residue_number[final.chain_id == placement.chain_id]
+        aligned = (numbers >= placement.chain_first) & (numbers <= placement.chain_last)
+        ca = final.ca[final.chain_id == placement.chain_id][aligned]
+        offered = placement.first + numbers[aligned] - placement.chain_first
+        on_protein, right = offered_numbering(ca, offered, residues[placement.sequence], reference,
+                                              tolerance=PLACEMENT_TOLERANCE)
+        figures.append([float(f"{placement.evalue:.3g}"), on_protein, right])
+    return figures
+
+
+def print_placements(rows: list[dict]) -> None:
+    """The best placements of the unassigned chains (`placement_figures`) of the builds of maps
+    the networks did not see, pooled by E-value: of those whose chain lies on the deposited
+    model, how many are mostly right (at least half the residues on a deposited Cα numbered
+    within `PLACEMENT_TOLERANCE`), and the residues right of those on a deposited Cα; then how
+    many lie off it (e.g. on TMV's neighbouring subunits, which its reference lacks: not judged)."""
+    pooled = [figures for row in rows if not row["seen"] for figures in row.get("placements", [])]
+    if not pooled:
+        return
+    print(f"\nBest placement of each unassigned chain (unassigned_placements.csv), "
+          f"{len([r for r in rows if not r['seen']])} builds:")
+    print("| E-value | on the deposited model | mostly right | their residues on it | of those "
+          "right | off it |")
+    print("|---|---|---|---|---|---|")
+    for low, high in zip(PLACEMENT_BINS[:-1], PLACEMENT_BINS[1:]):
+        members = [f for f in pooled if low < f[0] <= high or (low == 0 and f[0] == 0)]
+        judged = [f for f in members if f[1] > 0]
+        on_protein = sum(f[1] for f in judged)
+        right = sum(f[2] for f in judged)
+        mostly = sum(f[2] >= 0.5 * f[1] for f in judged)
+        share = f"{right / on_protein:.2f}" if on_protein else "-"
+        print(f"| {low:g}-{high:g} | {len(judged)} | {mostly} | {on_protein} | {right} ({share}) "
+              f"| {len(members) - len(judged)} |")
 
 
 COLUMNS = (("detector_recall", "det. recall"), ("detector_precision", "det. precision"),
@@ -320,6 +374,7 @@ def main(argv=None):
         if len({row.get("seed", 0) for row in rows}) > 1:
             print_seed_spread([{"seed": 0, **row} for row in rows])
             print_map_means(rows)
+        print_placements(rows)
         return
 
     pairs = network_pairs(args.networks, args.structgen)
@@ -345,6 +400,7 @@ def main(argv=None):
     if len(args.seeds) > 1:
         print_seed_spread(rows)
         print_map_means(rows)
+    print_placements(rows)
 
 
 if __name__ == "__main__":

@@ -216,9 +216,16 @@ def main(args) -> int:
     if not args.quiet:
         print(f"{result.final.num_residues} residues in {len(result.final_chains)} chains "
               f"-> {out / 'model.cif'} ({log['total_seconds']:.0f} s)")
+        best = {p.chain_id: p for p in result.placements if p.rank == 1}
         for chain in result.final_chains:
-            name = chain.sequence or "unassigned"
-            print(f"  chain {chain.chain_id}: {name} {chain.first}-{chain.last}, "
-                  f"{chain.residues} residues, E = {chain.evalue:.2g}, "
-                  f"confidence {chain.mean_confidence:.0f}")
+            line = (f"  chain {chain.chain_id}: {chain.sequence or 'unassigned'} {chain.first}-"
+                    f"{chain.last}, {chain.residues} residues")
+            place = best.get(chain.chain_id)
+            if chain.threaded:
+                line += f", E = {chain.evalue:.2g}"
+            elif place is not None:
+                line += f", might be {place.sequence} {place.first}-{place.last} (E = {place.evalue:.2g})"
+            print(f"{line}, confidence {chain.mean_confidence:.0f}")
+        if best:
+            print(f"  (places for the unassigned chains: {out / 'unassigned_placements.csv'})")
     return 0

@@ -65,6 +65,7 @@ from .splice import (
     context_near,
     plan_chain_names,
     rename_model,
+    rename_placements,
     rename_reports,
     rename_round,
     select_region,
@@ -575,6 +576,7 @@ class Engine:
         result = dataclasses.replace(
             result, rounds=tuple(rounds), raw=rounds[-1].model, final=final,
             final_chains=rename_reports(result.final_chains, renames),
+            placements=rename_placements(result.placements, renames),
         )
         unthreaded = sum(not report.threaded for report in result.final_chains)
         resolution = result.view.map_resolution if result.view is not None else 0.0

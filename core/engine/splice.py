@@ -23,6 +23,7 @@ from ..errors import InputError
 from ..maps import DensityMap, crop_box, mask_around
 from ..models import BuiltModel
 from ..pipeline import ChainReport, RoundResult, join_models
+from ..thread.hints import Placement
 from ..sequences import Sequence
 from ..session import SessionState
 
@@ -35,6 +36,7 @@ __all__ = [
     "context_near",
     "plan_chain_names",
     "rename_model",
+    "rename_placements",
     "rename_reports",
     "rename_round",
     "select_region",
@@ -102,6 +104,14 @@ def rename_reports(reports: tuple[ChainReport, ...], renames: dict[str, str]) ->
     """Chain reports with chains renamed and record names turned back into sequence names."""
     return tuple(dataclasses.replace(r, chain_id=renames.get(r.chain_id, r.chain_id),
                                      sequence=_record_origin(r.sequence)[0]) for r in reports)
+
+
+def rename_placements(placements: tuple[Placement, ...], renames: dict[str, str]
+                      ) -> tuple[Placement, ...]:
+    """Placements of unassigned chains (`thread.hints`) with chains renamed and record names
+    turned back into sequence names, as `rename_reports`."""
+    return tuple(dataclasses.replace(p, chain_id=renames.get(p.chain_id, p.chain_id),
+                                     sequence=_record_origin(p.sequence)[0]) for p in placements)
 
 
 def rename_round(result: RoundResult, renames: dict[str, str]) -> RoundResult:

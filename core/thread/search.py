@@ -27,8 +27,8 @@ from .matches import ChainMatch
 from .profiles import (ALPHABET, background_block, calibrate, digital_sequence,
                        profile_from_probs)
 
-__all__ = ["MAX_THREAD_EVALUE", "MIN_OVERHANG", "SHUFFLES", "composition_factor", "numbered_match",
-           "thread_chains"]
+__all__ = ["MAX_THREAD_EVALUE", "MIN_OVERHANG", "SHUFFLES", "alignment_positions",
+           "composition_factor", "numbered_match", "search_all", "thread_chains"]
 
 #: A chain whose best alignment has a larger E-value is unthreadable. Measured with
 #: ``python -m cryobuild.bench.build --cases 4 --max-evalue E`` (graph network at step 21,428,
@@ -86,7 +86,7 @@ def _untaken_segments(
     return easel.DigitalSequenceBlock(ALPHABET, segments), origins
 
 
-def _alignment_positions(alignment: plan7.Alignment, length: int) -> np.ndarray:
+def alignment_positions(alignment: plan7.Alignment, length: int) -> np.ndarray:
     """0-based target position of each profile node in one domain alignment, -1 if none.
 
     Returns
@@ -128,7 +128,7 @@ def _hit_positions(hit: plan7.Hit, length: int, max_evalue: float) -> np.ndarray
         )
         if compatible:
             used.append(box)
-            domain_positions = _alignment_positions(a, length)
+            domain_positions = alignment_positions(a, length)
             positions = np.where(domain_positions >= 0, domain_positions, positions)
     return positions
 
@@ -229,7 +229,7 @@ def thread_chains(
         hmm = profile_from_probs(aa_probs[chain], confidence[chain], f"chain{len(matches)}",
                                  ca=None if ca is None else ca[chain])
         calibrate(hmm, rng)
-        hits = _search(hmm, block, len(sequences)) if len(block) else []
+        hits = search_all(hmm, block, len(sequences)) if len(block) else []
         best = max(hits, key=lambda hit: hit.score, default=None)
         if best is None:
             matches.append(ChainMatch.unthreaded(chain, aa_probs))
@@ -330,14 +330,14 @@ def composition_factor(hmm: plan7.HMM, segment: str, rng: np.random.Generator) -
     def location(block: easel.DigitalSequenceBlock) -> float:
         # One hit per sequence with an alignment; those without any scored lower still, so
         # leaving them out raises mu, equally for both sets.
-        scores = np.array([hit.score for hit in _search(hmm, block, 1)])
+        scores = np.array([hit.score for hit in search_all(hmm, block, 1)])
         return -np.log(np.mean(np.exp(-lam * scores))) / lam if len(scores) else -math.inf
 
     shift = location(shuffles) - location(background)
     return float(np.exp(lam * shift)) if shift > 0 else 1.0
 
 
-def _search(hmm: plan7.HMM, block: easel.DigitalSequenceBlock, num_sequences: int) -> list:
+def search_all(hmm: plan7.HMM, block: easel.DigitalSequenceBlock, num_sequences: int) -> list:
     """Hits of ``hmm`` in ``block`` with every filter open; E-values for ``num_sequences``."""
     pipeline = plan7.Pipeline(
         ALPHABET, bias_filter=False, F1=1.0, F2=1.0, F3=1.0, Z=num_sequences, E=math.inf

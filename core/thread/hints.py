@@ -1,0 +1,169 @@
+"""Where the final model's unassigned chains might go: each one's best placements on the
+sequences, for a user who assigns them by hand (findMySequence asks this of a whole model; here
+it is asked of each chain threading could not place).
+
+Threading leaves a chain unassigned when its best alignment is not strong enough to be right
+by itself among all the chains searched (`copies.anchor_evalue`). Such a hit is still the best
+lead a Coot or ISOLDE user has: threading's own replay of the 3.5-4.5 Å maps found the chains
+whose best hit had E <= 0.03 right 4 times in 4, and those of 0.03-0.1 right 2 times in 16
+(docs/results_log.md, "What threading could still take"). So each unassigned chain of at least
+`MIN_HINT_LENGTH` residues is searched again, as threading searches (its profile from the final
+residue types and confidence, inserts opened at long Cα steps, calibrated), against the whole
+of every sequence, and its `TOP_PLACEMENTS` best alignments with an E-value up to
+`MAX_HINT_EVALUE` are listed. Each placement also says how many such hits chance would give
+among the chains searched (``chance_hits``: E-value x chains), and how many of the positions
+it names the model's threaded chains already hold in every copy (a placement there means
+another copy, or nothing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..models import BuiltModel
+from ..residues import UNK_INDEX
+from ..sequences import Sequence
+from .profiles import calibrate, digital_sequence, profile_from_probs
+from .search import alignment_positions, search_all
+
+__all__ = ["MAX_HINT_EVALUE", "MIN_HINT_LENGTH", "TOP_PLACEMENTS", "Placement",
+           "unassigned_placements"]
+
+#: Fewest residues of an unassigned chain that is searched (`pipeline.MIN_CHAIN_LENGTH`: an
+#: alignment of fewer means nothing).
+MIN_HINT_LENGTH = 4
+#: Most placements listed per chain.
+TOP_PLACEMENTS = 3
+#: Placements with a larger E-value are not listed (at E 1 one such hit per chain is chance).
+MAX_HINT_EVALUE = 1.0
+#: Random sequences of each calibration fit (`profiles.calibrate`; threading uses HMMER's 200).
+#: On 8 builds of 4 real maps of 3.8-4.8 Å (scratch, twenty-third stop) the listed placements'
+#: E-values were 0.5-2 times those of the full fit (median 1.0), and γ-secretase's 108
+#: unassigned chains of 4 or more residues took 1.9 s instead of 3.6-4.5.
+CALIBRATION_SAMPLES = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """One possible place of an unassigned chain in a sequence.
+
+    Attributes
+    ----------
+    chain_id : str
+        The unassigned chain of the final model.
+    rank : int
+        1 for the chain's best placement, then 2, 3 ...
+    sequence : str
+        Name of the sequence.
+    first, last : int
+        The sequence positions (1-based) the alignment spans.
+    chain_first, chain_last : int
+        The chain's residue numbers aligned to ``first`` and ``last``.
+    score : float
+        Bit score.
+    evalue : float
+        E-value of this alignment (of its domain) among the sequences.
+    chance_hits : float
+        Hits this strong expected by chance among all the chains searched.
+    already_threaded : int
+        Positions of ``first``-``last`` that the model's threaded chains hold in every copy
+        of the sequence.
+    """
+
+    chain_id: str
+    rank: int
+    sequence: str
+    first: int
+    last: int
+    chain_first: int
+    chain_last: int
+    score: float
+    evalue: float
+    chance_hits: float
+    already_threaded: int
+
+
+def _threaded_everywhere(model: BuiltModel, sequences: list[Sequence]) -> list[np.ndarray]:
+    """bool ``[len(sequence)]`` per sequence: positions every threaded copy holds (none when
+    no chain threads it)."""
+    held = []
+    for sequence in sequences:
+        copies = [chain for chain, residues in model.entity_sequences.items()
+                  if residues == sequence.residues]
+        every = np.zeros(len(sequence), dtype=bool)
+        for index, chain in enumerate(copies):
+            numbers = model.residue_number[model.chain_id == chain]
+            numbers = numbers[(numbers >= 1) & (numbers <= len(sequence))]
+            present = np.zeros(len(sequence), dtype=bool)
+            present[numbers - 1] = True
+            every = present if index == 0 else every & present
+        held.append(every)
+    return held
+
+
+def unassigned_placements(model: BuiltModel, aa_probs: np.ndarray, sequences: list[Sequence],
+                          rng: np.random.Generator | None = None) -> tuple[Placement, ...]:
+    """The best placements (module docstring) of each unassigned chain of a final ``model``.
+
+    Parameters
+    ----------
+    model : BuiltModel
+        A final model: its unassigned chains are those whose residues are all UNK.
+    aa_probs : ``[R, 20]``
+        Residue-type probabilities of the model's residues.
+    sequences : list of Sequence
+        The build's sequences.
+    rng : numpy.random.Generator, optional
+        For the profiles' calibration; by default ``numpy.random.default_rng(0)``.
+
+    Returns
+    -------
+    tuple of Placement
+        By chain, in the model's chain order, then by rank.
+    """
+    if not sequences or not model.num_residues:
+        return ()
+    rng = np.random.default_rng(0) if rng is None else rng
+    chains = [chain for chain in model.chains()
+              if np.all(model.aatype[model.chain_id == chain] == UNK_INDEX)
+              and int(np.sum(model.chain_id == chain)) >= MIN_HINT_LENGTH]
+    if not chains:
+        return ()
+    from pyhmmer import easel
+
+    from .profiles import ALPHABET
+
+    block = easel.DigitalSequenceBlock(ALPHABET, [
+        digital_sequence(str(index), sequence.residues) for index, sequence in enumerate(sequences)])
+    held = _threaded_everywhere(model, sequences)
+    placements = []
+    for chain in chains:
+        rows = np.flatnonzero(model.chain_id == chain)
+        hmm = profile_from_probs(aa_probs[rows], model.confidence[rows], f"chain {chain}",
+                                 ca=model.ca[rows])
+        calibrate(hmm, rng, samples=CALIBRATION_SAMPLES)
+        found = []
+        for hit in search_all(hmm, block, len(sequences)):
+            index = int(hit.name)
+            for domain in hit.domains:
+                evalue = float(domain.i_evalue)
+                if evalue > MAX_HINT_EVALUE:
+                    continue
+                positions = alignment_positions(domain.alignment, len(rows))
+                aligned = np.flatnonzero(positions >= 0)
+                first, last = int(positions[aligned[0]]) + 1, int(positions[aligned[-1]]) + 1
+                found.append((evalue, float(domain.score), index, first, last,
+                              int(model.residue_number[rows[aligned[0]]]),
+                              int(model.residue_number[rows[aligned[-1]]])))
+        found.sort(key=lambda item: (item[0], -item[1]))
+        for rank, (evalue, score, index, first, last, chain_first, chain_last) in enumerate(
+                found[:TOP_PLACEMENTS], start=1):
+            placements.append(Placement(
+                chain_id=chain, rank=rank, sequence=sequences[index].name, first=first,
+                last=last, chain_first=chain_first, chain_last=chain_last, score=score,
+                evalue=evalue, chance_hits=evalue * len(chains),
+                already_threaded=int(held[index][first - 1:last].sum())))
+    return tuple(placements)
+

@@ -1,0 +1,81 @@
+"""Where the final model's unassigned chains might go (`cryobuild.thread.hints`), and how right
+an offered numbering is (`cryobuild.evaluate.offered_numbering`)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from cryobuild.build_outputs import placements_csv
+from cryobuild.evaluate import offered_numbering
+from cryobuild.models import read_model
+from cryobuild.residues import AA_ORDER, ATOM14_MASK, UNK_INDEX
+from cryobuild.sequences import Sequence
+from cryobuild.thread.hints import MAX_HINT_EVALUE, MIN_HINT_LENGTH, unassigned_placements
+
+from gnn_synth import noisy_probs
+
+
+@pytest.fixture(scope="module")
+def il2_final(il2_path):
+    """A final model of il2's first 60 residues: chain A threaded (residues 1-30 of the
+    model), chain B unassigned UNK (31-55, numbered 1-25 along the trace), chain C unassigned
+    and too short (56-58); types right at 60%; the full sequence."""
+    model = read_model(il2_path).take(np.arange(58))
+    sequence = "".join(AA_ORDER[t] for t in model.aatype)
+    rows = np.arange(58)
+    chain = np.where(rows < 30, "A", np.where(rows < 55, "B", "C"))
+    numbers = np.where(rows < 30, rows + 1, np.where(rows < 55, rows - 29, rows - 54))
+    aatype = np.where(rows < 30, model.aatype, UNK_INDEX)
+    mask = np.where((aatype == UNK_INDEX)[:, None], model.atom_mask & ATOM14_MASK[UNK_INDEX],
+                    model.atom_mask)
+    final = dataclasses.replace(model, chain_id=chain, residue_number=numbers, aatype=aatype,
+                                atom_mask=mask, confidence=np.full(58, 80.0, np.float32),
+                                entity_sequences={"A": sequence})
+    probs = noisy_probs(model.aatype, 0.6, np.random.default_rng(3)).astype(np.float32)
+    return final, probs, [Sequence("il2", sequence)], model
+
+
+def test_an_unassigned_chain_is_offered_its_place_and_threaded_ones_none(il2_final):
+    final, probs, sequences, _ = il2_final
+    placements = unassigned_placements(final, probs, sequences)
+    assert {p.chain_id for p in placements} == {"B"}  # A is threaded, C shorter than the least
+    assert MIN_HINT_LENGTH > 3
+    best = placements[0]
+    assert best.rank == 1 and best.sequence == "il2"
+    assert best.evalue < 1e-3 and best.chance_hits == pytest.approx(best.evalue)
+    # the chain's residue k is the sequence's 30 + k
+    assert best.first - best.chain_first == 30 and best.last - best.chain_last == 30
+    assert best.already_threaded == 0
+    assert all(p.evalue <= MAX_HINT_EVALUE for p in placements)
+    assert [p.rank for p in placements] == list(range(1, len(placements) + 1))
+    # placed where chain A already is, the positions count as threaded
+    where_a = dataclasses.replace(final, entity_sequences={"A": sequences[0].residues},
+                                  residue_number=np.where(final.chain_id == "A",
+                                                          final.residue_number + 30,
+                                                          final.residue_number))
+    assert unassigned_placements(where_a, probs, sequences)[0].already_threaded > 0
+    text = placements_csv(placements)
+    assert text.splitlines()[0].startswith("chain_id,rank,sequence,first,last")
+    assert text.splitlines()[1].startswith(f"B,1,il2,{best.first},{best.last}")
+
+
+def test_no_sequences_or_no_unassigned_chain_offer_nothing(il2_final):
+    final, probs, sequences, _ = il2_final
+    assert unassigned_placements(final, probs, []) == ()
+    threaded = final.take(np.flatnonzero(final.chain_id == "A"))
+    assert unassigned_placements(threaded, probs[:30], sequences) == ()
+
+
+def test_an_offered_numbering_is_judged_against_the_deposited_places(il2_final):
+    _, _, sequences, model = il2_final
+    rows = np.arange(31, 41)
+    truth = rows + 1  # model residue k (0-based) is sequence position k + 1
+    assert offered_numbering(model.ca[rows], truth, sequences[0].residues, model) == (10, 10)
+    assert offered_numbering(model.ca[rows], truth + 2, sequences[0].residues, model) == (10, 0)
+    assert offered_numbering(model.ca[rows], truth + 2, sequences[0].residues, model,
+                             tolerance=2) == (10, 10)
+    far = model.ca[rows] + 20.0
+    assert offered_numbering(far, truth, sequences[0].residues, model) == (0, 0)
