@@ -754,7 +754,9 @@ def finish_line(view: ModelView, event) -> str | None:
                 f"(last round: {result.raw.num_residues} residues)")
         if view.profiles is not None and result.final.num_residues:
             line += f"; HMM profiles in {view.profiles}"
-        places = sorted((p for p in result.placements if p.rank == 1), key=lambda p: p.evalue)
+        from cryobuild.thread.hints import named_placements
+
+        places = named_placements(result.placements)
         if places:
             line += "; unassigned chains might be " + ", ".join(
                 f"chain {p.chain_id}: {p.sequence} {p.first}-{p.last} (E = {p.evalue:.2g})"

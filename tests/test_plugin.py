@@ -750,13 +750,13 @@ def test_the_last_log_line_names_the_unassigned_chains_likeliest_places():
     def place(chain, rank, evalue):
         return Placement(chain, rank, "il2", 10, 20, 1, 11, 5.0, evalue, evalue * 5, 0)
 
-    placements = (place("C", 1, 0.2), place("C", 2, 0.5), place("B", 1, 0.01), place("D", 1, 0.3),
-                  place("E", 1, 0.9))
+    placements = (place("C", 1, 0.2), place("C", 2, 0.25), place("B", 1, 0.01), place("D", 1, 0.3),
+                  place("E", 1, 0.05), place("F", 1, 0.9))  # F's is too weak to name
     model = SimpleNamespace(num_residues=50)
     result = SimpleNamespace(final=model, raw=model, final_chains=(1, 2, 3, 4, 5),
                              placements=placements)
     view = SimpleNamespace(job=SimpleNamespace(), name="m", profiles=None)
     line = bridge_module.finish_line(view, SimpleNamespace(kind="final", payload=result, job_id="job-1"))
-    assert line.endswith("unassigned chains might be chain B: il2 10-20 (E = 0.01), chain C: il2 "
-                         "10-20 (E = 0.2), chain D: il2 10-20 (E = 0.3) and 1 more")
+    assert line.endswith("unassigned chains might be chain B: il2 10-20 (E = 0.01), chain E: il2 "
+                         "10-20 (E = 0.05), chain C: il2 10-20 (E = 0.2) and 1 more")
     assert bridge_module.PLACES_SHOWN == 3

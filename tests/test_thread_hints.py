@@ -79,3 +79,14 @@ def test_an_offered_numbering_is_judged_against_the_deposited_places(il2_final):
                              tolerance=2) == (10, 10)
     far = model.ca[rows] + 20.0
     assert offered_numbering(far, truth, sequences[0].residues, model) == (0, 0)
+
+
+def test_only_each_chains_best_placement_strong_enough_is_named():
+    from cryobuild.thread.hints import NAMED_EVALUE, Placement, named_placements
+
+    def place(chain, rank, evalue):
+        return Placement(chain, rank, "il2", 10, 20, 1, 11, 5.0, evalue, evalue * 3, 0)
+
+    placements = (place("A", 1, 0.2), place("A", 2, 0.01), place("B", 1, 0.001),
+                  place("C", 1, NAMED_EVALUE * 1.5))
+    assert [(p.chain_id, p.evalue) for p in named_placements(placements)] == [("B", 0.001), ("A", 0.2)]

@@ -182,6 +182,7 @@ def main(args) -> int:
     from ..maps import read_map, read_mask
     from ..pipeline import BuildOptions
     from ..sequences import read_fasta
+    from ..thread.hints import named_placements
 
     density = read_map(args.map)
     sequences = read_fasta(args.fasta)
@@ -216,7 +217,7 @@ def main(args) -> int:
     if not args.quiet:
         print(f"{result.final.num_residues} residues in {len(result.final_chains)} chains "
               f"-> {out / 'model.cif'} ({log['total_seconds']:.0f} s)")
-        best = {p.chain_id: p for p in result.placements if p.rank == 1}
+        best = {p.chain_id: p for p in named_placements(result.placements)}
         for chain in result.final_chains:
             line = (f"  chain {chain.chain_id}: {chain.sequence or 'unassigned'} {chain.first}-"
                     f"{chain.last}, {chain.residues} residues")
@@ -226,6 +227,6 @@ def main(args) -> int:
             elif place is not None:
                 line += f", might be {place.sequence} {place.first}-{place.last} (E = {place.evalue:.2g})"
             print(f"{line}, confidence {chain.mean_confidence:.0f}")
-        if best:
+        if result.placements:
             print(f"  (places for the unassigned chains: {out / 'unassigned_placements.csv'})")
     return 0
