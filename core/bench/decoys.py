@@ -8,7 +8,9 @@ homology). One JSON line per map, then a table: the final chains and residues th
 decoys (the issue-17 bar: none), to the true sequences, and the final Cα and sequence recall
 against the deposited model, to show that the right chains are not thrown away to keep the
 decoys out. ``--no-true`` builds with the decoys alone (an unrelated sequence of the right
-composition).
+composition). The table also counts the unassigned chains' placements a build names to the user
+(`cryobuild.thread.hints.named_placements`) onto decoys and onto true sequences: with 20 shuffles
+of each sequence, placements by chance alone would fall 20 times as often on decoys.
 
 ``--il2-seeds N`` instead builds N simulated 3 Å maps of il2 (PyMOL's demo structure, SNR 3,
 noise seeds 0 .. N-1) with `UNRELATED` alone, the unrelated sequence of the tests, and prints
@@ -31,6 +33,7 @@ from ..maps import read_map
 from ..models import read_model
 from ..pipeline import BuildOptions
 from ..sequences import Sequence, read_fasta
+from ..thread.hints import named_placements
 from .build import model_sequences
 from .real import modelled_cases, network_pairs, pair_for
 
@@ -66,6 +69,9 @@ def run_map(case, pairs, decoys: int, with_true: bool, options: BuildOptions, de
                decoy_best_evalue=min((r.evalue for r in to_decoys), default=None),
                true_chains=len(threaded) - len(to_decoys),
                true_residues=sum(r.residues for r in threaded) - sum(r.residues for r in to_decoys))
+    named = named_placements(result.placements)
+    row.update(named_to_decoys=sum(p.sequence.startswith(DECOY) for p in named),
+               named_to_true=sum(not p.sequence.startswith(DECOY) for p in named))
     metrics = evaluate(result.final, reference)
     row.update(final_ca_recall=round(metrics.ca_recall, 3),
                final_sequence_recall=round(metrics.sequence_recall, 3))
@@ -138,15 +144,19 @@ def main(argv=None):
         rows.append(run_map(case, pairs, args.decoys, not args.no_true, options, args.device))
     print(f"\n{args.decoys} decoys per sequence{'' if not args.no_true else ', no true sequence'}")
     print("| map | Å | sequences | chains to decoys | residues to decoys | chains to true | "
-          "residues to true | final Cα | final seq. | networks | saw it |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "residues to true | named placements to decoys | to true | final Cα | final seq. | "
+          "networks | saw it |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['case']} | {r['resolution']} | {r['sequences']} | {r['decoy_chains']} | "
               f"{r['decoy_residues']} | {r['true_chains']} | {r['true_residues']} | "
+              f"{r['named_to_decoys']} | {r['named_to_true']} | "
               f"{r['final_ca_recall']:.2f} | {r['final_sequence_recall']:.2f} | {r['networks']} | "
               f"{'yes' if r['seen'] else 'no'} |")
     print(f"\nmaps with a chain threaded to a decoy: {sum(r['decoy_chains'] > 0 for r in rows)} "
-          f"of {len(rows)}")
+          f"of {len(rows)}; named placements of unassigned chains to decoys "
+          f"{sum(r['named_to_decoys'] for r in rows)}, to true sequences "
+          f"{sum(r['named_to_true'] for r in rows)}")
 
 
 if __name__ == "__main__":
