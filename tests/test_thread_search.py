@@ -386,3 +386,27 @@ def test_evalue_benchmark_reads_the_built_chains_against_shuffles(il2_view_3A, i
         assert chains >= 1 and len(readings["shuffled"]) == 2 * chains
         assert min(readings["true"]) <= 1e-3
         assert min(readings["shuffled"]) > 1e-3
+
+
+def test_a_calibration_for_open_filters_gives_the_same_evalues(il2):
+    """Without the MSV and Viterbi fits (which only the filters read) the Forward fit, and so
+    every E-value of a search with open filters, is the same; the filters' locations are then
+    placeholders."""
+    from pyhmmer import easel
+
+    model, sequence = il2
+    rng = np.random.default_rng(4)
+    probs = noisy_probs(model.aatype[:40], 0.5, rng)
+    block = easel.DigitalSequenceBlock(profiles.ALPHABET, [
+        profiles.digital_sequence(str(k), "".join(rng.permutation(list(sequence.residues))))
+        for k in range(5)] + [profiles.digital_sequence("il2", sequence.residues)])
+    found, parameters = {}, {}
+    for filters in (True, False):
+        hmm = profiles.profile_from_probs(probs, np.full(40, 80.0), "x")
+        profiles.calibrate(hmm, np.random.default_rng(1), filters=filters)
+        found[filters] = [(hit.name, hit.score, hit.evalue) for hit in search.search_all(hmm, block, 6)]
+        parameters[filters] = list(hmm.evalue_parameters.as_vector())
+    assert found[True] == found[False] and found[True]
+    assert parameters[True][4:] == parameters[False][4:]  # f_tau, f_lambda
+    m_mu, _, v_mu, _, f_tau, _ = parameters[False]
+    assert m_mu == v_mu == f_tau

@@ -147,7 +147,7 @@ def unassigned_placements(model: BuiltModel, aa_probs: np.ndarray, sequences: li
         rows = np.flatnonzero(model.chain_id == chain)
         hmm = profile_from_probs(aa_probs[rows], model.confidence[rows], f"chain {chain}",
                                  ca=model.ca[rows])
-        calibrate(hmm, rng, samples=CALIBRATION_SAMPLES)
+        calibrate(hmm, rng, samples=CALIBRATION_SAMPLES, filters=False)
         found = []
         for hit in search_all(hmm, block, len(sequences)):
             index = int(hit.name)

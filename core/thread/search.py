@@ -228,7 +228,7 @@ def thread_chains(
         chain = queue.pop(0)
         hmm = profile_from_probs(aa_probs[chain], confidence[chain], f"chain{len(matches)}",
                                  ca=None if ca is None else ca[chain])
-        calibrate(hmm, rng)
+        calibrate(hmm, rng, filters=False)
         hits = search_all(hmm, block, len(sequences)) if len(block) else []
         best = max(hits, key=lambda hit: hit.score, default=None)
         if best is None:
