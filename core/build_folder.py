@@ -77,6 +77,15 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _digest(path: Path) -> str | None:
+    """`_sha256` of an earlier output, or None when it cannot be read (then it counts as
+    changed, and is kept rather than replaced unread)."""
+    try:
+        return _sha256(path)
+    except OSError:
+        return None
+
+
 def _recorded(folder: Path) -> dict[str, str]:
     """Name -> SHA-256 of the outputs the last build wrote into ``folder`` (`RECORD_FILE`); empty
     when there is no readable record (no build wrote there, or a cryobuild before the record)."""
@@ -267,7 +276,7 @@ class BuildFolder:
             entry = self.path / name
             if not os.path.lexists(entry):
                 continue
-            if name in EDITABLE_OUTPUTS and entry.is_file() and _sha256(entry) != recorded.get(name):
+            if name in EDITABLE_OUTPUTS and entry.is_file() and _digest(entry) != recorded.get(name):
                 kept = _changed_name(entry)
                 os.rename(entry, kept)
                 self.kept.append((entry, kept))

@@ -172,3 +172,28 @@ def test_an_output_in_the_way_is_refused_before_the_build(tmp_path, entry, probl
     with pytest.raises(InputError, match=f"{out / entry.rstrip('/')}: {problem}"):
         BuildFolder.claim(out)
     assert sorted(p.name for p in out.iterdir()) == [entry.rstrip("/")]
+
+
+def test_an_earlier_model_that_cannot_be_read_is_kept(tmp_path, monkeypatch):
+    import cryobuild.build_folder as build_folder
+
+    out = tmp_path / "out"
+    earlier_build(out)
+    (out / "model.cif").write_text("refined, then made unreadable\n")
+    sha256 = build_folder._sha256
+
+    def unreadable(path):
+        if path == out / "model.cif":
+            raise PermissionError(13, "Permission denied", str(path))
+        return sha256(path)
+
+    monkeypatch.setattr(build_folder, "_sha256", unreadable)
+
+    def write(destination):
+        (destination / "model.cif").write_text("new\n")
+
+    with BuildFolder.claim(out) as folder:
+        folder.save(write)
+    [(_, kept)] = folder.kept
+    assert kept.read_text() == "refined, then made unreadable\n"
+    assert (out / "model.cif").read_text() == "new\n"
