@@ -74,6 +74,8 @@ PLACEMENT_TOLERANCE = 1e-3
 #: Unassigned chains' likeliest places (`cryobuild.thread.hints`) named in a build's last log
 #: line, best E-value first.
 PLACES_SHOWN = 3
+#: Colour of the labels that name those places in the view (`Bridge.show_places`).
+PLACES_COLOUR = "orange"
 #: Suffix of a map's mesh object, and its colour.
 MESH_SUFFIX = "_mesh"
 MESH_COLOUR = "grey60"
@@ -264,6 +266,11 @@ class ModelView:
     @property
     def raw_name(self) -> str:
         return f"{self.name}_raw"
+
+    @property
+    def places_name(self) -> str:
+        """Labels naming where the last build's unassigned chains might go (`Bridge.show_places`)."""
+        return "cryobuild_places" if self.name == DEFAULT_MODEL else f"{self.name}_places"
 
     @property
     def new_name(self) -> str:
@@ -473,9 +480,10 @@ class Bridge:
 
     def _keep_context(self, view: ModelView, rows_of) -> None:
         """Remember what the job keeps (``rows_of(state)``, bool ``[R]``), to show with its rounds;
-        drop the previous job's raw and new models."""
+        drop the previous job's raw and new models and its places."""
         self.cmd.delete(view.raw_name)
         self.cmd.delete(view.new_name)
+        self.cmd.delete(view.places_name)
         state = view.session.state
         rows = np.asarray(rows_of(state), dtype=bool)
         kept = state.select(rows)
@@ -555,6 +563,8 @@ class Bridge:
                 # The engine threaded no chain: keep the last round visible, apart.
                 self._load_model(view.last_round.model, view.raw_name)
                 self._colour(view.raw_name)
+            else:
+                self.show_places(view, result)
         elif kind in ("cancelled", "failed", "finished"):
             # the session keeps its last saved round (or, for a job that keeps the model, the
             # model: the stopped job's last round stays apart); "finished" comes after the
@@ -619,6 +629,29 @@ class Bridge:
         cmd.show("spheres", view.ca_name)
         cmd.set("sphere_scale", CA_SPHERE_SCALE, view.ca_name)
         cmd.spectrum("b", PALETTE, view.ca_name, minimum=CONFIDENCE_RANGE[0], maximum=CONFIDENCE_RANGE[1])
+
+    def show_places(self, view: ModelView, result) -> None:
+        """Label the first aligned residue of each unassigned chain whose best placement is
+        named to the user (`cryobuild.thread.hints.named_placements`) with that placement, as
+        pseudoatoms of their own object (`ModelView.places_name`), so that redrawing the model
+        keeps them and the user can hide them."""
+        from cryobuild.thread.hints import named_placements
+
+        cmd = self.cmd
+        cmd.delete(view.places_name)
+        final = result.final
+        for place in named_placements(result.placements):
+            rows = np.flatnonzero((final.chain_id == place.chain_id)
+                                  & (final.residue_number == place.chain_first))
+            if not len(rows):
+                continue
+            cmd.pseudoatom(view.places_name, pos=[float(v) for v in final.ca[rows[0]]],
+                           label=f"{place.chain_id}: {place.sequence} {place.first}-{place.last}? "
+                                 f"(E {place.evalue:.2g})")
+        if view.places_name in cmd.get_names("objects"):
+            cmd.hide("everything", view.places_name)
+            cmd.show("labels", view.places_name)
+            cmd.set("label_color", PLACES_COLOUR, view.places_name)
 
     def show_model(self, view: ModelView) -> None:
         """Draw the session's visible model: coloured by confidence, accepted residues as sticks."""

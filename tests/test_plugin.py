@@ -760,3 +760,26 @@ def test_the_last_log_line_names_the_unassigned_chains_likeliest_places():
     assert line.endswith("unassigned chains might be chain B: il2 10-20 (E = 0.01), chain E: il2 "
                          "10-20 (E = 0.05), chain C: il2 10-20 (E = 0.2) and 1 more")
     assert bridge_module.PLACES_SHOWN == 3
+
+
+def test_the_view_labels_the_unassigned_chains_likeliest_places(fresh_pymol, il2):
+    from types import SimpleNamespace
+
+    from cryobuild.thread.hints import Placement
+    from cryobuild_pymol.bridge import DEFAULT_MODEL, ModelView
+
+    _, _, reference, _, _ = il2
+    final = dataclasses.replace(reference, chain_id=np.where(np.arange(reference.num_residues) < 60,
+                                                             "A", "B"))
+    first_of_b = int(final.residue_number[60])
+    placements = (Placement("B", 1, "il2", 61, 70, first_of_b, first_of_b + 9, 9.0, 0.02, 0.04, 0),
+                  Placement("A", 1, "il2", 5, 9, 1, 5, 1.0, 0.8, 1.6, 0))  # too weak to name
+    view = ModelView(DEFAULT_MODEL, session=None)
+    fresh_pymol.show_places(view, SimpleNamespace(final=final, placements=placements))
+    assert cmd.count_atoms(view.places_name) == 1
+    labels = []
+    cmd.iterate(view.places_name, "labels.append(label)", space={"labels": labels})
+    assert labels == ["B: il2 61-70? (E 0.02)"]
+    np.testing.assert_allclose(cmd.get_coords(view.places_name)[0], final.ca[60], atol=1e-3)
+    fresh_pymol.show_places(view, SimpleNamespace(final=final, placements=()))
+    assert view.places_name not in cmd.get_names("objects")
