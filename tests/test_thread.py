@@ -3,6 +3,8 @@ Structure Generator's fallback to the HMM threader, and a build without sequence
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -99,6 +101,39 @@ def test_structgen_threading_short_of_the_hmm_threaders_falls_back(il2_chains, m
     monkeypatch.setattr(threading_package, "STRUCTGEN_MIN_SHARE", 0.0)
     kept = _thread(il2_chains, threader="structgen", structgen=object())
     assert kept.threader == "structgen" and kept.warnings == [] and kept.threaded_residues == 0
+
+
+def test_structgen_threading_numbered_otherwise_than_the_hmm_threaders_falls_back(il2_chains,
+                                                                                 monkeypatch):
+    """As many residues threaded, but numbered two positions off: the HMM threader's threading
+    is kept, with a warning; numbered alike, the Structure Generator's."""
+    predictions = il2_chains[0]
+
+    def search(shift):
+        def shifted_hmm_search(chains, aa_probs, ca, sequences, network, **kwargs):
+            matches = thread_chains(chains, aa_probs, predictions.confidence, sequences,
+                                    taken=kwargs["taken"], max_evalue=kwargs["max_evalue"],
+                                    rng=np.random.default_rng(0))
+            return [dataclasses.replace(m, residue_number=np.where(m.assigned, m.residue_number + shift, -1))
+                    for m in matches]
+        return shifted_hmm_search
+
+    hmm = _thread(il2_chains)
+    monkeypatch.setattr(structgen_threader, "thread_structgen", search(0))
+    alike = _thread(il2_chains, threader="structgen", structgen=object())
+    assert alike.threader == "structgen" and alike.warnings == []
+    monkeypatch.setattr(structgen_threader, "thread_structgen", search(2))
+    shifted = _thread(il2_chains, threader="structgen", structgen=object(), closure=False,
+                      placement=False)
+    assert shifted.threader == "hmm"
+    [warning] = shifted.warnings
+    assert warning.startswith("the Structure Generator numbered ")
+    assert warning.endswith("threaders thread otherwise than the HMM threader: this round keeps "
+                            "the HMM threader's threading (they must agree on at least 80%)")
+    monkeypatch.setattr(threading_package, "STRUCTGEN_MIN_AGREEMENT", 0.0)
+    kept = _thread(il2_chains, threader="structgen", structgen=object(), closure=False,
+                   placement=False)
+    assert kept.threader == "structgen" and kept.threaded_residues >= 0.8 * hmm.threaded_residues
 
 
 def test_without_sequences_every_chain_stays_unthreaded(il2_chains):
