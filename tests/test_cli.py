@@ -258,3 +258,32 @@ def test_a_write_error_after_the_build_keeps_the_result(il2_files, tmp_path):
     for name in ("model.cif", "model_raw.cif", "chains.csv", "rounds/round_1.cif", "rounds/round_2.cif"):
         assert build_id_of(fallback / name) == build_id
     assert not (out / "model.cif").exists()
+
+
+def test_the_chain_lines_list_threaded_and_placed_chains_and_sum_up_the_rest(tmp_path):
+    """A 4-5 Å build leaves tens of short unassigned chains: the threaded ones and those with
+    a named placement are listed, then the longest others up to `CHAIN_LINES`, the rest in
+    one line."""
+    from cryobuild.chains import chain_ids
+    from cryobuild.cli.build import CHAIN_LINES, chain_lines
+    from cryobuild.pipeline import ChainReport
+    from cryobuild.thread.hints import Placement
+
+    names = chain_ids(30)
+    reports = [ChainReport(names[0], "il2", 1, 40, 40, 80.0, 1e-20, 85.0)] + [
+        ChainReport(name, "", 1, 2 + k % 7, 2 + k % 7, float("nan"), float("inf"), 70.0)
+        for k, name in enumerate(names[1:])]
+    placed = Placement(names[29], 1, "il2", 50, 54, 1, 5, 3.0, 0.05, 1.0, 0)
+    lines = chain_lines(reports, (placed,), tmp_path)
+    assert lines[0] == "  chain A: il2 1-40, 40 residues, E = 1e-20, confidence 85"
+    chains = [line.split()[1].rstrip(":") for line in lines if line.startswith("  chain ")]
+    assert len(chains) == CHAIN_LINES and names[29] in chains
+    assert f"  chain {names[29]}: unassigned 1-{2 + 28 % 7}, {2 + 28 % 7} residues, might be il2 " \
+           "50-54 (E = 0.05), confidence 70" in lines
+    listed = [r for r in reports if r.chain_id in chains and not r.threaded and r.chain_id != names[29]]
+    rest = [r for r in reports[1:] if r.chain_id not in chains]
+    assert min(r.residues for r in listed) >= max(r.residues for r in rest)
+    assert lines[-2] == (f"  and {len(rest)} more unassigned chains of {min(r.residues for r in rest)}-"
+                         f"{max(r.residues for r in rest)} residues ({tmp_path / 'chains.csv'})")
+    assert lines[-1] == f"  (places for the unassigned chains: {tmp_path / 'unassigned_placements.csv'})"
+    assert len(chain_lines(reports[:5], (), tmp_path)) == 5

@@ -182,7 +182,6 @@ def main(args) -> int:
     from ..maps import read_map, read_mask
     from ..pipeline import BuildOptions
     from ..sequences import read_fasta
-    from ..thread.hints import named_placements
 
     density = read_map(args.map)
     sequences = read_fasta(args.fasta)
@@ -217,16 +216,44 @@ def main(args) -> int:
     if not args.quiet:
         print(f"{result.final.num_residues} residues in {len(result.final_chains)} chains "
               f"-> {out / 'model.cif'} ({log['total_seconds']:.0f} s)")
-        best = {p.chain_id: p for p in named_placements(result.placements)}
-        for chain in result.final_chains:
-            line = (f"  chain {chain.chain_id}: {chain.sequence or 'unassigned'} {chain.first}-"
-                    f"{chain.last}, {chain.residues} residues")
-            place = best.get(chain.chain_id)
-            if chain.threaded:
-                line += f", E = {chain.evalue:.2g}"
-            elif place is not None:
-                line += f", might be {place.sequence} {place.first}-{place.last} (E = {place.evalue:.2g})"
-            print(f"{line}, confidence {chain.mean_confidence:.0f}")
-        if result.placements:
-            print(f"  (places for the unassigned chains: {out / 'unassigned_placements.csv'})")
+        for line in chain_lines(result.final_chains, result.placements, out):
+            print(line)
     return 0
+
+
+#: Most chain lines `cryobuild build` prints: threaded chains and unassigned ones with a named
+#: placement always, then the longest other unassigned chains up to this count, the rest in one
+#: line (a 4-5 Å map leaves tens of short unassigned chains; chains.csv lists them all).
+CHAIN_LINES = 12
+
+
+def chain_lines(reports, placements, out: Path) -> list[str]:
+    """The lines `cryobuild build` prints about the final chains (`pipeline.ChainReport`, in ID
+    order) and where the unassigned ones might go (`thread.hints.Placement`), for the output
+    folder ``out``."""
+    from ..thread.hints import named_placements
+
+    best = {p.chain_id: p for p in named_placements(placements)}
+    listed = [r for r in reports if r.threaded or r.chain_id in best]
+    others = sorted((r for r in reports if r not in listed), key=lambda r: -r.residues)
+    room = max(CHAIN_LINES - len(listed), 0)
+    listed = {r.chain_id for r in listed + others[:room]}
+    lines = []
+    for chain in reports:
+        if chain.chain_id not in listed:
+            continue
+        line = (f"  chain {chain.chain_id}: {chain.sequence or 'unassigned'} {chain.first}-"
+                f"{chain.last}, {chain.residues} residues")
+        place = best.get(chain.chain_id)
+        if chain.threaded:
+            line += f", E = {chain.evalue:.2g}"
+        elif place is not None:
+            line += f", might be {place.sequence} {place.first}-{place.last} (E = {place.evalue:.2g})"
+        lines.append(f"{line}, confidence {chain.mean_confidence:.0f}")
+    rest = others[room:]
+    if rest:
+        lines.append(f"  and {len(rest)} more unassigned chains of {min(r.residues for r in rest)}-"
+                     f"{max(r.residues for r in rest)} residues ({out / 'chains.csv'})")
+    if placements:
+        lines.append(f"  (places for the unassigned chains: {out / 'unassigned_placements.csv'})")
+    return lines
