@@ -23,9 +23,9 @@ from ..errors import InputError
 from ..maps import DensityMap, crop_box, mask_around
 from ..models import BuiltModel
 from ..pipeline import ChainReport, RoundResult, join_models
-from ..thread.hints import Placement
 from ..sequences import Sequence
 from ..session import SessionState
+from ..thread.hints import Placement
 
 __all__ = [
     "REGION_CONTEXT",
