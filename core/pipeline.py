@@ -1035,7 +1035,7 @@ def build(
         final, relax_report = relax_stage(final, context, view, networks.device, seconds,
                                           progress=progress, cancel=cancel)
     start = time.time()
-    placements = unassigned_placements(final, final_probs, sequences)
+    placements = unassigned_placements(final, final_probs, sequences, cancel=cancel)
     seconds["thread"] += time.time() - start
     return BuildResult(points, tuple(rounds), rounds[-1].model, final, final_probs,
                        final_reports, relax_report, seconds, view, placements)

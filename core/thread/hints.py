@@ -22,10 +22,12 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from pyhmmer import easel
 
 from ..models import BuiltModel
+from ..progress import CancelToken, check_cancel
 from ..sequences import Sequence
-from .profiles import calibrate, digital_sequence, profile_from_probs
+from .profiles import ALPHABET, calibrate, digital_sequence, profile_from_probs
 from .search import alignment_positions, search_all
 
 __all__ = ["MAX_HINT_EVALUE", "MIN_HINT_LENGTH", "NAMED_EVALUE", "TOP_PLACEMENTS", "Placement",
@@ -109,7 +111,8 @@ def _threaded_everywhere(model: BuiltModel, sequences: list[Sequence]) -> list[n
 
 
 def unassigned_placements(model: BuiltModel, aa_probs: np.ndarray, sequences: list[Sequence],
-                          rng: np.random.Generator | None = None) -> tuple[Placement, ...]:
+                          rng: np.random.Generator | None = None,
+                          cancel: CancelToken | None = None) -> tuple[Placement, ...]:
     """The best placements (module docstring) of each unassigned chain of a final ``model``.
 
     Parameters
@@ -122,6 +125,8 @@ def unassigned_placements(model: BuiltModel, aa_probs: np.ndarray, sequences: li
         The build's sequences.
     rng : numpy.random.Generator, optional
         For the profiles' calibration; by default ``numpy.random.default_rng(0)``.
+    cancel : CancelToken, optional
+        Checked once per chain.
 
     Returns
     -------
@@ -135,15 +140,12 @@ def unassigned_placements(model: BuiltModel, aa_probs: np.ndarray, sequences: li
               and int(np.sum(model.chain_id == chain)) >= MIN_HINT_LENGTH]
     if not chains:
         return ()
-    from pyhmmer import easel
-
-    from .profiles import ALPHABET
-
     block = easel.DigitalSequenceBlock(ALPHABET, [
         digital_sequence(str(index), sequence.residues) for index, sequence in enumerate(sequences)])
     held = _threaded_everywhere(model, sequences)
     placements = []
     for chain in chains:
+        check_cancel(cancel)
         rows = np.flatnonzero(model.chain_id == chain)
         hmm = profile_from_probs(aa_probs[rows], model.confidence[rows], f"chain {chain}",
                                  ca=model.ca[rows])
