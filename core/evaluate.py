@@ -247,32 +247,42 @@ def offered_numbering(ca: np.ndarray, numbers: np.ndarray, sequence: str, ref: B
     ``[K]``, 1-based positions in ``sequence``) a number within ``tolerance`` of the reference
     residue's place in ``sequence`` (as `Metrics.register_accuracy` places it)."""
     p, r = match_calpha(ca, ref.ca)
-    cache: dict[str, dict[int, int]] = {}
+    places = _ReferencePlaces(ref)
     right = 0
     for pred_row, ref_row in zip(p.tolist(), r.tolist()):
-        chain = str(ref.chain_id[ref_row])
-        if chain not in cache:
-            cache[chain] = _sequence_positions(ref, chain, sequence)
-        place = cache[chain].get(ref_row)
+        place = places.of(ref_row, sequence)
         right += place is not None and abs(place - int(numbers[pred_row])) <= tolerance
     return len(p), right
+
+
+class _ReferencePlaces:
+    """The place in a sequence of each reference residue (`_sequence_positions`), aligned once
+    per reference chain and sequence."""
+
+    def __init__(self, ref: BuiltModel):
+        self.ref = ref
+        self._aligned: dict[tuple[str, str], dict[int, int]] = {}
+
+    def of(self, ref_row: int, sequence: str) -> int | None:
+        """1-based place of reference residue ``ref_row`` in ``sequence``, None if unaligned."""
+        key = (str(self.ref.chain_id[ref_row]), sequence)
+        if key not in self._aligned:
+            self._aligned[key] = _sequence_positions(self.ref, *key)
+        return self._aligned[key].get(ref_row)
 
 
 def _register(pred: BuiltModel, ref: BuiltModel, p: np.ndarray, r: np.ndarray) -> tuple[int, int]:
     """Of the matched pairs (residue indices ``p`` into ``pred``, ``r`` into ``ref``) whose
     predicted residue is threaded: how many, and how many are numbered as the reference
     residue's place in the predicted chain's sequence."""
-    cache: dict[tuple[str, str], dict[int, int]] = {}
+    places = _ReferencePlaces(ref)
     numbered = right = 0
     for pred_row, ref_row in zip(p.tolist(), r.tolist()):
         sequence = pred.entity_sequences.get(str(pred.chain_id[pred_row]))
         if not sequence:
             continue
-        key = (str(ref.chain_id[ref_row]), sequence)
-        if key not in cache:
-            cache[key] = _sequence_positions(ref, *key)
         numbered += 1
-        right += cache[key].get(ref_row) == int(pred.residue_number[pred_row])
+        right += places.of(ref_row, sequence) == int(pred.residue_number[pred_row])
     return numbered, right
 
 

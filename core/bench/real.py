@@ -20,7 +20,8 @@ figures are not figures and stay out of the means. One JSON line per map, then a
 * seconds of the build; the networks; whether they saw the map;
 * last, pooled over every build of a map the networks did not see, how right the best
   placement offered for each unassigned chain (``unassigned_placements.csv``,
-  `cryobuild.thread.hints`) is, by its E-value (`print_placements`).
+  `cryobuild.thread.hints`) is, by its E-value, and per map the residues numbered right in
+  the placements named to the user (`print_placements`).
 
 ``--keep FOLDER`` writes each build's output folder (as ``cryobuild build -o`` does) into
 ``FOLDER/<map>``, e.g. to look at the raw models' chains.
@@ -54,6 +55,7 @@ from ..models import read_model
 from ..pipeline import BuildOptions, Networks
 from ..residues import NUM_AA
 from ..sequences import read_fasta
+from ..thread.hints import NAMED_EVALUE
 from .build import model_sequences
 from .detect import score
 from .gnn import folder_case, run_case as run_gnn_case
@@ -231,6 +233,16 @@ def print_placements(rows: list[dict]) -> None:
         share = f"{right / on_protein:.2f}" if on_protein else "-"
         print(f"| {low:g}-{high:g} | {len(judged)} | {mostly} | {on_protein} | {right} ({share}) "
               f"| {len(members) - len(judged)} |")
+    # what the placements a build names to the user hold, per map
+    shares = {}
+    for row in rows:
+        if not row["seen"]:
+            right = sum(f[2] for f in row.get("placements", []) if f[0] <= NAMED_EVALUE)
+            shares.setdefault(row["case"], []).append(right / row["residues"])
+    print(f"\nResidues numbered right in the placements named to the user (E <= {NAMED_EVALUE:g}), "
+          "per build, as a share of the map's residues: "
+          + ", ".join(f"{case} {np.mean(values):.3f}" for case, values in sorted(shares.items())
+                      if np.mean(values) > 0))
 
 
 COLUMNS = (("detector_recall", "det. recall"), ("detector_precision", "det. precision"),

@@ -152,6 +152,15 @@ def build_with_engine(density, sequences, options, *, device="auto", mask=None, 
         return job.result(), networks.device
 
 
+def save_outputs(folder, write) -> Path:
+    """`BuildFolder.save` for the command-line verbs: saves with ``write`` and says on stderr
+    which earlier models it kept (`BuildFolder.kept_notices`); returns the output folder."""
+    out = folder.save(write)
+    for notice in folder.kept_notices():
+        print(f"cryobuild: {notice}", file=sys.stderr)
+    return out
+
+
 def round_writer(folder):
     """An ``on_round`` callback writing each round's model into ``folder``'s staging folder
     (`cryobuild.build_folder.BuildFolder`) as it finishes. A failed write is reported once and
@@ -210,9 +219,7 @@ def main(args) -> int:
             write_build(result, destination, folder.build_id)
             write_bytes_atomic(destination / "build.log", (json.dumps(log, indent=1) + "\n").encode())
 
-        out = folder.save(write)
-        for notice in folder.kept_notices():
-            print(f"cryobuild: {notice}", file=sys.stderr)
+        out = save_outputs(folder, write)
     if not args.quiet:
         print(f"{result.final.num_residues} residues in {len(result.final_chains)} chains "
               f"-> {out / 'model.cif'} ({log['total_seconds']:.0f} s)")

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from .build import add_resolution_arg, round_writer
+from .build import add_resolution_arg, round_writer, save_outputs
 from .progressbar import add_quiet_arg
 
 HELP = "build a model without a sequence; writes hmm_profiles/ for hmm_search"
@@ -58,9 +58,7 @@ def main(args) -> int:
             write_build(result, destination, folder.build_id)
             write_profiles(profiles, destination / "hmm_profiles")
 
-        out = folder.save(write)
-        for notice in folder.kept_notices():
-            print(f"cryobuild: {notice}", file=sys.stderr)
+        out = save_outputs(folder, write)
     print(f"{result.final.num_residues} residues in {len(profiles)} chains -> {out / 'model.cif'}; "
           f"{len(profiles)} HMM profiles -> {out / 'hmm_profiles'}")
     return 0

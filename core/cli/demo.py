@@ -6,7 +6,6 @@ sequence and prints the scores of the raw and final models against the known str
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
@@ -38,7 +37,7 @@ def main(args) -> int:
     from ..sequences import Sequence
     from ..simulate import SimulationOptions, simulate_map
     from ..validation import validate_geometry
-    from .build import build_with_engine, round_writer
+    from .build import build_with_engine, round_writer, save_outputs
 
     device = resolve_device(args.device)
     source = demo_structure_path()
@@ -58,7 +57,7 @@ def main(args) -> int:
             write_map(density, destination / "map.mrc", label=f"cryobuild build {folder.build_id}")
 
         if missing:
-            out = folder.save(write_simulated)
+            out = save_outputs(folder, write_simulated)
             print(f"stopping: no trained weights for {', '.join(missing)} in this installation "
                   f"(the map is {out / 'map.mrc'})")
             return 0
@@ -70,9 +69,7 @@ def main(args) -> int:
             write_simulated(destination)
             write_build(result, destination, folder.build_id)
 
-        out = folder.save(write)
-        for notice in folder.kept_notices():
-            print(f"cryobuild: {notice}", file=sys.stderr)
+        out = save_outputs(folder, write)
     seconds = time.time() - started
     print(f"built {result.final.num_residues} residues in {len(result.final_chains)} chains in "
           f"{seconds:.0f} s -> {out / 'model.cif'} (map: {out / 'map.mrc'})")
