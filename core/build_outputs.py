@@ -11,7 +11,9 @@ Layout (ModelAngelo's, with cryobuild's additions):
 * ``aa_probabilities.csv`` per final residue: chain, number, type, then the 20 probabilities;
 * ``unassigned_placements.csv`` where the unassigned chains might go (`cryobuild.thread.hints`):
   chain, rank, sequence, its first-last position, the chain's residues aligned there, score,
-  E-value, chance hits, positions already threaded (a header alone when there are none);
+  E-value, chance hits, positions already threaded, and the alignment residue by residue as
+  runs ``chain residues:sequence positions`` (``12-19:58-65 21-25:66-70``; a header alone when
+  there are none);
 * ``ca_points.cif`` the detected Cα candidates.
 
 Every file is written atomically: it is replaced whole or not at all, and ``model.cif`` is
@@ -34,7 +36,8 @@ from .pipeline import BuildResult, ChainReport, RoundResult
 from .residues import AA_ORDER, ONE_TO_THREE, UNK_THREE
 from .thread.hints import Placement
 
-__all__ = ["BUILD_ID_ITEM", "write_build", "write_round", "chains_csv", "placements_csv"]
+__all__ = ["BUILD_ID_ITEM", "aligned_runs", "write_build", "write_round", "chains_csv",
+           "placements_csv"]
 
 #: The mmCIF item of a written model that holds the build's id.
 BUILD_ID_ITEM = "_cryobuild.build_id"
@@ -53,6 +56,18 @@ def chains_csv(reports: tuple[ChainReport, ...]) -> str:
     return buffer.getvalue()
 
 
+def aligned_runs(aligned: tuple[tuple[int, int], ...]) -> str:
+    """A placement's ``aligned`` pairs (chain residue number, sequence position) as runs in
+    which both step by one: ``"12-19:58-65 21-25:66-70"`` (a run of one: ``"20:67"``)."""
+    runs = []
+    for number, position in aligned:
+        if runs and number == runs[-1][1] + 1 and position == runs[-1][3] + 1:
+            runs[-1][1], runs[-1][3] = number, position
+        else:
+            runs.append([number, number, position, position])
+    return " ".join(f"{a}:{c}" if a == b else f"{a}-{b}:{c}-{d}" for a, b, c, d in runs)
+
+
 def placements_csv(placements: tuple[Placement, ...]) -> str:
     """Where the unassigned chains might go (`cryobuild.thread.hints.Placement`), as CSV text."""
     buffer = io.StringIO()
@@ -61,6 +76,7 @@ def placements_csv(placements: tuple[Placement, ...]) -> str:
     writer.writerow(fields)
     for placement in placements:
         values = [getattr(placement, name) for name in fields]
+        values[fields.index("aligned")] = aligned_runs(placement.aligned)
         writer.writerow([f"{v:.3g}" if isinstance(v, float) and math.isfinite(v) else v
                          for v in values])
     return buffer.getvalue()

@@ -96,6 +96,7 @@ __all__ = [
     "join_models",
     "map_warnings",
     "protein_density_check",
+    "refine_with_context",
     "relax_stage",
     "relax_with_context",
     "residue_predictions",
@@ -674,7 +675,7 @@ def _take_nodes(graph, first: int):
     )
 
 
-def _refine_with_context(view: NetworkMap, current, context: BuiltModel | None, sequences, networks,
+def refine_with_context(view: NetworkMap, current, context: BuiltModel | None, sequences, networks,
                          progress, cancel, prior: np.ndarray | None = None, frame_seed: int = 0):
     """One graph-network pass over ``current`` (points, graph or model; ``prior`` ``[N, 20]``
     its residue-type prior, see `gnn.refine.refine`; points get random frames from
@@ -715,7 +716,7 @@ def _blind_checked(view: NetworkMap, graph, named: list[NamedChain], context, se
     readings = []
     for residue_strings in ([composition_stand_in(start.num_residues)], [s.residues for s in sequences]):
         check_cancel(cancel)
-        reading = _refine_with_context(view, start, context, residue_strings, networks,
+        reading = refine_with_context(view, start, context, residue_strings, networks,
                                        prefixed(progress, "thread check"), cancel)
         readings.append((reading.aa_probs, reading.confidence))
     matches, dropped = confirmed([c.match for c in named], readings, graph.aa_probs, sequences,
@@ -798,7 +799,7 @@ def _polish(view: NetworkMap, model: BuiltModel, prior: np.ndarray, named: list[
                            chain_id=np.array(chain_ids), confidence=np.zeros(len(added), np.float32))
         model = join_models([model, extra])
         prior = np.concatenate([prior, one_hot(extra.aatype)])
-    graph = _refine_with_context(view, model, context, [s.residues for s in sequences],
+    graph = refine_with_context(view, model, context, [s.residues for s in sequences],
                                  networks, prefixed(progress, "last pass"), cancel, prior)
     return graph, renamed
 
@@ -894,7 +895,7 @@ def _traced_and_threaded(view: NetworkMap, points: CalphaPoints, sequences: list
         check_cancel(cancel)
         label = round_label(index + 1, options.rounds, options.restarts)
         start = time.time()
-        graph = _refine_with_context(view, current, context, residue_strings, networks,
+        graph = refine_with_context(view, current, context, residue_strings, networks,
                                      prefixed(progress, label), cancel, prior,
                                      frame_seed=frame_seed)
         seconds["gnn"] += time.time() - start

@@ -258,6 +258,7 @@ class ModelView:
     context_accepted: set = field(default_factory=set)  # its accepted residue keys
     verdict: object = None               # a job's Verdict whose new model may be swapped in
     profiles: object = None              # folder of a build without sequence's HMM profiles
+    placements: tuple = ()               # the last build's unassigned chains' placements (hints)
 
     @property
     def ca_name(self) -> str:
@@ -478,6 +479,42 @@ class Bridge:
         view.job, view.last_round, view.verdict = job, None, None
         return job
 
+    def chain_of(self, selection: str, name: str = DEFAULT_MODEL) -> str:
+        """The one chain of model ``name`` that ``selection`` holds residues of (`InputError`
+        for none or several)."""
+        from cryobuild.errors import InputError
+
+        chains = sorted({chain for chain, _ in residue_keys(selection, name, _self=self._self)})
+        if len(chains) != 1:
+            held = f"chains {', '.join(chains)}" if chains else "no residue"
+            raise InputError(f"select residues of one chain of {name} to assign it "
+                             f"({selection!r} holds {held})")
+        return chains[0]
+
+    def start_assign(self, chain: str, *, rank: int = 1, name: str = DEFAULT_MODEL,
+                     threaded: bool = True):
+        """Assign unassigned chain ``chain`` of model ``name`` to its placement of rank
+        ``rank`` that the last build offered (`cryobuild.thread.hints`; labelled in
+        `ModelView.places_name`), as `cryobuild.engine.Engine.start_assign` does."""
+        from cryobuild.errors import InputError
+
+        view = self.view(name)
+        if view.running:
+            raise InputError(f"a job is already running on {name}; stop it first")
+        if view.density is None:
+            raise InputError(f"{name} was not built into a map in this PyMOL session")
+        chain = str(chain).strip()
+        offered = [p for p in view.placements if p.chain_id == chain]
+        if not offered:
+            raise InputError(f"the last build of {name} offered no placement for chain {chain!r} "
+                             "(unassigned_placements.csv lists what it offered)")
+        chosen = [p for p in offered if p.rank == rank]
+        if not chosen:
+            raise InputError(f"chain {chain} has placements of rank 1-{len(offered)} only")
+        job = self.engine().start_assign(view.session, view.density, chosen[0], threaded=threaded)
+        view.job, view.last_round, view.verdict = job, None, None
+        return job
+
     def _keep_context(self, view: ModelView, rows_of) -> None:
         """Remember what the job keeps (``rows_of(state)``, bool ``[R]``), to show with its rounds;
         drop the previous job's raw and new models and its places."""
@@ -548,11 +585,18 @@ class Bridge:
             else:
                 self.show_round(view, event.payload)
             view.updates += 1
+        elif kind == "final" and getattr(view.job, "kind", "") == "assign":
+            assigned = event.payload.placement.chain_id
+            view.placements = tuple(p for p in view.placements if p.chain_id != assigned)
+            self.show_model(view)
+            self.show_places(view)
+            view.updates += 1
         elif kind == "final":
             result = event.payload
             verdict = getattr(view.job, "verdict", None)
             self.show_model(view)
             view.updates += 1
+            view.placements = result.placements
             if apart:
                 if verdict is not None and verdict.kept == "old" and verdict.candidate is not None:
                     self._draw(view.new_name, result.final, ())
@@ -564,7 +608,7 @@ class Bridge:
                 self._load_model(view.last_round.model, view.raw_name)
                 self._colour(view.raw_name)
             else:
-                self.show_places(view, result)
+                self.show_places(view)
         elif kind in ("cancelled", "failed", "finished"):
             # the session keeps its last saved round (or, for a job that keeps the model, the
             # model: the stopped job's last round stays apart); "finished" comes after the
@@ -630,22 +674,23 @@ class Bridge:
         cmd.set("sphere_scale", CA_SPHERE_SCALE, view.ca_name)
         cmd.spectrum("b", PALETTE, view.ca_name, minimum=CONFIDENCE_RANGE[0], maximum=CONFIDENCE_RANGE[1])
 
-    def show_places(self, view: ModelView, result) -> None:
-        """Label the first aligned residue of each unassigned chain whose best placement is
-        named to the user (`cryobuild.thread.hints.named_placements`) with that placement, as
-        pseudoatoms of their own object (`ModelView.places_name`), so that redrawing the model
-        keeps them and the user can hide them."""
+    def show_places(self, view: ModelView) -> None:
+        """Label the first aligned residue of each unassigned chain of the session's model whose
+        best placement is named to the user (`cryobuild.thread.hints.named_placements` of
+        ``view.placements``) with that placement, as pseudoatoms of their own object
+        (`ModelView.places_name`), so that redrawing the model keeps them and the user can hide
+        them; ``cryobuild_assign`` takes the chain there."""
         from cryobuild.thread.hints import named_placements
 
         cmd = self.cmd
         cmd.delete(view.places_name)
-        final = result.final
-        for place in named_placements(result.placements):
-            rows = np.flatnonzero((final.chain_id == place.chain_id)
-                                  & (final.residue_number == place.chain_first))
+        model = view.session.model
+        for place in named_placements(view.placements):
+            rows = np.flatnonzero((model.chain_id == place.chain_id)
+                                  & (model.residue_number == place.chain_first))
             if not len(rows):
                 continue
-            cmd.pseudoatom(view.places_name, pos=[float(v) for v in final.ca[rows[0]]],
+            cmd.pseudoatom(view.places_name, pos=[float(v) for v in model.ca[rows[0]]],
                            label=f"{place.chain_id}: {place.sequence} {place.first}-{place.last}? "
                                  f"(E {place.evalue:.2g})")
         if view.places_name in cmd.get_names("objects"):
@@ -776,6 +821,11 @@ def finish_line(view: ModelView, event) -> str | None:
     """One line saying how ``view``'s job ended (its ``final``, ``failed`` or ``cancelled``
     event), for the PyMOL console and the panel's log; None for other events."""
     job = view.job
+    if event.kind == "final" and getattr(job, "kind", "") == "assign":
+        chain = event.payload.chain
+        return (f"{event.job_id} ({view.name}): chain {event.payload.placement.chain_id} assigned: "
+                f"{chain.residues} residues as {chain.sequence} {chain.first}-{chain.last} in "
+                f"chain {chain.chain_id} (cryobuild_undo {view.name} takes it back)")
     if event.kind == "final":
         result, verdict = event.payload, getattr(job, "verdict", None)
         if verdict is not None:

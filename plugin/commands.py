@@ -18,6 +18,7 @@ from .bridge import DEFAULT_MODEL, finish_line, get_bridge, input_warnings, inst
 
 __all__ = [
     "cryobuild_accept",
+    "cryobuild_assign",
     "cryobuild_build",
     "cryobuild_cancel",
     "cryobuild_prune",
@@ -323,6 +324,51 @@ SEE ALSO
     return job.id
 
 
+def cryobuild_assign(chain, rank=1, name=DEFAULT_MODEL, quiet=0, *, _self=_cmd):
+    '''
+DESCRIPTION
+
+    Assign an unassigned chain (UNK residues) of a cryobuild model to a
+    place in a sequence that its last build offered: the orange labels
+    name each chain's best place, unassigned_placements.csv in the build
+    folder lists up to three per chain. The chain's residues take the
+    place's numbers and residue types, get side chains, are relaxed, and
+    join a chain of that sequence whose numbers they leave free. The
+    build could not tell such a place from chance: check it against the
+    density (cryobuild_undo takes it back).
+
+USAGE
+
+    cryobuild_assign chain [, rank [, name ]]
+
+ARGUMENTS
+
+    chain = str: the unassigned chain's ID
+
+    rank = int: which of the chain's placements, 1 the best {default: 1}
+
+    name = str: model object {default: cryobuild_model}
+
+SEE ALSO
+
+    cryobuild_build, cryobuild_rebuild, cryobuild_undo
+    '''
+    from cryobuild.errors import CryobuildError
+
+    quiet = int(quiet)
+    rank = _whole_number(rank, "rank")
+    bridge = get_bridge()
+    try:
+        background = _gui_active()
+        job = bridge.start_assign(str(chain), rank=rank, name=str(name))
+    except CryobuildError as err:
+        raise _readable(err) from None
+    _say(f"{job.id}: assigning chain {chain} of {name}", quiet)
+    if not background:
+        _run_here(bridge, bridge.view(str(name)), job, quiet)
+    return job.id
+
+
 def cryobuild_swap(name=DEFAULT_MODEL, quiet=0, *, _self=_cmd):
     '''
 DESCRIPTION
@@ -382,6 +428,7 @@ _COMMANDS = {
     "cryobuild_cancel": cryobuild_cancel,
     "cryobuild_prune": cryobuild_prune,
     "cryobuild_accept": cryobuild_accept,
+    "cryobuild_assign": cryobuild_assign,
     "cryobuild_rebuild": cryobuild_rebuild,
     "cryobuild_swap": cryobuild_swap,
     "cryobuild_undo": cryobuild_undo,

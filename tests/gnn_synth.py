@@ -193,3 +193,16 @@ def alanine_graph(backbone: np.ndarray) -> GraphOutput:
     )
     positions, mask = graph.atoms_for(np.arange(num), np.zeros(num, np.int64))
     return dataclasses.replace(graph, atom14_positions=positions, atom14_mask=mask)
+
+
+def with_unassigned_stretch(model, rows: np.ndarray, sequence: str):
+    """``model`` (one chain, numbered by its sequence ``sequence``) with the residues ``rows``
+    (bool ``[R]``) made an unassigned chain "B" as a build leaves one: UNK residues, backbone
+    and Cβ only, numbered 1.. along the trace; the rest chain "A", threaded to ``sequence``."""
+    return dataclasses.replace(
+        model, chain_id=np.where(rows, "B", "A"),
+        residue_number=np.where(rows, np.cumsum(rows), model.residue_number),
+        aatype=np.where(rows, UNK_INDEX, model.aatype),
+        atom_mask=np.where(rows[:, None], model.atom_mask & (np.arange(model.atom_mask.shape[1]) < 4),
+                           model.atom_mask),
+        entity_sequences={"A": sequence})

@@ -31,7 +31,10 @@ from cryobuild.relax import MAX_LINK_DISTANCE
 from cryobuild.residues import UNK_INDEX, one_letter
 from cryobuild.sequences import Sequence
 from cryobuild.session import MODEL_FILE, STATE_FILE, Session
+from cryobuild.thread.hints import unassigned_placements
 from cryobuild.thread.structgen import THREADING_CHECKPOINT
+
+from gnn_synth import noisy_probs, with_unassigned_stretch
 
 #: Pause (s) of the caller's (GUI) thread while a job runs: the issue's limit, held by 99% of
 #: timer ticks. The worst tick is printed, not asserted below `MAX_GUI_FREEZE`: on a machine
@@ -379,6 +382,54 @@ def test_chains_that_cannot_be_threaded_stay_unassigned_in_the_session(engine, i
     warnings = [e.message for e in events if e.kind == "warning"]
     expected = f"{result.final.num_residues} of them are in the final model's unassigned chains"
     assert [m for m in warnings if m.startswith("no chain could be threaded") and expected in m], warnings
+
+
+def test_an_unassigned_chain_is_assigned_to_the_placement_the_user_chose(engine, il2, tmp_path):
+    """The reference with residues 31-55 as an unassigned chain B of UNK residues numbered 1-25
+    along the trace: assigned to its best placement, B's residues take their sequence numbers
+    and types, with side chains, and join chain A (which leaves those numbers free); nothing
+    else moves, and undo brings B back. Chains that are threaded or hold accepted residues are
+    refused."""
+    density, reference, sequence = il2
+    rows = np.arange(reference.num_residues)
+    unassigned = (rows >= 30) & (rows < 55)
+    model = with_unassigned_stretch(reference, unassigned, sequence.residues)
+    session = reference_session(engine, il2, tmp_path / "s", model)
+    assert session.state.chain_sequences == {"A": "il2"}
+    probs = noisy_probs(reference.aatype, 0.6, np.random.default_rng(3)).astype(np.float32)
+    placement = unassigned_placements(model, probs, [sequence])[0]
+    assert placement.chain_id == "B" and placement.first - placement.chain_first == 30
+    before = session.state
+
+    job = engine.start_assign(session, density, placement)
+    events, _ = drive(job)
+    assert EVENT_ORDER.match(kinds(events)) and events[-2].kind == "final", kinds(events)
+    assignment = job.result()
+    assert assignment.chain.chain_id == "A" and assignment.chain.sequence == "il2"
+    after = session.state
+    assert "B" not in after.model.chains() and after.chain_sequences == {"A": "il2"}
+    new = after.rows([("A", position) for _, position in placement.aligned])
+    assert new.sum() == len(placement.aligned) == assignment.model.num_residues
+    assert np.array_equal(after.model.aatype[new], reference.aatype[after.model.residue_number[new] - 1])
+    assert after.model.atom_mask[new].sum() > 0.9 * reference.atom_mask[unassigned].sum()
+    deposited = reference.ca[after.model.residue_number[new] - 1]
+    assert np.median(np.linalg.norm(after.model.ca[new] - deposited, axis=-1)) < 1.0
+    rows_before, rows_after = key_rows(before), key_rows(after)
+    for key in before.keys():
+        if key[0] == "A":
+            assert np.array_equal(before.model.atom_positions[rows_before[key]],
+                                  after.model.atom_positions[rows_after[key]]), key
+    assert session.history[-1] == f"assign {job.id}"
+    session.undo()
+    assert session.keys() == before.keys()
+
+    with pytest.raises(InputError, match="already threaded"):
+        engine.start_assign(session, density, dataclasses.replace(placement, chain_id="A"))
+    with pytest.raises(InputError, match="no chain 'Z'"):
+        engine.start_assign(session, density, dataclasses.replace(placement, chain_id="Z"))
+    session.accept([("B", 3)])
+    with pytest.raises(InputError, match="accepted residues"):
+        engine.start_assign(session, density, placement)
 
 
 def test_unassigned_chains_at_low_resolution_warn_of_their_direction(engine, il2, monkeypatch):

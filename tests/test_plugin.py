@@ -659,6 +659,47 @@ def test_accept_prune_undo_rebuild_through_panel_and_commands(fresh_pymol, engin
     assert set(session.accepted_keys()) >= {("A", 1), ("A", 105)}
 
 
+@needs_weights
+def test_an_unassigned_chain_is_assigned_through_the_panel_and_its_label_goes(fresh_pymol, engine, il2, qapp):
+    from cryobuild.residues import ONE_TO_THREE
+    from cryobuild.thread.hints import unassigned_placements
+
+    from gnn_synth import noisy_probs, with_unassigned_stretch
+
+    path, _, reference, sequence, _ = il2
+    cmd.load(str(path), "emap")
+    rows = np.arange(reference.num_residues)
+    model = with_unassigned_stretch(reference, (rows >= 30) & (rows < 55), sequence.residues)
+    view = fresh_pymol.set_model(model, sequences=[sequence], map_name="emap")
+    probs = noisy_probs(reference.aatype, 0.6, np.random.default_rng(3)).astype(np.float32)
+    view.placements = unassigned_placements(model, probs, [sequence])  # as a build offers them
+    fresh_pymol.show_places(view)
+    assert cmd.count_atoms(view.places_name) == 1
+    with pytest.raises(CmdException, match="offered no placement for chain 'A'"):
+        command("cryobuild_assign", "A")
+    with pytest.raises(CmdException, match="rank 1-"):
+        command("cryobuild_assign", "B", "9")
+
+    panel = open_panel(fresh_pymol)
+    ended = []
+    panel.jobEnded.connect(lambda job_id, outcome: ended.append(outcome))
+    panel.selection_edit.setText("cryobuild_model and resi 20-40")  # A 20-30, 40 and B 20-25
+    panel.assign_button.click()
+    assert "select residues of one chain" in panel.log_view.toPlainText()
+    panel.selection_edit.setText("cryobuild_model and chain B and resi 5")
+    panel.assign_button.click()
+    wait_for(qapp, lambda: ended)
+    log = panel.log_view.toPlainText()
+    assert ended == ["final"], log
+    assert "chain B assigned" in log and "cryobuild_undo" in log
+    assert view.session.model.chains() == ("A",)
+    assert view.placements == () and view.places_name not in cmd.get_names("objects")
+    assert shown_residues("cryobuild_model") == model_residues(view.session.model)
+    names = {}
+    cmd.iterate("cryobuild_model and resi 40 and name CA", "names['resn'] = resn", space={"names": names})
+    assert names["resn"] == ONE_TO_THREE[sequence.residues[39]]  # was UNK
+
+
 # ----------------------------------------------------------------------------- set-up verbs
 
 
@@ -774,12 +815,13 @@ def test_the_view_labels_the_unassigned_chains_likeliest_places(fresh_pymol, il2
     first_of_b = int(final.residue_number[60])
     placements = (Placement("B", 1, "il2", 61, 70, first_of_b, first_of_b + 9, 9.0, 0.02, 0.04, 0),
                   Placement("A", 1, "il2", 5, 9, 1, 5, 1.0, 0.8, 1.6, 0))  # too weak to name
-    view = ModelView(DEFAULT_MODEL, session=None)
-    fresh_pymol.show_places(view, SimpleNamespace(final=final, placements=placements))
+    view = ModelView(DEFAULT_MODEL, session=SimpleNamespace(model=final), placements=placements)
+    fresh_pymol.show_places(view)
     assert cmd.count_atoms(view.places_name) == 1
     labels = []
     cmd.iterate(view.places_name, "labels.append(label)", space={"labels": labels})
     assert labels == ["B: il2 61-70? (E 0.02)"]
     np.testing.assert_allclose(cmd.get_coords(view.places_name)[0], final.ca[60], atol=1e-3)
-    fresh_pymol.show_places(view, SimpleNamespace(final=final, placements=()))
+    view.placements = ()
+    fresh_pymol.show_places(view)
     assert view.places_name not in cmd.get_names("objects")

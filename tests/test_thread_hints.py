@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cryobuild.build_outputs import placements_csv
+from cryobuild.build_outputs import aligned_runs, placements_csv
 from cryobuild.evaluate import offered_numbering
 from cryobuild.models import read_model
 from cryobuild.residues import AA_ORDER, ATOM14_MASK, UNK_INDEX
@@ -48,6 +48,9 @@ def test_an_unassigned_chain_is_offered_its_place_and_threaded_ones_none(il2_fin
     assert best.evalue < 1e-3 and best.chance_hits == pytest.approx(best.evalue)
     # the chain's residue k is the sequence's 30 + k
     assert best.first - best.chain_first == 30 and best.last - best.chain_last == 30
+    assert best.aligned[0] == (best.chain_first, best.first)
+    assert best.aligned[-1] == (best.chain_last, best.last)
+    assert all(position - number == 30 for number, position in best.aligned)
     assert best.already_threaded == 0
     assert all(p.evalue <= MAX_HINT_EVALUE for p in placements)
     assert [p.rank for p in placements] == list(range(1, len(placements) + 1))
@@ -60,6 +63,12 @@ def test_an_unassigned_chain_is_offered_its_place_and_threaded_ones_none(il2_fin
     text = placements_csv(placements)
     assert text.splitlines()[0].startswith("chain_id,rank,sequence,first,last")
     assert text.splitlines()[1].startswith(f"B,1,il2,{best.first},{best.last}")
+    assert text.splitlines()[1].endswith(aligned_runs(best.aligned))
+
+
+def test_aligned_pairs_are_written_as_runs():
+    assert aligned_runs(((12, 58), (13, 59), (14, 60), (16, 61), (17, 63))) == "12-14:58-60 16:61 17:63"
+    assert aligned_runs(()) == ""
 
 
 def test_no_sequences_or_no_unassigned_chain_offer_nothing(il2_final):

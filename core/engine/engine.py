@@ -11,8 +11,11 @@ open sessions, and starts jobs:
   graph network on the new nodes with the kept residues nearby as fixed context (their outputs
   are discarded, so they never move), threading with every kept residue's sequence position
   taken, and the result spliced back in place of the region's residues.
+* `Engine.start_assign` -- give an unassigned chain of a session's model the place in a
+  sequence the user chose among a build's placements (`cryobuild.assign`), on the map cropped
+  around it, and splice it in at once: the user's choice is not judged.
 
-Both return a `Job` at once and stream the same events (`cryobuild.engine.jobs`). A job never
+All return a `Job` at once and stream the same events (`cryobuild.engine.jobs`). A job never
 replaces finished work with worse: when a build's session holds a finished model (residues not
 accepted, not a stopped job's round), and for every region rebuild, the session's model stays
 as it is while the job runs (``job.keeps_model``) and the final model replaces the old residues
@@ -429,6 +432,56 @@ class Engine:
 
         return self._launch(job, density, session, sequences, body, threaded)
 
+    def start_assign(
+        self,
+        session: str | Path | Session,
+        density: DensityMap,
+        placement,
+        *,
+        resolution: float | None = None,
+        on_event: Callable[[JobEvent], None] | None = None,
+        threaded: bool = True,
+    ) -> Job:
+        """Assign an unassigned chain of ``session``'s model to ``placement`` (a
+        `cryobuild.thread.hints.Placement` of the build that made the chain, renamed to the
+        session's chains as the build's ``final`` event gives them), rebuilt into ``density``
+        read at ``resolution`` (Å; None: estimated from the map) with the session's sequences.
+        The chain's residues are replaced by the assigned ones, which join a chain of the same
+        sequence whose numbers they leave free (`plan_chain_names`). The job's ``final`` event
+        carries the `cryobuild.assign.Assignment` (chain named as in the session). The graph
+        network runs here, also with a ``scheduler``.
+
+        Raises `InputError` for a session without that unassigned chain or with accepted
+        residues in it, and `JobConflict` as `start_build`.
+        """
+        from ..assign import MIN_ASSIGNED
+
+        session = self._session(session)
+        if session is None:
+            raise InputError("assigning a chain needs a session")
+        sequences = _check_sequences(session.sequences)
+        if session.busy:
+            raise JobConflict(f"{session.path}: a job is running on this session; cancel it first")
+        state = session.state
+        chain = placement.chain_id
+        rows = state.model.chain_id == chain
+        if not (rows & state.visible).any():
+            raise InputError(f"the model has no chain {chain!r}")
+        if chain in state.chain_sequences:
+            raise InputError(f"chain {chain} is already threaded to {state.chain_sequences[chain]}")
+        if (rows & state.accepted).any():
+            raise InputError(f"chain {chain} has accepted residues: unaccept them to assign it")
+        if (rows & state.visible).sum() < MIN_ASSIGNED:
+            raise InputError(f"chain {chain} has fewer than {MIN_ASSIGNED} residues to assign")
+        region = select_region(state, density, keys=state.keys(rows & state.visible))
+        job = Job(f"job-{next(_job_numbers)}", "assign", on_event)
+        job.keeps_model = True  # the session's sequences stay
+
+        def body(job: Job):
+            return self._assign(job, region, state, placement, sequences, resolution, session)
+
+        return self._launch(job, density, session, sequences, body, threaded)
+
     def _launch(self, job: Job, density, session, sequences, body, threaded: bool) -> Job:
         key = self._key(density)
         with self._lock:
@@ -622,6 +675,34 @@ class Engine:
         return self._run_pipeline(job, density, sequences, options, mask=mask, kept=kept,
                                   context=context, session=session, spare=True, old=old,
                                   judged_in=density, what="model")
+
+    def _assign(self, job: Job, region, state: SessionState, placement, sequences, resolution,
+                session: Session):
+        from ..assign import assign_placement
+        from ..pipeline import network_view
+
+        progress = _Progress(job, 0)
+        progress("load", 0.0, "loading the networks")
+        networks = self.networks()
+        progress("load", 1.0, f"networks on {networks.device}")
+        chain_rows = state.model.chain_id == placement.chain_id
+        kept = state.select(~chain_rows)  # the chain's pruned residues go with it
+        context = context_near(kept.select(kept.visible), region.points, REGION_CONTEXT)
+        assignment = assign_placement(
+            network_view(region.density, resolution), state.model.select(chain_rows & state.visible),
+            placement, sequences, networks, context=context if context.num_residues else None,
+            progress=progress, cancel=job.cancel_token)
+        progress("save", 0.0, "saving the model")
+        renames, chain_sequences = plan_chain_names(kept.model, assignment.model,
+                                                    (assignment.chain,), kept.chain_sequences)
+        model = rename_model(assignment.model, renames)
+        session._job_update(splice(kept, model, chain_sequences))
+        where = renames[placement.chain_id]
+        moved = "" if where == placement.chain_id else f", joined to chain {where}"
+        log.info("%s: chain %s assigned to %s %d-%d%s", job.id, placement.chain_id,
+                 placement.sequence, assignment.chain.first, assignment.chain.last, moved)
+        return dataclasses.replace(assignment, model=model,
+                                   chain=dataclasses.replace(assignment.chain, chain_id=where))
 
     def _rebuild(self, job: Job, region, state: SessionState, sequences, options,
                  session: Session, other_map: bool) -> BuildResult:

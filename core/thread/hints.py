@@ -77,6 +77,10 @@ class Placement:
     already_threaded : int
         Positions of ``first``-``last`` that the model's threaded chains hold in every copy
         of the sequence.
+    aligned : tuple of (int, int)
+        ``(chain residue number, sequence position)`` of each residue the alignment places, in
+        chain order (residues in the alignment's inserts are left out); `cryobuild.assign`
+        numbers the chain by it.
     """
 
     chain_id: str
@@ -90,6 +94,7 @@ class Placement:
     evalue: float
     chance_hits: float
     already_threaded: int
+    aligned: tuple[tuple[int, int], ...] = ()
 
 
 def _threaded_everywhere(model: BuiltModel, sequences: list[Sequence]) -> list[np.ndarray]:
@@ -158,19 +163,18 @@ def unassigned_placements(model: BuiltModel, aa_probs: np.ndarray, sequences: li
                 if evalue > MAX_HINT_EVALUE:
                     continue
                 positions = alignment_positions(domain.alignment, len(rows))
-                aligned = np.flatnonzero(positions >= 0)
-                first, last = int(positions[aligned[0]]) + 1, int(positions[aligned[-1]]) + 1
-                found.append((evalue, float(domain.score), index, first, last,
-                              int(model.residue_number[rows[aligned[0]]]),
-                              int(model.residue_number[rows[aligned[-1]]])))
+                placed = np.flatnonzero(positions >= 0)
+                aligned = tuple(zip(model.residue_number[rows[placed]].tolist(),
+                                    (positions[placed] + 1).tolist()))
+                found.append((evalue, float(domain.score), index, aligned))
         found.sort(key=lambda item: (item[0], -item[1]))
-        for rank, (evalue, score, index, first, last, chain_first, chain_last) in enumerate(
-                found[:TOP_PLACEMENTS], start=1):
+        for rank, (evalue, score, index, aligned) in enumerate(found[:TOP_PLACEMENTS], start=1):
+            (chain_first, first), (chain_last, last) = aligned[0], aligned[-1]
             placements.append(Placement(
                 chain_id=chain, rank=rank, sequence=sequences[index].name, first=first,
                 last=last, chain_first=chain_first, chain_last=chain_last, score=score,
                 evalue=evalue, chance_hits=evalue * len(chains),
-                already_threaded=int(held[index][first - 1:last].sum())))
+                already_threaded=int(held[index][first - 1:last].sum()), aligned=aligned))
     return tuple(placements)
 
 
