@@ -42,7 +42,7 @@ from .atomic import output_folder
 from .errors import InputError, OutputError
 
 __all__ = ["BUILD_OUTPUTS", "EDITABLE_OUTPUTS", "LOCK_FILE", "RECORD_FILE", "STAGING",
-           "BuildFolder", "new_build_id"]
+           "BuildFolder", "as_written", "new_build_id"]
 
 #: The lock file of a folder a build writes into.
 LOCK_FILE = ".cryobuild.lock"
@@ -94,6 +94,14 @@ def _recorded(folder: Path) -> dict[str, str]:
         return {str(name): str(digest) for name, digest in digests.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
+
+
+def as_written(folder: str | os.PathLike, name: str) -> bool:
+    """True when output ``name`` of ``folder`` is as the last build wrote it (its SHA-256 is
+    the record's); False when it changed since, cannot be read, or no record names it."""
+    folder = Path(folder)
+    recorded = _recorded(folder).get(name)
+    return recorded is not None and _digest(folder / name) == recorded
 
 
 def _changed_name(path: Path) -> Path:

@@ -30,14 +30,18 @@ import io
 import math
 from pathlib import Path
 
+import numpy as np
+
 from .atomic import write_bytes_atomic
-from .models import model_from_ca, write_model
+from .errors import InputError
+from .models import BuiltModel, model_from_ca, write_model
 from .pipeline import BuildResult, ChainReport, RoundResult
 from .residues import AA_ORDER, ONE_TO_THREE, UNK_THREE
 from .thread.hints import Placement
 
-__all__ = ["BUILD_ID_ITEM", "aligned_runs", "write_build", "write_round", "chains_csv",
-           "placements_csv"]
+__all__ = ["BUILD_ID_ITEM", "aligned_runs", "write_build", "write_final", "write_round", "chains_csv",
+           "placements_csv", "aa_probabilities_csv", "read_chains_csv", "read_placements_csv",
+           "read_aa_probabilities_csv"]
 
 #: The mmCIF item of a written model that holds the build's id.
 BUILD_ID_ITEM = "_cryobuild.build_id"
@@ -82,17 +86,75 @@ def placements_csv(placements: tuple[Placement, ...]) -> str:
     return buffer.getvalue()
 
 
-def _aa_probs_csv(result: BuildResult) -> str:
+def aa_probabilities_csv(model: BuiltModel, aa_probs: np.ndarray) -> str:
+    """Each residue of ``model`` with its residue-type probabilities ``aa_probs`` ``[R, 20]``,
+    as CSV text."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["chain", "residue", "type"] + list(AA_ORDER))
-    model = result.final
     for i in range(model.num_residues):
         aatype = int(model.aatype[i])
         name = ONE_TO_THREE[AA_ORDER[aatype]] if aatype < len(AA_ORDER) else UNK_THREE
         writer.writerow([model.chain_id[i], int(model.residue_number[i]), name]
-                        + [f"{p:.4f}" for p in result.final_aa_probs[i]])
+                        + [f"{p:.4f}" for p in aa_probs[i]])
     return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------- reading back
+# ``cryobuild assign`` changes a build folder's final model and the tables that describe it.
+
+
+def _rows(path: Path) -> list[dict]:
+    """The rows of a CSV output (its ``# cryobuild build`` line skipped); `InputError` when
+    the file is missing."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file (is {path.parent} a cryobuild build folder?)")
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    return list(csv.DictReader(lines))
+
+
+def read_chains_csv(path: str | Path) -> tuple[ChainReport, ...]:
+    """The chain reports of a ``chains.csv`` (`chains_csv`)."""
+    return tuple(ChainReport(
+        chain_id=row["chain"], sequence=row["sequence"], first=int(row["first"]),
+        last=int(row["last"]), residues=int(row["residues"]), score=float(row["score_bits"]),
+        evalue=float(row["evalue"]), mean_confidence=float(row["mean_confidence"]))
+        for row in _rows(Path(path)))
+
+
+def _parse_runs(text: str) -> tuple[tuple[int, int], ...]:
+    """`aligned_runs`'s text back as (chain residue number, sequence position) pairs."""
+    pairs = []
+    for run in text.split():
+        numbers, positions = run.split(":")
+        first, _, last = numbers.partition("-")
+        start = int(positions.partition("-")[0])
+        for offset in range(int(last or first) - int(first) + 1):
+            pairs.append((int(first) + offset, start + offset))
+    return tuple(pairs)
+
+
+def read_placements_csv(path: str | Path) -> tuple[Placement, ...]:
+    """The placements of an ``unassigned_placements.csv`` (`placements_csv`)."""
+    fields = [field.name for field in dataclasses.fields(Placement)]
+    placements = []
+    for row in _rows(Path(path)):
+        values = {name: row[name] for name in fields}
+        for name in ("rank", "first", "last", "chain_first", "chain_last", "already_threaded"):
+            values[name] = int(values[name])
+        for name in ("score", "evalue", "chance_hits"):
+            values[name] = float(values[name])
+        values["aligned"] = _parse_runs(values["aligned"])
+        placements.append(Placement(**values))
+    return tuple(placements)
+
+
+def read_aa_probabilities_csv(path: str | Path) -> dict[tuple[str, int], np.ndarray]:
+    """(chain, residue number) -> its 20 residue-type probabilities, of an
+    ``aa_probabilities.csv`` (`aa_probabilities_csv`)."""
+    return {(row["chain"], int(row["residue"])): np.array([float(row[a]) for a in AA_ORDER],
+                                                            dtype=np.float32)
+            for row in _rows(Path(path))}
 
 
 def write_round(round_result: RoundResult, folder: str | Path, build_id: str) -> Path:
@@ -101,20 +163,31 @@ def write_round(round_result: RoundResult, folder: str | Path, build_id: str) ->
     return write_model(round_result.model, path, cif_items={BUILD_ID_ITEM: build_id})
 
 
+def write_final(final: BuiltModel, aa_probs: np.ndarray, reports: tuple[ChainReport, ...],
+                placements: tuple[Placement, ...], folder: str | Path, build_id: str) -> list[Path]:
+    """Write a final model and the tables that describe it (``chains.csv``,
+    ``aa_probabilities.csv``, ``unassigned_placements.csv``) into ``folder``, stamped with
+    ``build_id``, ``model.cif`` last; returns the paths written."""
+    folder = Path(folder)
+    csv_stamp = f"# cryobuild build {build_id}\n"
+    written = []
+    for name, text in (("chains.csv", chains_csv(reports)),
+                       ("aa_probabilities.csv", aa_probabilities_csv(final, aa_probs)),
+                       ("unassigned_placements.csv", placements_csv(placements))):
+        written.append(write_bytes_atomic(folder / name, (csv_stamp + text).encode()))
+    written.append(write_model(final, folder / "model.cif", cif_items={BUILD_ID_ITEM: build_id}))
+    return written
+
+
 def write_build(result: BuildResult, folder: str | Path, build_id: str) -> list[Path]:
     """Write every output of ``result`` into ``folder``, stamped with ``build_id``; returns the
     paths written."""
     folder = Path(folder)
     stamp = {BUILD_ID_ITEM: build_id}
-    csv_stamp = f"# cryobuild build {build_id}\n"
     written = [write_model(model_from_ca(result.points.xyz, result.points.score), folder / "ca_points.cif",
                            cif_items=stamp)]
     for round_result in result.rounds:
         written.append(write_round(round_result, folder, build_id))
     written.append(write_model(result.raw, folder / "model_raw.cif", cif_items=stamp))
-    for name, text in (("chains.csv", chains_csv(result.final_chains)),
-                       ("aa_probabilities.csv", _aa_probs_csv(result)),
-                       ("unassigned_placements.csv", placements_csv(result.placements))):
-        written.append(write_bytes_atomic(folder / name, (csv_stamp + text).encode()))
-    written.append(write_model(result.final, folder / "model.cif", cif_items=stamp))
-    return written
+    return written + write_final(result.final, result.final_aa_probs, result.final_chains,
+                                 result.placements, folder, build_id)

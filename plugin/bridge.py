@@ -822,10 +822,15 @@ def finish_line(view: ModelView, event) -> str | None:
     event), for the PyMOL console and the panel's log; None for other events."""
     job = view.job
     if event.kind == "final" and getattr(job, "kind", "") == "assign":
-        chain = event.payload.chain
-        return (f"{event.job_id} ({view.name}): chain {event.payload.placement.chain_id} assigned: "
+        assignment = event.payload
+        chain, rest = assignment.chain, assignment.rest
+        line = (f"{event.job_id} ({view.name}): chain {assignment.placement.chain_id} assigned: "
                 f"{chain.residues} residues as {chain.sequence} {chain.first}-{chain.last} in "
-                f"chain {chain.chain_id} (cryobuild_undo {view.name} takes it back)")
+                f"chain {chain.chain_id}")
+        if rest.num_residues:
+            line += (f"; its {rest.num_residues} residues outside the alignment stay unassigned "
+                     f"as chain {rest.chain_id[0]}")
+        return line + f" (cryobuild_undo {view.name} takes it back)"
     if event.kind == "final":
         result, verdict = event.payload, getattr(job, "verdict", None)
         if verdict is not None:

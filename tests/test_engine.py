@@ -423,6 +423,18 @@ def test_an_unassigned_chain_is_assigned_to_the_placement_the_user_chose(engine,
     session.undo()
     assert session.keys() == before.keys()
 
+    # a placement of B's residues 8-25 only: 1-7 stay as they were, an unassigned chain
+    shorter = dataclasses.replace(placement, aligned=tuple(p for p in placement.aligned if p[0] >= 8))
+    job = engine.start_assign(session, density, shorter)
+    drive(job)
+    rest = job.result().rest
+    assert rest.num_residues == 7 and rest.chain_id[0] not in after.chain_sequences
+    state = session.state
+    rows = state.rows([(rest.chain_id[0], n) for n in range(1, 8)])
+    np.testing.assert_array_equal(state.model.ca[rows], before.model.ca[before.rows([("B", n) for n in range(1, 8)])])
+    assert np.all(state.model.aatype[rows] == UNK_INDEX)
+    session.undo()
+
     with pytest.raises(InputError, match="already threaded"):
         engine.start_assign(session, density, dataclasses.replace(placement, chain_id="A"))
     with pytest.raises(InputError, match="no chain 'Z'"):

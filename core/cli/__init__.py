@@ -30,6 +30,7 @@ VERBS = {
     "build": "build",
     "batch": "batch",
     "build_no_seq": "build_no_seq",
+    "assign": "assign",
     "hmm_search": "hmm_search",
     "gui": "gui",
     "install-plugin": "install_plugin",

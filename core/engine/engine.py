@@ -55,8 +55,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..maps import DensityMap
-from ..pipeline import (BuildOptions, BuildResult, Networks, build, map_warnings, relax_stage,
-                        round_label)
+from ..pipeline import (BuildOptions, BuildResult, Networks, build, join_models, map_warnings,
+                        relax_stage, round_label)
 from ..sequences import Sequence
 from ..session import JobConflict, Session, SessionState
 from ..thread.placement import ANCHOR_EVALUE
@@ -685,24 +685,26 @@ class Engine:
         progress("load", 0.0, "loading the networks")
         networks = self.networks()
         progress("load", 1.0, f"networks on {networks.device}")
-        chain_rows = state.model.chain_id == placement.chain_id
-        kept = state.select(~chain_rows)  # the chain's pruned residues go with it
-        context = context_near(kept.select(kept.visible), region.points, REGION_CONTEXT)
-        assignment = assign_placement(
-            network_view(region.density, resolution), state.model.select(chain_rows & state.visible),
-            placement, sequences, networks, context=context if context.num_residues else None,
-            progress=progress, cancel=job.cancel_token)
+        kept = state.select(state.model.chain_id != placement.chain_id)  # its pruned residues go too
+        assignment = assign_placement(network_view(region.density, resolution),
+                                      state.model.select(state.visible), placement, sequences,
+                                      networks, progress=progress, cancel=job.cancel_token)
         progress("save", 0.0, "saving the model")
-        renames, chain_sequences = plan_chain_names(kept.model, assignment.model,
-                                                    (assignment.chain,), kept.chain_sequences)
-        model = rename_model(assignment.model, renames)
-        session._job_update(splice(kept, model, chain_sequences))
+        # the stretches outside the alignment stay unassigned, in a chain plan_chain_names names
+        rest_id = "_rest"
+        rest = dataclasses.replace(assignment.rest, chain_id=np.full(assignment.rest.num_residues, rest_id))
+        new = join_models([assignment.model, rest])
+        reports = (assignment.chain,) + ((assignment.rest_report(rest_id),) if rest.num_residues else ())
+        renames, chain_sequences = plan_chain_names(kept.model, new, reports, kept.chain_sequences)
+        session._job_update(splice(kept, rename_model(new, renames), chain_sequences))
         where = renames[placement.chain_id]
         moved = "" if where == placement.chain_id else f", joined to chain {where}"
         log.info("%s: chain %s assigned to %s %d-%d%s", job.id, placement.chain_id,
                  placement.sequence, assignment.chain.first, assignment.chain.last, moved)
-        return dataclasses.replace(assignment, model=model,
-                                   chain=dataclasses.replace(assignment.chain, chain_id=where))
+        return dataclasses.replace(
+            assignment, model=rename_model(assignment.model, renames),
+            chain=dataclasses.replace(assignment.chain, chain_id=where),
+            rest=dataclasses.replace(rest, chain_id=np.full(rest.num_residues, renames.get(rest_id, rest_id))))
 
     def _rebuild(self, job: Job, region, state: SessionState, sequences, options,
                  session: Session, other_map: bool) -> BuildResult:
