@@ -21,7 +21,10 @@ figures are not figures and stay out of the means. One JSON line per map, then a
 * last, pooled over every build of a map the networks did not see, how right the best
   placement offered for each unassigned chain (``unassigned_placements.csv``,
   `cryobuild.thread.hints`) is, by its E-value, and per map the residues numbered right in
-  the placements named to the user (`print_placements`).
+  the placements named to the user (`print_placements`); and what a user gets who assigns
+  every placement named to them (`cryobuild.assign`, as ``cryobuild assign`` and the plugin
+  do): the final model's sequence recall and threaded residues numbered right before and
+  after (`assigned_figures`).
 
 ``--keep FOLDER`` writes each build's output folder (as ``cryobuild build -o`` does) into
 ``FOLDER/<map>``, e.g. to look at the raw models' chains.
@@ -181,8 +184,30 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
         row["final_register"] = round(metrics.register_accuracy, 3)
     row["final_type_nll"] = round(type_information(result.final, result.final_aa_probs, reference), 3)
     row["placements"] = placement_figures(result.final, result.placements, sequences, reference)
+    row.update(assigned_figures(result, sequences, networks, reference))
     print(json.dumps(row), flush=True)
     return row
+
+
+def assigned_figures(result, sequences, networks, reference) -> dict:
+    """The final model with every placement named to the user assigned (`cryobuild.assign`,
+    one after the other, best first), scored: ``assigned_chains``, ``assigned_sequence_recall``,
+    ``assigned_threaded_matched`` and ``assigned_numbered_right`` (counts, as the final
+    model's), ``assigned_ca_recall``."""
+    from ..assign import assign_placement, with_assignment
+    from ..thread.hints import named_placements
+
+    model, probs, reports = result.final, result.final_aa_probs, result.final_chains
+    named = named_placements(result.placements)
+    for placement in named:
+        assignment = assign_placement(result.view, model, placement, sequences, networks)
+        model, probs, reports = with_assignment(model, probs, reports, assignment)
+    metrics = evaluate(model, reference)
+    return {"assigned_chains": len(named),
+            "assigned_ca_recall": round(metrics.ca_recall, 3),
+            "assigned_sequence_recall": round(metrics.sequence_recall, 3),
+            "assigned_threaded_matched": metrics.n_threaded_matched,
+            "assigned_numbered_right": round(metrics.register_accuracy * metrics.n_threaded_matched)}
 
 
 #: Sequence positions by which an offered placement may be off and still count as right
@@ -200,10 +225,10 @@ def placement_figures(final, placements, sequences, reference) -> list[list[floa
     for placement in placements:
         if placement.rank != 1:
             continue
-        numbers = final.residue_number[final.chain_id == placement.chain_id]
-        aligned = (numbers >= placement.chain_first) & (numbers <= placement.chain_last)
-        ca = final.ca[final.chain_id == placement.chain_id][aligned]
-        offered = placement.first + numbers[aligned] - placement.chain_first
+        rows = np.flatnonzero(final.chain_id == placement.chain_id)
+        row_of = dict(zip(final.residue_number[rows].tolist(), rows.tolist()))
+        ca = final.ca[[row_of[number] for number, _ in placement.aligned]]
+        offered = np.array([position for _, position in placement.aligned])
         on_protein, right = offered_numbering(ca, offered, residues[placement.sequence], reference,
                                               tolerance=PLACEMENT_TOLERANCE)
         figures.append([float(f"{placement.evalue:.3g}"), on_protein, right])
@@ -243,6 +268,29 @@ def print_placements(rows: list[dict]) -> None:
           "per build, as a share of the map's residues: "
           + ", ".join(f"{case} {np.mean(values):.3f}" for case, values in sorted(shares.items())
                       if np.mean(values) > 0))
+    assigned = [row for row in rows if not row["seen"] and "assigned_sequence_recall" in row]
+    if not assigned:
+        return
+    print("\nEvery named placement assigned (cryobuild assign), mean per build; threaded numbered "
+          "right pooled over the threaded residues on a deposited Cα:")
+    print("| map | builds | chains assigned | final Cα | assigned | final seq. | assigned | "
+          "numbered right | assigned |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for case in sorted({row["case"] for row in assigned}):
+        builds = [row for row in assigned if row["case"] == case]
+
+        def mean(key):
+            return np.mean([row[key] for row in builds])
+
+        def register(prefix):
+            matched = sum(row[f"{prefix}_threaded_matched"] for row in builds)
+            right = sum(row[f"{prefix}_numbered_right"] for row in builds)
+            return f"{right / matched:.2f}" if matched else "-"
+
+        print(f"| {case} | {len(builds)} | {mean('assigned_chains'):.1f} | "
+              f"{mean('final_ca_recall'):.2f} | {mean('assigned_ca_recall'):.2f} | "
+              f"{mean('final_sequence_recall'):.2f} | {mean('assigned_sequence_recall'):.2f} | "
+              f"{register('final')} | {register('assigned')} |")
 
 
 COLUMNS = (("detector_recall", "det. recall"), ("detector_precision", "det. precision"),

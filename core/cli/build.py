@@ -262,5 +262,6 @@ def chain_lines(reports, placements, out: Path) -> list[str]:
         lines.append(f"  and {len(rest)} more unassigned chains of {min(r.residues for r in rest)}-"
                      f"{max(r.residues for r in rest)} residues ({out / 'chains.csv'})")
     if placements:
-        lines.append(f"  (places for the unassigned chains: {out / 'unassigned_placements.csv'})")
+        lines.append(f"  (places for the unassigned chains: {out / 'unassigned_placements.csv'}; "
+                     f"cryobuild assign {out} CHAIN gives a chain its best one)")
     return lines
