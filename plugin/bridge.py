@@ -259,6 +259,7 @@ class ModelView:
     verdict: object = None               # a job's Verdict whose new model may be swapped in
     profiles: object = None              # folder of a build without sequence's HMM profiles
     placements: tuple = ()               # the last build's unassigned chains' placements (hints)
+    placed: dict = field(default_factory=dict)  # chain -> (numbers, Cα) when they were offered
 
     @property
     def ca_name(self) -> str:
@@ -511,6 +512,9 @@ class Bridge:
         chosen = [p for p in offered if p.rank == rank]
         if not chosen:
             raise InputError(f"chain {chain} has placements of rank 1-{len(offered)} only")
+        if not self.offered_still(view, chain):
+            raise InputError(f"chain {chain} of {name} has changed since its build offered its "
+                             "places (a prune, undo or rebuild): build again for fresh ones")
         job = self.engine().start_assign(view.session, view.density, chosen[0], threaded=threaded)
         view.job, view.last_round, view.verdict = job, None, None
         return job
@@ -596,13 +600,16 @@ class Bridge:
             verdict = getattr(view.job, "verdict", None)
             self.show_model(view)
             view.updates += 1
-            view.placements = result.placements
+            kept_old = apart and verdict is not None and verdict.kept == "old"
+            if view.job.kind == "build" and not kept_old:  # a region's are the region's only
+                self._offer(view, result)
             if apart:
-                if verdict is not None and verdict.kept == "old" and verdict.candidate is not None:
+                if kept_old and verdict.candidate is not None:
                     self._draw(view.new_name, result.final, ())
                     view.verdict = verdict
                 else:
                     self.cmd.delete(view.new_name)
+                self.show_places(view)
             elif result.final.num_residues == 0 and view.last_round is not None:
                 # The engine threaded no chain: keep the last round visible, apart.
                 self._load_model(view.last_round.model, view.raw_name)
@@ -674,6 +681,30 @@ class Bridge:
         cmd.set("sphere_scale", CA_SPHERE_SCALE, view.ca_name)
         cmd.spectrum("b", PALETTE, view.ca_name, minimum=CONFIDENCE_RANGE[0], maximum=CONFIDENCE_RANGE[1])
 
+    def _offer(self, view: ModelView, result) -> None:
+        """Take a build's placements (`BuildResult.placements`, its final model's chains named
+        as the session's) as those `start_assign` may assign, with each placed chain's residue
+        numbers and Cα as they were offered."""
+        final = result.final
+        view.placements = tuple(result.placements)
+        view.placed = {}
+        for chain in {p.chain_id for p in view.placements}:
+            rows = final.chain_id == chain
+            view.placed[chain] = (final.residue_number[rows].copy(), final.ca[rows].copy())
+
+    @staticmethod
+    def offered_still(view: ModelView, chain: str) -> bool:
+        """True when ``chain`` of the session's model is the chain its placements were offered
+        for: the same residue numbers at the same Cα (a prune, undo or region rebuild since may
+        have changed it, or given its ID to another chain)."""
+        if chain not in view.placed:
+            return False
+        numbers, ca = view.placed[chain]
+        model = view.session.model
+        rows = model.chain_id == chain
+        return (np.array_equal(model.residue_number[rows], numbers)
+                and np.allclose(model.ca[rows], ca, atol=0.01))
+
     def show_places(self, view: ModelView) -> None:
         """Label the first aligned residue of each unassigned chain of the session's model whose
         best placement is named to the user (`cryobuild.thread.hints.named_placements` of
@@ -686,6 +717,8 @@ class Bridge:
         cmd.delete(view.places_name)
         model = view.session.model
         for place in named_placements(view.placements):
+            if not self.offered_still(view, place.chain_id):
+                continue
             rows = np.flatnonzero((model.chain_id == place.chain_id)
                                   & (model.residue_number == place.chain_first))
             if not len(rows):

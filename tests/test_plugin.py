@@ -661,6 +661,8 @@ def test_accept_prune_undo_rebuild_through_panel_and_commands(fresh_pymol, engin
 
 @needs_weights
 def test_an_unassigned_chain_is_assigned_through_the_panel_and_its_label_goes(fresh_pymol, engine, il2, qapp):
+    from types import SimpleNamespace
+
     from cryobuild.residues import ONE_TO_THREE
     from cryobuild.thread.hints import unassigned_placements
 
@@ -672,9 +674,18 @@ def test_an_unassigned_chain_is_assigned_through_the_panel_and_its_label_goes(fr
     model = with_unassigned_stretch(reference, (rows >= 30) & (rows < 55), sequence.residues)
     view = fresh_pymol.set_model(model, sequences=[sequence], map_name="emap")
     probs = noisy_probs(reference.aatype, 0.6, np.random.default_rng(3)).astype(np.float32)
-    view.placements = unassigned_placements(model, probs, [sequence])  # as a build offers them
+    placements = unassigned_placements(model, probs, [sequence])  # as a build offers them
+    fresh_pymol._offer(view, SimpleNamespace(final=model, placements=placements))
     fresh_pymol.show_places(view)
     assert cmd.count_atoms(view.places_name) == 1
+    # a chain changed since its placements were offered (here pruned) is not assigned
+    view.session.prune([("B", 25)])
+    with pytest.raises(CmdException, match="has changed since its build offered"):
+        command("cryobuild_assign", "B")
+    fresh_pymol.show_places(view)
+    assert view.places_name not in cmd.get_names("objects")
+    view.session.undo()
+    fresh_pymol.show_places(view)
     with pytest.raises(CmdException, match="offered no placement for chain 'A'"):
         command("cryobuild_assign", "A")
     with pytest.raises(CmdException, match="rank 1-"):
@@ -815,7 +826,8 @@ def test_the_view_labels_the_unassigned_chains_likeliest_places(fresh_pymol, il2
     first_of_b = int(final.residue_number[60])
     placements = (Placement("B", 1, "il2", 61, 70, first_of_b, first_of_b + 9, 9.0, 0.02, 0.04, 0),
                   Placement("A", 1, "il2", 5, 9, 1, 5, 1.0, 0.8, 1.6, 0))  # too weak to name
-    view = ModelView(DEFAULT_MODEL, session=SimpleNamespace(model=final), placements=placements)
+    view = ModelView(DEFAULT_MODEL, session=SimpleNamespace(model=final))
+    fresh_pymol._offer(view, SimpleNamespace(final=final, placements=placements))
     fresh_pymol.show_places(view)
     assert cmd.count_atoms(view.places_name) == 1
     labels = []
