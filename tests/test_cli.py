@@ -364,6 +364,10 @@ def test_assign_gives_an_unassigned_chain_its_offered_place_in_the_build_folder(
 
     again = run("assign", str(out), "B")
     assert again.returncode == 2 and "no placement for chain 'B'" in again.stderr
+    with BuildFolder.claim(out):  # a build running into the folder
+        busy = run("assign", str(out), "A")
+    assert busy.returncode == 2 and "build" in busy.stderr, busy.stderr
+    assert as_written(out, "model.cif")
     with open(out / "model.cif", "a") as edited:  # a user's edit in place
         edited.write("# refined\n")
     refused = run("assign", str(out), "A")

@@ -62,55 +62,65 @@ def _chosen(placements, chain: str, rank: int, folder: Path):
     return chosen[0]
 
 
+def _final_tables(folder: Path):
+    """A build folder's final model with its residue-type probabilities ``[R, 20]``, chain
+    reports and placements, as its build wrote them (`InputError` otherwise)."""
+    from ..build_folder import as_written
+    from ..build_outputs import read_aa_probabilities_csv, read_chains_csv, read_placements_csv
+    from ..errors import InputError
+    from ..models import read_model
+
+    if not as_written(folder, "model.cif"):
+        raise InputError(f"{folder / 'model.cif'} is not as its build wrote it (changed since, or "
+                         "written before cryobuild kept a record): assign works on a build's own "
+                         "model, so that its chains and tables agree")
+    model = read_model(folder / "model.cif")
+    probabilities = read_aa_probabilities_csv(folder / "aa_probabilities.csv")
+    keys = list(zip(model.chain_id.tolist(), model.residue_number.tolist()))
+    if any(key not in probabilities for key in keys):
+        raise InputError(f"{folder / 'aa_probabilities.csv'} does not list every residue of "
+                         "model.cif")
+    return (model, np.stack([probabilities[key] for key in keys]),
+            read_chains_csv(folder / "chains.csv"),
+            read_placements_csv(folder / "unassigned_placements.csv"))
+
+
 def main(args) -> int:
     from ..assign import assign_placement, with_assignment
-    from ..build_folder import BuildFolder, as_written
-    from ..build_outputs import (read_aa_probabilities_csv, read_chains_csv, read_placements_csv,
-                                 write_final)
     from ..atomic import write_bytes_atomic
+    from ..build_folder import BuildFolder
+    from ..build_outputs import write_final
     from ..device import resolve_device
     from ..errors import InputError
     from ..maps import read_map
-    from ..models import read_model
     from ..pipeline import Networks, network_view
     from ..sequences import read_fasta
     from .build import save_outputs
 
     folder = Path(args.output_dir)
     log = _build_log(folder)
-    if not as_written(folder, "model.cif"):
-        raise InputError(f"{folder / 'model.cif'} is not as its build wrote it (changed since, or "
-                         "written before cryobuild kept a record): assign works on a build's own "
-                         "model, so that its chains and tables agree")
-    placements = read_placements_csv(folder / "unassigned_placements.csv")
-    placement = _chosen(placements, args.chain, args.rank, folder)
-    model = read_model(folder / "model.cif")
-    reports = read_chains_csv(folder / "chains.csv")
-    probabilities = read_aa_probabilities_csv(folder / "aa_probabilities.csv")
-    aa_probs = [probabilities.get(key) for key in zip(model.chain_id.tolist(),
-                                                      model.residue_number.tolist())]
-    if any(p is None for p in aa_probs):
-        raise InputError(f"{folder / 'aa_probabilities.csv'} does not list every residue of "
-                         "model.cif")
     map_path, fasta_path = args.map or log.get("map"), args.fasta or log.get("fasta")
     if not map_path or not fasta_path:
         raise InputError("the build.log names no map or FASTA file: give them with -v and -f")
-    density, sequences = read_map(map_path), read_fasta(fasta_path)
-    resolution = args.resolution if args.resolution is not None else log.get("resolution")
-
-    started = time.time()
-    networks = Networks.load(resolve_device(args.device))
-    assignment = assign_placement(network_view(density, resolution), model, placement, sequences,
-                                  networks, relax=args.relax)
-    final, final_probs, reports = with_assignment(model, np.stack(aa_probs), reports, assignment)
-    placements = tuple(p for p in placements if p.chain_id != placement.chain_id)
-    log.setdefault("assigned", []).append({
-        "chain": placement.chain_id, "rank": placement.rank, "sequence": placement.sequence,
-        "first": assignment.chain.first, "last": assignment.chain.last,
-        "residues": assignment.chain.residues, "evalue": placement.evalue,
-        "seconds": round(time.time() - started, 2), "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-
+    # the folder is claimed first, so that no build changes it while the chain is assigned
     with BuildFolder.claim(folder) as claimed:
+        model, aa_probs, reports, placements = _final_tables(folder)
+        placement = _chosen(placements, args.chain, args.rank, folder)
+        density, sequences = read_map(map_path), read_fasta(fasta_path)
+        resolution = args.resolution if args.resolution is not None else log.get("resolution")
+        started = time.time()
+        networks = Networks.load(resolve_device(args.device))
+        assignment = assign_placement(network_view(density, resolution), model, placement,
+                                      sequences, networks, relax=args.relax)
+        final, final_probs, reports = with_assignment(model, aa_probs, reports, assignment)
+        placements = tuple(p for p in placements if p.chain_id != placement.chain_id)
+        log.setdefault("assigned", []).append({
+            "chain": placement.chain_id, "rank": placement.rank, "sequence": placement.sequence,
+            "first": assignment.chain.first, "last": assignment.chain.last,
+            "residues": assignment.chain.residues, "evalue": placement.evalue,
+            "seconds": round(time.time() - started, 2), "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+        log["build_id"] = claimed.build_id
+
         def write(destination: Path) -> None:
             for name in UNCHANGED_OUTPUTS:
                 source = folder / name
@@ -118,7 +128,6 @@ def main(args) -> int:
                     shutil.copytree(source, destination / name)
                 elif source.is_file():
                     shutil.copy2(source, destination / name)
-            log["build_id"] = claimed.build_id
             write_bytes_atomic(destination / "build.log", (json.dumps(log, indent=1) + "\n").encode())
             write_final(final, final_probs, reports, placements, destination, claimed.build_id)
 
