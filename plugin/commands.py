@@ -83,6 +83,23 @@ def _run_here(bridge, view, job, quiet: int) -> None:
         raise CmdException(f"cryobuild: {job.kind} failed: {failure[0]}")
 
 
+def _job_on_model(name: str, start, message: str, quiet: int) -> str:
+    """Start a job on model object ``name`` with ``start(bridge)``, say ``message``, and run it
+    here when there is no GUI; returns the job's id."""
+    from cryobuild.errors import CryobuildError
+
+    bridge = get_bridge()
+    try:
+        background = _gui_active()
+        job = start(bridge)
+    except CryobuildError as err:
+        raise _readable(err) from None
+    _say(f"{job.id}: {message}", quiet)
+    if not background:
+        _run_here(bridge, bridge.view(name), job, quiet)
+    return job.id
+
+
 def _report(view, event, quiet: int) -> None:
     if event.kind in ("stage", "started", "finished"):
         return
@@ -308,20 +325,9 @@ SEE ALSO
 
     cryobuild_build, cryobuild_accept, cryobuild_cancel
     '''
-    from cryobuild.errors import CryobuildError
-
-    quiet = int(quiet)
     rounds = _whole_number(rounds, "rounds")
-    bridge = get_bridge()
-    try:
-        background = _gui_active()
-        job = bridge.start_rebuild(str(selection), name=str(name), rounds=rounds)
-    except CryobuildError as err:
-        raise _readable(err) from None
-    _say(f"{job.id}: rebuilding {selection} of {name}", quiet)
-    if not background:
-        _run_here(bridge, bridge.view(str(name)), job, quiet)
-    return job.id
+    return _job_on_model(str(name), lambda bridge: bridge.start_rebuild(
+        str(selection), name=str(name), rounds=rounds), f"rebuilding {selection} of {name}", int(quiet))
 
 
 def cryobuild_assign(chain, rank=1, name=DEFAULT_MODEL, quiet=0, *, _self=_cmd):
@@ -353,20 +359,9 @@ SEE ALSO
 
     cryobuild_build, cryobuild_rebuild, cryobuild_undo
     '''
-    from cryobuild.errors import CryobuildError
-
-    quiet = int(quiet)
     rank = _whole_number(rank, "rank")
-    bridge = get_bridge()
-    try:
-        background = _gui_active()
-        job = bridge.start_assign(str(chain), rank=rank, name=str(name))
-    except CryobuildError as err:
-        raise _readable(err) from None
-    _say(f"{job.id}: assigning chain {chain} of {name}", quiet)
-    if not background:
-        _run_here(bridge, bridge.view(str(name)), job, quiet)
-    return job.id
+    return _job_on_model(str(name), lambda bridge: bridge.start_assign(
+        str(chain), rank=rank, name=str(name)), f"assigning chain {chain} of {name}", int(quiet))
 
 
 def cryobuild_swap(name=DEFAULT_MODEL, quiet=0, *, _self=_cmd):
