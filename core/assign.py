@@ -8,13 +8,13 @@ cross-link, a mutant, the fold), picks one. `assign_placement` then gives the ch
 placement's residue numbers and the sequence's residue types, residue by residue as the
 alignment pairs them (residues in the alignment's inserts are left out, as threading leaves
 out a threaded chain's unaligned residues; the stretches before and after the alignment stay
-as they were, an unassigned chain of their own), and rebuilds its atoms as the
-build's last pass does: one graph-network pass with the types one-hot as the prior and the
-model's other residues within `CONTEXT` Å as fixed context (`pipeline.refine_with_context`),
-side chains from the torsions the pass predicts for those types, then relaxation with that
-context held fixed (`pipeline.relax_with_context`). The result holds the chain's new residues
-only; putting them in place of the old ones is the caller's (`cryobuild.engine.Engine.start_assign`
-for a session, ``cryobuild assign`` for a build folder).
+as they were, an unassigned chain of their own), and rebuilds its atoms as the build's last
+pass does: one graph-network pass with the types one-hot as the prior and the model's other
+residues within `CONTEXT` Å as fixed context (`pipeline.refine_with_context`), side chains
+from the torsions the pass predicts for those types, then relaxation with that context held
+fixed (`pipeline.relax_with_context`). The result holds the chain's new residues only;
+putting them in place of the old ones is the caller's (`cryobuild.engine.Engine.start_assign`
+for a session, ``cryobuild assign`` for a build folder, `with_assignment` for a model).
 """
 
 from __future__ import annotations

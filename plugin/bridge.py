@@ -623,6 +623,7 @@ class Bridge:
             if kind == "failed" and apart:
                 self.cmd.delete(view.new_name)
             self.show_model(view)
+            self.show_places(view)  # a stopped job's start took them down
             if kind == "finished" and view.ca_name in self.cmd.get_names("objects"):
                 self.cmd.disable(view.ca_name)  # the candidates would hide the model
 

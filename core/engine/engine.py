@@ -691,20 +691,20 @@ class Engine:
                                       networks, progress=progress, cancel=job.cancel_token)
         progress("save", 0.0, "saving the model")
         # the stretches outside the alignment stay unassigned, in a chain plan_chain_names names
-        rest_id = "_rest"
-        rest = dataclasses.replace(assignment.rest, chain_id=np.full(assignment.rest.num_residues, rest_id))
+        rest_id, rest = "_rest", assignment.rest
+        rest = dataclasses.replace(rest, chain_id=np.full(rest.num_residues, rest_id))
         new = join_models([assignment.model, rest])
-        reports = (assignment.chain,) + ((assignment.rest_report(rest_id),) if rest.num_residues else ())
+        reports = (assignment.chain,) + ((assignment.rest_report(rest_id),) if rest.num_residues
+                                         else ())
         renames, chain_sequences = plan_chain_names(kept.model, new, reports, kept.chain_sequences)
         session._job_update(splice(kept, rename_model(new, renames), chain_sequences))
         where = renames[placement.chain_id]
         moved = "" if where == placement.chain_id else f", joined to chain {where}"
         log.info("%s: chain %s assigned to %s %d-%d%s", job.id, placement.chain_id,
                  placement.sequence, assignment.chain.first, assignment.chain.last, moved)
-        return dataclasses.replace(
-            assignment, model=rename_model(assignment.model, renames),
-            chain=dataclasses.replace(assignment.chain, chain_id=where),
-            rest=dataclasses.replace(rest, chain_id=np.full(rest.num_residues, renames.get(rest_id, rest_id))))
+        return dataclasses.replace(assignment, model=rename_model(assignment.model, renames),
+                                   chain=dataclasses.replace(assignment.chain, chain_id=where),
+                                   rest=rename_model(rest, renames))
 
     def _rebuild(self, job: Job, region, state: SessionState, sequences, options,
                  session: Session, other_map: bool) -> BuildResult:
