@@ -43,6 +43,9 @@ def _build_log(folder: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
+        if (folder / "hmm_profiles").is_dir():
+            raise InputError(f"{folder}: a build without sequences (build_no_seq) offers no "
+                             "places in a sequence: build with the FASTA (cryobuild build)") from None
         raise InputError(f"{folder}: no build.log here (is it a cryobuild build folder?)") from None
     except (OSError, ValueError) as err:
         raise InputError(f"{path}: cannot be read ({err})") from None
