@@ -372,3 +372,16 @@ def test_assign_gives_an_unassigned_chain_its_offered_place_in_the_build_folder(
         edited.write("# refined\n")
     refused = run("assign", str(out), "A")
     assert refused.returncode == 2 and "not as its build wrote it" in refused.stderr
+
+
+def test_assign_in_a_folder_without_build_log_takes_the_map_and_fasta_given(
+        folder_with_an_unassigned_chain):
+    """A ``cryobuild batch`` folder has no build.log: the map and FASTA come from -v and -f."""
+    out, _, _ = folder_with_an_unassigned_chain
+    (out / "build.log").unlink()
+    asked = run("assign", str(out), "B")
+    assert asked.returncode == 2 and "give them with -v and -f" in asked.stderr
+    done = run("assign", str(out), "B", "-v", str(out.parent / "il2.mrc"), "-f",
+               str(out.parent / "il2.fasta"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "build.log").read_text())["assigned"][0]["chain"] == "B"

@@ -27,7 +27,7 @@ def add_args(parser):
                         help="which of the chain's placements in unassigned_placements.csv "
                              "(default 1, the best)")
     parser.add_argument("-v", "--map", default=None, help="map file (default: the build's, from "
-                                                          "its build.log)")
+                                                          "its build.log; a batch folder has none)")
     parser.add_argument("-f", "--fasta", default=None, help="FASTA file (default: the build's)")
     add_resolution_arg(parser)
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
@@ -36,7 +36,9 @@ def add_args(parser):
     add_quiet_arg(parser)
 
 
-def _build_log(folder: Path) -> dict:
+def _build_log(folder: Path, given: bool) -> dict:
+    """The folder's ``build.log`` (empty when there is none and the map and FASTA are
+    ``given``: a ``cryobuild batch`` folder has none)."""
     from ..errors import InputError
 
     path = folder / "build.log"
@@ -46,7 +48,12 @@ def _build_log(folder: Path) -> dict:
         if (folder / "hmm_profiles").is_dir():
             raise InputError(f"{folder}: a build without sequences (build_no_seq) offers no "
                              "places in a sequence: build with the FASTA (cryobuild build)") from None
-        raise InputError(f"{folder}: no build.log here (is it a cryobuild build folder?)") from None
+        if not (folder / "model.cif").is_file():
+            raise InputError(f"{folder}: no model.cif here (is it a cryobuild build folder?)") from None
+        if given:
+            return {}
+        raise InputError(f"{folder}: no build.log to name the map and FASTA the build used "
+                         "(a cryobuild batch folder): give them with -v and -f") from None
     except (OSError, ValueError) as err:
         raise InputError(f"{path}: cannot be read ({err})") from None
 
@@ -101,7 +108,7 @@ def main(args) -> int:
     from .build import save_outputs
 
     folder = Path(args.output_dir)
-    log = _build_log(folder)
+    log = _build_log(folder, given=bool(args.map and args.fasta))
     map_path, fasta_path = args.map or log.get("map"), args.fasta or log.get("fasta")
     if not map_path or not fasta_path:
         raise InputError("the build.log names no map or FASTA file: give them with -v and -f")
