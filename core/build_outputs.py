@@ -104,22 +104,26 @@ def aa_probabilities_csv(model: BuiltModel, aa_probs: np.ndarray) -> str:
 # ``cryobuild assign`` changes a build folder's final model and the tables that describe it.
 
 
-def _rows(path: Path) -> list[dict]:
-    """The rows of a CSV output (its ``# cryobuild build`` line skipped); `InputError` when
-    the file is missing."""
+def _parsed(path: str | Path, parse_row) -> list:
+    """``parse_row(row)`` of each row (a dict by column) of a CSV output, its ``# cryobuild
+    build`` line skipped; `InputError` naming the file when it is missing or a row does not
+    parse (a table edited by hand, or of another program)."""
+    path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file (is {path.parent} a cryobuild build folder?)")
     lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
-    return list(csv.DictReader(lines))
+    try:
+        return [parse_row(row) for row in csv.DictReader(lines)]
+    except (KeyError, ValueError, TypeError) as err:
+        raise InputError(f"{path}: not a table cryobuild wrote ({type(err).__name__}: {err})") from None
 
 
 def read_chains_csv(path: str | Path) -> tuple[ChainReport, ...]:
     """The chain reports of a ``chains.csv`` (`chains_csv`)."""
-    return tuple(ChainReport(
+    return tuple(_parsed(path, lambda row: ChainReport(
         chain_id=row["chain"], sequence=row["sequence"], first=int(row["first"]),
         last=int(row["last"]), residues=int(row["residues"]), score=float(row["score_bits"]),
-        evalue=float(row["evalue"]), mean_confidence=float(row["mean_confidence"]))
-        for row in _rows(Path(path)))
+        evalue=float(row["evalue"]), mean_confidence=float(row["mean_confidence"]))))
 
 
 def _parse_runs(text: str) -> tuple[tuple[int, int], ...]:
@@ -134,27 +138,26 @@ def _parse_runs(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(pairs)
 
 
+def _placement(row: dict) -> Placement:
+    values = {field.name: row[field.name] for field in dataclasses.fields(Placement)}
+    for name in ("rank", "first", "last", "chain_first", "chain_last", "already_threaded"):
+        values[name] = int(values[name])
+    for name in ("score", "evalue", "chance_hits"):
+        values[name] = float(values[name])
+    values["aligned"] = _parse_runs(values["aligned"])
+    return Placement(**values)
+
+
 def read_placements_csv(path: str | Path) -> tuple[Placement, ...]:
     """The placements of an ``unassigned_placements.csv`` (`placements_csv`)."""
-    fields = [field.name for field in dataclasses.fields(Placement)]
-    placements = []
-    for row in _rows(Path(path)):
-        values = {name: row[name] for name in fields}
-        for name in ("rank", "first", "last", "chain_first", "chain_last", "already_threaded"):
-            values[name] = int(values[name])
-        for name in ("score", "evalue", "chance_hits"):
-            values[name] = float(values[name])
-        values["aligned"] = _parse_runs(values["aligned"])
-        placements.append(Placement(**values))
-    return tuple(placements)
+    return tuple(_parsed(path, _placement))
 
 
 def read_aa_probabilities_csv(path: str | Path) -> dict[tuple[str, int], np.ndarray]:
     """(chain, residue number) -> its 20 residue-type probabilities, of an
     ``aa_probabilities.csv`` (`aa_probabilities_csv`)."""
-    return {(row["chain"], int(row["residue"])): np.array([float(row[a]) for a in AA_ORDER],
-                                                            dtype=np.float32)
-            for row in _rows(Path(path))}
+    return dict(_parsed(path, lambda row: ((row["chain"], int(row["residue"])), np.array(
+        [float(row[a]) for a in AA_ORDER], dtype=np.float32))))
 
 
 def write_round(round_result: RoundResult, folder: str | Path, build_id: str) -> Path:

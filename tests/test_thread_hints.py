@@ -8,7 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cryobuild.build_outputs import aligned_runs, placements_csv
+from cryobuild.build_outputs import aligned_runs, placements_csv, read_placements_csv
+from cryobuild.errors import InputError
 from cryobuild.evaluate import offered_numbering
 from cryobuild.models import read_model
 from cryobuild.residues import AA_ORDER, ATOM14_MASK, UNK_INDEX
@@ -69,6 +70,20 @@ def test_an_unassigned_chain_is_offered_its_place_and_threaded_ones_none(il2_fin
 def test_aligned_pairs_are_written_as_runs():
     assert aligned_runs(((12, 58), (13, 59), (14, 60), (16, 61), (17, 63))) == "12-14:58-60 16:61 17:63"
     assert aligned_runs(()) == ""
+
+
+def test_placements_read_back_as_written_and_a_foreign_table_is_refused(il2_final, tmp_path):
+    final, probs, sequences, _ = il2_final
+    placements = unassigned_placements(final, probs, sequences)
+    path = tmp_path / "unassigned_placements.csv"
+    path.write_text("# cryobuild build x\n" + placements_csv(placements))
+    again = read_placements_csv(path)
+    assert [p.aligned for p in again] == [p.aligned for p in placements]
+    assert [(p.chain_id, p.rank, p.first, p.last) for p in again] == [
+        (p.chain_id, p.rank, p.first, p.last) for p in placements]
+    path.write_text("chain_id,rank\nB,first\n")
+    with pytest.raises(InputError, match="not a table cryobuild wrote"):
+        read_placements_csv(path)
 
 
 def test_no_sequences_or_no_unassigned_chain_offer_nothing(il2_final):
