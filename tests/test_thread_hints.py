@@ -86,6 +86,24 @@ def test_placements_read_back_as_written_and_a_foreign_table_is_refused(il2_fina
         read_placements_csv(path)
 
 
+def test_an_alignment_of_fewer_residues_than_a_chain_needs_is_no_place(il2_final, monkeypatch):
+    """An alignment that holds a chain's residues in inserts but for one or two (inserts are
+    cheap after long Cα steps) places nothing."""
+    import cryobuild.thread.hints as hints
+
+    final, probs, sequences, _ = il2_final
+    assert all(len(p.aligned) >= MIN_HINT_LENGTH for p in unassigned_placements(final, probs, sequences))
+    aligned = hints.alignment_positions
+
+    def one_residue(alignment, length):
+        positions = aligned(alignment, length)
+        kept = np.flatnonzero(positions >= 0)[:MIN_HINT_LENGTH - 1]
+        return np.where(np.isin(np.arange(length), kept), positions, -1)
+
+    monkeypatch.setattr(hints, "alignment_positions", one_residue)
+    assert unassigned_placements(final, probs, sequences) == ()
+
+
 def test_no_sequences_or_no_unassigned_chain_offer_nothing(il2_final):
     final, probs, sequences, _ = il2_final
     assert unassigned_placements(final, probs, []) == ()
