@@ -676,7 +676,7 @@ def _take_nodes(graph, first: int):
 
 
 def refine_with_context(view: NetworkMap, current, context: BuiltModel | None, sequences, networks,
-                         progress, cancel, prior: np.ndarray | None = None, frame_seed: int = 0):
+                        progress, cancel, prior: np.ndarray | None = None, frame_seed: int = 0):
     """One graph-network pass over ``current`` (points, graph or model; ``prior`` ``[N, 20]``
     its residue-type prior, see `gnn.refine.refine`; points get random frames from
     ``frame_seed``) with the ``context`` residues as fixed neighbours (their types one-hot):
@@ -717,7 +717,7 @@ def _blind_checked(view: NetworkMap, graph, named: list[NamedChain], context, se
     for residue_strings in ([composition_stand_in(start.num_residues)], [s.residues for s in sequences]):
         check_cancel(cancel)
         reading = refine_with_context(view, start, context, residue_strings, networks,
-                                       prefixed(progress, "thread check"), cancel)
+                                      prefixed(progress, "thread check"), cancel)
         readings.append((reading.aa_probs, reading.confidence))
     matches, dropped = confirmed([c.match for c in named], readings, graph.aa_probs, sequences,
                                  max_evalue=options.max_evalue, rng=rng,
@@ -800,7 +800,7 @@ def _polish(view: NetworkMap, model: BuiltModel, prior: np.ndarray, named: list[
         model = join_models([model, extra])
         prior = np.concatenate([prior, one_hot(extra.aatype)])
     graph = refine_with_context(view, model, context, [s.residues for s in sequences],
-                                 networks, prefixed(progress, "last pass"), cancel, prior)
+                                networks, prefixed(progress, "last pass"), cancel, prior)
     return graph, renamed
 
 
@@ -896,8 +896,8 @@ def _traced_and_threaded(view: NetworkMap, points: CalphaPoints, sequences: list
         label = round_label(index + 1, options.rounds, options.restarts)
         start = time.time()
         graph = refine_with_context(view, current, context, residue_strings, networks,
-                                     prefixed(progress, label), cancel, prior,
-                                     frame_seed=frame_seed)
+                                    prefixed(progress, label), cancel, prior,
+                                    frame_seed=frame_seed)
         seconds["gnn"] += time.time() - start
         start = time.time()
         report(progress, "thread", 0.0, f"{label}: linking chains")
