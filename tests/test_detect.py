@@ -192,3 +192,15 @@ def test_noise_maps_train_with_no_calpha_targets():
     for features, heat, positive, offsets, offset_mask in itertools.islice(crops._noise(np.random.default_rng(0)), 2):
         assert features.shape == (2, 24, 24, 24) and torch.isfinite(features).all()
         assert not positive.any() and not offset_mask.any() and float(heat.max()) == 0.0
+
+
+def test_coverage_counts_the_residues_a_candidate_is_nearest_to_and_their_runs():
+    """Two candidates at one residue cover it once; the residue between two covered runs is a
+    gap; a candidate far from the chain covers nothing."""
+    from cryobuild.bench.detect import coverage
+
+    chain = np.stack([np.arange(10) * 3.8, np.zeros(10), np.zeros(10)], 1)
+    candidates = chain[[0, 1, 2, 5, 6]] + 0.5
+    candidates = np.concatenate([candidates, chain[[1]] - 0.6, [[0.0, 20.0, 0.0]]])
+    assert coverage(candidates, chain) == (5, 2.5)
+    assert coverage(np.zeros((0, 3)), chain) == (0, 0.0)

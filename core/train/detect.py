@@ -331,6 +331,10 @@ def main(argv=None):
     add_real_fold_args(parser, real_fraction=0.3, unit="maps")
     parser.add_argument("--noise-fraction", type=float, default=0.0,
                         help="fraction of maps that are noise alone, with no Cα")
+    parser.add_argument("--resolution", type=float, nargs=2, default=Augmentation.resolution,
+                        metavar=("LOW", "HIGH"),
+                        help="range of the simulated maps' resolution, Å (default "
+                             f"{Augmentation.resolution[0]:g}-{Augmentation.resolution[1]:g})")
     parser.add_argument("--solvent-frame", action="store_true",
                         help="frame maps smaller than a window with the solvent's level "
                              "(DetectorConfig.solvent_frame; kept in the checkpoint's config)")
@@ -349,11 +353,13 @@ def main(argv=None):
     real_cases = fold_cases(args.real_fold) if args.real_fold else []
     run = TrainingRun(args.checkpoint, args.log, network, optimizer, dataclasses.asdict(config),
                       extra={"crop": args.crop, "batch": args.batch, "noise_fraction": args.noise_fraction,
+                             "resolution": list(args.resolution),
                              "real_maps": sorted(c.name for c in real_cases)})
     run.resume(state)
     run.set_lr(args.lr)
 
-    dataset = TrainingCrops(split["train"], args.crop, crops_per_map=args.crops_per_map, aug=Augmentation(noise_map_fraction=args.noise_fraction),
+    aug = Augmentation(noise_map_fraction=args.noise_fraction, resolution=tuple(args.resolution))
+    dataset = TrainingCrops(split["train"], args.crop, crops_per_map=args.crops_per_map, aug=aug,
                             seed=args.seed + run.step, real_cases=real_cases,
                             real_fraction=args.real_fraction, solvent_frame=config.solvent_frame)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, num_workers=1, prefetch_factor=4)
