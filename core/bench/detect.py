@@ -159,7 +159,9 @@ def main(argv=None):
             table.append((f"{case.name} ({case.resolution} Å)", row["method"], pooled([row])))
     timing = {} if args.no_speed else speed(network, options)
 
-    print(f"\nthreshold {args.threshold}; simulated maps: {len(picks)} held-out structures, SNR {BENCH_SNR}")
+    simulated = "" if args.no_simulated else (f"; simulated maps: {len(picks)} held-out "
+                                              f"structures, SNR {BENCH_SNR}")
+    print(f"\nthreshold {args.threshold}{simulated}")
     if left_out:
         print(f"left out, the detector trained on them: {', '.join(left_out)}")
     print("| data | method | recall | precision | median error (Å) | residues covered | median run |")
