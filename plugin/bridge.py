@@ -498,6 +498,7 @@ class Bridge:
         ``rank`` that the last build offered (`cryobuild.thread.hints`; labelled in
         `ModelView.places_name`), as `cryobuild.engine.Engine.start_assign` does."""
         from cryobuild.errors import InputError
+        from cryobuild.thread.hints import chosen_placement
 
         view = self.view(name)
         if view.running:
@@ -505,17 +506,11 @@ class Bridge:
         if view.density is None:
             raise InputError(f"{name} was not built into a map in this PyMOL session")
         chain = str(chain).strip()
-        offered = [p for p in view.placements if p.chain_id == chain]
-        if not offered:
-            raise InputError(f"the last build of {name} offered no placement for chain {chain!r} "
-                             "(unassigned_placements.csv lists what it offered)")
-        chosen = [p for p in offered if p.rank == rank]
-        if not chosen:
-            raise InputError(f"chain {chain} has placements of rank 1-{len(offered)} only")
+        placement = chosen_placement(view.placements, chain, rank, f"the last build of {name}")
         if not self.offered_still(view, chain):
             raise InputError(f"chain {chain} of {name} has changed since its build offered its "
                              "places (a prune, undo or rebuild): build again for fresh ones")
-        job = self.engine().start_assign(view.session, view.density, chosen[0], threaded=threaded)
+        job = self.engine().start_assign(view.session, view.density, placement, threaded=threaded)
         view.job, view.last_round, view.verdict = job, None, None
         return job
 

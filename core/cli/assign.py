@@ -58,20 +58,6 @@ def _build_log(folder: Path, given: bool) -> dict:
         raise InputError(f"{path}: cannot be read ({err})") from None
 
 
-def _chosen(placements, chain: str, rank: int, folder: Path):
-    """The placement of ``chain`` of rank ``rank`` among a build's ``placements``."""
-    from ..errors import InputError
-
-    offered = [p for p in placements if p.chain_id == chain]
-    if not offered:
-        raise InputError(f"the build offered no placement for chain {chain!r} "
-                         f"({folder / 'unassigned_placements.csv'} lists those it offered)")
-    chosen = [p for p in offered if p.rank == rank]
-    if not chosen:
-        raise InputError(f"chain {chain} has placements of rank 1-{len(offered)} only")
-    return chosen[0]
-
-
 def _final_tables(folder: Path):
     """A build folder's final model with its residue-type probabilities ``[R, 20]``, chain
     reports and placements, as its build wrote them (`InputError` otherwise)."""
@@ -105,6 +91,7 @@ def main(args) -> int:
     from ..maps import read_map
     from ..pipeline import Networks, network_view
     from ..sequences import read_fasta
+    from ..thread.hints import chosen_placement
     from .build import save_outputs
 
     folder = Path(args.output_dir)
@@ -115,7 +102,7 @@ def main(args) -> int:
     # the folder is claimed first, so that no build changes it while the chain is assigned
     with BuildFolder.claim(folder) as claimed:
         model, aa_probs, reports, placements = _final_tables(folder)
-        placement = _chosen(placements, args.chain, args.rank, folder)
+        placement = chosen_placement(placements, args.chain, args.rank, "the build")
         density, sequences = read_map(map_path), read_fasta(fasta_path)
         resolution = args.resolution if args.resolution is not None else log.get("resolution")
         started = time.time()

@@ -24,6 +24,7 @@ import dataclasses
 import numpy as np
 from pyhmmer import easel
 
+from ..errors import InputError
 from ..models import BuiltModel
 from ..progress import CancelToken, check_cancel
 from ..sequences import Sequence
@@ -31,7 +32,7 @@ from .profiles import ALPHABET, calibrate, digital_sequence, profile_from_probs
 from .search import alignment_positions, search_all
 
 __all__ = ["MAX_HINT_EVALUE", "MIN_HINT_LENGTH", "NAMED_EVALUE", "TOP_PLACEMENTS", "Placement",
-           "named_placements", "unassigned_placements"]
+           "chosen_placement", "named_placements", "unassigned_placements"]
 
 #: Fewest residues of an unassigned chain that is searched, and fewest it must align to a
 #: sequence for a placement (`pipeline.MIN_CHAIN_LENGTH`: an alignment of fewer means nothing).
@@ -188,3 +189,17 @@ def named_placements(placements: tuple[Placement, ...]) -> list[Placement]:
     `NAMED_EVALUE`, best first."""
     return sorted((p for p in placements if p.rank == 1 and p.evalue <= NAMED_EVALUE),
                   key=lambda p: p.evalue)
+
+
+def chosen_placement(placements: tuple[Placement, ...], chain: str, rank: int, offered_by: str
+                     ) -> Placement:
+    """The placement of ``chain`` of ``rank`` among ``placements``; `InputError` when there is
+    none, naming what offered them (``offered_by``, e.g. "the last build of cryobuild_model")."""
+    offered = [p for p in placements if p.chain_id == chain]
+    if not offered:
+        raise InputError(f"{offered_by} offered no placement for chain {chain!r} "
+                         "(unassigned_placements.csv lists those it offered)")
+    for placement in offered:
+        if placement.rank == rank:
+            return placement
+    raise InputError(f"chain {chain} has placements of rank 1-{len(offered)} only")
