@@ -204,3 +204,26 @@ def test_coverage_counts_the_residues_a_candidate_is_nearest_to_and_their_runs()
     candidates = np.concatenate([candidates, chain[[1]] - 0.6, [[0.0, 20.0, 0.0]]])
     assert coverage(candidates, chain) == (5, 2.5)
     assert coverage(np.zeros((0, 3)), chain) == (0, 0.0)
+
+
+def test_the_oracle_candidates_are_what_each_mode_says(il2_path):
+    """bench.candidates: the deposited Cα alone; with the detector's far candidates added; with
+    a share left out; each detector candidate moved onto its nearest deposited Cα; shifted runs
+    stay between a residue and its neighbour."""
+    from cryobuild.bench.candidates import oracle_points
+    from cryobuild.models import read_model
+    from cryobuild.points import CalphaPoints
+
+    reference = read_model(il2_path)
+    ca = reference.ca
+    detected = CalphaPoints(np.concatenate([ca[:50] + 0.4, ca[:5] + 0.3, [[500.0, 0, 0]]]),
+                            np.full(56, 0.6))
+    rng = np.random.default_rng(0)
+    np.testing.assert_allclose(oracle_points("deposited", reference, detected, rng).xyz, ca)
+    assert len(oracle_points("false", reference, detected, rng)) == len(ca) + 1
+    assert abs(len(oracle_points("drop:0.3", reference, detected, rng)) - 0.7 * len(ca)) < 0.15 * len(ca)
+    nearest = oracle_points("nearest", reference, detected, rng)
+    assert len(nearest) == 51 and np.all(nearest.score == np.float32(0.6))
+    shifted = oracle_points("shift:0.5", reference, detected, rng).xyz
+    step = np.linalg.norm(np.diff(ca, axis=0), axis=1).max()
+    assert np.all(np.linalg.norm(shifted - ca, axis=1) <= 0.5 * step + 1e-6)

@@ -1,0 +1,141 @@
+"""What the Cα candidates cost a build: ``python -m cryobuild.bench.candidates MODE [--cases
+NAME...] [--seeds S...]``.
+
+Builds real maps as `bench.real` does (the networks that did not see each map), but with the
+detector's candidates replaced by an oracle set made from the deposited model, to measure which
+property of the candidates holds the builds back (README, "What holds the bars back"):
+
+* ``deposited``: every deposited Cα, nothing else;
+* ``noise:S``: every deposited Cα moved by Gaussian noise of S Å per axis;
+* ``false``: every deposited Cα, plus the detector's candidates farther than `NEAR` Å from
+  any of them;
+* ``drop:F``: the deposited Cα with a share F left out at random;
+* ``shift:D``: every deposited Cα, each stretch of `SHIFT_STRETCH` consecutive residues moved
+  alike along the chain by a step share drawn from [-D, D] (towards the next or the previous
+  residue), as the detector's runs lie half a step off;
+* ``nearest``: each detector candidate within `NEAR` Å moved onto the deposited Cα it is
+  nearest to (one per residue), the others kept: the detector's coverage of the chain with
+  exact positions.
+
+Every candidate gets the median score of the detector's own. The draws are seeded by the
+build's seed. Prints one JSON line per build (`bench.real.run_map`), then per map the means
+over the seeds and the means of the 3.5-4.5 Å band.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..detect import inference
+from ..models import read_model
+from ..pipeline import BuildOptions
+from ..points import CalphaPoints
+from .real import BANDS, modelled_cases, network_pairs, run_map
+
+__all__ = ["MODES", "oracle_points", "main"]
+
+#: Å: a candidate this near a deposited Cα is on the protein (`bench.detect.COVER_DISTANCE`).
+NEAR = 2.5
+#: Residues moved alike by ``shift:D``.
+SHIFT_STRETCH = 8
+MODES = ("deposited", "noise", "false", "drop", "shift", "nearest")
+
+
+def _shifted(reference, top: float, rng: np.random.Generator) -> np.ndarray:
+    """The deposited Cα ``[R, 3]``, each stretch of `SHIFT_STRETCH` residues of a chain moved
+    alike towards its next (or previous) residue by a share of the step drawn from [-top, top]."""
+    ca = reference.ca
+    xyz = ca.copy()
+    breaks = np.flatnonzero((reference.chain_id[1:] != reference.chain_id[:-1])
+                            | (np.diff(reference.residue_number) != 1)) + 1
+    for run in np.split(np.arange(len(ca)), breaks):
+        for start in range(0, len(run), SHIFT_STRETCH):
+            delta = rng.uniform(-top, top)
+            for k in run[start:start + SHIFT_STRETCH]:
+                j = k + (1 if delta >= 0 else -1)
+                if run[0] <= j <= run[-1]:
+                    xyz[k] = ca[k] + abs(delta) * (ca[j] - ca[k])
+    return xyz
+
+
+def oracle_points(mode: str, reference, detected: CalphaPoints, rng: np.random.Generator
+                  ) -> CalphaPoints:
+    """The candidates of ``mode`` (module docstring; ``"noise:0.6"`` etc.) for the deposited
+    model ``reference``, from the detector's candidates ``detected``."""
+    name, _, value = mode.partition(":")
+    ca = reference.ca
+    distance, nearest = cKDTree(ca).query(detected.xyz)
+    if name == "deposited":
+        xyz = ca
+    elif name == "noise":
+        xyz = ca + rng.normal(0.0, float(value), ca.shape)
+    elif name == "false":
+        xyz = np.concatenate([ca, detected.xyz[distance > NEAR]])
+    elif name == "drop":
+        xyz = ca[rng.random(len(ca)) >= float(value)]
+    elif name == "shift":
+        xyz = _shifted(reference, float(value), rng)
+    elif name == "nearest":
+        near = distance <= NEAR
+        xyz = np.concatenate([ca[np.unique(nearest[near])], detected.xyz[~near]])
+    else:
+        raise ValueError(f"mode must be one of {MODES} (with :VALUE for noise, drop, shift), got {mode!r}")
+    score = float(np.median(detected.score)) if len(detected) else 0.5
+    return CalphaPoints(xyz, np.full(len(xyz), score, np.float32))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("mode", help="deposited, noise:S, false, drop:F, shift:D or nearest")
+    parser.add_argument("--cases", nargs="*", default=None, help="only these map folders (names)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    if args.mode.partition(":")[0] not in MODES:
+        parser.error(f"mode must be one of {', '.join(MODES)}, got {args.mode!r}")
+
+    state = {}
+    detect = inference.detect_calphas
+
+    def replaced(view, network, options=inference.DetectionOptions(), **kwargs):
+        result = detect(view, network, options, **kwargs)
+        points = oracle_points(args.mode, state["reference"], result.points, state["rng"])
+        return inference.DetectionResult(points, result.probability)
+
+    inference.detect_calphas = replaced  # the build imports it from the module when it runs
+    pairs = network_pairs(None)
+    rows = []
+    try:
+        for seed in args.seeds:
+            for case in modelled_cases(args.cases):
+                state["reference"] = read_model(case.model_path)
+                state["rng"] = np.random.default_rng(seed + 100)
+                options = BuildOptions(resolution=case.resolution, seed=seed)
+                rows.append(run_map(case, pairs, options, args.device, type_rounds=None))
+    finally:
+        inference.detect_calphas = detect
+    rows = [row for row in rows if "error" not in row and not row["seen"]]
+    print(f"\ncandidates: {args.mode}; seeds {' '.join(map(str, args.seeds))}")
+    print("| map | Å | final Cα | final seq. | threaded numbered right |")
+    print("|---|---|---|---|---|")
+    means = {}
+    for case in sorted({row["case"] for row in rows}):
+        builds = [row for row in rows if row["case"] == case]
+        matched = sum(row["final_threaded_matched"] for row in builds)
+        right = sum(row["final_numbered_right"] for row in builds)
+        means[case] = (builds[0]["resolution"], np.mean([r["final_ca_recall"] for r in builds]),
+                       np.mean([r["final_sequence_recall"] for r in builds]))
+        print(f"| {case} | {means[case][0]:g} | {means[case][1]:.2f} | {means[case][2]:.2f} | "
+              f"{right / matched if matched else float('nan'):.2f} |")
+    for label, low, high in BANDS:
+        members = [m for m in means.values() if low < m[0] <= high]
+        if members:
+            print(f"{label}: {len(members)} maps, final Cα {np.mean([m[1] for m in members]):.2f}, "
+                  f"final sequence {np.mean([m[2] for m in members]):.2f}")
+
+
+if __name__ == "__main__":
+    main()
