@@ -8,18 +8,20 @@ import types
 import numpy as np
 import pytest
 import torch
+from scipy.spatial import cKDTree
 
 from cryobuild.checkpoints import checkpoint_path
 from cryobuild.data import ca_coordinates
 from cryobuild.detect.baseline import detect_calphas_baseline
 from cryobuild.detect.inference import (
-    DetectionOptions, detect_calphas, detection_features, detection_grid, sliding_window_predict,
+    DetectionOptions, detect_calphas, detection_features, detection_grid, extract_points,
+    sliding_window_predict,
 )
 from cryobuild.detect.network import CalphaDetector, DetectorConfig, load_detector
 from cryobuild.errors import Cancelled
 from cryobuild.evaluate import match_calpha
 from cryobuild.features import standardise
-from cryobuild.maps import mask_around, pad_to_shape
+from cryobuild.maps import DensityMap, mask_around, pad_to_shape
 from cryobuild.progress import CancelToken
 
 
@@ -39,6 +41,24 @@ class LocalConvNet(torch.nn.Module):
     def forward(self, x):
         self.calls += 1
         return self.layers(x)
+
+
+def test_ridges_without_maxima_are_filled_one_point_per_radius():
+    """A ridge of probability along x with one maximum (as along a helix's tube at 4-5 Å) gives
+    one point without the fill, and points about every radius along it with the fill, none
+    nearer each other than the radius, none off the ridge."""
+    grid = np.zeros((9, 9, 40), dtype=np.float32)
+    x = np.arange(40)
+    grid[4, 4] = 0.9 - 0.6 * np.abs(x - 20) / 20  # 0.3 at the ends, 0.9 in the middle
+    probability = DensityMap(grid, 1.5, 0.0)
+    alone = extract_points(probability, None, 0.2, drop_isolated=False)
+    assert len(alone) == 1
+    filled = extract_points(probability, None, 0.2, drop_isolated=False, fill_radius=2.8)
+    spacing = np.diff(np.sort(filled.xyz[:, 0]))
+    assert len(filled) == 20 and np.all(spacing >= 2.8) and np.all(spacing <= 3.0 + 1e-6)
+    assert np.allclose(filled.xyz[:, 1:], 6.0)
+    with pytest.raises(ValueError, match="fill radius"):
+        DetectionOptions(fill_radius=0)
 
 
 def test_sliding_windows_have_no_seams(il2_view_3A):
@@ -146,6 +166,13 @@ def test_trained_detector_on_simulated_il2(il2_view_3A):
     small = detect_calphas(density, network, DetectionOptions(window=32, margin=6))
     _, small_ref = match_calpha(small.points.xyz, ca)
     assert len(small_ref) >= len(ref) - 0.05 * len(ca)
+    # a 3 Å map is not filled along ridges; filled, it keeps every candidate and adds some
+    assert density.map_resolution < DetectionOptions().fill_from_resolution
+    unfilled = detect_calphas(density, network, DetectionOptions(fill_radius=None))
+    assert np.array_equal(unfilled.points.xyz, result.points.xyz)
+    filled = detect_calphas(density, network, DetectionOptions(fill_from_resolution=2.0))
+    assert len(filled.points) > len(result.points)
+    assert cKDTree(filled.points.xyz).query(result.points.xyz)[0].max() < 1e-9
 
 
 @pytest.mark.skipif(not checkpoint_path("detect").exists(), reason="no trained detector bundled")
