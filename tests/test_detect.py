@@ -232,6 +232,14 @@ def test_coverage_counts_the_residues_a_candidate_is_nearest_to_and_their_runs()
     candidates = np.concatenate([candidates, chain[[1]] - 0.6, [[0.0, 20.0, 0.0]]])
     assert coverage(candidates, chain) == (5, 2.5)
     assert coverage(np.zeros((0, 3)), chain) == (0, 0.0)
+    # the probability at the residues without a candidate and with one, read from the map
+    from cryobuild.bench.detect import score
+
+    grid = np.zeros((3, 3, 40), dtype=np.float32)
+    grid[:, :, :] = 0.9
+    grid[:, :, 12:] = 0.2  # from x = 12 Å: residues 4-9, of which 5 and 6 are covered
+    figures = score(candidates, chain, DensityMap(grid, 1.0, (0.0, -1.0, -1.0)))
+    assert figures["p_covered"] == pytest.approx(0.9) and figures["p_uncovered"] == pytest.approx(0.2)
 
 
 def test_the_oracle_candidates_are_what_each_mode_says(il2_path):

@@ -11,12 +11,16 @@ Prints one JSON line per case and a Markdown table at the end:
 * speed: seconds for a 100³ and a 200³ map at 1.5 Å on this machine.
 
 Figures: Cα recall and precision at 3 Å (one-to-one matching) and the median distance of
-matched points (Å); and how the candidates cover the chain (`coverage`): the share of the
-deposited Cα that are the nearest one of a candidate within `COVER_DISTANCE`, and the median
-length of the runs of consecutive such residues. A build of a 3.5-4.5 Å map threads only when
-nearly every residue has a candidate (docs/results_log.md, twenty-fourth stop: given every
-deposited Cα the band's sequence recall is 0.86, with 30% of them missing at random 0.11), and
-the detector's one-to-one recall hides how unevenly it covers them.
+matched points (Å); how the candidates cover the chain (`coverage`): the share of the deposited
+Cα that are the nearest one of a candidate within `COVER_DISTANCE`, and the median length of
+the runs of consecutive such residues; and the median probability (the detector's, or the
+baseline's score) at the deposited Cα without a candidate and with one. A build of a 3.5-4.5 Å
+map threads only when nearly every residue has a candidate near it: given every deposited Cα
+the band's sequence recall is 0.86, with 15% of them missing at random 0.35, with every one
+moved a median 1.54 Å 0.20 (`bench.candidates`; docs/results_log.md, twenty-fourth and
+twenty-fifth stops). The one-to-one recall hides how unevenly the candidates cover the chain,
+and the median error says how far they lie. ``--fill-radius`` sets `fill_ridges`' radius (0:
+the local maxima alone).
 """
 
 from __future__ import annotations
@@ -46,27 +50,42 @@ COVER_DISTANCE = 2.5
 BENCH_SNR = 3.0
 
 
-def coverage(points_xyz: np.ndarray, reference_xyz: np.ndarray) -> tuple[int, float]:
-    """How many of the reference Cα ``[R, 3]`` (in chain order) are the nearest one of a
-    candidate ``[N, 3]`` within `COVER_DISTANCE`, and the median length of the runs of such
-    consecutive residues (0 when none)."""
+def covered_residues(points_xyz: np.ndarray, reference_xyz: np.ndarray) -> np.ndarray:
+    """bool ``[R]``: the reference Cα ``[R, 3]`` that are the nearest one of a candidate
+    ``[N, 3]`` within `COVER_DISTANCE`."""
     from scipy.spatial import cKDTree
 
     covered = np.zeros(len(reference_xyz), dtype=bool)
     if len(points_xyz) and len(reference_xyz):
         distance, nearest = cKDTree(reference_xyz).query(points_xyz)
         covered[nearest[distance <= COVER_DISTANCE]] = True
+    return covered
+
+
+def coverage(points_xyz: np.ndarray, reference_xyz: np.ndarray) -> tuple[int, float]:
+    """How many of the reference Cα ``[R, 3]`` (in chain order) are `covered_residues`, and the
+    median length of the runs of such consecutive residues (0 when none)."""
+    covered = covered_residues(points_xyz, reference_xyz)
     edges = np.diff(np.concatenate([[0], covered.astype(int), [0]]))
     runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
     return int(covered.sum()), float(np.median(runs)) if len(runs) else 0.0
 
 
-def score(points_xyz: np.ndarray, reference_xyz: np.ndarray) -> dict:
-    """Recall, precision and median error of detected points against reference Cα, and their
-    `coverage` of the chain."""
+def score(points_xyz: np.ndarray, reference_xyz: np.ndarray,
+          probability: DensityMap | None = None) -> dict:
+    """Recall, precision and median error of detected points against reference Cα, their
+    `coverage` of the chain, and (given the ``probability`` map) the median probability at the
+    reference Cα without and with a candidate (nan where there are none)."""
     pred_index, ref_index = match_calpha(points_xyz, reference_xyz)
     errors = np.linalg.norm(points_xyz[pred_index] - reference_xyz[ref_index], axis=1)
     covered, run = coverage(points_xyz, reference_xyz)
+    at = {"p_uncovered": float("nan"), "p_covered": float("nan")}
+    if probability is not None and len(reference_xyz):
+        values = probability.interpolate(reference_xyz, order=1)
+        mask = covered_residues(points_xyz, reference_xyz)
+        for key, where in (("p_uncovered", ~mask), ("p_covered", mask)):
+            if where.any():
+                at[key] = float(np.median(values[where]))
     return {
         "n_ref": len(reference_xyz),
         "n_pred": len(points_xyz),
@@ -76,6 +95,7 @@ def score(points_xyz: np.ndarray, reference_xyz: np.ndarray) -> dict:
         "median_error": float(np.median(errors)) if len(errors) else float("nan"),
         "n_covered": covered,
         "median_run": run,
+        **at,
     }
 
 
@@ -90,6 +110,8 @@ def pooled(rows: list[dict]) -> dict:
         "median_error": float(np.nanmedian([r["median_error"] for r in rows])),
         "coverage": sum(r["n_covered"] for r in rows) / max(n_ref, 1),
         "median_run": float(np.median([r["median_run"] for r in rows])),
+        "p_uncovered": float(np.nanmedian([r["p_uncovered"] for r in rows])),
+        "p_covered": float(np.nanmedian([r["p_covered"] for r in rows])),
         "cases": len(rows),
     }
 
@@ -100,11 +122,13 @@ def run_case(name: str, density: DensityMap, resolution: float | None, reference
     start = time.time()
     view = standardise(density, resolution)
     result = detect_calphas(view, network, options)
-    rows.append({"case": name, "method": "network", **score(result.points.xyz, reference),
+    rows.append({"case": name, "method": "network",
+                 **score(result.points.xyz, reference, result.probability),
                  "seconds": round(time.time() - start, 2)})
     start = time.time()
     baseline = detect_calphas_baseline(view)
-    rows.append({"case": name, "method": "baseline", **score(baseline.points.xyz, reference),
+    rows.append({"case": name, "method": "baseline",
+                 **score(baseline.points.xyz, reference, baseline.probability),
                  "seconds": round(time.time() - start, 2)})
     for row in rows:
         print(json.dumps(row), flush=True)
@@ -131,10 +155,14 @@ def main(argv=None):
     parser.add_argument("--cases", type=int, default=6, help="held-out structures per resolution")
     parser.add_argument("--no-speed", action="store_true")
     parser.add_argument("--no-simulated", action="store_true", help="only the real maps")
+    parser.add_argument("--fill-radius", type=float, default=DetectionOptions().fill_radius,
+                        metavar="Å", help="fill_ridges' radius on maps of "
+                        f"{DetectionOptions().fill_from_resolution:g} Å or worse (0: the local "
+                        f"maxima alone; default {DetectionOptions().fill_radius:g})")
     args = parser.parse_args(argv)
 
     network = load_detector(args.checkpoint)
-    options = DetectionOptions(threshold=args.threshold)
+    options = DetectionOptions(threshold=args.threshold, fill_radius=args.fill_radius or None)
     table = []
     validation = sorted(default_split()["validation"], key=lambda r: r.num_residues)
     picks = validation[:: max(len(validation) // args.cases, 1)][: args.cases]
@@ -164,11 +192,15 @@ def main(argv=None):
     print(f"\nthreshold {args.threshold}{simulated}")
     if left_out:
         print(f"left out, the detector trained on them: {', '.join(left_out)}")
-    print("| data | method | recall | precision | median error (Å) | residues covered | median run |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"fill radius {args.fill_radius:g} Å (0: local maxima alone); probability: median at "
+          "the deposited Cα without / with a candidate")
+    print("| data | method | recall | precision | median error (Å) | residues covered | median run "
+          "| probability without / with |")
+    print("|---|---|---|---|---|---|---|---|")
     for data, method, figures in table:
         print(f"| {data} | {method} | {figures['recall']:.3f} | {figures['precision']:.3f} | "
-              f"{figures['median_error']:.2f} | {figures['coverage']:.2f} | {figures['median_run']:g} |")
+              f"{figures['median_error']:.2f} | {figures['coverage']:.2f} | {figures['median_run']:g} "
+              f"| {figures['p_uncovered']:.2f} / {figures['p_covered']:.2f} |")
     for size, seconds in timing.items():
         print(f"speed {size} voxels at 1.5 Å: {seconds} s")
 

@@ -65,13 +65,15 @@ MERGE_PASSES = 3
 ISOLATION_DISTANCE = 6.0
 #: Å: `fill_ridges` adds a point wherever the probability is at the threshold or above and no
 #: point lies this near. At 3.5-5 Å the probability along a helix's tube is a ridge with fewer
-#: maxima than residues: on the real maps the detector did not see, the residues without a
-#: candidate within 2.5 Å (`bench.detect.coverage`) sat at a median probability of 0.18-0.28,
-#: those with one at 0.26-0.38, each beside a maximum that covered its neighbour (scratch check,
-#: twenty-fifth stop). Filled at 2.8 Å, the candidates covered 0.73 (was 0.68) of 3LOS, 0.81
-#: (0.76) of ASC and 0.91 (0.81) of T20S α, while the share of candidates within 2.5 Å of a
-#: deposited Cα went 0.75 -> 0.74, 0.79 -> 0.78, 0.94 -> 0.89; 3.2 Å added less (3LOS 0.71,
-#: T20S α 0.88). The builds: README, "Results on real maps".
+#: maxima than residues: on the real maps of 3.6-4.8 Å the detectors did not see, the residues
+#: without a candidate within 2.5 Å sit at a median probability of 0.18-0.28, those with one at
+#: 0.26-0.38, beside a maximum that covers their neighbour. Filled at 2.8 Å, the candidates
+#: cover 0.73 (0.68 unfilled) of 3LOS, 0.81 (0.76) of ASC, 0.91 (0.81) of T20S α and 0.75
+#: (0.68) of γ-secretase, at a one-to-one precision of 0.70 (0.75), 0.67 (0.69), 0.78 (0.90) and
+#: 0.80 (0.83); at 3.2 Å they cover less (3LOS 0.71, T20S α 0.88). ``python -m
+#: cryobuild.bench.detect --no-simulated [--fill-radius R] [--checkpoint weights/detect_foldA.pt]``
+#: (0: unfilled; the fold-B maps with the fold-A detector). The builds: README, "Results on
+#: real maps".
 FILL_RADIUS = 2.8
 #: Å: maps at better resolutions are not filled (`DetectionOptions.fill_from_resolution`). Their
 #: maxima cover the residues already (3JB0 D at 2.9 Å: 0.96, filled 0.98), and filled, TMV's
