@@ -315,6 +315,30 @@ def test_real_map_crops_are_varied_only_when_asked(il2_view_3A, il2_model):
     np.testing.assert_array_equal(varied.aatype, plain.aatype)
 
 
+def test_training_starts_take_their_rms_error_from_the_range(il2_view_3A, il2_model):
+    """`GraphAugmentation.start_error` is the rms distance (Å) of a crop's start Cα from the
+    deposited ones, drawn per crop from its range."""
+    from cryobuild.train.gnn import GraphAugmentation, make_sample
+
+    view, structure = il2_view_3A
+    structure = structure.clone()
+    structure[0][0].name = "A"
+
+    def rms_error(low: float, high: float, seed: int) -> float:
+        aug = GraphAugmentation(start_error=(low, high), fake_fraction=0.0,
+                                sidechain_decoys=(0.0, 0.0))
+        sample = make_sample(structure, il2_model, ["A"], aug, np.random.default_rng(seed),
+                             real_view=view)
+        start = sample.ca[sample.real]
+        truth = sample.atom14[sample.real, 1]
+        return float(np.sqrt(((start - truth) ** 2).sum(-1).mean()))
+
+    assert abs(rms_error(0.5, 0.5, 0) - 0.5) < 0.1
+    assert abs(rms_error(2.0, 2.0, 0) - 2.0) < 0.3
+    spread = [rms_error(0.5, 2.0, seed) for seed in range(6)]
+    assert 0.4 < min(spread) < max(spread) < 2.3 and max(spread) - min(spread) > 0.3
+
+
 def test_realism_perturbs_atoms(il2_map_3A):
     """Training structures get B-factors that grow towards the surface and along side chains
     and weaker carboxylate oxygens; other occupancies stay."""
