@@ -90,6 +90,8 @@ def oracle_points(mode: str, reference, detected: CalphaPoints, rng: np.random.G
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", help="deposited, noise:S, false, drop:F, shift:D or nearest")
+    parser.add_argument("--networks", nargs="*", default=None, metavar="DETECTOR.pt,GNN.pt",
+                        help="network pairs, tried in order, as bench.real's (default: the bundled ones)")
     parser.add_argument("--cases", nargs="*", default=None, help="only these map folders (names)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--device", default="auto")
@@ -106,7 +108,7 @@ def main(argv=None):
         return inference.DetectionResult(points, result.probability)
 
     inference.detect_calphas = replaced  # the build imports it from the module when it runs
-    pairs = network_pairs(None)
+    pairs = network_pairs(args.networks)
     rows = []
     try:
         for seed in args.seeds:
