@@ -429,3 +429,20 @@ def test_bench_direction_right_reads_which_way_the_backbone_runs(il2_model):
     swapped[:, [0, 2]] = deposited[:, [2, 0]]
     assert score_refinement(output(deposited), il2_model)["direction_right"] > 0.95
     assert score_refinement(output(swapped), il2_model)["direction_right"] < 0.05
+
+
+def test_bench_chain_error_parts_split_along_and_across_the_chain(il2_model):
+    """`bench.gnn.chain_error_parts`: every Cα moved along its chain shows as error along it
+    only; moved across it, as error across it only."""
+    from cryobuild.bench.gnn import chain_error_parts
+
+    ca = il2_model.ca
+    tangent = np.zeros_like(ca)
+    tangent[1:-1] = ca[2:] - ca[:-2]
+    tangent[1:-1] /= np.linalg.norm(tangent[1:-1], axis=-1, keepdims=True)
+    across = np.cross(tangent, [0.0, 0.0, 1.0])
+    across /= np.maximum(np.linalg.norm(across, axis=-1, keepdims=True), 1e-9)
+    along, off = chain_error_parts(ca + 0.7 * tangent, il2_model)
+    assert abs(along - 0.7) < 0.05 and off < 0.05
+    along, off = chain_error_parts(ca + 1.0 * across, il2_model)
+    assert along < 0.05 and abs(off - 1.0 / np.sqrt(2)) < 0.05

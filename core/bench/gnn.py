@@ -7,6 +7,10 @@ matching is needed). One JSON line per case, then one with the means:
 
 * ``aa_accuracy``: top-1 residue type over residues of known type, 0..1;
 * ``ca_rmsd``, ``bb_rmsd``: true RMSD (Å) of Cα and of N, Cα, C;
+* ``ca_rms_along``, ``ca_rms_across``: the Cα error of residues with both chain neighbours,
+  split into its component along the chain (the reference's Cα(i-1) -> Cα(i+1)) and the rest,
+  as rms per axis (Å; the noisy start has N(0, rms / √3) on each): whether the network moves a
+  node back along its chain (the phase of a run) as well as across it;
 * ``confidence_error_corr``: Pearson r between the confidence (0-100) and the actual Cα error
   (negative is good: -1 would be a perfect ranking);
 * ``sidechain_rmsd``: RMSD (Å) of the side-chain atoms (atom14 slots from CB on) of residues
@@ -59,6 +63,7 @@ __all__ = [
     "START_NOISE",
     "PROBE_SEQUENCES",
     "BenchCase",
+    "chain_error_parts",
     "detected_refinement",
     "folder_case",
     "main",
@@ -101,6 +106,22 @@ def _rmsd(squared: np.ndarray) -> float:
     return float(np.sqrt(squared.mean())) if squared.size else float("nan")
 
 
+def chain_error_parts(ca: np.ndarray, reference: BuiltModel) -> tuple[float, float]:
+    """Rms per axis (Å) of the error of ``ca`` ``[R, 3]`` (node ``i`` is reference residue ``i``)
+    along the chain (the unit vector from the reference's Cα(i-1) to Cα(i+1)) and across it (the
+    two other axes), over the residues whose both neighbours follow in their chain."""
+    followed = (reference.chain_id[1:] == reference.chain_id[:-1]) & (np.diff(reference.residue_number) == 1)
+    inner = np.flatnonzero(followed[:-1] & followed[1:]) + 1
+    if not len(inner):
+        return float("nan"), float("nan")
+    tangent = reference.ca[inner + 1] - reference.ca[inner - 1]
+    tangent /= np.linalg.norm(tangent, axis=-1, keepdims=True)
+    error = ca[inner] - reference.ca[inner]
+    along = (error * tangent).sum(-1)
+    across_sq = (error**2).sum(-1) - along**2
+    return float(np.sqrt((along**2).mean())), float(np.sqrt(across_sq.mean() / 2))
+
+
 def score_refinement(output, reference: BuiltModel) -> dict[str, float]:
     """Scores of a `GraphOutput` whose node ``i`` is reference residue ``i`` (see module doc)."""
     predicted_type = output.aa_probs.argmax(-1)
@@ -116,6 +137,7 @@ def score_refinement(output, reference: BuiltModel) -> dict[str, float]:
                               & (np.diff(reference.residue_number) == 1))
     c_to_n = output.atom14_positions[followed, 2] - output.atom14_positions[followed, 0]
     towards_next = reference.ca[followed + 1] - reference.ca[followed]
+    along, across = chain_error_parts(output.translations, reference)
     correlation = (
         float(np.corrcoef(output.confidence, ca_error)[0, 1])
         if len(ca_error) > 2 and output.confidence.std() > 0
@@ -125,6 +147,8 @@ def score_refinement(output, reference: BuiltModel) -> dict[str, float]:
         "n_residues": int(reference.num_residues),
         "aa_accuracy": float(right.sum() / max(known.sum(), 1)),
         "ca_rmsd": _rmsd(ca_error**2),
+        "ca_rms_along": along,
+        "ca_rms_across": across,
         "bb_rmsd": _rmsd(backbone_sq[backbone]),
         "confidence_error_corr": correlation,
         "sidechain_rmsd": _rmsd(side_sq[side]),
