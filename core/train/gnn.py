@@ -102,7 +102,9 @@ class GraphAugmentation:
     #: detector's Cα on real 3.6-4.8 Å maps lie a median 1.0-1.7 Å off (README, "What holds
     #: the bars back"), and the builds' sequence recall there falls from 0.66 to 0.42 when the
     #: deposited Cα are moved a median 0.92 Å rather than 1.23 Å (`bench.candidates`): errors
-    #: the network never saw in training.
+    #: the network had not seen in training. Trained 85 min with (0.8, 2.0) (`gnn_B26`,
+    #: weights/MANIFEST.md, twenty-sixth stop), it read the detector's candidates' types 0.277 ->
+    #: 0.287 on the fold-A maps but moved them no nearer and threaded no more: the default stays.
     start_error: tuple[float, float] = (1.0, 1.0)
     fake_fraction: float = 0.1
     fake_length: tuple[int, int] = (2, 5)
