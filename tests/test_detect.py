@@ -263,3 +263,16 @@ def test_the_oracle_candidates_are_what_each_mode_says(il2_path):
     shifted = oracle_points("shift:0.5", reference, detected, rng).xyz
     step = np.linalg.norm(np.diff(ca, axis=0), axis=1).max()
     assert np.all(np.linalg.norm(shifted - ca, axis=1) <= 0.5 * step + 1e-6)
+
+
+def test_detection_loss_weights_its_offset_term():
+    """`train.detect.detection_loss`: the offset L1 enters the total ``offset_weight`` times."""
+    from cryobuild.train.detect import detection_loss, make_targets
+
+    heat, positive, offsets, offset_mask = map(torch.from_numpy, make_targets(np.array([[4.3, 3.8, 4.1]]), 8))
+    output = torch.zeros(1, 4, 8, 8, 8)
+    batch = (heat[None], positive[None], offsets[None], offset_mask[None])
+    one, parts = detection_loss(output, *batch, offset_weight=1.0)
+    five, _ = detection_loss(output, *batch, offset_weight=5.0)
+    assert parts["offset"] > 0
+    assert float(five - one) == pytest.approx(4.0 * parts["offset"], rel=1e-5)

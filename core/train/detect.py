@@ -268,8 +268,10 @@ def _real_view(case) -> tuple:
     return standardise(read_map(case.map_path), case.resolution), ca_coordinates(read_structure(case.model_path))
 
 
-def detection_loss(output: torch.Tensor, heat, positive, offsets, offset_mask) -> tuple[torch.Tensor, dict]:
-    """Penalty-reduced focal loss + offset L1 (per Cα). ``output`` ``[B, 4, S, S, S]``."""
+def detection_loss(output: torch.Tensor, heat, positive, offsets, offset_mask,
+                   offset_weight: float = OFFSET_LOSS_WEIGHT) -> tuple[torch.Tensor, dict]:
+    """Penalty-reduced focal loss + ``offset_weight`` times the offset L1 (voxels, per
+    neighbourhood voxel of a Cα). ``output`` ``[B, 4, S, S, S]``."""
     logit = output[:, 0].float()
     prob = torch.sigmoid(logit).clamp(1e-6, 1 - 1e-6)
     log_p = torch.nn.functional.logsigmoid(logit)
@@ -281,7 +283,7 @@ def detection_loss(output: torch.Tensor, heat, positive, offsets, offset_mask) -
     focal = (pos_loss.sum() + neg_loss.sum()) / num_pos
     offset_error = (output[:, 1:].float() - offsets).abs().sum(1)
     offset = (offset_error * offset_mask.float()).sum() / offset_mask.float().sum().clamp(min=1)
-    total = focal + OFFSET_LOSS_WEIGHT * offset
+    total = focal + offset_weight * offset
     return total, {"focal": float(focal.detach()), "offset": float(offset.detach())}
 
 
@@ -338,6 +340,9 @@ def main(argv=None):
     parser.add_argument("--solvent-frame", action="store_true",
                         help="frame maps smaller than a window with the solvent's level "
                              "(DetectorConfig.solvent_frame; kept in the checkpoint's config)")
+    parser.add_argument("--offset-weight", type=float, default=OFFSET_LOSS_WEIGHT,
+                        help="weight of the offset L1 against the focal loss (default "
+                             f"{OFFSET_LOSS_WEIGHT:g})")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false",
                         help="train in float32 (bf16 autocast halves the CPU step time)")
     args = parser.parse_args(argv)
@@ -354,6 +359,7 @@ def main(argv=None):
     run = TrainingRun(args.checkpoint, args.log, network, optimizer, dataclasses.asdict(config),
                       extra={"crop": args.crop, "batch": args.batch, "noise_fraction": args.noise_fraction,
                              "resolution": list(args.resolution),
+                             "offset_weight": args.offset_weight,
                              "real_maps": sorted(c.name for c in real_cases)})
     run.resume(state)
     run.set_lr(args.lr)
@@ -370,7 +376,7 @@ def main(argv=None):
     for features, *targets in loader:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             output = network(features)
-        loss, parts = detection_loss(output, *targets)
+        loss, parts = detection_loss(output, *targets, offset_weight=args.offset_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
