@@ -446,3 +446,7 @@ def test_bench_chain_error_parts_split_along_and_across_the_chain(il2_model):
     assert abs(along - 0.7) < 0.05 and off < 0.05
     along, off = chain_error_parts(ca + 1.0 * across, il2_model)
     assert along < 0.05 and abs(off - 1.0 / np.sqrt(2)) < 0.05
+    # paired nodes (as the detector's, after matching) are read at their residues
+    residues = np.arange(10, 40)[::-1]
+    along, off = chain_error_parts(ca[residues] + 0.7 * tangent[residues], il2_model, residues)
+    assert abs(along - 0.7) < 0.05 and off < 0.05

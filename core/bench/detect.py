@@ -20,7 +20,9 @@ the band's sequence recall is 0.86, with 15% of them missing at random 0.35, wit
 moved a median 1.54 Å 0.20 (`bench.candidates`; docs/results_log.md, twenty-fourth and
 twenty-fifth stops). The one-to-one recall hides how unevenly the candidates cover the chain,
 and the median error says how far they lie. ``--fill-radius`` sets `fill_ridges`' radius (0:
-the local maxima alone).
+the local maxima alone); ``--resolutions`` and ``--snr`` (0: noise-free) set the simulated maps;
+``--with-seen`` adds the real maps the detector trained on, marked as such (whether training on
+a map places its Cα any nearer; no such row is a figure of the detector's).
 """
 
 from __future__ import annotations
@@ -159,6 +161,14 @@ def main(argv=None):
                         metavar="Å", help="fill_ridges' radius on maps of "
                         f"{DetectionOptions().fill_from_resolution:g} Å or worse (0: the local "
                         f"maxima alone; default {DetectionOptions().fill_radius:g})")
+    parser.add_argument("--resolutions", type=float, nargs="+", default=RESOLUTIONS, metavar="Å",
+                        help="of the simulated maps (default %(default)s)")
+    parser.add_argument("--snr", type=float, default=BENCH_SNR,
+                        help="of the simulated maps (0: noise-free; default %(default)s)")
+    parser.add_argument("--with-seen", action="store_true",
+                        help="also the real maps the detector trained on, marked as such (no "
+                             "figure of the detector's on them; for the question whether training "
+                             "on a map places its Cα nearer)")
     args = parser.parse_args(argv)
 
     network = load_detector(args.checkpoint)
@@ -166,12 +176,12 @@ def main(argv=None):
     table = []
     validation = sorted(default_split()["validation"], key=lambda r: r.num_residues)
     picks = validation[:: max(len(validation) // args.cases, 1)][: args.cases]
-    for resolution in () if args.no_simulated else RESOLUTIONS:
+    for resolution in () if args.no_simulated else args.resolutions:
         rng = np.random.default_rng(int(resolution * 10))
         rows = []
         for record in picks:
             structure = read_structure(record.path)
-            density = simulate_map(structure, SimulationOptions(resolution=resolution, snr=BENCH_SNR), rng)
+            density = simulate_map(structure, SimulationOptions(resolution=resolution, snr=args.snr or None), rng)
             rows += run_case(f"{record.path.name}@{resolution}", density, resolution, ca_coordinates(structure),
                              network, options)
         for method in ("network", "baseline"):
@@ -179,18 +189,19 @@ def main(argv=None):
     seen = trained_on(Path(args.checkpoint or checkpoint_path("detect")))
     left_out = [case.name for case in dev_cases() if case.model_path and case.name in seen]
     for case in dev_cases():
-        if case.model_path is None or case.name in seen:
+        if case.model_path is None or (case.name in seen and not args.with_seen):
             continue
         rows = run_case(case.name, read_map(case.map_path), case.resolution, read_model(case.model_path).ca,
                         network, options)
+        mark = ", trained on it" if case.name in seen else ""
         for row in rows:
-            table.append((f"{case.name} ({case.resolution} Å)", row["method"], pooled([row])))
+            table.append((f"{case.name} ({case.resolution} Å{mark})", row["method"], pooled([row])))
     timing = {} if args.no_speed else speed(network, options)
 
     simulated = "" if args.no_simulated else (f"; simulated maps: {len(picks)} held-out "
-                                              f"structures, SNR {BENCH_SNR}")
+                                              f"structures, SNR {args.snr or 'none'}")
     print(f"\nthreshold {args.threshold}{simulated}")
-    if left_out:
+    if left_out and not args.with_seen:
         print(f"left out, the detector trained on them: {', '.join(left_out)}")
     print(f"fill radius {args.fill_radius:g} Å (0: local maxima alone); probability: median at "
           "the deposited Cα without / with a candidate")

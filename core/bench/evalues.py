@@ -58,7 +58,7 @@ def chain_evalues(case: BenchCase, sequences: list[Sequence], networks: Networks
     """E-values ``{threader: {"shuffled": [...], "true": [...]}}`` of the chains of at least
     `MIN_LENGTH` residues the graph network builds into ``case``'s map (module docstring);
     ``networks`` must hold a Structure Generator."""
-    graph, _ = detected_refinement(case, networks.gnn, networks.detector, device=networks.device)
+    graph, _, _ = detected_refinement(case, networks.gnn, networks.detector, device=networks.device)
     predictions = residue_predictions(graph)
     chains = link_chains(predictions, MIN_EXISTENCE)
     graph = graph.turned(runs_against(predictions.backbone, chains))

@@ -106,19 +106,30 @@ def _rmsd(squared: np.ndarray) -> float:
     return float(np.sqrt(squared.mean())) if squared.size else float("nan")
 
 
-def chain_error_parts(ca: np.ndarray, reference: BuiltModel) -> tuple[float, float]:
-    """Rms per axis (Å) of the error of ``ca`` ``[R, 3]`` (node ``i`` is reference residue ``i``)
-    along the chain (the unit vector from the reference's Cα(i-1) to Cα(i+1)) and across it (the
-    two other axes), over the residues whose both neighbours follow in their chain."""
-    followed = (reference.chain_id[1:] == reference.chain_id[:-1]) & (np.diff(reference.residue_number) == 1)
-    inner = np.flatnonzero(followed[:-1] & followed[1:]) + 1
-    if not len(inner):
+def _follows(reference: BuiltModel) -> np.ndarray:
+    """bool ``[R - 1]``: reference residue ``i + 1`` follows residue ``i`` in its chain."""
+    return (reference.chain_id[1:] == reference.chain_id[:-1]) & (np.diff(reference.residue_number) == 1)
+
+
+def chain_error_parts(ca: np.ndarray, reference: BuiltModel, residues: np.ndarray | None = None
+                      ) -> tuple[float, float]:
+    """Rms per axis (Å) of the error of ``ca`` ``[M, 3]``, the positions of reference residues
+    ``residues`` ``[M]`` (default: node ``i`` is residue ``i``), along the chain (the unit vector
+    from the reference's Cα(i-1) to Cα(i+1)) and across it (the two other axes), over the
+    residues whose both neighbours follow in their chain."""
+    residues = np.arange(len(ca)) if residues is None else np.asarray(residues)
+    follows = _follows(reference)
+    inner = np.zeros(reference.num_residues, dtype=bool)
+    inner[1:-1] = follows[:-1] & follows[1:]
+    keep = inner[residues]
+    if not keep.any():
         return float("nan"), float("nan")
-    tangent = reference.ca[inner + 1] - reference.ca[inner - 1]
+    index = residues[keep]
+    tangent = reference.ca[index + 1] - reference.ca[index - 1]
     tangent /= np.linalg.norm(tangent, axis=-1, keepdims=True)
-    error = ca[inner] - reference.ca[inner]
+    error = (ca[keep] - reference.ca[index]).astype(np.float64)
     along = (error * tangent).sum(-1)
-    across_sq = (error**2).sum(-1) - along**2
+    across_sq = np.maximum((error**2).sum(-1) - along**2, 0.0)
     return float(np.sqrt((along**2).mean())), float(np.sqrt(across_sq.mean() / 2))
 
 
@@ -133,8 +144,7 @@ def score_refinement(output, reference: BuiltModel) -> dict[str, float]:
     side = reference.atom_mask & output.atom14_mask & right[:, None]
     side[:, :_SIDECHAIN_START] = False
     side_sq = ((output.atom14_positions - reference.atom_positions) ** 2).sum(-1)
-    followed = np.flatnonzero((reference.chain_id[1:] == reference.chain_id[:-1])
-                              & (np.diff(reference.residue_number) == 1))
+    followed = np.flatnonzero(_follows(reference))
     c_to_n = output.atom14_positions[followed, 2] - output.atom14_positions[followed, 0]
     towards_next = reference.ca[followed + 1] - reference.ca[followed]
     along, across = chain_error_parts(output.translations, reference)
@@ -203,28 +213,36 @@ def run_case(case: BenchCase, network, *, rounds: int = 3, seed: int = 0, device
 
 def detected_refinement(case: BenchCase, network, detector, *, rounds: int = 3, device=None):
     """The graph network's output (`GraphOutput`, one node per detected Cα) after ``rounds``
-    recycling rounds from the Cα the detector finds in the case's map (default threshold), and
-    the seconds the refinement took."""
+    recycling rounds from the Cα the detector finds in the case's map (default threshold), the
+    seconds the refinement took, and those Cα (`CalphaPoints`)."""
     from ..detect.inference import detect_calphas
     from ..gnn.refine import refine
 
     points = detect_calphas(case.view, detector, device=device).points
     began = time.time()
     output = refine(case.view, points, list(case.sequences), network, rounds=rounds, device=device)
-    return output, time.time() - began
+    return output, time.time() - began, points
 
 
 def run_detected_case(case: BenchCase, network, detector, *, rounds: int = 3, device=None) -> dict:
     """Refine from the Cα the detector finds in the case's map; scored after one-to-one
     matching to the reference (`cryobuild.evaluate`): ``aa_accuracy`` is the sequence match of
-    matched residues, ``ca_recall`` how many reference residues have a node."""
-    from ..evaluate import evaluate
+    matched residues, ``ca_recall`` how many reference residues have a node; ``ca_rms_along`` and
+    ``ca_rms_across`` (`chain_error_parts`) of the detector's Cα (``detected_``) and of the
+    nodes after the rounds, each paired one to one with the reference (`match_calpha`)."""
+    from ..evaluate import evaluate, match_calpha
 
-    output, seconds = detected_refinement(case, network, detector, rounds=rounds, device=device)
+    output, seconds, points = detected_refinement(case, network, detector, rounds=rounds, device=device)
     metrics = evaluate(output.to_model(), case.reference)
+    parts = {}
+    for prefix, xyz in (("detected_", points.xyz), ("", output.translations)):
+        node, residue = match_calpha(xyz, case.reference.ca)
+        parts[prefix + "ca_rms_along"], parts[prefix + "ca_rms_across"] = chain_error_parts(
+            xyz[node], case.reference, residue)
     return {"name": case.name, "start": "detected", "n_residues": int(case.reference.num_residues),
             "ca_recall": metrics.ca_recall, "aa_accuracy": metrics.sequence_match,
-            "ca_rmsd": metrics.ca_rmsd, "bb_rmsd": metrics.backbone_rmsd, "seconds": round(seconds, 2)}
+            "ca_rmsd": metrics.ca_rmsd, "bb_rmsd": metrics.backbone_rmsd, **parts,
+            "seconds": round(seconds, 2)}
 
 
 def probe_sequences(sequences: tuple[str, ...], rng: np.random.Generator) -> dict[str, tuple[str, ...]]:

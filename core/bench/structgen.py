@@ -139,7 +139,7 @@ def build_nodes(case, gnn, detector, *, rounds: int = 3, device=None) -> BuildNo
     from ..pipeline import residue_predictions
     from .gnn import detected_refinement
 
-    output, _ = detected_refinement(case, gnn, detector, rounds=rounds, device=device)
+    output, _, _ = detected_refinement(case, gnn, detector, rounds=rounds, device=device)
     kept = remove_duplicates(residue_predictions(output))
     return BuildNodes(case.name, output.aa_probs[kept], output.translations[kept], case.reference)
 
