@@ -222,6 +222,33 @@ def test_noise_maps_train_with_no_calpha_targets():
         assert not positive.any() and not offset_mask.any() and float(heat.max()) == 0.0
 
 
+def test_simulated_crops_take_their_noise_colour_from_the_range(il2_path, monkeypatch):
+    """`Augmentation.noise_colour` (``train.detect --noise-colour``): each simulated map's
+    noise colour is drawn from the range, and (1, 1) keeps the signal-shaped noise."""
+    import itertools
+
+    from cryobuild.data import read_structure
+    from cryobuild.train import detect as training
+
+    colours = []
+    simulate = training.simulate_map
+
+    def recording(structure, options, rng):
+        colours.append(options.noise_colour)
+        return simulate(structure, options, rng)
+
+    monkeypatch.setattr(training, "simulate_map", recording)
+    structure = read_structure(il2_path)
+    for low, high in ((0.0, 0.5), (1.0, 1.0)):
+        aug = training.Augmentation(noise_colour=(low, high), noise_free_fraction=0.0)
+        crops = training.TrainingCrops([], crop=24, crops_per_map=1, aug=aug, seed=0)
+        for seed in range(3):
+            list(itertools.islice(crops._simulated(structure, np.random.default_rng(seed)), 1))
+        drawn = colours[-3:]
+        assert all(low <= c <= high for c in drawn), drawn
+        assert len(set(drawn)) == (1 if low == high else 3), drawn
+
+
 def test_coverage_counts_the_residues_a_candidate_is_nearest_to_and_their_runs():
     """Two candidates at one residue cover it once; the residue between two covered runs is a
     gap; a candidate far from the chain covers nothing."""

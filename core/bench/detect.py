@@ -20,7 +20,8 @@ the band's sequence recall is 0.86, with 15% of them missing at random 0.35, wit
 moved a median 1.54 Å 0.20 (`bench.candidates`; docs/results_log.md, twenty-fourth and
 twenty-fifth stops). The one-to-one recall hides how unevenly the candidates cover the chain,
 and the median error says how far they lie. ``--fill-radius`` sets `fill_ridges`' radius (0:
-the local maxima alone); ``--resolutions`` and ``--snr`` (0: noise-free) set the simulated maps;
+the local maxima alone); ``--resolutions``, ``--snr`` (0: noise-free) and ``--recipe`` (ours, or `bench.molmap`'s, which
+no training uses) set the simulated maps;
 ``--with-seen`` adds the real maps the detector trained on, marked as such (whether training on
 a map places its Cα any nearer; no such row is a figure of the detector's).
 """
@@ -44,12 +45,21 @@ from ..evaluate import match_calpha
 from ..maps import DensityMap, read_map
 from ..models import read_model
 from ..simulate import SimulationOptions, simulate_map
+from .molmap import MOLMAP_SNR, molmap_map
 
 RESOLUTIONS = (2.5, 3.0, 3.5, 4.0)
 #: Å: a candidate this close to its nearest deposited Cα covers that residue (`coverage`).
 COVER_DISTANCE = 2.5
 #: Noise of the simulated benchmark maps (signal variance / noise variance in the envelope).
 BENCH_SNR = 3.0
+#: The held-out maps' recipes (``--recipe``): ``(structure, resolution Å, SNR or 0 for none,
+#: rng) -> DensityMap``.
+RECIPES = {
+    "simulate": lambda structure, resolution, snr, rng: simulate_map(
+        structure, SimulationOptions(resolution=resolution, snr=snr or None), rng),
+    "molmap": lambda structure, resolution, snr, rng: molmap_map(
+        structure, resolution, rng, snr=snr or float("inf")),
+}
 
 
 def covered_residues(points_xyz: np.ndarray, reference_xyz: np.ndarray) -> np.ndarray:
@@ -163,8 +173,12 @@ def main(argv=None):
                         f"maxima alone; default {DetectionOptions().fill_radius:g})")
     parser.add_argument("--resolutions", type=float, nargs="+", default=RESOLUTIONS, metavar="Å",
                         help="of the simulated maps (default %(default)s)")
-    parser.add_argument("--snr", type=float, default=BENCH_SNR,
-                        help="of the simulated maps (0: noise-free; default %(default)s)")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="simulate",
+                        help="how the held-out maps are simulated: our simulator (training's) or "
+                             "bench.molmap's recipe, which no training uses (default %(default)s)")
+    parser.add_argument("--snr", type=float, default=None,
+                        help="of the simulated maps (0: noise-free; default: the recipe's, "
+                             f"{BENCH_SNR:g} for simulate and {MOLMAP_SNR:g} for molmap)")
     parser.add_argument("--with-seen", action="store_true",
                         help="also the real maps the detector trained on, marked as such (no "
                              "figure of the detector's on them; for the question whether training "
@@ -174,6 +188,8 @@ def main(argv=None):
     network = load_detector(args.checkpoint)
     options = DetectionOptions(threshold=args.threshold, fill_radius=args.fill_radius or None)
     table = []
+    snr = args.snr if args.snr is not None else {"simulate": BENCH_SNR, "molmap": MOLMAP_SNR}[args.recipe]
+    label = {"simulate": "simulated", "molmap": "molmap recipe"}[args.recipe]
     validation = sorted(default_split()["validation"], key=lambda r: r.num_residues)
     picks = validation[:: max(len(validation) // args.cases, 1)][: args.cases]
     for resolution in () if args.no_simulated else args.resolutions:
@@ -181,11 +197,11 @@ def main(argv=None):
         rows = []
         for record in picks:
             structure = read_structure(record.path)
-            density = simulate_map(structure, SimulationOptions(resolution=resolution, snr=args.snr or None), rng)
-            rows += run_case(f"{record.path.name}@{resolution}", density, resolution, ca_coordinates(structure),
+            density = RECIPES[args.recipe](structure, resolution, snr, rng)
+            rows += run_case(f"{record.path.name}@{resolution}/{args.recipe}", density, resolution, ca_coordinates(structure),
                              network, options)
         for method in ("network", "baseline"):
-            table.append((f"simulated {resolution} Å", method, pooled([r for r in rows if r["method"] == method])))
+            table.append((f"{label} {resolution} Å", method, pooled([r for r in rows if r["method"] == method])))
     seen = trained_on(Path(args.checkpoint or checkpoint_path("detect")))
     left_out = [case.name for case in dev_cases() if case.model_path and case.name in seen]
     for case in dev_cases():
@@ -198,8 +214,8 @@ def main(argv=None):
             table.append((f"{case.name} ({case.resolution} Å{mark})", row["method"], pooled([row])))
     timing = {} if args.no_speed else speed(network, options)
 
-    simulated = "" if args.no_simulated else (f"; simulated maps: {len(picks)} held-out "
-                                              f"structures, SNR {args.snr or 'none'}")
+    simulated = "" if args.no_simulated else (f"; {args.recipe} maps: {len(picks)} held-out "
+                                              f"structures, SNR {snr or 'none'}")
     print(f"\nthreshold {args.threshold}{simulated}")
     if left_out and not args.with_seen:
         print(f"left out, the detector trained on them: {', '.join(left_out)}")

@@ -47,7 +47,7 @@ from ..models import BuiltModel, read_model
 from ..residues import AA_ORDER, BACKBONE_NAMES, MAX_ATOMS, NUM_AA, UNK_INDEX
 from ..simulate import SimulationOptions, simulate_map
 from ..thread.profiles import background_frequencies
-from .loop import TrainingRun, add_real_fold_args, random_files, worker_rng
+from .loop import TrainingRun, add_noise_colour_arg, add_real_fold_args, random_files, worker_rng
 from .realism import Realism, coloured_noise, degrade_map, perturb_atoms
 
 __all__ = ["GraphAugmentation", "GraphSample", "TrainingGraphs", "chain_links", "detected_nodes",
@@ -528,9 +528,7 @@ def main(argv=None) -> None:
     parser.add_argument("--resolution", type=float, nargs=2, metavar=("BEST", "WORST"), default=None,
                         help="resolution range of the training maps in Å (default: "
                              f"{GraphAugmentation.resolution[0]:g} {GraphAugmentation.resolution[1]:g})")
-    parser.add_argument("--noise-colour", type=float, nargs=2, metavar=("LOW", "HIGH"), default=(1.0, 1.0),
-                        help="range of the simulated noise's colour (simulate.SimulationOptions."
-                             "noise_colour; default 1 1: shaped like the signal)")
+    add_noise_colour_arg(parser)
     parser.add_argument("--element-weight-fraction", type=float,
                         default=Realism.element_weight_fraction,
                         help="fraction of simulated maps whose N, O and S atoms are reweighted "

@@ -24,7 +24,7 @@ import torch
 from ..checkpoints import save_checkpoint
 from ..data import REAL_FOLDS
 
-__all__ = ["TrainingRun", "add_real_fold_args", "random_files", "worker_rng"]
+__all__ = ["TrainingRun", "add_noise_colour_arg", "add_real_fold_args", "random_files", "worker_rng"]
 
 
 class TrainingRun:
@@ -177,3 +177,13 @@ def add_real_fold_args(parser, *, real_fraction: float, unit: str = "crops") -> 
                         help="also train on this fold's real maps (data.REAL_FOLDS)")
     parser.add_argument("--real-fraction", type=float, default=real_fraction,
                         help=f"fraction of {unit} drawn from the real fold")
+
+
+def add_noise_colour_arg(parser) -> None:
+    """``--noise-colour LOW HIGH``: the range each simulated map's noise colour is drawn from
+    (`cryobuild.simulate.SimulationOptions.noise_colour`: 1 shaped like the signal, the same
+    SNR in every shell; 0 white up to Nyquist). Default 1 1, the noise every bundled network
+    first trained on."""
+    parser.add_argument("--noise-colour", type=float, nargs=2, metavar=("LOW", "HIGH"), default=(1.0, 1.0),
+                        help="range of the simulated noise's colour (simulate.SimulationOptions."
+                             "noise_colour; default 1 1: shaped like the signal)")
