@@ -249,6 +249,22 @@ def test_simulated_crops_take_their_noise_colour_from_the_range(il2_path, monkey
         assert len(set(drawn)) == (1 if low == high else 3), drawn
 
 
+def test_neighbour_error_correlation_tells_independent_errors_from_shifted_runs():
+    """`bench.detect.neighbour_error_correlation`: near 0 for errors drawn per residue, near 1
+    for a chain moved as a whole; residues farther apart than a chain step are not neighbours."""
+    from cryobuild.bench.detect import neighbour_error_correlation
+
+    rng = np.random.default_rng(0)
+    reference = np.cumsum(np.tile([[3.8, 0.0, 0.0]], (400, 1)), axis=0)
+    index = np.arange(400)
+    independent = reference + rng.normal(0, 1.0, reference.shape)
+    shifted = reference + rng.normal(0, 1.0, 3) + rng.normal(0, 0.1, reference.shape)
+    assert abs(neighbour_error_correlation(independent, reference, index, index)) < 0.1
+    assert neighbour_error_correlation(shifted, reference, index, index) > 0.9
+    apart = reference * 2  # 7.6 Å steps: no consecutive residues
+    assert np.isnan(neighbour_error_correlation(apart + 0.5, apart, index, index))
+
+
 def test_coverage_counts_the_residues_a_candidate_is_nearest_to_and_their_runs():
     """Two candidates at one residue cover it once; the residue between two covered runs is a
     gap; a candidate far from the chain covers nothing."""

@@ -19,10 +19,11 @@ map threads only when nearly every residue has a candidate near it: given every 
 the band's sequence recall is 0.86, with 15% of them missing at random 0.35, with every one
 moved a median 1.54 Å 0.20 (`bench.candidates`; docs/results_log.md, twenty-fourth and
 twenty-fifth stops). The one-to-one recall hides how unevenly the candidates cover the chain,
-and the median error says how far they lie. ``--fill-radius`` sets `fill_ridges`' radius (0:
-the local maxima alone); ``--resolutions``, ``--snr`` (0: noise-free) and ``--recipe`` (ours, or `bench.molmap`'s, which
-no training uses) set the simulated maps;
-``--with-seen`` adds the real maps the detector trained on, marked as such (whether training on
+the median error says how far they lie, and the error correlation
+(`neighbour_error_correlation`) whether neighbours lie off together. ``--fill-radius`` sets
+`fill_ridges`' radius (0: the local maxima alone); ``--resolutions``, ``--snr`` (0:
+noise-free) and ``--recipe`` (ours, or `bench.molmap`'s, which no training uses) set the
+simulated maps; ``--with-seen`` adds the real maps the detector trained on, marked as such (whether training on
 a map places its Cα any nearer; no such row is a figure of the detector's).
 """
 
@@ -50,6 +51,9 @@ from .molmap import MOLMAP_SNR, molmap_map
 RESOLUTIONS = (2.5, 3.0, 3.5, 4.0)
 #: Å: a candidate this close to its nearest deposited Cα covers that residue (`coverage`).
 COVER_DISTANCE = 2.5
+#: Å: reference Cα this near the next one in the file are consecutive residues (3.8 Å apart;
+#: a chain break or the next chain lies farther).
+CHAIN_STEP = 4.2
 #: Noise of the simulated benchmark maps (signal variance / noise variance in the envelope).
 BENCH_SNR = 3.0
 #: The held-out maps' recipes (``--recipe``): ``(structure, resolution Å, SNR or 0 for none,
@@ -83,6 +87,24 @@ def coverage(points_xyz: np.ndarray, reference_xyz: np.ndarray) -> tuple[int, fl
     return int(covered.sum()), float(np.median(runs)) if len(runs) else 0.0
 
 
+def neighbour_error_correlation(points_xyz: np.ndarray, reference_xyz: np.ndarray,
+                                pred_index: np.ndarray, ref_index: np.ndarray) -> float:
+    """Correlation (pooled over the three axes) of the position errors of candidates paired
+    with consecutive reference residues (``reference_xyz`` ``[R, 3]`` in chain order; residues
+    `CHAIN_STEP` Å apart or nearer count as consecutive), nan with fewer than 3 such pairs.
+
+    Near 0, the errors are independent from residue to residue, and a fit of whole runs of
+    residues to the candidates would average them down; near 1, runs lie off together (a
+    stretch shifted along its tube), which no such fit undoes."""
+    error = np.full(reference_xyz.shape, np.nan)
+    error[ref_index] = points_xyz[pred_index] - reference_xyz[ref_index]
+    consecutive = np.linalg.norm(np.diff(reference_xyz, axis=0), axis=1) <= CHAIN_STEP
+    both = consecutive & ~np.isnan(error[:-1, 0]) & ~np.isnan(error[1:, 0])
+    if both.sum() < 3:
+        return float("nan")
+    return float(np.corrcoef(error[:-1][both].ravel(), error[1:][both].ravel())[0, 1])
+
+
 def score(points_xyz: np.ndarray, reference_xyz: np.ndarray,
           probability: DensityMap | None = None) -> dict:
     """Recall, precision and median error of detected points against reference Cα, their
@@ -105,6 +127,7 @@ def score(points_xyz: np.ndarray, reference_xyz: np.ndarray,
         "recall": len(ref_index) / max(len(reference_xyz), 1),
         "precision": len(pred_index) / max(len(points_xyz), 1),
         "median_error": float(np.median(errors)) if len(errors) else float("nan"),
+        "error_correlation": neighbour_error_correlation(points_xyz, reference_xyz, pred_index, ref_index),
         "n_covered": covered,
         "median_run": run,
         **at,
@@ -120,6 +143,7 @@ def pooled(rows: list[dict]) -> dict:
         "recall": n_matched / max(n_ref, 1),
         "precision": n_matched / max(n_pred, 1),
         "median_error": float(np.nanmedian([r["median_error"] for r in rows])),
+        "error_correlation": float(np.nanmedian([r["error_correlation"] for r in rows])),
         "coverage": sum(r["n_covered"] for r in rows) / max(n_ref, 1),
         "median_run": float(np.median([r["median_run"] for r in rows])),
         "p_uncovered": float(np.nanmedian([r["p_uncovered"] for r in rows])),
@@ -221,12 +245,13 @@ def main(argv=None):
         print(f"left out, the detector trained on them: {', '.join(left_out)}")
     print(f"fill radius {args.fill_radius:g} Å (0: local maxima alone); probability: median at "
           "the deposited Cα without / with a candidate")
-    print("| data | method | recall | precision | median error (Å) | residues covered | median run "
-          "| probability without / with |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| data | method | recall | precision | median error (Å) | error correlation, next residue "
+          "| residues covered | median run | probability without / with |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for data, method, figures in table:
         print(f"| {data} | {method} | {figures['recall']:.3f} | {figures['precision']:.3f} | "
-              f"{figures['median_error']:.2f} | {figures['coverage']:.2f} | {figures['median_run']:g} "
+              f"{figures['median_error']:.2f} | {figures['error_correlation']:.2f} | "
+              f"{figures['coverage']:.2f} | {figures['median_run']:g} "
               f"| {figures['p_uncovered']:.2f} / {figures['p_covered']:.2f} |")
     for size, seconds in timing.items():
         print(f"speed {size} voxels at 1.5 Å: {seconds} s")
