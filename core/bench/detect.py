@@ -23,8 +23,9 @@ the median error says how far they lie, and the error correlation
 (`neighbour_error_correlation`) whether neighbours lie off together. ``--fill-radius`` sets
 `fill_ridges`' radius (0: the local maxima alone); ``--resolutions``, ``--snr`` (0:
 noise-free) and ``--recipe`` (ours, or `bench.molmap`'s, which no training uses) set the
-simulated maps; ``--with-seen`` adds the real maps the detector trained on, marked as such (whether training on
-a map places its Cα any nearer; no such row is a figure of the detector's).
+simulated maps; ``--with-seen`` adds the real maps the detector trained on, marked as such
+(whether training on a map places its Cα any nearer; no such row is a figure of the
+detector's).
 """
 
 from __future__ import annotations
@@ -93,8 +94,8 @@ def neighbour_error_correlation(points_xyz: np.ndarray, reference_xyz: np.ndarra
     with consecutive reference residues (``reference_xyz`` ``[R, 3]`` in chain order; residues
     `CHAIN_STEP` Å apart or nearer count as consecutive), nan with fewer than 3 such pairs.
 
-    Near 0, the errors are independent from residue to residue, and a fit of whole runs of
-    residues to the candidates would average them down; near 1, runs lie off together (a
+    Near 0, the errors are independent from residue to residue, and a joint fit of runs of
+    residues to the candidates can average them down; near 1, runs lie off together (a
     stretch shifted along its tube), which no such fit undoes."""
     error = np.full(reference_xyz.shape, np.nan)
     error[ref_index] = points_xyz[pred_index] - reference_xyz[ref_index]
@@ -222,8 +223,8 @@ def main(argv=None):
         for record in picks:
             structure = read_structure(record.path)
             density = RECIPES[args.recipe](structure, resolution, snr, rng)
-            rows += run_case(f"{record.path.name}@{resolution}/{args.recipe}", density, resolution, ca_coordinates(structure),
-                             network, options)
+            rows += run_case(f"{record.path.name}@{resolution}/{args.recipe}", density, resolution,
+                             ca_coordinates(structure), network, options)
         for method in ("network", "baseline"):
             table.append((f"{label} {resolution} Å", method, pooled([r for r in rows if r["method"] == method])))
     seen = trained_on(Path(args.checkpoint or checkpoint_path("detect")))
