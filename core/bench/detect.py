@@ -92,7 +92,8 @@ def neighbour_error_correlation(points_xyz: np.ndarray, reference_xyz: np.ndarra
                                 pred_index: np.ndarray, ref_index: np.ndarray) -> float:
     """Correlation (pooled over the three axes) of the position errors of candidates paired
     with consecutive reference residues (``reference_xyz`` ``[R, 3]`` in chain order; residues
-    `CHAIN_STEP` Å apart or nearer count as consecutive), nan with fewer than 3 such pairs.
+    `CHAIN_STEP` Å apart or nearer count as consecutive), nan with fewer than 3 such pairs or
+    errors that do not vary.
 
     Near 0, the errors are independent from residue to residue, and a joint fit of runs of
     residues to the candidates can average them down; near 1, runs lie off together (a
@@ -101,9 +102,10 @@ def neighbour_error_correlation(points_xyz: np.ndarray, reference_xyz: np.ndarra
     error[ref_index] = points_xyz[pred_index] - reference_xyz[ref_index]
     consecutive = np.linalg.norm(np.diff(reference_xyz, axis=0), axis=1) <= CHAIN_STEP
     both = consecutive & ~np.isnan(error[:-1, 0]) & ~np.isnan(error[1:, 0])
-    if both.sum() < 3:
+    first, second = error[:-1][both].ravel(), error[1:][both].ravel()
+    if both.sum() < 3 or first.std() == 0 or second.std() == 0:
         return float("nan")
-    return float(np.corrcoef(error[:-1][both].ravel(), error[1:][both].ravel())[0, 1])
+    return float(np.corrcoef(first, second)[0, 1])
 
 
 def score(points_xyz: np.ndarray, reference_xyz: np.ndarray,
