@@ -134,6 +134,11 @@ class BuiltModel:
         """CA positions, float32 ``[R, 3]`` Å (0 where a residue has no CA)."""
         return self.atom_positions[:, _CA_SLOT]
 
+    def follows(self) -> np.ndarray:
+        """bool ``[R - 1]``: residue ``i + 1`` follows residue ``i`` in its chain (same chain,
+        next residue number), so the two are bonded neighbours."""
+        return (self.chain_id[1:] == self.chain_id[:-1]) & (np.diff(self.residue_number) == 1)
+
     def chains(self) -> tuple[str, ...]:
         """Chain names in order of first appearance."""
         return tuple(dict.fromkeys(self.chain_id.tolist()))

@@ -251,18 +251,22 @@ def test_simulated_crops_take_their_noise_colour_from_the_range(il2_path, monkey
 
 def test_neighbour_error_correlation_tells_independent_errors_from_shifted_runs():
     """`bench.detect.neighbour_error_correlation`: near 0 for errors drawn per residue, near 1
-    for a chain moved as a whole; residues farther apart than a chain step are not neighbours."""
+    for a chain moved as a whole; residues that do not follow one another in their chain
+    (`BuiltModel.follows`) are not neighbours."""
+    import dataclasses
+
     from cryobuild.bench.detect import neighbour_error_correlation
+    from cryobuild.models import model_from_ca
 
     rng = np.random.default_rng(0)
-    reference = np.cumsum(np.tile([[3.8, 0.0, 0.0]], (400, 1)), axis=0)
+    reference = model_from_ca(np.cumsum(np.tile([[3.8, 0.0, 0.0]], (400, 1)), axis=0), np.ones(400))
     index = np.arange(400)
-    independent = reference + rng.normal(0, 1.0, reference.shape)
-    shifted = reference + rng.normal(0, 1.0, 3) + rng.normal(0, 0.1, reference.shape)
+    independent = reference.ca + rng.normal(0, 1.0, (400, 3))
+    shifted = reference.ca + rng.normal(0, 1.0, 3) + rng.normal(0, 0.1, (400, 3))
     assert abs(neighbour_error_correlation(independent, reference, index, index)) < 0.1
     assert neighbour_error_correlation(shifted, reference, index, index) > 0.9
-    apart = reference * 2  # 7.6 Å steps: no consecutive residues
-    assert np.isnan(neighbour_error_correlation(apart + 0.5, apart, index, index))
+    every_other = dataclasses.replace(reference, residue_number=2 * index)  # no residue follows
+    assert np.isnan(neighbour_error_correlation(shifted, every_other, index, index))
 
 
 def test_coverage_counts_the_residues_a_candidate_is_nearest_to_and_their_runs():
@@ -277,11 +281,12 @@ def test_coverage_counts_the_residues_a_candidate_is_nearest_to_and_their_runs()
     assert coverage(np.zeros((0, 3)), chain) == (0, 0.0)
     # the probability at the residues without a candidate and with one, read from the map
     from cryobuild.bench.detect import score
+    from cryobuild.models import model_from_ca
 
     grid = np.zeros((3, 3, 40), dtype=np.float32)
     grid[:, :, :] = 0.9
     grid[:, :, 12:] = 0.2  # from x = 12 Å: residues 4-9, of which 5 and 6 are covered
-    figures = score(candidates, chain, DensityMap(grid, 1.0, (0.0, -1.0, -1.0)))
+    figures = score(candidates, model_from_ca(chain, np.ones(len(chain))), DensityMap(grid, 1.0, (0.0, -1.0, -1.0)))
     assert figures["p_covered"] == pytest.approx(0.9) and figures["p_uncovered"] == pytest.approx(0.2)
 
 

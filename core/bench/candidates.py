@@ -49,8 +49,7 @@ def _shifted(reference, top: float, rng: np.random.Generator) -> np.ndarray:
     alike towards its next (or previous) residue by a share of the step drawn from [-top, top]."""
     ca = reference.ca
     xyz = ca.copy()
-    breaks = np.flatnonzero((reference.chain_id[1:] != reference.chain_id[:-1])
-                            | (np.diff(reference.residue_number) != 1)) + 1
+    breaks = np.flatnonzero(~reference.follows()) + 1
     for run in np.split(np.arange(len(ca)), breaks):
         for start in range(0, len(run), SHIFT_STRETCH):
             delta = rng.uniform(-top, top)

@@ -38,23 +38,20 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoints import checkpoint_path, trained_on
-from ..data import ca_coordinates, default_split, dev_cases, read_structure
+from ..data import default_split, dev_cases, read_structure
 from ..detect.baseline import detect_calphas_baseline
 from ..features import standardise
 from ..detect.inference import DETECTION_VOXEL, DetectionOptions, detect_calphas
 from ..detect.network import load_detector
 from ..evaluate import match_calpha
 from ..maps import DensityMap, read_map
-from ..models import read_model
+from ..models import BuiltModel, read_model
 from ..simulate import SimulationOptions, simulate_map
 from .molmap import MOLMAP_SNR, molmap_map
 
 RESOLUTIONS = (2.5, 3.0, 3.5, 4.0)
 #: Å: a candidate this close to its nearest deposited Cα covers that residue (`coverage`).
 COVER_DISTANCE = 2.5
-#: Å: reference Cα this near the next one in the file are consecutive residues (3.8 Å apart;
-#: a chain break or the next chain lies farther).
-CHAIN_STEP = 4.2
 #: Noise of the simulated benchmark maps (signal variance / noise variance in the envelope).
 BENCH_SNR = 3.0
 #: The held-out maps' recipes (``--recipe``): ``(structure, resolution Å, SNR or 0 for none,
@@ -88,31 +85,32 @@ def coverage(points_xyz: np.ndarray, reference_xyz: np.ndarray) -> tuple[int, fl
     return int(covered.sum()), float(np.median(runs)) if len(runs) else 0.0
 
 
-def neighbour_error_correlation(points_xyz: np.ndarray, reference_xyz: np.ndarray,
+def neighbour_error_correlation(points_xyz: np.ndarray, reference: BuiltModel,
                                 pred_index: np.ndarray, ref_index: np.ndarray) -> float:
-    """Correlation (pooled over the three axes) of the position errors of candidates paired
-    with consecutive reference residues (``reference_xyz`` ``[R, 3]`` in chain order; residues
-    `CHAIN_STEP` Å apart or nearer count as consecutive), nan with fewer than 3 such pairs or
-    errors that do not vary.
+    """Correlation (pooled over the three axes) of the position errors of the candidates
+    ``points_xyz[pred_index]`` paired with reference residues ``ref_index`` (`match_calpha`),
+    over the pairs of residues of which one follows the other in its chain
+    (`BuiltModel.follows`); nan with fewer than 3 such pairs or errors that do not vary.
 
     Near 0, the errors are independent from residue to residue, and a joint fit of runs of
     residues to the candidates can average them down; near 1, runs lie off together (a
     stretch shifted along its tube), which no such fit undoes."""
-    error = np.full(reference_xyz.shape, np.nan)
-    error[ref_index] = points_xyz[pred_index] - reference_xyz[ref_index]
-    consecutive = np.linalg.norm(np.diff(reference_xyz, axis=0), axis=1) <= CHAIN_STEP
-    both = consecutive & ~np.isnan(error[:-1, 0]) & ~np.isnan(error[1:, 0])
+    error = np.full((reference.num_residues, 3), np.nan)
+    error[ref_index] = points_xyz[pred_index] - reference.ca[ref_index]
+    both = reference.follows() & ~np.isnan(error[:-1, 0]) & ~np.isnan(error[1:, 0])
     first, second = error[:-1][both].ravel(), error[1:][both].ravel()
     if both.sum() < 3 or first.std() == 0 or second.std() == 0:
         return float("nan")
     return float(np.corrcoef(first, second)[0, 1])
 
 
-def score(points_xyz: np.ndarray, reference_xyz: np.ndarray,
+def score(points_xyz: np.ndarray, reference: BuiltModel,
           probability: DensityMap | None = None) -> dict:
-    """Recall, precision and median error of detected points against reference Cα, their
-    `coverage` of the chain, and (given the ``probability`` map) the median probability at the
-    reference Cα without and with a candidate (nan where there are none)."""
+    """Recall, precision and median error of detected points against the ``reference`` model's
+    Cα, the `neighbour_error_correlation` of their errors, their `coverage` of the chain, and
+    (given the ``probability`` map) the median probability at the reference Cα without and
+    with a candidate (nan where there are none)."""
+    reference_xyz = reference.ca
     pred_index, ref_index = match_calpha(points_xyz, reference_xyz)
     errors = np.linalg.norm(points_xyz[pred_index] - reference_xyz[ref_index], axis=1)
     covered, run = coverage(points_xyz, reference_xyz)
@@ -130,7 +128,7 @@ def score(points_xyz: np.ndarray, reference_xyz: np.ndarray,
         "recall": len(ref_index) / max(len(reference_xyz), 1),
         "precision": len(pred_index) / max(len(points_xyz), 1),
         "median_error": float(np.median(errors)) if len(errors) else float("nan"),
-        "error_correlation": neighbour_error_correlation(points_xyz, reference_xyz, pred_index, ref_index),
+        "error_correlation": neighbour_error_correlation(points_xyz, reference, pred_index, ref_index),
         "n_covered": covered,
         "median_run": run,
         **at,
@@ -155,7 +153,7 @@ def pooled(rows: list[dict]) -> dict:
     }
 
 
-def run_case(name: str, density: DensityMap, resolution: float | None, reference: np.ndarray,
+def run_case(name: str, density: DensityMap, resolution: float | None, reference: BuiltModel,
              network, options) -> list[dict]:
     rows = []
     start = time.time()
@@ -226,7 +224,7 @@ def main(argv=None):
             structure = read_structure(record.path)
             density = RECIPES[args.recipe](structure, resolution, snr, rng)
             rows += run_case(f"{record.path.name}@{resolution}/{args.recipe}", density, resolution,
-                             ca_coordinates(structure), network, options)
+                             read_model(record.path), network, options)
         for method in ("network", "baseline"):
             table.append((f"{label} {resolution} Å", method, pooled([r for r in rows if r["method"] == method])))
     seen = trained_on(Path(args.checkpoint or checkpoint_path("detect")))
@@ -234,7 +232,7 @@ def main(argv=None):
     for case in dev_cases():
         if case.model_path is None or (case.name in seen and not args.with_seen):
             continue
-        rows = run_case(case.name, read_map(case.map_path), case.resolution, read_model(case.model_path).ca,
+        rows = run_case(case.name, read_map(case.map_path), case.resolution, read_model(case.model_path),
                         network, options)
         mark = ", trained on it" if case.name in seen else ""
         for row in rows:

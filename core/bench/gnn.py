@@ -106,11 +106,6 @@ def _rmsd(squared: np.ndarray) -> float:
     return float(np.sqrt(squared.mean())) if squared.size else float("nan")
 
 
-def _follows(reference: BuiltModel) -> np.ndarray:
-    """bool ``[R - 1]``: reference residue ``i + 1`` follows residue ``i`` in its chain."""
-    return (reference.chain_id[1:] == reference.chain_id[:-1]) & (np.diff(reference.residue_number) == 1)
-
-
 def chain_error_parts(ca: np.ndarray, reference: BuiltModel, residues: np.ndarray | None = None
                       ) -> tuple[float, float]:
     """Rms per axis (Å) of the error of ``ca`` ``[M, 3]``, the positions of reference residues
@@ -118,7 +113,7 @@ def chain_error_parts(ca: np.ndarray, reference: BuiltModel, residues: np.ndarra
     from the reference's Cα(i-1) to Cα(i+1)) and across it (the two other axes), over the
     residues whose both neighbours follow in their chain."""
     residues = np.arange(len(ca)) if residues is None else np.asarray(residues)
-    follows = _follows(reference)
+    follows = reference.follows()
     inner = np.zeros(reference.num_residues, dtype=bool)
     inner[1:-1] = follows[:-1] & follows[1:]
     keep = inner[residues]
@@ -144,7 +139,7 @@ def score_refinement(output, reference: BuiltModel) -> dict[str, float]:
     side = reference.atom_mask & output.atom14_mask & right[:, None]
     side[:, :_SIDECHAIN_START] = False
     side_sq = ((output.atom14_positions - reference.atom_positions) ** 2).sum(-1)
-    followed = np.flatnonzero(_follows(reference))
+    followed = np.flatnonzero(reference.follows())
     c_to_n = output.atom14_positions[followed, 2] - output.atom14_positions[followed, 0]
     towards_next = reference.ca[followed + 1] - reference.ca[followed]
     along, across = chain_error_parts(output.translations, reference)

@@ -100,8 +100,7 @@ def secondary_structure(reference) -> np.ndarray:
     neither, from its Cα trace (module constants), each run of consecutive residue numbers of a
     chain on its own."""
     ca, labels = reference.ca, np.zeros(reference.num_residues, dtype=np.int64)
-    run_breaks = np.flatnonzero((reference.chain_id[1:] != reference.chain_id[:-1])
-                                | (np.diff(reference.residue_number) != 1)) + 1
+    run_breaks = np.flatnonzero(~reference.follows()) + 1
     for run in np.split(np.arange(reference.num_residues), run_breaks):
         def spans(k):
             out = np.full(len(run), np.nan)
@@ -174,8 +173,7 @@ def neighbour_pairs(node_ca: np.ndarray, reference) -> np.ndarray:
     consecutive residues of one chain, ``a``'s partner first; ``node_ca`` ``[N, 3]`` Å."""
     nodes, partners = match_calpha(node_ca, reference.ca)
     node_of = dict(zip(partners.tolist(), nodes.tolist()))
-    following = np.flatnonzero((reference.chain_id[1:] == reference.chain_id[:-1])
-                               & (np.diff(reference.residue_number) == 1))
+    following = np.flatnonzero(reference.follows())
     pairs = [(node_of[r], node_of[r + 1]) for r in following.tolist()
              if r in node_of and r + 1 in node_of]
     return np.array(pairs, dtype=np.int64).reshape(-1, 2)
