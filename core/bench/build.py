@@ -33,9 +33,8 @@ from ..models import read_model
 from ..pipeline import BuildOptions, Networks
 from ..residues import AA_ORDER
 from ..sequences import Sequence, read_fasta
-from ..simulate import SimulationOptions, simulate_map
 from ..validation import validate_geometry
-from .molmap import MOLMAP_SNR, molmap_map
+from .molmap import MOLMAP_SNR, RECIPES
 
 #: Noise of the simulated maps (signal variance / noise variance in the envelope).
 BENCH_SNR = 3.0
@@ -108,7 +107,7 @@ def main(argv=None):
     add_threader_args(parser, checkpoint=True)
     parser.add_argument("--no-dev", action="store_true", help="skip the dev maps")
     parser.add_argument("--recipes", nargs="*", default=["simulate", "molmap"],
-                        choices=["simulate", "molmap"], help="simulation recipes of the held-out maps")
+                        choices=sorted(RECIPES), help="simulation recipes of the held-out maps")
     parser.add_argument("--snr", type=float, default=BENCH_SNR,
                         help=f"SNR of our simulator's maps (default {BENCH_SNR:g})")
     parser.add_argument("--molmap-snr", type=float, default=MOLMAP_SNR,
@@ -127,12 +126,9 @@ def main(argv=None):
     validation = sorted(default_split()["validation"], key=lambda r: r.num_residues)
     picks = [r for r in validation if 80 <= r.num_residues <= 400]
     picks = picks[:: max(len(picks) // args.cases, 1)][: args.cases]
-    recipes = {
-        "simulate": lambda st, d, rng: simulate_map(st, SimulationOptions(resolution=d, snr=args.snr), rng),
-        "molmap": lambda st, d, rng: molmap_map(st, d, rng, snr=args.molmap_snr),
-    }
+    snr = {"simulate": args.snr, "molmap": args.molmap_snr}
     for resolution in args.resolutions:
-        for recipe, make_map in recipes.items():
+        for recipe, make_map in RECIPES.items():
             if recipe not in args.recipes:
                 continue
             rng = np.random.default_rng(int(resolution * 10))
@@ -140,7 +136,7 @@ def main(argv=None):
             for record in picks:
                 structure = read_structure(record.path)
                 reference = read_model(record.path)
-                density = make_map(structure, resolution, rng)
+                density = make_map(structure, resolution, snr[recipe], rng)
                 rows.append(run_case(f"{record.path.name}@{resolution}/{recipe}", density,
                                      model_sequences(reference), reference,
                                      dataclasses.replace(options, resolution=resolution), networks))

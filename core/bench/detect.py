@@ -46,22 +46,13 @@ from ..detect.network import load_detector
 from ..evaluate import match_calpha
 from ..maps import DensityMap, read_map
 from ..models import BuiltModel, read_model
-from ..simulate import SimulationOptions, simulate_map
-from .molmap import MOLMAP_SNR, molmap_map
+from .molmap import MOLMAP_SNR, RECIPES
 
 RESOLUTIONS = (2.5, 3.0, 3.5, 4.0)
 #: Å: a candidate this close to its nearest deposited Cα covers that residue (`coverage`).
 COVER_DISTANCE = 2.5
 #: Noise of the simulated benchmark maps (signal variance / noise variance in the envelope).
 BENCH_SNR = 3.0
-#: The held-out maps' recipes (``--recipe``): ``(structure, resolution Å, SNR or 0 for none,
-#: rng) -> DensityMap``.
-RECIPES = {
-    "simulate": lambda structure, resolution, snr, rng: simulate_map(
-        structure, SimulationOptions(resolution=resolution, snr=snr or None), rng),
-    "molmap": lambda structure, resolution, snr, rng: molmap_map(
-        structure, resolution, rng, snr=snr or float("inf")),
-}
 
 
 def covered_residues(points_xyz: np.ndarray, reference_xyz: np.ndarray) -> np.ndarray:

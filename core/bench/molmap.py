@@ -14,7 +14,7 @@ import numpy as np
 
 from ..maps import DensityMap
 
-__all__ = ["MOLMAP_SD_PER_RESOLUTION", "MOLMAP_SNR", "molmap_map"]
+__all__ = ["MOLMAP_SD_PER_RESOLUTION", "MOLMAP_SNR", "RECIPES", "molmap_map"]
 
 #: Gaussian sd of an atom per Å of resolution (ChimeraX ``molmap`` sigmaFactor).
 MOLMAP_SD_PER_RESOLUTION = 0.225
@@ -55,3 +55,19 @@ def molmap_map(structure, resolution: float, rng: np.random.Generator, *, voxel_
     noise = gaussian_filter(rng.standard_normal(signal.shape), sigma)
     noise *= np.sqrt(signal[envelope].var() / snr) / max(float(noise.std()), 1e-12)
     return DensityMap((signal + noise).astype(np.float32), np.full(3, voxel_size), origin)
+
+
+def _simulated(structure, resolution: float, snr: float, rng: np.random.Generator) -> DensityMap:
+    from ..simulate import SimulationOptions, simulate_map
+
+    return simulate_map(structure, SimulationOptions(resolution=resolution, snr=snr or None), rng)
+
+
+#: The recipes the benchmarks make held-out maps by (``bench.build --recipes``, ``bench.detect
+#: --recipe``): ``(structure, resolution Å, SNR, rng) -> DensityMap``, an SNR of 0 (or inf)
+#: meaning no noise. ``simulate`` is the training maps' simulator, ``molmap`` this module's.
+RECIPES = {
+    "simulate": _simulated,
+    "molmap": lambda structure, resolution, snr, rng: molmap_map(
+        structure, resolution, rng, snr=snr or float("inf")),
+}
