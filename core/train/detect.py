@@ -63,9 +63,10 @@ class Augmentation:
     #: `SimulationOptions.noise_colour` range. (1, 1), noise shaped like the signal, is what the
     #: bundled detectors trained on. White noise low-passed (the second recipe, `bench.molmap`,
     #: SNR 1.5) holds more of its power in the shells that place a Cα: on 4 held-out structures
-    #: at 3 Å their candidates lay a median 1.06 Å off against 0.91 Å noise-free, and the builds
-    #: threaded 0.31 of the sequence, 0.48 when the same detector read the noise-free map
-    #: instead (a scratch oracle, twenty-seventh stop; docs/results_log.md). Trained 45 min with
+    #: at 3 Å their candidates lay a median 1.04 Å off against 0.90 Å noise-free (`bench.detect
+    #: --recipe molmap [--snr 0]`), and the builds threaded 0.31 of the sequence, 0.48 when the
+    #: same detector read the noise-free map instead (a scratch oracle, twenty-seventh stop;
+    #: docs/results_log.md). Trained 45 min with
     #: (0, 1) (`detect_B27`, weights/MANIFEST.md), the fold-B detector covered more of those
     #: maps' residues but placed none nearer, and the builds moved within their scatter: the
     #: default stays.
