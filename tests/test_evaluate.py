@@ -336,3 +336,22 @@ def test_bench_means_pool_the_register_and_count_failed_builds_as_zero():
     assert figure(builds, "final_ca_recall") == pytest.approx(1.4 / 3)
     assert figure(builds, "type_accuracy") == pytest.approx(0.4)
     assert np.isnan(figure(builds[1:], "final_register"))
+
+
+def test_bench_real_scores_a_build_of_a_case(il2_path, tmp_path):
+    """`bench.real.run_map` builds a case folder's map and scores it against its model (the
+    detector's candidates and the raw and final models), without an error row."""
+    from cryobuild.bench.real import network_pairs, run_map
+    from cryobuild.data import DevCase, read_structure
+    from cryobuild.maps import write_map
+    from cryobuild.pipeline import BuildOptions
+    from cryobuild.simulate import SimulationOptions, simulate_map
+
+    density = simulate_map(read_structure(il2_path), SimulationOptions(resolution=3.0),
+                           np.random.default_rng(0))
+    map_path = write_map(density, tmp_path / "il2.mrc")
+    case = DevCase("il2", tmp_path, map_path, 3.0, il2_path, None)
+    row = run_map(case, network_pairs(None), BuildOptions(resolution=3.0, rounds=1), "cpu",
+                  type_rounds=None)
+    assert "error" not in row
+    assert row["detector_recall"] > 0.8 and row["final_ca_recall"] > 0.5

@@ -164,7 +164,7 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
     row["seconds"] = round(time.time() - started, 1)
     if keep is not None:
         write_build(result, keep / case.name, build_id=f"bench.real {pair.label}")
-    detected = score(result.points.xyz, reference.ca)
+    detected = score(result.points.xyz, reference)
     row.update(detector_recall=round(detected["recall"], 3), detector_precision=round(detected["precision"], 3),
                map_resolution=round(result.view.map_resolution, 2))
     if type_rounds:
