@@ -313,6 +313,60 @@ def test_the_oracle_candidates_are_what_each_mode_says(il2_path):
     assert np.all(np.linalg.norm(shifted - ca, axis=1) <= 0.5 * step + 1e-6)
 
 
+def test_fragment_oracle_averages_independent_errors_and_fills_missing_residues(il2_path):
+    """bench.candidates ``fragments:K``: rigid fits of the deposited fragments to candidates
+    with independent errors of 0.8 Å per axis bring them nearer than they were, give residues
+    without a candidate a position, and keep the candidates far from the protein."""
+    from cryobuild.bench.candidates import oracle_points
+    from cryobuild.models import read_model
+    from cryobuild.points import CalphaPoints
+
+    reference = read_model(il2_path)
+    ca = reference.ca
+    rng = np.random.default_rng(1)
+    kept = rng.random(len(ca)) >= 0.2
+    noisy = ca[kept] + rng.normal(0.0, 0.8, (int(kept.sum()), 3))
+    detected = CalphaPoints(np.concatenate([noisy, [[500.0, 0, 0]]]), np.full(len(noisy) + 1, 0.6))
+    fitted = oracle_points("fragments:8", reference, detected, rng).xyz
+    # every residue, then the candidates farther than NEAR from the protein, in their order
+    assert len(fitted) > len(ca) and np.allclose(fitted[-1], [500.0, 0, 0])
+    before = np.median(np.linalg.norm(noisy - ca[kept], axis=1))
+    after = np.linalg.norm(fitted[:len(ca)] - ca, axis=1)
+    assert np.median(after) < 0.7 * before
+    assert np.median(after[~kept]) < before
+
+
+def test_library_oracle_fits_the_library_fragment_that_matches(il2_path, monkeypatch):
+    """bench.candidates ``library:K``: given a library holding the deposited windows besides
+    straight ones, each window of noisy candidates is fitted by its own deposited window (it
+    fits best), as ``fragments:K`` fits it; averaging the best few still brings the candidates
+    nearer; a library of straight fragments does not."""
+    import cryobuild.bench.candidates as candidates
+    from cryobuild.models import read_model
+    from cryobuild.points import CalphaPoints
+
+    reference = read_model(il2_path)
+    ca = reference.ca.astype(np.float64)
+    rng = np.random.default_rng(2)
+    noisy = ca + rng.normal(0.0, 0.5, ca.shape)
+    detected = CalphaPoints(noisy, np.full(len(ca), 0.6))
+    run = np.arange(np.flatnonzero(~reference.follows())[0] + 1)  # the first chain run
+    windows = np.stack([ca[run[i:i + 8]] for i in range(len(run) - 7)])
+    straight = np.arange(8)[:, None] * np.array([3.8, 0.0, 0.0])
+    library = np.concatenate([windows, np.repeat(straight[None], 50, axis=0)])
+    averaged = candidates.oracle_points("library:8", reference, detected, rng, library).xyz
+    lines = candidates.oracle_points("library:8", reference, detected, rng, straight[None]).xyz
+    # with little noise, each window's own deposited window is the one that fits best
+    near = CalphaPoints(ca + rng.normal(0.0, 0.05, ca.shape), np.full(len(ca), 0.6))
+    monkeypatch.setattr(candidates, "LIBRARY_BEST", 1)
+    best = candidates.oracle_points("library:8", reference, near, rng, library).xyz
+    own = candidates.oracle_points("fragments:8", reference, near, rng).xyz
+    np.testing.assert_allclose(best[run], own[run], atol=0.1)  # helical windows nearly alike
+    error = {name: np.median(np.linalg.norm(xyz[run] - ca[run], axis=1))
+             for name, xyz in (("noisy", noisy), ("averaged", averaged), ("lines", lines))}
+    assert error["averaged"] < error["noisy"] < error["lines"]
+
+
 def test_detection_loss_weights_its_offset_term():
     """`train.detect.detection_loss`: the offset L1 enters the total ``offset_weight`` times."""
     from cryobuild.train.detect import detection_loss, make_targets

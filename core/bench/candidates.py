@@ -16,6 +16,17 @@ property of the candidates holds the builds back (README, "What holds the bars b
 * ``nearest``: each detector candidate within `NEAR` Å moved onto the deposited Cα it is
   nearest to (one per residue), the others kept: the detector's coverage of the chain with
   exact positions.
+* ``fragments:K``: the upper bound of a local fit of the detector's candidates to known
+  geometry. Each deposited residue takes the nearest detector candidate within `NEAR` Å (one
+  candidate per residue); every window of K consecutive deposited residues with at least
+  `FRAGMENT_MIN_SHARE` of them taken has its deposited Cα superposed, as one rigid body, on
+  those candidates; each residue a window covers (taken or not) goes to the mean of its
+  windows' fitted positions, and the candidates farther than `NEAR` Å are kept. It knows each
+  candidate's residue and each fragment's exact shape, which a build would have to infer.
+* ``library:K``: as ``fragments:K``, but each window's shape is not the deposited one: the
+  mean of the `LIBRARY_BEST` fragments of K residues that fit its candidates best, of
+  `LIBRARY_SIZE` drawn from the training structures (`fragment_library`). It still knows each
+  candidate's residue.
 
 Every candidate gets the median score of the detector's own. The draws are seeded by the
 build's seed. Prints one JSON line per build (`bench.real.run_map`), then per map the means
@@ -35,13 +46,20 @@ from ..pipeline import BuildOptions
 from ..points import CalphaPoints
 from .real import BANDS, modelled_cases, network_pairs, run_map
 
-__all__ = ["MODES", "oracle_points", "main"]
+__all__ = ["MODES", "fragment_library", "oracle_points", "main"]
 
 #: Å: a candidate this near a deposited Cα is on the protein (`bench.detect.COVER_DISTANCE`).
 NEAR = 2.5
 #: Residues moved alike by ``shift:D``.
 SHIFT_STRETCH = 8
-MODES = ("deposited", "noise", "false", "drop", "shift", "nearest")
+#: ``fragments:K``, ``library:K``: the share of a window's residues that must hold a candidate
+#: for its fit.
+FRAGMENT_MIN_SHARE = 0.5
+#: ``library:K``: fragments drawn for the library, and how many of the best-fitting ones a
+#: window's fit averages.
+LIBRARY_SIZE = 20_000
+LIBRARY_BEST = 10
+MODES = ("deposited", "noise", "false", "drop", "shift", "nearest", "fragments", "library")
 
 
 def _shifted(reference, top: float, rng: np.random.Generator) -> np.ndarray:
@@ -60,10 +78,76 @@ def _shifted(reference, top: float, rng: np.random.Generator) -> np.ndarray:
     return xyz
 
 
-def oracle_points(mode: str, reference, detected: CalphaPoints, rng: np.random.Generator
-                  ) -> CalphaPoints:
+def _superposed(moving: np.ndarray, target: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``points`` ``[L, P, 3]`` each moved by the rigid motion that best superposes its
+    ``moving`` ``[L, M, 3]`` on ``target`` ``[M, 3]`` (M >= 3; least squares, Kabsch 1976), and
+    each fit's residual sum of squares ``[L]`` (Å²)."""
+    mc = moving - moving.mean(1, keepdims=True)
+    tc = target - target.mean(0)
+    u, singular, vt = np.linalg.svd(np.einsum("lmi,mj->lij", mc, tc))
+    d = np.sign(np.linalg.det(u @ vt))
+    singular[:, 2] *= d
+    u[:, :, 2] *= d[:, None]
+    rotation = u @ vt  # row vectors: x -> x @ rotation
+    residual = (mc**2).sum((1, 2)) + (tc**2).sum() - 2 * singular.sum(1)
+    moved = np.einsum("lpi,lij->lpj", points - moving.mean(1, keepdims=True), rotation)
+    return moved + target.mean(0), np.maximum(residual, 0.0)
+
+
+def fragment_library(window: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Cα fragments ``[count, window, 3]`` (Å): windows of ``window`` consecutive residues drawn
+    at random from the training structures (`data.default_split`, which keeps the real maps'
+    proteins out), the shapes ``library:K`` fits (module docstring)."""
+    from ..data import default_split
+
+    fragments = []
+    for record in default_split()["train"]:
+        model = read_model(record.path)
+        breaks = np.flatnonzero(~model.follows()) + 1
+        for run in np.split(np.arange(model.num_residues), breaks):
+            for first in range(len(run) - window + 1):
+                fragments.append(model.ca[run[first:first + window]])
+    fragments = np.asarray(fragments, dtype=np.float64)
+    return fragments[rng.choice(len(fragments), min(count, len(fragments)), replace=False)]
+
+
+def _fragment_fitted(reference, detected: CalphaPoints, window: int,
+                     library: np.ndarray | None = None) -> np.ndarray:
+    """``fragments:K`` or, given a ``library`` ``[L, K, 3]``, ``library:K`` (module docstring):
+    the fitted Cα ``[F, 3]`` and the detector's candidates farther than `NEAR` Å from every
+    deposited Cα."""
+    ca = reference.ca.astype(np.float64)
+    distance, nearest = cKDTree(ca).query(detected.xyz)
+    taken = np.full(len(ca), -1)
+    for k in np.argsort(distance):  # each residue takes its nearest candidate
+        if distance[k] <= NEAR and taken[nearest[k]] < 0:
+            taken[nearest[k]] = k
+    total, count = np.zeros_like(ca), np.zeros(len(ca))
+    breaks = np.flatnonzero(~reference.follows()) + 1
+    for run in np.split(np.arange(len(ca)), breaks):
+        for first in range(max(len(run) - window, 0) + 1):
+            rows = run[first:first + window]
+            held = taken[rows] >= 0
+            if held.sum() < max(3, FRAGMENT_MIN_SHARE * len(rows)):
+                continue
+            target = detected.xyz[taken[rows[held]]].astype(np.float64)
+            if library is None or len(rows) < window:
+                shapes = ca[rows][None]
+            else:
+                shapes = library
+            moved, residual = _superposed(shapes[:, held], target, shapes)
+            best = np.argsort(residual)[:LIBRARY_BEST]
+            total[rows] += moved[best].mean(0)
+            count[rows] += 1
+    fitted = total[count > 0] / count[count > 0, None]
+    return np.concatenate([fitted, detected.xyz[distance > NEAR]])
+
+
+def oracle_points(mode: str, reference, detected: CalphaPoints, rng: np.random.Generator,
+                  library: np.ndarray | None = None) -> CalphaPoints:
     """The candidates of ``mode`` (module docstring; ``"noise:0.6"`` etc.) for the deposited
-    model ``reference``, from the detector's candidates ``detected``."""
+    model ``reference``, from the detector's candidates ``detected`` (``library:K`` fits the
+    fragments of ``library``, `fragment_library`)."""
     name, _, value = mode.partition(":")
     ca = reference.ca
     distance, nearest = cKDTree(ca).query(detected.xyz)
@@ -80,15 +164,19 @@ def oracle_points(mode: str, reference, detected: CalphaPoints, rng: np.random.G
     elif name == "nearest":
         near = distance <= NEAR
         xyz = np.concatenate([ca[np.unique(nearest[near])], detected.xyz[~near]])
+    elif name == "fragments":
+        xyz = _fragment_fitted(reference, detected, int(value))
+    elif name == "library":
+        xyz = _fragment_fitted(reference, detected, int(value), library)
     else:
-        raise ValueError(f"mode must be one of {MODES} (with :VALUE for noise, drop, shift), got {mode!r}")
+        raise ValueError(f"mode must be one of {MODES} (with :VALUE for noise, drop, shift, fragments, library), got {mode!r}")
     score = float(np.median(detected.score)) if len(detected) else 0.5
     return CalphaPoints(xyz, np.full(len(xyz), score, np.float32))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", help="deposited, noise:S, false, drop:F, shift:D or nearest")
+    parser.add_argument("mode", help="deposited, noise:S, false, drop:F, shift:D, nearest, fragments:K or library:K")
     parser.add_argument("--networks", nargs="*", default=None, metavar="DETECTOR.pt,GNN.pt",
                         help="network pairs, tried in order, as bench.real's (default: the bundled ones)")
     parser.add_argument("--cases", nargs="*", default=None, help="only these map folders (names)")
@@ -100,10 +188,13 @@ def main(argv=None):
 
     state = {}
     detect = inference.detect_calphas
+    name, _, value = args.mode.partition(":")
+    library = (fragment_library(int(value), LIBRARY_SIZE, np.random.default_rng(0))
+               if name == "library" else None)
 
     def replaced(view, network, options=inference.DetectionOptions(), **kwargs):
         result = detect(view, network, options, **kwargs)
-        points = oracle_points(args.mode, state["reference"], result.points, state["rng"])
+        points = oracle_points(args.mode, state["reference"], result.points, state["rng"], library)
         return inference.DetectionResult(points, result.probability)
 
     inference.detect_calphas = replaced  # the build imports it from the module when it runs
