@@ -139,6 +139,11 @@ class BuiltModel:
         next residue number), so the two are bonded neighbours."""
         return (self.chain_id[1:] == self.chain_id[:-1]) & (np.diff(self.residue_number) == 1)
 
+    def runs(self) -> list[np.ndarray]:
+        """The runs of bonded neighbours (`follows`), in order: int64 row arrays that together
+        hold every residue once."""
+        return np.split(np.arange(self.num_residues), np.flatnonzero(~self.follows()) + 1)
+
     def chains(self) -> tuple[str, ...]:
         """Chain names in order of first appearance."""
         return tuple(dict.fromkeys(self.chain_id.tolist()))

@@ -350,7 +350,7 @@ def test_library_oracle_fits_the_library_fragment_that_matches(il2_path, monkeyp
     rng = np.random.default_rng(2)
     noisy = ca + rng.normal(0.0, 0.5, ca.shape)
     detected = CalphaPoints(noisy, np.full(len(ca), 0.6))
-    run = np.arange(np.flatnonzero(~reference.follows())[0] + 1)  # the first chain run
+    run = reference.runs()[0]
     windows = np.stack([ca[run[i:i + 8]] for i in range(len(run) - 7)])
     straight = np.arange(8)[:, None] * np.array([3.8, 0.0, 0.0])
     library = np.concatenate([windows, np.repeat(straight[None], 50, axis=0)])

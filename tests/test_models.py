@@ -232,3 +232,15 @@ def test_cif_items_are_written_and_the_model_still_reads(tmp_path):
     _assert_same(read_model(path), model)
     with pytest.raises(InputError, match="mmCIF items"):
         write_model(model, tmp_path / "m.pdb", cif_items={"_cryobuild.build_id": "x"})
+
+
+def test_runs_split_the_residues_where_one_does_not_follow_the_last():
+    """`BuiltModel.runs`: a new chain, or a gap in the residue numbers, starts a run; the runs
+    hold every residue once, in order."""
+    model = model_from_ca(np.arange(18, dtype=np.float32).reshape(6, 3) * 3.8, np.ones(6))
+    model = BuiltModel(model.atom_positions, model.atom_mask, model.aatype,
+                       residue_number=np.array([1, 2, 3, 5, 6, 1]),
+                       chain_id=np.array(["A", "A", "A", "A", "A", "B"]),
+                       confidence=model.confidence)
+    assert model.follows().tolist() == [True, True, False, True, False]
+    assert [run.tolist() for run in model.runs()] == [[0, 1, 2], [3, 4], [5]]

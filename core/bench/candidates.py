@@ -67,8 +67,7 @@ def _shifted(reference, top: float, rng: np.random.Generator) -> np.ndarray:
     alike towards its next (or previous) residue by a share of the step drawn from [-top, top]."""
     ca = reference.ca
     xyz = ca.copy()
-    breaks = np.flatnonzero(~reference.follows()) + 1
-    for run in np.split(np.arange(len(ca)), breaks):
+    for run in reference.runs():
         for start in range(0, len(run), SHIFT_STRETCH):
             delta = rng.uniform(-top, top)
             for k in run[start:start + SHIFT_STRETCH]:
@@ -103,8 +102,7 @@ def fragment_library(window: int, count: int, rng: np.random.Generator) -> np.nd
     fragments = []
     for record in default_split()["train"]:
         model = read_model(record.path)
-        breaks = np.flatnonzero(~model.follows()) + 1
-        for run in np.split(np.arange(model.num_residues), breaks):
+        for run in model.runs():
             for first in range(len(run) - window + 1):
                 fragments.append(model.ca[run[first:first + window]])
     fragments = np.asarray(fragments, dtype=np.float64)
@@ -123,8 +121,7 @@ def _fragment_fitted(reference, detected: CalphaPoints, window: int,
         if distance[k] <= NEAR and taken[nearest[k]] < 0:
             taken[nearest[k]] = k
     total, count = np.zeros_like(ca), np.zeros(len(ca))
-    breaks = np.flatnonzero(~reference.follows()) + 1
-    for run in np.split(np.arange(len(ca)), breaks):
+    for run in reference.runs():
         for first in range(max(len(run) - window, 0) + 1):
             rows = run[first:first + window]
             held = taken[rows] >= 0

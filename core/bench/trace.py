@@ -100,8 +100,7 @@ def secondary_structure(reference) -> np.ndarray:
     neither, from its Cα trace (module constants), each run of consecutive residue numbers of a
     chain on its own."""
     ca, labels = reference.ca, np.zeros(reference.num_residues, dtype=np.int64)
-    run_breaks = np.flatnonzero(~reference.follows()) + 1
-    for run in np.split(np.arange(reference.num_residues), run_breaks):
+    for run in reference.runs():
         def spans(k):
             out = np.full(len(run), np.nan)
             out[:-k] = np.linalg.norm(ca[run[k:]] - ca[run[:-k]], axis=1) if len(run) > k else []
