@@ -365,6 +365,11 @@ def test_library_oracle_fits_the_library_fragment_that_matches(il2_path, monkeyp
     error = {name: np.median(np.linalg.norm(xyz[run] - ca[run], axis=1))
              for name, xyz in (("noisy", noisy), ("averaged", averaged), ("lines", lines))}
     assert error["averaged"] < error["noisy"] < error["lines"]
+    # a run shorter than the library's fragments is not fitted: its candidates stay
+    short = reference.take(run[:5])
+    kept = candidates.oracle_points("library:8", short, CalphaPoints(noisy[run[:5]], np.ones(5)),
+                                    rng, library).xyz
+    np.testing.assert_allclose(kept, noisy[run[:5]], atol=1e-5)
 
 
 def test_detection_loss_weights_its_offset_term():

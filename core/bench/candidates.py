@@ -21,12 +21,13 @@ property of the candidates holds the builds back (README, "What holds the bars b
   candidate per residue); every window of K consecutive deposited residues with at least
   `FRAGMENT_MIN_SHARE` of them taken has its deposited Cα superposed, as one rigid body, on
   those candidates; each residue a window covers (taken or not) goes to the mean of its
-  windows' fitted positions, and the candidates farther than `NEAR` Å are kept. It knows each
-  candidate's residue and each fragment's exact shape, which a build would have to infer.
+  windows' fitted positions; the candidates of residues no window fits, and those farther
+  than `NEAR` Å, are kept as they are. It knows each candidate's residue and each fragment's
+  exact shape, which a build would have to infer.
 * ``library:K``: as ``fragments:K``, but each window's shape is not the deposited one: the
   mean of the `LIBRARY_BEST` fragments of K residues that fit its candidates best, of
-  `LIBRARY_SIZE` drawn from the training structures (`fragment_library`). It still knows each
-  candidate's residue.
+  `LIBRARY_SIZE` drawn from the training structures (`fragment_library`); runs of deposited
+  residues shorter than K are not fitted. It still knows each candidate's residue.
 
 Every candidate gets the median score of the detector's own. The draws are seeded by the
 build's seed. Prints one JSON line per build (`bench.real.run_map`), then per map the means
@@ -112,8 +113,8 @@ def fragment_library(window: int, count: int, rng: np.random.Generator) -> np.nd
 def _fragment_fitted(reference, detected: CalphaPoints, window: int,
                      library: np.ndarray | None = None) -> np.ndarray:
     """``fragments:K`` or, given a ``library`` ``[L, K, 3]``, ``library:K`` (module docstring):
-    the fitted Cα ``[F, 3]`` and the detector's candidates farther than `NEAR` Å from every
-    deposited Cα."""
+    the fitted Cα ``[F, 3]``, then the candidates of the residues no window fitted, then the
+    detector's candidates farther than `NEAR` Å from every deposited Cα."""
     ca = reference.ca.astype(np.float64)
     distance, nearest = cKDTree(ca).query(detected.xyz)
     taken = np.full(len(ca), -1)
@@ -127,17 +128,17 @@ def _fragment_fitted(reference, detected: CalphaPoints, window: int,
             held = taken[rows] >= 0
             if held.sum() < max(3, FRAGMENT_MIN_SHARE * len(rows)):
                 continue
+            if library is not None and len(rows) < window:
+                continue  # no library fragment is this short: its candidates stay as they are
+            shapes = ca[rows][None] if library is None else library
             target = detected.xyz[taken[rows[held]]].astype(np.float64)
-            if library is None or len(rows) < window:
-                shapes = ca[rows][None]
-            else:
-                shapes = library
             moved, residual = _superposed(shapes[:, held], target, shapes)
             best = np.argsort(residual)[:LIBRARY_BEST]
             total[rows] += moved[best].mean(0)
             count[rows] += 1
+    unfitted = (count == 0) & (taken >= 0)
     fitted = total[count > 0] / count[count > 0, None]
-    return np.concatenate([fitted, detected.xyz[distance > NEAR]])
+    return np.concatenate([fitted, detected.xyz[taken[unfitted]], detected.xyz[distance > NEAR]])
 
 
 def oracle_points(mode: str, reference, detected: CalphaPoints, rng: np.random.Generator,
