@@ -78,20 +78,23 @@ def _shifted(reference, top: float, rng: np.random.Generator) -> np.ndarray:
     return xyz
 
 
-def _superposed(moving: np.ndarray, target: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``points`` ``[L, P, 3]`` each moved by the rigid motion that best superposes its
-    ``moving`` ``[L, M, 3]`` on ``target`` ``[M, 3]`` (M >= 3; least squares, Kabsch 1976), and
-    each fit's residual sum of squares ``[L]`` (Å²)."""
+def _superposed(moving: np.ndarray, target: np.ndarray, points: np.ndarray, best: int
+                ) -> np.ndarray:
+    """The mean of ``points`` ``[L, P, 3]`` over the ``best`` of the L fits, each moved by the
+    rigid motion that best superposes its ``moving`` ``[L, M, 3]`` on ``target`` ``[M, 3]``
+    (M >= 3; least squares, Kabsch 1976); the fits are ranked by their residual sum of
+    squares, and only the ``best`` are moved (a library has 20,000)."""
     mc = moving - moving.mean(1, keepdims=True)
     tc = target - target.mean(0)
     u, singular, vt = np.linalg.svd(np.einsum("lmi,mj->lij", mc, tc))
     d = np.sign(np.linalg.det(u @ vt))
-    singular[:, 2] *= d
-    u[:, :, 2] *= d[:, None]
+    residual = (mc**2).sum((1, 2)) - 2 * (singular[:, 0] + singular[:, 1] + d * singular[:, 2])
+    rows = np.argsort(residual)[:best]  # the target's own sum of squares is common to all
+    u, vt = u[rows], vt[rows]
+    u[:, :, 2] *= d[rows, None]
     rotation = u @ vt  # row vectors: x -> x @ rotation
-    residual = (mc**2).sum((1, 2)) + (tc**2).sum() - 2 * singular.sum(1)
-    moved = np.einsum("lpi,lij->lpj", points - moving.mean(1, keepdims=True), rotation)
-    return moved + target.mean(0), np.maximum(residual, 0.0)
+    moved = np.einsum("lpi,lij->lpj", points[rows] - moving[rows].mean(1, keepdims=True), rotation)
+    return moved.mean(0) + target.mean(0)
 
 
 def fragment_library(window: int, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -132,9 +135,7 @@ def _fragment_fitted(reference, detected: CalphaPoints, window: int,
                 continue  # no library fragment is this short: its candidates stay as they are
             shapes = ca[rows][None] if library is None else library
             target = detected.xyz[taken[rows[held]]].astype(np.float64)
-            moved, residual = _superposed(shapes[:, held], target, shapes)
-            best = np.argsort(residual)[:LIBRARY_BEST]
-            total[rows] += moved[best].mean(0)
+            total[rows] += _superposed(shapes[:, held], target, shapes, LIBRARY_BEST)
             count[rows] += 1
     unfitted = (count == 0) & (taken >= 0)
     fitted = total[count > 0] / count[count > 0, None]
