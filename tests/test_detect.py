@@ -372,6 +372,28 @@ def test_library_oracle_fits_the_library_fragment_that_matches(il2_path, monkeyp
     np.testing.assert_allclose(kept, noisy[run[:5]], atol=1e-5)
 
 
+def test_oracle_candidates_stand_in_for_the_detector_while_active(il2_path, il2_view_3A):
+    """bench.candidates.OracleCandidates: inside it, `inference.detect_calphas` returns the
+    mode's candidates for the model given to `use` (what `bench.real.run_map` builds from, in
+    bench.candidates and bench.trace); outside it, the detector's own again."""
+    from cryobuild.bench.candidates import OracleCandidates
+    from cryobuild.detect import inference
+    from cryobuild.detect.network import load_detector
+    from cryobuild.models import read_model
+
+    reference, view = read_model(il2_path), il2_view_3A[0]
+    network = load_detector()
+    original = inference.detect_calphas
+    with OracleCandidates("deposited") as oracle:
+        oracle.use(reference, np.random.default_rng(0))
+        np.testing.assert_allclose(inference.detect_calphas(view, network).points.xyz, reference.ca)
+    assert inference.detect_calphas is original
+    own = original(view, network).points.xyz
+    assert own.shape != reference.ca.shape or not np.allclose(own, reference.ca)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        OracleCandidates("perfect")
+
+
 def test_detection_loss_weights_its_offset_term():
     """`train.detect.detection_loss`: the offset L1 enters the total ``offset_weight`` times."""
     from cryobuild.train.detect import detection_loss, make_targets

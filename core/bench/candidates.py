@@ -47,7 +47,7 @@ from ..pipeline import BuildOptions
 from ..points import CalphaPoints
 from .real import BANDS, modelled_cases, network_pairs, run_map
 
-__all__ = ["MODES", "fragment_library", "oracle_points", "main"]
+__all__ = ["MODES", "OracleCandidates", "fragment_library", "oracle_points", "main"]
 
 #: Å: a candidate this near a deposited Cα is on the protein (`bench.detect.COVER_DISTANCE`).
 NEAR = 2.5
@@ -173,6 +173,40 @@ def oracle_points(mode: str, reference, detected: CalphaPoints, rng: np.random.G
     return CalphaPoints(xyz, np.full(len(xyz), score, np.float32))
 
 
+class OracleCandidates:
+    """While active (a context manager), every `inference.detect_calphas` returns the oracle
+    candidates of ``mode`` (module docstring) for the deposited model given to `use`, in place
+    of the detector's. Builds import it from the module when they run, so `bench.real.run_map`
+    builds from the oracle's candidates (here and in ``bench.trace --candidates``)."""
+
+    def __init__(self, mode: str):
+        name, _, value = mode.partition(":")
+        if name not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.mode = mode
+        self.library = (fragment_library(int(value), LIBRARY_SIZE, np.random.default_rng(0))
+                        if name == "library" else None)
+        self._reference = self._rng = None
+        self._detect = inference.detect_calphas
+
+    def use(self, reference, rng: np.random.Generator) -> None:
+        """The deposited model the next builds' candidates are made from, and their draws."""
+        self._reference, self._rng = reference, rng
+
+    def _replaced(self, view, network, options=inference.DetectionOptions(), **kwargs):
+        result = self._detect(view, network, options, **kwargs)
+        points = oracle_points(self.mode, self._reference, result.points, self._rng, self.library)
+        return inference.DetectionResult(points, result.probability)
+
+    def __enter__(self) -> "OracleCandidates":
+        self._detect = inference.detect_calphas
+        inference.detect_calphas = self._replaced
+        return self
+
+    def __exit__(self, *exc) -> None:
+        inference.detect_calphas = self._detect
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", help="deposited, noise:S, false, drop:F, shift:D, nearest, fragments:K or library:K")
@@ -182,32 +216,18 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    if args.mode.partition(":")[0] not in MODES:
-        parser.error(f"mode must be one of {', '.join(MODES)}, got {args.mode!r}")
-
-    state = {}
-    detect = inference.detect_calphas
-    name, _, value = args.mode.partition(":")
-    library = (fragment_library(int(value), LIBRARY_SIZE, np.random.default_rng(0))
-               if name == "library" else None)
-
-    def replaced(view, network, options=inference.DetectionOptions(), **kwargs):
-        result = detect(view, network, options, **kwargs)
-        points = oracle_points(args.mode, state["reference"], result.points, state["rng"], library)
-        return inference.DetectionResult(points, result.probability)
-
-    inference.detect_calphas = replaced  # the build imports it from the module when it runs
+    try:
+        oracle = OracleCandidates(args.mode)
+    except ValueError as err:
+        parser.error(str(err))
     pairs = network_pairs(args.networks)
     rows = []
-    try:
+    with oracle:
         for seed in args.seeds:
             for case in modelled_cases(args.cases):
-                state["reference"] = read_model(case.model_path)
-                state["rng"] = np.random.default_rng(seed + 100)
+                oracle.use(read_model(case.model_path), np.random.default_rng(seed + 100))
                 options = BuildOptions(resolution=case.resolution, seed=seed)
                 rows.append(run_map(case, pairs, options, args.device, type_rounds=None))
-    finally:
-        inference.detect_calphas = detect
     rows = [row for row in rows if "error" not in row and not row["seen"]]
     print(f"\ncandidates: {args.mode}; seeds {' '.join(map(str, args.seeds))}")
     print("| map | Å | final Cα | final seq. | threaded numbered right |")

@@ -1,5 +1,6 @@
 """How the traced chains follow the deposited chain on real maps: ``python -m
-cryobuild.bench.trace [--cases NAME...] [--networks DETECTOR.pt,GNN.pt ...]``.
+cryobuild.bench.trace [--cases NAME...] [--networks DETECTOR.pt,GNN.pt ...] [--candidates
+MODE]``.
 
 Each real map with a model is built as ``bench.real`` builds it (the network pair that did not
 train on it, 3 rounds, the stated resolution), and what the last round's linking was given
@@ -33,6 +34,10 @@ A second table says what the links of those chains join and how close the Cα si
   share with a Cα candidate of the detector within `PLACED` Å, and with a node of the last
   round.
 
+``--candidates MODE`` builds from `bench.candidates`' oracle candidates instead of the
+detector's (seed 0's draw): how the trace follows from the candidates (README, "What holds the
+bars back": from ``noise:0.6`` nearly every link joins consecutive residues).
+
 Figures of ``cryobuild.chains`` (the docstring of step 4) and of the build's low-resolution
 warning (`cryobuild.engine.engine.UNCERTAIN_DIRECTION_RESOLUTION`) come from this script.
 """
@@ -52,6 +57,7 @@ from ..data import dev_cases
 from ..evaluate import match_calpha
 from ..models import read_model
 from ..pipeline import BuildOptions
+from .candidates import OracleCandidates
 from .real import network_pairs, run_map
 
 __all__ = ["main", "neighbour_pairs", "secondary_structure", "trace_figures"]
@@ -217,13 +223,22 @@ def main(argv=None):
     parser.add_argument("--device", default="auto")
     parser.add_argument("--networks", nargs="*", default=None, metavar="DETECTOR.pt,GNN.pt",
                         help="network pairs, tried in order as bench.real tries them")
+    parser.add_argument("--candidates", default=None, metavar="MODE",
+                        help="build from bench.candidates' oracle MODE (e.g. noise:0.6, "
+                             "library:12) instead of the detector's candidates")
     args = parser.parse_args(argv)
+    try:
+        oracle = OracleCandidates(args.candidates) if args.candidates else contextlib.nullcontext()
+    except ValueError as err:
+        parser.error(str(err))
     pairs = network_pairs(args.networks)
     rows, record, detected = [], [], []
     for case in dev_cases():
         if case.model_path is None or (args.cases and case.name not in args.cases):
             continue
-        with _recorded(pipeline, "link_chains", record), \
+        if args.candidates:
+            oracle.use(read_model(case.model_path), np.random.default_rng(100))  # seed 0's draw
+        with oracle, _recorded(pipeline, "link_chains", record), \
                 _recorded(inference, "detect_calphas", detected):
             built = run_map(case, pairs, BuildOptions(rounds=3, resolution=case.resolution),
                             args.device, type_rounds=None)
