@@ -34,10 +34,7 @@ from ..pipeline import BuildOptions, Networks
 from ..residues import AA_ORDER
 from ..sequences import Sequence, read_fasta
 from ..validation import validate_geometry
-from .molmap import MOLMAP_SNR, RECIPES
-
-#: Noise of the simulated maps (signal variance / noise variance in the envelope).
-BENCH_SNR = 3.0
+from .molmap import BENCH_SNR, MOLMAP_SNR, RECIPES
 FIGURES = ("ca_recall", "ca_precision", "sequence_recall", "backbone_rmsd", "connectivity")
 #: Å: a reference Cα farther than this from every non-zero voxel has no density to follow.
 NEAR_DENSITY = 1.5

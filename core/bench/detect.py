@@ -46,13 +46,11 @@ from ..detect.network import load_detector
 from ..evaluate import match_calpha
 from ..maps import DensityMap, read_map
 from ..models import BuiltModel, read_model
-from .molmap import MOLMAP_SNR, RECIPES
+from .molmap import RECIPE_SNR, RECIPES
 
 RESOLUTIONS = (2.5, 3.0, 3.5, 4.0)
 #: Å: a candidate this close to its nearest deposited Cα covers that residue (`coverage`).
 COVER_DISTANCE = 2.5
-#: Noise of the simulated benchmark maps (signal variance / noise variance in the envelope).
-BENCH_SNR = 3.0
 
 
 def covered_residues(points_xyz: np.ndarray, reference_xyz: np.ndarray) -> np.ndarray:
@@ -194,7 +192,7 @@ def main(argv=None):
                              "bench.molmap's recipe, which no training uses (default %(default)s)")
     parser.add_argument("--snr", type=float, default=None,
                         help="of the simulated maps (0: noise-free; default: the recipe's, "
-                             f"{BENCH_SNR:g} for simulate and {MOLMAP_SNR:g} for molmap)")
+                             + " and ".join(f"{v:g} for {k}" for k, v in RECIPE_SNR.items()) + ")")
     parser.add_argument("--with-seen", action="store_true",
                         help="also the real maps the detector trained on, marked as such (no "
                              "figure of the detector's on them; for the question whether training "
@@ -204,7 +202,7 @@ def main(argv=None):
     network = load_detector(args.checkpoint)
     options = DetectionOptions(threshold=args.threshold, fill_radius=args.fill_radius or None)
     table = []
-    snr = args.snr if args.snr is not None else {"simulate": BENCH_SNR, "molmap": MOLMAP_SNR}[args.recipe]
+    snr = args.snr if args.snr is not None else RECIPE_SNR[args.recipe]
     label = {"simulate": "simulated", "molmap": "molmap recipe"}[args.recipe]
     validation = sorted(default_split()["validation"], key=lambda r: r.num_residues)
     picks = validation[:: max(len(validation) // args.cases, 1)][: args.cases]

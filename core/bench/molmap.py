@@ -14,7 +14,7 @@ import numpy as np
 
 from ..maps import DensityMap
 
-__all__ = ["MOLMAP_SD_PER_RESOLUTION", "MOLMAP_SNR", "RECIPES", "molmap_map"]
+__all__ = ["BENCH_SNR", "MOLMAP_SD_PER_RESOLUTION", "MOLMAP_SNR", "RECIPES", "RECIPE_SNR", "molmap_map"]
 
 #: Gaussian sd of an atom per Å of resolution (ChimeraX ``molmap`` sigmaFactor).
 MOLMAP_SD_PER_RESOLUTION = 0.225
@@ -62,6 +62,12 @@ def _simulated(structure, resolution: float, snr: float, rng: np.random.Generato
 
     return simulate_map(structure, SimulationOptions(resolution=resolution, snr=snr or None), rng)
 
+
+#: Noise of the benchmarks' maps from our simulator (signal variance / noise variance in the
+#: envelope).
+BENCH_SNR = 3.0
+#: Each recipe's default SNR (``bench.build``, ``bench.detect``).
+RECIPE_SNR = {"simulate": BENCH_SNR, "molmap": MOLMAP_SNR}
 
 #: The recipes the benchmarks make held-out maps by (``bench.build --recipes``, ``bench.detect
 #: --recipe``): ``(structure, resolution Å, SNR, rng) -> DensityMap``, an SNR of 0 (or inf)
