@@ -61,7 +61,6 @@ RESERVED_NAMES = {"model", "all", "none", "sele", "enabled", "visible", "center"
 #: Confidence colouring: palette and range (B-factor column, 0-100).
 PALETTE = "red_yellow_blue"
 CONFIDENCE_RANGE = (0.0, 100.0)
-RAMP_COLOURS = ["red", "yellow", "blue"]
 #: Colour of accepted residues' carbons, and of residues a prune would remove (preview). The
 #: ramp passes through grey50 itself (halfway from yellow to blue, confidence 75), so the
 #: preview is a light grey, at least 0.6 from every colour of the ramp in RGB.
@@ -778,17 +777,18 @@ class Bridge:
 
     # ------------------------------------------------------------------ session edits
 
-    def accept(self, selection: str, name: str = DEFAULT_MODEL) -> int:
-        """Accept the residues of ``name`` in ``selection``; returns how many were new."""
+    def accept(self, selection: str, name: str = DEFAULT_MODEL, *, accepted: bool = True) -> int:
+        """Accept the residues of ``name`` in ``selection`` (with ``accepted=False``, clear
+        their accepted flag: `Session.unaccept`); returns how many changed."""
         from cryobuild.errors import InputError
 
         view = self.view(name)
         keys = residue_keys(selection, name, _self=self._self)
         if not keys:
             raise InputError(f"the selection {selection!r} holds no residue of {name}")
-        added = view.session.accept(keys)
+        changed = view.session.accept(keys) if accepted else view.session.unaccept(keys)
         self.show_model(view)
-        return added
+        return changed
 
     def prune(self, threshold: float, name: str = DEFAULT_MODEL) -> int:
         """Prune the residues of ``name`` below ``threshold`` confidence; returns how many."""

@@ -18,6 +18,7 @@ from .bridge import DEFAULT_MODEL, finish_line, get_bridge, input_warnings, inst
 
 __all__ = [
     "cryobuild_accept",
+    "cryobuild_unaccept",
     "cryobuild_assign",
     "cryobuild_build",
     "cryobuild_cancel",
@@ -281,20 +282,53 @@ ARGUMENTS
 
 SEE ALSO
 
-    cryobuild_prune, cryobuild_rebuild, cryobuild_undo
+    cryobuild_unaccept, cryobuild_prune, cryobuild_rebuild, cryobuild_undo
     '''
+    added = _marked(selection, name, accepted=True)
+    _say(f"accepted {added} more residues of {name}", int(quiet))
+    return added
+
+
+def cryobuild_unaccept(selection="sele", name=DEFAULT_MODEL, quiet=0, *, _self=_cmd):
+    '''
+DESCRIPTION
+
+    Clear the accepted flag of the residues of a cryobuild model in a
+    selection: later builds, rebuilds and prunes treat them as any other
+    residue again, and the chains they belong to can be assigned.
+
+USAGE
+
+    cryobuild_unaccept selection [, name ]
+
+ARGUMENTS
+
+    selection = str: atom selection {default: sele}
+
+    name = str: model object {default: cryobuild_model}
+
+SEE ALSO
+
+    cryobuild_accept, cryobuild_undo
+    '''
+    removed = _marked(selection, name, accepted=False)
+    _say(f"unaccepted {removed} residues of {name}", int(quiet))
+    return removed
+
+
+def _marked(selection, name, *, accepted: bool) -> int:
+    """`Bridge.accept` of ``selection`` with PyMOL's errors made readable: the number of
+    residues whose accepted flag changed."""
     from cryobuild.errors import CryobuildError
 
     try:
-        added = get_bridge().accept(str(selection), str(name))
+        return get_bridge().accept(str(selection), str(name), accepted=accepted)
     except CryobuildError as err:
         raise _readable(err) from None
     except Exception as err:  # a selection PyMOL cannot parse
         if type(err).__name__ in ("CmdException", "QuietException"):
             raise CmdException(f"cryobuild: bad selection {selection!r}") from None
         raise
-    _say(f"accepted {added} more residues of {name}", int(quiet))
-    return added
 
 
 def cryobuild_rebuild(selection="sele", name=DEFAULT_MODEL, rounds=1, quiet=0, *, _self=_cmd):
@@ -423,6 +457,7 @@ _COMMANDS = {
     "cryobuild_cancel": cryobuild_cancel,
     "cryobuild_prune": cryobuild_prune,
     "cryobuild_accept": cryobuild_accept,
+    "cryobuild_unaccept": cryobuild_unaccept,
     "cryobuild_assign": cryobuild_assign,
     "cryobuild_rebuild": cryobuild_rebuild,
     "cryobuild_swap": cryobuild_swap,
@@ -445,4 +480,5 @@ def register(_self=_cmd) -> None:
     _self.auto_arg[0]["cryobuild_build"] = maps
     if selections is not None:
         _self.auto_arg[0]["cryobuild_accept"] = selections
+        _self.auto_arg[0]["cryobuild_unaccept"] = selections
         _self.auto_arg[0]["cryobuild_rebuild"] = selections

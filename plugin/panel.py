@@ -308,16 +308,20 @@ class CryobuildPanel(QtWidgets.QWidget):
         grid = QtWidgets.QGridLayout(edits)  # two columns of buttons: the dock stays narrow
         self.selection_edit = QtWidgets.QLineEdit("sele")
         self.accept_button = QtWidgets.QPushButton("Accept selection")
+        self.unaccept_button = QtWidgets.QPushButton("Unaccept")
+        self.unaccept_button.setToolTip("clear the accepted flag of the selection's residues: "
+                                        "builds and prunes may change them again")
         self.rebuild_button = QtWidgets.QPushButton("Rebuild selection")
         grid.addWidget(QtWidgets.QLabel("Selection"), 0, 0)
         grid.addWidget(self.selection_edit, 0, 1, 1, 3)
         grid.addWidget(self.accept_button, 1, 0, 1, 2)
-        grid.addWidget(self.rebuild_button, 1, 2, 1, 2)
-        self.assign_button = QtWidgets.QPushButton("Assign chain to its place")
+        grid.addWidget(self.unaccept_button, 1, 2, 1, 2)
+        self.assign_button = QtWidgets.QPushButton("Assign chain")
         self.assign_button.setToolTip("give the selected unassigned chain the place in the sequence "
                                       "its orange label names (the build's best guess, not sure "
                                       "enough to thread: check it against the density)")
-        grid.addWidget(self.assign_button, 2, 0, 1, 4)
+        grid.addWidget(self.rebuild_button, 2, 0, 1, 2)
+        grid.addWidget(self.assign_button, 2, 2, 1, 2)
         self.prune_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
         self.prune_slider.setRange(int(CONFIDENCE_RANGE[0]), int(CONFIDENCE_RANGE[1]) * SLIDER_STEPS)
         self.prune_slider.setValue(0)
@@ -348,6 +352,7 @@ class CryobuildPanel(QtWidgets.QWidget):
         self.sequence_edit.textChanged.connect(self._validate_sequence)
         self.build_button.clicked.connect(lambda: self.build_or_stop())
         self.accept_button.clicked.connect(lambda: self.accept_selection())
+        self.unaccept_button.clicked.connect(lambda: self.accept_selection(accepted=False))
         self.rebuild_button.clicked.connect(lambda: self.rebuild_selection())
         self.assign_button.clicked.connect(lambda: self.assign_selection())
         self.prune_slider.valueChanged.connect(lambda value: self.preview_prune())
@@ -377,7 +382,8 @@ class CryobuildPanel(QtWidgets.QWidget):
 
     def _set_running(self, running: bool) -> None:
         self.build_button.setText("Stop" if running else "Auto-build")
-        for widget in (self.accept_button, self.rebuild_button, self.assign_button, self.prune_button,
+        for widget in (self.accept_button, self.unaccept_button, self.rebuild_button, self.assign_button,
+                       self.prune_button,
                        self.undo_button,
                        self.prune_slider, self.name_edit, self.map_combo, self.open_map_button):
             widget.setEnabled(not running)
@@ -620,11 +626,13 @@ class CryobuildPanel(QtWidgets.QWidget):
             self.log(f"{self.job.id}: stopping…")
 
     @_reported
-    def accept_selection(self) -> int:
-        added = self.bridge.accept(self.selection_edit.text().strip() or "sele", self.model_name)
-        self.log(f"accepted {added} residues of {self.model_name}")
+    def accept_selection(self, accepted: bool = True) -> int:
+        """Accept (or unaccept) the selection's residues; returns how many changed."""
+        changed = self.bridge.accept(self.selection_edit.text().strip() or "sele", self.model_name,
+                                     accepted=accepted)
+        self.log(f"{'accepted' if accepted else 'unaccepted'} {changed} residues of {self.model_name}")
         self._update_swap()
-        return added
+        return changed
 
     @_reported
     def rebuild_selection(self):

@@ -153,8 +153,8 @@ def open_panel(fresh_pymol, map_path=None, sequence_text=None):
 
 
 def test_plugin_registers_commands_with_pymol_docstrings():
-    for name in ("cryobuild_build", "cryobuild_prune", "cryobuild_accept", "cryobuild_rebuild",
-                 "cryobuild_cancel"):
+    for name in ("cryobuild_build", "cryobuild_prune", "cryobuild_accept", "cryobuild_unaccept",
+                 "cryobuild_rebuild", "cryobuild_cancel"):
         assert name in cmd.keyword, name
         doc = cmd.keyword[name][0].__doc__
         for section in ("DESCRIPTION", "USAGE", "SEE ALSO"):
@@ -619,6 +619,15 @@ def test_accept_prune_undo_rebuild_through_panel_and_commands(fresh_pymol, engin
     assert cmd.count_atoms("cryobuild_model and name CA") == session.model.num_residues
     panel.undo_button.click()
     assert cmd.count_atoms("cryobuild_model and name CA") == model.num_residues
+    # Unaccept through the panel, and accept again.
+    panel.selection_edit.setText("cryobuild_model and resi 9-12")
+    panel.unaccept_button.click()
+    assert session.accepted_keys() == [("A", n) for n in range(1, 9)]
+    panel.accept_button.click()
+    assert session.accepted_keys() == [("A", n) for n in range(1, 13)]
+    panel.selection_edit.setText("cryobuild_model and resi 11-12")
+    panel.unaccept_button.click()
+    assert session.accepted_keys() == [("A", n) for n in range(1, 11)]
 
     # The same through the commands (no panel open: they run in the foreground).
     panel_module.close_panel()
@@ -629,6 +638,14 @@ def test_accept_prune_undo_rebuild_through_panel_and_commands(fresh_pymol, engin
     assert ("A", 103) in session.accepted_keys()
     with pytest.raises(CmdException, match="holds no residue"):
         command("cryobuild_accept", "resi 9999")
+    # Unaccept: the flag goes, the sticks with it, and the residues can be pruned again.
+    assert command("cryobuild_unaccept", "cryobuild_model and resi 104-110") == 2
+    assert ("A", 103) in session.accepted_keys() and ("A", 104) not in session.accepted_keys()
+    sticks = set()
+    cmd.iterate("cryobuild_model and rep sticks and resi 100-110", "sticks.add(int(resv))",
+                space={"sticks": sticks, "int": int})
+    assert sticks == {100, 101, 102, 103}
+    assert command("cryobuild_accept", "cryobuild_model and resi 104-105") == 2
 
     # Rebuild a region through the command (headless: returns when done) ...
     before = {k: v for k, v in zip(session.keys(), session.model.ca)}
