@@ -292,8 +292,8 @@ def test_coverage_counts_the_residues_a_candidate_is_nearest_to_and_their_runs()
 
 def test_the_oracle_candidates_are_what_each_mode_says(il2_path):
     """bench.candidates: the deposited Cα alone; with the detector's far candidates added; with
-    a share left out; each detector candidate moved onto its nearest deposited Cα; shifted runs
-    stay between a residue and its neighbour."""
+    a share left out; each detector candidate moved onto its nearest deposited Cα; one detector
+    candidate per residue; shifted runs stay between a residue and its neighbour."""
     from cryobuild.bench.candidates import oracle_points
     from cryobuild.models import read_model
     from cryobuild.points import CalphaPoints
@@ -308,6 +308,10 @@ def test_the_oracle_candidates_are_what_each_mode_says(il2_path):
     assert abs(len(oracle_points("drop:0.3", reference, detected, rng)) - 0.7 * len(ca)) < 0.15 * len(ca)
     nearest = oracle_points("nearest", reference, detected, rng)
     assert len(nearest) == 51 and np.all(nearest.score == np.float32(0.6))
+    # one candidate per residue, the nearer of two, as the detector placed it; the far one gone
+    taken = oracle_points("taken", reference, detected, rng).xyz
+    np.testing.assert_allclose(np.sort(taken, axis=0),
+                               np.sort(np.concatenate([ca[:5] + 0.3, ca[5:50] + 0.4]), axis=0), atol=1e-5)
     shifted = oracle_points("shift:0.5", reference, detected, rng).xyz
     step = np.linalg.norm(np.diff(ca, axis=0), axis=1).max()
     assert np.all(np.linalg.norm(shifted - ca, axis=1) <= 0.5 * step + 1e-6)

@@ -16,6 +16,9 @@ property of the candidates holds the builds back (README, "What holds the bars b
 * ``nearest``: each detector candidate within `NEAR` Å moved onto the deposited Cα it is
   nearest to (one per residue), the others kept: the detector's coverage of the chain with
   exact positions.
+* ``taken``: each deposited residue's nearest detector candidate within `NEAR` Å (one
+  candidate per residue, taken nearest first), as the detector placed it; every other
+  candidate dropped: the detector's candidates without its extra ones.
 * ``fragments:K``: the upper bound of a local fit of the detector's candidates to known
   geometry. Each deposited residue takes the nearest detector candidate within `NEAR` Å (one
   candidate per residue); every window of K consecutive deposited residues with at least
@@ -60,7 +63,7 @@ FRAGMENT_MIN_SHARE = 0.5
 #: window's fit averages.
 LIBRARY_SIZE = 20_000
 LIBRARY_BEST = 10
-MODES = ("deposited", "noise", "false", "drop", "shift", "nearest", "fragments", "library")
+MODES = ("deposited", "noise", "false", "drop", "shift", "nearest", "taken", "fragments", "library")
 
 
 def _shifted(reference, top: float, rng: np.random.Generator) -> np.ndarray:
@@ -113,17 +116,26 @@ def fragment_library(window: int, count: int, rng: np.random.Generator) -> np.nd
     return fragments[rng.choice(len(fragments), min(count, len(fragments)), replace=False)]
 
 
+def _taken(ca: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """For each deposited Cα ``[R, 3]``, the index of the candidate ``[C, 3]`` it takes, -1 for
+    none: candidates in order of their distance to their nearest Cα, each given to that Cα
+    when it is within `NEAR` Å and holds none yet."""
+    distance, nearest = cKDTree(ca).query(candidates)
+    taken = np.full(len(ca), -1)
+    for k in np.argsort(distance):
+        if distance[k] <= NEAR and taken[nearest[k]] < 0:
+            taken[nearest[k]] = k
+    return taken
+
+
 def _fragment_fitted(reference, detected: CalphaPoints, window: int,
                      library: np.ndarray | None = None) -> np.ndarray:
     """``fragments:K`` or, given a ``library`` ``[L, K, 3]``, ``library:K`` (module docstring):
     the fitted Cα ``[F, 3]``, then the candidates of the residues no window fitted, then the
     detector's candidates farther than `NEAR` Å from every deposited Cα."""
     ca = reference.ca.astype(np.float64)
-    distance, nearest = cKDTree(ca).query(detected.xyz)
-    taken = np.full(len(ca), -1)
-    for k in np.argsort(distance):  # each residue takes its nearest candidate
-        if distance[k] <= NEAR and taken[nearest[k]] < 0:
-            taken[nearest[k]] = k
+    distance = cKDTree(ca).query(detected.xyz)[0]
+    taken = _taken(ca, detected.xyz)
     total, count = np.zeros_like(ca), np.zeros(len(ca))
     for run in reference.runs():
         for first in range(max(len(run) - window, 0) + 1):
@@ -163,6 +175,9 @@ def oracle_points(mode: str, reference, detected: CalphaPoints, rng: np.random.G
     elif name == "nearest":
         near = distance <= NEAR
         xyz = np.concatenate([ca[np.unique(nearest[near])], detected.xyz[~near]])
+    elif name == "taken":
+        taken = _taken(ca, detected.xyz)
+        xyz = detected.xyz[taken[taken >= 0]]
     elif name == "fragments":
         xyz = _fragment_fitted(reference, detected, int(value))
     elif name == "library":
@@ -209,7 +224,7 @@ class OracleCandidates:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", help="deposited, noise:S, false, drop:F, shift:D, nearest, fragments:K or library:K")
+    parser.add_argument("mode", help="deposited, noise:S, false, drop:F, shift:D, nearest, taken, fragments:K or library:K")
     parser.add_argument("--networks", nargs="*", default=None, metavar="DETECTOR.pt,GNN.pt",
                         help="network pairs, tried in order, as bench.real's (default: the bundled ones)")
     parser.add_argument("--cases", nargs="*", default=None, help="only these map folders (names)")
