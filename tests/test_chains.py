@@ -204,6 +204,7 @@ def test_trace_figures_of_a_faithful_trace(simulated, il2_path):
     reference = read_model(il2_path)
     figures = trace_figures(simulated.predictions, reference)
     assert figures["neighbour_pairs"] >= 0.9 * (reference.num_residues - 1)
+    assert figures["neighbour_pairs"] <= figures["deposited_pairs"] == reference.follows().sum()
     assert figures["direction_right"] == 1.0
     assert figures["linked_against"] == 0
     assert figures["linked_with_step4"] >= figures["linked_directed"] > 0

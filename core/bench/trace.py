@@ -12,8 +12,10 @@ partners are consecutive residues of one deposited chain. Per map:
 * **direction right**: of the nodes with a neighbour after them, the share whose predicted
   C - N points towards that neighbour's Cα (0.5 is a coin toss);
 * **in chains >= 10**: traced residues in chains of 10 or more, without -> with step 4;
-* **neighbours linked**: neighbour pairs consecutive in a chain, without -> with step 4, and
-  of those with step 4 how many run against the deposited direction;
+* **neighbours linked**: neighbour pairs consecutive in a chain, without -> with step 4, of
+  the neighbour pairs and of the deposited chains' consecutive pairs (those with a residue
+  no node stands for cannot be linked), and of those with step 4 how many run against the
+  deposited direction;
 * **right by chain length**: of the nodes in linked chains (with step 4) of 1, 2-3, 4-9 and 10
   or more residues, the share paired with a deposited Cα; the last line sums them over the maps
   (`cryobuild.pipeline.UNASSIGNED_MIN_LENGTH` quotes it).
@@ -191,7 +193,7 @@ def trace_figures(predictions, reference, candidates: np.ndarray | None = None) 
     pairs = neighbour_pairs(backbone[:, 1], reference)
     own = backbone[pairs[:, 0], 2] - backbone[pairs[:, 0], 0]
     towards = backbone[pairs[:, 1], 1] - backbone[pairs[:, 0], 1]
-    row = {"neighbour_pairs": len(pairs),
+    row = {"neighbour_pairs": len(pairs), "deposited_pairs": int(reference.follows().sum()),
            "direction_right": round(float(np.mean((own * towards).sum(-1) > 0)), 3)}
     true = set(map(tuple, pairs.tolist()))
     for label, direction_free in (("directed", False), ("with_step4", True)):
@@ -250,7 +252,7 @@ def main(argv=None):
         rows.append(row)
     labels = [label for label, _, _ in LENGTH_CLASSES]
     print("\n| map | Å | direction right | traced | in chains >= 10 (without -> with step 4) "
-          "| neighbours linked (of pairs) | of them against the deposited direction | "
+          "| neighbours linked (of pairs, of deposited pairs) | of them against the deposited direction | "
           + " | ".join(f"right in chains of {label}" for label in labels) + " |")
     print("|---|---|---|---|---|---|---|" + "---|" * len(labels))
 
@@ -262,7 +264,7 @@ def main(argv=None):
         print(f"| {row['case']} | {row['resolution']} | {row['direction_right']:.2f} | "
               f"{row['traced']} | {row['in_long_chains_directed']} -> "
               f"{row['in_long_chains_with_step4']} | {row['linked_directed']} -> "
-              f"{row['linked_with_step4']} ({row['neighbour_pairs']}) | {row['linked_against']} | "
+              f"{row['linked_with_step4']} ({row['neighbour_pairs']}, {row['deposited_pairs']}) | {row['linked_against']} | "
               f"{shares([row])} |")
     print(f"| all maps | | | | | | | {shares(rows)} |")
 
