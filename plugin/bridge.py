@@ -777,18 +777,32 @@ class Bridge:
 
     # ------------------------------------------------------------------ session edits
 
-    def accept(self, selection: str, name: str = DEFAULT_MODEL, *, accepted: bool = True) -> int:
-        """Accept the residues of ``name`` in ``selection`` (with ``accepted=False``, clear
-        their accepted flag: `Session.unaccept`); returns how many changed."""
+    def _selected(self, selection: str, name: str) -> tuple[ModelView, list[tuple[str, int]]]:
+        """The view of model ``name`` and the keys of its residues in ``selection``; raises
+        `InputError` when there are none."""
         from cryobuild.errors import InputError
 
         view = self.view(name)
         keys = residue_keys(selection, name, _self=self._self)
         if not keys:
             raise InputError(f"the selection {selection!r} holds no residue of {name}")
+        return view, keys
+
+    def accept(self, selection: str, name: str = DEFAULT_MODEL, *, accepted: bool = True) -> int:
+        """Accept the residues of ``name`` in ``selection`` (with ``accepted=False``, clear
+        their accepted flag: `Session.unaccept`); returns how many changed."""
+        view, keys = self._selected(selection, name)
         changed = view.session.accept(keys) if accepted else view.session.unaccept(keys)
         self.show_model(view)
         return changed
+
+    def remove(self, selection: str, name: str = DEFAULT_MODEL) -> int:
+        """Prune the residues of ``name`` in ``selection`` (`Session.prune`: accepted ones
+        refuse, `undo` brings them back); returns how many."""
+        view, keys = self._selected(selection, name)
+        count = view.session.prune(keys)
+        self.show_model(view)
+        return count
 
     def prune(self, threshold: float, name: str = DEFAULT_MODEL) -> int:
         """Prune the residues of ``name`` below ``threshold`` confidence; returns how many."""

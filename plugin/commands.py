@@ -19,6 +19,7 @@ from .bridge import DEFAULT_MODEL, finish_line, get_bridge, input_warnings, inst
 __all__ = [
     "cryobuild_accept",
     "cryobuild_unaccept",
+    "cryobuild_remove",
     "cryobuild_assign",
     "cryobuild_build",
     "cryobuild_cancel",
@@ -284,7 +285,7 @@ SEE ALSO
 
     cryobuild_unaccept, cryobuild_prune, cryobuild_rebuild, cryobuild_undo
     '''
-    added = _marked(selection, name, accepted=True)
+    added = _on_selection(lambda bridge: bridge.accept(str(selection), str(name)), selection)
     _say(f"accepted {added} more residues of {name}", int(quiet))
     return added
 
@@ -311,18 +312,46 @@ SEE ALSO
 
     cryobuild_accept, cryobuild_undo
     '''
-    removed = _marked(selection, name, accepted=False)
+    removed = _on_selection(lambda bridge: bridge.accept(str(selection), str(name), accepted=False),
+                            selection)
     _say(f"unaccepted {removed} residues of {name}", int(quiet))
     return removed
 
 
-def _marked(selection, name, *, accepted: bool) -> int:
-    """`Bridge.accept` of ``selection`` with PyMOL's errors made readable: the number of
-    residues whose accepted flag changed."""
+def cryobuild_remove(selection="sele", name=DEFAULT_MODEL, quiet=0, *, _self=_cmd):
+    '''
+DESCRIPTION
+
+    Remove (prune) the residues of a cryobuild model in a selection, e.g. a
+    piece built into density that is not protein. Accepted residues cannot
+    be removed (unaccept them first); cryobuild_undo brings them back.
+
+USAGE
+
+    cryobuild_remove selection [, name ]
+
+ARGUMENTS
+
+    selection = str: atom selection {default: sele}
+
+    name = str: model object {default: cryobuild_model}
+
+SEE ALSO
+
+    cryobuild_prune, cryobuild_unaccept, cryobuild_undo
+    '''
+    count = _on_selection(lambda bridge: bridge.remove(str(selection), str(name)), selection)
+    _say(f"removed {count} residues of {name}", int(quiet))
+    return count
+
+
+def _on_selection(action, selection) -> int:
+    """``action(bridge)`` (an edit of ``selection``'s residues) with its errors, and PyMOL's
+    for a selection it cannot parse, made readable."""
     from cryobuild.errors import CryobuildError
 
     try:
-        return get_bridge().accept(str(selection), str(name), accepted=accepted)
+        return action(get_bridge())
     except CryobuildError as err:
         raise _readable(err) from None
     except Exception as err:  # a selection PyMOL cannot parse
@@ -458,6 +487,7 @@ _COMMANDS = {
     "cryobuild_prune": cryobuild_prune,
     "cryobuild_accept": cryobuild_accept,
     "cryobuild_unaccept": cryobuild_unaccept,
+    "cryobuild_remove": cryobuild_remove,
     "cryobuild_assign": cryobuild_assign,
     "cryobuild_rebuild": cryobuild_rebuild,
     "cryobuild_swap": cryobuild_swap,
@@ -481,4 +511,5 @@ def register(_self=_cmd) -> None:
     if selections is not None:
         _self.auto_arg[0]["cryobuild_accept"] = selections
         _self.auto_arg[0]["cryobuild_unaccept"] = selections
+        _self.auto_arg[0]["cryobuild_remove"] = selections
         _self.auto_arg[0]["cryobuild_rebuild"] = selections

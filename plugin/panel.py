@@ -312,34 +312,37 @@ class CryobuildPanel(QtWidgets.QWidget):
         self.unaccept_button.setToolTip("clear the accepted flag of the selection's residues: "
                                         "builds and prunes may change them again")
         self.rebuild_button = QtWidgets.QPushButton("Rebuild selection")
+        self.remove_button = QtWidgets.QPushButton("Remove selection")
+        self.remove_button.setToolTip("prune the selection's residues (Undo brings them back)")
         grid.addWidget(QtWidgets.QLabel("Selection"), 0, 0)
         grid.addWidget(self.selection_edit, 0, 1, 1, 3)
         grid.addWidget(self.accept_button, 1, 0, 1, 2)
         grid.addWidget(self.unaccept_button, 1, 2, 1, 2)
-        self.assign_button = QtWidgets.QPushButton("Assign chain")
+        self.assign_button = QtWidgets.QPushButton("Assign chain to its place")
         self.assign_button.setToolTip("give the selected unassigned chain the place in the sequence "
                                       "its orange label names (the build's best guess, not sure "
                                       "enough to thread: check it against the density)")
         grid.addWidget(self.rebuild_button, 2, 0, 1, 2)
-        grid.addWidget(self.assign_button, 2, 2, 1, 2)
+        grid.addWidget(self.remove_button, 2, 2, 1, 2)
+        grid.addWidget(self.assign_button, 3, 0, 1, 4)
         self.prune_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
         self.prune_slider.setRange(int(CONFIDENCE_RANGE[0]), int(CONFIDENCE_RANGE[1]) * SLIDER_STEPS)
         self.prune_slider.setValue(0)
         self.prune_label = QtWidgets.QLabel("below 0")
         self.prune_button = QtWidgets.QPushButton("Prune")
-        grid.addWidget(QtWidgets.QLabel("Prune"), 3, 0)
-        grid.addWidget(self.prune_slider, 3, 1, 1, 2)
-        grid.addWidget(self.prune_label, 3, 3)
+        grid.addWidget(QtWidgets.QLabel("Prune"), 4, 0)
+        grid.addWidget(self.prune_slider, 4, 1, 1, 2)
+        grid.addWidget(self.prune_label, 4, 3)
         self.undo_button = QtWidgets.QPushButton("Undo")
         self.save_button = QtWidgets.QPushButton("Save model…")
         self.swap_button = QtWidgets.QPushButton("Use new model")
         self.swap_button.setToolTip("put the last job's model (shown as <model>_new) in place of "
                                     "the model it was not better than; Undo swaps back")
-        grid.addWidget(self.prune_button, 4, 0, 1, 2)
-        grid.addWidget(self.undo_button, 4, 2, 1, 2)
-        grid.addWidget(_Legend(), 5, 0, 1, 4)
-        grid.addWidget(self.save_button, 6, 0, 1, 2)
-        grid.addWidget(self.swap_button, 6, 2, 1, 2)
+        grid.addWidget(self.prune_button, 5, 0, 1, 2)
+        grid.addWidget(self.undo_button, 5, 2, 1, 2)
+        grid.addWidget(_Legend(), 6, 0, 1, 4)
+        grid.addWidget(self.save_button, 7, 0, 1, 2)
+        grid.addWidget(self.swap_button, 7, 2, 1, 2)
         outer.addWidget(edits)
 
         self.log_view = QtWidgets.QPlainTextEdit()
@@ -355,6 +358,7 @@ class CryobuildPanel(QtWidgets.QWidget):
         self.unaccept_button.clicked.connect(lambda: self.accept_selection(accepted=False))
         self.rebuild_button.clicked.connect(lambda: self.rebuild_selection())
         self.assign_button.clicked.connect(lambda: self.assign_selection())
+        self.remove_button.clicked.connect(lambda: self.remove_selection())
         self.prune_slider.valueChanged.connect(lambda value: self.preview_prune())
         self.prune_button.clicked.connect(lambda: self.prune())
         self.undo_button.clicked.connect(lambda: self.undo())
@@ -382,8 +386,8 @@ class CryobuildPanel(QtWidgets.QWidget):
 
     def _set_running(self, running: bool) -> None:
         self.build_button.setText("Stop" if running else "Auto-build")
-        for widget in (self.accept_button, self.unaccept_button, self.rebuild_button, self.assign_button,
-                       self.prune_button,
+        for widget in (self.accept_button, self.unaccept_button, self.rebuild_button, self.remove_button,
+                       self.assign_button, self.prune_button,
                        self.undo_button,
                        self.prune_slider, self.name_edit, self.map_combo, self.open_map_button):
             widget.setEnabled(not running)
@@ -633,6 +637,13 @@ class CryobuildPanel(QtWidgets.QWidget):
         self.log(f"{'accepted' if accepted else 'unaccepted'} {changed} residues of {self.model_name}")
         self._update_swap()
         return changed
+
+    @_reported
+    def remove_selection(self) -> int:
+        count = self.bridge.remove(self.selection_edit.text().strip() or "sele", self.model_name)
+        self.log(f"removed {count} residues of {self.model_name}")
+        self._update_swap()
+        return count
 
     @_reported
     def rebuild_selection(self):

@@ -154,7 +154,7 @@ def open_panel(fresh_pymol, map_path=None, sequence_text=None):
 
 def test_plugin_registers_commands_with_pymol_docstrings():
     for name in ("cryobuild_build", "cryobuild_prune", "cryobuild_accept", "cryobuild_unaccept",
-                 "cryobuild_rebuild", "cryobuild_cancel"):
+                 "cryobuild_remove", "cryobuild_rebuild", "cryobuild_cancel"):
         assert name in cmd.keyword, name
         doc = cmd.keyword[name][0].__doc__
         for section in ("DESCRIPTION", "USAGE", "SEE ALSO"):
@@ -628,6 +628,16 @@ def test_accept_prune_undo_rebuild_through_panel_and_commands(fresh_pymol, engin
     panel.selection_edit.setText("cryobuild_model and resi 11-12")
     panel.unaccept_button.click()
     assert session.accepted_keys() == [("A", n) for n in range(1, 11)]
+    # Remove a selection through the panel (an accepted residue in it refuses), undo.
+    panel.selection_edit.setText("cryobuild_model and resi 10-14")
+    panel.remove_button.click()
+    assert session.model.num_residues == model.num_residues and "unaccept them first" in panel.log_view.toPlainText()
+    panel.selection_edit.setText("cryobuild_model and resi 11-14")
+    panel.remove_button.click()
+    assert session.model.num_residues == model.num_residues - 4
+    assert cmd.count_atoms("cryobuild_model and name CA and resi 11-14") == 0
+    panel.undo_button.click()
+    assert cmd.count_atoms("cryobuild_model and name CA") == model.num_residues
 
     # The same through the commands (no panel open: they run in the foreground).
     panel_module.close_panel()
@@ -646,6 +656,13 @@ def test_accept_prune_undo_rebuild_through_panel_and_commands(fresh_pymol, engin
                 space={"sticks": sticks, "int": int})
     assert sticks == {100, 101, 102, 103}
     assert command("cryobuild_accept", "cryobuild_model and resi 104-105") == 2
+    shown = session.model.num_residues
+    assert command("cryobuild_remove", "cryobuild_model and resi 120-122") == 3
+    assert session.model.num_residues == shown - 3 == cmd.count_atoms("cryobuild_model and name CA")
+    with pytest.raises(CmdException, match="unaccept them first"):
+        command("cryobuild_remove", "cryobuild_model and resi 105")
+    command("cryobuild_undo")
+    assert session.model.num_residues == shown
 
     # Rebuild a region through the command (headless: returns when done) ...
     before = {k: v for k, v in zip(session.keys(), session.model.ca)}
