@@ -849,6 +849,16 @@ class Bridge:
         self.show_model(view)
         return view
 
+    def open_model(self, path: str | os.PathLike, *, name: str = DEFAULT_MODEL, sequences=None,
+                   map_name: str = "") -> ModelView:
+        """`set_model` with the model in file ``path`` (mmCIF or PDB; each residue's confidence
+        its Cα B-factor, as cryobuild writes them): a model saved in an earlier PyMOL session,
+        or built elsewhere, to accept, prune and rebuild. Raises `InputError` for a file that
+        holds no protein model, or when ``name`` holds accepted residues."""
+        from cryobuild.models import read_model
+
+        return self.set_model(read_model(path), name=name, sequences=sequences, map_name=map_name)
+
     def save(self, path: str | os.PathLike, name: str = DEFAULT_MODEL) -> Path:
         """Write the visible model of ``name`` (mmCIF or PDB by the file's suffix)."""
         from cryobuild.errors import InputError

@@ -11,6 +11,7 @@ returning when the job ends (Ctrl-C cancels it).
 from __future__ import annotations
 
 import logging
+import os
 
 from pymol import CmdException, cmd as _cmd
 
@@ -20,6 +21,7 @@ __all__ = [
     "cryobuild_accept",
     "cryobuild_unaccept",
     "cryobuild_remove",
+    "cryobuild_open",
     "cryobuild_assign",
     "cryobuild_build",
     "cryobuild_cancel",
@@ -114,8 +116,6 @@ def _report(view, event, quiet: int) -> None:
 def _sequences_from(fasta: str):
     """Sequences from a FASTA file path, or FASTA/plain sequence text given inline; none for
     an empty argument (a build without sequence)."""
-    import os
-
     from cryobuild.sequences import parse_fasta, read_fasta
 
     fasta = fasta.strip()
@@ -345,6 +345,48 @@ SEE ALSO
     return count
 
 
+def cryobuild_open(file, map="", fasta="", name=DEFAULT_MODEL, quiet=0, *, _self=_cmd):
+    '''
+DESCRIPTION
+
+    Open a model file (mmCIF or PDB) as a cryobuild model, e.g. one saved
+    in an earlier PyMOL session: it can then be accepted, pruned, removed
+    and rebuilt like a model built here. Confidences are read from the Cα
+    B-factors (what cryobuild writes there). A model object that holds
+    accepted residues is not replaced.
+
+USAGE
+
+    cryobuild_open file [, map [, fasta [, name ]]]
+
+ARGUMENTS
+
+    file = str: model file
+
+    map = str: map object that rebuilds use {default: none}
+
+    fasta = str: FASTA file with the chains' sequences, or a sequence
+    {default: the model's own}
+
+    name = str: model object {default: cryobuild_model}
+
+SEE ALSO
+
+    cryobuild_build, cryobuild_rebuild, cryobuild_accept
+    '''
+    from cryobuild.errors import CryobuildError
+
+    try:
+        sequences = _sequences_from(str(fasta)) or None
+        view = get_bridge().open_model(os.path.expanduser(str(file)), name=str(name),
+                                       sequences=sequences, map_name=str(map))
+    except CryobuildError as err:
+        raise _readable(err) from None
+    count = view.session.model.num_residues
+    _say(f"opened {file} as {view.name}: {count} residues", int(quiet))
+    return count
+
+
 def _on_selection(action, selection) -> int:
     """``action(bridge)`` (an edit of ``selection``'s residues) with its errors, and PyMOL's
     for a selection it cannot parse, made readable."""
@@ -488,6 +530,7 @@ _COMMANDS = {
     "cryobuild_accept": cryobuild_accept,
     "cryobuild_unaccept": cryobuild_unaccept,
     "cryobuild_remove": cryobuild_remove,
+    "cryobuild_open": cryobuild_open,
     "cryobuild_assign": cryobuild_assign,
     "cryobuild_rebuild": cryobuild_rebuild,
     "cryobuild_swap": cryobuild_swap,

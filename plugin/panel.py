@@ -335,14 +335,18 @@ class CryobuildPanel(QtWidgets.QWidget):
         grid.addWidget(self.prune_label, 4, 3)
         self.undo_button = QtWidgets.QPushButton("Undo")
         self.save_button = QtWidgets.QPushButton("Save model…")
+        self.open_model_button = QtWidgets.QPushButton("Open model…")
+        self.open_model_button.setToolTip("open a model file (e.g. one saved before) into the Model "
+                                          "object, with the map and sequence above, to go on with it")
         self.swap_button = QtWidgets.QPushButton("Use new model")
         self.swap_button.setToolTip("put the last job's model (shown as <model>_new) in place of "
                                     "the model it was not better than; Undo swaps back")
         grid.addWidget(self.prune_button, 5, 0, 1, 2)
         grid.addWidget(self.undo_button, 5, 2, 1, 2)
         grid.addWidget(_Legend(), 6, 0, 1, 4)
-        grid.addWidget(self.save_button, 7, 0, 1, 2)
-        grid.addWidget(self.swap_button, 7, 2, 1, 2)
+        grid.addWidget(self.open_model_button, 7, 0, 1, 2)
+        grid.addWidget(self.save_button, 7, 2, 1, 2)
+        grid.addWidget(self.swap_button, 8, 0, 1, 4)
         outer.addWidget(edits)
 
         self.log_view = QtWidgets.QPlainTextEdit()
@@ -363,6 +367,7 @@ class CryobuildPanel(QtWidgets.QWidget):
         self.prune_button.clicked.connect(lambda: self.prune())
         self.undo_button.clicked.connect(lambda: self.undo())
         self.save_button.clicked.connect(lambda: self.save_model())
+        self.open_model_button.clicked.connect(lambda: self.open_model())
         self.swap_button.clicked.connect(lambda: self.swap())
 
     # ------------------------------------------------------------------ helpers
@@ -387,7 +392,7 @@ class CryobuildPanel(QtWidgets.QWidget):
     def _set_running(self, running: bool) -> None:
         self.build_button.setText("Stop" if running else "Auto-build")
         for widget in (self.accept_button, self.unaccept_button, self.rebuild_button, self.remove_button,
-                       self.assign_button, self.prune_button,
+                       self.assign_button, self.prune_button, self.open_model_button,
                        self.undo_button,
                        self.prune_slider, self.name_edit, self.map_combo, self.open_map_button):
             widget.setEnabled(not running)
@@ -566,10 +571,21 @@ class CryobuildPanel(QtWidgets.QWidget):
         else:
             self.build()
 
+    def _form_sequences(self) -> list:
+        """The Sequence box's sequences (none when it is empty), its warnings logged."""
+        from cryobuild.sequences import parse_fasta
+
+        if not self.sequence_text().strip():
+            return []
+        with input_warnings() as said:
+            sequences = parse_fasta(self.sequence_text(), "<panel>")
+        for message in said:
+            self.log(f"warning: {message}", WARNING_COLOUR)
+        return sequences
+
     def build(self):
         """Read the form once and start a build (errors go to the log)."""
         from cryobuild.errors import InputError
-        from cryobuild.sequences import parse_fasta
 
         self.map_combo.refresh()
         map_name = self.map_combo.currentText()
@@ -578,12 +594,7 @@ class CryobuildPanel(QtWidgets.QWidget):
         problems = self._validate_sequence()
         if problems:
             raise InputError(f"the sequence has problems: {problems[0]}")
-        sequences = []
-        if self.sequence_text().strip():
-            with input_warnings() as said:
-                sequences = parse_fasta(self.sequence_text(), "<panel>")
-            for message in said:
-                self.log(f"warning: {message}", WARNING_COLOUR)
+        sequences = self._form_sequences()
         requested = self.model_name
         request = dict(rounds=self.rounds_spin.value(), name=requested,
                        device=self.device())
@@ -691,6 +702,23 @@ class CryobuildPanel(QtWidgets.QWidget):
         self.log(message)
         self._update_swap()
         return message
+
+    @_reported
+    def open_model(self, path: str | None = None):
+        """Open a model file into the Model object (`Bridge.open_model`), with the chosen map
+        (for rebuilds) and the sequences of the Sequence box (none: the model's own)."""
+        if path is None:
+            path, _ = QtWidgets.QFileDialog.getOpenFileName(
+                self, "Open model", "", "Models (*.cif *.mmcif *.pdb *.ent *.cif.gz *.pdb.gz);;All files (*)")
+            if not path:
+                return None
+        self.map_combo.refresh()
+        view = self.bridge.open_model(path, name=self.model_name, sequences=self._form_sequences() or None,
+                                      map_name=self.map_combo.currentText())
+        self.log(f"opened {path} as {view.name}: {view.session.model.num_residues} residues"
+                 + (f", rebuilt in {view.map_name}" if view.map_name else ", no map for rebuilds"))
+        self._update_swap()
+        return view
 
     @_reported
     def save_model(self, path: str | None = None):

@@ -154,7 +154,7 @@ def open_panel(fresh_pymol, map_path=None, sequence_text=None):
 
 def test_plugin_registers_commands_with_pymol_docstrings():
     for name in ("cryobuild_build", "cryobuild_prune", "cryobuild_accept", "cryobuild_unaccept",
-                 "cryobuild_remove", "cryobuild_rebuild", "cryobuild_cancel"):
+                 "cryobuild_remove", "cryobuild_open", "cryobuild_rebuild", "cryobuild_cancel"):
         assert name in cmd.keyword, name
         doc = cmd.keyword[name][0].__doc__
         for section in ("DESCRIPTION", "USAGE", "SEE ALSO"):
@@ -588,6 +588,37 @@ def test_a_chain_covering_part_of_its_sequence_shows_only_its_residues(fresh_pym
     assert shown_residues("cryobuild_model") == model_residues(part)  # 41, not the whole sequence
     assert fresh_pymol.prune(50) == weak.sum()  # a hole in the middle of the chain
     assert shown_residues("cryobuild_model") == model_residues(view.session.model)
+
+
+def test_a_saved_model_opens_again_to_go_on_with(fresh_pymol, il2, qapp, tmp_path):
+    """Save model…, then open it again (as after a restart of PyMOL) through the command and
+    the panel: the residues and their confidences come back, with the map for rebuilds, and
+    can be accepted and removed; a model object with accepted residues is not replaced."""
+    path, _, reference, sequence, fasta = il2
+    cmd.load(str(path), "emap")
+    model = _known_model(reference)
+    fresh_pymol.set_model(model, sequences=[sequence], map_name="emap")
+    saved = fresh_pymol.save(tmp_path / "saved.cif")
+
+    assert command("cryobuild_open", str(saved), "emap", str(fasta), "reopened") == model.num_residues
+    view = fresh_pymol.views["reopened"]
+    assert view.map_name == "emap" and view.density is not None
+    assert shown_residues("reopened") == model_residues(model)
+    np.testing.assert_allclose(sorted(ca_b_factors("reopened").values()), sorted(model.confidence), atol=0.01)
+    assert command("cryobuild_accept", "reopened and resi 1-5", "reopened") == 5
+    assert command("cryobuild_remove", "reopened and resi 50-59", "reopened") == 10
+    with pytest.raises(CmdException, match="accepted residues"):
+        command("cryobuild_open", str(saved), "emap", "", "reopened")
+    with pytest.raises(CmdException, match="no such model file"):
+        command("cryobuild_open", str(tmp_path / "missing.cif"))
+
+    panel = open_panel(fresh_pymol)
+    panel.name_edit.setText("from_panel")
+    panel.map_combo.refresh(select="emap")
+    panel.open_model(str(saved))
+    assert shown_residues("from_panel") == model_residues(model)
+    assert fresh_pymol.views["from_panel"].map_name == "emap"
+    assert "opened" in panel.log_view.toPlainText().splitlines()[-1]
 
 
 @needs_weights
