@@ -30,7 +30,7 @@ from .residues import (
     one_letter,
 )
 
-__all__ = ["BuiltModel", "read_model", "write_model", "model_from_ca"]
+__all__ = ["BuiltModel", "model_format", "read_model", "write_model", "model_from_ca"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _CA_SLOT = ATOM14_NAMES[UNK_ONE].index("CA")
@@ -351,6 +351,11 @@ def _from_structure(structure) -> BuiltModel:
 # ----------------------------------------------------------------------------- writing
 
 
+def model_format(path: str | os.PathLike) -> str | None:
+    """``"cif"`` or ``"pdb"`` by the file name's suffix (before any ``.gz``), None for another."""
+    return _FORMATS.get(Path(Path(path).name.removesuffix(".gz")).suffix.lower())
+
+
 def write_model(model: BuiltModel, path: str | os.PathLike, fmt: str | None = None,
                 cif_items: dict[str, str] | None = None) -> Path:
     """Write ``model`` as mmCIF or PDB, atomically (a temporary file renamed into place).
@@ -387,7 +392,7 @@ def write_model(model: BuiltModel, path: str | os.PathLike, fmt: str | None = No
         ``cif_items`` with PDB.
     """
     path = Path(path)
-    fmt = fmt or _FORMATS.get(Path(path.name.removesuffix(".gz")).suffix.lower())
+    fmt = fmt or model_format(path)
     if fmt not in ("cif", "pdb"):
         raise InputError(f"{path}: cannot tell the model format; use .cif or .pdb, or fmt=")
     if fmt == "pdb" and any(len(chain) > 2 for chain in model.chains()):

@@ -54,10 +54,11 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import CryobuildError, InputError
-from .models import BuiltModel, write_model
+from .models import BuiltModel, model_format, write_model
 from .sequences import Sequence
 
 __all__ = [
+    "ACCEPTED_ITEM",
     "FLAGS",
     "HISTORY_LIMIT",
     "MODEL_FILE",
@@ -66,7 +67,9 @@ __all__ = [
     "ResidueKey",
     "Session",
     "SessionState",
+    "accepted_item",
     "infer_chain_sequences",
+    "read_accepted",
 ]
 
 #: File names inside a session folder.
@@ -87,6 +90,48 @@ MIN_SEQUENCE_AGREEMENT = 0.5
 _MODEL_ARRAYS = ("atom_positions", "atom_mask", "aatype", "residue_number", "chain_id", "confidence")
 
 ResidueKey = tuple[str, int]
+#: mmCIF item of a model a session saves (`Session.save_model`) that names its accepted
+#: residues (`accepted_item`), so that the model, opened into a session again, keeps them
+#: accepted (`read_accepted`). The PDB format has no place for it.
+ACCEPTED_ITEM = "_cryobuild.accepted"
+
+
+def accepted_item(keys: Iterable[ResidueKey]) -> str:
+    """``keys`` as the value of `ACCEPTED_ITEM`: one line per run of consecutive residue
+    numbers of a chain, ``CHAIN:FIRST..LAST`` (``CHAIN:N`` for one residue)."""
+    by_chain: dict[str, list[int]] = {}
+    for chain, number in keys:
+        by_chain.setdefault(str(chain), []).append(int(number))
+    lines = []
+    for chain, numbers in by_chain.items():
+        numbers = sorted(set(numbers))
+        breaks = [i for i in range(1, len(numbers)) if numbers[i] != numbers[i - 1] + 1]
+        for first, last in zip([0] + breaks, breaks + [len(numbers)]):
+            low, high = numbers[first], numbers[last - 1]
+            lines.append(f"{chain}:{low}" if low == high else f"{chain}:{low}..{high}")
+    return "\n".join(lines)
+
+
+def read_accepted(path: str | os.PathLike) -> list[ResidueKey]:
+    """The residues the model file ``path`` names as accepted (`ACCEPTED_ITEM`); none for a
+    file without the item (PDB, or a model no session saved). Raises `InputError` for an item
+    that is not what `accepted_item` writes."""
+    import gemmi
+
+    if model_format(path) != "cif":
+        return []
+    value = gemmi.cif.read(str(path)).sole_block().find_value(ACCEPTED_ITEM)
+    if value is None:
+        return []
+    keys = []
+    for line in gemmi.cif.as_string(value).split():
+        chain, _, numbers = line.rpartition(":")
+        low, _, high = numbers.partition("..")
+        try:
+            keys += [(chain, n) for n in range(int(low), int(high or low) + 1)]
+        except ValueError:
+            raise InputError(f"{path}: {ACCEPTED_ITEM} holds {line!r}, not CHAIN:FIRST..LAST") from None
+    return keys
 
 
 class JobConflict(CryobuildError):
@@ -353,6 +398,15 @@ class Session:
         state = self.state
         return state.keys(state.accepted)
 
+    def save_model(self, path: str | os.PathLike) -> Path:
+        """Write the visible model to ``path`` (mmCIF or PDB by its suffix, atomically); an
+        mmCIF names its accepted residues (`ACCEPTED_ITEM`). Returns the path."""
+        with self._lock:
+            state = self._state
+            accepted = state.keys(state.accepted)
+            items = {ACCEPTED_ITEM: accepted_item(accepted)} if accepted and model_format(path) == "cif" else None
+            return write_model(state.model.select(state.visible), path, cif_items=items)
+
     @property
     def sequences(self) -> list[Sequence]:
         """The sequences of the last build (or given to `set_model`)."""
@@ -446,11 +500,12 @@ class Session:
             return info["action"]
 
     def set_model(self, model: BuiltModel, *, sequences: list[Sequence] | None = None,
-                  built: bool = False) -> None:
-        """Replace the model (e.g. with one opened from a file); flags start cleared except
-        ``built``. Not allowed while residues are accepted (an accepted model is never
-        overwritten). ``sequences`` become the session's sequences and name the chains
-        (`infer_chain_sequences`)."""
+                  built: bool = False, accepted: Iterable[ResidueKey] = ()) -> None:
+        """Replace the model (e.g. with one opened from a file: `read_accepted` names the
+        residues a saved one had accepted); flags start cleared except ``built``, and
+        ``accepted`` for those residues. Not allowed while residues are accepted (an accepted
+        model is never overwritten). ``sequences`` become the session's sequences and name the
+        chains (`infer_chain_sequences`)."""
         with self._lock:
             self._check_idle()
             if self._state.accepted.any():
@@ -461,6 +516,9 @@ class Session:
                 num = model.num_residues
                 state = SessionState(model, np.zeros(num, bool), np.full(num, built), np.zeros(num, bool),
                                      infer_chain_sequences(model, self._sequences))
+                accepted = list(accepted)
+                if accepted:
+                    state = state.replace(accepted=state.rows(accepted))
                 self._change("replace model", state)
 
     def swap(self, candidate: SessionState, *, base: SessionState, description: str,
@@ -603,7 +661,7 @@ class Session:
         with atomic_path(self.path / STATE_FILE) as tmp:
             tmp.write_bytes(buffer.getvalue())
         self._stamp = stamp
-        write_model(self._state.model.select(self._state.visible), self.path / MODEL_FILE)
+        self.save_model(self.path / MODEL_FILE)
 
 
 def _read_arrays(path: Path, *, meta_only: bool = False) -> tuple[dict, dict]:

@@ -838,11 +838,13 @@ class Bridge:
         self.show_model(view)
         return f"{description}: {verdict.new.describe()} (was {verdict.old.describe()})"
 
-    def set_model(self, model, *, name: str = DEFAULT_MODEL, sequences=None, map_name: str = "") -> ModelView:
-        """Put ``model`` into ``name``'s session (e.g. a model opened from a file) and show it;
-        with ``map_name``, later rebuilds use that map."""
+    def set_model(self, model, *, name: str = DEFAULT_MODEL, sequences=None, map_name: str = "",
+                  accepted=()) -> ModelView:
+        """Put ``model`` into ``name``'s session (e.g. a model opened from a file), its
+        residues ``accepted`` accepted, and show it; with ``map_name``, later rebuilds use that
+        map."""
         view = self.view(name, create=True)
-        view.session.set_model(model, sequences=sequences)
+        view.session.set_model(model, sequences=sequences, accepted=accepted)
         if map_name:
             view.map_name, view.density = map_name, density_from_pymol(map_name, _self=self._self)
             view.map_key = self.engine().map_key(view.density)
@@ -853,21 +855,24 @@ class Bridge:
                    map_name: str = "") -> ModelView:
         """`set_model` with the model in file ``path`` (mmCIF or PDB; each residue's confidence
         its Cα B-factor, as cryobuild writes them): a model saved in an earlier PyMOL session,
-        or built elsewhere, to accept, prune and rebuild. Raises `InputError` for a file that
-        holds no protein model, or when ``name`` holds accepted residues."""
+        or built elsewhere, to accept, prune and rebuild; the residues a saved model had
+        accepted are accepted again (`cryobuild.session.read_accepted`). Raises `InputError`
+        for a file that holds no protein model, or when ``name`` holds accepted residues."""
         from cryobuild.models import read_model
+        from cryobuild.session import read_accepted
 
-        return self.set_model(read_model(path), name=name, sequences=sequences, map_name=map_name)
+        return self.set_model(read_model(path), name=name, sequences=sequences, map_name=map_name,
+                              accepted=read_accepted(path))
 
     def save(self, path: str | os.PathLike, name: str = DEFAULT_MODEL) -> Path:
-        """Write the visible model of ``name`` (mmCIF or PDB by the file's suffix)."""
+        """Write the visible model of ``name`` (mmCIF or PDB by the file's suffix; an mmCIF
+        names the accepted residues, `cryobuild.session.Session.save_model`)."""
         from cryobuild.errors import InputError
-        from cryobuild.models import write_model
 
-        model = self.view(name).session.model
-        if model.num_residues == 0:
+        session = self.view(name).session
+        if session.model.num_residues == 0:
             raise InputError(f"{name} has no residues to save")
-        return write_model(model, path)
+        return session.save_model(path)
 
 
 def finish_line(view: ModelView, event) -> str | None:

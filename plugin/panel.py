@@ -727,8 +727,13 @@ class CryobuildPanel(QtWidgets.QWidget):
                 self, "Save model", f"{self.model_name}.cif", "mmCIF (*.cif);;PDB (*.pdb)")
             if not path:
                 return None
+        from cryobuild.models import model_format
+
         written = self.bridge.save(path, self.model_name)
-        self.log(f"saved {self.model_name} to {written}")
+        accepted = self.bridge.view(self.model_name).session.accepted_keys()
+        self.log(f"saved {self.model_name} to {written}"
+                 + (" (a PDB file keeps no accepted flags: save as mmCIF to keep them)"
+                    if accepted and model_format(written) == "pdb" else ""))
         return written
 
     # ------------------------------------------------------------------ events

@@ -606,6 +606,38 @@ def test_prune_and_undo(engine, il2, tmp_path):
         session.prune([("Q", 999)])
 
 
+def test_a_saved_model_names_its_accepted_residues_and_opens_with_them(engine, il2, tmp_path):
+    """`Session.save_model`: an mmCIF names the accepted residues (`ACCEPTED_ITEM`, runs of
+    numbers), the session's own model.cif too; a model set from it (`read_accepted`) has them
+    accepted again; PDB keeps none; an item that is not runs is a clear error."""
+    import gemmi
+
+    from cryobuild.session import ACCEPTED_ITEM, read_accepted
+
+    session = reference_session(engine, il2, tmp_path / "s")
+    keys = session.keys()
+    accepted = keys[2:6] + keys[9:10]
+    session.accept(accepted)
+    session.prune(keys[20:22])
+    saved = session.save_model(tmp_path / "saved.cif")
+    value = gemmi.cif.read(str(saved)).sole_block().find_value(ACCEPTED_ITEM)
+    assert gemmi.cif.as_string(value).split() == [f"A:{keys[2][1]}..{keys[5][1]}", f"A:{keys[9][1]}"]
+    assert read_accepted(saved) == accepted == read_accepted(tmp_path / "s" / "model.cif")
+    assert read_model(saved).num_residues == len(keys) - 2  # the visible model
+
+    other = engine.open_session(tmp_path / "t")
+    other.set_model(read_model(saved), accepted=read_accepted(saved))
+    assert other.accepted_keys() == accepted
+    assert read_accepted(session.save_model(tmp_path / "saved.pdb")) == []
+    with pytest.raises(InputError, match="accepted residues"):  # an accepted model stays
+        other.set_model(read_model(saved))
+
+    text = saved.read_text().replace(f"A:{keys[9][1]}\n", "A:ten\n")
+    (tmp_path / "bad.cif").write_text(text)
+    with pytest.raises(InputError, match="not CHAIN:FIRST..LAST"):
+        read_accepted(tmp_path / "bad.cif")
+
+
 def test_bad_input_raises_clear_errors(engine, il2, tmp_path):
     density, _, sequence = il2
     with pytest.raises(InputError, match="rounds"):

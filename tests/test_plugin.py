@@ -598,14 +598,16 @@ def test_a_saved_model_opens_again_to_go_on_with(fresh_pymol, il2, qapp, tmp_pat
     cmd.load(str(path), "emap")
     model = _known_model(reference)
     fresh_pymol.set_model(model, sequences=[sequence], map_name="emap")
+    fresh_pymol.accept("cryobuild_model and resi 3-4+8")
     saved = fresh_pymol.save(tmp_path / "saved.cif")
 
     assert command("cryobuild_open", str(saved), "emap", str(fasta), "reopened") == model.num_residues
     view = fresh_pymol.views["reopened"]
     assert view.map_name == "emap" and view.density is not None
+    assert view.session.accepted_keys() == [("A", 3), ("A", 4), ("A", 8)]  # kept by the mmCIF
     assert shown_residues("reopened") == model_residues(model)
     np.testing.assert_allclose(sorted(ca_b_factors("reopened").values()), sorted(model.confidence), atol=0.01)
-    assert command("cryobuild_accept", "reopened and resi 1-5", "reopened") == 5
+    assert command("cryobuild_accept", "reopened and resi 1-5", "reopened") == 3
     assert command("cryobuild_remove", "reopened and resi 50-59", "reopened") == 10
     with pytest.raises(CmdException, match="accepted residues"):
         command("cryobuild_open", str(saved), "emap", "", "reopened")
@@ -619,6 +621,9 @@ def test_a_saved_model_opens_again_to_go_on_with(fresh_pymol, il2, qapp, tmp_pat
     assert shown_residues("from_panel") == model_residues(model)
     assert fresh_pymol.views["from_panel"].map_name == "emap"
     assert "opened" in panel.log_view.toPlainText().splitlines()[-1]
+    # a PDB file keeps no accepted flags, and the log says so
+    panel.save_model(str(tmp_path / "saved.pdb"))
+    assert "keeps no accepted flags" in panel.log_view.toPlainText().splitlines()[-1]
 
 
 @needs_weights
