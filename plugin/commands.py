@@ -22,6 +22,7 @@ __all__ = [
     "cryobuild_unaccept",
     "cryobuild_remove",
     "cryobuild_open",
+    "cryobuild_save",
     "cryobuild_assign",
     "cryobuild_build",
     "cryobuild_cancel",
@@ -372,7 +373,7 @@ ARGUMENTS
 
 SEE ALSO
 
-    cryobuild_build, cryobuild_rebuild, cryobuild_accept
+    cryobuild_save, cryobuild_build, cryobuild_rebuild, cryobuild_accept
     '''
     from cryobuild.errors import CryobuildError
 
@@ -385,6 +386,38 @@ SEE ALSO
     count = view.session.model.num_residues
     _say(f"opened {file} as {view.name}: {count} residues", int(quiet))
     return count
+
+
+def cryobuild_save(file, name=DEFAULT_MODEL, quiet=0, *, _self=_cmd):
+    '''
+DESCRIPTION
+
+    Save a cryobuild model (its visible residues) as mmCIF or PDB, by the
+    file's suffix, atomically. An mmCIF file names the accepted residues,
+    so that cryobuild_open accepts them again; a PDB file cannot.
+
+USAGE
+
+    cryobuild_save file [, name ]
+
+ARGUMENTS
+
+    file = str: .cif or .pdb file
+
+    name = str: model object {default: cryobuild_model}
+
+SEE ALSO
+
+    cryobuild_open
+    '''
+    from cryobuild.errors import CryobuildError
+
+    try:
+        written = get_bridge().save(os.path.expanduser(str(file)), str(name))
+    except CryobuildError as err:
+        raise _readable(err) from None
+    _say(f"saved {name} to {written}", int(quiet))
+    return str(written)
 
 
 def _on_selection(action, selection) -> int:
@@ -531,6 +564,7 @@ _COMMANDS = {
     "cryobuild_unaccept": cryobuild_unaccept,
     "cryobuild_remove": cryobuild_remove,
     "cryobuild_open": cryobuild_open,
+    "cryobuild_save": cryobuild_save,
     "cryobuild_assign": cryobuild_assign,
     "cryobuild_rebuild": cryobuild_rebuild,
     "cryobuild_swap": cryobuild_swap,

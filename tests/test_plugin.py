@@ -154,7 +154,8 @@ def open_panel(fresh_pymol, map_path=None, sequence_text=None):
 
 def test_plugin_registers_commands_with_pymol_docstrings():
     for name in ("cryobuild_build", "cryobuild_prune", "cryobuild_accept", "cryobuild_unaccept",
-                 "cryobuild_remove", "cryobuild_open", "cryobuild_rebuild", "cryobuild_cancel"):
+                 "cryobuild_remove", "cryobuild_open", "cryobuild_save", "cryobuild_rebuild",
+                 "cryobuild_cancel"):
         assert name in cmd.keyword, name
         doc = cmd.keyword[name][0].__doc__
         for section in ("DESCRIPTION", "USAGE", "SEE ALSO"):
@@ -599,7 +600,8 @@ def test_a_saved_model_opens_again_to_go_on_with(fresh_pymol, il2, qapp, tmp_pat
     model = _known_model(reference)
     fresh_pymol.set_model(model, sequences=[sequence], map_name="emap")
     fresh_pymol.accept("cryobuild_model and resi 3-4+8")
-    saved = fresh_pymol.save(tmp_path / "saved.cif")
+    saved = tmp_path / "saved.cif"
+    assert command("cryobuild_save", str(saved)) == str(saved)
 
     assert command("cryobuild_open", str(saved), "emap", str(fasta), "reopened") == model.num_residues
     view = fresh_pymol.views["reopened"]
