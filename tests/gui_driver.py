@@ -135,6 +135,15 @@ def rebuilt():
          old_residues=verdict.old.residues if verdict else None,
          shown=cmd.count_atoms("cryobuild_model and name CA"),
          accepted=[list(k) for k in session.accepted_keys()])
+    # save the model, and open it again as after a restart of PyMOL
+    saved = os.path.join(os.path.dirname(SETTINGS["results"]), "saved.cif")
+    panel.save_model(saved)
+    panel.name_edit.setText("reopened")
+    panel.open_model(saved)
+    reopened = bridge.views["reopened"].session
+    step("reopen", keys=keys(reopened.model), accepted=[list(k) for k in reopened.accepted_keys()],
+         shown=cmd.count_atoms("reopened and name CA"), log=panel.log_view.toPlainText().splitlines()[-1])
+    panel.name_edit.setText("cryobuild_model")
     other = panel.open_map(SETTINGS["map2"])
     panel.map_combo.refresh(select=other)
     panel.rounds_spin.setValue(1)

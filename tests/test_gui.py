@@ -128,6 +128,13 @@ def test_gui_rebuild_of_a_threaded_region_keeps_or_improves_its_residues(session
     assert rebuild["shown"] == len(after)
 
 
+def test_gui_a_saved_model_opens_again_with_its_accepted_residues(session):
+    results, _, _ = session
+    reopen = results["reopen"]
+    assert reopen["keys"] == results["rebuild"]["keys"] and reopen["shown"] == len(reopen["keys"])
+    assert reopen["accepted"] == results["rebuild"]["accepted"] and "opened" in reopen["log"]
+
+
 def test_gui_build_into_another_map_carries_no_accepted_residues(session):
     results, _, _ = session
     other = results["other_map"]
