@@ -120,7 +120,10 @@ def read_accepted(path: str | os.PathLike) -> list[ResidueKey]:
 
     if model_format(path) != "cif":
         return []
-    value = gemmi.cif.read(str(path)).sole_block().find_value(ACCEPTED_ITEM)
+    try:
+        value = gemmi.cif.read(str(path)).sole_block().find_value(ACCEPTED_ITEM)
+    except (RuntimeError, ValueError):  # not mmCIF inside (a PDB file named .cif, say)
+        return []
     if value is None:
         return []
     keys = []

@@ -842,12 +842,12 @@ class Bridge:
                   accepted=()) -> ModelView:
         """Put ``model`` into ``name``'s session (e.g. a model opened from a file), its
         residues ``accepted`` accepted, and show it; with ``map_name``, later rebuilds use that
-        map."""
+        map (read first: an unknown map changes nothing)."""
+        density = density_from_pymol(map_name, _self=self._self) if map_name else None
         view = self.view(name, create=True)
         view.session.set_model(model, sequences=sequences, accepted=accepted)
-        if map_name:
-            view.map_name, view.density = map_name, density_from_pymol(map_name, _self=self._self)
-            view.map_key = self.engine().map_key(view.density)
+        if density is not None:
+            view.map_name, view.density, view.map_key = map_name, density, self.engine().map_key(density)
         self.show_model(view)
         return view
 

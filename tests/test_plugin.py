@@ -615,6 +615,9 @@ def test_a_saved_model_opens_again_to_go_on_with(fresh_pymol, il2, qapp, tmp_pat
         command("cryobuild_open", str(saved), "emap", "", "reopened")
     with pytest.raises(CmdException, match="no such model file"):
         command("cryobuild_open", str(tmp_path / "missing.cif"))
+    with pytest.raises(CmdException, match="not a map object"):  # and nothing opened
+        command("cryobuild_open", str(saved), "nosuchmap", "", "elsewhere")
+    assert "elsewhere" not in fresh_pymol.views
 
     panel = open_panel(fresh_pymol)
     panel.name_edit.setText("from_panel")
