@@ -39,12 +39,14 @@ from .pipeline import BuildResult, ChainReport, RoundResult
 from .residues import AA_ORDER, ONE_TO_THREE, UNK_THREE
 from .thread.hints import Placement
 
-__all__ = ["BUILD_ID_ITEM", "aligned_runs", "write_build", "write_final", "write_round", "chains_csv",
+__all__ = ["BUILD_ID_ITEM", "PLACEMENTS_FILE", "aligned_runs", "write_build", "write_final", "write_round", "chains_csv",
            "placements_csv", "aa_probabilities_csv", "read_chains_csv", "read_placements_csv",
            "read_aa_probabilities_csv"]
 
 #: The mmCIF item of a written model that holds the build's id.
 BUILD_ID_ITEM = "_cryobuild.build_id"
+#: The file of a build folder that says where its unassigned chains might go.
+PLACEMENTS_FILE = "unassigned_placements.csv"
 
 
 def chains_csv(reports: tuple[ChainReport, ...]) -> str:
@@ -176,7 +178,7 @@ def write_final(final: BuiltModel, aa_probs: np.ndarray, reports: tuple[ChainRep
     written = []
     for name, text in (("chains.csv", chains_csv(reports)),
                        ("aa_probabilities.csv", aa_probabilities_csv(final, aa_probs)),
-                       ("unassigned_placements.csv", placements_csv(placements))):
+                       (PLACEMENTS_FILE, placements_csv(placements))):
         written.append(write_bytes_atomic(folder / name, (csv_stamp + text).encode()))
     written.append(write_model(final, folder / "model.cif", cif_items={BUILD_ID_ITEM: build_id}))
     return written

@@ -596,7 +596,7 @@ class Bridge:
             view.updates += 1
             kept_old = apart and verdict is not None and verdict.kept == "old"
             if view.job.kind == "build" and not kept_old:  # a region's are the region's only
-                self._offer(view, result)
+                self._offer(view, result.placements, result.final)
             if apart:
                 if kept_old and verdict.candidate is not None:
                     self._draw(view.new_name, result.final, ())
@@ -676,12 +676,11 @@ class Bridge:
         cmd.set("sphere_scale", CA_SPHERE_SCALE, view.ca_name)
         cmd.spectrum("b", PALETTE, view.ca_name, minimum=CONFIDENCE_RANGE[0], maximum=CONFIDENCE_RANGE[1])
 
-    def _offer(self, view: ModelView, result) -> None:
-        """Take a build's placements (`BuildResult.placements`, its final model's chains named
-        as the session's) as those `start_assign` may assign, with each placed chain's residue
-        numbers and Cα as they were offered."""
-        final = result.final
-        view.placements = tuple(result.placements)
+    def _offer(self, view: ModelView, placements, final) -> None:
+        """Take a build's ``placements`` (`Placement`, for chains of its final model ``final``,
+        named as the session's) as those `start_assign` may assign, with each placed chain's
+        residue numbers and Cα as they were offered."""
+        view.placements = tuple(placements)
         view.placed = {}
         for chain in {p.chain_id for p in view.placements}:
             rows = final.chain_id == chain
@@ -848,7 +847,9 @@ class Bridge:
         view.session.set_model(model, sequences=sequences, accepted=accepted)
         if density is not None:
             view.map_name, view.density, view.map_key = map_name, density, self.engine().map_key(density)
+        self._offer(view, (), model)  # an earlier build's places are not this model's
         self.show_model(view)
+        self.show_places(view)
         return view
 
     def open_model(self, path: str | os.PathLike, *, name: str = DEFAULT_MODEL, sequences=None,
@@ -856,13 +857,25 @@ class Bridge:
         """`set_model` with the model in file ``path`` (mmCIF or PDB; each residue's confidence
         its Cα B-factor, as cryobuild writes them): a model saved in an earlier PyMOL session,
         or built elsewhere, to accept, prune and rebuild; the residues a saved model had
-        accepted are accepted again (`cryobuild.session.read_accepted`). Raises `InputError`
-        for a file that holds no protein model, or when ``name`` holds accepted residues."""
+        accepted are accepted again (`cryobuild.session.read_accepted`). The ``model.cif`` of
+        a ``cryobuild build`` folder, as its build wrote it, brings the places offered for its
+        unassigned chains (its ``unassigned_placements.csv``), to assign them here with the
+        build's sequences. Raises `InputError` for a file that holds no protein model, or when
+        ``name`` holds accepted residues."""
+        from cryobuild.build_folder import as_written
+        from cryobuild.build_outputs import PLACEMENTS_FILE, read_placements_csv
         from cryobuild.models import read_model
         from cryobuild.session import read_accepted
 
-        return self.set_model(read_model(path), name=name, sequences=sequences, map_name=map_name,
+        path = Path(path)
+        model = read_model(path)
+        view = self.set_model(model, name=name, sequences=sequences, map_name=map_name,
                               accepted=read_accepted(path))
+        offered = path.parent / PLACEMENTS_FILE
+        if offered.is_file() and as_written(path.parent, path.name):
+            self._offer(view, read_placements_csv(offered), model)
+            self.show_places(view)
+        return view
 
     def save(self, path: str | os.PathLike, name: str = DEFAULT_MODEL) -> Path:
         """Write the visible model of ``name`` (mmCIF or PDB by the file's suffix; an mmCIF

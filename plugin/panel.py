@@ -848,8 +848,9 @@ def fit_window(window, dock) -> None:
     window.resizeDocks([dock], [width], QtCore.Qt.Horizontal)
 
 
-def show_panel(map_path=None, fasta_path=None, *, bridge=None, _self=None):
-    """Open the panel (a dock in PyMOL's window, else a dialog) or raise it; returns it."""
+def show_panel(map_path=None, fasta_path=None, model_path=None, *, bridge=None, _self=None):
+    """Open the panel (a dock in PyMOL's window, else a dialog) or raise it, with the map,
+    FASTA and model files given loaded (the model last, as *Open model…* does); returns it."""
     global _container
     from pymol import gui
 
@@ -881,6 +882,8 @@ def show_panel(map_path=None, fasta_path=None, *, bridge=None, _self=None):
         panel.open_map(str(map_path))
     if fasta_path:
         panel.load_fasta(str(fasta_path))
+    if model_path:
+        panel.open_model(str(model_path))
     return panel
 
 

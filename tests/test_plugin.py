@@ -37,7 +37,7 @@ from pymol import CmdException, cmd  # noqa: E402
 import cryobuild_pymol  # noqa: E402
 from cryobuild_pymol import bridge as bridge_module  # noqa: E402
 from cryobuild_pymol import panel as panel_module  # noqa: E402
-from cryobuild_pymol.bridge import Bridge, density_from_pymol, reset_bridge  # noqa: E402
+from cryobuild_pymol.bridge import DEFAULT_MODEL, Bridge, density_from_pymol, reset_bridge  # noqa: E402
 
 #: The issue's limit on a GUI-thread pause while a job runs (s).
 MAX_GUI_GAP = 0.2
@@ -736,8 +736,6 @@ def test_accept_prune_undo_rebuild_through_panel_and_commands(fresh_pymol, engin
 
 @needs_weights
 def test_an_unassigned_chain_is_assigned_through_the_panel_and_its_label_goes(fresh_pymol, engine, il2, qapp):
-    from types import SimpleNamespace
-
     from cryobuild.residues import ONE_TO_THREE
     from cryobuild.thread.hints import unassigned_placements
 
@@ -750,7 +748,7 @@ def test_an_unassigned_chain_is_assigned_through_the_panel_and_its_label_goes(fr
     view = fresh_pymol.set_model(model, sequences=[sequence], map_name="emap")
     probs = noisy_probs(reference.aatype, 0.6, np.random.default_rng(3)).astype(np.float32)
     placements = unassigned_placements(model, probs, [sequence])  # as a build offers them
-    fresh_pymol._offer(view, SimpleNamespace(final=model, placements=placements))
+    fresh_pymol._offer(view, placements, model)
     fresh_pymol.show_places(view)
     assert cmd.count_atoms(view.places_name) == 1
     # a chain changed since its placements were offered (here pruned) is not assigned
@@ -859,12 +857,43 @@ def test_gui_verb_names_missing_system_libraries_and_the_line_that_adds_them(il2
     assert f"apt-get install -y {' '.join(gui.GUI_PACKAGES)}" in readme
 
 
+@needs_weights
+def test_a_build_folder_opens_with_its_places_and_a_chain_is_assigned(fresh_pymol, engine,
+                                                                      folder_with_an_unassigned_chain, qapp):
+    """``cryobuild gui MAP FASTA --model OUT/model.cif``: the model of a command-line build
+    opens with the places its build offered for the unassigned chains, and Assign
+    gives chain B its place with the build's sequence; an edited model.cif brings no places."""
+    out, model, sequence = folder_with_an_unassigned_chain
+    folder = out.parent
+    panel = panel_module.show_panel(folder / "il2.mrc", folder / "il2.fasta", out / "model.cif",
+                                    bridge=fresh_pymol)
+    view = fresh_pymol.views[DEFAULT_MODEL]
+    assert [p.chain_id for p in view.placements][:1] == ["B"] and view.map_name == "il2"
+    ended = []
+    panel.jobEnded.connect(lambda job_id, outcome: ended.append(outcome))
+    panel.selection_edit.setText(f"{DEFAULT_MODEL} and chain B")
+    panel.assign_button.click()
+    wait_for(qapp, lambda: ended)
+    assert ended == ["final"], panel.log_view.toPlainText()
+    assert "B" in view.session.state.chain_sequences and not view.placements
+
+    panel_module.close_panel()
+    with open(out / "model.cif", "a") as edited:  # a user's edit in place: its places may not fit
+        edited.write("# refined\n")
+    command("cryobuild_open", str(out / "model.cif"), "il2", str(folder / "il2.fasta"), "edited")
+    assert fresh_pymol.views["edited"].placements == ()
+
+
 def test_gui_verb_starts_pymol_with_the_panel_and_files(il2):
     path, _, _, _, fasta = il2
     done = subprocess.run([sys.executable, "-m", "cryobuild", "gui", str(path), str(fasta), "--dry-run"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "-m pymol" in done.stdout and "open_panel(" in done.stdout and str(fasta) in done.stdout
+    assert "model_path=None" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "cryobuild", "gui", str(path), str(fasta), "--model",
+                           str(path.parent / "none.cif")], capture_output=True, text=True)
+    assert done.returncode == 2 and "no such model file" in done.stderr
     done = subprocess.run([sys.executable, "-m", "cryobuild", "gui", "/no/such.mrc"], capture_output=True, text=True)
     assert done.returncode == 2 and "no such map file" in done.stderr
 
@@ -902,7 +931,7 @@ def test_the_view_labels_the_unassigned_chains_likeliest_places(fresh_pymol, il2
     placements = (Placement("B", 1, "il2", 61, 70, first_of_b, first_of_b + 9, 9.0, 0.02, 0.04, 0),
                   Placement("A", 1, "il2", 5, 9, 1, 5, 1.0, 0.8, 1.6, 0))  # too weak to name
     view = ModelView(DEFAULT_MODEL, session=SimpleNamespace(model=final))
-    fresh_pymol._offer(view, SimpleNamespace(final=final, placements=placements))
+    fresh_pymol._offer(view, placements, final)
     fresh_pymol.show_places(view)
     assert cmd.count_atoms(view.places_name) == 1
     labels = []

@@ -62,7 +62,8 @@ def _final_tables(folder: Path):
     """A build folder's final model with its residue-type probabilities ``[R, 20]``, chain
     reports and placements, as its build wrote them (`InputError` otherwise)."""
     from ..build_folder import as_written
-    from ..build_outputs import read_aa_probabilities_csv, read_chains_csv, read_placements_csv
+    from ..build_outputs import (PLACEMENTS_FILE, read_aa_probabilities_csv, read_chains_csv,
+                                 read_placements_csv)
     from ..errors import InputError
     from ..models import read_model
 
@@ -78,7 +79,7 @@ def _final_tables(folder: Path):
                          "model.cif")
     return (model, np.stack([probabilities[key] for key in keys]),
             read_chains_csv(folder / "chains.csv"),
-            read_placements_csv(folder / "unassigned_placements.csv"))
+            read_placements_csv(folder / PLACEMENTS_FILE))
 
 
 def main(args) -> int:

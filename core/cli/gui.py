@@ -31,7 +31,7 @@ HELP = "start PyMOL with the cryobuild plugin loaded"
 STARTUP_SCRIPT = """# cryobuild gui start-up (temporary file)
 import cryobuild_pymol
 cryobuild_pymol.__init_plugin__()
-cryobuild_pymol.open_panel(map_path={map!r}, fasta_path={fasta!r})
+cryobuild_pymol.open_panel(map_path={map!r}, fasta_path={fasta!r}, model_path={model!r})
 """
 
 #: Qt bindings in the order PyMOL tries them (``pymol.Qt``), and the Qt folder each ships.
@@ -83,6 +83,10 @@ _NOT_FOUND = re.compile(r"^\s*(\S+)\s*=>\s*not found", re.MULTILINE)
 def add_args(parser):
     parser.add_argument("map", nargs="?", help="map to load")
     parser.add_argument("fasta", nargs="?", help="FASTA to put in the panel")
+    parser.add_argument("--model", default=None,
+                        help="a model to go on with (e.g. OUT/model.cif of cryobuild build, whose "
+                             "unassigned chains' places come with it), opened as the panel's Open "
+                             "model… does")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the PyMOL command and start-up script instead of running them")
 
@@ -165,7 +169,8 @@ def check_libraries() -> str | None:
 def main(args) -> int:
     map_path = _checked(args.map, "map")
     fasta_path = _checked(args.fasta, "FASTA")
-    script = STARTUP_SCRIPT.format(map=map_path, fasta=fasta_path)
+    model_path = _checked(args.model, "model")
+    script = STARTUP_SCRIPT.format(map=map_path, fasta=fasta_path, model=model_path)
     if importlib.util.find_spec("pymol") is None:
         raise InputError("pymol-open-source is not installed in this environment")
     problem = check_libraries()
