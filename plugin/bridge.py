@@ -88,6 +88,9 @@ CONTOUR_SAMPLE = 2_000_000
 SCRATCH_PREFIX = "cryobuild-pymol-"
 SESSIONS_PREFIX = "cryobuild-sessions-"
 QUIT_TIMEOUT = 10.0
+#: Why a model without a map cannot be rebuilt or assigned, and what to do.
+NO_MAP = ("{name} has no map in this PyMOL session: build it into one, or open it with one "
+          "(Open model… with the map chosen, or cryobuild_open FILE, MAP)")
 #: Folder of a session holding a sequence-free build's HMM profiles.
 PROFILES_FOLDER = "hmm_profiles"
 
@@ -467,7 +470,7 @@ class Bridge:
         if view.running:
             raise InputError(f"a job is already running on {name}; stop it first")
         if view.density is None:
-            raise InputError(f"{name} was not built into a map in this PyMOL session")
+            raise InputError(NO_MAP.format(name=name))
         keys = residue_keys(selection, name, _self=self._self)
         if not keys:
             raise InputError(f"the selection {selection!r} holds no residue of {name}")
@@ -503,7 +506,7 @@ class Bridge:
         if view.running:
             raise InputError(f"a job is already running on {name}; stop it first")
         if view.density is None:
-            raise InputError(f"{name} was not built into a map in this PyMOL session")
+            raise InputError(NO_MAP.format(name=name))
         chain = str(chain).strip()
         placement = chosen_placement(view.placements, chain, rank, f"the last build of {name}")
         if not self.offered_still(view, chain):

@@ -618,6 +618,9 @@ def test_a_saved_model_opens_again_to_go_on_with(fresh_pymol, il2, qapp, tmp_pat
     with pytest.raises(CmdException, match="not a map object"):  # and nothing opened
         command("cryobuild_open", str(saved), "nosuchmap", "", "elsewhere")
     assert "elsewhere" not in fresh_pymol.views
+    command("cryobuild_open", str(saved), "", "", "mapless")  # fine to look at, not to rebuild
+    with pytest.raises(CmdException, match="has no map in this PyMOL session.*cryobuild_open FILE, MAP"):
+        command("cryobuild_rebuild", "mapless and resi 10-20", "mapless")
 
     panel = open_panel(fresh_pymol)
     panel.name_edit.setText("from_panel")
