@@ -287,7 +287,8 @@ def test_the_chain_lines_list_threaded_and_placed_chains_and_sum_up_the_rest(tmp
     assert lines[-2] == (f"  and {len(rest)} more unassigned chains of {min(r.residues for r in rest)}-"
                          f"{max(r.residues for r in rest)} residues ({tmp_path / 'chains.csv'})")
     assert lines[-1] == (f"  (places for the unassigned chains: {tmp_path / 'unassigned_placements.csv'}; "
-                         f"cryobuild assign {tmp_path} CHAIN gives a chain its best one)")
+                         f"cryobuild assign {tmp_path} CHAIN gives a chain its best one, or Assign "
+                         f"in PyMOL after cryobuild gui MAP FASTA --model {tmp_path / 'model.cif'})")
     assert len(chain_lines(reports[:5], (), tmp_path)) == 5
 
 

@@ -238,6 +238,7 @@ def chain_lines(reports, placements, out: Path) -> list[str]:
     """The lines `cryobuild build` prints about the final chains (`pipeline.ChainReport`, in ID
     order) and where the unassigned ones might go (`thread.hints.Placement`), for the output
     folder ``out``."""
+    from ..build_outputs import PLACEMENTS_FILE
     from ..thread.hints import named_placements
 
     best = {p.chain_id: p for p in named_placements(placements)}
@@ -262,6 +263,7 @@ def chain_lines(reports, placements, out: Path) -> list[str]:
         lines.append(f"  and {len(rest)} more unassigned chains of {min(r.residues for r in rest)}-"
                      f"{max(r.residues for r in rest)} residues ({out / 'chains.csv'})")
     if placements:
-        lines.append(f"  (places for the unassigned chains: {out / 'unassigned_placements.csv'}; "
-                     f"cryobuild assign {out} CHAIN gives a chain its best one)")
+        lines.append(f"  (places for the unassigned chains: {out / PLACEMENTS_FILE}; "
+                     f"cryobuild assign {out} CHAIN gives a chain its best one, or Assign in "
+                     f"PyMOL after cryobuild gui MAP FASTA --model {out / 'model.cif'})")
     return lines
