@@ -116,12 +116,11 @@ def fragment_library(window: int, count: int, rng: np.random.Generator) -> np.nd
     return fragments[rng.choice(len(fragments), min(count, len(fragments)), replace=False)]
 
 
-def _taken(ca: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """For each deposited Cα ``[R, 3]``, the index of the candidate ``[C, 3]`` it takes, -1 for
-    none: candidates in order of their distance to their nearest Cα, each given to that Cα
-    when it is within `NEAR` Å and holds none yet."""
-    distance, nearest = cKDTree(ca).query(candidates)
-    taken = np.full(len(ca), -1)
+def _taken(distance: np.ndarray, nearest: np.ndarray, residues: int) -> np.ndarray:
+    """For each of ``residues`` deposited Cα, the index of the candidate it takes, -1 for none,
+    from each candidate's ``distance`` (Å) to its ``nearest`` Cα (``[C]`` each): candidates in
+    order of that distance, each given to its Cα when within `NEAR` Å and that holds none yet."""
+    taken = np.full(residues, -1)
     for k in np.argsort(distance):
         if distance[k] <= NEAR and taken[nearest[k]] < 0:
             taken[nearest[k]] = k
@@ -134,8 +133,8 @@ def _fragment_fitted(reference, detected: CalphaPoints, window: int,
     the fitted Cα ``[F, 3]``, then the candidates of the residues no window fitted, then the
     detector's candidates farther than `NEAR` Å from every deposited Cα."""
     ca = reference.ca.astype(np.float64)
-    distance = cKDTree(ca).query(detected.xyz)[0]
-    taken = _taken(ca, detected.xyz)
+    distance, nearest = cKDTree(ca).query(detected.xyz)
+    taken = _taken(distance, nearest, len(ca))
     total, count = np.zeros_like(ca), np.zeros(len(ca))
     for run in reference.runs():
         for first in range(max(len(run) - window, 0) + 1):
@@ -176,7 +175,7 @@ def oracle_points(mode: str, reference, detected: CalphaPoints, rng: np.random.G
         near = distance <= NEAR
         xyz = np.concatenate([ca[np.unique(nearest[near])], detected.xyz[~near]])
     elif name == "taken":
-        taken = _taken(ca, detected.xyz)
+        taken = _taken(distance, nearest, len(ca))
         xyz = detected.xyz[taken[taken >= 0]]
     elif name == "fragments":
         xyz = _fragment_fitted(reference, detected, int(value))
