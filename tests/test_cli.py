@@ -346,3 +346,48 @@ def test_assign_in_a_folder_without_build_log_takes_the_map_and_fasta_given(
                str(out.parent / "il2.fasta"))
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "build.log").read_text())["assigned"][0]["chain"] == "B"
+
+
+def test_rebuild_replaces_a_region_of_the_build_folder_and_its_tables_follow(
+        folder_with_an_unassigned_chain):
+    """``cryobuild rebuild OUT A:70-85 --take-new``: the rest of the model keeps its atoms,
+    every table describes the new model, the untouched chain keeps its placement, build.log
+    records the rebuild; bad region names are one-line errors and leave the folder alone."""
+    from cryobuild.build_folder import as_written
+    from cryobuild.build_outputs import (read_aa_probabilities_csv, read_chains_csv,
+                                         read_placements_csv)
+    from cryobuild.models import read_model
+
+    out, before, _ = folder_with_an_unassigned_chain
+    untouched = read_placements_csv(out / "unassigned_placements.csv")
+    for spec, message in (("Z:1-5", "names no residue of the model (its chains: A 1-126, B 1-25)"),
+                          ("A:9-3", "the last residue comes before the first"),
+                          ("A:x", "name residues as CHAIN")):
+        refused = run("rebuild", str(out), spec)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+    both = run("rebuild", str(out), "A:70-85", "--around", "0", "0", "0")
+    assert both.returncode == 2 and "not both" in both.stderr
+    assert as_written(out, "model.cif")
+
+    done = run("rebuild", str(out), "A:70-85", "--take-new", "--quiet")
+    assert done.returncode == 0, done.stderr
+    model = read_model(out / "model.cif")
+    outside = (before.chain_id == "B") | (before.residue_number < 70) | (before.residue_number > 85)
+    kept = {(c, n): xyz for c, n, xyz in zip(model.chain_id, model.residue_number, model.atom_positions)}
+    for chain, number, xyz in zip(before.chain_id[outside], before.residue_number[outside],
+                                  before.atom_positions[outside]):
+        np.testing.assert_array_equal(kept[(chain, number)], xyz)
+    probabilities = read_aa_probabilities_csv(out / "aa_probabilities.csv")
+    assert sorted(probabilities) == sorted(kept)
+    reports = read_chains_csv(out / "chains.csv")
+    assert [r.chain_id for r in reports] == list(model.chains())
+    for report in reports:
+        rows = model.chain_id == report.chain_id
+        assert report.residues == rows.sum() and report.first == model.residue_number[rows].min()
+    assert reports[0].sequence == "il2" and reports[1].chain_id == "B" and not reports[1].sequence
+    placements = read_placements_csv(out / "unassigned_placements.csv")
+    assert [p for p in placements if p.chain_id == "B"] == [p for p in untouched if p.chain_id == "B"]
+    rebuilt = json.loads((out / "build.log").read_text())["rebuilt"]
+    assert [entry["region"] for entry in rebuilt] == ["A:70-85"] and rebuilt[0]["replaced"] == 16
+    assert as_written(out, "model.cif") and as_written(out, "chains.csv")
+    assert not (out / STAGING).exists()

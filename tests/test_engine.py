@@ -776,3 +776,24 @@ def test_rounds_of_several_starts_are_named_by_start():
     assert [round_label(i, 3, 2) for i in (1, 3, 4, 6)] == [
         "start 1/2, round 1/3", "start 1/2, round 3/3", "start 2/2, round 1/3",
         "start 2/2, round 3/3"]
+
+
+def test_spliced_reports_describe_each_chain_as_it_is_now(il2):
+    """A chain that kept residues and gained new ones reports what it holds now and the best
+    of its parts' alignments; a chain only kept keeps its report's figures; a gone chain goes."""
+    from cryobuild.engine.splice import spliced_reports
+    from cryobuild.pipeline import ChainReport
+
+    _, reference, _ = il2
+    model = reference.take(np.arange(30))
+    model = dataclasses.replace(model, chain_id=np.array(["A"] * 20 + ["C"] * 10),
+                                residue_number=np.r_[1:21, 1:11],
+                                confidence=np.r_[np.full(20, 60.0), np.full(10, 90.0)])
+    kept = (ChainReport("A", "il2", 1, 40, 40, 50.0, 1e-9, 70.0),
+            ChainReport("B", "", 1, 5, 5, float("nan"), float("inf"), 70.0),
+            ChainReport("C", "", 1, 10, 10, float("nan"), float("inf"), 80.0))
+    new = (ChainReport("A", "il2", 15, 20, 6, 80.0, 1e-15, 75.0),)
+    a, c = spliced_reports(model, kept, new, {"A": "il2"})
+    assert (a.chain_id, a.sequence, a.first, a.last, a.residues) == ("A", "il2", 1, 20, 20)
+    assert (a.score, a.evalue, a.mean_confidence) == (80.0, 1e-15, 60.0)
+    assert (c.chain_id, c.sequence, c.residues, c.evalue, c.mean_confidence) == ("C", "", 10, float("inf"), 90.0)

@@ -31,6 +31,7 @@ VERBS = {
     "batch": "batch",
     "build_no_seq": "build_no_seq",
     "assign": "assign",
+    "rebuild": "rebuild",
     "hmm_search": "hmm_search",
     "gui": "gui",
     "install-plugin": "install_plugin",

@@ -132,15 +132,7 @@ def build_with_engine(density, sequences, options, *, device="auto", mask=None, 
         engine = Engine(device, networks=networks)
         networks = engine.networks()
     with terminal_progress(quiet=quiet) as progress:
-
-        def on_event(event):
-            if progress is not None and event.kind == "stage":
-                progress("build", event.fraction, f"{event.stage}: {event.message}")
-            elif event.kind == "warning":
-                print(f"cryobuild: warning: {event.message}", file=sys.stderr)
-            elif event.kind == "round" and on_round is not None:
-                on_round(event.payload)
-
+        on_event = event_printer(progress, "build", on_round)
         if scheduler is not None:
             from ..engine.remote import start_remote_build
 
@@ -150,6 +142,22 @@ def build_with_engine(density, sequences, options, *, device="auto", mask=None, 
         job = engine.start_build(density, sequences, options, mask=mask, on_event=on_event,
                                  threaded=False)
         return job.result(), networks.device
+
+
+def event_printer(progress, label: str, on_round=None):
+    """An engine job's ``on_event`` for the command line: its stages to ``progress`` (a
+    `progressbar.terminal_progress` callback, None when quiet) under ``label``, its warnings as
+    one line on stderr, and each round's `pipeline.RoundResult` to ``on_round``."""
+
+    def on_event(event):
+        if progress is not None and event.kind == "stage":
+            progress(label, event.fraction, f"{event.stage}: {event.message}")
+        elif event.kind == "warning":
+            print(f"cryobuild: warning: {event.message}", file=sys.stderr)
+        elif event.kind == "round" and on_round is not None:
+            on_round(event.payload)
+
+    return on_event
 
 
 def save_outputs(folder, write) -> Path:

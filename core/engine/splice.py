@@ -9,7 +9,8 @@
 * `plan_chain_names`: the session's chain id for each new chain -- the kept chain of the same
   sequence copy when their numbering fits, otherwise a fresh one. The engine names new residues
   before relaxing them, so a stretch that continues a kept chain is relaxed bonded to it.
-* `splice`: kept residues + the named new ones -> the next `SessionState`.
+* `splice`: kept residues + the named new ones -> the next `SessionState`;
+  `spliced_reports`: the chain reports of what it holds.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "rename_round",
     "select_region",
     "splice",
+    "spliced_reports",
     "thread_records",
 ]
 
@@ -275,3 +277,26 @@ def splice(kept: SessionState, new: BuiltModel, chain_sequences: dict[str, str])
     order = np.lexsort((joined.residue_number, [rank[c] for c in joined.chain_id.tolist()]))
     return SessionState(joined.take(order), *(flag[order] for flag in flags.values()),
                         chain_sequences=chain_sequences)
+
+
+def spliced_reports(model: BuiltModel, kept: tuple[ChainReport, ...], new: tuple[ChainReport, ...],
+                    chain_sequences: dict[str, str]) -> tuple[ChainReport, ...]:
+    """One report per chain of ``model`` (new residues spliced among kept ones, `splice`), in
+    its chain order, from the reports of the kept chains and of the new ones (already renamed,
+    `rename_reports`): the residue count, first and last number and mean confidence of what the
+    chain holds now, its sequence from ``chain_sequences``, and the score and E-value of the
+    best alignment among its parts (a chain that kept some residues and gained new ones was
+    never aligned as a whole)."""
+    parts: dict[str, list[ChainReport]] = {}
+    for report in kept + new:
+        parts.setdefault(report.chain_id, []).append(report)
+    reports = []
+    for chain in model.chains():
+        rows = model.chain_id == chain
+        numbers = model.residue_number[rows]
+        best = min(parts.get(chain, ()), key=lambda report: report.evalue, default=None)
+        reports.append(ChainReport(
+            chain, chain_sequences.get(chain, ""), int(numbers.min()), int(numbers.max()),
+            int(rows.sum()), best.score if best is not None else float("nan"),
+            best.evalue if best is not None else float("inf"), float(model.confidence[rows].mean())))
+    return tuple(reports)
