@@ -123,7 +123,8 @@ def main(args) -> int:
             "within {:g} Å of ({:g}, {:g}, {:g})".format(args.radius, *args.around))
         if state is None:
             if not args.quiet:
-                print(f"{region}: {verdict.message}; {folder / 'model.cif'} is as it was"
+                # the verdict itself came as a warning
+                print(f"{region}: the old residues stay; {folder / 'model.cif'} is as it was"
                       + ("" if verdict.candidate is None else " (--take-new writes the new residues)"))
             return 0
         final = state.model.select(state.visible)
