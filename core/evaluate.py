@@ -240,13 +240,14 @@ def _sequence_positions(ref: BuiltModel, chain: str, sequence: str) -> dict[int,
 
 
 def offered_numbering(ca: np.ndarray, numbers: np.ndarray, sequence: str, ref: BuiltModel, *,
-                      tolerance: int = 0) -> tuple[int, int]:
+                      tolerance: int = 0, cutoff: float = CA_MATCH_CUTOFF) -> tuple[int, int]:
     """How right a numbering offered for a stretch of residues is (e.g. a placement of an
     unassigned chain, `cryobuild.thread.hints`): of the residues (Cα ``[K, 3]``, Å) matched to
-    a reference Cα (`match_calpha`), how many, and how many of those are offered (``numbers``
-    ``[K]``, 1-based positions in ``sequence``) a number within ``tolerance`` of the reference
-    residue's place in ``sequence`` (as `Metrics.register_accuracy` places it)."""
-    p, r = match_calpha(ca, ref.ca)
+    a reference Cα (`match_calpha` within ``cutoff`` Å), how many, and how many of those are
+    offered (``numbers`` ``[K]``, 1-based positions in ``sequence``) a number within
+    ``tolerance`` of the reference residue's place in ``sequence`` (as
+    `Metrics.register_accuracy` places it)."""
+    p, r = match_calpha(ca, ref.ca, cutoff=cutoff)
     places = _ReferencePlaces(ref)
     right = 0
     for pred_row, ref_row in zip(p.tolist(), r.tolist()):

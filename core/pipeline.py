@@ -883,7 +883,7 @@ def round_label(index: int, rounds: int, restarts: int = 1) -> str:
 def _traced_and_threaded(view: NetworkMap, points: CalphaPoints, sequences: list[Sequence],
                          residue_strings: list[str], networks: Networks, options: BuildOptions,
                          context: BuiltModel | None, taken, seconds: dict, progress, cancel, notify,
-                         *, frame_seed: int, first_round: int) -> _Start:
+                         *, frame_seed: int, first_round: int, anchors: tuple = ()) -> _Start:
     """The rounds of one start from the Cα candidates ``points`` (the graph network's first
     pass gives them random frames, and threading its random numbers, from ``frame_seed``),
     numbered from ``first_round + 1``, then the blind check (`_blind_checked`) of the last
@@ -911,7 +911,7 @@ def _traced_and_threaded(view: NetworkMap, points: CalphaPoints, sequences: list
                            composition_correction=options.composition_correction,
                            structgen_fallback=options.structgen_fallback,
                            min_length=MIN_CHAIN_LENGTH, taken=taken, structgen=networks.structgen,
-                           rng=rng, cancel=cancel)
+                           rng=rng, cancel=cancel, anchors=anchors)
         for warning in threading.warnings:
             notify("warning", f"{label}: {warning}")
         named = name_chains(threading.matches, sequences)
@@ -951,6 +951,7 @@ def build(
     mask: DensityMap | None = None,
     context: BuiltModel | None = None,
     taken: list[np.ndarray] | None = None,
+    anchors: tuple = (),
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     on_result: Optional[Callable[[str, object], None]] = None,
@@ -959,7 +960,8 @@ def build(
 
     ``context`` holds residues that stay as they are (fixed neighbours of the new ones, see the
     module docstring) and ``taken`` (bool ``[len(sequences[s])]`` per sequence) the sequence
-    positions they hold; the result holds only new residues.
+    positions they hold; ``anchors`` (`thread.Anchor`) are those of them that flank a stretch
+    to rebuild, which threading closes gaps against. The result holds only new residues.
 
     Raises `InputError` for unusable sequences, `BuildError` when the map yields too few Cα
     candidates (e.g. no protein density), `Cancelled` when ``cancel`` is set (checked between
@@ -1007,7 +1009,7 @@ def build(
         starts.append(_traced_and_threaded(
             view, points, sequences, residue_strings, networks, start_options, context, taken,
             seconds, progress, cancel, notify, frame_seed=options.seed + number,
-            first_round=number * options.rounds))
+            first_round=number * options.rounds, anchors=anchors))
     chosen = max(starts, key=lambda s: s.threaded_residues)  # the first of equals
     rounds, graph, named, dropped = chosen.rounds, chosen.graph, chosen.named, chosen.dropped
     if dropped:

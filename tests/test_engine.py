@@ -536,7 +536,8 @@ def test_a_region_rebuild_never_loses_residues(engine, il2, tmp_path):
     density, _, _ = il2
     session = reference_session(engine, il2, tmp_path / "s")
     before, history = session.state, session.history
-    nothing_threads = BuildOptions(rounds=1, relax=False, max_evalue=1e-30)
+    # no closure either: it would fill the region between its kept neighbours (anchors)
+    nothing_threads = BuildOptions(rounds=1, relax=False, max_evalue=1e-30, closure=False)
     job = engine.start_rebuild(session, density, keys=session.keys()[60:71], options=nothing_threads)
     events, _ = drive(job)
     assert events[-2].kind == "final", kinds(events)
@@ -551,6 +552,31 @@ def test_a_region_rebuild_never_loses_residues(engine, il2, tmp_path):
     shifted = DensityMap(density.grid, density.voxel_size, density.origin + 50.0)
     with pytest.raises(InputError, match="built into another map"):
         engine.start_build(shifted, [il2[2]], session=session)
+
+
+def test_a_short_stretch_moved_off_its_density_is_rebuilt_in_place_and_numbered(engine, il2,
+                                                                               tmp_path):
+    """A user rebuilds six residues that lie 2.5 Å off their density. Too short for threading
+    to number on its own (and for the blind check to confirm), the stretch is closed between
+    its kept neighbours (`thread.closure.Anchor`); the new residues fit far better than the
+    moved ones, so they replace them although the moved ones kept their confidence."""
+    density, reference, _ = il2
+    window = (reference.residue_number >= 60) & (reference.residue_number <= 65)
+    positions = reference.atom_positions.copy()
+    positions[window] += np.float32([1.5, -1.5, 1.4])  # 2.5 Å
+    moved = dataclasses.replace(reference, atom_positions=positions,
+                                confidence=np.full(reference.num_residues, 90.0, np.float32))
+    session = reference_session(engine, il2, tmp_path / "s", model=moved)
+    keys = [("A", n) for n in range(60, 66)]
+    job = engine.start_rebuild(session, density, keys=keys, options=BuildOptions(rounds=2))
+    events, _ = drive(job)
+    assert events[-2].kind == "final", kinds(events)
+    assert job.verdict.kept == "new", job.verdict.message
+    model = session.model
+    rows = (model.chain_id == "A") & (model.residue_number >= 60) & (model.residue_number <= 65)
+    assert rows.sum() == 6
+    np.testing.assert_array_equal(model.aatype[rows], reference.aatype[window])
+    assert np.linalg.norm(model.ca[rows] - reference.ca[window], axis=1).max() < 1.5
 
 
 def junctions(state, new) -> list[float]:

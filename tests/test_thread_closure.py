@@ -48,6 +48,41 @@ def test_gap_filled_from_a_reversed_fragment_with_a_missing_residue():
     assert not any(not m.threaded for m in result)  # every free node was used
 
 
+def test_a_stretch_between_anchors_is_closed_and_the_anchors_left_out():
+    """A region rebuild's case: residues 4 and 11 are kept residues (anchors, not nodes) and the
+    new nodes 4-9 lie where residues 5-10 belong, traced backwards, in a chain no threading
+    numbered. Closure numbers them between the anchors; the anchors are not in the result.
+    Without anchors the nodes stay unthreaded."""
+    ca = _zigzag(14)
+    probs = _probs(SEQUENCE.aatype)
+    nodes = np.array([9, 8, 7, 6, 5, 4])
+    loose = ChainMatch.unthreaded(nodes - 4, probs[4:10])
+    anchors = (closure.Anchor(0, 4, ca[3]), closure.Anchor(0, 11, ca[10]))
+    result = closure.close_gaps([loose], ca[4:10], probs[4:10], np.full(6, 50.0), [SEQUENCE],
+                                anchors=anchors)
+    [threaded] = result
+    assert threaded.nodes.tolist() == [0, 1, 2, 3, 4, 5]
+    assert threaded.residue_number.tolist() == [5, 6, 7, 8, 9, 10]
+    assert threaded.evalue == closure.ANCHOR_EVALUE and threaded.score == closure.ANCHOR_SCORE
+    [alone] = closure.close_gaps([loose], ca[4:10], probs[4:10], np.full(6, 50.0), [SEQUENCE])
+    assert not alone.threaded
+
+
+def test_the_position_next_to_an_anchor_is_never_left_empty():
+    """Residue 5, next to the anchor at 4, has a node whose type argues against it: inside a
+    chain the path would leave it empty for `bridge_positions` to fill later, but next to an
+    anchor nothing would, so the path takes the node and the stretch keeps every residue."""
+    ca = _zigzag(14)
+    probs = _probs(SEQUENCE.aatype)
+    probs[4] = _probs((SEQUENCE.aatype[4:5] + 7) % 20, right=0.99)[0]
+    loose = ChainMatch.unthreaded(np.array([5, 4, 3, 2, 1, 0]), probs[4:10])
+    anchors = (closure.Anchor(0, 4, ca[3]), closure.Anchor(0, 11, ca[10]))
+    confidence = np.array([100.0, 50, 50, 50, 50, 50])  # its type is read with certainty
+    [threaded] = closure.close_gaps([loose], ca[4:10], probs[4:10], confidence, [SEQUENCE],
+                                    anchors=anchors)
+    assert threaded.residue_number.tolist() == [5, 6, 7, 8, 9, 10]
+
+
 def test_fragment_out_of_reach_is_left_alone():
     """The same fragment shifted 4 Å off the chain's line cannot continue it."""
     ca = _zigzag(14)

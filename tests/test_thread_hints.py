@@ -121,6 +121,10 @@ def test_an_offered_numbering_is_judged_against_the_deposited_places(il2_final):
                              tolerance=2) == (10, 10)
     far = model.ca[rows] + 20.0
     assert offered_numbering(far, truth, sequences[0].residues, model) == (0, 0)
+    # `bench.rebuild`'s stricter match: 2 Å off is matched at 3 Å, not at 1.5
+    moved = model.ca[rows] + np.array([2.0, 0.0, 0.0])
+    assert offered_numbering(moved, truth, sequences[0].residues, model)[1] > 0
+    assert offered_numbering(moved, truth, sequences[0].residues, model, cutoff=1.5) == (0, 0)
 
 
 def test_only_each_chains_best_placement_strong_enough_is_named():

@@ -71,6 +71,19 @@ def test_residues_of_unknown_type_or_less_confidence_or_worse_fit_do_not_replace
     assert kept == "old" and "a worse fit to the map" in message
 
 
+def test_a_much_better_fit_replaces_residues_that_kept_their_confidence(density):
+    """Residues moved off their density keep the confidence they were built with: new ones on
+    the density replace them without more confidence, but not with fewer residues or types."""
+    moved = strand(10, 90, shift=(0.0, 3.0, 0.0))
+    kept, message, before, after = judge(moved, strand(10, 60), density, what="region")
+    assert after.total < before.total and after.fit > before.fit + FIT_TOLERANCE
+    assert kept == "new", message
+    assert judge(moved, strand(9, 60), density)[0] == "old"
+    # on the density both, the new ones no more confident: the old ones stay
+    kept, message, _, _ = judge(strand(10, 90), strand(10, 60), density)
+    assert kept == "old" and "no more total confidence" in message and "no better fit" in message
+
+
 def test_the_fit_is_compared_where_the_old_residues_are(density):
     """A whole new model over a short old stretch: the map is weaker where the new model adds
     residues (here off the density's axis), which lowers its mean fit but is no fault of the
@@ -101,19 +114,23 @@ def test_a_region_is_threaded_within_the_window_of_its_flanking_residues():
     model = strand(100, 50)
     state = _state(model, {"A": "s"})
     region = (model.residue_number >= 41) & (model.residue_number <= 70)
-    records, max_evalue = window_records([sequence], state, region, 0.03)
-    assert records.owners == ["A"]
-    assert np.flatnonzero(~records.taken[0]).tolist() == list(range(40, 70))
-    assert max_evalue == pytest.approx(0.03 * 130 / 30)
+    windows = window_records([sequence], state, region, 0.03)
+    assert windows.records.owners == ["A"]
+    assert np.flatnonzero(~windows.records.taken[0]).tolist() == list(range(40, 70))
+    assert windows.max_evalue == pytest.approx(0.03 * 130 / 30)
+    # the kept residues on either side anchor threading's closure
+    assert [(a.sequence_index, a.number) for a in windows.anchors] == [(0, 40), (0, 71)]
+    np.testing.assert_allclose(windows.anchors[1].ca, model.ca[70])
 
-    # a region at the chain's end opens the window to the sequence's end; kept residues inside
-    # the window (an accepted one, say) stay taken
+    # a region at the chain's end opens the window to the sequence's end, with one anchor;
+    # kept residues inside the window (an accepted one, say) stay taken
     end = model.residue_number >= 91
-    records, _ = window_records([sequence], state, end, 0.03)
-    assert np.flatnonzero(~records.taken[0]).tolist() == list(range(90, 130))
+    windows = window_records([sequence], state, end, 0.03)
+    assert np.flatnonzero(~windows.records.taken[0]).tolist() == list(range(90, 130))
+    assert [a.number for a in windows.anchors] == [90]
     holed = region & (model.residue_number != 55)
-    records, _ = window_records([sequence], state, holed, 0.03)
-    free = np.flatnonzero(~records.taken[0]) + 1
+    windows = window_records([sequence], state, holed, 0.03)
+    free = np.flatnonzero(~windows.records.taken[0]) + 1
     assert 55 not in free and free.min() == 41 and free.max() == 70
 
     # a chain without a sequence: no window (threaded as a full build would)

@@ -536,10 +536,10 @@ class Engine:
         return networks
 
     def _run_pipeline(self, job: Job, density, sequences, options, *, mask, kept: SessionState | None,
-                      context, session: Session | None, spare: bool, records=None,
+                      context, session: Session | None, spare: bool, windows=None,
                       old=None, judged_in: DensityMap | None = None, what: str = "model") -> BuildResult:
-        """`build` with the kept residues' positions taken (``records``: the threading records
-        and E-value cut, else one record per kept chain); with a session, each round spliced
+        """`build` with the kept residues' positions taken (``windows``: a region rebuild's
+        `verdict.Windows`, else one record per kept chain); with a session, each round spliced
         and saved, or -- when ``job.keeps_model`` -- the final model judged against ``old``
         (the residues it would replace) in ``judged_in`` and spliced in only if better."""
         progress = _Progress(job, options.rounds * options.restarts)
@@ -547,10 +547,10 @@ class Engine:
         for message in map_warnings(density):
             _warn(job, message)
         visible = kept.select(kept.visible) if kept is not None else None
-        if records is not None:
-            chosen, max_evalue = records
-            threaded, taken = chosen.records, chosen.taken
-            options = dataclasses.replace(options, max_evalue=max_evalue)
+        anchors = ()
+        if windows is not None:
+            threaded, taken, anchors = windows.records.records, windows.records.taken, windows.anchors
+            options = dataclasses.replace(options, max_evalue=windows.max_evalue)
         elif sequences and visible is not None and visible.num_residues:
             chosen = thread_records(sequences, visible, spare=spare)
             threaded, taken = chosen.records, chosen.taken
@@ -595,11 +595,12 @@ class Engine:
 
             result = build_on_cluster(self.cluster(), density, threaded, pipeline_options,
                                       device=self.device or "auto", mask=mask, context=context,
-                                      taken=taken, progress=progress, cancel=job.cancel_token,
+                                      taken=taken, anchors=anchors, progress=progress,
+                                      cancel=job.cancel_token,
                                       on_result=on_result)
         else:
             result = build(density, threaded, networks, pipeline_options, mask=mask,
-                           context=context, taken=taken, progress=progress,
+                           context=context, taken=taken, anchors=anchors, progress=progress,
                            cancel=job.cancel_token, on_result=on_result)
         final, renames = result.final, {}
         if session is not None:
@@ -639,6 +640,13 @@ class Engine:
                        f"{'s' if unthreaded > 1 else ''} is a guess (on real maps of 4.3-5 Å about "
                        "half the residues point backwards); check it before assigning a sequence")
         if not sequences:
+            return result
+        if windows is not None:
+            # the sequences were threaded around the region before: no doubt about them, but
+            # say when the stretch stays without them
+            if not any(report.threaded for report in result.final_chains):
+                _warn(job, "the new residues could not be threaded within the region's "
+                           "sequence window: they are unassigned")
             return result
         threaded_chains = [report for report in result.final_chains if report.threaded]
         threaded = sum(report.residues for report in threaded_chains)
@@ -715,16 +723,22 @@ class Engine:
         kept = state.select(~region.rows)
         visible = kept.select(kept.visible)
         context = context_near(visible, region.points, REGION_CONTEXT + REGION_MASK_RADIUS)
-        records = window_records(sequences, state, region.rows, options.max_evalue) if sequences else None
-        if records is not None:
-            windows = records[0]
-            free = sum(int((~taken).sum()) for taken in windows.taken)
+        windows = window_records(sequences, state, region.rows, options.max_evalue) if sequences else None
+        if windows is not None:
+            free = sum(int((~taken).sum()) for taken in windows.records.taken)
             job._emit("stage", stage="load", message=(
-                f"threading within {free} sequence positions around the region (E-value ≤ {records[1]:.2g})"))
+                f"threading within {free} sequence positions around the region "
+                f"(E-value ≤ {windows.max_evalue:.2g})"))
+            # Every chain of the region copies a sequence its kept residues were threaded to,
+            # so the check against chance threads of sequences that do not belong to the map
+            # (`pipeline._blind_checked`) has nothing to ask; and it cannot confirm a stretch
+            # shorter than `thread.confirm.MIN_AGREED`, so it took back every rebuild of 6
+            # residues (`bench.rebuild`).
+            options = dataclasses.replace(options, blind_check=False)
         log.info("%s: rebuilding %d residues with %d context residues", job.id,
                  int(region.rows.sum()), context.num_residues)
         return self._run_pipeline(job, region.density, sequences, options, mask=region.mask,
                                   kept=kept, context=context if context.num_residues else None,
-                                  session=session, spare=False, records=records,
+                                  session=session, spare=False, windows=windows,
                                   old=state.select(region.rows).model, judged_in=region.density,
                                   what="region")

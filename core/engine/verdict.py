@@ -4,16 +4,18 @@ a region rebuild threads into.
 A job that would replace residues of a finished model (a second full build, every region
 rebuild) leaves the session's model as it is while it runs and, at the end, replaces the old
 residues only when the new ones are better (`judge`): at least as many residues, at least as
-many of them with a residue type (unassigned chains are UNK), more total confidence, and a fit
-to the map no worse than `FIT_TOLERANCE`. Otherwise the session keeps the old residues and the
-job's `Verdict` holds the new model as a candidate the user may swap in
-(`cryobuild.session.Session.swap`).
+many of them with a residue type (unassigned chains are UNK), more total confidence or a fit to
+the map more than `FIT_TOLERANCE` better, and a fit no worse than `FIT_TOLERANCE`. Otherwise
+the session keeps the old residues and the job's `Verdict` holds the new model as a candidate
+the user may swap in (`cryobuild.session.Session.swap`).
 
 A region rebuild threads its new residues within the *sequence window* of the region's chains
 (`window_records`): between the residue numbers of the kept residues flanking the region in the
 same chain. A short stretch cannot reach a confident E-value against a whole sequence, but it
 can within a window a few tens of residues long, so the E-value cut is scaled by how much of
-the sequence the window leaves open (`WINDOW_MAX_EVALUE` at most).
+the sequence the window leaves open (`WINDOW_MAX_EVALUE` at most). Those flanking residues are
+threading's anchors (`thread.closure.Anchor`): a window short enough for closure is filled
+between them even when no new chain threads on its own.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from ..sequences import Sequence
 from ..session import SessionState
 from .splice import Records, thread_records
 
-__all__ = ["FIT_TOLERANCE", "OVERLAP_DISTANCE", "WINDOW_MAX_EVALUE", "ModelStats", "Verdict", "judge", "model_stats",
-           "window_records"]
+__all__ = ["FIT_TOLERANCE", "OVERLAP_DISTANCE", "WINDOW_MAX_EVALUE", "ModelStats", "Verdict", "Windows",
+           "judge", "model_stats", "window_records"]
 
 #: Map SD: new residues may fit the map this much worse on average (mean density at their
 #: backbone atoms) and still replace old ones -- the network places backbone atoms ~0.5 Å from
@@ -116,9 +118,16 @@ def judge(old: BuiltModel, new: BuiltModel, density: DensityMap, *,
     """Which residues to keep: ``("new" | "old", message, old stats, new stats)``.
 
     The new ones win when there are at least as many, with at least as many of known type,
-    their summed confidence is higher and their mean fit to ``density`` is at most
-    `FIT_TOLERANCE` worse where the old ones are (`_fit_where_old`); ``what`` names the old
-    ones in the message ("model", "region").
+    their summed confidence is higher *or* their mean fit to ``density`` where the old ones are
+    (`_fit_where_old`) is more than `FIT_TOLERANCE` better, and that fit is at most
+    `FIT_TOLERANCE` worse; ``what`` names the old ones in the message ("model", "region").
+
+    Why a better fit wins without more confidence: the old residues keep the confidence the
+    network gave them when they were built, whatever has moved them since, while the fit
+    measures where they are now. A user rebuilds a stretch that looks wrong: on stretches of a
+    build of EMD-2566 (3.2 Å) moved 2.5 Å off their density, a rebuild numbered right often
+    lost to them on the summed confidence alone, while they fit at 0.5-1 SD and it at about 3
+    (`python -m cryobuild.bench.rebuild`; README, "Rebuilding a stretch that lies wrong").
 
     Why the fit is compared where the old residues are: a map's density varies from region to
     region, so the mean fits of two different sets of residues compare the regions as much as
@@ -133,13 +142,14 @@ def judge(old: BuiltModel, new: BuiltModel, density: DensityMap, *,
             return "new", f"new residues: {after.describe()} (the {what} had none)", before, after
         return "old", f"nothing to replace and nothing new: the {what} stays as it was", before, after
     reasons = []
+    fit = _fit_where_old(old, new, density) if after.residues else float("nan")
     if after.residues < before.residues:
         reasons.append(f"fewer residues ({after.residues} against {before.residues})")
     elif after.typed < before.typed:
         reasons.append(f"fewer residues of known type ({after.typed} against {before.typed})")
-    elif after.total <= before.total:
-        reasons.append(f"no more total confidence ({after.total:.0f} against {before.total:.0f})")
-    fit = _fit_where_old(old, new, density) if after.residues else float("nan")
+    elif after.total <= before.total and not fit > before.fit + FIT_TOLERANCE:
+        reasons.append(f"no more total confidence ({after.total:.0f} against {before.total:.0f}) "
+                       f"and no better fit to the map ({fit:.2f} against {before.fit:.2f} SD)")
     if fit < before.fit - FIT_TOLERANCE:
         reasons.append(f"a worse fit to the map ({fit:.2f} against {before.fit:.2f} SD)")
     if not reasons:
@@ -149,17 +159,32 @@ def judge(old: BuiltModel, new: BuiltModel, density: DensityMap, *,
                    f"{' and '.join(reasons)}"), before, after
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Windows:
+    """How a region rebuild threads (`window_records`): ``records`` with the positions outside
+    each region chain's window taken, the E-value cut ``max_evalue``, and as ``anchors``
+    (`thread.Anchor`, indices into ``records.records``) the kept residues flanking each window,
+    which threading's closure fills the window against."""
+
+    records: Records
+    max_evalue: float
+    anchors: tuple
+
+
 def window_records(sequences: list[Sequence], state: SessionState, rows: np.ndarray,
-                   max_evalue: float) -> tuple[Records, float] | None:
-    """Records threading a region rebuild within its sequence windows, and the E-value cut.
+                   max_evalue: float) -> Windows | None:
+    """How a region rebuild threads within its sequence windows (`Windows`).
 
     ``rows`` (bool ``[R]``) are the residues the rebuild replaces. Each region chain copying a
     sequence gets its own record with every position outside its window taken, the window
     running from after the last kept residue before the region to before the first one after
-    it (the sequence's ends where there is none); kept residues inside the window stay taken.
-    A chain whose every residue is in the region gets a free copy of its sequence. Returns None
-    when a region chain copies no sequence (the rebuild threads as a full build does).
+    it (the sequence's ends where there is none), and those two kept residues are its anchors;
+    kept residues inside the window stay taken. A chain whose every residue is in the region
+    gets a free copy of its sequence. Returns None when a region chain copies no sequence (the
+    rebuild threads as a full build does).
     """
+    from ..thread import Anchor
+
     model = state.model
     region_chains = sorted(set(model.chain_id[rows].tolist()))
     by_name = {sequence.name: sequence for sequence in sequences}
@@ -168,6 +193,7 @@ def window_records(sequences: list[Sequence], state: SessionState, rows: np.ndar
     kept = state.select(~rows & state.visible)
     records = thread_records(sequences, kept, spare=True)
     windows: dict[str, np.ndarray] = {}
+    flanks: dict[str, list[int]] = {}
     whole: set[str] = set()
     for chain in region_chains:
         sequence = by_name[state.chain_sequences[chain]]
@@ -182,10 +208,17 @@ def window_records(sequences: list[Sequence], state: SessionState, rows: np.ndar
         outside = np.ones(len(sequence), dtype=bool)
         outside[max(first, 1) - 1:max(last, 0)] = False
         windows[chain] = outside
+        flanks[chain] = [n for n in (first - 1, last + 1) if 1 <= n <= len(sequence)
+                         and n in others]
     chosen = Records([], [], [], [])
+    anchors = []
     for record, taken, name, owner in zip(records.records, records.taken, records.names, records.owners):
         if owner in windows:
             taken = taken | windows[owner]
+            chain_rows = kept.model.chain_id == owner
+            for number in flanks[owner]:
+                row = np.flatnonzero(chain_rows & (kept.model.residue_number == number))[0]
+                anchors.append(Anchor(len(chosen.records), number, kept.model.ca[row]))
         elif not (owner == "" and name in whole):
             continue
         chosen.records.append(record)
@@ -196,4 +229,5 @@ def window_records(sequences: list[Sequence], state: SessionState, rows: np.ndar
     if not free:
         return None
     total = sum(len(record) for record in chosen.records)
-    return chosen, min(max_evalue * total / free, max(WINDOW_MAX_EVALUE, max_evalue))
+    return Windows(chosen, min(max_evalue * total / free, max(WINDOW_MAX_EVALUE, max_evalue)),
+                   tuple(anchors))

@@ -52,7 +52,7 @@ import numpy as np
 
 from ..progress import CancelToken
 from ..sequences import Sequence
-from .closure import close_gaps
+from .closure import Anchor, close_gaps
 from .copies import anchor_evalue, assign_copies, keep_supported
 from .joining import join_matches
 from .matches import ChainMatch, NamedChain
@@ -60,6 +60,7 @@ from .placement import place_chains
 from .search import MAX_THREAD_EVALUE, thread_chains
 
 __all__ = [
+    "Anchor",
     "STRUCTGEN_MIN_AGREEMENT",
     "STRUCTGEN_MIN_SHARE",
     "THREADERS",
@@ -131,6 +132,7 @@ def thread(
     structgen=None,
     rng: np.random.Generator,
     cancel: CancelToken | None = None,
+    anchors: tuple[Anchor, ...] = (),
 ) -> Threading:
     """Thread ``chains`` onto ``sequences`` (the stages of the module docstring).
 
@@ -171,6 +173,9 @@ def thread(
         For the profiles' E-value calibration.
     cancel : CancelToken, optional
         Checked once per chain (per sequence by the Structure Generator's scoring).
+    anchors : tuple of Anchor
+        Residues outside the nodes that hold their sequence positions (a region rebuild's kept
+        flanking residues): closure fills the gaps up to them too (`closure.Anchor`).
 
     Raises
     ------
@@ -207,7 +212,7 @@ def thread(
         matches = join_matches(matches, backbone, aa_probs)
         if closure:
             matches = close_gaps(matches, backbone[:, 1], aa_probs, confidence, sequences,
-                                 taken=taken, rng=rng)
+                                 taken=taken, rng=rng, anchors=anchors)
         return Threading(matches, search, [])
 
     if threader == "hmm" or not structgen_fallback:

@@ -31,12 +31,24 @@ chains and the chain's own unassigned nodes between the two ends -- in either or
   the path scores higher for the sequence's residues there than for the residues of nearly
   every other stretch of the sequence (`EXTENSION_DECOYS`).
 
+* **Anchors** (`Anchor`). Residues that hold their sequence positions but are not nodes -- the
+  kept residues flanking a stretch a region rebuild replaces -- take part as threaded chains of
+  one residue each, so the stretch between them, or between one of them and a new threaded
+  chain, is closed like any other gap (up to `MAX_ANCHORED_GAP` residues); they are left out
+  of the result. A short stretch between kept residues cannot reach an E-value threading
+  accepts even within its window, but its count and both ends are known: rebuilt stretches of
+  6 residues that had been moved off their density came back right for none of their residues
+  before anchors, for most of them with (`python -m cryobuild.bench.rebuild`; README, "Rebuilding
+  a stretch that lies wrong").
+
 What remains of a chain that gave up nodes stays in the result as unthreaded pieces (in the raw
 model, not the final one). Empty positions left inside a chain get a new residue before the
 build's last graph-network pass (`bridge_positions`, `cryobuild.pipeline`).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -46,10 +58,13 @@ from .placement import ANCHOR_EVALUE
 from .profiles import background_frequencies, match_emissions
 
 __all__ = [
+    "ANCHOR_SCORE",
+    "Anchor",
     "BRIDGE_DIRECTIONS",
     "EXTENSION_DECOYS",
     "EXTENSION_MAX_BEATEN",
     "EXTENSION_NODE_BITS",
+    "MAX_ANCHORED_GAP",
     "MAX_CLOSURE_GAP",
     "MAX_EXTENSION",
     "MAX_SKIP",
@@ -64,6 +79,9 @@ __all__ = [
 
 #: Longest gap (residues) that is closed.
 MAX_CLOSURE_GAP = 12
+#: ... with anchors (`Anchor`: a region rebuild, whose stretch is bounded in space by the kept
+#: residues on either side). 30 closed no more of `bench.rebuild`'s 24-residue stretches.
+MAX_ANCHORED_GAP = 20
 #: Å: Cα-Cα distance of a step along the path. Consecutive Cα are 3.80 Å apart (trans
 #: peptides; 2.9 Å for the rare cis ones); where linking broke, the predicted Cα are further
 #: off: of the true neighbours left unlinked in the last round of 3 Å builds, 70% were 3.0-4.6
@@ -104,6 +122,23 @@ EXTENSION_MAX_BEATEN = 0.1
 MIN_FILLED = 0.5
 
 
+#: Bit score of an anchor's one-residue chain (`Anchor`): a chain merged with it keeps its own.
+ANCHOR_SCORE = 0.0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Anchor:
+    """A residue that holds its place in a sequence without being a node (module docstring,
+    "Anchors"): ``sequence_index`` into the sequences threaded, ``number`` its 1-based position
+    there, ``ca`` ``[3]`` its Cα in Å. A chain it closes against takes `ANCHOR_SCORE` and
+    `placement.ANCHOR_EVALUE` from it (the smaller E-value of the two), as if anchored on a
+    threaded chain."""
+
+    sequence_index: int
+    number: int
+    ca: np.ndarray
+
+
 #: End states of the path search whose paths are checked for repeated nodes, best first.
 MAX_TRIES = 50
 # ``before`` of a path state whose node follows an empty position.
@@ -112,6 +147,7 @@ _AFTER_EMPTY = -2
 
 def _best_path(start: int, end: int | None, count: int, pool: np.ndarray, ca: np.ndarray,
                scores: np.ndarray, outside: tuple[int, int], node_bits: float = NODE_BITS,
+               fixed_ends: tuple[bool, bool] = (False, False),
                ) -> tuple[list[int], list[int], float, float] | None:
     """The best path through the ``count`` positions between node ``start`` and node ``end``,
     or, with ``end`` None, through the first positions after ``start`` (an open end: the path
@@ -138,6 +174,10 @@ def _best_path(start: int, end: int | None, count: int, pool: np.ndarray, ca: np
         where there is none), for the fold-back rule at the ends.
     node_bits : float
         Bits a path gains per node.
+    fixed_ends : (bool, bool)
+        Whether ``start`` and ``end`` are anchors (`Anchor`): the position next to an anchor
+        holds a node, since nothing fills an empty one there later (`bridge_positions` fills
+        those between two nodes of a chain, and an anchor leaves the chain).
 
     Returns
     -------
@@ -171,6 +211,8 @@ def _best_path(start: int, end: int | None, count: int, pool: np.ndarray, ca: np
                 target = at + jump
                 if target > count or (open_end and target == count):
                     break
+                if jump == 2 and ((at == -1 and fixed_ends[0]) or (target == count and fixed_ends[1])):
+                    continue
                 if target == count:
                     candidates = np.array([size + 1])
                 else:
@@ -345,6 +387,7 @@ def close_gaps(
     max_gap: int = MAX_CLOSURE_GAP,
     taken: list[np.ndarray] | None = None,
     rng: np.random.Generator | None = None,
+    anchors: tuple[Anchor, ...] = (),
 ) -> list[ChainMatch]:
     """Fill the numbering gaps of threaded chains with free nodes (module docstring).
 
@@ -366,6 +409,8 @@ def close_gaps(
         Positions held by accepted residues: never filled, and extensions stop before them.
     rng : numpy.random.Generator, optional
         Draws the decoy stretches that extensions are checked against (default: seeded 0).
+    anchors : tuple of Anchor
+        Residues outside the nodes that gaps are closed against too (module docstring).
 
     Returns
     -------
@@ -376,6 +421,11 @@ def close_gaps(
         left after closing, each a run of consecutive nodes in its original order.
     """
     ca = np.asarray(ca, dtype=np.float64)
+    node_count = len(ca)
+    if anchors:
+        ca, aa_probs, confidence, matches = _with_anchors(anchors, ca, aa_probs, confidence,
+                                                           matches, sequences)
+        max_gap = max(max_gap, MAX_ANCHORED_GAP)
     if taken is None:
         taken = [np.zeros(len(sequence), dtype=bool) for sequence in sequences]
     rng = np.random.default_rng(0) if rng is None else rng
@@ -420,7 +470,8 @@ def close_gaps(
             continue
         residues = sequences[threaded[a].sequence_index].aatype[first: first + count]  # first+1..
         outside = (_neighbour(chains[a], head, i, -1), _neighbour(chains[b], tail, j, +1))
-        found = _best_path(start, end, count, pool, ca, log_odds[pool][:, residues].T, outside)
+        found = _best_path(start, end, count, pool, ca, log_odds[pool][:, residues].T, outside,
+                           fixed_ends=(start >= node_count, end >= node_count))
         if found is None or found[2] < MIN_CLOSURE_BITS or len(found[0]) < MIN_FILLED * count:
             continue
         path, positions = found[0], found[1]
@@ -473,6 +524,40 @@ def close_gaps(
         edges = np.diff(np.concatenate([[0], keep.astype(np.int8), [0]]))
         for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
             result.append(ChainMatch.unthreaded(nodes[a:b], aa_probs))
+    return _without_anchors(result, node_count) if anchors else result
+
+
+def _with_anchors(anchors: tuple[Anchor, ...], ca: np.ndarray, aa_probs: np.ndarray,
+                  confidence: np.ndarray, matches: list[ChainMatch], sequences: list[Sequence]):
+    """The nodes' arrays with the anchors appended as nodes (their sequence's residue type
+    certain, confidence 100), and ``matches`` with a one-residue threaded chain for each."""
+    count = len(ca)
+    types = np.array([sequences[a.sequence_index].aatype[a.number - 1] for a in anchors])
+    probs = np.zeros((len(anchors), aa_probs.shape[1]), dtype=aa_probs.dtype)
+    known = types < probs.shape[1]
+    probs[known, types[known]] = 1.0
+    probs[~known] = 1.0 / probs.shape[1]  # X: no type
+    chains = [ChainMatch(np.array([count + k]), a.sequence_index, np.array([a.number]),
+                         np.array([types[k]]), ANCHOR_SCORE, ANCHOR_EVALUE)
+              for k, a in enumerate(anchors)]
+    return (np.concatenate([ca, np.stack([np.asarray(a.ca, dtype=np.float64) for a in anchors])]),
+            np.concatenate([aa_probs, probs]),
+            np.concatenate([confidence, np.full(len(anchors), 100.0, dtype=confidence.dtype)]),
+            list(matches) + chains)
+
+
+def _without_anchors(matches: list[ChainMatch], nodes: int) -> list[ChainMatch]:
+    """``matches`` without the anchors' nodes (indices from ``nodes`` on); a chain left empty
+    goes."""
+    result = []
+    for match in matches:
+        keep = match.nodes < nodes
+        if keep.all():
+            result.append(match)
+        elif keep.any():
+            result.append(ChainMatch(match.nodes[keep], match.sequence_index,
+                                     match.residue_number[keep], match.aatype[keep], match.score,
+                                     match.evalue))
     return result
 
 
