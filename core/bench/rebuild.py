@@ -4,10 +4,11 @@ What *Rebuild selection* (PyMOL) and ``cryobuild rebuild`` are for: a user sees 
 build that does not sit in its density and rebuilds it. Each real map (default: those of
 `DEFAULT_MAX_RESOLUTION` or better with a deposited model) is built once (seed 0, its stated
 resolution) by the network pair that did not train on it (`bench.real.pair_for`). Windows of L
-consecutive residues of its longest threaded chain, one every ``--stride`` residues, are then
-each moved ``--shift`` Å in a random direction -- a stretch built into the wrong density -- and
-rebuilt by their residue keys (`engine.Engine.start_rebuild`, the same networks and options),
-as the user would.
+consecutive residues of its longest threaded chain, one every ``--stride`` residues (with
+``--at-ends``: its first and last residues, which have a kept neighbour on one side only), are
+then each moved ``--shift`` Å in a random direction -- a stretch built into the wrong density
+-- and rebuilt by their residue keys (`engine.Engine.start_rebuild`, the same networks and
+options), as the user would.
 
 A residue is *right* when its Cα lies within `RIGHT_DISTANCE` of a deposited Cα (one to one) and
 it carries that residue's place in its chain's sequence (`evaluate.offered_numbering`); a
@@ -64,10 +65,21 @@ def right_residues(model: BuiltModel, reference: BuiltModel) -> int:
     return right
 
 
+def _windows(numbers: np.ndarray, length: int, stride: int, at_ends: bool) -> list[int]:
+    """First residue numbers of the windows of ``length`` residues in a chain numbered
+    ``numbers``: one every ``stride`` inside it (`END_MARGIN` from its ends), or with
+    ``at_ends`` its first and last ``length`` residues."""
+    first, last = int(numbers.min()), int(numbers.max())
+    if at_ends:
+        return [first, last - length + 1]
+    return list(range(first + END_MARGIN, last - length - END_MARGIN + 2, stride))
+
+
 def run_case(case, pair, lengths: list[int], shift: float, stride: int, device,
-             seed: int = 0) -> list[dict]:
+             seed: int = 0, at_ends: bool = False) -> list[dict]:
     """Build ``case`` with ``pair``'s networks, then move and rebuild its windows (module
-    docstring), each in a direction drawn from ``seed`` and the window; one row per window."""
+    docstring, `_windows`), each in a direction drawn from ``seed`` and the window; one row per
+    window."""
     from ..engine import Engine
 
     networks = pair.networks(device)
@@ -86,8 +98,7 @@ def run_case(case, pair, lengths: list[int], shift: float, stride: int, device,
     rows = []
     try:
         for length in lengths:
-            for start in range(int(numbers.min()) + END_MARGIN,
-                               int(numbers.max()) - length - END_MARGIN + 2, stride):
+            for start in _windows(numbers, length, stride, at_ends):
                 window = ((model.chain_id == chain) & (model.residue_number >= start)
                           & (model.residue_number < start + length))
                 if window.sum() < length:
@@ -132,6 +143,9 @@ def main(argv=None) -> int:
     parser.add_argument("--stride", type=int, default=29, help="residues from one window to the next")
     parser.add_argument("--networks", nargs="*", default=None, metavar="DETECTOR.pt,GNN.pt",
                         help="network pairs, as bench.real's")
+    parser.add_argument("--at-ends", action="store_true",
+                        help="the windows are the first and last residues of the chain (one "
+                             "kept neighbour each) instead of stretches inside it")
     parser.add_argument("--seed", type=int, default=0, help="the windows' directions")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
@@ -144,7 +158,8 @@ def main(argv=None) -> int:
         if seen:
             print(f"{case.name}: every network pair trained on it; left out")
             continue
-        rows += run_case(case, pair, args.lengths, args.shift, args.stride, device, args.seed)
+        rows += run_case(case, pair, args.lengths, args.shift, args.stride, device, args.seed,
+                         args.at_ends)
 
     print(f"\nStretches moved {args.shift:g} Å and rebuilt (right: Cα within {RIGHT_DISTANCE:g} Å "
           "of the deposited one, numbered as its place in the sequence):\n")
