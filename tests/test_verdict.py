@@ -15,7 +15,7 @@ import pytest
 
 from cryobuild.engine.engine import _Progress
 from cryobuild.engine.jobs import Job
-from cryobuild.engine.verdict import FIT_TOLERANCE, judge, model_stats, window_records
+from cryobuild.engine.verdict import FIT_TOLERANCE, OFF_DENSITY_FIT, judge, model_stats, window_records
 from cryobuild.maps import DensityMap
 from cryobuild.models import model_from_ca
 from cryobuild.pipeline import join_models
@@ -73,12 +73,16 @@ def test_residues_of_unknown_type_or_less_confidence_or_worse_fit_do_not_replace
 
 def test_a_much_better_fit_replaces_residues_that_kept_their_confidence(density):
     """Residues moved off their density keep the confidence they were built with: new ones on
-    the density replace them without more confidence, but not with fewer residues or types."""
+    the density replace them without more confidence, and with one residue fewer (a Cα the
+    detector missed), but not with two fewer of ten."""
     moved = strand(10, 90, shift=(0.0, 3.0, 0.0))
     kept, message, before, after = judge(moved, strand(10, 60), density, what="region")
-    assert after.total < before.total and after.fit > before.fit + FIT_TOLERANCE
+    assert after.total < before.total and after.fit > before.fit + OFF_DENSITY_FIT
     assert kept == "new", message
-    assert judge(moved, strand(9, 60), density)[0] == "old"
+    assert judge(moved, strand(9, 60), density)[0] == "new"
+    assert "fewer residues (8 against 10)" in judge(moved, strand(8, 60), density)[1]
+    # one fewer is not spared where the old residues fit as well
+    assert judge(strand(10, 60), strand(9, 90), density)[0] == "old"
     # on the density both, the new ones no more confident: the old ones stay
     kept, message, _, _ = judge(strand(10, 90), strand(10, 60), density)
     assert kept == "old" and "no more total confidence" in message and "no better fit" in message
