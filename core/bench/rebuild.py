@@ -94,6 +94,7 @@ def run_case(case, pair, lengths: list[int], shift: float, stride: int, device,
         return []
     chain = max(threaded, key=lambda report: report.residues).chain_id
     numbers = model.residue_number[model.chain_id == chain]
+    built_right = right_residues(model, reference)
     engine = Engine(networks=networks)
     rows = []
     try:
@@ -122,7 +123,7 @@ def run_case(case, pair, lengths: list[int], shift: float, stride: int, device,
                     after = session.model
                 rows.append({"case": case.name, "resolution": case.resolution,
                              "networks": pair.label, "length": length, "start": start,
-                             "shift": shift, "right_before": right_residues(model, reference) - rest,
+                             "shift": shift, "right_before": built_right - rest,
                              "right_after": right_residues(after, reference) - rest,
                              "replaced": not failed and job.verdict.kept == "new", "failed": failed})
                 print(json.dumps(rows[-1]), flush=True)
