@@ -430,7 +430,7 @@ def protein_density_check(points: CalphaPoints, skewness: float, *, region: bool
 
     A whole-map build must find chain-like density (`_protein_like`); a region rebuild
     (``region``) may be a short stretch of weak density whose few candidates the graph network
-    judges. A map that fails the candidate rules is refused only when its density also looks
+    judges, and is refused only when no two of them lie at a chain's spacing. A map that fails the candidate rules is refused only when its density also looks
     like noise (`NOISE_SKEWNESS`) or no two candidates lie at a chain's spacing; it is built
     with a warning when its skewness is between noise's and `PROTEIN_SKEWNESS`, and without one
     above: there the candidates' probabilities, not the map, are in doubt.
@@ -438,7 +438,12 @@ def protein_density_check(points: CalphaPoints, skewness: float, *, region: bool
     protein_like = _protein_like(points, region=region)
     if protein_like >= (2 if region else MIN_POINTS):
         return None
-    noise_like = skewness < NOISE_SKEWNESS and not region
+    if region:
+        found = (f"none of its {len(points)} Cα candidates has another at a chain's Cα-Cα "
+                 "spacing" if len(points) else "the detector finds no Cα candidate there")
+        raise BuildError(f"nothing to build in this region: {found} (candidates on the residues "
+                         "kept around it do not count); its residues stay as they were")
+    noise_like = skewness < NOISE_SKEWNESS
     if noise_like or not np.any(_chain_neighbours(points)):
         inverted = " (its values are skewed negative: is the contrast inverted?)" if (
             skewness < -NOISE_SKEWNESS) else ""
@@ -952,6 +957,7 @@ def build(
     context: BuiltModel | None = None,
     taken: list[np.ndarray] | None = None,
     anchors: tuple = (),
+    region: bool = False,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     on_result: Optional[Callable[[str, object], None]] = None,
@@ -961,7 +967,9 @@ def build(
     ``context`` holds residues that stay as they are (fixed neighbours of the new ones, see the
     module docstring) and ``taken`` (bool ``[len(sequences[s])]`` per sequence) the sequence
     positions they hold; ``anchors`` (`thread.Anchor`) are those of them that flank a stretch
-    to rebuild, which threading closes gaps against. The result holds only new residues.
+    to rebuild, which threading closes gaps against; ``region``: the build is a region's
+    rebuild (``mask`` its region), whose few candidates are judged as such
+    (`protein_density_check`). The result holds only new residues.
 
     Raises `InputError` for unusable sequences, `BuildError` when the map yields too few Cα
     candidates (e.g. no protein density), `Cancelled` when ``cancel`` is set (checked between
@@ -992,7 +1000,7 @@ def build(
 
         distance, _ = cKDTree(context.ca).query(points.xyz, distance_upper_bound=CONTEXT_CLEARANCE)
         points = points.select(~np.isfinite(distance))
-    warning = protein_density_check(points, view.skewness, region=context is not None)
+    warning = protein_density_check(points, view.skewness, region=region)
     if warning:
         notify("warning", warning)
     notify("points", points)

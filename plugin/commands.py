@@ -38,6 +38,12 @@ log = logging.getLogger("cryobuild.pymol")
 #: Seconds without any event after which a headless command stops waiting (a hung job).
 HEADLESS_EVENT_TIMEOUT = 600.0
 
+#: The engine logs its warnings for hosts that collect logs; in PyMOL they reach the user as
+#: job events (the console, the panel), so only its errors (an internal error's traceback) go
+#: to stderr, and logging's last-resort handler does not print the warnings a second time.
+_ENGINE_LOG = logging.StreamHandler()
+_ENGINE_LOG.setLevel(logging.ERROR)
+
 
 def _readable(err: BaseException) -> CmdException:
     return CmdException(f"cryobuild: {err}")
@@ -110,6 +116,9 @@ def _report(view, event, quiet: int) -> None:
         return
     if event.kind == "failed":
         return  # raised as the command's error
+    verdict = getattr(view.job, "verdict", None)
+    if event.kind == "warning" and verdict is not None and event.message == verdict.message:
+        return  # the finish line gives the verdict
     line = finish_line(view, event)
     _say(line if line is not None else f"{event.kind}: {event.message}", quiet)
 
@@ -578,6 +587,7 @@ def register(_self=_cmd) -> None:
     # Hiding a shader-drawn mesh segfaults under software OpenGL (STACK_NOTES).
     _self.set("mesh_use_shader", 0)
     install_quit_hook(_self)
+    logging.getLogger("cryobuild").addHandler(_ENGINE_LOG)  # the same handler: added once  # the same handler: added once
     for name, function in _COMMANDS.items():
         _self.extend(name, function)
     from pymol.shortcut import Shortcut

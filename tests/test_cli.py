@@ -367,6 +367,9 @@ def test_rebuild_replaces_a_region_of_the_build_folder_and_its_tables_follow(
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr
     both = run("rebuild", str(out), "A:70-85", "--around", "0", "0", "0")
     assert both.returncode == 2 and "not both" in both.stderr
+    corner = read_map(out.parent / "il2.mrc").origin + 4.0  # solvent: no candidate there
+    empty = run("rebuild", str(out), "--around", *map(str, corner), "--radius", "3")
+    assert empty.returncode == 2 and "nothing to build in this region" in empty.stderr, empty.stderr
     assert as_written(out, "model.cif")
 
     done = run("rebuild", str(out), "A:70-85", "--take-new", "--quiet")

@@ -202,6 +202,11 @@ def test_protein_density_check_refuses_noise_and_warns_only_on_weak_density():
     assert protein_density_check(weak, PROTEIN_SKEWNESS, region=False) is None
     # a region rebuild is judged on its candidates alone
     assert protein_density_check(CalphaPoints(strand[:2], np.full(2, 0.3)), 0.0, region=True) is None
+    # and refused as a region, not as a map, when no two lie at a chain's spacing
+    with pytest.raises(BuildError, match="nothing to build in this region: none of its 2"):
+        protein_density_check(CalphaPoints(strand[:2] * 1.6, np.full(2, 0.3)), 1.0, region=True)
+    with pytest.raises(BuildError, match="the detector finds no Cα candidate there"):
+        protein_density_check(CalphaPoints(np.zeros((0, 3)), np.zeros(0)), 1.0, region=True)
 
 
 def test_composition_stand_in_has_the_background_composition():

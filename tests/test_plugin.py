@@ -170,6 +170,30 @@ def test_plugin_registers_commands_with_pymol_docstrings():
         command("cryobuild_prune", "cryobuild_model", "lots")
 
 
+def test_a_headless_command_says_each_warning_once(capsys):
+    """The engine's warnings reach PyMOL's console as job events: logging does not print them
+    again, and a rebuild's verdict is said by its finish line alone."""
+    from types import SimpleNamespace
+
+    from cryobuild_pymol.commands import _report
+
+    logged = subprocess.run(  # pytest's own log capture would hide logging's last resort here
+        [sys.executable, "-c", "import logging; from cryobuild_pymol.commands import register; "
+         "register(); log = logging.getLogger('cryobuild.engine'); "
+         "log.warning('shown as an event'); log.error('an internal error')"],
+        capture_output=True, text=True, timeout=120)
+    assert "shown as an event" not in logged.stderr and "an internal error" in logged.stderr
+    verdict = SimpleNamespace(message="kept the region's residues", kept="old", candidate=None)
+    view = SimpleNamespace(name="m", new_name="m_new", job=SimpleNamespace(kind="rebuild",
+                                                                         verdict=verdict))
+    for kind, message in (("warning", "the map looks thresholded"),
+                          ("warning", verdict.message), ("final", "done")):
+        _report(view, SimpleNamespace(kind=kind, message=message, job_id="job-9", payload=None), 0)
+    out = capsys.readouterr().out
+    assert "warning: the map looks thresholded" in out
+    assert out.count(verdict.message) == 1 and "rebuild done: kept the region's residues" in out
+
+
 @pytest.mark.parametrize("normalise", [1, 0])
 def test_map_comes_from_pymol_placed_and_scaled_the_same_either_way(il2, normalise):
     path, density, *_ = il2

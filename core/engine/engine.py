@@ -595,12 +595,13 @@ class Engine:
 
             result = build_on_cluster(self.cluster(), density, threaded, pipeline_options,
                                       device=self.device or "auto", mask=mask, context=context,
-                                      taken=taken, anchors=anchors, progress=progress,
-                                      cancel=job.cancel_token,
+                                      taken=taken, anchors=anchors, region=what == "region",
+                                      progress=progress, cancel=job.cancel_token,
                                       on_result=on_result)
         else:
             result = build(density, threaded, networks, pipeline_options, mask=mask,
-                           context=context, taken=taken, anchors=anchors, progress=progress,
+                           context=context, taken=taken, anchors=anchors,
+                           region=what == "region", progress=progress,
                            cancel=job.cancel_token, on_result=on_result)
         final, renames = result.final, {}
         if session is not None:

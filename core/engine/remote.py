@@ -307,7 +307,8 @@ def start_remote_build(
 
 def _build_on_worker(map_bytes: bytes, map_name: str, mask_bytes: bytes | None,
                      sequences: list[Sequence], options: BuildOptions, device: str, context,
-                     taken, anchors, queue_name: str, cancel_name: str) -> RemoteOutcome:
+                     taken, anchors, region: bool, queue_name: str,
+                     cancel_name: str) -> RemoteOutcome:
     """The task of `build_on_cluster`: `pipeline.build` on this worker, each progress report
     (``("progress", stage, fraction, message)``) and round result (``("result", kind,
     payload)``) put pickled into the queue ``queue_name``; the event ``cancel_name`` cancels
@@ -346,7 +347,8 @@ def _build_on_worker(map_bytes: bytes, map_name: str, mask_bytes: bytes | None,
         density = read_map_bytes(map_bytes, map_name)
         mask = read_map_bytes(mask_bytes, f"{map_name} mask") if mask_bytes is not None else None
         result = build(density, sequences, networks, options, mask=mask, context=context,
-                       taken=taken, anchors=anchors, cancel=token, progress=forward_progress,
+                       taken=taken, anchors=anchors, region=region, cancel=token,
+                       progress=forward_progress,
                        on_result=lambda kind, payload: events.put(
                            pickle.dumps(("result", kind, payload))))
         return RemoteOutcome(result, None, *where)
@@ -367,6 +369,7 @@ def build_on_cluster(
     context=None,
     taken=None,
     anchors=(),
+    region: bool = False,
     progress=None,
     cancel=None,
     on_result=None,
@@ -392,7 +395,7 @@ def build_on_cluster(
     mask_bytes = map_to_bytes(mask) if mask is not None else None
     future = client.submit(_build_on_worker, map_to_bytes(density), job, mask_bytes,
                            list(sequences), options, device, context, taken, anchors,
-                           queue_name, cancel_name, key=f"cryobuild-inference-{job}", pure=False)
+                           region, queue_name, cancel_name, key=f"cryobuild-inference-{job}", pure=False)
 
     def pass_on_cancel() -> None:
         if cancel is not None and cancel.cancelled:
