@@ -149,7 +149,7 @@ def main(args) -> int:
         print(f"{region}: {len(old_keys) - len(kept)} residues replaced by {len(new_keys)}{taken}: "
               f"{verdict.message} -> {out / 'model.cif'}")
         for line in chain_lines([r for r in final_reports if r.chain_id in touched],
-                                placements, out):
+                                [p for p in placements if p.chain_id in touched], out):
             print(line)
     if verdict.kept != "new":
         print("cryobuild: warning: the new residues were not better than the old ones: check them "
