@@ -988,7 +988,7 @@ def build(
 
     start = time.time()
     view = network_view(density, options.resolution)
-    how = "estimated from its spectrum; --resolution sets it" if view.estimated else "as given"
+    how = "estimated from its spectrum; --resolution sets it" if view.estimated else "as set"
     report(progress, "detect", 0.0, f"map resolution {view.map_resolution:.2g} Å ({how})")
     detection = DetectionOptions() if options.detection_threshold is None else DetectionOptions(
         threshold=options.detection_threshold)

@@ -702,6 +702,14 @@ class GeometryReport:
         """The report as a flat ``{name: value}`` dict of Python ints and floats (JSON-ready)."""
         return dataclasses.asdict(self)
 
+    def summary(self) -> str:
+        """One line for a person: what a refinement program's validation would show first."""
+        return (f"bonds {self.bond_rmsd:.3f} Å and angles {self.angle_rmsd:.2f}° rms from ideal, "
+                f"{self.peptide_bond_ideal_fraction:.0%} of peptide bonds within 0.1 Å of 1.33 Å, "
+                f"clashscore {self.clashscore:.1f}, Ramachandran outliers "
+                f"{self.ramachandran_outlier_fraction:.1%} ({self.num_ramachandran_outliers} of "
+                f"{self.num_ramachandran_residues})")
+
 
 #: Atoms per "1000 atoms" of the clashscore.
 _PER_THOUSAND = 1000.0

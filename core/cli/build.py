@@ -215,6 +215,9 @@ def main(args) -> int:
             "build_id": folder.build_id,
             "map": str(args.map), "fasta": str(args.fasta), "device": str(device),
             "rounds": args.rounds, **threader_options(args), **tuning_options(args),
+            "map_resolution": (round(float(result.view.map_resolution), 2)
+                               if result.view is not None else None),
+            "resolution_estimated": result.view.estimated if result.view is not None else None,
             "points": len(result.points),
             "raw_residues": result.raw.num_residues, "final_residues": result.final.num_residues,
             "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
@@ -233,6 +236,8 @@ def main(args) -> int:
               f"-> {out / 'model.cif'} ({log['total_seconds']:.0f} s)")
         for line in chain_lines(result.final_chains, result.placements, out):
             print(line)
+        if result.relax_report is not None and result.final.num_residues:
+            print(f"  geometry: {result.relax_report.geometry_after.summary()}")
     return 0
 
 

@@ -80,7 +80,5 @@ def main(args) -> int:
               f"{metrics.backbone_rmsd:.2f} Å, connectivity {metrics.connectivity:.2f}")
     if result.final.num_residues:
         geometry = validate_geometry(result.final)
-        print(f"    geometry: {geometry.peptide_bond_ideal_fraction:.2f} of peptide bonds within "
-              f"0.1 Å of 1.33 Å, clashscore {geometry.clashscore:.1f}, "
-              f"{geometry.ramachandran_outlier_fraction:.1%} Ramachandran outliers")
+        print(f"    geometry: {geometry.summary()}")
     return 0
