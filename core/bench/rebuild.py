@@ -76,17 +76,18 @@ def _windows(numbers: np.ndarray, length: int, stride: int, at_ends: bool) -> li
 
 
 def run_case(case, pair, lengths: list[int], shift: float, stride: int, device,
-             seed: int = 0, at_ends: bool = False) -> list[dict]:
+             seed: int = 0, at_ends: bool = False, estimated: bool = False) -> list[dict]:
     """Build ``case`` with ``pair``'s networks, then move and rebuild its windows (module
     docstring, `_windows`), each in a direction drawn from ``seed`` and the window; one row per
-    window."""
+    window. ``estimated``: build and rebuild without the map's stated resolution, as the PyMOL
+    panel does (it has no field for one)."""
     from ..engine import Engine
 
     networks = pair.networks(device)
     reference = read_model(case.model_path)
     sequences = read_fasta(case.fasta_path) if case.fasta_path else model_sequences(reference)
     density = read_map(case.map_path)
-    options = BuildOptions(resolution=case.resolution)
+    options = BuildOptions(resolution=None if estimated else case.resolution)
     built, _ = build_with_engine(density, sequences, options, quiet=True, networks=networks)
     model = built.final
     threaded = [report for report in built.final_chains if report.threaded]
@@ -148,6 +149,9 @@ def main(argv=None) -> int:
                         help="the windows are the first and last residues of the chain (one "
                              "kept neighbour each) instead of stretches inside it")
     parser.add_argument("--seed", type=int, default=0, help="the windows' directions")
+    parser.add_argument("--estimated-resolution", action="store_true",
+                        help="build and rebuild without the maps' stated resolutions (each "
+                             "estimated from its map's spectrum), as the PyMOL panel does")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
 
@@ -160,7 +164,7 @@ def main(argv=None) -> int:
             print(f"{case.name}: every network pair trained on it; left out")
             continue
         rows += run_case(case, pair, args.lengths, args.shift, args.stride, device, args.seed,
-                         args.at_ends)
+                         args.at_ends, args.estimated_resolution)
 
     print(f"\nStretches moved {args.shift:g} Å and rebuilt (right: Cα within {RIGHT_DISTANCE:g} Å "
           "of the deposited one, numbered as its place in the sequence):\n")
