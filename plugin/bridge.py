@@ -262,6 +262,7 @@ class ModelView:
     profiles: object = None              # folder of a build without sequence's HMM profiles
     placements: tuple = ()               # the last build's unassigned chains' placements (hints)
     placed: dict = field(default_factory=dict)  # chain -> (numbers, Cα) when they were offered
+    reselect: tuple = ()                 # (selection name, residue keys) a rebuild restores
 
     @property
     def ca_name(self) -> str:
@@ -480,6 +481,7 @@ class Bridge:
         job = self.engine().start_rebuild(view.session, view.density, keys=keys,
                                           options=BuildOptions(rounds=int(rounds)), threaded=threaded)
         view.job, view.last_round, view.verdict = job, None, None
+        view.reselect = (selection.strip(), keys)
         return job
 
     def chain_of(self, selection: str, name: str = DEFAULT_MODEL) -> str:
@@ -600,6 +602,9 @@ class Bridge:
             kept_old = apart and verdict is not None and verdict.kept == "old"
             if view.job.kind == "build" and not kept_old:  # a region's are the region's only
                 self._offer(view, result.placements, result.final)
+            if view.reselect and not kept_old:
+                view.reselect = (view.reselect[0], list(zip(result.final.chain_id.tolist(),
+                                                            result.final.residue_number.tolist())))
             if apart:
                 if kept_old and verdict.candidate is not None:
                     self._draw(view.new_name, result.final, ())
@@ -623,6 +628,18 @@ class Bridge:
             self.show_places(view)  # a stopped job's start took them down
             if kind == "finished" and view.ca_name in self.cmd.get_names("objects"):
                 self.cmd.disable(view.ca_name)  # the candidates would hide the model
+            if kind == "finished" and view.reselect:
+                self._reselect(view)
+
+    def _reselect(self, view: ModelView) -> None:
+        """A named selection a rebuild was started from (PyMOL's ``sele`` as a rule) loses its
+        atoms when the model is redrawn: it holds the region again when the rebuild ends, as
+        the new residues if they went in, so that they can be looked at, accepted or rebuilt
+        again as they were selected before."""
+        name, keys = view.reselect
+        view.reselect = ()
+        if name in self.cmd.get_names("selections"):
+            self.cmd.select(name, _keys_selection(view.name, keys), enable=1)
 
     # ------------------------------------------------------------------ drawing
 

@@ -37,7 +37,8 @@ from pymol import CmdException, cmd  # noqa: E402
 import cryobuild_pymol  # noqa: E402
 from cryobuild_pymol import bridge as bridge_module  # noqa: E402
 from cryobuild_pymol import panel as panel_module  # noqa: E402
-from cryobuild_pymol.bridge import DEFAULT_MODEL, Bridge, density_from_pymol, reset_bridge  # noqa: E402
+from cryobuild_pymol.bridge import (DEFAULT_MODEL, Bridge, density_from_pymol, reset_bridge,  # noqa: E402
+                                    residue_keys)
 
 #: The issue's limit on a GUI-thread pause while a job runs (s).
 MAX_GUI_GAP = 0.2
@@ -751,13 +752,21 @@ def test_accept_prune_undo_rebuild_through_panel_and_commands(fresh_pymol, engin
     panel = open_panel(fresh_pymol)
     ended = []
     panel.jobEnded.connect(lambda job_id, outcome: ended.append(outcome))
-    panel.selection_edit.setText("cryobuild_model and resi 20-45")
+    cmd.select("sele", "cryobuild_model and resi 20-45")
+    region = set(residue_keys("sele", "cryobuild_model"))
+    panel.selection_edit.setText("sele")
     panel.rebuild_button.click()
     assert panel.build_button.text() == "Stop"
     wait_for(qapp, lambda: ended)
     assert ended in (["final"], ["failed"]), panel.log_view.toPlainText()
     print(f"panel rebuild: {ended[0]}: {panel.log_view.toPlainText().splitlines()[-1]}")
     assert shown_residues("cryobuild_model") == model_residues(session.model)
+    # "sele" lost its atoms with the redraw: it holds the region again, as the new residues
+    # if they went in
+    if ended == ["final"] and panel.job.verdict.kept == "new":
+        new = panel.job.result().final
+        region = set(zip(new.chain_id.tolist(), new.residue_number.tolist()))
+    assert set(residue_keys("sele", "cryobuild_model")) == region
     assert set(session.accepted_keys()) >= {("A", 1), ("A", 105)}
 
 

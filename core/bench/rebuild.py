@@ -76,11 +76,13 @@ def _windows(numbers: np.ndarray, length: int, stride: int, at_ends: bool) -> li
 
 
 def run_case(case, pair, lengths: list[int], shift: float, stride: int, device,
-             seed: int = 0, at_ends: bool = False, estimated: bool = False) -> list[dict]:
+             seed: int = 0, at_ends: bool = False, estimated: bool = False,
+             rounds: int = BuildOptions.rounds) -> list[dict]:
     """Build ``case`` with ``pair``'s networks, then move and rebuild its windows (module
     docstring, `_windows`), each in a direction drawn from ``seed`` and the window; one row per
     window. ``estimated``: build and rebuild without the map's stated resolution, as the PyMOL
-    panel does (it has no field for one)."""
+    panel does (it has no field for one); ``rounds``: the rebuilds' graph-network rounds (the
+    build's are the default)."""
     from ..engine import Engine
 
     networks = pair.networks(device)
@@ -89,6 +91,7 @@ def run_case(case, pair, lengths: list[int], shift: float, stride: int, device,
     density = read_map(case.map_path)
     options = BuildOptions(resolution=None if estimated else case.resolution)
     built, _ = build_with_engine(density, sequences, options, quiet=True, networks=networks)
+    options = dataclasses.replace(options, rounds=rounds)
     model = built.final
     threaded = [report for report in built.final_chains if report.threaded]
     if not threaded:
@@ -152,6 +155,8 @@ def main(argv=None) -> int:
     parser.add_argument("--estimated-resolution", action="store_true",
                         help="build and rebuild without the maps' stated resolutions (each "
                              "estimated from its map's spectrum), as the PyMOL panel does")
+    parser.add_argument("--rounds", type=int, default=BuildOptions.rounds,
+                        help=f"the rebuilds' rounds (default {BuildOptions.rounds}, as the builds')")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
 
@@ -164,7 +169,7 @@ def main(argv=None) -> int:
             print(f"{case.name}: every network pair trained on it; left out")
             continue
         rows += run_case(case, pair, args.lengths, args.shift, args.stride, device, args.seed,
-                         args.at_ends, args.estimated_resolution)
+                         args.at_ends, args.estimated_resolution, args.rounds)
 
     print(f"\nStretches moved {args.shift:g} Å and rebuilt (right: Cα within {RIGHT_DISTANCE:g} Å "
           "of the deposited one, numbered as its place in the sequence):\n")
