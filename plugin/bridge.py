@@ -263,6 +263,7 @@ class ModelView:
     placements: tuple = ()               # the last build's unassigned chains' placements (hints)
     placed: dict = field(default_factory=dict)  # chain -> (numbers, Cα) when they were offered
     reselect: tuple = ()                 # (selection name, residue keys) a rebuild restores
+    resolution: float | None = None      # Å the map's last build was given (None: estimated)
 
     @property
     def ca_name(self) -> str:
@@ -413,10 +414,13 @@ class Bridge:
     # ------------------------------------------------------------------ jobs
 
     def start_build(self, map_name: str, sequences, *, rounds: int = 3, name: str = DEFAULT_MODEL,
-                    device: str | None = None, relax: bool = True, threaded: bool = True):
+                    device: str | None = None, relax: bool = True, resolution: float | None = None,
+                    threaded: bool = True):
         """Start a build of ``sequences`` (none: as ``build_no_seq``) into PyMOL's map
-        ``map_name``; returns the `Job`. The model object is ``name``, or another one when
-        ``name`` holds a model of another map (`model_for_map`; ``bridge.view_of(job).name``).
+        ``map_name``, read at ``resolution`` (Å; None: estimated from the map's spectrum; the
+        model's rebuilds and assignments read it the same way); returns the `Job`. The model
+        object is ``name``, or another one when ``name`` holds a model of another map
+        (`model_for_map`; ``bridge.view_of(job).name``).
 
         Raises `InputError` / `JobConflict` (subclasses of `CryobuildError`) for bad input or
         a job already running on the map or model.
@@ -432,7 +436,7 @@ class Bridge:
         view = self.view(name, create=True)
         if view.running:
             raise InputError(f"a job is already running on {name}; stop it first")
-        options = BuildOptions(rounds=int(rounds), relax=bool(relax))
+        options = BuildOptions(rounds=int(rounds), relax=bool(relax), resolution=resolution)
         sequences = list(sequences or [])
         self._keep_context(view, lambda state: state.accepted)
         on_event = None if sequences else self._profile_writer(view)
@@ -440,6 +444,7 @@ class Bridge:
                                         on_event=on_event, threaded=threaded)
         view.job, view.map_name, view.density, view.map_key = job, map_name, density, key
         view.last_round = view.verdict = None
+        view.resolution = resolution
         view.profiles = None if sequences else view.session.path / PROFILES_FOLDER
         return job
 
@@ -479,7 +484,9 @@ class Bridge:
         self._keep_context(view, lambda state: state.visible & np.array(
             [key not in region for key in state.keys()], dtype=bool))
         job = self.engine().start_rebuild(view.session, view.density, keys=keys,
-                                          options=BuildOptions(rounds=int(rounds)), threaded=threaded)
+                                          options=BuildOptions(rounds=int(rounds),
+                                                               resolution=view.resolution),
+                                          threaded=threaded)
         view.job, view.last_round, view.verdict = job, None, None
         view.reselect = (selection.strip(), keys)
         return job
@@ -514,7 +521,8 @@ class Bridge:
         if not self.offered_still(view, chain):
             raise InputError(f"chain {chain} of {name} has changed since its build offered its "
                              "places (a prune, undo or rebuild): build again for fresh ones")
-        job = self.engine().start_assign(view.session, view.density, placement, threaded=threaded)
+        job = self.engine().start_assign(view.session, view.density, placement,
+                                         resolution=view.resolution, threaded=threaded)
         view.job, view.last_round, view.verdict = job, None, None
         return job
 
@@ -867,6 +875,7 @@ class Bridge:
         view.session.set_model(model, sequences=sequences, accepted=accepted)
         if density is not None:
             view.map_name, view.density, view.map_key = map_name, density, self.engine().map_key(density)
+            view.resolution = None  # estimated, until a build is given one
         self._offer(view, (), model)  # an earlier build's places are not this model's
         self.show_model(view)
         self.show_places(view)

@@ -139,7 +139,8 @@ def _sequences_from(fasta: str):
     return parse_fasta(text, "<command argument>")
 
 
-def cryobuild_build(map, fasta="", name=DEFAULT_MODEL, rounds=3, device="auto", quiet=0, *, _self=_cmd):
+def cryobuild_build(map, fasta="", name=DEFAULT_MODEL, rounds=3, device="auto", resolution=0.0,
+                    quiet=0, *, _self=_cmd):
     '''
 DESCRIPTION
 
@@ -161,7 +162,7 @@ DESCRIPTION
 
 USAGE
 
-    cryobuild_build map [, fasta [, name [, rounds [, device ]]]]
+    cryobuild_build map [, fasta [, name [, rounds [, device [, resolution ]]]]]
 
 ARGUMENTS
 
@@ -176,10 +177,14 @@ ARGUMENTS
 
     device = str: auto, cpu or cuda {default: auto}
 
+    resolution = float: the map's resolution in Å, e.g. from its EMDB
+    entry; rebuilds and assignments in the model read the map at it too
+    {default: 0: estimated from the map's spectrum}
+
 EXAMPLE
 
     load emd_1234.map, emd
-    cryobuild_build emd, chains.fasta, rounds=2
+    cryobuild_build emd, chains.fasta, rounds=2, resolution=3.4
 
 SEE ALSO
 
@@ -189,6 +194,11 @@ SEE ALSO
 
     quiet = int(quiet)
     rounds = _whole_number(rounds, "rounds")
+    try:
+        resolution = float(resolution) or None
+    except ValueError:
+        raise CmdException(f"cryobuild: resolution must be a number of Å (0: estimated), got "
+                           f"{resolution!r}") from None
     bridge = get_bridge()
     requested = str(name).strip() or DEFAULT_MODEL
     try:
@@ -197,7 +207,8 @@ SEE ALSO
         for message in said:
             print(f" cryobuild: warning: {message}")
         background = _gui_active()
-        job = bridge.start_build(str(map), sequences, rounds=rounds, name=requested, device=str(device))
+        job = bridge.start_build(str(map), sequences, rounds=rounds, name=requested, device=str(device),
+                                 resolution=resolution)
     except CryobuildError as err:
         raise _readable(err) from None
     view = bridge.view_of(job)

@@ -165,6 +165,8 @@ def test_plugin_registers_commands_with_pymol_docstrings():
     assert cmd.get_setting_int("mesh_use_shader") == 0
     with pytest.raises(CmdException, match="not a map object"):
         command("cryobuild_build", "nothing", ">a\nMKV")
+    with pytest.raises(CmdException, match="resolution must be a number of Å"):
+        command("cryobuild_build", "nothing", ">a\nMKV", "m", "1", "auto", "3,4")
     with pytest.raises(CmdException, match="not a cryobuild model"):
         command("cryobuild_prune", "cryobuild_model", "30")
     with pytest.raises(CmdException, match="number"):
@@ -351,6 +353,8 @@ def test_auto_build_streams_into_pymol_and_the_gui_stays_responsive(fresh_pymol,
     rna = ">rna\nGGCUAGCUAGCUAGGCUAAUCGAUCG\n"  # left out, with a warning in the log
     panel = open_panel(fresh_pymol, map_path=str(path), sequence_text=f">il2\n{sequence.residues}\n{rna}")
     panel.rounds_spin.setValue(2)
+    assert panel.resolution_spin.text() == "auto"  # estimated unless given
+    panel.resolution_spin.setValue(3.0)  # the map's, as from its EMDB entry
     wait_for(qapp, lambda: panel.ready)
     seen, objects_at = [], {}
     apply = fresh_pymol.apply
@@ -371,6 +375,8 @@ def test_auto_build_streams_into_pymol_and_the_gui_stays_responsive(fresh_pymol,
     assert ended == ["final"], panel.log_view.toPlainText()
     assert panel.build_button.text() == "Auto-build"
     assert "warning: <panel>: record 'rna' has only A, C, G, T, U and N" in panel.log_view.toPlainText()
+    assert " at 3 Å, 2 round(s)" in panel.log_view.toPlainText()
+    assert fresh_pymol.views["cryobuild_model"].resolution == 3.0  # its rebuilds read it so too
 
     gaps = np.sort(gaps[1:])
     print(f"\nGUI timer ({TICK_MS} ms) during the build: max gap {gaps[-1] * 1000:.0f} ms, "
