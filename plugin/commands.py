@@ -455,7 +455,7 @@ def _on_selection(action, selection) -> int:
         raise
 
 
-def cryobuild_rebuild(selection="sele", name=DEFAULT_MODEL, rounds=1, quiet=0, *, _self=_cmd):
+def cryobuild_rebuild(selection="sele", name=DEFAULT_MODEL, rounds=3, quiet=0, *, _self=_cmd):
     '''
 DESCRIPTION
 
@@ -463,9 +463,11 @@ DESCRIPTION
     map it was built in; accepted residues in the region stay. The new
     residues are threaded within the sequence window between the
     residues flanking the selection, and replace the old ones only if
-    they are better (at least as many residues, more total confidence,
-    no worse fit to the map): the console says which were kept. New
-    residues not kept stay as <name>_new (cryobuild_swap puts them in).
+    they are better (more residues of known type, or as many with more
+    total confidence or a better fit to the map; up to a tenth fewer
+    where they fit much better than the old ones): the console says
+    which were kept. New residues not kept stay as <name>_new
+    (cryobuild_swap puts them in).
 
 USAGE
 
@@ -477,7 +479,7 @@ ARGUMENTS
 
     name = str: model object {default: cryobuild_model}
 
-    rounds = int: graph-network rounds {default: 1}
+    rounds = int: graph-network rounds {default: 3, as a build's}
 
 SEE ALSO
 

@@ -674,8 +674,10 @@ class CryobuildPanel(QtWidgets.QWidget):
     @_reported
     def rebuild_selection(self):
         selection = self.selection_edit.text().strip() or "sele"
-        job = self.bridge.start_rebuild(selection, name=self.model_name)
-        self._started(job, self.model_name, f"rebuilding {selection} of {self.model_name}")
+        rounds = self.rounds_spin.value()
+        job = self.bridge.start_rebuild(selection, name=self.model_name, rounds=rounds)
+        self._started(job, self.model_name,
+                      f"rebuilding {selection} of {self.model_name}, {rounds} round(s)")
         return job
 
     @_reported
