@@ -145,7 +145,7 @@ def score_refinement(output, reference: BuiltModel) -> dict[str, float]:
     along, across = chain_error_parts(output.translations, reference)
     correlation = (
         float(np.corrcoef(output.confidence, ca_error)[0, 1])
-        if len(ca_error) > 2 and output.confidence.std() > 0
+        if len(ca_error) > 2 and output.confidence.std() > 0 and ca_error.std() > 0
         else float("nan")
     )
     return {
