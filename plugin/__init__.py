@@ -31,9 +31,10 @@ def __init_plugin__(app=None):
         pass  # PyMOL without its Qt GUI: the commands still work
 
 
-def open_panel(map_path=None, fasta_path=None, model_path=None):
-    """Open (or raise) the panel; optionally load a map file, put a FASTA file in it and open a
-    model file into its model object."""
+def open_panel(map_path=None, fasta_path=None, model_path=None, resolution=None):
+    """Open (or raise) the panel; optionally load a map file, put a FASTA file in it, open a
+    model file into its model object and set the map's resolution (Å)."""
     from .panel import show_panel
 
-    return show_panel(map_path=map_path, fasta_path=fasta_path, model_path=model_path)
+    return show_panel(map_path=map_path, fasta_path=fasta_path, model_path=model_path,
+                      resolution=resolution)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -869,30 +870,32 @@ class Bridge:
         return f"{description}: {verdict.new.describe()} (was {verdict.old.describe()})"
 
     def set_model(self, model, *, name: str = DEFAULT_MODEL, sequences=None, map_name: str = "",
-                  accepted=()) -> ModelView:
+                  accepted=(), resolution: float | None = None) -> ModelView:
         """Put ``model`` into ``name``'s session (e.g. a model opened from a file), its
         residues ``accepted`` accepted, and show it; with ``map_name``, later rebuilds use that
-        map (read first: an unknown map changes nothing)."""
+        map (read first: an unknown map changes nothing), read at ``resolution`` (Å; None:
+        estimated)."""
         density = density_from_pymol(map_name, _self=self._self) if map_name else None
         view = self.view(name, create=True)
         view.session.set_model(model, sequences=sequences, accepted=accepted)
         if density is not None:
             view.map_name, view.density, view.map_key = map_name, density, self.engine().map_key(density)
-            view.resolution = None  # estimated, until a build is given one
+            view.resolution = resolution
         self._offer(view, (), model)  # an earlier build's places are not this model's
         self.show_model(view)
         self.show_places(view)
         return view
 
     def open_model(self, path: str | os.PathLike, *, name: str = DEFAULT_MODEL, sequences=None,
-                   map_name: str = "") -> ModelView:
+                   map_name: str = "", resolution: float | None = None) -> ModelView:
         """`set_model` with the model in file ``path`` (mmCIF or PDB; each residue's confidence
         its Cα B-factor, as cryobuild writes them): a model saved in an earlier PyMOL session,
         or built elsewhere, to accept, prune and rebuild; the residues a saved model had
         accepted are accepted again (`cryobuild.session.read_accepted`). The ``model.cif`` of
         a ``cryobuild build`` folder, as its build wrote it, brings the places offered for its
         unassigned chains (its ``unassigned_placements.csv``), to assign them here with the
-        build's sequences. Raises `InputError` for a file that holds no protein model, or when
+        build's sequences, and the resolution its build was given (unless ``resolution``, Å,
+        says otherwise). Raises `InputError` for a file that holds no protein model, or when
         ``name`` holds accepted residues."""
         from cryobuild.build_folder import as_written
         from cryobuild.build_outputs import PLACEMENTS_FILE, read_placements_csv
@@ -901,10 +904,16 @@ class Bridge:
 
         path = Path(path)
         model = read_model(path)
+        built_here = as_written(path.parent, path.name)
+        if resolution is None and built_here and (path.parent / "build.log").is_file():
+            try:
+                resolution = json.loads((path.parent / "build.log").read_text()).get("resolution")
+            except (OSError, ValueError):
+                resolution = None  # a build.log that cannot be read gives none
         view = self.set_model(model, name=name, sequences=sequences, map_name=map_name,
-                              accepted=read_accepted(path))
+                              accepted=read_accepted(path), resolution=resolution)
         offered = path.parent / PLACEMENTS_FILE
-        if offered.is_file() and as_written(path.parent, path.name):
+        if offered.is_file() and built_here:
             self._offer(view, read_placements_csv(offered), model)
             self.show_places(view)
         return view

@@ -731,7 +731,8 @@ class CryobuildPanel(QtWidgets.QWidget):
                 return None
         self.map_combo.refresh()
         view = self.bridge.open_model(path, name=self.model_name, sequences=self._form_sequences() or None,
-                                      map_name=self.map_combo.currentText())
+                                      map_name=self.map_combo.currentText(),
+                                      resolution=self.resolution_spin.value() or None)
         self.log(f"opened {path} as {view.name}: {view.session.model.num_residues} residues"
                  + (f", rebuilt in {view.map_name}" if view.map_name else ", no map for rebuilds"))
         self._update_swap()
@@ -865,9 +866,11 @@ def fit_window(window, dock) -> None:
     window.resizeDocks([dock], [width], QtCore.Qt.Horizontal)
 
 
-def show_panel(map_path=None, fasta_path=None, model_path=None, *, bridge=None, _self=None):
+def show_panel(map_path=None, fasta_path=None, model_path=None, *, resolution=None, bridge=None,
+               _self=None):
     """Open the panel (a dock in PyMOL's window, else a dialog) or raise it, with the map,
-    FASTA and model files given loaded (the model last, as *Open model…* does); returns it."""
+    FASTA and model files given loaded (the model last, as *Open model…* does) and the map's
+    ``resolution`` (Å) set; returns it."""
     global _container
     from pymol import gui
 
@@ -899,6 +902,8 @@ def show_panel(map_path=None, fasta_path=None, model_path=None, *, bridge=None, 
         panel.open_map(str(map_path))
     if fasta_path:
         panel.load_fasta(str(fasta_path))
+    if resolution:
+        panel.resolution_spin.setValue(float(resolution))
     if model_path:
         panel.open_model(str(model_path))
     return panel

@@ -911,6 +911,7 @@ def test_a_build_folder_opens_with_its_places_and_a_chain_is_assigned(fresh_pymo
                                     bridge=fresh_pymol)
     view = fresh_pymol.views[DEFAULT_MODEL]
     assert [p.chain_id for p in view.placements][:1] == ["B"] and view.map_name == "il2"
+    assert view.resolution == 3.0  # the build's, from its build.log: assign reads the map so
     ended = []
     panel.jobEnded.connect(lambda job_id, outcome: ended.append(outcome))
     panel.selection_edit.setText(f"{DEFAULT_MODEL} and chain B")
@@ -923,16 +924,16 @@ def test_a_build_folder_opens_with_its_places_and_a_chain_is_assigned(fresh_pymo
     with open(out / "model.cif", "a") as edited:  # a user's edit in place: its places may not fit
         edited.write("# refined\n")
     command("cryobuild_open", str(out / "model.cif"), "il2", str(folder / "il2.fasta"), "edited")
-    assert fresh_pymol.views["edited"].placements == ()
+    assert fresh_pymol.views["edited"].placements == () and fresh_pymol.views["edited"].resolution is None
 
 
 def test_gui_verb_starts_pymol_with_the_panel_and_files(il2):
     path, _, _, _, fasta = il2
-    done = subprocess.run([sys.executable, "-m", "cryobuild", "gui", str(path), str(fasta), "--dry-run"],
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "cryobuild", "gui", str(path), str(fasta), "--dry-run",
+                           "--resolution", "3.4"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "-m pymol" in done.stdout and "open_panel(" in done.stdout and str(fasta) in done.stdout
-    assert "model_path=None" in done.stdout
+    assert "model_path=None" in done.stdout and "resolution=3.4" in done.stdout
     done = subprocess.run([sys.executable, "-m", "cryobuild", "gui", str(path), str(fasta), "--model",
                            str(path.parent / "none.cif")], capture_output=True, text=True)
     assert done.returncode == 2 and "no such model file" in done.stderr

@@ -31,7 +31,8 @@ HELP = "start PyMOL with the cryobuild plugin loaded"
 STARTUP_SCRIPT = """# cryobuild gui start-up (temporary file)
 import cryobuild_pymol
 cryobuild_pymol.__init_plugin__()
-cryobuild_pymol.open_panel(map_path={map!r}, fasta_path={fasta!r}, model_path={model!r})
+cryobuild_pymol.open_panel(map_path={map!r}, fasta_path={fasta!r}, model_path={model!r},
+                           resolution={resolution!r})
 """
 
 #: Qt bindings in the order PyMOL tries them (``pymol.Qt``), and the Qt folder each ships.
@@ -87,6 +88,9 @@ def add_args(parser):
                         help="a model to go on with (e.g. OUT/model.cif of cryobuild build, whose "
                              "unassigned chains' places come with it), opened as the panel's Open "
                              "model… does")
+    parser.add_argument("--resolution", type=float, default=None,
+                        help="the map's resolution in Å, e.g. from its EMDB entry, set in the "
+                             "panel (default: auto, estimated from the map)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the PyMOL command and start-up script instead of running them")
 
@@ -170,7 +174,10 @@ def main(args) -> int:
     map_path = _checked(args.map, "map")
     fasta_path = _checked(args.fasta, "FASTA")
     model_path = _checked(args.model, "model")
-    script = STARTUP_SCRIPT.format(map=map_path, fasta=fasta_path, model=model_path)
+    if args.resolution is not None and not 0.5 <= args.resolution <= 30:
+        raise InputError(f"resolution must be between 0.5 and 30 Å, got {args.resolution:g}")
+    script = STARTUP_SCRIPT.format(map=map_path, fasta=fasta_path, model=model_path,
+                                   resolution=args.resolution)
     if importlib.util.find_spec("pymol") is None:
         raise InputError("pymol-open-source is not installed in this environment")
     problem = check_libraries()
