@@ -34,7 +34,10 @@ from cryobuild.pipeline import BuildOptions
 SCREEN = "1400x900x24"
 #: Seconds to wait for the X server to come up.
 X_START_TIMEOUT = 10.0
-DEV_CASE = ("real", "emd2566_3j6b9", "2566_3J6B_9.mrc", "seq.fasta")
+#: The development map: folders, map and FASTA, and its stated resolution in Å (case.json).
+DEV_CASE = ("real", "emd2566_3j6b9", "2566_3J6B_9.mrc", "seq.fasta", 3.2)
+#: Å: the resolution the il2 map is simulated at when the development map is not there.
+IL2_RESOLUTION = 3.0
 
 DRIVER = r'''
 import json, subprocess
@@ -46,6 +49,7 @@ SETTINGS = json.loads({settings!r})
 cryobuild_pymol.__init_plugin__()
 panel = cryobuild_pymol.open_panel(map_path=SETTINGS["map"], fasta_path=SETTINGS["fasta"])
 panel.rounds_spin.setValue(SETTINGS["rounds"])
+panel.resolution_spin.setValue(SETTINGS["resolution"] or 0.0)
 cmd.bg_color("white")
 
 
@@ -94,21 +98,22 @@ QtCore.QTimer.singleShot(1000, start)
 '''
 
 
-def _default_inputs(work: Path) -> tuple[str, str]:
-    """The development map and sequence, or a simulated il2 map and its sequence."""
+def _default_inputs(work: Path) -> tuple[str, str, float]:
+    """The development map, its sequence and resolution (Å), or a simulated il2 map's."""
     try:
         from cryobuild.data import data_root
 
         case = Path(data_root()) / DEV_CASE[0] / DEV_CASE[1]
         if (case / DEV_CASE[2]).is_file():
-            return str(case / DEV_CASE[2]), str(case / DEV_CASE[3])
+            return str(case / DEV_CASE[2]), str(case / DEV_CASE[3]), DEV_CASE[4]
     except Exception:  # no shared data: simulate
         pass
-    return simulated_il2(work)
+    return (*simulated_il2(work), IL2_RESOLUTION)
 
 
 def simulated_il2(work: Path) -> tuple[str, str]:
-    """A 3 Å map simulated from PyMOL's il2 and its sequence, written into ``work``."""
+    """A map simulated from PyMOL's il2 at `IL2_RESOLUTION` and its sequence, written into
+    ``work``."""
     import numpy as np
 
     from cryobuild.data import read_structure
@@ -119,7 +124,8 @@ def simulated_il2(work: Path) -> tuple[str, str]:
     from cryobuild.simulate import SimulationOptions, simulate_map
 
     path = demo_structure_path()
-    density = simulate_map(read_structure(path), SimulationOptions(resolution=3.0), np.random.default_rng(0))
+    density = simulate_map(read_structure(path), SimulationOptions(resolution=IL2_RESOLUTION),
+                           np.random.default_rng(0))
     write_map(density, work / "il2.mrc")
     sequence = "".join(one_letter(int(a)) for a in read_model(path).aatype)
     (work / "il2.fasta").write_text(f">il2\n{sequence}\n")
@@ -176,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also keep the ray-traced image of the viewer here (PNG)")
     parser.add_argument("--rounds", type=int, default=BuildOptions.rounds,
                         help=f"build rounds (default {BuildOptions.rounds}, as the build's)")
+    parser.add_argument("--resolution", type=float, default=None,
+                        help="the map's resolution in Å for the panel (default: the development "
+                             "map's stated one; with --map, auto)")
     parser.add_argument("--max-kb", type=int, default=300, help="shrink the screen shot above this size")
     parser.add_argument("--timeout", type=float, default=600, help="seconds before giving up")
     args = parser.parse_args(argv)
@@ -191,10 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cryobuild-shot-") as folder:
         work = Path(folder)
-        map_path, fasta_path = (args.map, args.fasta) if args.map else _default_inputs(work)
+        map_path, fasta_path, resolution = ((args.map, args.fasta, args.resolution) if args.map
+                                            else _default_inputs(work))
         status = work / "status.txt"
         settings = {"map": str(Path(map_path).resolve()), "fasta": str(Path(fasta_path).resolve()),
                     "rounds": args.rounds, "viewport": [900, 700],
+                    "resolution": args.resolution or resolution,
                     "status": str(status), "screen_png": str(out),
                     "model_png": str(Path(args.model_png).resolve() if args.model_png else work / "model.png")}
         driver = work / "driver.py"
