@@ -57,6 +57,8 @@ NUCLEIC_MIN_LENGTH = 20
 _NUCLEIC_LETTERS = frozenset("ACGTUN")
 _GAPS = "-."
 _STOP = "*"
+#: A FASTA file's problems named in its error, the rest counted.
+PROBLEMS_SHOWN = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,8 +293,9 @@ def parse_fasta(text: str, source: str = "<text>") -> list[Sequence]:
     """
     sequences, problems, nucleic = _scan(text)
     if problems:
-        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise InputError(f"{source}: {problems[0]}{more}")
+        extra = len(problems) - PROBLEMS_SHOWN
+        more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra > 0 else ""
+        raise InputError(f"{source}: {'; also '.join(problems[:PROBLEMS_SHOWN])}{more}")
     if nucleic:
         warnings.warn(f"{source}: {_listed(nucleic)} only A, C, G, T, U and N: left out as nucleic "
                       "acid (cryobuild builds proteins)", InputWarning, stacklevel=2)

@@ -118,8 +118,10 @@ def test_stop_inside_sequence_is_an_error():
     assert "line 2 (record 'A'): '*' (stop) inside the sequence" in message
 
 
-def test_error_counts_further_problems():
-    assert "(and 2 more problems)" in _parse_error(">A\nM1\n>B\n>C\nK*K\n")
+def test_error_names_the_first_problems_and_counts_the_rest():
+    message = _parse_error(">A\nM1\n>B\n>C\nK*K\n>D\nK2\n>E\nK3\n")
+    assert message.count("; also ") == 2 and "(and 2 more problems)" in message
+    assert "(record 'A')" in message and "(record 'C')" in message and "(record 'D')" not in message
 
 
 def test_missing_file(tmp_path):
