@@ -187,8 +187,9 @@ def _check_sequences(sequences) -> list[Sequence]:
     return sequences
 
 
-def _whole_map_resolution(density: DensityMap) -> float:
-    """Å: the resolution a build of all of ``density`` estimates (`pipeline.network_view`).
+def _whole_map_resolution(job: Job, density: DensityMap) -> float:
+    """Å: the resolution a build of all of ``density`` estimates (`pipeline.network_view`),
+    said to ``job``'s events.
 
     A region's job reads a crop of the map, whose spectrum gives a finer estimate than the
     whole map's: 0.04-0.6 Å finer over 16-residue crops of six real maps (apoferritin 1.61-1.66
@@ -200,7 +201,10 @@ def _whole_map_resolution(density: DensityMap) -> float:
     from ..extent import working_map
     from ..features import estimate_resolution
 
-    return estimate_resolution(working_map(density))
+    resolution = estimate_resolution(working_map(density))
+    job._emit("stage", stage="load", message=f"map resolution {resolution:.2g} Å, estimated from "
+                                              "the whole map as its build did")
+    return resolution
 
 
 def _check_options(options, density, mask) -> None:
@@ -447,7 +451,7 @@ class Engine:
 
         def body(job: Job) -> BuildResult:
             read_at = options if options.resolution is not None else dataclasses.replace(
-                options, resolution=_whole_map_resolution(density))
+                options, resolution=_whole_map_resolution(job, density))
             return self._rebuild(job, region, state, sequences, read_at, session, other_map)
 
         return self._launch(job, density, session, sequences, body, threaded)
@@ -499,7 +503,7 @@ class Engine:
         job.keeps_model = True  # the session's sequences stay
 
         def body(job: Job):
-            read_at = resolution if resolution is not None else _whole_map_resolution(density)
+            read_at = resolution if resolution is not None else _whole_map_resolution(job, density)
             return self._assign(job, region, state, placement, sequences, read_at, session)
 
         return self._launch(job, density, session, sequences, body, threaded)
