@@ -430,10 +430,11 @@ def protein_density_check(points: CalphaPoints, skewness: float, *, region: bool
 
     A whole-map build must find chain-like density (`_protein_like`); a region rebuild
     (``region``) may be a short stretch of weak density whose few candidates the graph network
-    judges, and is refused only when no two of them lie at a chain's spacing. A map that fails the candidate rules is refused only when its density also looks
-    like noise (`NOISE_SKEWNESS`) or no two candidates lie at a chain's spacing; it is built
-    with a warning when its skewness is between noise's and `PROTEIN_SKEWNESS`, and without one
-    above: there the candidates' probabilities, not the map, are in doubt.
+    judges, and is refused only when no two of them lie at a chain's spacing. A map that fails
+    the candidate rules is refused only when its density also looks like noise
+    (`NOISE_SKEWNESS`) or no two candidates lie at a chain's spacing; it is built with a warning
+    when its skewness is between noise's and `PROTEIN_SKEWNESS`, and without one above: there
+    the candidates' probabilities, not the map, are in doubt.
     """
     protein_like = _protein_like(points, region=region)
     if protein_like >= (2 if region else MIN_POINTS):
