@@ -1,8 +1,10 @@
 """Many builds through Dask: a jobs file in, one output folder per job and a summary out.
 
 The jobs file is a CSV with a header row and the columns ``map``, ``fasta`` and ``name``, and
-optionally ``mask`` and ``rounds`` (empty: no mask, `BuildOptions`' rounds); relative paths are
-taken from the jobs file's folder. Each job's outputs go into ``OUT/<name>/``
+optionally ``mask``, ``rounds`` and ``resolution`` (Å; empty: no mask, `BuildOptions`' rounds,
+the resolution estimated from the map, which at 3.2-4 Å threads less than the stated one:
+README, "The map's resolution: stated or estimated"); relative paths are taken from the jobs
+file's folder. Each job's outputs go into ``OUT/<name>/``
 (`cryobuild.build_outputs.write_build` through `cryobuild.build_folder.BuildFolder`, as
 ``cryobuild build`` writes them), and ``OUT/summary.csv`` (`SUMMARY_COLUMNS`) is rewritten as
 each job ends, so a batch that was stopped or killed resumes where it stopped: jobs whose row
@@ -52,20 +54,23 @@ _REQUIRED = ("map", "fasta", "name")
 @dataclasses.dataclass(frozen=True)
 class BatchJob:
     """One row of a jobs file: the map, FASTA and (optional) mask files, the job's name (its
-    output folder) and its rounds (None: the default)."""
+    output folder), its rounds (None: the default) and the map's resolution (Å; None:
+    estimated)."""
 
     name: str
     map_path: Path
     fasta_path: Path
     mask_path: Path | None = None
     rounds: int | None = None
+    resolution: float | None = None
 
 
 def read_jobs(path: str | os.PathLike) -> list[BatchJob]:
     """The jobs of a jobs file (module docstring).
 
     Raises `InputError` naming the file and line for a missing column, an empty or repeated
-    name, a name that is not a folder name, a missing file or rounds that are not a number.
+    name, a name that is not a folder name, a missing file, or rounds or a resolution that are
+    not a number.
     """
     path = Path(path)
     try:
@@ -76,7 +81,7 @@ def read_jobs(path: str | os.PathLike) -> list[BatchJob]:
     missing = [c for c in _REQUIRED if c not in (reader.fieldnames or [])]
     if missing:
         raise InputError(f"{path}: the jobs file has no {', '.join(missing)} column "
-                         f"(columns: map, fasta, name, optional mask and rounds)")
+                         f"(columns: map, fasta, name, optional mask, rounds and resolution)")
     jobs, names = [], set()
     for line, row in enumerate(reader, start=2):
         where = f"{path}, line {line}"
@@ -101,8 +106,13 @@ def read_jobs(path: str | os.PathLike) -> list[BatchJob]:
         rounds = (row.get("rounds") or "").strip()
         if rounds and not rounds.isdigit():
             raise InputError(f"{where}: rounds must be a whole number, got {rounds!r}")
+        resolution = (row.get("resolution") or "").strip()
+        try:
+            resolution = float(resolution) if resolution else None
+        except ValueError:
+            raise InputError(f"{where}: resolution must be a number of Å, got {resolution!r}") from None
         jobs.append(BatchJob(name, files["map"], files["fasta"], files.get("mask"),
-                             int(rounds) if rounds else None))
+                             int(rounds) if rounds else None, resolution))
     if not jobs:
         raise InputError(f"{path}: the jobs file lists no jobs")
     return jobs

@@ -104,7 +104,8 @@ def client(cluster):
 
 @pytest.fixture(scope="module")
 def il2_jobs(tmp_path_factory, il2_path):
-    """The jobs' maps and FASTA files, and a jobs file listing them (rounds 1)."""
+    """The jobs' maps and FASTA files, and a jobs file listing them (rounds 1, each map's
+    resolution)."""
     from cryobuild.data import read_structure
     from cryobuild.maps import write_map
     from cryobuild.models import read_model
@@ -115,12 +116,12 @@ def il2_jobs(tmp_path_factory, il2_path):
     structure = read_structure(il2_path)
     sequence = "".join(one_letter(int(a)) for a in read_model(il2_path).aatype)
     (folder / "il2.fasta").write_text(f">il2\n{sequence}\n")
-    lines = ["map,fasta,name,mask,rounds"]
+    lines = ["map,fasta,name,mask,rounds,resolution"]
     for name, (resolution, voxel) in JOBS.items():
         options = SimulationOptions(resolution=resolution, voxel_size=voxel)
         density = simulate_map(structure, options, np.random.default_rng(0))
         write_map(density, folder / f"{name}.mrc")
-        lines.append(f"{name}.mrc,il2.fasta,{name},,1")
+        lines.append(f"{name}.mrc,il2.fasta,{name},,1,{resolution}")
     (folder / "jobs.csv").write_text("\n".join(lines) + "\n")
     return folder
 
@@ -131,6 +132,7 @@ def il2_jobs(tmp_path_factory, il2_path):
     ("map,fasta,name\na.mrc,s.fasta,a\na.mrc,s.fasta,a", "line 3: the name 'a' is used twice"),
     ("map,fasta,name\nb.mrc,s.fasta,a", "line 2: no such map file"),
     ("map,fasta,name,rounds\na.mrc,s.fasta,a,two", "rounds must be a whole number"),
+    ("map,fasta,name,resolution\na.mrc,s.fasta,a,high", "resolution must be a number of Å"),
     ("map,fasta,name", "lists no jobs"),
 ])
 def test_a_jobs_file_is_checked_line_by_line(tmp_path, rows, problem):
@@ -152,8 +154,8 @@ def _models_equal(path_a: Path, path_b: Path) -> None:
 
 
 def _local_build(folder: Path, name: str, out: Path) -> Path:
-    """The job built in this process with one torch thread (as on a worker), written as
-    `cryobuild build` writes it."""
+    """The job built in this process with one torch thread (as on a worker), at its map's
+    resolution (the jobs file's), written as `cryobuild build` writes it."""
     import torch
 
     from cryobuild.build_outputs import write_build
@@ -165,7 +167,8 @@ def _local_build(folder: Path, name: str, out: Path) -> Path:
     torch.set_num_threads(1)
     try:
         result, _ = build_with_engine(read_map(folder / f"{name}.mrc"),
-                                      read_fasta(folder / "il2.fasta"), BuildOptions(rounds=1),
+                                      read_fasta(folder / "il2.fasta"),
+                                      BuildOptions(rounds=1, resolution=JOBS[name][0]),
                                       device="cpu", quiet=True)
     finally:
         torch.set_num_threads(threads)
@@ -205,8 +208,8 @@ def test_batch_resumes_after_a_kill_and_writes_what_local_builds_write(cluster, 
 
     remote = tmp_path / "remote_build"
     assert main(["build", "-v", str(il2_jobs / "il2_4A.mrc"), "-f", str(il2_jobs / "il2.fasta"),
-                 "-o", str(remote), "--rounds", "1", "--device", "cpu", "--scheduler",
-                 cluster.address, "--quiet"]) == 0
+                 "-o", str(remote), "--rounds", "1", "--resolution", str(JOBS["il2_4A"][0]),
+                 "--device", "cpu", "--scheduler", cluster.address, "--quiet"]) == 0
     _models_equal(remote / "model.cif", out / "il2_4A" / "model.cif")
 
 

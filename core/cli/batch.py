@@ -8,8 +8,9 @@ HELP = "build many maps (a jobs CSV) on a Dask cluster, one output folder each"
 
 
 def add_args(parser):
-    parser.add_argument("jobs", help="jobs CSV: columns map, fasta, name, optional mask and rounds "
-                                     "(paths relative to its folder)")
+    parser.add_argument("jobs", help="jobs CSV: columns map, fasta, name, optional mask, rounds "
+                                     "and resolution (Å; empty: estimated) (paths relative to "
+                                     "its folder)")
     parser.add_argument("-o", "--output-dir", required=True,
                         help="folder for the jobs' folders and summary.csv; a second run resumes")
     parser.add_argument("--scheduler", default=None,
@@ -35,7 +36,8 @@ def main(args) -> int:
     jobs = read_jobs(args.jobs)
 
     def options(job):
-        return BuildOptions() if job.rounds is None else BuildOptions(rounds=job.rounds)
+        rounds = {} if job.rounds is None else {"rounds": job.rounds}
+        return BuildOptions(resolution=job.resolution, **rounds)
 
     def report(name, line):
         if not args.quiet:
