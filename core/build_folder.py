@@ -41,7 +41,7 @@ from pathlib import Path
 from .atomic import output_folder
 from .errors import InputError, OutputError
 
-__all__ = ["BUILD_OUTPUTS", "EDITABLE_OUTPUTS", "LOCK_FILE", "RECORD_FILE", "STAGING",
+__all__ = ["BUILD_LOG", "BUILD_OUTPUTS", "EDITABLE_OUTPUTS", "LOCK_FILE", "RECORD_FILE", "STAGING",
            "BuildFolder", "as_written", "new_build_id"]
 
 #: The lock file of a folder a build writes into.
@@ -54,6 +54,9 @@ _REPLACED = ".replaced"
 #: The record of what a build wrote: ``{"build_id": ..., "sha256": {name: hex digest}}`` of
 #: each file it moved into the folder.
 RECORD_FILE = ".cryobuild_outputs.json"
+#: The JSON file in which a build verb records its inputs, options and figures (``build``),
+#: and ``assign`` and ``rebuild`` what they changed.
+BUILD_LOG = "build.log"
 #: What the build verbs write into their folder (`cryobuild.build_outputs.write_build`,
 #: ``build.log``, build_no_seq's ``hmm_profiles/``, the record), name -> True for a folder. A
 #: new build replaces an earlier build's as a whole, whether it writes them itself or not, but
@@ -61,7 +64,7 @@ RECORD_FILE = ".cryobuild_outputs.json"
 BUILD_OUTPUTS = {
     "model.cif": False, "model_raw.cif": False, "rounds": True, "chains.csv": False,
     "aa_probabilities.csv": False, "unassigned_placements.csv": False, "ca_points.cif": False,
-    "build.log": False, "hmm_profiles": True, RECORD_FILE: False,
+    BUILD_LOG: False, "hmm_profiles": True, RECORD_FILE: False,
 }
 #: The outputs a user finishes in place (module docstring, "Edits kept").
 EDITABLE_OUTPUTS = ("model.cif", "model_raw.cif")

@@ -897,7 +897,7 @@ class Bridge:
         build's sequences, and the resolution its build was given (unless ``resolution``, Å,
         says otherwise). Raises `InputError` for a file that holds no protein model, or when
         ``name`` holds accepted residues."""
-        from cryobuild.build_folder import as_written
+        from cryobuild.build_folder import BUILD_LOG, as_written
         from cryobuild.build_outputs import PLACEMENTS_FILE, read_placements_csv
         from cryobuild.models import read_model
         from cryobuild.session import read_accepted
@@ -905,9 +905,9 @@ class Bridge:
         path = Path(path)
         model = read_model(path)
         built_here = as_written(path.parent, path.name)
-        if resolution is None and built_here and (path.parent / "build.log").is_file():
+        if resolution is None and built_here and (path.parent / BUILD_LOG).is_file():
             try:
-                resolution = json.loads((path.parent / "build.log").read_text()).get("resolution")
+                resolution = json.loads((path.parent / BUILD_LOG).read_text()).get("resolution")
             except (OSError, ValueError):
                 resolution = None  # a build.log that cannot be read gives none
         view = self.set_model(model, name=name, sequences=sequences, map_name=map_name,

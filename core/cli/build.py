@@ -193,7 +193,7 @@ def round_writer(folder):
 
 def main(args) -> int:
     from ..atomic import write_bytes_atomic
-    from ..build_folder import BuildFolder
+    from ..build_folder import BUILD_LOG, BuildFolder
     from ..build_outputs import write_build
     from ..device import resolve_device
     from ..maps import read_map, read_mask
@@ -228,7 +228,7 @@ def main(args) -> int:
 
         def write(destination):
             write_build(result, destination, folder.build_id)
-            write_bytes_atomic(destination / "build.log", (json.dumps(log, indent=1) + "\n").encode())
+            write_bytes_atomic(destination / BUILD_LOG, (json.dumps(log, indent=1) + "\n").encode())
 
         out = save_outputs(folder, write)
     if not args.quiet:

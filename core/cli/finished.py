@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..build_folder import BUILD_LOG
+
 __all__ = ["UNCHANGED_OUTPUTS", "build_inputs", "build_log", "build_options", "final_tables",
            "rewrite"]
 
@@ -25,7 +27,7 @@ def build_log(folder: Path, given: bool) -> dict:
     ``given``: a ``cryobuild batch`` folder has none)."""
     from ..errors import InputError
 
-    path = folder / "build.log"
+    path = folder / BUILD_LOG
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -109,7 +111,7 @@ def rewrite(claimed, log: dict, final, aa_probs, reports, placements) -> Path:
                 shutil.copytree(source, destination / name)
             elif source.is_file():
                 shutil.copy2(source, destination / name)
-        write_bytes_atomic(destination / "build.log", (json.dumps(log, indent=1) + "\n").encode())
+        write_bytes_atomic(destination / BUILD_LOG, (json.dumps(log, indent=1) + "\n").encode())
         write_final(final, aa_probs, reports, placements, destination, claimed.build_id)
 
     return save_outputs(claimed, write)
