@@ -827,3 +827,35 @@ def test_spliced_reports_describe_each_chain_as_it_is_now(il2):
     assert (a.chain_id, a.sequence, a.first, a.last, a.residues) == ("A", "il2", 1, 20, 20)
     assert (a.score, a.evalue, a.mean_confidence) == (80.0, 1e-15, 60.0)
     assert (c.chain_id, c.sequence, c.residues, c.evalue, c.mean_confidence) == ("C", "", 10, float("inf"), 90.0)
+
+
+def test_a_sphere_region_takes_the_residues_between_its_own(engine, il2, tmp_path, monkeypatch):
+    """A sphere picks residues by their atoms, so one or two residues of a chain between two
+    picked ones are often left out: they are taken too (`splice.SPHERE_BRIDGE`), not kept as
+    islands inside the rebuilt stretch; farther gaps stay."""
+    from cryobuild.engine import splice
+
+    density, reference, _ = il2
+    state = reference_session(engine, il2, tmp_path / "s").state
+
+    def numbers(centre):
+        rows = splice.select_region(state, density, centre=centre, radius=8.0).rows
+        return set(state.model.residue_number[rows].tolist())
+
+    def short_gaps(taken):
+        ordered = sorted(taken)
+        return [(a, b) for a, b in zip(ordered, ordered[1:]) if 1 < b - a <= splice.SPHERE_BRIDGE + 1]
+
+    bridged = {}
+    for centre in reference.ca[::5]:
+        with monkeypatch.context() as patch:
+            patch.setattr(splice, "SPHERE_BRIDGE", 0)
+            plain = numbers(centre)
+        if short_gaps(plain):
+            bridged[tuple(centre)] = (plain, numbers(centre))
+    assert bridged  # an 8 Å sphere in il2 leaves such gaps
+    for plain, taken in bridged.values():
+        assert taken >= plain and not short_gaps(taken)
+        for a, b in short_gaps(plain):
+            assert set(range(a + 1, b)) <= taken
+        assert taken - plain == {n for a, b in short_gaps(plain) for n in range(a + 1, b)}

@@ -77,12 +77,14 @@ def _windows(numbers: np.ndarray, length: int, stride: int, at_ends: bool) -> li
 
 def run_case(case, pair, lengths: list[int], shift: float, stride: int, device,
              seed: int = 0, at_ends: bool = False, estimated: bool = False,
-             rounds: int = BuildOptions.rounds) -> list[dict]:
+             rounds: int = BuildOptions.rounds, sphere: float | None = None) -> list[dict]:
     """Build ``case`` with ``pair``'s networks, then move and rebuild its windows (module
     docstring, `_windows`), each in a direction drawn from ``seed`` and the window; one row per
     window. ``estimated``: build and rebuild without the map's stated resolution, as the PyMOL
     panel does (it has no field for one); ``rounds``: the rebuilds' graph-network rounds (the
-    build's are the default)."""
+    build's are the default); ``sphere``: rebuild what lies within this many Å of the moved
+    window's middle Cα (`engine.Engine.start_rebuild`'s centre and radius, as ``cryobuild
+    rebuild --around``) instead of the window's residues."""
     from ..engine import Engine
 
     networks = pair.networks(device)
@@ -118,8 +120,10 @@ def run_case(case, pair, lengths: list[int], shift: float, stride: int, device,
                 with tempfile.TemporaryDirectory(prefix="cryobuild-bench-rebuild-") as folder:
                     session = engine.open_session(folder)
                     session.set_model(moved, sequences=sequences, built=True)
-                    job = engine.start_rebuild(session, density, keys=keys, options=options,
-                                               threaded=False)
+                    where = (dict(keys=keys) if sphere is None else dict(
+                        centre=moved.ca[np.flatnonzero(window)[length // 2]], radius=sphere))
+                    job = engine.start_rebuild(session, density, options=options, threaded=False,
+                                               **where)
                     try:
                         job.result()
                     except CryobuildError as err:  # the stretch stays as it was: counted so
@@ -157,6 +161,9 @@ def main(argv=None) -> int:
                              "estimated from its map's spectrum), as the PyMOL panel does")
     parser.add_argument("--rounds", type=int, default=BuildOptions.rounds,
                         help=f"the rebuilds' rounds (default {BuildOptions.rounds}, as the builds')")
+    parser.add_argument("--sphere", type=float, default=None, metavar="Å",
+                        help="rebuild what lies within this radius of each moved window's middle "
+                             "Cα (as cryobuild rebuild --around) instead of the window's residues")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
 
@@ -169,7 +176,7 @@ def main(argv=None) -> int:
             print(f"{case.name}: every network pair trained on it; left out")
             continue
         rows += run_case(case, pair, args.lengths, args.shift, args.stride, device, args.seed,
-                         args.at_ends, args.estimated_resolution, args.rounds)
+                         args.at_ends, args.estimated_resolution, args.rounds, args.sphere)
 
     print(f"\nStretches moved {args.shift:g} Å and rebuilt (right: Cα within {RIGHT_DISTANCE:g} Å "
           "of the deposited one, numbered as its place in the sequence):\n")

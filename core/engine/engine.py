@@ -423,8 +423,9 @@ class Engine:
         threaded: bool = True,
     ) -> Job:
         """Rebuild a region of ``session``'s model: the residues named by ``keys`` (``(chain,
-        number)`` pairs), or those with an atom within ``radius`` Å of ``centre`` (the whole
-        sphere is searched, so empty density in it gets built too). Accepted residues in the
+        number)`` pairs), or those with an atom within ``radius`` Å of ``centre`` and the one or
+        two of a chain between two of them (`splice.SPHERE_BRIDGE`; the whole sphere is
+        searched, so empty density in it gets built too). Accepted residues in the
         region stay. ``sequences`` default to the session's. Streams the same events as
         `start_build`. The new residues are threaded within the sequence window of the residues
         flanking the region, and replace the region's in the session only if they are better
