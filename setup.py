@@ -4,6 +4,10 @@
 
 from setuptools import setup
 
+#: The checkpoints installed with the package: `cryobuild.checkpoints.BUNDLED` (a test keeps
+#: the two lists equal; setup.py cannot import the package it installs).
+BUNDLED = ("detect", "gnn", "gnn_noseq", "structgen", "structgen_typed", "detect_foldA", "gnn_foldA")
+
 setup(
     name="cryobuild",
     version="0.1.0",
@@ -37,7 +41,11 @@ setup(
     },
     package_data={
         "cryobuild": ["*.json"],
-        "cryobuild.weights": ["*.pt", "*.json", "MANIFEST.md"],
+        # The checkpoints the code loads by name (`cryobuild.checkpoints.BUNDLED`); the other
+        # files in weights/ are the records of runs not adopted (weights/MANIFEST.md), which a
+        # checkout keeps and benchmarks take by path: installed too, they made the wheel
+        # 414 MB instead of 110.
+        "cryobuild.weights": [f"{name}.pt" for name in BUNDLED] + ["MANIFEST.md"],
         "cryobuild_pymol": ["*.ui"],
     },
     install_requires=[

@@ -12,9 +12,18 @@ from pathlib import Path
 from .atomic import atomic_path
 from .errors import InputError
 
-__all__ = ["checkpoint_path", "load_checkpoint", "save_checkpoint", "trained_on"]
+__all__ = ["BUNDLED", "checkpoint_path", "load_checkpoint", "save_checkpoint", "trained_on"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+
+#: The checkpoints installed with the package (setup.py's list, kept equal by a test): those the
+#: code loads by name. ``detect`` and ``gnn`` build (`pipeline.Networks`), ``structgen_typed``
+#: threads with ``--threader structgen`` (`thread.structgen.THREADING_CHECKPOINT`), ``gnn_noseq``
+#: and ``structgen`` are the defaults their training resumes and `bench.structgen` compares, and
+#: ``detect_foldA`` + ``gnn_foldA`` build the other fold's maps in the benchmarks
+#: (`bench.real.DEFAULT_PAIRS`). The other files in a checkout's weights/ are the records of runs
+#: not adopted (weights/MANIFEST.md), taken by path (``--checkpoint weights/NAME.pt``).
+BUNDLED = ("detect", "gnn", "gnn_noseq", "structgen", "structgen_typed", "detect_foldA", "gnn_foldA")
 
 
 def checkpoint_path(name: str) -> Path:
