@@ -41,7 +41,8 @@ from pathlib import Path
 from .atomic import output_folder
 from .errors import InputError, OutputError
 
-__all__ = ["BUILD_LOG", "BUILD_OUTPUTS", "EDITABLE_OUTPUTS", "LOCK_FILE", "RECORD_FILE", "STAGING",
+__all__ = ["BUILD_LOG", "BUILD_OUTPUTS", "EDITABLE_OUTPUTS", "LOCK_FILE", "RECORD_FILE", "ROUNDS",
+           "STAGING",
            "BuildFolder", "as_written", "new_build_id"]
 
 #: The lock file of a folder a build writes into.
@@ -57,12 +58,14 @@ RECORD_FILE = ".cryobuild_outputs.json"
 #: The JSON file in which a build verb records its inputs, options and figures (``build``),
 #: and ``assign`` and ``rebuild`` what they changed.
 BUILD_LOG = "build.log"
+#: The folder of each round's model (``round_N.cif``, `cryobuild.build_outputs.write_round`).
+ROUNDS = "rounds"
 #: What the build verbs write into their folder (`cryobuild.build_outputs.write_build`,
 #: ``build.log``, build_no_seq's ``hmm_profiles/``, the record), name -> True for a folder. A
 #: new build replaces an earlier build's as a whole, whether it writes them itself or not, but
 #: for the edited models below.
 BUILD_OUTPUTS = {
-    "model.cif": False, "model_raw.cif": False, "rounds": True, "chains.csv": False,
+    "model.cif": False, "model_raw.cif": False, ROUNDS: True, "chains.csv": False,
     "aa_probabilities.csv": False, "unassigned_placements.csv": False, "ca_points.cif": False,
     BUILD_LOG: False, "hmm_profiles": True, RECORD_FILE: False,
 }

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_bytes_atomic
+from .build_folder import ROUNDS
 from .errors import InputError
 from .models import BuiltModel, model_from_ca, write_model
 from .pipeline import BuildResult, ChainReport, RoundResult
@@ -164,7 +165,7 @@ def read_aa_probabilities_csv(path: str | Path) -> dict[tuple[str, int], np.ndar
 
 def write_round(round_result: RoundResult, folder: str | Path, build_id: str) -> Path:
     """Write a round's model to ``folder/rounds/round_N.cif``; returns the path."""
-    path = Path(folder) / "rounds" / f"round_{round_result.index}.cif"
+    path = Path(folder) / ROUNDS / f"round_{round_result.index}.cif"
     return write_model(round_result.model, path, cif_items={BUILD_ID_ITEM: build_id})
 
 

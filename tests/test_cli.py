@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -233,6 +234,29 @@ def test_each_round_is_written_as_it_finishes(reused_folder_build):
 def test_a_box_mask_of_ones_is_a_valid_mask(reused_folder_build):
     _, _, result = reused_folder_build
     assert result.returncode == 0 and "constant" not in result.stderr, result.stderr
+
+
+def test_an_interrupted_build_says_where_its_finished_rounds_are(il2_files, tmp_path):
+    """Ctrl-C after round 1: exit status 130, no final model, and the rounds written so far
+    named on stderr (the build is started with SIGINT's default action, as a terminal's
+    foreground process has it, where a background shell would have it ignored)."""
+    map_path, fasta, _ = il2_files
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cryobuild", "build", "-v", str(map_path), "-f", str(fasta), "-o",
+         str(out), "--rounds", "8", "--no-relax", "--quiet"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert wait_for(out / STAGING / "rounds" / "round_1.cif", process)
+        process.send_signal(signal.SIGINT)
+    finally:
+        stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 130, stderr
+    lines = stderr.strip().splitlines()
+    assert lines[-1] == "cryobuild build: interrupted"
+    assert lines[-2].startswith("cryobuild build: the ") and f"{out / STAGING / 'rounds'}" in lines[-2]
+    assert not (out / "model.cif").exists() and (out / STAGING / "rounds" / "round_1.cif").is_file()
 
 
 def test_a_write_error_after_the_build_keeps_the_result(il2_files, tmp_path):

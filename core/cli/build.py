@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import Cancelled
 from .progressbar import add_quiet_arg
 
 HELP = "build a model into a map from its sequence(s)"
@@ -191,6 +192,19 @@ def round_writer(folder):
     return write
 
 
+def _say_rounds_left(folder) -> None:
+    """On stderr, where a stopped build's finished rounds are (the staging folder's
+    ``rounds/``, which the next build into the folder clears), if it finished any."""
+    from ..build_folder import ROUNDS
+
+    rounds = sorted((folder.staging / ROUNDS).glob("*.cif"), key=lambda path: path.stat().st_mtime)
+    if rounds:
+        print(f"cryobuild build: the {len(rounds)} round{'s' if len(rounds) > 1 else ''} "
+              f"finished before it stopped {'are' if len(rounds) > 1 else 'is'} in "
+              f"{rounds[-1].parent} (the last: {rounds[-1].name}); the next build into "
+              f"{folder.path} clears them", file=sys.stderr)
+
+
 def main(args) -> int:
     from ..atomic import write_bytes_atomic
     from ..build_folder import BUILD_LOG, BuildFolder
@@ -208,9 +222,14 @@ def main(args) -> int:
     device = args.device if args.scheduler else resolve_device(args.device)
     started = time.time()
     with BuildFolder.claim(args.output_dir) as folder:
-        result, device = build_with_engine(density, sequences, options, device=device, mask=mask,
-                                           quiet=args.quiet, on_round=round_writer(folder),
-                                           scheduler=args.scheduler)
+        try:
+            result, device = build_with_engine(density, sequences, options, device=device,
+                                               mask=mask, quiet=args.quiet,
+                                               on_round=round_writer(folder),
+                                               scheduler=args.scheduler)
+        except (KeyboardInterrupt, Cancelled):  # a stop leaves the staging folder
+            _say_rounds_left(folder)
+            raise
         log = {
             "build_id": folder.build_id,
             "map": str(args.map), "fasta": str(args.fasta), "device": str(device),

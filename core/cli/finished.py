@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..build_folder import BUILD_LOG
+from ..build_folder import BUILD_LOG, ROUNDS
 
 __all__ = ["UNCHANGED_OUTPUTS", "build_inputs", "build_log", "build_options", "final_tables",
            "rewrite"]
 
 #: Outputs of the build that a change of its final model leaves as they are (copied into the
 #: new outputs).
-UNCHANGED_OUTPUTS = ("ca_points.cif", "model_raw.cif", "rounds")
+UNCHANGED_OUTPUTS = ("ca_points.cif", "model_raw.cif", ROUNDS)
 
 
 def build_log(folder: Path, given: bool) -> dict:
