@@ -46,7 +46,6 @@ setup(
         # checkout keeps and benchmarks take by path: installed too, they made the wheel
         # 414 MB instead of 110.
         "cryobuild.weights": [f"{name}.pt" for name in BUNDLED] + ["MANIFEST.md"],
-        "cryobuild_pymol": ["*.ui"],
     },
     install_requires=[
         # On a CPU-only machine pip takes the local CPU wheel of this version; on a CUDA

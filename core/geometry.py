@@ -92,17 +92,6 @@ class Rigid:
         return self.translations.dtype
 
     @classmethod
-    def identity(
-        cls,
-        shape: tuple[int, ...],
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> "Rigid":
-        """Identity transformations of batch shape ``shape``."""
-        rotations = torch.eye(3, device=device, dtype=dtype).expand(*shape, 3, 3).clone()
-        return cls(rotations, torch.zeros(*shape, 3, device=device, dtype=dtype))
-
-    @classmethod
     def from_3_points(cls, n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor) -> "Rigid":
         """Residue frames from backbone atoms by Gram-Schmidt (AlphaFold2 Alg. 21).
 
@@ -130,12 +119,6 @@ class Rigid:
         rotations = self.rotations @ other.rotations
         return Rigid(rotations, self.apply(other.translations))
 
-    def invert(self) -> "Rigid":
-        """The inverse transformation ``x -> R^T (x - t)``."""
-        inverse_rotations = self.rotations.transpose(-1, -2)
-        translations = -(inverse_rotations @ self.translations[..., None])[..., 0]
-        return Rigid(inverse_rotations, translations)
-
     def apply(self, points: torch.Tensor) -> torch.Tensor:
         """Map local points ``[*, 3]`` (Å) to global ones; ``*`` broadcasts with the batch."""
         return torch.einsum("...ij,...j->...i", self.rotations, points) + self.translations
@@ -144,15 +127,6 @@ class Rigid:
         """Map global points ``[*, 3]`` (Å) into the local frames."""
         shifted = points - self.translations
         return torch.einsum("...ji,...j->...i", self.rotations, shifted)
-
-    def to(
-        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> "Rigid":
-        """A copy on another device and/or with another dtype."""
-        return Rigid(
-            self.rotations.to(device=device, dtype=dtype),
-            self.translations.to(device=device, dtype=dtype),
-        )
 
     def __getitem__(self, index) -> "Rigid":
         """Index the batch dimensions (like a tensor of shape ``*``)."""

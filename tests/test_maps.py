@@ -11,7 +11,7 @@ import pytest
 
 from cryobuild.errors import InputError
 from cryobuild.maps import (
-    DensityMap, crop_around, crop_box, erased_below, map_to_bytes, mask_around, normalise, pad_to_shape,
+    DensityMap, crop_box, erased_below, map_to_bytes, mask_around, pad_to_shape,
     read_map, read_map_bytes, read_mask, resample, resample_onto, write_map,
 )
 
@@ -151,18 +151,11 @@ def test_pad_crop_and_mask_keep_positions():
     assert np.linalg.norm(peak_position(padded) - [12, 9.5, 8.2]) < PEAK_TOLERANCE
     box = crop_box(density, [6, 4, 3], [18, 15, 14])
     assert np.linalg.norm(peak_position(box) - [12, 9.5, 8.2]) < PEAK_TOLERANCE
-    around = crop_around(density, np.array([[12, 9.5, 8.2]]), 5.0)
-    assert np.linalg.norm(peak_position(around) - [12, 9.5, 8.2]) < PEAK_TOLERANCE
     mask = mask_around(density, np.array([[12, 9.5, 8.2]]), 3.0)
     assert 4 / 3 * np.pi * 27 * 0.8 < mask.sum() < 4 / 3 * np.pi * 27 * 1.2
     # back from 1.5 Å: a twice-interpolated peak is flattened, so compare centres of mass
     back = resample_onto(resample(density, 1.5), density)
     assert np.linalg.norm(centre_of_mass(back) - centre_of_mass(density)) < PEAK_TOLERANCE
-
-
-def test_normalise():
-    density = normalise(blob_map([1, 1, 1], [16, 16, 16], [0, 0, 0], atom=[8, 8, 8]))
-    assert abs(density.grid.mean()) < 1e-5 and abs(density.grid.std() - 1) < 1e-4
 
 
 @pytest.mark.parametrize(
@@ -270,6 +263,11 @@ def test_a_mask_may_be_constant_but_must_overlap_the_map(tmp_path):
         read_mask(zeros, density)
 
 
+def z_scored(density: DensityMap) -> DensityMap:
+    """The map with mean 0 and standard deviation 1 over its whole box."""
+    return density.with_grid((density.grid - density.grid.mean()) / density.grid.std())
+
+
 def test_dev_maps_have_density_at_reference_calphas(shared_data):
     from cryobuild.data import dev_cases
     from cryobuild.models import read_model
@@ -277,11 +275,11 @@ def test_dev_maps_have_density_at_reference_calphas(shared_data):
     cases = [c for c in dev_cases(shared_data) if c.model_path is not None]
     assert cases
     for case in cases:
-        density = normalise(read_map(case.map_path))
+        density = z_scored(read_map(case.map_path))
         ca = read_model(case.model_path).ca
         at_ca = density.interpolate(ca)
         assert at_ca.mean() > 1.0, f"{case.name}: mean z-score at Cα {at_ca.mean():.2f}"
-        coarse = normalise(resample(density, 1.5))
+        coarse = z_scored(resample(density, 1.5))
         assert coarse.interpolate(ca).mean() > 1.0, case.name
 
 
@@ -307,30 +305,3 @@ def test_dev_maps_thresholded_only_the_spike_and_actin(shared_data):
 
     flagged = {c.name for c in dev_cases(shared_data) if erased_below(read_map(c.map_path)) is not None}
     assert flagged == {c.name for c in dev_cases(shared_data) if "spike" in c.name or "actin" in c.name}
-
-
-def test_low_pass_removes_fine_detail_only():
-    """A 1.5 Å-period ripple is removed at 3 Å, a 6 Å one is kept; a map whose voxels cannot
-    hold 3 Å detail comes back as it is."""
-    from cryobuild.maps import low_pass
-
-    x = np.arange(48) * 0.5  # Å, 0.5 Å voxels
-    fine = np.sin(2 * np.pi * x / 1.5)
-    coarse = np.sin(2 * np.pi * x / 6.0)
-    grid = np.broadcast_to(fine + coarse, (16, 16, 48)).astype(np.float32)
-    filtered = low_pass(DensityMap(grid, 0.5, np.zeros(3)), 3.0).grid
-    middle = filtered[8, 8, 12:36]
-    np.testing.assert_allclose(middle, coarse[12:36], atol=0.05)
-    wide = DensityMap(grid, 1.6, np.zeros(3))
-    assert low_pass(wide, 3.0) is wide
-
-
-def test_low_pass_does_not_wrap_around():
-    """Density at one face of the box does not leak to the opposite face (the FFT's box is
-    padded with the map's mirror image)."""
-    from cryobuild.maps import low_pass
-
-    grid = np.zeros((32, 32, 32), np.float32)
-    grid[:, :, :3] = 1.0
-    filtered = low_pass(DensityMap(grid, 0.5, np.zeros(3)), 3.0).grid
-    assert np.abs(filtered[:, :, -3:]).max() < 0.01

@@ -11,7 +11,6 @@ from cryobuild.sequences import (
     Sequence,
     parse_fasta,
     read_fasta,
-    unique_sequences,
     validate_sequence_text,
 )
 
@@ -151,14 +150,10 @@ def test_file_errors_name_the_file(tmp_path):
         read_fasta(path)
 
 
-def test_duplicate_sequences_are_kept_and_counted():
+def test_duplicate_sequences_are_kept():
     sequences = parse_fasta(">A\nMKV\n>B\nGGS\n>C\nmkv*\n>D\nMKV\n")
-    assert len(sequences) == 4
-    unique = unique_sequences(sequences)
-    assert [(s.name, s.residues, count) for s, count in unique] == [
-        ("A", "MKV", 3),
-        ("B", "GGS", 1),
-    ]
+    assert [(s.name, s.residues) for s in sequences] == [
+        ("A", "MKV"), ("B", "GGS"), ("C", "MKV"), ("D", "MKV")]
 
 
 def test_duplicate_names_get_a_suffix_and_a_warning():

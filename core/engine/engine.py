@@ -549,7 +549,7 @@ class Engine:
 
     # ------------------------------------------------------------------ job bodies
 
-    def _load(self, job: Job, progress: _Progress) -> Networks | None:
+    def _load(self, progress: _Progress) -> Networks | None:
         """The networks (None with a ``scheduler``: its workers hold them)."""
         if self.scheduler is not None:
             progress("load", 0.0, f"connecting to {self.scheduler}")
@@ -570,7 +570,7 @@ class Engine:
         and saved, or -- when ``job.keeps_model`` -- the final model judged against ``old``
         (the residues it would replace) in ``judged_in`` and spliced in only if better."""
         progress = _Progress(job, options.rounds * options.restarts)
-        networks = self._load(job, progress)
+        networks = self._load(progress)
         for message in map_warnings(density):
             _warn(job, message)
         visible = kept.select(kept.visible) if kept is not None else None

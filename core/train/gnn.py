@@ -60,7 +60,7 @@ CA_CA_DISTANCE = 3.8
 #: Residues whose Cα lies this far (Å) outside the map box still go into the simulation
 #: (their side chains reach into the box).
 CONTEXT_MARGIN = 6.0
-_N, _CA, _C = (BACKBONE_NAMES.index(name) for name in ("N", "CA", "C"))
+_N, _C = (BACKBONE_NAMES.index(name) for name in ("N", "C"))
 #: atom14 slot of the first side-chain atom beyond Cβ (N, CA, C, O, CB come first).
 _FIRST_BEYOND_CB = 5
 #: A crop whose detected candidates stand for fewer residues than this starts from the deposited
