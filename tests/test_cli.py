@@ -33,6 +33,14 @@ def test_every_verb_has_help(verb):
     assert result.returncode == 0 and "usage" in result.stdout
 
 
+@pytest.mark.parametrize("verb", ["build", "detect", "build_no_seq"])
+def test_the_resolution_is_r_as_for_simulate(verb):
+    from cryobuild.cli import build_parser
+
+    argv = [verb, "-v", "map.mrc", "-o", "out", "-r", "3.4"] + (["-f", "s.fasta"] if verb == "build" else [])
+    assert build_parser().parse_args(argv).resolution == 3.4
+
+
 def test_simulate_writes_a_map_that_lines_up(tmp_path, il2_path):
     from cryobuild.models import read_model
 

@@ -104,7 +104,8 @@ def add_blind_check_arg(parser):
 
 
 def add_resolution_arg(parser):
-    parser.add_argument("--resolution", type=float, default=None,
+    """``-r/--resolution`` (``-r`` as `simulate` and `demo` have it)."""
+    parser.add_argument("-r", "--resolution", type=float, default=None,
                         help="the map's resolution in Å, e.g. from its EMDB entry (default: "
                              "estimated from the map's spectrum)")
 

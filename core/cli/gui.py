@@ -88,7 +88,7 @@ def add_args(parser):
                         help="a model to go on with (e.g. OUT/model.cif of cryobuild build, whose "
                              "unassigned chains' places come with it), opened as the panel's Open "
                              "model… does")
-    parser.add_argument("--resolution", type=float, default=None,
+    parser.add_argument("-r", "--resolution", type=float, default=None,
                         help="the map's resolution in Å, e.g. from its EMDB entry, set in the "
                              "panel (default: auto, estimated from the map)")
     parser.add_argument("--dry-run", action="store_true",
