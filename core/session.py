@@ -431,7 +431,10 @@ class Session:
 
     @property
     def map_info(self) -> dict:
-        """Identity of the map of the last job: content key, grid shape, voxel size, origin."""
+        """Identity of the map of the last job: content key, grid shape, voxel size, origin; and,
+        once a job on it has finished, the resolution it read the map at (``resolution``, Å) and
+        whether that was estimated (``resolution_estimated``), which region jobs take when not
+        told one."""
         with self._lock:
             return dict(self._map_info)
 
@@ -588,14 +591,17 @@ class Session:
             self._busy, self._job_lock = job_id, fd
 
     def _job_update(self, state: SessionState | None = None, *, sequences: list[Sequence] | None = None,
-                    **job_fields) -> None:
-        """Save a job's intermediate or final model (and the sequences it was built from) and/or
-        its record (the job owns the session)."""
+                    map_info: dict | None = None, **job_fields) -> None:
+        """Save a job's intermediate or final model (and the sequences it was built from), what
+        it learnt of the map (``map_info`` entries, e.g. the resolution it read it at) and/or its
+        record (the job owns the session)."""
         with self._lock, self._rollback():
             if state is not None:
                 self._state = state
             if sequences is not None:
                 self._sequences = list(sequences)
+            if map_info:
+                self._map_info.update(map_info)
             self._job.update(job_fields, updated=time.time())
             self._save()
 

@@ -331,6 +331,27 @@ def test_region_rebuild_changes_only_the_region_and_keeps_accepted(engine, il2, 
     assert session.keys() == before.keys()
 
 
+def test_region_jobs_read_the_map_at_the_resolution_its_build_read_it(engine, il2, tmp_path):
+    """A build given 3 Å: a rebuild told no resolution reads the map at 3 Å too (a crop, or the
+    whole map, would be estimated nearer 3.7 Å), and the session says so for later jobs; a build
+    that estimated its resolution passes on the estimate, marked as one."""
+    density, _, sequence = il2
+    session = engine.open_session(tmp_path / "s")
+    drive(engine.start_build(density, [sequence], BuildOptions(rounds=1, resolution=3.0),
+                             session=session))
+    assert session.map_info["resolution"] == 3.0 and not session.map_info["resolution_estimated"]
+    events, _ = drive(engine.start_rebuild(session, density, keys=session.keys()[20:30],
+                                           options=BuildOptions(rounds=1)))
+    said = [e.message for e in events if e.message.startswith("map resolution")]
+    assert said[0] == "map resolution 3 Å (as set), as the session's last job on this map read it"
+    assert said[1] == "map resolution 3 Å (as set)", said
+    assert session.map_info["resolution"] == 3.0
+
+    estimating = engine.open_session(tmp_path / "e")
+    drive(engine.start_build(density, [sequence], BuildOptions(rounds=1), session=estimating))
+    assert estimating.map_info["resolution_estimated"] and estimating.map_info["resolution"] > 3.2
+
+
 @pytest.mark.skipif(not checkpoint_path(THREADING_CHECKPOINT).is_file(), reason="the Structure Generator's weights are not available")
 def test_a_full_build_with_the_structure_generator(engine, il2, tmp_path):
     density, _, sequence = il2

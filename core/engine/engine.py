@@ -168,9 +168,24 @@ def _map_key(density: DensityMap) -> str:
     return digest.hexdigest()
 
 
-def _map_info(density: DensityMap, key: str) -> dict:
-    return {"key": key, "shape_xyz": density.shape_xyz.tolist(),
+#: The keys of a session's ``map_info`` that say how its last finished job read the map: the
+#: resolution in Å and whether it was estimated from the map's spectrum rather than given.
+_READING_KEYS = ("resolution", "resolution_estimated")
+
+
+def _map_info(density: DensityMap, key: str, stored: dict) -> dict:
+    """A job's ``map_info`` for its session: the map's identity, and the reading of ``stored``
+    (the session's ``map_info`` before the job) when the map is the same one."""
+    info = {"key": key, "shape_xyz": density.shape_xyz.tolist(),
             "voxel_size": density.voxel_size.tolist(), "origin": density.origin.tolist()}
+    if stored.get("key") == key:
+        info.update({name: stored[name] for name in _READING_KEYS if name in stored})
+    return info
+
+
+def _reading(resolution: float, estimated: bool) -> dict:
+    """The ``map_info`` entries of a job that read the map at ``resolution`` Å."""
+    return {"resolution": round(float(resolution), 3), "resolution_estimated": bool(estimated)}
 
 
 def _check_sequences(sequences) -> list[Sequence]:
@@ -187,24 +202,36 @@ def _check_sequences(sequences) -> list[Sequence]:
     return sequences
 
 
-def _whole_map_resolution(job: Job, density: DensityMap) -> float:
-    """Å: the resolution a build of all of ``density`` estimates (`pipeline.network_view`),
-    said to ``job``'s events.
+def _region_reading(job: Job, density: DensityMap, session: Session, resolution: float | None
+                    ) -> tuple[float, bool]:
+    """The resolution (Å) a region's job reads ``density`` at, and whether it is an estimate:
+    ``resolution`` if given; else the one the session's last job read this map at (its
+    ``map_info``, `_READING_KEYS`), so that new residues are read as the build read the old
+    ones; else the resolution a build of all of ``density`` estimates (`pipeline.network_view`).
+    Said to ``job``'s events unless given.
 
-    A region's job reads a crop of the map, whose spectrum gives a finer estimate than the
-    whole map's: 0.04-0.6 Å finer over 16-residue crops of six real maps (apoferritin 1.61-1.66
-    against 1.68 Å, Nav β1 3.33-3.65 against 3.82, tubulin 4.42-4.78 against 5.12; a scratch
-    check of the thirty-first stop), which changes what the networks see (and on Nav β1 the
-    reading grid, `features.reading_grid`). Region jobs without a stated resolution take this
-    one instead, so that new residues are read as the build read the old ones.
+    Not the crop's own estimate: a crop's spectrum reads finer than the whole map's, 0.04-0.6 Å
+    over 16-residue crops of six real maps (apoferritin 1.61-1.66 against 1.68 Å, Nav β1
+    3.33-3.65 against 3.82, tubulin 4.42-4.78 against 5.12; a scratch check of the thirty-first
+    stop), which changes what the networks see (and on Nav β1 the reading grid,
+    `features.reading_grid`).
     """
     from ..extent import working_map
     from ..features import estimate_resolution
 
+    if resolution is not None:
+        return resolution, False
+    stored = session.map_info  # the job's: a reading is carried over only for the same map
+    if "resolution" in stored:
+        resolution, estimated = float(stored["resolution"]), bool(stored.get("resolution_estimated"))
+        how = "estimated" if estimated else "as set"
+        job._emit("stage", stage="load", message=f"map resolution {resolution:.2g} Å ({how}), as "
+                                                  "the session's last job on this map read it")
+        return resolution, estimated
     resolution = estimate_resolution(working_map(density))
     job._emit("stage", stage="load", message=f"map resolution {resolution:.2g} Å, estimated from "
                                               "the whole map as its build did")
-    return resolution
+    return resolution, True
 
 
 def _check_options(options, density, mask) -> None:
@@ -430,8 +457,8 @@ class Engine:
         `start_build`. The new residues are threaded within the sequence window of the residues
         flanking the region, and replace the region's in the session only if they are better
         (``job.verdict`` says which were kept; the session's model is untouched until then).
-        Without ``options.resolution`` the map is read at the whole map's estimated resolution
-        (`_whole_map_resolution`), as the build read it.
+        Without ``options.resolution`` the map is read at the resolution the session's last job
+        read it at, else at the whole map's estimate (`_region_reading`).
 
         Raises `InputError` for an empty or unknown region, bad options or no sequences, and
         `JobConflict` as `start_build`.
@@ -451,9 +478,10 @@ class Engine:
         job.keeps_model = True
 
         def body(job: Job) -> BuildResult:
-            read_at = options if options.resolution is not None else dataclasses.replace(
-                options, resolution=_whole_map_resolution(job, density))
-            return self._rebuild(job, region, state, sequences, read_at, session, other_map)
+            resolution, estimated = _region_reading(job, density, session, options.resolution)
+            return self._rebuild(job, region, state, sequences,
+                                 dataclasses.replace(options, resolution=resolution), session,
+                                 other_map, estimated)
 
         return self._launch(job, density, session, sequences, body, threaded)
 
@@ -470,7 +498,8 @@ class Engine:
         """Assign an unassigned chain of ``session``'s model to ``placement`` (a
         `cryobuild.thread.hints.Placement` of the build that made the chain, renamed to the
         session's chains as the build's ``final`` event gives them), rebuilt into ``density``
-        read at ``resolution`` (Å; None: estimated from the whole map, `_whole_map_resolution`)
+        read at ``resolution`` (Å; None: as the session's last job read it, else estimated from
+        the whole map: `_region_reading`)
         with the session's sequences.
         The chain's residues are replaced by the assigned ones, which join a chain of the same
         sequence whose numbers they leave free (`plan_chain_names`). The job's ``final`` event
@@ -504,8 +533,9 @@ class Engine:
         job.keeps_model = True  # the session's sequences stay
 
         def body(job: Job):
-            read_at = resolution if resolution is not None else _whole_map_resolution(job, density)
-            return self._assign(job, region, state, placement, sequences, read_at, session)
+            read_at, estimated = _region_reading(job, density, session, resolution)
+            return self._assign(job, region, state, placement, sequences, read_at, estimated,
+                                session)
 
         return self._launch(job, density, session, sequences, body, threaded)
 
@@ -521,7 +551,7 @@ class Engine:
             if session is not None:
                 # a job that keeps the model sets the session's sequences only with its model
                 session._begin_job(job.id, job.kind, None if job.keeps_model else sequences,
-                                   _map_info(density, key))
+                                   _map_info(density, key, session.map_info))
             self._busy_maps[key] = job
             self._jobs = [j for j in self._jobs if not j.done] + [job]
         job.session = session
@@ -564,11 +594,15 @@ class Engine:
 
     def _run_pipeline(self, job: Job, density, sequences, options, *, mask, kept: SessionState | None,
                       context, session: Session | None, spare: bool, windows=None,
-                      old=None, judged_in: DensityMap | None = None, what: str = "model") -> BuildResult:
+                      old=None, judged_in: DensityMap | None = None, what: str = "model",
+                      estimated: bool | None = None) -> BuildResult:
         """`build` with the kept residues' positions taken (``windows``: a region rebuild's
         `verdict.Windows`, else one record per kept chain); with a session, each round spliced
         and saved, or -- when ``job.keeps_model`` -- the final model judged against ``old``
-        (the residues it would replace) in ``judged_in`` and spliced in only if better."""
+        (the residues it would replace) in ``judged_in`` and spliced in only if better. The
+        session records the resolution the map was read at (``estimated``: whether it is an
+        estimate, when ``options.resolution`` is one a region's job took; None: as the build
+        says)."""
         progress = _Progress(job, options.rounds * options.restarts)
         networks = self._load(progress)
         for message in map_warnings(density):
@@ -640,20 +674,23 @@ class Engine:
                                                   progress=progress, cancel=job.cancel_token)
             progress("save", 0.0, "saving the model")
             state = splice(kept, final, chain_sequences)
+            read = {} if result.view is None else _reading(
+                result.view.map_resolution, result.view.estimated if estimated is None else estimated)
             if keeps_model:
                 kept_which, message, before, after = judge(old, final, judged_in, what=what)
                 if kept_which == "new":
-                    session._job_update(state, sequences=sequences, rounds_saved=len(rounds))
+                    session._job_update(state, sequences=sequences, map_info=read,
+                                        rounds_saved=len(rounds))
                     job.verdict = Verdict("new", message, before, after, sequences=tuple(sequences))
                     log.info("%s: %s", job.id, message)
                 else:
-                    session._job_update(rounds_saved=len(rounds))
+                    session._job_update(map_info=read, rounds_saved=len(rounds))
                     job.verdict = Verdict("old", message, before, after,
                                           candidate=state if after.residues else None,
                                           base=session.state, sequences=tuple(sequences))
                     _warn(job, message)
             else:
-                session._job_update(state, rounds_saved=len(rounds))
+                session._job_update(state, map_info=read, rounds_saved=len(rounds))
             result = dataclasses.replace(result, relax_report=relax_report, seconds=seconds)
         result = dataclasses.replace(
             result, rounds=tuple(rounds), raw=rounds[-1].model, final=final,
@@ -713,7 +750,7 @@ class Engine:
                                   judged_in=density, what="model")
 
     def _assign(self, job: Job, region, state: SessionState, placement, sequences, resolution,
-                session: Session):
+                estimated: bool, session: Session):
         from ..assign import assign_placement
         from ..pipeline import network_view
 
@@ -733,7 +770,8 @@ class Engine:
         reports = (assignment.chain,) + ((assignment.rest_report(rest_id),) if rest.num_residues
                                          else ())
         renames, chain_sequences = plan_chain_names(kept.model, new, reports, kept.chain_sequences)
-        session._job_update(splice(kept, rename_model(new, renames), chain_sequences))
+        session._job_update(splice(kept, rename_model(new, renames), chain_sequences),
+                            map_info=_reading(resolution, estimated))
         where = renames[placement.chain_id]
         moved = "" if where == placement.chain_id else f", joined to chain {where}"
         log.info("%s: chain %s assigned to %s %d-%d%s", job.id, placement.chain_id,
@@ -743,7 +781,7 @@ class Engine:
                                    rest=rename_model(rest, renames))
 
     def _rebuild(self, job: Job, region, state: SessionState, sequences, options,
-                 session: Session, other_map: bool) -> BuildResult:
+                 session: Session, other_map: bool, estimated: bool) -> BuildResult:
         if other_map:
             job._emit("warning", message="the map differs from the one the session's last job used")
         if region.kept_accepted:
@@ -769,4 +807,4 @@ class Engine:
                                   kept=kept, context=context if context.num_residues else None,
                                   session=session, spare=False, windows=windows,
                                   old=state.select(region.rows).model, judged_in=region.density,
-                                  what="region")
+                                  what="region", estimated=estimated)
