@@ -42,8 +42,7 @@ from .atomic import output_folder
 from .errors import InputError, OutputError
 
 __all__ = ["BUILD_LOG", "BUILD_OUTPUTS", "EDITABLE_OUTPUTS", "LOCK_FILE", "RECORD_FILE", "ROUNDS",
-           "STAGING",
-           "BuildFolder", "as_written", "new_build_id"]
+           "STAGING", "BuildFolder", "as_written", "new_build_id"]
 
 #: The lock file of a folder a build writes into.
 LOCK_FILE = ".cryobuild.lock"
