@@ -37,8 +37,8 @@ from pymol import CmdException, cmd  # noqa: E402
 import cryobuild_pymol  # noqa: E402
 from cryobuild_pymol import bridge as bridge_module  # noqa: E402
 from cryobuild_pymol import panel as panel_module  # noqa: E402
-from cryobuild_pymol.bridge import (DEFAULT_MODEL, Bridge, density_from_pymol, reset_bridge,  # noqa: E402
-                                    residue_keys)
+from cryobuild_pymol.bridge import (DEFAULT_MODEL, PLACES_LIFT, Bridge,  # noqa: E402
+                                    density_from_pymol, reset_bridge, residue_keys)
 
 #: The issue's limit on a GUI-thread pause while a job runs (s).
 MAX_GUI_GAP = 0.2
@@ -981,6 +981,9 @@ def test_the_view_labels_the_unassigned_chains_likeliest_places(fresh_pymol, il2
     cmd.iterate(view.places_name, "labels.append(label)", space={"labels": labels})
     assert labels == ["B: il2 61-70? (E 0.02)"]
     np.testing.assert_allclose(cmd.get_coords(view.places_name)[0], final.ca[60], atol=1e-3)
+    # drawn in front of the residue, where the map's mesh does not hide it
+    lift = [float(v) for v in cmd.get("label_position", view.places_name).strip("[] ").split(",")]
+    assert lift == [0.0, 0.0, PLACES_LIFT]
     view.placements = ()
     fresh_pymol.show_places(view)
     assert view.places_name not in cmd.get_names("objects")
