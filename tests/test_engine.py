@@ -489,6 +489,28 @@ def test_unassigned_chains_at_low_resolution_warn_of_their_direction(engine, il2
         "the N->C direction of the " in warning, warning
 
 
+def test_a_build_that_threads_nothing_at_low_resolution_says_that_is_usual(engine, il2, monkeypatch):
+    """At il2's resolution (3.7 Å as the build reads it) a build that threads nothing asks
+    whether the sequences belong to the map; from `USUALLY_UNTHREADED_RESOLUTION` on (here moved
+    below it) it says that such maps thread little."""
+    from cryobuild.engine import engine as engine_module
+
+    density, _, sequence = il2
+    options = BuildOptions(rounds=1, relax=False, max_evalue=1e-30)
+
+    def unthreaded_warning():
+        events, _ = drive(engine.start_build(density, [sequence], options))
+        [warning] = [e.message for e in events if e.message.startswith("no chain could be threaded")]
+        return warning
+
+    assert unthreaded_warning().endswith("do the sequences belong to this map, and does its "
+                                         "local resolution show side chains?")
+    monkeypatch.setattr(engine_module, "USUALLY_UNTHREADED_RESOLUTION", 2.0)
+    warning = unthreaded_warning()
+    assert "Å that is usual, even with the right sequences" in warning, warning
+    assert "belong to this map" not in warning
+
+
 def test_a_build_that_threads_little_warns(engine, il2, monkeypatch, caplog):
     from cryobuild.engine import engine as engine_module
 

@@ -77,7 +77,7 @@ from .splice import (
 )
 
 __all__ = ["CONFIDENT_THREAD_EVALUE", "MIN_THREADED_FRACTION", "STAGE_EVENT_INTERVAL",
-           "UNCERTAIN_DIRECTION_RESOLUTION", "Engine"]
+           "UNCERTAIN_DIRECTION_RESOLUTION", "USUALLY_UNTHREADED_RESOLUTION", "Engine"]
 
 log = logging.getLogger("cryobuild.engine")
 
@@ -100,6 +100,12 @@ CONFIDENT_THREAD_EVALUE = ANCHOR_EVALUE
 #: round, the third stop of 2026-12-04), where a threaded chain takes its direction from the sequence but an
 #: unthreaded one from `cryobuild.chains`' coin-toss links.
 UNCERTAIN_DIRECTION_RESOLUTION = 4.2
+#: Å: at this resolution or worse a build that threads nothing says that this is what such maps
+#: give, rather than asking whether the sequences belong to the map. Of the real maps with
+#: models here, those of 4.3 Å or worse thread at most a third of their sequence (T20S α, 4.8 Å)
+#: and nine of eleven nothing, with the sequences that belong to them (``python -m
+#: cryobuild.bench.real --seeds 0 1 2``, README's main table).
+USUALLY_UNTHREADED_RESOLUTION = 4.3
 #: Share of a job's overall progress (start, end) of each phase: loading, detection, the rounds
 #: (shared equally, half graph network, half threading), the last graph-network pass over the
 #: threaded chains, relaxation and saving. The final event alone is at 1.
@@ -720,9 +726,16 @@ class Engine:
             kept = result.final.num_residues
             where = (f"{kept} of them are in the final model's unassigned chains" if kept else
                      "they stay in the raw model")
+            if resolution >= USUALLY_UNTHREADED_RESOLUTION:
+                why = (f"at {resolution:.1f} Å that is usual, even with the right sequences (real maps of "
+                       f"{USUALLY_UNTHREADED_RESOLUTION:g} Å or worse thread little or nothing "
+                       "here); the places offered for the unassigned chains may still be right: "
+                       "check each against the density before assigning it")
+            else:
+                why = ("do the sequences belong to this map, and does its local resolution show "
+                       "side chains?")
             _warn(job, f"no chain could be threaded to the sequences ({traced} residues traced; "
-                       f"{where}): do the sequences belong to this map, and does its local "
-                       "resolution show side chains?")
+                       f"{where}): {why}")
         else:
             best = min(report.evalue for report in threaded_chains)
             doubts = []
