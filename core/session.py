@@ -431,10 +431,11 @@ class Session:
 
     @property
     def map_info(self) -> dict:
-        """Identity of the map of the last job: content key, grid shape, voxel size, origin; and,
-        once a job on it has finished, the resolution it read the map at (``resolution``, Å) and
-        whether that was estimated (``resolution_estimated``), which region jobs take when not
-        told one."""
+        """Identity of the map of the last job (or of the map a model opened from a file was
+        attached to): content key, grid shape, voxel size, origin; and, once a job on it has
+        finished (or the attached model's build said so), the resolution it read the map at
+        (``resolution``, Å) and whether that was estimated (``resolution_estimated``), which
+        region jobs take when not told one."""
         with self._lock:
             return dict(self._map_info)
 
@@ -526,6 +527,15 @@ class Session:
                 if accepted:
                     state = state.replace(accepted=state.rows(accepted))
                 self._change("replace model", state)
+
+    def _set_map_info(self, map_info: dict) -> None:
+        """Record the map the model belongs to (`map_info`) outside a job: `cryobuild.engine`'s
+        ``attach_map``, for a model opened from a file."""
+        with self._lock:
+            self._check_idle()
+            with self._rollback():
+                self._map_info = dict(map_info)
+                self._save()
 
     def swap(self, candidate: SessionState, *, base: SessionState, description: str,
              sequences: list[Sequence] | None = None) -> None:

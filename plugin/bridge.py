@@ -267,7 +267,6 @@ class ModelView:
     placements: tuple = ()               # the last build's unassigned chains' placements (hints)
     placed: dict = field(default_factory=dict)  # chain -> (numbers, Cα) when they were offered
     reselect: tuple = ()                 # (selection name, residue keys) a rebuild restores
-    resolution: float | None = None      # Å the map's last build was given (None: estimated)
 
     @property
     def ca_name(self) -> str:
@@ -422,7 +421,8 @@ class Bridge:
                     threaded: bool = True):
         """Start a build of ``sequences`` (none: as ``build_no_seq``) into PyMOL's map
         ``map_name``, read at ``resolution`` (Å; None: estimated from the map's spectrum; the
-        model's rebuilds and assignments read it the same way); returns the `Job`. The model
+        model's rebuilds and assignments read it the same way, as its session records it:
+        `cryobuild.session.Session.map_info`); returns the `Job`. The model
         object is ``name``, or another one when ``name`` holds a model of another map
         (`model_for_map`; ``bridge.view_of(job).name``).
 
@@ -448,7 +448,6 @@ class Bridge:
                                         on_event=on_event, threaded=threaded)
         view.job, view.map_name, view.density, view.map_key = job, map_name, density, key
         view.last_round = view.verdict = None
-        view.resolution = resolution
         view.profiles = None if sequences else view.session.path / PROFILES_FOLDER
         return job
 
@@ -491,8 +490,7 @@ class Bridge:
         self._keep_context(view, lambda state: state.visible & np.array(
             [key not in region for key in state.keys()], dtype=bool))
         job = self.engine().start_rebuild(view.session, view.density, keys=keys,
-                                          options=BuildOptions(rounds=int(rounds),
-                                                               resolution=view.resolution),
+                                          options=BuildOptions(rounds=int(rounds)),
                                           threaded=threaded)
         view.job, view.last_round, view.verdict = job, None, None
         view.reselect = (selection.strip(), keys)
@@ -529,7 +527,7 @@ class Bridge:
             raise InputError(f"chain {chain} of {name} has changed since its build offered its "
                              "places (a prune, undo or rebuild): build again for fresh ones")
         job = self.engine().start_assign(view.session, view.density, placement,
-                                         resolution=view.resolution, threaded=threaded)
+                                         threaded=threaded)
         view.job, view.last_round, view.verdict = job, None, None
         return job
 
@@ -878,14 +876,15 @@ class Bridge:
                   accepted=(), resolution: float | None = None) -> ModelView:
         """Put ``model`` into ``name``'s session (e.g. a model opened from a file), its
         residues ``accepted`` accepted, and show it; with ``map_name``, later rebuilds use that
-        map (read first: an unknown map changes nothing), read at ``resolution`` (Å; None:
-        estimated)."""
+        map (read first: an unknown map changes nothing), read at ``resolution`` (Å; None: as a
+        job on that map in this session read it, else estimated), which the session records
+        (`cryobuild.engine.Engine.attach_map`)."""
         density = density_from_pymol(map_name, _self=self._self) if map_name else None
         view = self.view(name, create=True)
         view.session.set_model(model, sequences=sequences, accepted=accepted)
         if density is not None:
             view.map_name, view.density, view.map_key = map_name, density, self.engine().map_key(density)
-            view.resolution = resolution
+            self.engine().attach_map(view.session, density, resolution)
         self._offer(view, (), model)  # an earlier build's places are not this model's
         self.show_model(view)
         self.show_places(view)

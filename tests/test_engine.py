@@ -343,13 +343,21 @@ def test_region_jobs_read_the_map_at_the_resolution_its_build_read_it(engine, il
     events, _ = drive(engine.start_rebuild(session, density, keys=session.keys()[20:30],
                                            options=BuildOptions(rounds=1)))
     said = [e.message for e in events if e.message.startswith("map resolution")]
-    assert said[0] == "map resolution 3 Å (as set), as the session's last job on this map read it"
+    assert said[0] == "map resolution 3 Å (as set), as the session records it for this map"
     assert said[1] == "map resolution 3 Å (as set)", said
     assert session.map_info["resolution"] == 3.0
 
     estimating = engine.open_session(tmp_path / "e")
     drive(engine.start_build(density, [sequence], BuildOptions(rounds=1), session=estimating))
     assert estimating.map_info["resolution_estimated"] and estimating.map_info["resolution"] > 3.2
+
+    # a model opened from a file, attached to its map at its build's resolution
+    opened = reference_session(engine, il2, tmp_path / "o")
+    engine.attach_map(opened, density, 3.0)
+    events, _ = drive(engine.start_rebuild(opened, density, keys=opened.keys()[20:30],
+                                           options=BuildOptions(rounds=1)))
+    assert [e.message for e in events if e.message.startswith("map resolution")][0] == \
+        "map resolution 3 Å (as set), as the session records it for this map"
 
 
 @pytest.mark.skipif(not checkpoint_path(THREADING_CHECKPOINT).is_file(), reason="the Structure Generator's weights are not available")

@@ -376,7 +376,8 @@ def test_auto_build_streams_into_pymol_and_the_gui_stays_responsive(fresh_pymol,
     assert panel.build_button.text() == "Auto-build"
     assert "warning: <panel>: record 'rna' has only A, C, G, T, U and N" in panel.log_view.toPlainText()
     assert " at 3 Å, 2 round(s)" in panel.log_view.toPlainText()
-    assert fresh_pymol.views["cryobuild_model"].resolution == 3.0  # its rebuilds read it so too
+    # its rebuilds read the map so too: the session records it
+    assert fresh_pymol.views["cryobuild_model"].session.map_info["resolution"] == 3.0
 
     gaps = np.sort(gaps[1:])
     print(f"\nGUI timer ({TICK_MS} ms) during the build: max gap {gaps[-1] * 1000:.0f} ms, "
@@ -911,7 +912,8 @@ def test_a_build_folder_opens_with_its_places_and_a_chain_is_assigned(fresh_pymo
                                     bridge=fresh_pymol)
     view = fresh_pymol.views[DEFAULT_MODEL]
     assert [p.chain_id for p in view.placements][:1] == ["B"] and view.map_name == "il2"
-    assert view.resolution == 3.0  # the build's, from its build.log: assign reads the map so
+    # the build's, from its build.log, recorded in the session: assign reads the map so
+    assert view.session.map_info["resolution"] == 3.0
     ended = []
     panel.jobEnded.connect(lambda job_id, outcome: ended.append(outcome))
     panel.selection_edit.setText(f"{DEFAULT_MODEL} and chain B")
@@ -924,7 +926,8 @@ def test_a_build_folder_opens_with_its_places_and_a_chain_is_assigned(fresh_pymo
     with open(out / "model.cif", "a") as edited:  # a user's edit in place: its places may not fit
         edited.write("# refined\n")
     command("cryobuild_open", str(out / "model.cif"), "il2", str(folder / "il2.fasta"), "edited")
-    assert fresh_pymol.views["edited"].placements == () and fresh_pymol.views["edited"].resolution is None
+    edited = fresh_pymol.views["edited"]
+    assert edited.placements == () and "resolution" not in edited.session.map_info
 
 
 def test_gui_verb_starts_pymol_with_the_panel_and_files(il2):

@@ -211,9 +211,10 @@ def _check_sequences(sequences) -> list[Sequence]:
 def _region_reading(job: Job, density: DensityMap, session: Session, resolution: float | None
                     ) -> tuple[float, bool]:
     """The resolution (Å) a region's job reads ``density`` at, and whether it is an estimate:
-    ``resolution`` if given; else the one the session's last job read this map at (its
-    ``map_info``, `_READING_KEYS`), so that new residues are read as the build read the old
-    ones; else the resolution a build of all of ``density`` estimates (`pipeline.network_view`).
+    ``resolution`` if given; else the one the session records for this map (its ``map_info``,
+    `_READING_KEYS`: as its last job read it, or as `Engine.attach_map` set it), so that new
+    residues are read as the build read the old ones; else the resolution a build of all of
+    ``density`` estimates (`pipeline.network_view`).
     Said to ``job``'s events unless given.
 
     Not the crop's own estimate: a crop's spectrum reads finer than the whole map's, 0.04-0.6 Å
@@ -232,7 +233,7 @@ def _region_reading(job: Job, density: DensityMap, session: Session, resolution:
         resolution, estimated = float(stored["resolution"]), bool(stored.get("resolution_estimated"))
         how = "estimated" if estimated else "as set"
         job._emit("stage", stage="load", message=f"map resolution {resolution:.2g} Å ({how}), as "
-                                                  "the session's last job on this map read it")
+                                                  "the session records it for this map")
         return resolution, estimated
     resolution = estimate_resolution(working_map(density))
     job._emit("stage", stage="load", message=f"map resolution {resolution:.2g} Å, estimated from "
@@ -361,6 +362,19 @@ class Engine:
             return self.open_session(session)
         raise InputError(f"session must be a folder path or a Session, got {type(session).__name__}")
 
+    def attach_map(self, session: str | Path | Session, density: DensityMap,
+                   resolution: float | None = None) -> None:
+        """Record that ``session``'s model (e.g. one opened from a file) belongs to ``density``,
+        read at ``resolution`` Å (the one its build was given, say from the build's log; None:
+        as an earlier job on this map read it, if one did, else region jobs estimate it), as a
+        finished job on the map records it (`Session.map_info`). Raises `JobConflict` while a
+        job runs on the session."""
+        session = self._session(session)
+        info = _map_info(density, self._key(density), session.map_info)
+        if resolution is not None:
+            info.update(_reading(resolution, False))
+        session._set_map_info(info)
+
     def map_key(self, density: DensityMap) -> str:
         """The content key a session records for the map of its jobs (``map_info["key"]``)."""
         return self._key(density)
@@ -463,8 +477,8 @@ class Engine:
         `start_build`. The new residues are threaded within the sequence window of the residues
         flanking the region, and replace the region's in the session only if they are better
         (``job.verdict`` says which were kept; the session's model is untouched until then).
-        Without ``options.resolution`` the map is read at the resolution the session's last job
-        read it at, else at the whole map's estimate (`_region_reading`).
+        Without ``options.resolution`` the map is read at the resolution the session records for
+        it, else at the whole map's estimate (`_region_reading`).
 
         Raises `InputError` for an empty or unknown region, bad options or no sequences, and
         `JobConflict` as `start_build`.
@@ -504,8 +518,8 @@ class Engine:
         """Assign an unassigned chain of ``session``'s model to ``placement`` (a
         `cryobuild.thread.hints.Placement` of the build that made the chain, renamed to the
         session's chains as the build's ``final`` event gives them), rebuilt into ``density``
-        read at ``resolution`` (Å; None: as the session's last job read it, else estimated from
-        the whole map: `_region_reading`)
+        read at ``resolution`` (Å; None: as the session records it for this map, else estimated
+        from the whole map: `_region_reading`)
         with the session's sequences.
         The chain's residues are replaced by the assigned ones, which join a chain of the same
         sequence whose numbers they leave free (`plan_chain_names`). The job's ``final`` event
