@@ -432,10 +432,11 @@ class Session:
     @property
     def map_info(self) -> dict:
         """Identity of the map of the last job (or of the map a model opened from a file was
-        attached to): content key, grid shape, voxel size, origin; and, once a job on it has
-        finished (or the attached model's build said so), the resolution it read the map at
-        (``resolution``, Å) and whether that was estimated (``resolution_estimated``), which
-        region jobs take when not told one."""
+        attached to): content key, grid shape, voxel size, origin; and the resolution the map
+        is read at (``resolution``, Å: as the last job that finished read it, or as a build was
+        given it when it started, or as the attached model's build was given it) and whether
+        that was estimated (``resolution_estimated``), which region jobs take when not told
+        one."""
         with self._lock:
             return dict(self._map_info)
 

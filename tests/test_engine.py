@@ -351,6 +351,14 @@ def test_region_jobs_read_the_map_at_the_resolution_its_build_read_it(engine, il
     drive(engine.start_build(density, [sequence], BuildOptions(rounds=1), session=estimating))
     assert estimating.map_info["resolution_estimated"] and estimating.map_info["resolution"] > 3.2
 
+    # a build stopped before its end leaves the resolution it was given for its last round
+    stopped = engine.open_session(tmp_path / "c")
+    job = engine.start_build(density, [sequence], BuildOptions(rounds=1, resolution=3.3),
+                             session=stopped)
+    job.cancel()
+    drive(job)
+    assert stopped.map_info["resolution"] == 3.3
+
     # a model opened from a file, attached to its map at its build's resolution
     opened = reference_session(engine, il2, tmp_path / "o")
     engine.attach_map(opened, density, 3.0)

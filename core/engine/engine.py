@@ -174,7 +174,7 @@ def _map_key(density: DensityMap) -> str:
     return digest.hexdigest()
 
 
-#: The keys of a session's ``map_info`` that say how its last finished job read the map: the
+#: The keys of a session's ``map_info`` that say how the map is read (`Session.map_info`): the
 #: resolution in Å and whether it was estimated from the map's spectrum rather than given.
 _READING_KEYS = ("resolution", "resolution_estimated")
 
@@ -454,7 +454,7 @@ class Engine:
         def body(job: Job) -> BuildResult:
             return self._build(job, density, sequences, options, mask, session)
 
-        return self._launch(job, density, session, sequences, body, threaded)
+        return self._launch(job, density, session, sequences, body, threaded, options.resolution)
 
     def start_rebuild(
         self,
@@ -559,7 +559,11 @@ class Engine:
 
         return self._launch(job, density, session, sequences, body, threaded)
 
-    def _launch(self, job: Job, density, session, sequences, body, threaded: bool) -> Job:
+    def _launch(self, job: Job, density, session, sequences, body, threaded: bool,
+                resolution: float | None = None) -> Job:
+        """Claim the map and the session for ``job`` and run ``body``; a build given its map's
+        ``resolution`` (Å) has the session record it at once, so that a build stopped before
+        its end leaves it for the rebuilds of its last round."""
         key = self._key(density)
         with self._lock:
             other = self._busy_maps.get(key)
@@ -570,8 +574,11 @@ class Engine:
                 )
             if session is not None:
                 # a job that keeps the model sets the session's sequences only with its model
+                map_info = _map_info(density, key, session.map_info)
+                if resolution is not None:
+                    map_info.update(_reading(resolution, False))
                 session._begin_job(job.id, job.kind, None if job.keeps_model else sequences,
-                                   _map_info(density, key, session.map_info))
+                                   map_info)
             self._busy_maps[key] = job
             self._jobs = [j for j in self._jobs if not j.done] + [job]
         job.session = session
