@@ -19,8 +19,8 @@ Reading policy (the same for files, pasted text and live validation in the GUI):
   acid (a FASTA of a ribosome or a protein-DNA complex holds such chains): it is left out with
   an `InputWarning`, since cryobuild builds proteins; text with nothing else is an error.
 * Records with identical sequences are all kept (several copies of a chain are legal, e.g. in a
-  homo-oligomer). Duplicate *names* are
-  made unique with a suffix (``A``, ``A_2``, ``A_3``, ...) and an `InputWarning`.
+  homo-oligomer). Duplicate *names* are made unique with a suffix (``A``, ``A_2``, ``A_3``, ...)
+  and an `InputWarning`.
 
 `parse_fasta` and `read_fasta` raise `cryobuild.errors.InputError` with a one-line message that
 names the source and, where it helps, the record and the line number. `validate_sequence_text`
