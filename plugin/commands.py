@@ -598,7 +598,7 @@ def register(_self=_cmd) -> None:
     # Hiding a shader-drawn mesh segfaults under software OpenGL (STACK_NOTES).
     _self.set("mesh_use_shader", 0)
     install_quit_hook(_self)
-    logging.getLogger("cryobuild").addHandler(_ENGINE_LOG)  # the same handler: added once  # the same handler: added once
+    logging.getLogger("cryobuild").addHandler(_ENGINE_LOG)  # the same handler: added once
     for name, function in _COMMANDS.items():
         _self.extend(name, function)
     from pymol.shortcut import Shortcut

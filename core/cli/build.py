@@ -193,6 +193,14 @@ def round_writer(folder):
     return write
 
 
+def geometry_summary(result) -> str | None:
+    """The final model's geometry in one line (`validation.GeometryReport.summary`), as the
+    relaxation measured it after its last step; None for an empty or unrelaxed model."""
+    if result.relax_report is None or not result.final.num_residues:
+        return None
+    return result.relax_report.geometry_after.summary()
+
+
 def _say_rounds_left(folder) -> None:
     """On stderr, where a stopped build's finished rounds are (the staging folder's
     ``rounds/``, which the next build into the folder clears), if it finished any."""
@@ -256,8 +264,9 @@ def main(args) -> int:
               f"-> {out / 'model.cif'} ({log['total_seconds']:.0f} s)")
         for line in chain_lines(result.final_chains, result.placements, out):
             print(line)
-        if result.relax_report is not None and result.final.num_residues:
-            print(f"  geometry: {result.relax_report.geometry_after.summary()}")
+        geometry = geometry_summary(result)
+        if geometry is not None:
+            print(f"  geometry: {geometry}")
         if result.view is not None and result.view.estimated:
             print(f"  resolution: read at {result.view.map_resolution:.1f} Å, estimated from the "
                   "map's spectrum; --resolution gives its stated one, which threads more at 3-4 Å")

@@ -36,8 +36,7 @@ def main(args) -> int:
     from ..residues import AA_ORDER
     from ..sequences import Sequence
     from ..simulate import SimulationOptions, simulate_map
-    from ..validation import validate_geometry
-    from .build import build_with_engine, round_writer, save_outputs
+    from .build import build_with_engine, geometry_summary, round_writer, save_outputs
 
     device = resolve_device(args.device)
     source = demo_structure_path()
@@ -81,7 +80,7 @@ def main(args) -> int:
         print(f"{name:>12}: Cα recall {metrics.ca_recall:.2f}, precision {metrics.ca_precision:.2f}, "
               f"sequence recall {metrics.sequence_recall:.2f}, backbone RMSD "
               f"{metrics.backbone_rmsd:.2f} Å, connectivity {metrics.connectivity:.2f}")
-    if result.final.num_residues:
-        geometry = validate_geometry(result.final)
-        print(f"    geometry: {geometry.summary()}")
+    geometry = geometry_summary(result)  # the relaxation measured it: not again here
+    if geometry is not None:
+        print(f"    geometry: {geometry}")
     return 0

@@ -171,11 +171,12 @@ def check_libraries() -> str | None:
 
 
 def main(args) -> int:
+    from ..pipeline import BuildOptions
+
     map_path = _checked(args.map, "map")
     fasta_path = _checked(args.fasta, "FASTA")
     model_path = _checked(args.model, "model")
-    if args.resolution is not None and not 0.5 <= args.resolution <= 30:
-        raise InputError(f"resolution must be between 0.5 and 30 Å, got {args.resolution:g}")
+    BuildOptions(resolution=args.resolution)  # an InputError for one out of range, as a build's
     script = STARTUP_SCRIPT.format(map=map_path, fasta=fasta_path, model=model_path,
                                    resolution=args.resolution)
     if importlib.util.find_spec("pymol") is None:

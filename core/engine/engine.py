@@ -179,12 +179,15 @@ def _map_key(density: DensityMap) -> str:
 _READING_KEYS = ("resolution", "resolution_estimated")
 
 
-def _map_info(density: DensityMap, key: str, stored: dict) -> dict:
-    """A job's ``map_info`` for its session: the map's identity, and the reading of ``stored``
-    (the session's ``map_info`` before the job) when the map is the same one."""
+def _map_info(density: DensityMap, key: str, stored: dict, resolution: float | None = None) -> dict:
+    """A session's ``map_info`` for ``density``: the map's identity, and its reading: the
+    stated ``resolution`` (Å) if given, else that of ``stored`` (the session's ``map_info``
+    until now) when the map is the same one."""
     info = {"key": key, "shape_xyz": density.shape_xyz.tolist(),
             "voxel_size": density.voxel_size.tolist(), "origin": density.origin.tolist()}
-    if stored.get("key") == key:
+    if resolution is not None:
+        info.update(_reading(resolution, False))
+    elif stored.get("key") == key:
         info.update({name: stored[name] for name in _READING_KEYS if name in stored})
     return info
 
@@ -370,10 +373,7 @@ class Engine:
         finished job on the map records it (`Session.map_info`). Raises `JobConflict` while a
         job runs on the session."""
         session = self._session(session)
-        info = _map_info(density, self._key(density), session.map_info)
-        if resolution is not None:
-            info.update(_reading(resolution, False))
-        session._set_map_info(info)
+        session._set_map_info(_map_info(density, self._key(density), session.map_info, resolution))
 
     def map_key(self, density: DensityMap) -> str:
         """The content key a session records for the map of its jobs (``map_info["key"]``)."""
@@ -574,11 +574,8 @@ class Engine:
                 )
             if session is not None:
                 # a job that keeps the model sets the session's sequences only with its model
-                map_info = _map_info(density, key, session.map_info)
-                if resolution is not None:
-                    map_info.update(_reading(resolution, False))
                 session._begin_job(job.id, job.kind, None if job.keeps_model else sequences,
-                                   map_info)
+                                   _map_info(density, key, session.map_info, resolution))
             self._busy_maps[key] = job
             self._jobs = [j for j in self._jobs if not j.done] + [job]
         job.session = session
