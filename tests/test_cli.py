@@ -41,6 +41,19 @@ def test_the_resolution_is_r_as_for_simulate(verb):
     assert build_parser().parse_args(argv).resolution == 3.4
 
 
+def test_the_demo_builds_il2_and_prints_its_scores(tmp_path):
+    """README's first command: the demo simulates il2 at 3 Å, builds it at that resolution and
+    prints the scores and the geometry (sequence recall 0.96 on this machine)."""
+    import re
+
+    result = run("demo", "-o", str(tmp_path / "demo"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    final = re.search(r"final model: Cα recall ([\d.]+),.* sequence recall ([\d.]+),", result.stdout)
+    assert final and float(final[1]) >= 0.9 and float(final[2]) >= 0.85, result.stdout
+    assert "    geometry: bonds " in result.stdout
+    assert (tmp_path / "demo" / "model.cif").is_file() and (tmp_path / "demo" / "map.mrc").is_file()
+
+
 def test_simulate_writes_a_map_that_lines_up(tmp_path, il2_path):
     from cryobuild.models import read_model
 
