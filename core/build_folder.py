@@ -42,7 +42,7 @@ from .atomic import output_folder
 from .errors import InputError, OutputError
 
 __all__ = ["BUILD_LOG", "BUILD_OUTPUTS", "EDITABLE_OUTPUTS", "LOCK_FILE", "RECORD_FILE", "ROUNDS",
-           "STAGING", "BuildFolder", "as_written", "new_build_id"]
+           "STAGING", "BuildFolder", "as_written", "new_build_id", "read_log"]
 
 #: The lock file of a folder a build writes into.
 LOCK_FILE = ".cryobuild.lock"
@@ -107,6 +107,22 @@ def as_written(folder: str | os.PathLike, name: str) -> bool:
     folder = Path(folder)
     recorded = _recorded(folder).get(name)
     return recorded is not None and _digest(folder / name) == recorded
+
+
+def read_log(folder: str | os.PathLike) -> dict:
+    """The ``build.log`` of ``folder``: the inputs, options and figures its build recorded.
+    Raises FileNotFoundError when the folder has none, and `InputError` when it cannot be read
+    or holds no JSON object."""
+    path = Path(folder) / BUILD_LOG
+    try:
+        log = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot be read ({err})") from None
+    if not isinstance(log, dict):
+        raise InputError(f"{path}: cannot be read (not a JSON object)")
+    return log
 
 
 def _changed_name(path: Path) -> Path:

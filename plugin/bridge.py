@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -901,7 +900,8 @@ class Bridge:
         build's sequences, and the resolution its build was given (unless ``resolution``, Å,
         says otherwise). Raises `InputError` for a file that holds no protein model, or when
         ``name`` holds accepted residues."""
-        from cryobuild.build_folder import BUILD_LOG, as_written
+        from cryobuild.build_folder import as_written, read_log
+        from cryobuild.errors import InputError
         from cryobuild.build_outputs import PLACEMENTS_FILE, read_placements_csv
         from cryobuild.models import read_model
         from cryobuild.session import read_accepted
@@ -909,11 +909,11 @@ class Bridge:
         path = Path(path)
         model = read_model(path)
         built_here = as_written(path.parent, path.name)
-        if resolution is None and built_here and (path.parent / BUILD_LOG).is_file():
+        if resolution is None and built_here:
             try:
-                resolution = json.loads((path.parent / BUILD_LOG).read_text()).get("resolution")
-            except (OSError, ValueError):
-                resolution = None  # a build.log that cannot be read gives none
+                resolution = read_log(path.parent).get("resolution")
+            except (FileNotFoundError, InputError):
+                resolution = None  # no build.log, or one that cannot be read, gives none
         view = self.set_model(model, name=name, sequences=sequences, map_name=map_name,
                               accepted=read_accepted(path), resolution=resolution)
         offered = path.parent / PLACEMENTS_FILE

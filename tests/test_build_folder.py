@@ -196,3 +196,16 @@ def test_an_earlier_model_that_cannot_be_read_is_kept(tmp_path, monkeypatch):
     [(_, kept)] = folder.kept
     assert kept.read_text() == "earlier\n"
     assert (out / "model.cif").read_text() == "new\n"
+
+
+def test_read_log_tells_a_missing_log_from_one_it_cannot_read(tmp_path):
+    from cryobuild.build_folder import BUILD_LOG, read_log
+
+    with pytest.raises(FileNotFoundError):
+        read_log(tmp_path)
+    (tmp_path / BUILD_LOG).write_text('{"resolution": 3.4}\n')
+    assert read_log(tmp_path) == {"resolution": 3.4}
+    for text in ("{truncated", "[3.4]"):
+        (tmp_path / BUILD_LOG).write_text(text)
+        with pytest.raises(InputError, match="build.log: cannot be read"):
+            read_log(tmp_path)

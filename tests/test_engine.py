@@ -307,7 +307,7 @@ def test_region_rebuild_changes_only_the_region_and_keeps_accepted(engine, il2, 
     # the region's crop is read at the whole map's resolution, as the build read the map
     said = [e.message for e in events if e.message.startswith("map resolution")]
     assert said[1] == f"map resolution {float(said[0].split()[2]):.2g} Å (as set)", said
-    assert said[0].endswith("Å, estimated from the whole map as its build did"), said
+    assert said[0].endswith("Å, estimated from the whole map, as a build of it estimates it"), said
     assert EVENT_ORDER.match(kinds(events)) and events[-2].kind == "final", kinds(events)
     assert any(e.kind == "warning" and "10 accepted" in e.message for e in events)
     after = session.state

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..build_folder import BUILD_LOG, ROUNDS
+from ..build_folder import BUILD_LOG, ROUNDS, read_log
 
 __all__ = ["UNCHANGED_OUTPUTS", "build_inputs", "build_log", "build_options", "final_tables",
            "rewrite"]
@@ -27,9 +27,8 @@ def build_log(folder: Path, given: bool) -> dict:
     ``given``: a ``cryobuild batch`` folder has none)."""
     from ..errors import InputError
 
-    path = folder / BUILD_LOG
     try:
-        return json.loads(path.read_text())
+        return read_log(folder)
     except FileNotFoundError:
         if (folder / "hmm_profiles").is_dir():
             raise InputError(f"{folder}: a build without sequences (build_no_seq) has no "
@@ -41,8 +40,6 @@ def build_log(folder: Path, given: bool) -> dict:
             return {}
         raise InputError(f"{folder}: no build.log to name the map and FASTA the build used "
                          "(a cryobuild batch folder): give them with -v and -f") from None
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: cannot be read ({err})") from None
 
 
 def build_inputs(args, log: dict) -> tuple[str, str, float | None]:

@@ -240,7 +240,7 @@ def _region_reading(job: Job, density: DensityMap, session: Session, resolution:
         return resolution, estimated
     resolution = estimate_resolution(working_map(density))
     job._emit("stage", stage="load", message=f"map resolution {resolution:.2g} Å, estimated from "
-                                              "the whole map as its build did")
+                                              "the whole map, as a build of it estimates it")
     return resolution, True
 
 
