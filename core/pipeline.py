@@ -81,6 +81,7 @@ __all__ = [
     "CONTEXT_CLEARANCE",
     "MAX_VOXEL_SIZE",
     "MIN_CHAIN_LENGTH",
+    "INVERTED_SKEWNESS",
     "PROTEIN_SKEWNESS",
     "UNASSIGNED_MIN_CONFIDENCE",
     "UNASSIGNED_MIN_DETECTION",
@@ -197,6 +198,11 @@ NOISE_SKEWNESS = 0.2
 #: EngA (0 of 547) maps, which it builds at final Cα recall 0.61 and 0.59, drew the warning "check the
 #: resolution, or the map's region", which was wrong for both (scratch check, 2026-12-04).
 PROTEIN_SKEWNESS = 0.35
+#: At or below this skewness a whole map's contrast looks inverted (protein darker than
+#: solvent), and a build says so even when its candidates look like a chain: the 22 real map
+#: boxes negated measure -0.40 (kinesin) to -1.48 (`bench.skewness`), and a build of MAVS
+#: negated traced 96 residues and threaded none, with no word of why (thirty-third stop).
+INVERTED_SKEWNESS = -PROTEIN_SKEWNESS
 #: Å: Cα-Cα distance of two candidates that look like neighbours in a chain (3.8 Å apart).
 CHAIN_SPACING = (3.3, 4.3)
 #: Å: a Cα candidate this close to a context residue's Cα is that residue, not a new one
@@ -434,11 +440,18 @@ def protein_density_check(points: CalphaPoints, skewness: float, *, region: bool
     the candidate rules is refused only when its density also looks like noise
     (`NOISE_SKEWNESS`) or no two candidates lie at a chain's spacing; it is built with a warning
     when its skewness is between noise's and `PROTEIN_SKEWNESS`, and without one above: there
-    the candidates' probabilities, not the map, are in doubt.
+    the candidates' probabilities, not the map, are in doubt. A whole map whose skewness is
+    `INVERTED_SKEWNESS` or less is built with a warning that its contrast looks inverted (a
+    region's crop is not judged so: the core of a large complex may be skewed negative).
     """
     protein_like = _protein_like(points, region=region)
     if protein_like >= (2 if region else MIN_POINTS):
-        return None
+        if region or skewness > INVERTED_SKEWNESS:
+            return None
+        return (f"the map's values are skewed negative (skewness {skewness:.2f}, where protein "
+                "maps are skewed positive): its contrast looks inverted (protein darker than "
+                "solvent), and cryobuild builds into positive density; multiply the map by -1 "
+                "(e.g. in ChimeraX: volume scale #1 factor -1) and build again")
     if region:
         found = (f"none of its {len(points)} Cα candidates has another at a chain's Cα-Cα "
                  "spacing" if len(points) else "the detector finds no Cα candidate there")

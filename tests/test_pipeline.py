@@ -180,9 +180,10 @@ def test_protein_like_candidates_need_chain_neighbours():
     assert _protein_like(CalphaPoints(pairs, np.full(4, 0.3)), region=True) == 4
 
 
-def test_protein_density_check_refuses_noise_and_warns_only_on_weak_density():
+def test_protein_density_check_refuses_noise_and_warns_on_weak_or_inverted_density():
     from cryobuild.errors import BuildError
-    from cryobuild.pipeline import NOISE_SKEWNESS, PROTEIN_SKEWNESS, protein_density_check
+    from cryobuild.pipeline import (INVERTED_SKEWNESS, NOISE_SKEWNESS, PROTEIN_SKEWNESS,
+                                    protein_density_check)
     from cryobuild.points import CalphaPoints
 
     steps = np.arange(12)
@@ -200,6 +201,12 @@ def test_protein_density_check_refuses_noise_and_warns_only_on_weak_density():
     assert warning.startswith("only 0 of 72 Cα candidates look like a protein chain")
     # density as skewed as real maps' (0.40-1.48): built without a warning
     assert protein_density_check(weak, PROTEIN_SKEWNESS, region=False) is None
+    # a whole map skewed negative builds with a word on its contrast; a region's crop does not
+    inverted = protein_density_check(CalphaPoints(strand, np.ones(12)), INVERTED_SKEWNESS, region=False)
+    assert "its contrast looks inverted" in inverted, inverted
+    assert protein_density_check(CalphaPoints(strand, np.ones(12)), INVERTED_SKEWNESS + 0.05,
+                                 region=False) is None
+    assert protein_density_check(CalphaPoints(strand, np.ones(12)), -1.0, region=True) is None
     # a region rebuild is judged on its candidates alone
     assert protein_density_check(CalphaPoints(strand[:2], np.full(2, 0.3)), 0.0, region=True) is None
     # and refused as a region, not as a map, when no two lie at a chain's spacing

@@ -2,13 +2,15 @@
 cryobuild.bench.skewness``.
 
 `pipeline.protein_density_check` refuses a map whose standardised values look like noise
-(skewness below `pipeline.NOISE_SKEWNESS`) and warns between that and
-`pipeline.PROTEIN_SKEWNESS`. This script prints the figures those bounds rest on:
+(skewness below `pipeline.NOISE_SKEWNESS`), warns between that and
+`pipeline.PROTEIN_SKEWNESS`, and warns that a map's contrast looks inverted at
+`pipeline.INVERTED_SKEWNESS` or below. This script prints the figures those bounds rest on:
 
 * ``--noise-maps`` Gaussian noise maps (`bench.noise.noise_map`, seeds 0, 1, ...),
   standardised at the resolution each comes with;
 * every map of ``shared/data/real`` (with and without a deposited model), standardised at its
-  stated resolution (estimated when it has none), as a build standardises it.
+  stated resolution (estimated when it has none), as a build standardises it, and the same
+  map negated (its contrast inverted).
 
 One line per map, then the range of each group and whether the bounds separate them.
 """
@@ -22,7 +24,7 @@ import numpy as np
 from ..data import dev_cases
 from ..features import standardise
 from ..maps import read_map
-from ..pipeline import NOISE_SKEWNESS, PROTEIN_SKEWNESS
+from ..pipeline import INVERTED_SKEWNESS, NOISE_SKEWNESS, PROTEIN_SKEWNESS
 from .noise import noise_map
 
 __all__ = ["main"]
@@ -33,7 +35,7 @@ def main(argv=None) -> None:
     parser.add_argument("--noise-maps", type=int, default=40)
     args = parser.parse_args(argv)
 
-    groups: dict[str, list[float]] = {"noise": [], "real": []}
+    groups: dict[str, list[float]] = {"noise": [], "real": [], "inverted": []}
     for seed in range(args.noise_maps):
         density, resolution = noise_map(seed)
         skewness = standardise(density, resolution).skewness
@@ -41,18 +43,25 @@ def main(argv=None) -> None:
         print(f"noise seed {seed:2d}  {density.shape_xyz[0]:3d}^3 at {density.voxel_size[0]:.2f} Å, "
               f"{resolution:.1f} Å: skewness {skewness:+.2f}", flush=True)
     for case in dev_cases():
-        skewness = standardise(read_map(case.map_path), case.resolution).skewness
+        density = read_map(case.map_path)
+        skewness = standardise(density, case.resolution).skewness
+        inverted = standardise(density.with_grid(-density.grid), case.resolution).skewness
         groups["real"].append(skewness)
-        print(f"real  {case.name:28s} {case.resolution or 'estimated'} Å: skewness {skewness:+.2f}",
-              flush=True)
+        groups["inverted"].append(inverted)
+        print(f"real  {case.name:28s} {case.resolution or 'estimated'} Å: skewness {skewness:+.2f}, "
+              f"negated {inverted:+.2f}", flush=True)
 
-    noise, real = np.array(groups["noise"]), np.array(groups["real"])
+    noise, real, inverted = (np.array(groups[name]) for name in ("noise", "real", "inverted"))
     print(f"\nnoise maps ({len(noise)}): {noise.min():+.2f} to {noise.max():+.2f}")
     print(f"real maps ({len(real)}): {real.min():+.2f} to {real.max():+.2f}")
     print(f"refused as noise below {NOISE_SKEWNESS}: "
           f"{int((noise < NOISE_SKEWNESS).sum())} of the noise maps, "
           f"{int((real < NOISE_SKEWNESS).sum())} of the real maps; warned below {PROTEIN_SKEWNESS}: "
           f"{int((real < PROTEIN_SKEWNESS).sum())} of the real maps")
+    print(f"real maps negated: {inverted.min():+.2f} to {inverted.max():+.2f}; said to look "
+          f"inverted at {INVERTED_SKEWNESS} or below: {int((inverted <= INVERTED_SKEWNESS).sum())} "
+          f"of them, {int((noise <= INVERTED_SKEWNESS).sum())} of the noise maps, "
+          f"{int((real <= INVERTED_SKEWNESS).sum())} of the real maps")
 
 
 if __name__ == "__main__":

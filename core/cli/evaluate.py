@@ -7,7 +7,7 @@ import json
 
 __all__ = ["HELP", "add_args", "main"]
 
-HELP = "Score a predicted model against a reference model in the map frame (recall, RMSD, lDDT)."
+HELP = "score a predicted model against a reference model in the map frame (recall, RMSD, lDDT)"
 
 #: Rows of the text table: Metrics field, label, format of the value.
 _ROWS = (
