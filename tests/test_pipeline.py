@@ -369,3 +369,13 @@ def test_final_chain_ids_leave_no_gap_for_chains_left_out(il2_path):
     assert sorted(set(final.chain_id)) == ["A", "B"] == [report.chain_id for report in reports]
     assert final.num_residues == 12 and set(final.entity_sequences) == {"A"}
     assert np.all(final.chain_id[final.aatype == UNK_INDEX] == "B")
+
+
+def test_a_stated_resolution_far_from_the_spectrum_draws_a_warning(il2_map_3A):
+    from cryobuild.pipeline import resolution_warning
+
+    density, _ = il2_map_3A
+    for stated in (3.0, 4.5, 2.5):
+        assert resolution_warning(density, stated) is None, stated
+    for slip in (30.0, 0.5):
+        assert "far from the" in resolution_warning(density, slip), slip
