@@ -257,10 +257,14 @@ def test_a_box_mask_of_ones_is_a_valid_mask(reused_folder_build):
     assert result.returncode == 0 and "constant" not in result.stderr, result.stderr
 
 
-def test_an_interrupted_build_says_where_its_finished_rounds_are(il2_files, tmp_path):
-    """Ctrl-C after round 1: exit status 130, no final model, and the rounds written so far
-    named on stderr (the build is started with SIGINT's default action, as a terminal's
-    foreground process has it, where a background shell would have it ignored)."""
+@pytest.mark.parametrize("stop, status, said", [(signal.SIGINT, 130, "interrupted"),
+                                                 (signal.SIGTERM, 143, "terminated")])
+def test_an_interrupted_build_says_where_its_finished_rounds_are(il2_files, tmp_path, stop, status,
+                                                                 said):
+    """Ctrl-C (SIGINT) or ``kill`` (SIGTERM, as ``timeout`` or a batch scheduler sends it) after
+    round 1: exit status 128 + the signal, no final model, and the rounds written so far named
+    on stderr (the build is started with SIGINT's default action, as a terminal's foreground
+    process has it, where a background shell would have it ignored)."""
     map_path, fasta, _ = il2_files
     out = tmp_path / "out"
     process = subprocess.Popen(
@@ -270,12 +274,12 @@ def test_an_interrupted_build_says_where_its_finished_rounds_are(il2_files, tmp_
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert wait_for(out / STAGING / "rounds" / "round_1.cif", process)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
     finally:
         stdout, stderr = process.communicate(timeout=600)
-    assert process.returncode == 130, stderr
+    assert process.returncode == status, stderr
     lines = stderr.strip().splitlines()
-    assert lines[-1] == "cryobuild build: interrupted"
+    assert lines[-1] == f"cryobuild build: {said}"
     assert lines[-2].startswith("cryobuild build: the ") and f"{out / STAGING / 'rounds'}" in lines[-2]
     assert not (out / "model.cif").exists() and (out / STAGING / "rounds" / "round_1.cif").is_file()
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 import warnings
 
 from ..errors import Cancelled, CryobuildError, InputWarning
@@ -65,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler's time limit) raised in the verb as an
+    interrupt is, so that a terminated build stops as Ctrl-C stops it: its job cancelled, the
+    folder's earlier outputs as they were, and a line saying where its finished rounds are."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -77,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             default_show(message, category, filename, lineno, file, line)
 
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
         with warnings.catch_warnings():
             warnings.showwarning = show
@@ -84,12 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     except Cancelled as err:
         print(f"cryobuild {args.verb}: cancelled: {err}", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"cryobuild {args.verb}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"cryobuild {args.verb}: interrupted", file=sys.stderr)
         return 130
     except CryobuildError as err:
         print(f"cryobuild {args.verb}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if on_main_thread:  # None: a handler not set from Python, the default here
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 if __name__ == "__main__":
