@@ -462,39 +462,36 @@ def protein_density_check(points: CalphaPoints, skewness: float, *, region: bool
     the candidate rules is refused only when its density also looks like noise
     (`NOISE_SKEWNESS`) or no two candidates lie at a chain's spacing; it is built with a warning
     when its skewness is between noise's and `PROTEIN_SKEWNESS`, and without one above: there
-    the candidates' probabilities, not the map, are in doubt. A whole map whose skewness is
-    `INVERTED_SKEWNESS` or less is built with a warning that its contrast looks inverted (a
-    region's crop is not judged so: the core of a large complex may be skewed negative).
+    the candidates' probabilities, not the map, are in doubt. Of a whole map whose skewness is
+    `INVERTED_SKEWNESS` or less, both the warning and the refusal say that its contrast looks
+    inverted (a region's crop is not judged so: the core of a large complex may be skewed
+    negative).
     """
     protein_like = _protein_like(points, region=region)
-    if protein_like >= (2 if region else MIN_POINTS):
-        if region or skewness > INVERTED_SKEWNESS:
-            return None
-        return (f"the map's values are skewed negative (skewness {skewness:.2f}, where protein "
+    found = f"only {protein_like} of {len(points)} Cα candidates look like a protein chain"
+    inverted = (f"the map's values are skewed negative (skewness {skewness:.2f}, where protein "
                 "maps are skewed positive): its contrast looks inverted (protein darker than "
                 "solvent), and cryobuild builds into positive density; multiply the map by -1 "
                 "(e.g. in ChimeraX: volume scale #1 factor -1) and build again")
+    if protein_like >= (2 if region else MIN_POINTS):
+        return None if region or skewness > INVERTED_SKEWNESS else inverted
     if region:
-        found = (f"none of its {len(points)} Cα candidates has another at a chain's Cα-Cα "
-                 "spacing" if len(points) else "the detector finds no Cα candidate there")
-        raise BuildError(f"nothing to build in this region: {found} (candidates on the residues "
+        why = (f"none of its {len(points)} Cα candidates has another at a chain's Cα-Cα spacing"
+               if len(points) else "the detector finds no Cα candidate there")
+        raise BuildError(f"nothing to build in this region: {why} (candidates on the residues "
                          "kept around it do not count); its residues stay as they were")
+    if skewness <= INVERTED_SKEWNESS:
+        raise BuildError(f"{found}, and {inverted}")
     noise_like = skewness < NOISE_SKEWNESS
     if noise_like or not np.any(_chain_neighbours(points)):
-        inverted = " (its values are skewed negative: is the contrast inverted?)" if (
-            skewness < -NOISE_SKEWNESS) else ""
-        why = (f"the density's values look like noise (skewness {skewness:.2f}){inverted}"
-               if noise_like else "none of them has another at a chain's Cα-Cα spacing")
-        raise BuildError(
-            f"only {protein_like} of {len(points)} Cα candidates look like a protein chain and "
-            f"{why}: the map shows no protein density here (check the map, its region and "
-            "resolution)"
-        )
+        why = (f"the density's values look like noise (skewness {skewness:.2f})" if noise_like
+               else "none of them has another at a chain's Cα-Cα spacing")
+        raise BuildError(f"{found} and {why}: the map shows no protein density here (check the "
+                         "map, its region and resolution)")
     if skewness >= PROTEIN_SKEWNESS:
         return None
-    return (f"only {protein_like} of {len(points)} Cα candidates look like a protein chain and the "
-            f"density is weak (skewness {skewness:.2f}); building anyway, since it does not look "
-            "like noise (check the resolution, or the map's region)")
+    return (f"{found} and the density is weak (skewness {skewness:.2f}); building anyway, since "
+            "it does not look like noise (check the resolution, or the map's region)")
 
 
 def residue_predictions(graph) -> ResiduePredictions:

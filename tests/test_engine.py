@@ -918,3 +918,34 @@ def test_a_sphere_region_takes_the_residues_between_its_own(engine, il2, tmp_pat
         for a, b in short_gaps(plain):
             assert set(range(a + 1, b)) <= taken
         assert taken - plain == {n for a, b in short_gaps(plain) for n in range(a + 1, b)}
+
+
+def test_a_map_of_inverted_contrast_says_so(engine, il2):
+    """il2's map negated (protein darker than solvent): the build says its contrast looks
+    inverted, whether it refuses the map (as here: no candidate) or builds with a warning, and
+    so does the warning of a build that threads nothing."""
+    density, _, sequence = il2
+    job = engine.start_build(density.with_grid(-density.grid), [sequence],
+                             BuildOptions(rounds=1, relax=False, resolution=3.0))
+    events, _ = drive(job)
+    said = [e.message for e in events if e.kind in ("warning", "failed")]
+    assert any("its contrast looks inverted" in m for m in said), said
+    assert not [m for m in said if m.startswith("no chain could be threaded")
+                and "contrast looks inverted" not in m], said
+
+
+def test_a_build_that_threads_nothing_on_a_map_of_inverted_contrast_names_the_contrast(
+        engine, il2, monkeypatch):
+    """Nothing threads (an E-value cut no alignment meets) on a map the engine takes to be of
+    inverted contrast (its bound moved above il2's skewness): the warning names the contrast,
+    not the sequences."""
+    from cryobuild.engine import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "INVERTED_SKEWNESS", 100.0)
+    density, _, sequence = il2
+    job = engine.start_build(density, [sequence], BuildOptions(rounds=1, relax=False,
+                                                               max_evalue=1e-30))
+    events, _ = drive(job)
+    [warning] = [e.message for e in events if e.message.startswith("no chain could be threaded")]
+    assert warning.endswith("the map's contrast looks inverted (protein darker than solvent): "
+                            "multiply it by -1 and build again"), warning

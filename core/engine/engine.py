@@ -55,8 +55,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..maps import DensityMap
-from ..pipeline import (BuildOptions, BuildResult, Networks, build, join_models, map_warnings,
-                        relax_stage, round_label)
+from ..pipeline import (INVERTED_SKEWNESS, BuildOptions, BuildResult, Networks, build, join_models,
+                        map_warnings, relax_stage, round_label)
 from ..sequences import Sequence
 from ..session import JobConflict, Session, SessionState
 from ..thread.placement import ANCHOR_EVALUE
@@ -744,7 +744,10 @@ class Engine:
             kept = result.final.num_residues
             where = (f"{kept} of them are in the final model's unassigned chains" if kept else
                      "they stay in the raw model")
-            if resolution >= USUALLY_UNTHREADED_RESOLUTION:
+            if result.view is not None and result.view.skewness <= INVERTED_SKEWNESS:
+                why = ("the map's contrast looks inverted (protein darker than solvent): multiply "
+                       "it by -1 and build again")
+            elif resolution >= USUALLY_UNTHREADED_RESOLUTION:
                 why = (f"at {resolution:.1f} Å that is usual, even with the right sequences (real maps of "
                        f"{USUALLY_UNTHREADED_RESOLUTION:g} Å or worse thread little or nothing "
                        "here); the places offered for the unassigned chains may still be right: "
