@@ -930,6 +930,25 @@ def test_a_build_folder_opens_with_its_places_and_a_chain_is_assigned(fresh_pymo
     assert edited.placements == () and "resolution" not in edited.session.map_info
 
 
+def test_gui_verb_without_a_screen_says_so(il2, monkeypatch, capsys):
+    """No DISPLAY (a shell on a remote machine): one line naming the ways to a screen, instead
+    of Qt's message about its "xcb" plugin."""
+    from cryobuild import cli
+    from cryobuild.cli import gui
+
+    path, _, _, _, fasta = il2
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.main(["gui", str(path), str(fasta)]) == 2
+    err = capsys.readouterr().err
+    assert "no screen to open on (DISPLAY is not set)" in err and "xvfb-run" in err, err
+    monkeypatch.setenv("DISPLAY", ":99")
+    assert gui.check_display() is None
+    monkeypatch.delenv("DISPLAY")
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")  # as the tests' PyMOL: no screen needed
+    assert gui.check_display() is None
+
+
 def test_gui_verb_starts_pymol_with_the_panel_and_files(il2):
     path, _, _, _, fasta = il2
     done = subprocess.run([sys.executable, "-m", "cryobuild", "gui", str(path), str(fasta), "--dry-run",

@@ -8,7 +8,8 @@ returns its exit status. Nothing here imports PyMOL or Qt.
 First it checks that the system libraries PyMOL's Qt window needs are there (`missing_libraries`:
 ``ldd`` of Qt's X11 platform plugin and of PyMOL's own extension). On a fresh Linux machine
 several are not (Qt then stops with "Could not load the Qt platform plugin "xcb""), and the
-check names them and prints the one ``apt-get install`` line that adds them.
+check names them and prints the one ``apt-get install`` line that adds them. Before that it
+checks that there is a screen to open the window on (`check_display`).
 """
 
 from __future__ import annotations
@@ -170,6 +171,22 @@ def check_libraries() -> str | None:
             f"install them with: {install_line(missing)}")
 
 
+def check_display() -> str | None:
+    """A one-line problem when PyMOL's window has no screen to open on, else None: on Linux,
+    with Qt on X11 or Wayland (``QT_QPA_PLATFORM`` unset, ``xcb…`` or ``wayland…``) and neither
+    ``DISPLAY`` nor ``WAYLAND_DISPLAY`` set (Qt would stop with "could not connect to display"
+    or its "xcb" plugin message)."""
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if not sys.platform.startswith("linux") or (
+            platform and not platform.startswith(("xcb", "wayland"))):
+        return None
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    return ("PyMOL's window has no screen to open on (DISPLAY is not set): run cryobuild gui in "
+            "a desktop session, over ssh -X, or on a virtual screen (xvfb-run -a cryobuild gui "
+            "...); the command line (cryobuild build) needs none")
+
+
 def main(args) -> int:
     from ..pipeline import BuildOptions
 
@@ -181,7 +198,7 @@ def main(args) -> int:
                                    resolution=args.resolution)
     if importlib.util.find_spec("pymol") is None:
         raise InputError("pymol-open-source is not installed in this environment")
-    problem = check_libraries()
+    problem = check_display() or check_libraries()
     if problem and not args.dry_run:
         raise CryobuildError(problem)
     with tempfile.TemporaryDirectory(prefix="cryobuild-gui-") as folder:
