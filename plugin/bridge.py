@@ -901,8 +901,8 @@ class Bridge:
         says otherwise). Raises `InputError` for a file that holds no protein model, or when
         ``name`` holds accepted residues."""
         from cryobuild.build_folder import as_written, read_log
-        from cryobuild.errors import InputError
         from cryobuild.build_outputs import PLACEMENTS_FILE, read_placements_csv
+        from cryobuild.errors import InputError
         from cryobuild.models import read_model
         from cryobuild.session import read_accepted
 
