@@ -30,7 +30,7 @@ from .residues import (
     one_letter,
 )
 
-__all__ = ["BuiltModel", "model_format", "read_model", "write_model", "model_from_ca"]
+__all__ = ["BuiltModel", "model_format", "read_model", "to_structure", "write_model", "model_from_ca"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _CA_SLOT = ATOM14_NAMES[UNK_ONE].index("CA")
@@ -397,7 +397,7 @@ def write_model(model: BuiltModel, path: str | os.PathLike, fmt: str | None = No
         raise InputError(f"{path}: cannot tell the model format; use .cif or .pdb, or fmt=")
     if fmt == "pdb" and any(len(chain) > 2 for chain in model.chains()):
         raise InputError(f"{path}: PDB format allows chain names of at most 2 characters")
-    structure = _to_structure(model, name=path.name.split(".")[0] or "model")
+    structure = to_structure(model, name=path.name.split(".")[0] or "model")
     if fmt == "cif":
         import gemmi
 
@@ -418,7 +418,9 @@ def write_model(model: BuiltModel, path: str | os.PathLike, fmt: str | None = No
     return path
 
 
-def _to_structure(model: BuiltModel, name: str):
+def to_structure(model: BuiltModel, name: str):
+    """``model`` as a `gemmi.Structure` named ``name``, as `write_model` writes it (each atom's
+    B-factor the residue's confidence)."""
     import gemmi
 
     structure = gemmi.Structure()

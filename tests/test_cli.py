@@ -51,6 +51,8 @@ def test_the_demo_builds_il2_and_prints_its_scores(tmp_path):
     final = re.search(r"final model: Cα recall ([\d.]+),.* sequence recall ([\d.]+),", result.stdout)
     assert final and float(final[1]) >= 0.9 and float(final[2]) >= 0.85, result.stdout
     assert "    geometry: bonds " in result.stdout
+    fit = re.search(r"map fit: CC_mask ([\d.]+) ", result.stdout)
+    assert fit and float(fit[1]) > 0.8, result.stdout
     assert (tmp_path / "demo" / "model.cif").is_file() and (tmp_path / "demo" / "map.mrc").is_file()
 
 
@@ -242,6 +244,10 @@ def test_a_reused_folder_holds_only_the_new_build(reused_folder_build):
                      "unassigned_placements.csv"]
     build_id = build_id_of(out / "build.log")
     assert {name: build_id_of(out / name) for name in files} == {name: build_id for name in files}
+    # the final model's fit to the map, and each chain's (map_fit)
+    fit = json.loads((out / "build.log").read_text())["map_fit"]
+    chains = [row.split(",")[0] for row in (out / "chains.csv").read_text().splitlines()[2:]]
+    assert 0.5 < fit["cc_mask"] <= 1 and sorted(fit["chains"]) == sorted(chains), fit
 
 
 def test_each_round_is_written_as_it_finishes(reused_folder_build):

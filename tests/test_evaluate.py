@@ -196,6 +196,22 @@ def test_cli_main_prints_json(il2_path, capsys):
     assert values["ca_recall"] == 1.0
 
 
+def test_cli_with_a_map_gives_both_models_fit(il2_path, tmp_path, capsys):
+    """``-v MAP``: the fit of each model to the map (CC_mask, `cryobuild.map_fit`)."""
+    import gemmi
+
+    from cryobuild.maps import write_map
+    from cryobuild.simulate import SimulationOptions, simulate_map
+
+    density = simulate_map(gemmi.read_structure(str(il2_path)), SimulationOptions(resolution=3.0))
+    path = write_map(density, tmp_path / "il2.mrc")
+    assert evaluate_cli.main(_cli_args(il2_path, "-v", str(path), "-r", "3", "--json")) == 0
+    values = json.loads(capsys.readouterr().out)
+    assert values["cc_mask_pred"] == values["cc_mask_ref"] > 0.9, values
+    assert evaluate_cli.main(_cli_args(il2_path, "-v", str(path))) == 0  # resolution estimated
+    assert "reference model's CC_mask at " in capsys.readouterr().out
+
+
 def _run_cli(*arguments: str) -> subprocess.CompletedProcess:
     """Run ``python -m cryobuild evaluate`` with this process's environment (and PYTHONPATH)."""
     return subprocess.run(

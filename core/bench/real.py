@@ -17,6 +17,8 @@ figures are not figures and stay out of the means. One JSON line per map, then a
   (``aa_probabilities.csv``), residues within `TYPE_MATCH_DISTANCE` of a deposited Cα (3.00 is
   a uniform guess). Threading turns these into sequence: the figure moves before sequence
   recall does, which crosses an E-value cut one chain at a time;
+* the fit to the map of the final model and of the deposited one (CC_mask, `map_fit`, at the
+  resolution the build read the map at);
 * seconds of the build; the networks; whether they saw the map;
 * last, pooled over every build of a map the networks did not see, how right the best
   placement offered for each unassigned chain (``unassigned_placements.csv``,
@@ -53,6 +55,7 @@ from ..cli.build import (add_blind_check_arg, add_restarts_arg, add_threader_arg
                          threader_options)
 from ..data import dev_cases
 from ..evaluate import evaluate, offered_numbering
+from ..map_fit import map_fit
 from ..maps import read_map
 from ..models import read_model
 from ..pipeline import BuildOptions, Networks
@@ -155,8 +158,8 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
            "networks": pair.label, "seen": seen, "seed": options.seed}
     started = time.time()
     try:
-        result, _ = build_with_engine(read_map(case.map_path), sequences, options, quiet=True,
-                                      networks=networks)
+        density = read_map(case.map_path)
+        result, _ = build_with_engine(density, sequences, options, quiet=True, networks=networks)
     except Exception as err:  # noqa: BLE001 - a failed map is reported, not fatal
         row.update(error=str(err), seconds=round(time.time() - started, 1))
         print(json.dumps(row), flush=True)
@@ -183,6 +186,9 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
     if metrics.n_threaded_matched:  # none threaded, no share
         row["final_register"] = round(metrics.register_accuracy, 3)
     row["final_type_nll"] = round(type_information(result.final, result.final_aa_probs, reference), 3)
+    # the fit to the map of the final model and of the deposited one, at the resolution read
+    row["final_cc_mask"] = round(result.fit.cc_mask, 3)
+    row["deposited_cc_mask"] = round(map_fit(reference, density, result.view.map_resolution).cc_mask, 3)
     row["placements"] = placement_figures(result.final, result.placements, sequences, reference)
     row.update(assigned_figures(result, sequences, networks, reference))
     print(json.dumps(row), flush=True)
@@ -298,17 +304,18 @@ COLUMNS = (("detector_recall", "det. recall"), ("detector_precision", "det. prec
            ("raw_sequence_recall", "raw seq."), ("final_ca_recall", "final Cα"),
            ("final_ca_precision", "final precision"), ("final_sequence_recall", "final seq."),
            ("final_register", "threaded numbered right"), ("final_type_nll", "final types, nats"),
+           ("final_cc_mask", "final CC_mask"), ("deposited_cc_mask", "deposited CC_mask"),
            ("seconds", "s"))
 
 
 def figure(rows: list[dict], key: str) -> float:
     """The mean of ``key`` over ``rows`` (builds): a failed build counts as 0; the types from the
     deposited Cα and the final types are read once per map, so builds without them are left
-    out; the register pools the threaded residues of all builds (NaN when none threaded)."""
+    out (as is the deposited model's fit, which a failed build does not measure); the register pools the threaded residues of all builds (NaN when none threaded)."""
     if key == "final_register":
         judged = sum(r.get("final_threaded_matched", 0) for r in rows)
         return sum(r.get("final_numbered_right", 0) for r in rows) / judged if judged else np.nan
-    if key in ("final_type_nll", "type_accuracy"):
+    if key in ("final_type_nll", "type_accuracy", "deposited_cc_mask"):
         values = [r[key] for r in rows if key in r]
         return float(np.mean(values)) if values else np.nan
     return float(np.mean([r.get(key, 0.0) for r in rows]))

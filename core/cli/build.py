@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -193,6 +194,21 @@ def round_writer(folder):
     return write
 
 
+def _rounded(value: float) -> float | None:
+    """A figure for build.log: 3 decimals, None for NaN (which JSON cannot hold)."""
+    return round(value, 3) if math.isfinite(value) else None
+
+
+def fit_summary(result) -> str | None:
+    """How the final model fits the map in one line (`map_fit.MapFit`); None when the build
+    measured none or the model is empty."""
+    fit = result.fit
+    if fit is None or not math.isfinite(fit.cc_mask):
+        return None
+    return (f"CC_mask {fit.cc_mask:.2f} (the map against one computed from the model, within "
+            f"{fit.mask_radius:.1f} Å of its atoms)")
+
+
 def geometry_summary(result) -> str | None:
     """The final model's geometry in one line (`validation.GeometryReport.summary`), as the
     relaxation measured it after its last step; None for an empty or unrelaxed model."""
@@ -253,6 +269,10 @@ def main(args) -> int:
         }
         if result.relax_report is not None and hasattr(result.relax_report, "to_dict"):
             log["relax"] = result.relax_report.to_dict()
+        if result.fit is not None:
+            log["map_fit"] = {"cc_mask": _rounded(result.fit.cc_mask),
+                              "mask_radius": result.fit.mask_radius,
+                              "chains": {c: _rounded(v) for c, v in result.fit.chains.items()}}
 
         def write(destination):
             write_build(result, destination, folder.build_id)
@@ -262,11 +282,14 @@ def main(args) -> int:
     if not args.quiet:
         print(f"{result.final.num_residues} residues in {len(result.final_chains)} chains "
               f"-> {out / 'model.cif'} ({log['total_seconds']:.0f} s)")
-        for line in chain_lines(result.final_chains, result.placements, out):
+        for line in chain_lines(result.final_chains, result.placements, out, result.fit):
             print(line)
         geometry = geometry_summary(result)
         if geometry is not None:
             print(f"  geometry: {geometry}")
+        fit = fit_summary(result)
+        if fit is not None:
+            print(f"  map fit: {fit}")
         if result.view is not None and result.view.estimated:
             print(f"  resolution: read at {result.view.map_resolution:.1f} Å, estimated from the "
                   "map's spectrum; --resolution gives its stated one, which threads more at 3-4 Å")
@@ -279,10 +302,10 @@ def main(args) -> int:
 CHAIN_LINES = 12
 
 
-def chain_lines(reports, placements, out: Path) -> list[str]:
+def chain_lines(reports, placements, out: Path, fit=None) -> list[str]:
     """The lines `cryobuild build` prints about the final chains (`pipeline.ChainReport`, in ID
-    order) and where the unassigned ones might go (`thread.hints.Placement`), for the output
-    folder ``out``."""
+    order), how each fits the map (``fit``, `map_fit.MapFit`, if measured) and where the
+    unassigned ones might go (`thread.hints.Placement`), for the output folder ``out``."""
     from ..build_outputs import PLACEMENTS_FILE
     from ..thread.hints import named_placements
 
@@ -302,7 +325,9 @@ def chain_lines(reports, placements, out: Path) -> list[str]:
             line += f", E = {chain.evalue:.2g}"
         elif place is not None:
             line += f", might be {place.sequence} {place.first}-{place.last} (E = {place.evalue:.2g})"
-        lines.append(f"{line}, confidence {chain.mean_confidence:.0f}")
+        line += f", confidence {chain.mean_confidence:.0f}"
+        cc = fit.chains.get(chain.chain_id) if fit is not None else None
+        lines.append(f"{line}, CC {cc:.2f}" if cc is not None and math.isfinite(cc) else line)
     rest = others[room:]
     if rest:
         lines.append(f"  and {len(rest)} more unassigned chains of {min(r.residues for r in rest)}-"

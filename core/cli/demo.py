@@ -36,7 +36,7 @@ def main(args) -> int:
     from ..residues import AA_ORDER
     from ..sequences import Sequence
     from ..simulate import SimulationOptions, simulate_map
-    from .build import build_with_engine, geometry_summary, round_writer, save_outputs
+    from .build import build_with_engine, fit_summary, geometry_summary, round_writer, save_outputs
 
     device = resolve_device(args.device)
     source = demo_structure_path()
@@ -83,4 +83,7 @@ def main(args) -> int:
     geometry = geometry_summary(result)  # the relaxation measured it: not again here
     if geometry is not None:
         print(f"    geometry: {geometry}")
+    fit = fit_summary(result)
+    if fit is not None:
+        print(f"     map fit: {fit}")
     return 0
