@@ -956,6 +956,8 @@ def finish_line(view: ModelView, event) -> str | None:
             return f"{event.job_id} ({view.name}): {line}"
         line = (f"done: {result.final.num_residues} residues in {len(result.final_chains)} chains "
                 f"(last round: {result.raw.num_residues} residues)")
+        if result.fit is not None and np.isfinite(result.fit.cc_mask):
+            line += f", CC_mask {result.fit.cc_mask:.2f} in the map"
         if view.profiles is not None and result.final.num_residues:
             line += f"; HMM profiles in {view.profiles}"
         from cryobuild.thread.hints import named_placements

@@ -420,6 +420,8 @@ def test_chains_that_cannot_be_threaded_stay_unassigned_in_the_session(engine, i
     state = job.session.state
     assert state.keys() == list(zip(result.final.chain_id.tolist(), result.final.residue_number.tolist()))
     assert state.chain_sequences == {}
+    # the fit is of the residues as the session named them
+    assert sorted(result.fit.chains) == sorted(result.final.chains()) and result.fit.cc_mask > 0.5
     warnings = [e.message for e in events if e.kind == "warning"]
     expected = f"{result.final.num_residues} of them are in the final model's unassigned chains"
     assert [m for m in warnings if m.startswith("no chain could be threaded") and expected in m], warnings

@@ -469,6 +469,7 @@ def test_a_command_build_shows_in_the_panel_and_ends_with_a_console_line(fresh_p
     out = capsys.readouterr().out
     assert f" cryobuild: {job.id} (cryobuild_model): done: " in out, out
     assert f"{job.id} (cryobuild_model): done: " in panel.log_view.toPlainText()
+    assert " residues), CC_mask 0." in out and " in the map" in out, out  # the model's fit
 
 
 @needs_weights
@@ -975,7 +976,7 @@ def test_the_last_log_line_names_the_unassigned_chains_likeliest_places():
                   place("E", 1, 0.05), place("F", 1, 0.9))  # F's is too weak to name
     model = SimpleNamespace(num_residues=50)
     result = SimpleNamespace(final=model, raw=model, final_chains=(1, 2, 3, 4, 5),
-                             placements=placements)
+                             placements=placements, fit=None)
     view = SimpleNamespace(job=SimpleNamespace(), name="m", profiles=None)
     line = bridge_module.finish_line(view, SimpleNamespace(kind="final", payload=result, job_id="job-1"))
     assert line.endswith("unassigned chains might be chain B: il2 10-20 (E = 0.01), chain E: il2 "

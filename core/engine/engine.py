@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..map_fit import map_fit
 from ..maps import DensityMap
 from ..pipeline import (INVERTED_SKEWNESS, BuildOptions, BuildResult, Networks, build, join_models,
                         map_warnings, relax_stage, round_label)
@@ -715,7 +716,9 @@ class Engine:
                     _warn(job, message)
             else:
                 session._job_update(state, map_info=read, rounds_saved=len(rounds))
-            result = dataclasses.replace(result, relax_report=relax_report, seconds=seconds)
+            # the fit of the residues as named and relaxed here (None for a region's job)
+            fit = None if result.fit is None else map_fit(final, density, result.view.map_resolution)
+            result = dataclasses.replace(result, relax_report=relax_report, seconds=seconds, fit=fit)
         result = dataclasses.replace(
             result, rounds=tuple(rounds), raw=rounds[-1].model, final=final,
             final_chains=rename_reports(result.final_chains, renames),
