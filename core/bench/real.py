@@ -311,7 +311,8 @@ COLUMNS = (("detector_recall", "det. recall"), ("detector_precision", "det. prec
 def figure(rows: list[dict], key: str) -> float:
     """The mean of ``key`` over ``rows`` (builds): a failed build counts as 0; the types from the
     deposited Cα and the final types are read once per map, so builds without them are left
-    out (as is the deposited model's fit, which a failed build does not measure); the register pools the threaded residues of all builds (NaN when none threaded)."""
+    out, as is the deposited model's fit, which a failed build does not measure; the register
+    pools the threaded residues of all builds (NaN when none threaded)."""
     if key == "final_register":
         judged = sum(r.get("final_threaded_matched", 0) for r in rows)
         return sum(r.get("final_numbered_right", 0) for r in rows) / judged if judged else np.nan
