@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from .build import add_resolution_arg, round_writer, save_outputs
+from .build import add_resolution_arg, fit_summary, round_writer, save_outputs
 from .progressbar import add_quiet_arg
 
 HELP = "build a model without a sequence; writes hmm_profiles/ for hmm_search"
@@ -61,6 +61,9 @@ def main(args) -> int:
         out = save_outputs(folder, write)
     print(f"{result.final.num_residues} residues in {len(profiles)} chains -> {out / 'model.cif'}; "
           f"{len(profiles)} HMM profiles -> {out / 'hmm_profiles'}")
+    fit = fit_summary(result)
+    if fit is not None:
+        print(f"  map fit: {fit}")
     return 0
 
 
