@@ -136,10 +136,12 @@ def test_chain_break_is_not_closed(il2_truth):
     assert after == pytest.approx(before, abs=0.5)
 
 
-def test_turned_residue_between_close_neighbours_is_bonded(il2_truth):
+@pytest.mark.parametrize("move", [0.8, 1.6])
+def test_turned_residue_between_close_neighbours_is_bonded(il2_truth, move):
     """A residue turned end for end (180° about the normal of its N-Cα-C plane) and moved
-    0.8 Å: its C-N gaps to both neighbours exceed `MAX_LINK_DISTANCE`, but its Cα stays within
-    `MAX_LINK_CA_DISTANCE` of theirs, so both peptide bonds are restored."""
+    ``move`` Å: its C-N gaps to both neighbours exceed `MAX_LINK_DISTANCE`, but its Cα stays
+    within `MAX_LINK_CA_DISTANCE` of theirs (4.8 Å at the larger move, a step closure takes), so
+    both peptide bonds are restored."""
     k = 40
     positions = il2_truth.atom_positions.copy()
     n, ca, c, cb = positions[k, [0, 1, 2, 4]]
@@ -148,7 +150,7 @@ def test_turned_residue_between_close_neighbours_is_bonded(il2_truth):
     half_turn = 2 * np.outer(normal, normal) - np.eye(3)
     outward = (cb - ca) / np.linalg.norm(cb - ca)
     atoms = il2_truth.atom_mask[k]
-    positions[k][atoms] = (positions[k][atoms] - ca) @ half_turn.T + ca + 0.8 * outward
+    positions[k][atoms] = (positions[k][atoms] - ca) @ half_turn.T + ca + move * outward
     turned = dataclasses.replace(il2_truth, atom_positions=positions)
 
     def gaps(model):
