@@ -64,7 +64,7 @@ from .chains import MIN_EXISTENCE, ResiduePredictions, chain_ids, link_chains, r
 from .errors import BuildError, InputError
 from .extent import working_map
 from .features import NetworkMap, standardise
-from .map_fit import MapFit, map_fit
+from .map_fit import MapFit
 from .maps import DensityMap, erased_below
 from .models import BuiltModel
 from .points import CalphaPoints
@@ -391,8 +391,8 @@ class BuildResult:
     final_aa_probs ``[R, 20]``; final_chains: reports for ``final``; relax_report (or None);
     seconds: wall time per stage; view: the map as the networks saw it; placements: where the
     final model's unassigned chains might go (`thread.hints`); fit: how the final model fits
-    the map (`map_fit.map_fit`; None for a region's build, whose residues are judged by the
-    engine's verdict).
+    the map (`map_fit.map_fit`), measured by `cryobuild.engine` once the final model is settled
+    (None from `build` itself and for a region's job).
     """
 
     points: CalphaPoints
@@ -1091,10 +1091,5 @@ def build(
     start = time.time()
     placements = unassigned_placements(final, final_probs, sequences, cancel=cancel)
     seconds["thread"] += time.time() - start
-    fit = None
-    if not region:
-        start = time.time()
-        fit = map_fit(final, density, view.map_resolution)
-        seconds["fit"] = time.time() - start
     return BuildResult(points, tuple(rounds), rounds[-1].model, final, final_probs,
-                       final_reports, relax_report, seconds, view, placements, fit)
+                       final_reports, relax_report, seconds, view, placements)

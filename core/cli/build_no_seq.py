@@ -6,6 +6,7 @@ the sequence (`cryobuild.pipeline.composition_stand_in`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -29,6 +30,7 @@ def add_args(parser):
 def main(args) -> int:
     from ..build_folder import BuildFolder
     from ..build_outputs import write_build
+    from ..map_fit import map_fit
     from ..thread.profiles import write_profiles
     from ..maps import read_map, read_mask
     from ..pipeline import BuildOptions, Networks, build
@@ -50,6 +52,8 @@ def main(args) -> int:
         with terminal_progress(quiet=args.quiet) as progress:
             result = build(density, [], networks, options, mask=mask, progress=progress,
                            on_result=on_result)
+        result = dataclasses.replace(
+            result, fit=map_fit(result.final, density, result.view.map_resolution))
         profiles = final_profiles(result)
         for profile in profiles:
             profile.description = f"cryobuild build {folder.build_id}"

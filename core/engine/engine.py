@@ -716,13 +716,15 @@ class Engine:
                     _warn(job, message)
             else:
                 session._job_update(state, map_info=read, rounds_saved=len(rounds))
-            # the fit of the residues as named and relaxed here (None for a region's job)
-            fit = None if result.fit is None else map_fit(final, density, result.view.map_resolution)
-            result = dataclasses.replace(result, relax_report=relax_report, seconds=seconds, fit=fit)
+            result = dataclasses.replace(result, relax_report=relax_report, seconds=seconds)
+        # measured once the final model is settled (named and relaxed as a session has it); a
+        # region's new residues are judged by the verdict instead
+        fit = (map_fit(final, density, result.view.map_resolution)
+               if what != "region" and result.view is not None else None)
         result = dataclasses.replace(
             result, rounds=tuple(rounds), raw=rounds[-1].model, final=final,
             final_chains=rename_reports(result.final_chains, renames),
-            placements=rename_placements(result.placements, renames),
+            placements=rename_placements(result.placements, renames), fit=fit,
         )
         unthreaded = sum(not report.threaded for report in result.final_chains)
         resolution = result.view.map_resolution if result.view is not None else 0.0
