@@ -83,6 +83,7 @@ __all__ = [
     "MAX_VOXEL_SIZE",
     "RESOLUTION_MISMATCH",
     "MIN_CHAIN_LENGTH",
+    "INVERTED_ADVICE",
     "INVERTED_SKEWNESS",
     "PROTEIN_SKEWNESS",
     "UNASSIGNED_MIN_CONFIDENCE",
@@ -206,6 +207,10 @@ PROTEIN_SKEWNESS = 0.35
 #: boxes negated measure -0.40 (kinesin) to -1.48 (`bench.skewness`), and a build of MAVS
 #: negated traced 96 residues and threaded none, with no word of why (thirty-third stop).
 INVERTED_SKEWNESS = -PROTEIN_SKEWNESS
+#: What a map whose contrast looks inverted is told, wherever a build speaks of it.
+INVERTED_ADVICE = ("its contrast looks inverted (protein darker than solvent), and cryobuild "
+                   "builds into positive density; multiply the map by -1 (e.g. in ChimeraX: "
+                   "volume scale #1 factor -1) and build again")
 #: Å: Cα-Cα distance of two candidates that look like neighbours in a chain (3.8 Å apart).
 CHAIN_SPACING = (3.3, 4.3)
 #: Å: a Cα candidate this close to a context residue's Cα is that residue, not a new one
@@ -474,9 +479,7 @@ def protein_density_check(points: CalphaPoints, skewness: float, *, region: bool
     protein_like = _protein_like(points, region=region)
     found = f"only {protein_like} of {len(points)} Cα candidates look like a protein chain"
     inverted = (f"the map's values are skewed negative (skewness {skewness:.2f}, where protein "
-                "maps are skewed positive): its contrast looks inverted (protein darker than "
-                "solvent), and cryobuild builds into positive density; multiply the map by -1 "
-                "(e.g. in ChimeraX: volume scale #1 factor -1) and build again")
+                f"maps are skewed positive): {INVERTED_ADVICE}")
     if protein_like >= (2 if region else MIN_POINTS):
         return None if region or skewness > INVERTED_SKEWNESS else inverted
     if region:

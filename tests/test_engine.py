@@ -942,6 +942,7 @@ def test_a_build_that_threads_nothing_on_a_map_of_inverted_contrast_names_the_co
     inverted contrast (its bound moved above il2's skewness): the warning names the contrast,
     not the sequences."""
     from cryobuild.engine import engine as engine_module
+    from cryobuild.pipeline import INVERTED_ADVICE
 
     monkeypatch.setattr(engine_module, "INVERTED_SKEWNESS", 100.0)
     density, _, sequence = il2
@@ -949,5 +950,4 @@ def test_a_build_that_threads_nothing_on_a_map_of_inverted_contrast_names_the_co
                                                                max_evalue=1e-30))
     events, _ = drive(job)
     [warning] = [e.message for e in events if e.message.startswith("no chain could be threaded")]
-    assert warning.endswith("the map's contrast looks inverted (protein darker than solvent): "
-                            "multiply it by -1 and build again"), warning
+    assert warning.endswith(f"the map's values are skewed negative: {INVERTED_ADVICE}"), warning

@@ -56,8 +56,8 @@ import numpy as np
 from ..errors import InputError
 from ..map_fit import map_fit
 from ..maps import DensityMap
-from ..pipeline import (INVERTED_SKEWNESS, BuildOptions, BuildResult, Networks, build, join_models,
-                        map_warnings, relax_stage, round_label)
+from ..pipeline import (INVERTED_ADVICE, INVERTED_SKEWNESS, BuildOptions, BuildResult, Networks,
+                        build, join_models, map_warnings, relax_stage, round_label)
 from ..sequences import Sequence
 from ..session import JobConflict, Session, SessionState
 from ..thread.placement import ANCHOR_EVALUE
@@ -750,8 +750,7 @@ class Engine:
             where = (f"{kept} of them are in the final model's unassigned chains" if kept else
                      "they stay in the raw model")
             if result.view is not None and result.view.skewness <= INVERTED_SKEWNESS:
-                why = ("the map's contrast looks inverted (protein darker than solvent): multiply "
-                       "it by -1 and build again")
+                why = f"the map's values are skewed negative: {INVERTED_ADVICE}"
             elif resolution >= USUALLY_UNTHREADED_RESOLUTION:
                 why = (f"at {resolution:.1f} Å that is usual, even with the right sequences (real maps of "
                        f"{USUALLY_UNTHREADED_RESOLUTION:g} Å or worse thread little or nothing "
