@@ -229,8 +229,9 @@ MAX_VOXEL_SIZE = 2.25
 
 #: A stated resolution more than this factor coarser or finer than the map's spectrum reads
 #: (`features.estimate_resolution`) draws a warning: on the 19 real maps with a stated one the
-#: estimate is 0.68 (actin, 4.5 against 6.6 Å) to 1.10 (MAVS) times it (thirty-third stop, a
-#: scratch check), while a slip of the keyboard (30 for 3.0, or 0.5) is off by 5 or more.
+#: estimate is 0.68 (actin, 4.5 against 6.6 Å) to 1.10 (MAVS) times it (``python -m
+#: cryobuild.bench.real --estimate-resolution`` prints each estimate as ``map_resolution``),
+#: while a slip of the keyboard (30 for 3.0, or 0.5) is off by 5 or more.
 RESOLUTION_MISMATCH = 2.0
 
 

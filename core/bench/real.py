@@ -18,7 +18,8 @@ figures are not figures and stay out of the means. One JSON line per map, then a
   a uniform guess). Threading turns these into sequence: the figure moves before sequence
   recall does, which crosses an E-value cut one chain at a time;
 * the fit to the map of the final model and of the deposited one (CC_mask, `map_fit`, at the
-  resolution the build read the map at);
+  resolution the build read the map at), and last how well the unassigned chains' own fit
+  tells those on the deposited model from the others (`print_unassigned_fit`);
 * seconds of the build; the networks; whether they saw the map;
 * last, pooled over every build of a map the networks did not see, how right the best
   placement offered for each unassigned chain (``unassigned_placements.csv``,
@@ -54,7 +55,7 @@ from ..checkpoints import checkpoint_path, trained_on
 from ..cli.build import (add_blind_check_arg, add_restarts_arg, add_threader_args, build_with_engine,
                          threader_options)
 from ..data import dev_cases
-from ..evaluate import evaluate, offered_numbering
+from ..evaluate import CA_MATCH_CUTOFF, evaluate, offered_numbering
 from ..map_fit import map_fit
 from ..maps import read_map
 from ..models import read_model
@@ -189,6 +190,7 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
     # the fit to the map of the final model and of the deposited one, at the resolution read
     row["final_cc_mask"] = round(result.fit.cc_mask, 3)
     row["deposited_cc_mask"] = round(map_fit(reference, density, result.view.map_resolution).cc_mask, 3)
+    row["unassigned_fit"] = unassigned_fit_figures(result, reference)
     row["placements"] = placement_figures(result.final, result.placements, sequences, reference)
     row.update(assigned_figures(result, sequences, networks, reference))
     print(json.dumps(row), flush=True)
@@ -214,6 +216,52 @@ def assigned_figures(result, sequences, networks, reference) -> dict:
             "assigned_sequence_recall": round(metrics.sequence_recall, 3),
             "assigned_threaded_matched": metrics.n_threaded_matched,
             "assigned_numbered_right": round(metrics.register_accuracy * metrics.n_threaded_matched)}
+
+
+def unassigned_fit_figures(result, reference) -> list[list[float]]:
+    """``[CC, residues, share of their Cα within `evaluate.CA_MATCH_CUTOFF` of a deposited Cα]``
+    of each unassigned chain of the final model (its fit to the map, `map_fit`)."""
+    from scipy.spatial import cKDTree
+
+    distance, _ = cKDTree(reference.ca).query(result.final.ca)
+    figures = []
+    for report in result.final_chains:
+        cc = result.fit.chains.get(report.chain_id, np.nan)
+        if report.threaded or not np.isfinite(cc):
+            continue
+        on = distance[result.final.chain_id == report.chain_id] <= CA_MATCH_CUTOFF
+        figures.append([round(float(cc), 3), int(on.size), round(float(on.mean()), 3)])
+    return figures
+
+
+#: CC under which `print_unassigned_fit` counts an unassigned chain's residues apart.
+LOW_CHAIN_CC = 0.6
+
+
+def print_unassigned_fit(rows: list[dict]) -> None:
+    """How well an unassigned chain's fit to the map (`unassigned_fit_figures`) tells whether it
+    lies on the deposited model (at least half its Cα on a deposited Cα), pooled over the
+    builds of maps the networks did not see: the area under the ROC curve of the chains' CC,
+    and the share of residues on a deposited Cα in chains under and over `LOW_CHAIN_CC`. A
+    neighbour that a map's reference lacks (TMV's subunits) counts as off it."""
+    pooled = np.array([f for row in rows if not row["seen"] for f in row.get("unassigned_fit", [])],
+                      dtype=np.float64).reshape(-1, 3)
+    on = pooled[:, 2] >= 0.5
+    if not on.any() or on.all():
+        return
+    cc_on, cc_off = pooled[on, 0], pooled[~on, 0]
+    auc = float(np.mean((cc_on[:, None] > cc_off[None]) + 0.5 * (cc_on[:, None] == cc_off[None])))
+    low = pooled[:, 0] < LOW_CHAIN_CC
+
+    def share(members):
+        return (pooled[members, 1] * pooled[members, 2]).sum() / max(pooled[members, 1].sum(), 1)
+
+    print(f"\nUnassigned chains' fit to the map (CC), {len(pooled)} chains of "
+          f"{len([r for r in rows if not r['seen']])} builds: {int(on.sum())} on the deposited "
+          f"model, {int((~on).sum())} off it; their CC tells them apart at an area under the ROC "
+          f"curve of {auc:.2f}; residues on a deposited Cα in chains under CC {LOW_CHAIN_CC:g}: "
+          f"{share(low):.2f} of {int(pooled[low, 1].sum())}, over it {share(~low):.2f} of "
+          f"{int(pooled[~low, 1].sum())}")
 
 
 #: Sequence positions by which an offered placement may be off and still count as right
@@ -443,6 +491,7 @@ def main(argv=None):
             print_seed_spread([{"seed": 0, **row} for row in rows])
             print_map_means(rows)
         print_placements(rows)
+        print_unassigned_fit(rows)
         return
 
     pairs = network_pairs(args.networks, args.structgen)
@@ -469,6 +518,7 @@ def main(argv=None):
         print_seed_spread(rows)
         print_map_means(rows)
     print_placements(rows)
+    print_unassigned_fit(rows)
 
 
 if __name__ == "__main__":
