@@ -15,6 +15,7 @@ from cryobuild.models import read_model
 from cryobuild.residues import AA_ORDER
 from cryobuild.sequences import Sequence, read_fasta
 from cryobuild.thread import ChainMatch, joining, profiles, search
+from cryobuild.thread.matches import CA_CA_DISTANCE, CA_REACH_SLACK
 
 from gnn_synth import noisy_probs, simulate_predictions
 
@@ -125,6 +126,47 @@ def test_step_insert_opens_follow_the_chains_steps():
     insert_open = profiles.step_insert_opens(ca)
     assert insert_open[1] == profiles.LONG_STEP_INSERT
     np.testing.assert_allclose(np.delete(insert_open, 1), profiles.GAP_OPEN)
+
+
+def test_step_delete_opens_only_where_left_out_nodes_leave_neighbours_in_reach():
+    """A trace of one node per residue opens no delete; of two nodes 1 Å apart (two nodes of
+    one residue) either can be left out, so the deletes after the node before each open."""
+    ca = np.zeros((7, 3))
+    ca[1:, 0] = np.cumsum([3.8] * 6)
+    np.testing.assert_array_equal(profiles.step_delete_opens(ca), 0.0)
+    doubled = np.insert(ca, 3, ca[2] + [1.0, 0.0, 0.0], axis=0)
+    delete_open = profiles.step_delete_opens(doubled)
+    np.testing.assert_array_equal(np.flatnonzero(delete_open), [1, 2])
+    assert delete_open[1] == delete_open[2] == profiles.GAP_OPEN
+
+
+def test_no_alignment_numbers_nodes_out_of_reach_as_consecutive(il2_path, monkeypatch):
+    """A trace of il2's residues 1-74 whose first 20 nodes carry the types of the residues two
+    further on (a register the types favour there): with deletes open everywhere the
+    alignment takes that register and leaves two nodes out to come back, numbering nodes about
+    10 Å apart as consecutive residues (as on a Nav β1 build); with deletes opened by the
+    trace's geometry (`profiles.step_delete_opens`) it cannot."""
+    model = read_model(il2_path)
+    sequence = Sequence("il2", "".join(AA_ORDER[aatype] for aatype in model.aatype))
+    chain = np.arange(74)
+    types = model.aatype.copy()
+    types[:20] = model.aatype[2:22]
+
+    def impossible_steps() -> int:
+        probs = noisy_probs(types, 0.6, np.random.default_rng(0))
+        matches = search.thread_chains([chain], probs, np.full(len(probs), 70.0), [sequence],
+                                       ca=model.ca, max_evalue=10.0, rng=np.random.default_rng(0))
+        count = 0
+        for match in matches:
+            nodes, numbers = match.nodes[match.assigned], match.residue_number[match.assigned]
+            steps = np.linalg.norm(np.diff(model.ca[nodes], axis=0), axis=1)
+            count += int(np.sum(steps > np.diff(numbers) * CA_CA_DISTANCE + CA_REACH_SLACK))
+        return count
+
+    assert impossible_steps() == 0
+    monkeypatch.setattr(profiles, "step_delete_opens",
+                        lambda ca: np.full(len(ca), profiles.GAP_OPEN))
+    assert impossible_steps() > 0
 
 
 def test_forward_scores_match_pyhmmer_with_inserts_from_steps(il2):

@@ -7,8 +7,10 @@ Profiles. `profile_from_probs` turns a chain's residue-type probabilities into a
 mixed with the background in proportion to ``1 - confidence / 100``, plus a floor of
 `BACKGROUND_FLOOR`; inserts emit the background; transitions are mostly match -> match, with the
 gap-open and gap-extend probabilities HMMER uses for profiles built from one sequence, since real
-chains skip or add residues. Given the chain's Cα (`step_insert_opens`), a step too long for one
-residue opens an insert where it is (`LONG_STEP`).
+chains skip or add residues. Given the chain's Cα, a step too long for one residue opens an insert
+where it is (`step_insert_opens`, `LONG_STEP`); on request, a delete opens only where the nodes
+it would skip can be left out (`step_delete_opens`): the nodes on either side of deleted ones are
+numbered as consecutive residues, so they must lie within one residue's reach.
 
 E-values. A hand-made profile has no E-value parameters, and pyhmmer has no ``calibrate()``.
 `calibrate` estimates them by simulation as HMMER's ``p7_Calibrate`` does:
@@ -46,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 from pyhmmer import easel, plan7
+from scipy.spatial import cKDTree
 
 from ..atomic import write_bytes_atomic
 from ..chains import chain_ids
@@ -53,6 +56,7 @@ from ..errors import InputError
 from ..progress import CancelToken, check_cancel
 from ..residues import NUM_AA
 from ..sequences import Sequence
+from .matches import CA_CA_DISTANCE, CA_REACH_SLACK
 
 __all__ = [
     "ALPHABET",
@@ -73,6 +77,7 @@ __all__ = [
     "background_frequencies",
     "match_emissions",
     "profile_from_probs",
+    "step_delete_opens",
     "step_insert_opens",
     "calibrate",
     "chain_profiles",
@@ -217,8 +222,41 @@ def step_insert_opens(ca: np.ndarray) -> np.ndarray:
     return insert_open
 
 
+def step_delete_opens(ca: np.ndarray) -> np.ndarray:
+    """M -> D probabilities of a chain's match states from its Cα (module docstring).
+
+    A run of deletes after node ``k`` leaves out nodes ``k + 1 .. e - 1`` and numbers nodes
+    ``k`` and ``e`` as consecutive residues, so it can only end at a node ``e`` within
+    ``CA_CA_DISTANCE + CA_REACH_SLACK`` (4.8 Å) of node ``k``. Where no later node but the next
+    lies that close, as along any stretch traced one node per residue (nodes two apart are
+    5.4 Å or more apart in a helix), no delete opens: an alignment that left such nodes out
+    numbered a Nav β1 trace (4.0 Å, `bench.real`) across 6.8 and 9.8 Å. The run's end is not
+    checked: the calibration's Forward needs one D -> D probability for every node.
+
+    Parameters
+    ----------
+    ca : ``[L, 3]``
+        The chain's Cα, Å, N -> C.
+
+    Returns
+    -------
+    float64 ``[L]``
+        After node ``k``: `GAP_OPEN` where a node after ``k + 1`` lies within reach of node
+        ``k``, 0 elsewhere (and after the last two nodes).
+    """
+    ca = np.asarray(ca, dtype=np.float64).reshape(-1, 3)
+    reach = CA_CA_DISTANCE + CA_REACH_SLACK
+    delete_open = np.zeros(len(ca))
+    for k, j in cKDTree(ca).query_pairs(reach, output_type="ndarray"):
+        first, last = min(k, j), max(k, j)
+        if last >= first + 2:
+            delete_open[first] = GAP_OPEN
+    return delete_open
+
+
 def profile_from_probs(aa_probs: np.ndarray, confidence: np.ndarray, name: str,
-                       ca: np.ndarray | None = None) -> plan7.HMM:
+                       ca: np.ndarray | None = None, *,
+                       deletes_within_reach: bool = False) -> plan7.HMM:
     """An uncalibrated HMMER3 profile with one match state per residue of a chain.
 
     Parameters
@@ -230,8 +268,12 @@ def profile_from_probs(aa_probs: np.ndarray, confidence: np.ndarray, name: str,
     name : str
         Profile name.
     ca : ``[L, 3]``, optional
-        The chain's Cα, Å: insert-open probabilities from its steps (`step_insert_opens`); without
-        them `GAP_OPEN` everywhere.
+        The chain's Cα, Å: insert-open probabilities from its steps (`step_insert_opens`);
+        without them `GAP_OPEN` everywhere.
+    deletes_within_reach : bool
+        With ``ca``: delete-open probabilities from its geometry too (`step_delete_opens`);
+        otherwise `GAP_OPEN` everywhere (how `search` threads a chain unless its alignment
+        numbers nodes out of reach of each other as consecutive residues).
 
     Returns
     -------
@@ -263,8 +305,10 @@ def profile_from_probs(aa_probs: np.ndarray, confidence: np.ndarray, name: str,
     if ca is not None:
         if np.shape(ca) != (length, 3):
             raise ValueError(f"ca must have shape [{length}, 3], got {np.shape(ca)}")
-        # row j is match state j (node j - 1), whose inserts follow node j - 1
+        # row j is match state j (node j - 1), whose inserts and deletes follow node j - 1
         transitions[1:, T.MI] = step_insert_opens(ca)
+        if deletes_within_reach:
+            transitions[1:, T.MD] = step_delete_opens(ca)
     transitions[:, T.MM] = 1.0 - transitions[:, T.MI] - transitions[:, T.MD]
     transitions[:, T.II] = GAP_EXTEND
     transitions[:, T.IM] = 1.0 - GAP_EXTEND
