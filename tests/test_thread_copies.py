@@ -277,6 +277,32 @@ def test_pieces_mixed_between_two_copies_are_exchanged_back():
                                                           [id(second_a), id(second_b)]]
 
 
+def test_no_exchange_leaves_a_copys_pieces_meeting_out_of_reach(monkeypatch):
+    """Two copies of il2 80 Å apart, each threaded as two pieces (residues 1-50, 61-126), put
+    together right, and log-odds (`copies._together`) made to favour the crossed pairing: the
+    exchange would join residue 50 of one copy to residue 61 of the other, farther apart than
+    ten residues reach, so it is not made (`copies._junctions_reachable`); without that rule
+    it is."""
+    from cryobuild.thread import copies as module
+
+    ca = []
+    first_a, first_b = _il2_pieces(ca, (0, 0, 0))
+    second_a, second_b = _il2_pieces(ca, (80, 0, 0))
+    ca = np.concatenate(ca)
+    copy_of = {id(first_a): 0, id(first_b): 0, id(second_a): 1, id(second_b): 1}
+    monkeypatch.setattr(module, "_together",
+                        lambda p, q, ca: -10.0 if copy_of[id(p)] == copy_of[id(q)] else 10.0)
+    right = [[first_a, first_b], [second_a, second_b]]
+
+    def grouping(copies):
+        return sorted(sorted(copy_of[id(p)] * 2 + (p is first_b or p is second_b) for p in group)
+                      for group in copies)
+
+    assert grouping(module._exchanged(right, ca)) == [[0, 1], [2, 3]]
+    monkeypatch.setattr(module, "_junctions_reachable", lambda group, numbered: True)
+    assert grouping(module._exchanged(right, ca)) == [[0, 3], [1, 2]]
+
+
 def test_residues_few_positions_apart_are_likely_near():
     """The bundled statistics (`train.ca_separation` over the top240 chains): neighbours in
     the sequence sit 3.8 Å apart, not 20 Å; residues 10 apart within 20 Å more likely than

@@ -432,7 +432,10 @@ def _exchanged(copies: list[list[ChainMatch]], ca: np.ndarray) -> list[list[Chai
     not change. The subunit still lies in two copies in each (62 + 68, 66 + 38 + 14, 92 + 41
     residues; a scratch count on the builds' ``--keep`` outputs): one exchange at a time stops where only moving several pieces at once would
     gain. A hinge on the 95th percentile distance instead of these log-odds (a scratch
-    prototype) could not prefer the right pairing among feasible ones at all."""
+    prototype) could not prefer the right pairing among feasible ones at all. An exchange
+    that leaves two pieces of one copy meeting out of reach of each other is not made
+    (`_junctions_reachable`): the log-odds of one far pair are outweighed by many near ones,
+    and a TMV build (seed 2) numbered two residues of a copy 84 and 86, 24.7 Å apart."""
     counts = np.bincount([group[0].sequence_index for group in copies if group] or [0])
     if counts.max() < 2:  # no sequence with two copies: nothing to exchange (most maps)
         return copies
@@ -445,7 +448,8 @@ def _exchanged(copies: list[list[ChainMatch]], ca: np.ndarray) -> list[list[Chai
         for j in range(i + 1, len(pieces)):
             if first.sequence_index == pieces[j].sequence_index:
                 together[i, j] = together[j, i] = _together(first, pieces[j], ca)
-    positions = [set(_numbered(piece, ca)[0].tolist()) for piece in pieces]
+    numbered = [_numbered(piece, ca) for piece in pieces]
+    positions = [set(numbers.tolist()) for numbers, _ in numbered]
     groups = [[index[id(piece)] for piece in group] for group in copies]
     for _ in range(MAX_EXCHANGES):
         best = None
@@ -465,12 +469,29 @@ def _exchanged(copies: list[list[ChainMatch]], ca: np.ndarray) -> list[list[Chai
                     gain = (together[moved, rest_a].sum() - together[moved, rest_b].sum()
                             + together[np.ix_(back, rest_b)].sum()
                             - together[np.ix_(back, rest_a)].sum())
-                    if gain >= MIN_EXCHANGE_GAIN and (best is None or gain > best[0]):
+                    if gain >= MIN_EXCHANGE_GAIN and (best is None or gain > best[0]) and \
+                            _junctions_reachable(rest_a + [moved], numbered) and \
+                            _junctions_reachable(rest_b + back, numbered):
                         best = (gain, a, b, rest_a + [moved], rest_b + back)
         if best is None:
             break
         _, a, b, groups[a], groups[b] = best
     return [[pieces[i] for i in group] for group in groups if group]
+
+
+def _junctions_reachable(group: list[int], numbered: list[tuple[np.ndarray, np.ndarray]]) -> bool:
+    """Whether the pieces ``group`` can be one chain where they meet: every two residues next
+    to each other among the group's positions, of different pieces, within reach (`_reachable`)
+    of each other. ``numbered``: each piece's residue numbers ``[K]`` and Cα ``[K, 3]`` Å
+    (`_numbered`)."""
+    numbers = np.concatenate([numbered[i][0] for i in group])
+    xyz = np.concatenate([numbered[i][1] for i in group])
+    owner = np.concatenate([np.full(len(numbered[i][0]), i) for i in group])
+    order = np.argsort(numbers, kind="stable")
+    numbers, xyz, owner = numbers[order], xyz[order], owner[order]
+    junction = owner[1:] != owner[:-1]
+    span = np.linalg.norm(np.diff(xyz, axis=0), axis=1)
+    return bool(np.all(~junction | (span <= np.diff(numbers) * CA_CA_DISTANCE + CA_REACH_SLACK)))
 
 
 def _in_sequence_order(pieces: list[ChainMatch]) -> ChainMatch:
