@@ -484,6 +484,8 @@ def _junctions_reachable(group: list[int], numbered: list[tuple[np.ndarray, np.n
     to each other among the group's positions, of different pieces, within reach (`_reachable`)
     of each other. ``numbered``: each piece's residue numbers ``[K]`` and Cα ``[K, 3]`` Å
     (`_numbered`)."""
+    if not group:
+        return True
     numbers = np.concatenate([numbered[i][0] for i in group])
     xyz = np.concatenate([numbered[i][1] for i in group])
     owner = np.concatenate([np.full(len(numbered[i][0]), i) for i in group])
