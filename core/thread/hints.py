@@ -9,8 +9,9 @@ unassigned chains might go") the best placements of E <= 0.3 were mostly right 1
 while the same models searched against shuffled sequences gave a third as many that strong --
 too many chance hits to thread them, few enough to offer them. So each unassigned chain of at least
 `MIN_HINT_LENGTH` residues is searched again, as threading searches (its profile from the final
-residue types and confidence, inserts opened at long Cα steps, calibrated), against the whole
-of every sequence, and its `TOP_PLACEMENTS` best alignments with an E-value up to
+residue types and confidence, inserts opened at long Cα steps, calibrated; searched again with
+deletes only where they can be when an alignment numbers residues out of reach of each other),
+against the whole of every sequence, and its `TOP_PLACEMENTS` best alignments with an E-value up to
 `MAX_HINT_EVALUE` are listed. Each placement also says how many such hits chance would give
 among the chains searched (``chance_hits``: E-value x chains), and how many of the positions
 it names the model's threaded chains already hold in every copy (a placement there means
@@ -29,7 +30,7 @@ from ..models import BuiltModel
 from ..progress import CancelToken, check_cancel
 from ..sequences import Sequence
 from .profiles import ALPHABET, calibrate, digital_sequence, profile_from_probs
-from .search import alignment_positions, search_all
+from .search import alignment_positions, search_all, within_reach
 
 __all__ = ["MAX_HINT_EVALUE", "MIN_HINT_LENGTH", "NAMED_EVALUE", "TOP_PLACEMENTS", "Placement",
            "chosen_placement", "named_placements", "unassigned_placements"]
@@ -153,26 +154,20 @@ def unassigned_placements(model: BuiltModel, aa_probs: np.ndarray, sequences: li
         digital_sequence(str(index), sequence.residues) for index, sequence in enumerate(sequences)])
     held = _threaded_everywhere(model, sequences)
     placements = []
-    for chain in chains:
+    for order, chain in enumerate(chains):
         check_cancel(cancel)
         rows = np.flatnonzero(model.chain_id == chain)
-        hmm = profile_from_probs(aa_probs[rows], model.confidence[rows], f"chain {chain}",
-                                 ca=model.ca[rows])
-        calibrate(hmm, rng, samples=CALIBRATION_SAMPLES, filters=False)
-        found = []
-        for hit in search_all(hmm, block, len(sequences)):
-            index = int(hit.name)
-            for domain in hit.domains:
-                evalue = float(domain.i_evalue)
-                if evalue > MAX_HINT_EVALUE:
-                    continue
-                positions = alignment_positions(domain.alignment, len(rows))
-                placed = np.flatnonzero(positions >= 0)
-                if len(placed) < MIN_HINT_LENGTH:  # the rest in inserts: no place at all
-                    continue
-                aligned = tuple(zip(model.residue_number[rows[placed]].tolist(),
-                                    (positions[placed] + 1).tolist()))
-                found.append((evalue, float(domain.score), index, aligned))
+        chain_inputs = (aa_probs[rows], model.confidence[rows], model.ca[rows], f"chain {chain}",
+                        block, len(sequences))
+        found = _alignments(*chain_inputs, rng)
+        if not all(within for *_, within in found):
+            # its own generator: the chains after it keep their calibrations' random sequences
+            found = _alignments(*chain_inputs, np.random.default_rng(order),
+                                deletes_within_reach=True)
+        numbers = model.residue_number[rows]
+        found = [(evalue, score, index,
+                  tuple(zip(numbers[placed].tolist(), (positions[placed] + 1).tolist())))
+                 for evalue, score, index, positions, placed, _ in found]
         found.sort(key=lambda item: (item[0], -item[1]))
         for rank, (evalue, score, index, aligned) in enumerate(found[:TOP_PLACEMENTS], start=1):
             (chain_first, first), (chain_last, last) = aligned[0], aligned[-1]
@@ -182,6 +177,33 @@ def unassigned_placements(model: BuiltModel, aa_probs: np.ndarray, sequences: li
                 evalue=evalue, chance_hits=evalue * len(chains),
                 already_threaded=int(held[index][first - 1:last].sum()), aligned=aligned))
     return tuple(placements)
+
+
+def _alignments(aa_probs: np.ndarray, confidence: np.ndarray, ca: np.ndarray, name: str,
+                block: easel.DigitalSequenceBlock, num_sequences: int, rng: np.random.Generator,
+                *, deletes_within_reach: bool = False) -> list[tuple]:
+    """A chain's alignments to the sequences that could be placements: for each domain of
+    E-value up to `MAX_HINT_EVALUE` aligning at least `MIN_HINT_LENGTH` residues, (E-value,
+    score, sequence index, position of each residue ``[L]`` (-1 where unaligned), the aligned
+    residues' indices, whether they lie within reach of the positions they are given
+    (`search.within_reach`)). ``aa_probs`` ``[L, 20]``, ``confidence`` ``[L]``, ``ca`` ``[L,
+    3]`` Å; the profile as threading's search makes it (`search.thread_chains`)."""
+    hmm = profile_from_probs(aa_probs, confidence, name, ca=ca,
+                             deletes_within_reach=deletes_within_reach)
+    calibrate(hmm, rng, samples=CALIBRATION_SAMPLES, filters=False)
+    found = []
+    for hit in search_all(hmm, block, num_sequences):
+        for domain in hit.domains:
+            evalue = float(domain.i_evalue)
+            if evalue > MAX_HINT_EVALUE:
+                continue
+            positions = alignment_positions(domain.alignment, len(aa_probs))
+            placed = np.flatnonzero(positions >= 0)
+            if len(placed) < MIN_HINT_LENGTH:  # the rest in inserts: no place at all
+                continue
+            found.append((evalue, float(domain.score), int(hit.name), positions, placed,
+                          within_reach(positions, ca)))
+    return found
 
 
 def named_placements(placements: tuple[Placement, ...]) -> list[Placement]:

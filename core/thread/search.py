@@ -17,7 +17,7 @@ A delete state leaves a node out and numbers the nodes on either side as consecu
 which only nodes within one residue's reach of each other can be. HMMER's profiles open deletes
 anywhere, and on a 4.0 Å Nav β1 map (`bench.real`, 2 of 3 builds) alignments left out nodes 6.8
 and 9.8 Å across, numbering 2 residues too high on one side. A chain whose best alignment numbers
-aligned nodes farther apart than their positions allow (`_within_reach`) is searched again with
+aligned nodes farther apart than their positions allow (`within_reach`) is searched again with
 deletes opened only where they can end within reach (`profiles.step_delete_opens`); other chains
 keep HMMER's profile, since opening deletes by geometry everywhere moves every chain's E-value
 and so which chains near the cut thread (TMV, 2.3 Å: sequence recall 0.77 -> 0.72 over nine
@@ -38,7 +38,7 @@ from .profiles import (ALPHABET, background_block, calibrate, digital_sequence,
                        profile_from_probs)
 
 __all__ = ["MAX_THREAD_EVALUE", "MIN_OVERHANG", "SHUFFLES", "alignment_positions",
-           "composition_factor", "numbered_match", "search_all", "thread_chains"]
+           "composition_factor", "numbered_match", "search_all", "thread_chains", "within_reach"]
 
 #: A chain whose best alignment has a larger E-value is unthreadable. Measured with
 #: ``python -m cryobuild.bench.build --cases 4 --max-evalue E`` (graph network at step 21,428,
@@ -241,7 +241,7 @@ def thread_chains(
         name = f"chain{len(matches)}"
         hmm, best = _best_hit(aa_probs[chain], confidence[chain], name, block, len(sequences),
                               ca=None if ca is None else ca[chain], rng=rng)
-        if best is not None and ca is not None and not _within_reach(
+        if best is not None and ca is not None and not within_reach(
                 _hit_positions(best, len(chain), max_evalue), ca[chain]):
             # its own generator: the chains after it keep their calibrations' random sequences
             hmm, best = _best_hit(aa_probs[chain], confidence[chain], name, block,
@@ -280,7 +280,7 @@ def _best_hit(aa_probs: np.ndarray, confidence: np.ndarray, name: str,
     return hmm, max(hits, key=lambda hit: hit.score, default=None)
 
 
-def _within_reach(positions: np.ndarray, ca: np.ndarray) -> bool:
+def within_reach(positions: np.ndarray, ca: np.ndarray) -> bool:
     """Whether every two aligned nodes with no aligned node between them lie within reach of
     the residues their positions say they are: at most ``k * CA_CA_DISTANCE +
     CA_REACH_SLACK`` apart for positions ``k`` apart. ``positions`` int ``[L]`` (-1 where
