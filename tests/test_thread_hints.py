@@ -139,33 +139,37 @@ def test_only_each_chains_best_placement_strong_enough_is_named():
 
 
 def test_no_placement_numbers_residues_out_of_reach(il2_path, monkeypatch):
-    """An unassigned chain of il2's residues 1-74 whose first 20 residues carry the types of
-    the residues two further on (as in `test_thread_search`): its placements number no two
-    residues farther apart than their positions can span, as threading's search does; with
-    deletes open everywhere a placement leaves out nodes out of reach."""
-    from cryobuild.thread import profiles
-    from cryobuild.thread.matches import CA_CA_DISTANCE, CA_REACH_SLACK
+    """An unassigned chain traced straight (a strand) carrying il2's residues 1-74, its first 20
+    with the types of the residues two further on (as in `test_thread_search`): no placement
+    leaves out residues between two it numbers consecutively that lie farther apart than
+    `search.MAX_DELETE_SPAN`, as threading's search does; with deletes open everywhere one
+    does."""
+    from cryobuild.thread import profiles, search
 
     model = read_model(il2_path).take(np.arange(74))
     sequence = Sequence("il2", "".join(AA_ORDER[t] for t in read_model(il2_path).aatype))
+    straight = np.zeros((74, 3), np.float32)
+    straight[:, 0] = np.arange(74) * 3.8
+    positions = model.atom_positions - model.ca[:, None] + straight[:, None]
     final = dataclasses.replace(
-        model, chain_id=np.full(74, "A"), residue_number=np.arange(1, 75),
-        aatype=np.full(74, UNK_INDEX), atom_mask=model.atom_mask & ATOM14_MASK[UNK_INDEX],
+        model, atom_positions=positions.astype(np.float32), chain_id=np.full(74, "A"),
+        residue_number=np.arange(1, 75), aatype=np.full(74, UNK_INDEX),
+        atom_mask=model.atom_mask & ATOM14_MASK[UNK_INDEX],
         confidence=np.full(74, 80.0, np.float32), entity_sequences={})
     types = model.aatype.copy()
     types[:20] = model.aatype[2:22]
     probs = noisy_probs(types, 0.6, np.random.default_rng(0)).astype(np.float32)
 
-    def out_of_reach() -> int:
+    def spans_out_of_reach() -> int:
         count = 0
         for placement in unassigned_placements(final, probs, [sequence]):
             numbers = np.array([number for number, _ in placement.aligned])
             positions = np.array([position for _, position in placement.aligned])
-            steps = np.linalg.norm(np.diff(model.ca[numbers - 1], axis=0), axis=1)
-            count += int(np.sum(steps > np.diff(positions) * CA_CA_DISTANCE + CA_REACH_SLACK))
+            spans = np.linalg.norm(np.diff(straight[numbers - 1], axis=0), axis=1)
+            count += int(np.sum((np.diff(positions) == 1) & (spans > search.MAX_DELETE_SPAN)))
         return count
 
-    assert out_of_reach() == 0
+    assert spans_out_of_reach() == 0
     monkeypatch.setattr(profiles, "step_delete_opens",
                         lambda ca: np.full(len(ca), profiles.GAP_OPEN))
-    assert out_of_reach() > 0
+    assert spans_out_of_reach() > 0

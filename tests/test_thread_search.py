@@ -15,7 +15,6 @@ from cryobuild.models import read_model
 from cryobuild.residues import AA_ORDER
 from cryobuild.sequences import Sequence, read_fasta
 from cryobuild.thread import ChainMatch, joining, profiles, search
-from cryobuild.thread.matches import CA_CA_DISTANCE, CA_REACH_SLACK
 
 from gnn_synth import noisy_probs, simulate_predictions
 
@@ -141,32 +140,35 @@ def test_step_delete_opens_only_where_left_out_nodes_leave_neighbours_in_reach()
 
 
 def test_no_alignment_numbers_nodes_out_of_reach_as_consecutive(il2_path, monkeypatch):
-    """A trace of il2's residues 1-74 whose first 20 nodes carry the types of the residues two
-    further on (a register the types favour there): with deletes open everywhere the
-    alignment takes that register and leaves two nodes out to come back, numbering nodes about
-    10 Å apart as consecutive residues (as on a Nav β1 build); with deletes opened by the
-    trace's geometry (`profiles.step_delete_opens`) it cannot."""
+    """A straight trace (a strand: nodes two apart 7.6 Å) carrying il2's residues 1-74, its first
+    20 nodes with the types of the residues two further on (a register the types favour there):
+    with deletes open everywhere the alignment takes that register and leaves two nodes out to
+    come back, numbering nodes 11.4 Å apart as consecutive residues (as on a Nav β1 build,
+    9.8 Å); searched again with deletes opened by the trace's geometry
+    (`profiles.step_delete_opens`, `search.MAX_DELETE_SPAN`) it does not."""
     model = read_model(il2_path)
     sequence = Sequence("il2", "".join(AA_ORDER[aatype] for aatype in model.aatype))
     chain = np.arange(74)
-    types = model.aatype.copy()
+    ca = np.zeros((74, 3))
+    ca[:, 0] = np.arange(74) * 3.8
+    types = model.aatype[:74].copy()
     types[:20] = model.aatype[2:22]
 
-    def impossible_steps() -> int:
+    def spans_out_of_reach() -> int:
         probs = noisy_probs(types, 0.6, np.random.default_rng(0))
         matches = search.thread_chains([chain], probs, np.full(len(probs), 70.0), [sequence],
-                                       ca=model.ca, max_evalue=10.0, rng=np.random.default_rng(0))
+                                       ca=ca, max_evalue=10.0, rng=np.random.default_rng(0))
         count = 0
         for match in matches:
             nodes, numbers = match.nodes[match.assigned], match.residue_number[match.assigned]
-            steps = np.linalg.norm(np.diff(model.ca[nodes], axis=0), axis=1)
-            count += int(np.sum(steps > np.diff(numbers) * CA_CA_DISTANCE + CA_REACH_SLACK))
+            spans = np.linalg.norm(np.diff(ca[nodes], axis=0), axis=1)
+            count += int(np.sum((np.diff(numbers) == 1) & (spans > search.MAX_DELETE_SPAN)))
         return count
 
-    assert impossible_steps() == 0
+    assert spans_out_of_reach() == 0
     monkeypatch.setattr(profiles, "step_delete_opens",
                         lambda ca: np.full(len(ca), profiles.GAP_OPEN))
-    assert impossible_steps() > 0
+    assert spans_out_of_reach() > 0
 
 
 def test_forward_scores_match_pyhmmer_with_inserts_from_steps(il2):

@@ -30,7 +30,7 @@ from ..models import BuiltModel
 from ..progress import CancelToken, check_cancel
 from ..sequences import Sequence
 from .profiles import ALPHABET, calibrate, digital_sequence, profile_from_probs
-from .search import alignment_positions, search_all, within_reach
+from .search import alignment_positions, deletions_in_reach, search_all
 
 __all__ = ["MAX_HINT_EVALUE", "MIN_HINT_LENGTH", "NAMED_EVALUE", "TOP_PLACEMENTS", "Placement",
            "chosen_placement", "named_placements", "unassigned_placements"]
@@ -185,8 +185,8 @@ def _alignments(aa_probs: np.ndarray, confidence: np.ndarray, ca: np.ndarray, na
     """A chain's alignments to the sequences that could be placements: for each domain of
     E-value up to `MAX_HINT_EVALUE` aligning at least `MIN_HINT_LENGTH` residues, (E-value,
     score, sequence index, position of each residue ``[L]`` (-1 where unaligned), the aligned
-    residues' indices, whether they lie within reach of the positions they are given
-    (`search.within_reach`)). ``aa_probs`` ``[L, 20]``, ``confidence`` ``[L]``, ``ca`` ``[L,
+    residues' indices, whether the nodes it leaves out leave their flanks within reach
+    (`search.deletions_in_reach`)). ``aa_probs`` ``[L, 20]``, ``confidence`` ``[L]``, ``ca`` ``[L,
     3]`` Å; the profile as threading's search makes it (`search.thread_chains`)."""
     hmm = profile_from_probs(aa_probs, confidence, name, ca=ca,
                              deletes_within_reach=deletes_within_reach)
@@ -202,7 +202,7 @@ def _alignments(aa_probs: np.ndarray, confidence: np.ndarray, ca: np.ndarray, na
             if len(placed) < MIN_HINT_LENGTH:  # the rest in inserts: no place at all
                 continue
             found.append((evalue, float(domain.score), int(hit.name), positions, placed,
-                          within_reach(positions, ca)))
+                          deletions_in_reach(positions, ca)))
     return found
 
 

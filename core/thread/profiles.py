@@ -10,7 +10,7 @@ gap-open and gap-extend probabilities HMMER uses for profiles built from one seq
 chains skip or add residues. Given the chain's Cα, a step too long for one residue opens an insert
 where it is (`step_insert_opens`, `LONG_STEP`); on request, a delete opens only where the nodes
 it would skip can be left out (`step_delete_opens`): the nodes on either side of deleted ones are
-numbered as consecutive residues, so they must lie within one residue's reach.
+numbered as consecutive residues, so they must lie within one residue's reach (`DELETE_REACH`).
 
 E-values. A hand-made profile has no E-value parameters, and pyhmmer has no ``calibrate()``.
 `calibrate` estimates them by simulation as HMMER's ``p7_Calibrate`` does:
@@ -63,6 +63,7 @@ __all__ = [
     "BACKGROUND_FLOOR",
     "GAP_OPEN",
     "GAP_EXTEND",
+    "DELETE_REACH",
     "LONG_STEP",
     "LONG_STEP_INSERT",
     "MSV_SAMPLES",
@@ -107,6 +108,11 @@ GAP_EXTEND = 0.4
 LONG_STEP = 4.2
 #: M -> I probability after a node whose step to the next is at least `LONG_STEP`.
 LONG_STEP_INSERT = 0.5
+#: Å: the farthest apart two nodes may lie that a delete numbers as consecutive residues
+#: (`step_delete_opens`): consecutive Cα are 3.80 Å apart, plus `matches.CA_REACH_SLACK`. Nodes
+#: left out inside a helix leave their flanks 5.0-6.2 Å apart (Cα i to i + 2, 3 or 4), so no
+#: looser bound keeps a delete from skipping real residues there.
+DELETE_REACH = CA_CA_DISTANCE + CA_REACH_SLACK
 #: Random sequences (count, length) for the MSV fit: HMMER's ``EmN``, ``EmL``.
 MSV_SAMPLES = 200
 MSV_LENGTH = 200
@@ -227,11 +233,10 @@ def step_delete_opens(ca: np.ndarray) -> np.ndarray:
 
     A run of deletes after node ``k`` leaves out nodes ``k + 1 .. e - 1`` and numbers nodes
     ``k`` and ``e`` as consecutive residues, so it can only end at a node ``e`` within
-    ``CA_CA_DISTANCE + CA_REACH_SLACK`` (4.8 Å) of node ``k``. Where no later node but the next
-    lies that close, as along any stretch traced one node per residue (nodes two apart are
-    5.4 Å or more apart in a helix), no delete opens: an alignment that left such nodes out
-    numbered a Nav β1 trace (4.0 Å, `bench.real`) across 6.8 and 9.8 Å. The run's end is not
-    checked: the calibration's Forward needs one D -> D probability for every node.
+    `DELETE_REACH` of node ``k``. Where no later node but the next lies that close, no delete
+    opens: an alignment that left such nodes out numbered a Nav β1 trace (4.0 Å,
+    `bench.real`) across 6.8 and 9.8 Å. The run's end is not checked: the calibration's
+    Forward needs one D -> D probability for every node.
 
     Parameters
     ----------
@@ -241,13 +246,12 @@ def step_delete_opens(ca: np.ndarray) -> np.ndarray:
     Returns
     -------
     float64 ``[L]``
-        After node ``k``: `GAP_OPEN` where a node after ``k + 1`` lies within reach of node
-        ``k``, 0 elsewhere (and after the last two nodes).
+        After node ``k``: `GAP_OPEN` where a node after ``k + 1`` lies within `DELETE_REACH`
+        of node ``k``, 0 elsewhere (and after the last two nodes).
     """
     ca = np.asarray(ca, dtype=np.float64).reshape(-1, 3)
-    reach = CA_CA_DISTANCE + CA_REACH_SLACK
     delete_open = np.zeros(len(ca))
-    for k, j in cKDTree(ca).query_pairs(reach, output_type="ndarray"):
+    for k, j in cKDTree(ca).query_pairs(DELETE_REACH, output_type="ndarray"):
         first, last = min(k, j), max(k, j)
         if last >= first + 2:
             delete_open[first] = GAP_OPEN

@@ -16,12 +16,13 @@ and the alignment holds only one of them.
 A delete state leaves a node out and numbers the nodes on either side as consecutive residues,
 which only nodes within one residue's reach of each other can be. HMMER's profiles open deletes
 anywhere, and on a 4.0 Å Nav β1 map (`bench.real`, 2 of 3 builds) alignments left out nodes 6.8
-and 9.8 Å across, numbering 2 residues too high on one side. A chain whose best alignment numbers
-aligned nodes farther apart than their positions allow (`within_reach`) is searched again with
-deletes opened only where they can end within reach (`profiles.step_delete_opens`); other chains
-keep HMMER's profile, since opening deletes by geometry everywhere moves every chain's E-value
-and so which chains near the cut thread (TMV, 2.3 Å: sequence recall 0.77 -> 0.72 over nine
-builds, a right 7-residue chain of one build going from E 0.015 to 0.04).
+and 9.8 Å across, numbering 2 residues too high on one side. A chain whose best alignment leaves
+out nodes between flanks farther apart than `MAX_DELETE_SPAN` (`deletions_in_reach`) is searched
+again with deletes opened only where they can end within one residue's reach
+(`profiles.step_delete_opens`, `profiles.DELETE_REACH`). Other chains keep HMMER's profile:
+opening deletes by geometry everywhere moves every chain's E-value and so which chains near the
+cut thread (TMV, 2.3 Å: sequence recall 0.77 -> 0.72 over nine builds, a right 7-residue chain
+of one build going from E 0.015 to 0.04; thirty-fourth stop).
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ from pyhmmer import easel, plan7
 
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..sequences import Sequence
-from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch
+from .matches import ChainMatch
 from .profiles import (ALPHABET, background_block, calibrate, digital_sequence,
                        profile_from_probs)
 
-__all__ = ["MAX_THREAD_EVALUE", "MIN_OVERHANG", "SHUFFLES", "alignment_positions",
-           "composition_factor", "numbered_match", "search_all", "thread_chains", "within_reach"]
+__all__ = ["MAX_DELETE_SPAN", "MAX_THREAD_EVALUE", "MIN_OVERHANG", "SHUFFLES", "alignment_positions",
+           "composition_factor", "deletions_in_reach", "numbered_match", "search_all",
+           "thread_chains"]
 
 #: A chain whose best alignment has a larger E-value is unthreadable. Measured with
 #: ``python -m cryobuild.bench.build --cases 4 --max-evalue E`` (graph network at step 21,428,
@@ -58,6 +60,14 @@ __all__ = ["MAX_THREAD_EVALUE", "MIN_OVERHANG", "SHUFFLES", "alignment_positions
 #: benchmark cases. With the network fine-tuned on side-chain decoys (step 35,949) the cut
 #: matters less: 0.81 / 0.80 / 0.83 at 3 Å and 0.60 / 0.62 / 0.60 at 4 Å, precision 0.97-0.98.
 MAX_THREAD_EVALUE = 3e-2
+#: Å: a chain whose best alignment leaves out nodes between two it numbers as consecutive
+#: residues farther apart than this is searched again with deletes only where they can be (module
+#: docstring). Nodes lie off their residue's Cα by 1-2 Å at 4 Å: on `bench.build`'s simulated 4 Å
+#: maps (four held-out structures, thirty-fourth stop) alignments that left out one node numbered
+#: its flanks right up to 6.2 Å apart, and searching those again at `profiles.DELETE_REACH`
+#: numbered fewer of their residues right (e.g. 11 -> 8, 22 -> 15); on a 4.0 Å Nav β1 build
+#: (`bench.real`) flanks 9.8 Å apart were numbered wrong.
+MAX_DELETE_SPAN = 6.5
 #: Residues: unassigned runs at least this long at a threaded chain's ends are cut off and
 #: threaded on their own (the shortest chain the final model keeps).
 MIN_OVERHANG = 4
@@ -241,7 +251,7 @@ def thread_chains(
         name = f"chain{len(matches)}"
         hmm, best = _best_hit(aa_probs[chain], confidence[chain], name, block, len(sequences),
                               ca=None if ca is None else ca[chain], rng=rng)
-        if best is not None and ca is not None and not within_reach(
+        if best is not None and ca is not None and not deletions_in_reach(
                 _hit_positions(best, len(chain), max_evalue), ca[chain]):
             # its own generator: the chains after it keep their calibrations' random sequences
             hmm, best = _best_hit(aa_probs[chain], confidence[chain], name, block,
@@ -280,14 +290,14 @@ def _best_hit(aa_probs: np.ndarray, confidence: np.ndarray, name: str,
     return hmm, max(hits, key=lambda hit: hit.score, default=None)
 
 
-def within_reach(positions: np.ndarray, ca: np.ndarray) -> bool:
-    """Whether every two aligned nodes with no aligned node between them lie within reach of
-    the residues their positions say they are: at most ``k * CA_CA_DISTANCE +
-    CA_REACH_SLACK`` apart for positions ``k`` apart. ``positions`` int ``[L]`` (-1 where
-    unaligned), ``ca`` ``[L, 3]`` Å."""
+def deletions_in_reach(positions: np.ndarray, ca: np.ndarray) -> bool:
+    """Whether every two aligned nodes with nodes left out between them and consecutive
+    positions (a run of delete states) lie within `MAX_DELETE_SPAN` of each other.
+    ``positions`` int ``[L]`` (-1 where unaligned), ``ca`` ``[L, 3]`` Å."""
     aligned = np.flatnonzero(positions >= 0)
-    steps = np.linalg.norm(np.diff(ca[aligned], axis=0), axis=1)
-    return bool(np.all(steps <= np.diff(positions[aligned]) * CA_CA_DISTANCE + CA_REACH_SLACK))
+    deleted = (np.diff(aligned) > 1) & (np.diff(positions[aligned]) == 1)
+    spans = np.linalg.norm(ca[aligned[1:]] - ca[aligned[:-1]], axis=1)
+    return bool(np.all(spans[deleted] <= MAX_DELETE_SPAN))
 
 
 def numbered_match(
