@@ -10,7 +10,8 @@ while the same models searched against shuffled sequences gave a third as many t
 too many chance hits to thread them, few enough to offer them. So each unassigned chain of at least
 `MIN_HINT_LENGTH` residues is searched again, as threading searches (its profile from the final
 residue types and confidence, inserts opened at long Cα steps, calibrated; searched again with
-deletes only where they can be when an alignment numbers residues out of reach of each other),
+deletes only where they can be when an alignment leaves out nodes between flanks farther apart
+than `search.MAX_DELETE_SPAN`),
 against the whole of every sequence, and its `TOP_PLACEMENTS` best alignments with an E-value up to
 `MAX_HINT_EVALUE` are listed. Each placement also says how many such hits chance would give
 among the chains searched (``chance_hits``: E-value x chains), and how many of the positions

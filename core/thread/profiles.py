@@ -277,7 +277,7 @@ def profile_from_probs(aa_probs: np.ndarray, confidence: np.ndarray, name: str,
     deletes_within_reach : bool
         With ``ca``: delete-open probabilities from its geometry too (`step_delete_opens`);
         otherwise `GAP_OPEN` everywhere (how `search` threads a chain unless its alignment
-        numbers nodes out of reach of each other as consecutive residues).
+        leaves out nodes between flanks farther apart than `search.MAX_DELETE_SPAN`).
 
     Returns
     -------

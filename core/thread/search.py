@@ -38,9 +38,9 @@ from .matches import ChainMatch
 from .profiles import (ALPHABET, background_block, calibrate, digital_sequence,
                        profile_from_probs)
 
-__all__ = ["MAX_DELETE_SPAN", "MAX_THREAD_EVALUE", "MIN_OVERHANG", "SHUFFLES", "alignment_positions",
-           "composition_factor", "deletions_in_reach", "numbered_match", "search_all",
-           "thread_chains"]
+__all__ = ["MAX_DELETE_SPAN", "MAX_THREAD_EVALUE", "MIN_OVERHANG", "SHUFFLES",
+           "alignment_positions", "composition_factor", "deletions_in_reach", "numbered_match",
+           "search_all", "thread_chains"]
 
 #: A chain whose best alignment has a larger E-value is unthreadable. Measured with
 #: ``python -m cryobuild.bench.build --cases 4 --max-evalue E`` (graph network at step 21,428,
@@ -214,9 +214,9 @@ def thread_chains(
         The input sequences (one record per chain copy or per distinct sequence).
     ca : ``[N, 3]``, optional
         Cα of all nodes, Å: each profile's insert-open probabilities follow its chain's steps
-        (`profiles.step_insert_opens`), and a chain whose best alignment numbers nodes out of
-        reach of each other is searched again with deletes only where they can be
-        (`profiles.step_delete_opens`; module docstring).
+        (`profiles.step_insert_opens`), and a chain whose best alignment leaves out nodes
+        between flanks farther apart than `MAX_DELETE_SPAN` is searched again with deletes only
+        where they can be (`profiles.step_delete_opens`; module docstring).
     taken : list of bool ``[len(sequences[s])]``, optional
         Positions already used by accepted residues; alignments never use them.
     max_evalue : float
