@@ -142,10 +142,10 @@ def test_step_delete_opens_only_where_left_out_nodes_leave_neighbours_in_reach()
 def test_no_alignment_numbers_nodes_out_of_reach_as_consecutive(il2_path, monkeypatch):
     """A straight trace (a strand: nodes two apart 7.6 Å) carrying il2's residues 1-74, its first
     20 nodes with the types of the residues two further on (a register the types favour there):
-    with deletes open everywhere the alignment takes that register and leaves two nodes out to
-    come back, numbering nodes 11.4 Å apart as consecutive residues (as on a Nav β1 build,
-    9.8 Å); searched again with deletes opened by the trace's geometry
-    (`profiles.step_delete_opens`, `search.MAX_DELETE_SPAN`) it does not."""
+    with deletes open everywhere the alignment takes that register and leaves nodes out to come
+    back, numbering nodes farther apart than `search.MAX_DELETE_SPAN` as consecutive residues
+    (as on a Nav β1 build, 9.8 Å); searched again with deletes opened by the trace's geometry
+    (`profiles.step_delete_opens`) it does not."""
     model = read_model(il2_path)
     sequence = Sequence("il2", "".join(AA_ORDER[aatype] for aatype in model.aatype))
     chain = np.arange(74)
