@@ -19,10 +19,13 @@ anywhere, and on a 4.0 Å Nav β1 map (`bench.real`, 2 of 3 builds) alignments l
 and 9.8 Å across, numbering 2 residues too high on one side. A chain whose best alignment leaves
 out nodes between flanks farther apart than `MAX_DELETE_SPAN` (`deletions_in_reach`) is searched
 again with deletes opened only where they can end within one residue's reach
-(`profiles.step_delete_opens`, `profiles.DELETE_REACH`). Other chains keep HMMER's profile:
-opening deletes by geometry everywhere moves every chain's E-value and so which chains near the
-cut thread (TMV, 2.3 Å: sequence recall 0.77 -> 0.72 over nine builds, a right 7-residue chain
-of one build going from E 0.015 to 0.04; thirty-fourth stop).
+(`profiles.step_delete_opens`, `profiles.DELETE_REACH`), and numbered by that alignment when it
+lies in the same sequence segment. Whether it threads, and its E-value, stay the first
+search's: a gated profile moves a chain's E-value, and so which chains near the cut thread.
+Gating every profile cost TMV (2.3 Å) sequence recall 0.77 -> 0.72 over nine builds (a right
+7-residue chain went from E 0.015 to 0.04), and taking the gated search's E-value for the
+chains searched again lost Nav β1's one true 60-residue chain in `bench.decoys`, where 20
+shuffles of each sequence make every E-value 21 times larger (thirty-fourth stop).
 """
 
 from __future__ import annotations
@@ -215,7 +218,7 @@ def thread_chains(
     ca : ``[N, 3]``, optional
         Cα of all nodes, Å: each profile's insert-open probabilities follow its chain's steps
         (`profiles.step_insert_opens`), and a chain whose best alignment leaves out nodes
-        between flanks farther apart than `MAX_DELETE_SPAN` is searched again with deletes only
+        between flanks farther apart than `MAX_DELETE_SPAN` is aligned again with deletes only
         where they can be (`profiles.step_delete_opens`; module docstring).
     taken : list of bool ``[len(sequences[s])]``, optional
         Positions already used by accepted residues; alignments never use them.
@@ -251,15 +254,17 @@ def thread_chains(
         name = f"chain{len(matches)}"
         hmm, best = _best_hit(aa_probs[chain], confidence[chain], name, block, len(sequences),
                               ca=None if ca is None else ca[chain], rng=rng)
-        if best is not None and ca is not None and not deletions_in_reach(
-                _hit_positions(best, len(chain), max_evalue), ca[chain]):
-            # its own generator: the chains after it keep their calibrations' random sequences
-            hmm, best = _best_hit(aa_probs[chain], confidence[chain], name, block,
-                                  len(sequences), ca=ca[chain], deletes_within_reach=True,
-                                  rng=np.random.default_rng(len(matches)))
         if best is None:
             matches.append(ChainMatch.unthreaded(chain, aa_probs))
             continue
+        aligned = _hit_positions(best, len(chain), max_evalue)
+        if ca is not None and not deletions_in_reach(aligned, ca[chain]):
+            # its own generator: the chains after it keep their calibrations' random sequences
+            _, redone = _best_hit(aa_probs[chain], confidence[chain], name, block,
+                                  len(sequences), ca=ca[chain], deletes_within_reach=True,
+                                  rng=np.random.default_rng(len(matches)))
+            if redone is not None and redone.name == best.name:
+                aligned = _hit_positions(redone, len(chain), max_evalue)
         index, start, segment_length = origins[int(best.name)]
         evalue = best.evalue
         if composition_correction and evalue <= max_evalue:
@@ -268,7 +273,7 @@ def thread_chains(
         if evalue > max_evalue:
             matches.append(ChainMatch.unthreaded(chain, aa_probs, best.score, evalue))
             continue
-        positions = _extend_ends(_hit_positions(best, len(chain), max_evalue), segment_length)
+        positions = _extend_ends(aligned, segment_length)
         match, overhangs = numbered_match(chain, positions, aa_probs, sequences[index].aatype,
                                           index, start, best.score, evalue)
         matches.append(match)
