@@ -19,7 +19,8 @@ figures are not figures and stay out of the means. One JSON line per map, then a
   recall does, which crosses an E-value cut one chain at a time;
 * the fit to the map of the final model and of the deposited one (CC_mask, `map_fit`, at the
   resolution the build read the map at), and last how well the unassigned chains' own fit
-  tells those on the deposited model from the others (`print_unassigned_fit`);
+  tells those on the deposited model from the others (`print_unassigned_fit`), and how many
+  neighbouring threaded residues are numbered out of reach of each other (`print_out_of_reach`);
 * seconds of the build; the networks; whether they saw the map;
 * last, pooled over every build of a map the networks did not see, how right the best
   placement offered for each unassigned chain (``unassigned_placements.csv``,
@@ -63,6 +64,7 @@ from ..pipeline import BuildOptions, Networks
 from ..residues import NUM_AA
 from ..sequences import read_fasta
 from ..thread.hints import NAMED_EVALUE
+from ..thread.matches import CA_CA_DISTANCE, CA_REACH_SLACK
 from .build import model_sequences
 from .detect import score
 from .gnn import folder_case, run_case as run_gnn_case
@@ -191,6 +193,7 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
     row["final_cc_mask"] = round(result.fit.cc_mask, 3)
     row["deposited_cc_mask"] = round(map_fit(reference, density, result.view.map_resolution).cc_mask, 3)
     row["unassigned_fit"] = unassigned_fit_figures(result, reference)
+    row["final_out_of_reach"] = numbered_out_of_reach(result.final)
     row["placements"] = placement_figures(result.final, result.placements, sequences, reference)
     row.update(assigned_figures(result, sequences, networks, reference))
     print(json.dumps(row), flush=True)
@@ -232,6 +235,31 @@ def unassigned_fit_figures(result, reference) -> list[list[float]]:
         on = distance[result.final.chain_id == report.chain_id] <= CA_MATCH_CUTOFF
         figures.append([round(float(cc), 3), int(on.size), round(float(on.mean()), 3)])
     return figures
+
+
+def numbered_out_of_reach(model) -> int:
+    """How many pairs of residues next to each other in a threaded chain of ``model`` lie
+    farther apart than their numbers can span (``k * CA_CA_DISTANCE + CA_REACH_SLACK`` Å for
+    numbers ``k`` apart): numbering no chain can hold, e.g. a peptide bond 9 Å long."""
+    count = 0
+    for chain in model.entity_sequences:
+        rows = np.flatnonzero(model.chain_id == chain)
+        span = np.linalg.norm(np.diff(model.ca[rows], axis=0), axis=1)
+        reach = np.diff(model.residue_number[rows]) * CA_CA_DISTANCE + CA_REACH_SLACK
+        count += int(np.sum(span > reach))
+    return count
+
+
+def print_out_of_reach(rows: list[dict]) -> None:
+    """The threaded residues numbered out of reach (`numbered_out_of_reach`) over all builds."""
+    built = [row for row in rows if "final_out_of_reach" in row]
+    if built:
+        counts = {row["case"]: 0 for row in built}
+        for row in built:
+            counts[row["case"]] += row["final_out_of_reach"]
+        where = ", ".join(f"{case} {n}" for case, n in counts.items() if n) or "none"
+        print(f"\nNeighbouring threaded residues numbered out of reach of each other, over "
+              f"{len(built)} builds: {sum(counts.values())} ({where})")
 
 
 #: CC under which `print_unassigned_fit` counts an unassigned chain's residues apart.
@@ -492,6 +520,7 @@ def main(argv=None):
             print_map_means(rows)
         print_placements(rows)
         print_unassigned_fit(rows)
+        print_out_of_reach(rows)
         return
 
     pairs = network_pairs(args.networks, args.structgen)
@@ -519,6 +548,7 @@ def main(argv=None):
         print_map_means(rows)
     print_placements(rows)
     print_unassigned_fit(rows)
+    print_out_of_reach(rows)
 
 
 if __name__ == "__main__":

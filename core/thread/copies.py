@@ -491,9 +491,8 @@ def _junctions_reachable(group: list[int], numbered: list[tuple[np.ndarray, np.n
     owner = np.concatenate([np.full(len(numbered[i][0]), i) for i in group])
     order = np.argsort(numbers, kind="stable")
     numbers, xyz, owner = numbers[order], xyz[order], owner[order]
-    junction = owner[1:] != owner[:-1]
-    span = np.linalg.norm(np.diff(xyz, axis=0), axis=1)
-    return bool(np.all(~junction | (span <= np.diff(numbers) * CA_CA_DISTANCE + CA_REACH_SLACK)))
+    return all(_reachable(xyz[k], xyz[k + 1], int(numbers[k + 1] - numbers[k]))
+               for k in np.flatnonzero(owner[1:] != owner[:-1]))
 
 
 def _in_sequence_order(pieces: list[ChainMatch]) -> ChainMatch:

@@ -257,14 +257,6 @@ def thread_chains(
         if best is None:
             matches.append(ChainMatch.unthreaded(chain, aa_probs))
             continue
-        aligned = _hit_positions(best, len(chain), max_evalue)
-        if ca is not None and not deletions_in_reach(aligned, ca[chain]):
-            # its own generator: the chains after it keep their calibrations' random sequences
-            _, redone = _best_hit(aa_probs[chain], confidence[chain], name, block,
-                                  len(sequences), ca=ca[chain], deletes_within_reach=True,
-                                  rng=np.random.default_rng(len(matches)))
-            if redone is not None and redone.name == best.name:
-                aligned = _hit_positions(redone, len(chain), max_evalue)
         index, start, segment_length = origins[int(best.name)]
         evalue = best.evalue
         if composition_correction and evalue <= max_evalue:
@@ -273,6 +265,14 @@ def thread_chains(
         if evalue > max_evalue:
             matches.append(ChainMatch.unthreaded(chain, aa_probs, best.score, evalue))
             continue
+        aligned = _hit_positions(best, len(chain), max_evalue)
+        if ca is not None and not deletions_in_reach(aligned, ca[chain]):
+            # its own generator: the chains after it keep their calibrations' random sequences
+            _, redone = _best_hit(aa_probs[chain], confidence[chain], name, block,
+                                  len(sequences), ca=ca[chain], deletes_within_reach=True,
+                                  rng=np.random.default_rng(len(matches)))
+            if redone is not None and redone.name == best.name:
+                aligned = _hit_positions(redone, len(chain), max_evalue)
         positions = _extend_ends(aligned, segment_length)
         match, overhangs = numbered_match(chain, positions, aa_probs, sequences[index].aatype,
                                           index, start, best.score, evalue)
