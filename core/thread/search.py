@@ -66,7 +66,8 @@ MAX_THREAD_EVALUE = 3e-2
 #: Å: a chain whose best alignment leaves out nodes between two it numbers as consecutive
 #: residues farther apart than this is searched again with deletes only where they can be (module
 #: docstring). Nodes lie off their residue's Cα by 1-2 Å at 4 Å: on `bench.build`'s simulated 4 Å
-#: maps (four held-out structures, thirty-fourth stop) alignments that left out one node numbered
+#: maps (four held-out structures, a scratch log of the thirty-fourth stop's redo events, which
+#: then came at 4.8 Å; docs/results_log.md) alignments that left out one node numbered
 #: its flanks right up to 6.2 Å apart, and searching those again at `profiles.DELETE_REACH`
 #: numbered fewer of their residues right (e.g. 11 -> 8, 22 -> 15); on a 4.0 Å Nav β1 build
 #: (`bench.real`) flanks 9.8 Å apart were numbered wrong.
