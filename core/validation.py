@@ -15,6 +15,10 @@ Definitions used by `validate_geometry`:
   spheres (`VDW_RADII`) overlap by more than `CLASH_OVERLAP` (0.4 Å), unless they belong to the
   same residue or are at most `MAX_EXCLUDED_BONDS` (3) covalent bonds apart across a peptide
   bond or a disulfide. ``clashscore`` is the number of clashing pairs per 1000 atoms.
+* **Numbered out of reach**: residues next to each other in a chain whose Cα lie farther apart
+  than their residue numbers can span, ``k * CA_CA_DISTANCE + CA_REACH_SLACK`` (4.8 Å for
+  consecutive numbers; `numbered_out_of_reach`): numbering no chain can hold, e.g. a peptide
+  bond 9 Å long.
 * **Ramachandran outliers**: residues whose (phi, psi) falls in a bin outside the allowed region
   of their class (general, glycine, proline) in ``ramachandran.json``, which holds the bins that
   contain 99.8% of the residues of high-resolution crystal structures
@@ -43,6 +47,8 @@ from .residues import (
     one_letter,
 )
 
+from .thread.matches import CA_CA_DISTANCE, CA_REACH_SLACK
+
 if TYPE_CHECKING:
     from .models import BuiltModel
 
@@ -63,6 +69,7 @@ __all__ = [
     "RamachandranTable",
     "GeometryReport",
     "peptide_links",
+    "numbered_out_of_reach",
     "geometry_restraints",
     "nonbonded_topology",
     "backbone_dihedrals",
@@ -134,6 +141,15 @@ def peptide_links(model: BuiltModel) -> np.ndarray:
         & model.atom_mask[1:, _N]
     )
     return linked
+
+
+def numbered_out_of_reach(model: BuiltModel) -> int:
+    """How many pairs of residues next to each other in a chain of ``model`` (model order) lie
+    farther apart, Cα to Cα, than their residue numbers can span (module docstring)."""
+    same_chain = model.chain_id[1:] == model.chain_id[:-1]
+    spans = np.linalg.norm(np.diff(model.ca, axis=0), axis=1)
+    reach = np.diff(model.residue_number) * CA_CA_DISTANCE + CA_REACH_SLACK
+    return int(np.sum(same_chain & (spans > reach)))
 
 
 def _links_or_default(model: BuiltModel, links: np.ndarray | None) -> np.ndarray:
@@ -697,6 +713,7 @@ class GeometryReport:
     num_ramachandran_residues: int  # residues with phi and psi defined
     num_ramachandran_outliers: int
     ramachandran_outlier_fraction: float  # of residues with phi and psi defined
+    num_numbered_out_of_reach: int  # `numbered_out_of_reach`
 
     def to_dict(self) -> dict[str, int | float]:
         """The report as a flat ``{name: value}`` dict of Python ints and floats (JSON-ready)."""
@@ -762,4 +779,5 @@ def validate_geometry(model: BuiltModel) -> GeometryReport:
         num_ramachandran_residues=int(defined.sum()),
         num_ramachandran_outliers=int(outliers.sum()),
         ramachandran_outlier_fraction=_fraction(outliers.sum(), int(defined.sum())),
+        num_numbered_out_of_reach=numbered_out_of_reach(model),
     )

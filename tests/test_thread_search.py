@@ -171,6 +171,40 @@ def test_no_alignment_numbers_nodes_out_of_reach_as_consecutive(il2_path, monkey
     assert spans_out_of_reach() > 0
 
 
+def test_a_stretch_joined_on_from_elsewhere_is_threaded_on_its_own(il2_path, monkeypatch):
+    """A straight trace whose nodes 0-24 carry il2's residues 1-25, 25-39 junk and 40-64
+    residues 31-55: HMMER aligns the two stretches as two domains of one hit, and numbered as
+    one chain residues 25 and 31 would lie 61 Å apart (six residues span 23.8 Å). The second
+    stretch is cut off and threaded on its own, so each keeps its own numbers."""
+    model = read_model(il2_path)
+    sequence = Sequence("il2", "".join(AA_ORDER[aatype] for aatype in model.aatype))
+    junk = np.random.default_rng(1).integers(0, 20, 15)
+    types = np.concatenate([model.aatype[0:25], junk, model.aatype[30:55]])
+    ca = np.zeros((len(types), 3))
+    ca[:, 0] = np.arange(len(types)) * 3.8
+    true_numbers = np.concatenate([np.arange(1, 26), np.full(15, -1), np.arange(31, 56)])
+
+    def threaded() -> tuple[int, np.ndarray]:
+        probs = noisy_probs(types, 0.8, np.random.default_rng(0))
+        matches = search.thread_chains([np.arange(len(types))], probs,
+                                       np.full(len(probs), 70.0), [sequence], ca=ca,
+                                       rng=np.random.default_rng(0))
+        numbers, out_of_reach = np.full(len(types), -1), 0
+        for match in matches:
+            nodes, numbered = match.nodes[match.assigned], match.residue_number[match.assigned]
+            spans = np.linalg.norm(np.diff(ca[nodes], axis=0), axis=1)
+            out_of_reach += int(np.sum(spans > np.diff(numbered) * 3.8 + 1.0))
+            numbers[nodes] = numbered
+        return out_of_reach, numbers
+
+    out_of_reach, numbers = threaded()
+    assert out_of_reach == 0
+    stretches = true_numbers > 0
+    assert np.array_equal(numbers[stretches], true_numbers[stretches])
+    monkeypatch.setattr(search, "_junctions_in_reach", lambda *args: True)
+    assert threaded()[0] > 0
+
+
 def test_forward_scores_match_pyhmmer_with_inserts_from_steps(il2):
     """Our Forward also equals the pipeline's with insert-open probabilities that vary by node."""
     model, _ = il2

@@ -19,6 +19,7 @@ from cryobuild.validation import (
     geometry_restraints,
     load_ramachandran,
     nonbonded_topology,
+    numbered_out_of_reach,
     peptide_links,
     ramachandran_class,
     ramachandran_outliers,
@@ -90,6 +91,19 @@ def test_stretched_peptide_bond_is_counted(il2):
     assert after.num_peptide_bonds == before.num_peptide_bonds
     lost = before.peptide_bond_ideal_fraction - after.peptide_bond_ideal_fraction
     assert lost == pytest.approx(1 / before.num_peptide_bonds)
+
+
+def test_residues_numbered_closer_than_they_lie_are_counted(il2):
+    """il2 with residue 30 taken out: its neighbours, numbered 2 apart, are in reach (two
+    residues span 8.6 Å); numbered 1 apart, as an alignment that left the node out would, they
+    are not (4.8 Å). Its own numbering gap (78 -> 83) is in reach."""
+    gapped = il2.select(il2.residue_number != 30)
+    assert numbered_out_of_reach(il2) == 0
+    assert numbered_out_of_reach(gapped) == 0
+    renumbered = dataclasses.replace(gapped, residue_number=np.where(
+        gapped.residue_number > 30, gapped.residue_number - 1, gapped.residue_number))
+    assert numbered_out_of_reach(renumbered) == 1
+    assert validate_geometry(renumbered).num_numbered_out_of_reach == 1
 
 
 # ----------------------------------------------------------------------------- restraints

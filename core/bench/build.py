@@ -91,7 +91,8 @@ def run_case(name, density, sequences, reference, options, networks) -> dict:
         geometry = validate_geometry(result.final)
         row.update(peptide_bonds_ok=round(geometry.peptide_bond_ideal_fraction, 3),
                    clashscore=round(geometry.clashscore, 1),
-                   rama_outliers=round(geometry.ramachandran_outlier_fraction, 3))
+                   rama_outliers=round(geometry.ramachandran_outlier_fraction, 3),
+                   out_of_reach=geometry.num_numbered_out_of_reach)
     print(json.dumps(row), flush=True)
     return row
 
@@ -175,14 +176,16 @@ def main(argv=None):
         print(f"| {data} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
 
     print("\nGeometry of the final models (`cryobuild.validation`; mean over cases with a final model)")
-    print("| data | peptide bonds within 0.1 Å | clashscore | Ramachandran outliers (%) |")
-    print("|---|---|---|---|")
+    print("| data | peptide bonds within 0.1 Å | clashscore | Ramachandran outliers (%) | "
+          "residues numbered out of reach (all cases) |")
+    print("|---|---|---|---|---|")
     for data, rows in table.items():
         built = [r for r in rows if "clashscore" in r]
         if built:
             print(f"| {data} | {np.mean([r['peptide_bonds_ok'] for r in built]):.2f} | "
                   f"{np.mean([r['clashscore'] for r in built]):.1f} | "
-                  f"{100 * np.mean([r['rama_outliers'] for r in built]):.1f} |")
+                  f"{100 * np.mean([r['rama_outliers'] for r in built]):.1f} | "
+                  f"{sum(r['out_of_reach'] for r in built)} |")
 
     print("\nWhat of the reference the map erased (`erased_density`; mean over cases)")
     print(f"| data | reference Cα on zeroed voxels | Cα > {NEAR_DENSITY:g} Å from density | "

@@ -20,7 +20,7 @@ figures are not figures and stay out of the means. One JSON line per map, then a
 * the fit to the map of the final model and of the deposited one (CC_mask, `map_fit`, at the
   resolution the build read the map at), and last how well the unassigned chains' own fit
   tells those on the deposited model from the others (`print_unassigned_fit`), and how many
-  neighbouring threaded residues are numbered out of reach of each other (`print_out_of_reach`);
+  neighbouring residues of a chain are numbered out of reach of each other (`print_out_of_reach`);
 * seconds of the build; the networks; whether they saw the map;
 * last, pooled over every build of a map the networks did not see, how right the best
   placement offered for each unassigned chain (``unassigned_placements.csv``,
@@ -64,7 +64,7 @@ from ..pipeline import BuildOptions, Networks
 from ..residues import NUM_AA
 from ..sequences import read_fasta
 from ..thread.hints import NAMED_EVALUE
-from ..thread.matches import CA_CA_DISTANCE, CA_REACH_SLACK
+from ..validation import numbered_out_of_reach
 from .build import model_sequences
 from .detect import score
 from .gnn import folder_case, run_case as run_gnn_case
@@ -237,28 +237,15 @@ def unassigned_fit_figures(result, reference) -> list[list[float]]:
     return figures
 
 
-def numbered_out_of_reach(model) -> int:
-    """How many pairs of residues next to each other in a threaded chain of ``model`` lie
-    farther apart than their numbers can span (``k * CA_CA_DISTANCE + CA_REACH_SLACK`` Å for
-    numbers ``k`` apart): numbering no chain can hold, e.g. a peptide bond 9 Å long."""
-    count = 0
-    for chain in model.entity_sequences:
-        rows = np.flatnonzero(model.chain_id == chain)
-        span = np.linalg.norm(np.diff(model.ca[rows], axis=0), axis=1)
-        reach = np.diff(model.residue_number[rows]) * CA_CA_DISTANCE + CA_REACH_SLACK
-        count += int(np.sum(span > reach))
-    return count
-
-
 def print_out_of_reach(rows: list[dict]) -> None:
-    """The threaded residues numbered out of reach (`numbered_out_of_reach`) over all builds."""
+    """The residues numbered out of reach (`validation.numbered_out_of_reach`) over all builds."""
     built = [row for row in rows if "final_out_of_reach" in row]
     if built:
         counts = {row["case"]: 0 for row in built}
         for row in built:
             counts[row["case"]] += row["final_out_of_reach"]
         where = ", ".join(f"{case} {n}" for case, n in counts.items() if n) or "none"
-        print(f"\nNeighbouring threaded residues numbered out of reach of each other, over "
+        print(f"\nNeighbouring residues of a chain numbered out of reach of each other, over "
               f"{len(built)} builds: {sum(counts.values())} ({where})")
 
 

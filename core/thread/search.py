@@ -11,7 +11,9 @@ alignment continue its numbering outward (`_extend_ends`). A run of at least `MI
 residues left unassigned at either end (the numbering cannot continue: the sequence segment
 ends there) is cut off and threaded as a chain of its own: chain linking had run from one
 chain of a complex into the next (the C-terminus of one touching the N-terminus of another),
-and the alignment holds only one of them.
+and the alignment holds only one of them. A further domain of the hit whose numbers its
+junctions with the best one cannot hold (`_junctions_in_reach`) marks a stretch joined on from
+elsewhere too: it is cut off and threaded on its own (`_hit_positions`).
 
 A delete state leaves a node out and numbers the nodes on either side as consecutive residues,
 which only nodes within one residue's reach of each other can be. HMMER's profiles open deletes
@@ -37,7 +39,7 @@ from pyhmmer import easel, plan7
 
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..sequences import Sequence
-from .matches import ChainMatch
+from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch
 from .profiles import (ALPHABET, background_block, calibrate, digital_sequence,
                        profile_from_probs)
 
@@ -132,14 +134,32 @@ def alignment_positions(alignment: plan7.Alignment, length: int) -> np.ndarray:
     return positions
 
 
-def _hit_positions(hit: plan7.Hit, length: int, max_evalue: float) -> np.ndarray:
-    """Target positions of each node from a hit's co-linear, non-overlapping domains.
+def _hit_positions(hit: plan7.Hit, length: int, max_evalue: float,
+                   ca: np.ndarray | None = None) -> tuple[np.ndarray, list[int]]:
+    """Target positions of each node from a hit's co-linear, non-overlapping domains, and
+    where the chain is cut.
 
     The best domain is always used; further domains with ``i_evalue <= max_evalue`` are
-    added in order of score when they neither overlap nor cross the ones already used.
+    added in order of score when they neither overlap nor cross the ones already used and,
+    given the chain's Cα ``ca`` ``[length, 3]`` (Å), when their junctions with them are in
+    reach (`_junctions_in_reach`). A domain left out for its junctions that lies wholly before
+    or after the ones used aligns a stretch that chain linking joined on from elsewhere: the
+    chain is cut at that domain's first (last) node and at the used domains' nearest end, so
+    that the stretch is threaded on its own and the nodes between them, which neither
+    alignment holds, are not numbered on as the used domains' ends would be
+    (`_extend_ends`).
+
+    Returns
+    -------
+    positions : int64 ``[length]``
+        Target position of each node, -1 where unaligned.
+    cuts : list of int
+        Ascending node indices before which the chain is cut (`numpy.split`'s); the piece
+        holding the used domains is the one these positions number.
     """
     positions = np.full(length, -1, dtype=np.int64)
     used: list[tuple[int, int, int, int]] = []
+    out_of_reach: list[tuple[int, int]] = []
     domains = sorted(hit.domains, key=lambda domain: -domain.score)
     for rank, domain in enumerate(domains):
         if rank > 0 and domain.i_evalue > max_evalue:
@@ -150,11 +170,44 @@ def _hit_positions(hit: plan7.Hit, length: int, max_evalue: float) -> np.ndarray
             (box[1] < other[0] and box[3] < other[2]) or (box[0] > other[1] and box[2] > other[3])
             for other in used
         )
-        if compatible:
-            used.append(box)
-            domain_positions = alignment_positions(a, length)
-            positions = np.where(domain_positions >= 0, domain_positions, positions)
-    return positions
+        if not compatible:
+            continue
+        domain_positions = alignment_positions(a, length)
+        if ca is not None and not _junctions_in_reach(positions, domain_positions, ca):
+            out_of_reach.append((a.hmm_from - 1, a.hmm_to))
+            continue
+        used.append(box)
+        positions = np.where(domain_positions >= 0, domain_positions, positions)
+    aligned = np.flatnonzero(positions >= 0)
+    first, end = int(aligned[0]), int(aligned[-1]) + 1
+    before = [stop for start, stop in out_of_reach if stop <= first]
+    after = [start for start, stop in out_of_reach if start >= end]
+    cuts = ([max(before), first] if before else []) + ([end, min(after)] if after else [])
+    return positions, sorted(set(cuts) - {0, length})
+
+
+def _junctions_in_reach(positions: np.ndarray, added: np.ndarray, ca: np.ndarray) -> bool:
+    """Whether a domain's positions ``added`` meet those already taken, ``positions`` (both int
+    ``[L]``, -1 where unaligned), only where the chain's Cα ``ca`` ``[L, 3]`` (Å) can hold the
+    numbers: the aligned nodes on either side of each junction lie no farther apart than the
+    residues their numbers leave between them span (``k * CA_CA_DISTANCE + CA_REACH_SLACK``
+    for numbers k apart), or than `MAX_DELETE_SPAN` for neighbours in the sequence.
+
+    Two domains of one hit number a chain as one, but HMMER scores each alone: on `bench.build`'s
+    simulated 4 Å maps a second domain numbered residues 4 apart that lay 19-29 Å apart
+    (thirty-fourth stop, a scratch log of one round's searches), the chain linking having
+    joined a stretch from elsewhere. A guard: no final model of `bench.build --cases 4` or of
+    `bench.real --seeds 0 1 2` changed with it (thirty-fifth stop), later stages having
+    dropped or split such chains.
+    """
+    combined = np.where(added >= 0, added, positions)
+    aligned = np.flatnonzero(combined >= 0)
+    from_added = added[aligned] >= 0
+    junction = from_added[1:] != from_added[:-1]
+    numbers_apart = np.diff(combined[aligned])[junction]
+    spans = np.linalg.norm(ca[aligned[1:]] - ca[aligned[:-1]], axis=1)[junction]
+    reach = np.maximum(numbers_apart * CA_CA_DISTANCE + CA_REACH_SLACK, MAX_DELETE_SPAN)
+    return bool(np.all(spans <= reach))
 
 
 def _extend_ends(positions: np.ndarray, segment_length: int) -> np.ndarray:
@@ -234,8 +287,8 @@ def thread_chains(
     Returns
     -------
     list of ChainMatch
-        One per chain, in the order of ``chains``, followed by the overhangs cut off (module
-        docstring). Chains are independent: two chains may be given the same positions
+        One per chain, in the order of ``chains``, followed by the overhangs and stretches cut
+        off (module docstring). Chains are independent: two chains may be given the same positions
         (`joining.join_matches` keeps overlapping ones apart as copies).
     """
     if not sequences:
@@ -253,8 +306,9 @@ def thread_chains(
                f"chain {len(matches) + 1}")
         chain = queue.pop(0)
         name = f"chain{len(matches)}"
+        chain_ca = None if ca is None else ca[chain]
         hmm, best = _best_hit(aa_probs[chain], confidence[chain], name, block, len(sequences),
-                              ca=None if ca is None else ca[chain], rng=rng)
+                              ca=chain_ca, rng=rng)
         if best is None:
             matches.append(ChainMatch.unthreaded(chain, aa_probs))
             continue
@@ -266,18 +320,22 @@ def thread_chains(
         if evalue > max_evalue:
             matches.append(ChainMatch.unthreaded(chain, aa_probs, best.score, evalue))
             continue
-        aligned = _hit_positions(best, len(chain), max_evalue)
-        if ca is not None and not deletions_in_reach(aligned, ca[chain]):
+        aligned, cuts = _hit_positions(best, len(chain), max_evalue, chain_ca)
+        if chain_ca is not None and not deletions_in_reach(aligned, chain_ca):
             # its own generator: the chains after it keep their calibrations' random sequences
             _, redone = _best_hit(aa_probs[chain], confidence[chain], name, block,
-                                  len(sequences), ca=ca[chain], deletes_within_reach=True,
+                                  len(sequences), ca=chain_ca, deletes_within_reach=True,
                                   rng=np.random.default_rng(len(matches)))
             if redone is not None and redone.name == best.name:
-                aligned = _hit_positions(redone, len(chain), max_evalue)
-        positions = _extend_ends(aligned, segment_length)
-        match, overhangs = numbered_match(chain, positions, aa_probs, sequences[index].aatype,
-                                          index, start, best.score, evalue)
+                aligned, cuts = _hit_positions(redone, len(chain), max_evalue, chain_ca)
+        pieces = np.split(np.arange(len(chain)), cuts)
+        kept = next(piece for piece in pieces if np.any(aligned[piece] >= 0))
+        positions = _extend_ends(aligned[kept], segment_length)
+        match, overhangs = numbered_match(chain[kept], positions, aa_probs,
+                                          sequences[index].aatype, index, start, best.score,
+                                          evalue)
         matches.append(match)
+        queue.extend(chain[piece] for piece in pieces if piece[0] != kept[0])
         queue.extend(overhangs)
     report(progress, "thread", 1.0)
     return matches
