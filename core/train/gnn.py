@@ -46,6 +46,7 @@ from ..maps import DensityMap, crop_box
 from ..models import BuiltModel, read_model
 from ..residues import AA_ORDER, BACKBONE_NAMES, MAX_ATOMS, NUM_AA, UNK_INDEX
 from ..simulate import SimulationOptions, simulate_map
+from ..thread.matches import CA_CA_DISTANCE
 from ..thread.profiles import background_frequencies
 from .loop import TrainingRun, add_noise_colour_arg, add_real_fold_args, random_files, worker_rng
 from .realism import Realism, coloured_noise, degrade_map, perturb_atoms
@@ -55,8 +56,6 @@ __all__ = ["GraphAugmentation", "GraphSample", "TrainingGraphs", "chain_links", 
 
 #: Largest C(i)-N(i+1) distance (Å) for a peptide bond between consecutive residues.
 PEPTIDE_BOND_MAX = 2.0
-#: Step between consecutive Cα of a fake peptide, Å.
-CA_CA_DISTANCE = 3.8
 #: Residues whose Cα lies this far (Å) outside the map box still go into the simulation
 #: (their side chains reach into the box).
 CONTEXT_MARGIN = 6.0
