@@ -14,6 +14,7 @@ from cryobuild.evaluate import offered_numbering
 from cryobuild.models import read_model
 from cryobuild.residues import AA_ORDER, ATOM14_MASK, UNK_INDEX
 from cryobuild.sequences import Sequence
+from cryobuild.thread import hints
 from cryobuild.thread.hints import MAX_HINT_EVALUE, MIN_HINT_LENGTH, unassigned_placements
 
 from gnn_synth import noisy_probs
@@ -142,8 +143,8 @@ def test_no_placement_numbers_residues_out_of_reach(il2_path, monkeypatch):
     """An unassigned chain traced straight (a strand) carrying il2's residues 1-74, its first 20
     with the types of the residues two further on (as in `test_thread_search`): no placement
     leaves out residues between two it numbers consecutively that lie farther apart than
-    `search.MAX_DELETE_SPAN`, as threading's search does; with deletes open everywhere one
-    does."""
+    `search.MAX_DELETE_SPAN`, as threading's search does; with deletes open everywhere and the
+    alignments kept as the first search made them, one does."""
     from cryobuild.thread import profiles, search
 
     model = read_model(il2_path).take(np.arange(74))
@@ -172,4 +173,29 @@ def test_no_placement_numbers_residues_out_of_reach(il2_path, monkeypatch):
     assert spans_out_of_reach() == 0
     monkeypatch.setattr(profiles, "step_delete_opens",
                         lambda ca: np.full(len(ca), profiles.GAP_OPEN))
+    monkeypatch.setattr(hints, "_renumbered", lambda found, gated: found)
     assert spans_out_of_reach() > 0
+
+
+def test_a_placement_searched_again_keeps_its_evalue_and_takes_the_gated_numbers():
+    """`hints._renumbered`: an alignment out of reach takes the numbers of the gated alignment
+    on its sequence that shares most of its positions, keeping its own E-value and score (as
+    threading keeps the first search's); one that shares none with any is left out; one in
+    reach stays as it is; a gated alignment taken twice is listed once."""
+    def alignment(evalue, index, positions, within):
+        positions = np.asarray(positions)
+        return (evalue, 30.0 - evalue, index, positions, np.flatnonzero(positions >= 0), within)
+
+    out_of_reach = alignment(0.01, 0, [5, 6, 7, 10, 11, -1], False)
+    twice = alignment(0.02, 0, [5, 6, 7, 10, 12, -1], False)
+    alone = alignment(0.03, 1, [20, 21, 22, 30, 31, 32], False)
+    in_reach = alignment(0.5, 0, [40, 41, 42, 43, -1, -1], True)
+    gated = [alignment(0.04, 0, [5, 6, 7, 8, 9, -1], True),
+             alignment(0.2, 0, [-1, 6, 7, -1, 11, -1], True),
+             alignment(0.06, 1, [60, 61, 62, 63, 64, 65], True)]
+    renumbered = hints._renumbered([in_reach, alone, twice, out_of_reach], gated)
+    assert [item[0] for item in renumbered] == [0.01, 0.5]
+    evalue, score, index, positions, placed, within = renumbered[0]
+    assert (score, index, within) == (out_of_reach[1], 0, True)
+    np.testing.assert_array_equal(positions, gated[0][3])
+    np.testing.assert_array_equal(placed, gated[0][4])

@@ -13,7 +13,8 @@ residue types and confidence, inserts opened at long Cα steps, calibrated; sear
 deletes only where they can be when an alignment leaves out nodes between flanks farther apart
 than `search.MAX_DELETE_SPAN`),
 against the whole of every sequence, and its `TOP_PLACEMENTS` best alignments with an E-value up to
-`MAX_HINT_EVALUE` are listed. Each placement also says how many such hits chance would give
+`MAX_HINT_EVALUE` are listed. An alignment searched again keeps the first search's E-value, as
+threading's does (`_renumbered`). Each placement also says how many such hits chance would give
 among the chains searched (``chance_hits``: E-value x chains), and how many of the positions
 it names the model's threaded chains already hold in every copy (a placement there means
 another copy, or nothing).
@@ -163,8 +164,9 @@ def unassigned_placements(model: BuiltModel, aa_probs: np.ndarray, sequences: li
         found = _alignments(*chain_inputs, rng)
         if not all(within for *_, within in found):
             # its own generator: the chains after it keep their calibrations' random sequences
-            found = _alignments(*chain_inputs, np.random.default_rng(order),
+            gated = _alignments(*chain_inputs, np.random.default_rng(order),
                                 deletes_within_reach=True)
+            found = _renumbered(found, gated)
         numbers = model.residue_number[rows]
         found = [(evalue, score, index,
                   tuple(zip(numbers[placed].tolist(), (positions[placed] + 1).tolist())))
@@ -205,6 +207,27 @@ def _alignments(aa_probs: np.ndarray, confidence: np.ndarray, ca: np.ndarray, na
             found.append((evalue, float(domain.score), int(hit.name), positions, placed,
                           deletions_in_reach(positions, ca)))
     return found
+
+
+def _renumbered(found: list[tuple], gated: list[tuple]) -> list[tuple]:
+    """``found`` (`_alignments`), each alignment that numbers nodes out of reach as
+    consecutive residues numbered instead by the alignment of ``gated`` (the same chain's,
+    deletes only where they can be) on the same sequence that shares the most of its residues'
+    positions, keeping its own E-value and score, as threading keeps the first search's
+    (`search.thread_chains`); with none sharing any, it is left out. A gated alignment taken
+    twice is listed once, with the better E-value."""
+    kept: dict[tuple, tuple] = {}
+    for item in sorted(found, key=lambda item: item[0]):
+        evalue, score, index, positions, _, within = item
+        if not within:
+            shared = [(int(np.sum((other[3] == positions) & (positions >= 0))), other)
+                      for other in gated if other[2] == index and other[5]]
+            best = max(shared, key=lambda pair: pair[0], default=(0, None))
+            if best[0] == 0:
+                continue
+            item = (evalue, score, index, best[1][3], best[1][4], True)
+        kept.setdefault((index, item[3].tobytes()), item)
+    return list(kept.values())
 
 
 def named_placements(placements: tuple[Placement, ...]) -> list[Placement]:
