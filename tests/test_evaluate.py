@@ -368,6 +368,6 @@ def test_bench_real_scores_a_build_of_a_case(il2_path, tmp_path):
     map_path = write_map(density, tmp_path / "il2.mrc")
     case = DevCase("il2", tmp_path, map_path, 3.0, il2_path, None)
     row = run_map(case, network_pairs(None), BuildOptions(resolution=3.0, rounds=1), "cpu",
-                  type_rounds=None)
+                  reference_figures=False)
     assert "error" not in row
     assert row["detector_recall"] > 0.8 and row["final_ca_recall"] > 0.5

@@ -241,7 +241,7 @@ def main(argv=None):
             for case in modelled_cases(args.cases):
                 oracle.use(read_model(case.model_path), np.random.default_rng(seed + 100))
                 options = BuildOptions(resolution=case.resolution, seed=seed)
-                rows.append(run_map(case, pairs, options, args.device, type_rounds=None))
+                rows.append(run_map(case, pairs, options, args.device, reference_figures=False))
     rows = [row for row in rows if "error" not in row and not row["seen"]]
     print(f"\ncandidates: {args.mode}; seeds {' '.join(map(str, args.seeds))}")
     print("| map | Å | final Cα | final seq. | threaded numbered right |")

@@ -73,6 +73,9 @@ __all__ = ["BANDS", "NetworkPair", "main", "modelled_cases", "network_pairs", "p
 
 #: Resolution bands of the means (Å, upper bounds inclusive).
 BANDS = (("<= 3.5 Å", 0.0, 3.5), ("3.5-4.5 Å", 3.5, 4.5), ("> 4.5 Å", 4.5, 99.0))
+#: Rounds of the graph network from the deposited Cα that read its residue types (the builds'
+#: own number).
+TYPE_ROUNDS = 3
 #: Network pairs tried in order when ``--networks`` is not given: the bundled defaults, then
 #: the fine-tune on the other fold (whichever exist).
 DEFAULT_PAIRS = (("detect", "gnn"), ("detect_foldA", "gnn_foldA"))
@@ -149,10 +152,11 @@ def type_information(model, aa_probs: np.ndarray, reference) -> float:
 
 
 def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
-            type_rounds: int | None = 3, keep: Path | None = None) -> dict:
-    """Build one real map with the first pair that did not see it, and score it (the
-    residue-type accuracy from the deposited Cα too, in ``type_rounds`` rounds, unless None);
-    the build's outputs go to ``keep / case.name`` when ``keep`` is given."""
+            reference_figures: bool = True, keep: Path | None = None) -> dict:
+    """Build one real map with the first pair that did not see it, and score it; with
+    ``reference_figures`` also what does not depend on the build (the residue-type accuracy
+    from the deposited Cα in `TYPE_ROUNDS` rounds, the deposited model's fit to the map); the
+    build's outputs go to ``keep / case.name`` when ``keep`` is given."""
     pair, seen = pair_for(case.name, pairs)
     networks = pair.networks(device)
     reference = read_model(case.model_path)
@@ -173,10 +177,12 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
     detected = score(result.points.xyz, reference)
     row.update(detector_recall=round(detected["recall"], 3), detector_precision=round(detected["precision"], 3),
                map_resolution=round(result.view.map_resolution, 2))
-    if type_rounds:
-        types = run_gnn_case(folder_case(case.folder), networks.gnn, rounds=type_rounds,
+    if reference_figures:
+        types = run_gnn_case(folder_case(case.folder), networks.gnn, rounds=TYPE_ROUNDS,
                              device=networks.device)
         row["type_accuracy"] = round(types["aa_accuracy"], 3)
+        row["deposited_cc_mask"] = round(
+            map_fit(reference, density, result.view.map_resolution).cc_mask, 3)
     for label, model in (("raw", result.raw), ("final", result.final)):
         metrics = evaluate(model, reference)
         row[f"{label}_ca_recall"] = round(metrics.ca_recall, 3)
@@ -189,9 +195,7 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
     if metrics.n_threaded_matched:  # none threaded, no share
         row["final_register"] = round(metrics.register_accuracy, 3)
     row["final_type_nll"] = round(type_information(result.final, result.final_aa_probs, reference), 3)
-    # the fit to the map of the final model and of the deposited one, at the resolution read
-    row["final_cc_mask"] = round(result.fit.cc_mask, 3)
-    row["deposited_cc_mask"] = round(map_fit(reference, density, result.view.map_resolution).cc_mask, 3)
+    row["final_cc_mask"] = round(result.fit.cc_mask, 3)  # at the resolution read, as the deposited's
     row["unassigned_fit"] = unassigned_fit_figures(result, reference)
     row["final_out_of_reach"] = numbered_out_of_reach(result.final)
     row["placements"] = placement_figures(result.final, result.placements, sequences, reference)
@@ -373,9 +377,10 @@ COLUMNS = (("detector_recall", "det. recall"), ("detector_precision", "det. prec
 
 def figure(rows: list[dict], key: str) -> float:
     """The mean of ``key`` over ``rows`` (builds): a failed build counts as 0; the types from the
-    deposited Cα and the final types are read once per map, so builds without them are left
-    out, as is the deposited model's fit, which a failed build does not measure; the register
-    pools the threaded residues of all builds (NaN when none threaded)."""
+    deposited Cα and the deposited model's fit are measured once per map (`run_map`'s
+    ``reference_figures``), so builds without them are left out, as are those without final
+    types (a failed build); the register pools the threaded residues of all builds (NaN when
+    none threaded)."""
     if key == "final_register":
         judged = sum(r.get("final_threaded_matched", 0) for r in rows)
         return sum(r.get("final_numbered_right", 0) for r in rows) / judged if judged else np.nan
@@ -523,9 +528,9 @@ def main(argv=None):
                                    blind_check=args.blind_check, restarts=args.restarts, seed=seed,
                                    **threader_options(args))
             keep = args.keep / f"seed{seed}" if args.keep and len(args.seeds) > 1 else args.keep
-            # the types from the deposited Cα do not depend on the seed: read once
+            # the types from the deposited Cα and its fit do not depend on the seed: read once
             seeded.append(run_map(case, pairs, options, args.device, keep=keep,
-                                  type_rounds=3 if seed == args.seeds[0] else None))
+                                  reference_figures=seed == args.seeds[0]))
         print(f"\nseed {seed}: {args.rounds} rounds, {args.threader} threader; resolution {how}; "
               f"networks: {', '.join(p.label for p in pairs)}")
         print_tables(seeded)

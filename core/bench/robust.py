@@ -121,7 +121,7 @@ def main(argv=None):
                 for seed in args.seeds:
                     options = BuildOptions(rounds=args.rounds, resolution=case.resolution,
                                            seed=seed)
-                    row = run_map(changed, pairs, options, args.device, type_rounds=None)
+                    row = run_map(changed, pairs, options, args.device, reference_figures=False)
                     print(json.dumps({"variant": variant, "case": case.name, "seed": seed}),
                           flush=True)
                     table.setdefault(case.name, {}).setdefault(variant, []).append(

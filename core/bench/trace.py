@@ -243,7 +243,7 @@ def main(argv=None):
         with oracle, _recorded(pipeline, "link_chains", record), \
                 _recorded(inference, "detect_calphas", detected):
             built = run_map(case, pairs, BuildOptions(rounds=3, resolution=case.resolution),
-                            args.device, type_rounds=None)
+                            args.device, reference_figures=False)
         if "error" in built or not record:
             continue
         row = {"case": case.name, "resolution": case.resolution, "networks": built["networks"]}
