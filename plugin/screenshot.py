@@ -59,10 +59,12 @@ def status(text):
 
 
 def shoot():
-    cmd.png(SETTINGS["model_png"], width=SETTINGS["viewport"][0], height=SETTINGS["viewport"][1],
-            ray=1, quiet=1)
+    # the screen first: after a ray-traced png the viewport shows that image, not the view a
+    # user has (whose labels PyMOL draws otherwise)
     cmd.refresh()
     subprocess.run(["import", "-window", "root", SETTINGS["screen_png"]], check=False)
+    cmd.png(SETTINGS["model_png"], width=SETTINGS["viewport"][0], height=SETTINGS["viewport"][1],
+            ray=1, quiet=1)
     status("shot")
     cmd.quit()
 

@@ -1004,9 +1004,10 @@ def test_the_view_labels_the_unassigned_chains_likeliest_places(fresh_pymol, il2
     cmd.iterate(view.places_name, "labels.append(label)", space={"labels": labels})
     assert labels == ["B: il2 61-70? (E 0.02)"]
     np.testing.assert_allclose(cmd.get_coords(view.places_name)[0], final.ca[60], atol=1e-3)
-    # drawn in front of the residue, where the map's mesh does not hide it
-    lift = [float(v) for v in cmd.get("label_position", view.places_name).strip("[] ").split(",")]
-    assert lift == [0.0, 0.0, PLACES_LIFT]
+    # drawn in front of the residue, where the map's mesh does not hide it, joined to it
+    lift = cmd.get("label_placement_offset", view.places_name).strip("[] ").split(",")
+    assert [float(v) for v in lift] == [0.0, 0.0, PLACES_LIFT]
+    assert cmd.get("label_connector", view.places_name) == "on"
     view.placements = ()
     fresh_pymol.show_places(view)
     assert view.places_name not in cmd.get_names("objects")
