@@ -47,7 +47,7 @@ from .residues import (
     one_letter,
 )
 
-from .thread.matches import CA_CA_DISTANCE, CA_REACH_SLACK
+from .thread.matches import reach
 
 if TYPE_CHECKING:
     from .models import BuiltModel
@@ -148,8 +148,7 @@ def numbered_out_of_reach(model: BuiltModel) -> int:
     farther apart, Cα to Cα, than their residue numbers can span (module docstring)."""
     same_chain = model.chain_id[1:] == model.chain_id[:-1]
     spans = np.linalg.norm(np.diff(model.ca, axis=0), axis=1)
-    reach = np.diff(model.residue_number) * CA_CA_DISTANCE + CA_REACH_SLACK
-    return int(np.sum(same_chain & (spans > reach)))
+    return int(np.sum(same_chain & (spans > reach(np.diff(model.residue_number)))))
 
 
 def _links_or_default(model: BuiltModel, links: np.ndarray | None) -> np.ndarray:

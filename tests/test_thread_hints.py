@@ -184,7 +184,8 @@ def test_a_placement_searched_again_keeps_its_evalue_and_takes_the_gated_numbers
     reach stays as it is; a gated alignment taken twice is listed once."""
     def alignment(evalue, index, positions, within):
         positions = np.asarray(positions)
-        return (evalue, 30.0 - evalue, index, positions, np.flatnonzero(positions >= 0), within)
+        return hints._Alignment(evalue, 30.0 - evalue, index, positions,
+                                np.flatnonzero(positions >= 0), within)
 
     out_of_reach = alignment(0.01, 0, [5, 6, 7, 10, 11, -1], False)
     twice = alignment(0.02, 0, [5, 6, 7, 10, 12, -1], False)
@@ -197,5 +198,5 @@ def test_a_placement_searched_again_keeps_its_evalue_and_takes_the_gated_numbers
     assert [item[0] for item in renumbered] == [0.01, 0.5]
     evalue, score, index, positions, placed, within = renumbered[0]
     assert (score, index, within) == (out_of_reach[1], 0, True)
-    np.testing.assert_array_equal(positions, gated[0][3])
-    np.testing.assert_array_equal(placed, gated[0][4])
+    np.testing.assert_array_equal(positions, gated[0].positions)
+    np.testing.assert_array_equal(placed, gated[0].placed)

@@ -54,7 +54,7 @@ import dataclasses
 import numpy as np
 
 from ..sequences import Sequence
-from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch
+from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch, reach
 from .placement import ANCHOR_EVALUE
 from .profiles import background_frequencies, match_emissions
 
@@ -193,11 +193,11 @@ def _best_path(start: int, end: int | None, count: int, pool: np.ndarray, ca: np
     ends = [start, start if open_end else end, max(before_start, 0), max(after_end, 0)]
     points = np.concatenate([ca[pool], ca[ends]])
     distance = np.linalg.norm(points[:, None] - points[None], axis=-1)
-    reach = np.arange(1, count + 2) * CA_CA_DISTANCE + CA_REACH_SLACK
+    steps = reach(np.arange(1, count + 2))
     # [count, P]: pool node p may sit at position t (0-based) as far as the two ends allow
-    usable = distance[size, :size] <= reach[:count, None]
+    usable = distance[size, :size] <= steps[:count, None]
     if not open_end:
-        usable &= distance[size + 1, :size] <= reach[count - 1::-1, None]
+        usable &= distance[size + 1, :size] <= steps[count - 1::-1, None]
     step = (distance >= STEP[0]) & (distance <= STEP[1])
     # A state is (position, node, node one position before, or -1 where there is none, or
     # _AFTER_EMPTY); position -1 is the start, ``count`` the end. Its value: (score, log-odds,
@@ -321,8 +321,7 @@ def _extension(chains: list, index: int, side: int, threaded: list[ChainMatch], 
             continue
         for node, (held, _) in entries.items():
             gap = (number - held) * -side
-            reach = gap * CA_CA_DISTANCE + CA_REACH_SLACK
-            if held >= 0 and gap > 0 and np.linalg.norm(ca[node] - ca[start]) <= reach:
+            if held >= 0 and gap > 0 and np.linalg.norm(ca[node] - ca[start]) <= reach(gap):
                 limit = min(limit, gap - 1)
     count = min(limit, MAX_EXTENSION)
     if count < 1:

@@ -62,7 +62,7 @@ from importlib import resources
 import numpy as np
 
 from ..sequences import Sequence
-from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch, concatenate
+from .matches import ChainMatch, concatenate, reach
 from .profiles import background_frequencies, match_emissions
 
 __all__ = [
@@ -122,7 +122,7 @@ def anchor_evalue(searched: int, max_evalue: float) -> float:
 
 def _reachable(ca_a: np.ndarray, ca_b: np.ndarray, gap: int) -> bool:
     """Can residues ``gap`` positions apart have their Cα (Å) at ``ca_a`` and ``ca_b``?"""
-    return bool(np.linalg.norm(ca_a - ca_b) <= gap * CA_CA_DISTANCE + CA_REACH_SLACK)
+    return bool(np.linalg.norm(ca_a - ca_b) <= reach(gap))
 
 
 def _numbered(match: ChainMatch, ca: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -238,7 +238,7 @@ def _stretch(flank: tuple[int, np.ndarray], ca: np.ndarray, number: int) -> floa
     """A junction's Cα distance (Å) from the copy's residue ``flank`` (position, Cα) to a
     chain residue at ``ca`` numbered ``number``, over the most their gap can span."""
     gap = abs(int(number) - int(flank[0]))
-    return float(np.linalg.norm(flank[1] - ca) / (gap * CA_CA_DISTANCE + CA_REACH_SLACK))
+    return float(np.linalg.norm(flank[1] - ca) / reach(gap))
 
 
 def _restrict(match: ChainMatch, fit: _Fit) -> ChainMatch:

@@ -23,6 +23,7 @@ another copy, or nothing).
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import numpy as np
 from pyhmmer import easel
@@ -162,7 +163,7 @@ def unassigned_placements(model: BuiltModel, aa_probs: np.ndarray, sequences: li
         chain_inputs = (aa_probs[rows], model.confidence[rows], model.ca[rows], f"chain {chain}",
                         block, len(sequences))
         found = _alignments(*chain_inputs, rng)
-        if not all(within for *_, within in found):
+        if not all(item.within for item in found):
             # its own generator: the chains after it keep their calibrations' random sequences
             gated = _alignments(*chain_inputs, np.random.default_rng(order),
                                 deletes_within_reach=True)
@@ -182,15 +183,24 @@ def unassigned_placements(model: BuiltModel, aa_probs: np.ndarray, sequences: li
     return tuple(placements)
 
 
+class _Alignment(NamedTuple):
+    """One domain alignment of a chain that could be a placement (`_alignments`)."""
+
+    evalue: float
+    score: float
+    index: int  # of the sequence
+    positions: np.ndarray  # int [L]: 0-based sequence position of each residue, -1 unaligned
+    placed: np.ndarray  # int: the aligned residues' indices
+    within: bool  # the nodes it leaves out leave their flanks in reach (search.deletions_in_reach)
+
+
 def _alignments(aa_probs: np.ndarray, confidence: np.ndarray, ca: np.ndarray, name: str,
                 block: easel.DigitalSequenceBlock, num_sequences: int, rng: np.random.Generator,
-                *, deletes_within_reach: bool = False) -> list[tuple]:
-    """A chain's alignments to the sequences that could be placements: for each domain of
-    E-value up to `MAX_HINT_EVALUE` aligning at least `MIN_HINT_LENGTH` residues, (E-value,
-    score, sequence index, position of each residue ``[L]`` (-1 where unaligned), the aligned
-    residues' indices, whether the nodes it leaves out leave their flanks within reach
-    (`search.deletions_in_reach`)). ``aa_probs`` ``[L, 20]``, ``confidence`` ``[L]``, ``ca`` ``[L,
-    3]`` Å; the profile as threading's search makes it (`search.thread_chains`)."""
+                *, deletes_within_reach: bool = False) -> list[_Alignment]:
+    """A chain's alignments to the sequences that could be placements: each domain of E-value
+    up to `MAX_HINT_EVALUE` aligning at least `MIN_HINT_LENGTH` residues. ``aa_probs`` ``[L,
+    20]``, ``confidence`` ``[L]``, ``ca`` ``[L, 3]`` Å; the profile as threading's search makes it
+    (`search.thread_chains`)."""
     hmm = profile_from_probs(aa_probs, confidence, name, ca=ca,
                              deletes_within_reach=deletes_within_reach)
     calibrate(hmm, rng, samples=CALIBRATION_SAMPLES, filters=False)
@@ -204,29 +214,28 @@ def _alignments(aa_probs: np.ndarray, confidence: np.ndarray, ca: np.ndarray, na
             placed = np.flatnonzero(positions >= 0)
             if len(placed) < MIN_HINT_LENGTH:  # the rest in inserts: no place at all
                 continue
-            found.append((evalue, float(domain.score), int(hit.name), positions, placed,
-                          deletions_in_reach(positions, ca)))
+            found.append(_Alignment(evalue, float(domain.score), int(hit.name), positions,
+                                    placed, deletions_in_reach(positions, ca)))
     return found
 
 
-def _renumbered(found: list[tuple], gated: list[tuple]) -> list[tuple]:
+def _renumbered(found: list[_Alignment], gated: list[_Alignment]) -> list[_Alignment]:
     """``found`` (`_alignments`), each alignment that numbers nodes out of reach as
     consecutive residues numbered instead by the alignment of ``gated`` (the same chain's,
     deletes only where they can be) on the same sequence that shares the most of its residues'
     positions, keeping its own E-value and score, as threading keeps the first search's
     (`search.thread_chains`); with none sharing any, it is left out. A gated alignment taken
     twice is listed once, with the better E-value."""
-    kept: dict[tuple, tuple] = {}
-    for item in sorted(found, key=lambda item: item[0]):
-        evalue, score, index, positions, _, within = item
-        if not within:
-            shared = [(int(np.sum((other[3] == positions) & (positions >= 0))), other)
-                      for other in gated if other[2] == index and other[5]]
-            best = max(shared, key=lambda pair: pair[0], default=(0, None))
-            if best[0] == 0:
+    kept: dict[tuple, _Alignment] = {}
+    for item in sorted(found, key=lambda item: item.evalue):
+        if not item.within:
+            shared = [(int(np.sum((other.positions == item.positions) & (item.positions >= 0))),
+                       other) for other in gated if other.index == item.index and other.within]
+            count, best = max(shared, key=lambda pair: pair[0], default=(0, None))
+            if count == 0:
                 continue
-            item = (evalue, score, index, best[1][3], best[1][4], True)
-        kept.setdefault((index, item[3].tobytes()), item)
+            item = item._replace(positions=best.positions, placed=best.placed, within=True)
+        kept.setdefault((item.index, item.positions.tobytes()), item)
     return list(kept.values())
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..chains import chain_ids
 from ..sequences import Sequence
-from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch, NamedChain, concatenate
+from .matches import CA_CA_DISTANCE, ChainMatch, NamedChain, concatenate, reach
 
 __all__ = ["MAX_JOIN_DISTANCE", "MAX_JOIN_GAP", "MAX_JOIN_OVERLAP", "join_matches", "name_chains"]
 
@@ -166,7 +166,7 @@ def _join_gap_and_distance(first: ChainMatch, second: ChainMatch,
         return None
     ends = np.linalg.norm(backbone[first.nodes[-1], _C] - backbone[second.nodes[0], _N])
     span = np.linalg.norm(backbone[first.nodes[last_a], _CA] - backbone[second.nodes[first_b], _CA])
-    if ends >= MAX_JOIN_DISTANCE or span > gap * CA_CA_DISTANCE + CA_REACH_SLACK:
+    if ends >= MAX_JOIN_DISTANCE or span > reach(gap):
         return None
     return gap, float(ends)
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-__all__ = ["CA_CA_DISTANCE", "CA_REACH_SLACK", "ChainMatch", "NamedChain", "concatenate"]
+__all__ = ["CA_CA_DISTANCE", "CA_REACH_SLACK", "ChainMatch", "NamedChain", "concatenate", "reach"]
 
 #: Å, CA-CA distance of consecutive residues (trans peptide): the most a residue can span.
 CA_CA_DISTANCE = 3.8
@@ -20,6 +20,13 @@ CA_CA_DISTANCE = 3.8
 #: can be where they are: predicted Cα are off by a few tenths of an Å (consecutive Cα 3.81 Å
 #: apart were refused without it).
 CA_REACH_SLACK = 1.0
+
+
+def reach(numbers_apart):
+    """Å: the farthest apart the Cα of two residues ``numbers_apart`` apart in the sequence (an
+    int or int array) may lie, ``numbers_apart * CA_CA_DISTANCE + CA_REACH_SLACK``: the one test
+    of every stage, and of `cryobuild.validation`, whether numbering can hold."""
+    return numbers_apart * CA_CA_DISTANCE + CA_REACH_SLACK
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -44,7 +44,7 @@ import dataclasses
 import numpy as np
 
 from ..sequences import Sequence
-from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch
+from .matches import ChainMatch, reach
 from .profiles import background_frequencies, match_emissions
 
 __all__ = [
@@ -150,7 +150,7 @@ def _reachable(first: np.ndarray, gap: np.ndarray, flank_numbers: np.ndarray,
         rows = anchor_numbers == number
         nearest = np.min(np.linalg.norm(anchor_ca[rows] - first, axis=1))
         windows = flank_numbers == number
-        ok[windows] = nearest <= gap[windows] * CA_CA_DISTANCE + CA_REACH_SLACK
+        ok[windows] = nearest <= reach(gap[windows])
     return ok
 
 

@@ -56,7 +56,7 @@ from ..errors import InputError
 from ..progress import CancelToken, check_cancel
 from ..residues import NUM_AA
 from ..sequences import Sequence
-from .matches import CA_CA_DISTANCE, CA_REACH_SLACK
+from .matches import reach
 
 __all__ = [
     "ALPHABET",
@@ -112,7 +112,7 @@ LONG_STEP_INSERT = 0.5
 #: (`step_delete_opens`): consecutive Cα are 3.80 Å apart, plus `matches.CA_REACH_SLACK`. Nodes
 #: left out inside a helix leave their flanks 5.0-6.2 Å apart (Cα i to i + 2, 3 or 4), so no
 #: looser bound keeps a delete from skipping real residues there.
-DELETE_REACH = CA_CA_DISTANCE + CA_REACH_SLACK
+DELETE_REACH = reach(1)
 #: Random sequences (count, length) for the MSV fit: HMMER's ``EmN``, ``EmL``.
 MSV_SAMPLES = 200
 MSV_LENGTH = 200

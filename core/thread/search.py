@@ -39,7 +39,7 @@ from pyhmmer import easel, plan7
 
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..sequences import Sequence
-from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch
+from .matches import ChainMatch, reach
 from .profiles import (ALPHABET, background_block, calibrate, digital_sequence,
                        profile_from_probs)
 
@@ -201,13 +201,20 @@ def _junctions_in_reach(positions: np.ndarray, added: np.ndarray, ca: np.ndarray
     dropped or split such chains.
     """
     combined = np.where(added >= 0, added, positions)
-    aligned = np.flatnonzero(combined >= 0)
+    aligned, _, numbers_apart, spans = _aligned_steps(combined, ca)
     from_added = added[aligned] >= 0
     junction = from_added[1:] != from_added[:-1]
-    numbers_apart = np.diff(combined[aligned])[junction]
-    spans = np.linalg.norm(ca[aligned[1:]] - ca[aligned[:-1]], axis=1)[junction]
-    reach = np.maximum(numbers_apart * CA_CA_DISTANCE + CA_REACH_SLACK, MAX_DELETE_SPAN)
-    return bool(np.all(spans <= reach))
+    return bool(np.all(spans[junction]
+                       <= np.maximum(reach(numbers_apart[junction]), MAX_DELETE_SPAN)))
+
+
+def _aligned_steps(positions: np.ndarray, ca: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The aligned nodes of ``positions`` (int ``[L]``, -1 where unaligned) and, between each
+    and the next, how many nodes and how many positions apart they are and their Cα distance
+    (``ca`` ``[L, 3]``, Å): ``[A]`` and three ``[A - 1]``."""
+    aligned = np.flatnonzero(positions >= 0)
+    spans = np.linalg.norm(ca[aligned[1:]] - ca[aligned[:-1]], axis=1)
+    return aligned, np.diff(aligned), np.diff(positions[aligned]), spans
 
 
 def _extend_ends(positions: np.ndarray, segment_length: int) -> np.ndarray:
@@ -358,9 +365,8 @@ def deletions_in_reach(positions: np.ndarray, ca: np.ndarray) -> bool:
     """Whether every two aligned nodes with nodes left out between them and consecutive
     positions (a run of delete states) lie within `MAX_DELETE_SPAN` of each other.
     ``positions`` int ``[L]`` (-1 where unaligned), ``ca`` ``[L, 3]`` Å."""
-    aligned = np.flatnonzero(positions >= 0)
-    deleted = (np.diff(aligned) > 1) & (np.diff(positions[aligned]) == 1)
-    spans = np.linalg.norm(ca[aligned[1:]] - ca[aligned[:-1]], axis=1)
+    _, nodes_apart, numbers_apart, spans = _aligned_steps(positions, ca)
+    deleted = (nodes_apart > 1) & (numbers_apart == 1)
     return bool(np.all(spans[deleted] <= MAX_DELETE_SPAN))
 
 
