@@ -14,7 +14,8 @@ changed the ways deposited maps differ, and built each time with its stated reso
 * thresholding: every voxel below the 60th percentile of the non-empty ones set to 0.
 
 Prints one JSON line per build, then per map the final Cα recall of each variant and the
-spread (max - min); the target is a spread <= 0.05. With several ``--seeds`` each variant's
+spread (max - min; the target is a spread <= 0.05), and the spread left when the one variant
+that narrows it most is left out (a map held back by a single variant). With several ``--seeds`` each variant's
 figure is the mean over its builds, and the table adds the seeds' own range (the mean over the
 variants of max - min over the seeds): how far builds of one map differ with nothing changed,
 which a single build's spread includes.
@@ -130,13 +131,17 @@ def main(argv=None):
     several = len(args.seeds) > 1
     print("\nFinal Cα recall per variant" + (f", mean over seeds {args.seeds}" if several else "")
           + "; spread = max - min (target <= 0.05)")
-    print("| map | " + " | ".join(args.variants) + " | spread |"
+    print("| map | " + " | ".join(args.variants) + " | spread | spread without one variant |"
           + (" seeds' range |" if several else ""))
-    print("|---|" + "---|" * (len(args.variants) + 1 + several))
+    print("|---|" + "---|" * (len(args.variants) + 2 + several))
     for name, figures in table.items():
         means = [float(np.mean(figures[v])) for v in args.variants]
+        # the variant whose leaving out narrows the spread most, and the spread without it
+        without = min((np.ptp(means[:k] + means[k + 1:]), variant)
+                      for k, variant in enumerate(args.variants)) if len(means) > 2 else None
         line = (f"| {name} | " + " | ".join(f"{v:.2f}" for v in means)
-                + f" | {max(means) - min(means):.2f} |")
+                + f" | {max(means) - min(means):.3f} | "
+                + (f"{without[0]:.3f} (without {without[1]}) |" if without else "- |"))
         if several:
             line += f" {np.mean([np.ptp(figures[v]) for v in args.variants]):.2f} |"
         print(line)
