@@ -1,4 +1,5 @@
-"""Amino-acid alphabet, the atom14 atom layout, chi angles and the side-chain build table.
+"""Amino-acid alphabet, the atom14 atom layout, chi angles, the side-chain build table, and how
+far apart a chain's Cα can lie (`reach`).
 
 The order is alphabetical by one-letter code (as in HMMER's amino alphabet, so residue-type
 probabilities map onto pyhmmer profiles column for column). Index `UNK_INDEX` (20, one-letter
@@ -55,6 +56,9 @@ __all__ = [
     "build_tables",
     "one_letter",
     "one_hot",
+    "CA_CA_DISTANCE",
+    "CA_REACH_SLACK",
+    "reach",
 ]
 
 #: One-letter codes in network/profile order (HMMER's "ACDEFGHIKLMNPQRSTVWY").
@@ -428,3 +432,18 @@ def one_hot(aatype: np.ndarray) -> np.ndarray:
     """float32 ``[R, 20]``: residue-type indices ``aatype`` ``[R]`` one-hot; `UNK_INDEX` gives a
     row of zeros (no type)."""
     return np.eye(NUM_AA + 1, dtype=np.float32)[np.asarray(aatype, dtype=np.int64)][:, :NUM_AA]
+
+
+#: Å, CA-CA distance of consecutive residues (trans peptide): the most a residue can span.
+CA_CA_DISTANCE = 3.8
+#: Å added to ``gap * CA_CA_DISTANCE`` when asking whether residues ``gap`` apart in sequence
+#: can be where they are: predicted Cα are off by a few tenths of an Å (consecutive Cα 3.81 Å
+#: apart were refused without it).
+CA_REACH_SLACK = 1.0
+
+
+def reach(numbers_apart):
+    """Å: the farthest apart the Cα of two residues ``numbers_apart`` apart in the sequence (an
+    int or int array) may lie, ``numbers_apart * CA_CA_DISTANCE + CA_REACH_SLACK``: the one test
+    of every threading stage, and of `cryobuild.validation`, whether numbering can hold."""
+    return numbers_apart * CA_CA_DISTANCE + CA_REACH_SLACK

@@ -45,9 +45,8 @@ from .residues import (
     NUM_TORSIONS,
     build_tables,
     one_letter,
+    reach,
 )
-
-from .thread.matches import reach
 
 if TYPE_CHECKING:
     from .models import BuiltModel

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from cryobuild.thread.joining import MAX_JOIN_OVERLAP, join_matches
-from cryobuild.thread.matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch
+from cryobuild.residues import CA_CA_DISTANCE, CA_REACH_SLACK
+from cryobuild.thread.matches import ChainMatch
 
 #: Uniform residue-type probabilities for nodes (the types of pieces cut off).
 def _probs(count: int) -> np.ndarray:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cryobuild.thread.matches import CA_CA_DISTANCE, ChainMatch
+from cryobuild.residues import CA_CA_DISTANCE
+from cryobuild.thread.matches import ChainMatch
 from cryobuild.thread.placement import ANCHOR_EVALUE, place_chains
 from cryobuild.residues import AA_ORDER
 from cryobuild.sequences import Sequence

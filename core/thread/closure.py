@@ -54,7 +54,8 @@ import dataclasses
 import numpy as np
 
 from ..sequences import Sequence
-from .matches import CA_CA_DISTANCE, CA_REACH_SLACK, ChainMatch, reach
+from ..residues import CA_CA_DISTANCE, CA_REACH_SLACK, reach
+from .matches import ChainMatch
 from .placement import ANCHOR_EVALUE
 from .profiles import background_frequencies, match_emissions
 

@@ -62,7 +62,8 @@ from importlib import resources
 import numpy as np
 
 from ..sequences import Sequence
-from .matches import ChainMatch, concatenate, reach
+from ..residues import reach
+from .matches import ChainMatch, concatenate
 from .profiles import background_frequencies, match_emissions
 
 __all__ = [

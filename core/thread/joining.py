@@ -12,7 +12,8 @@ import numpy as np
 
 from ..chains import chain_ids
 from ..sequences import Sequence
-from .matches import CA_CA_DISTANCE, ChainMatch, NamedChain, concatenate, reach
+from ..residues import CA_CA_DISTANCE, reach
+from .matches import ChainMatch, NamedChain, concatenate
 
 __all__ = ["MAX_JOIN_DISTANCE", "MAX_JOIN_GAP", "MAX_JOIN_OVERLAP", "join_matches", "name_chains"]
 

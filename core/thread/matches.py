@@ -1,5 +1,5 @@
 """What threading gives each chain: `ChainMatch` (a chain and its sequence positions) and
-`NamedChain` (with its chain ID), and the Cα geometry shared by the threading stages.
+`NamedChain` (with its chain ID).
 
 Every stage of `cryobuild.thread` takes and returns `ChainMatch` lists; only `joining.name_chains`
 makes `NamedChain` objects.
@@ -12,22 +12,7 @@ import math
 
 import numpy as np
 
-__all__ = ["CA_CA_DISTANCE", "CA_REACH_SLACK", "ChainMatch", "NamedChain", "concatenate", "reach"]
-
-#: Å, CA-CA distance of consecutive residues (trans peptide): the most a residue can span.
-CA_CA_DISTANCE = 3.8
-#: Å added to ``gap * CA_CA_DISTANCE`` when asking whether residues ``gap`` apart in sequence
-#: can be where they are: predicted Cα are off by a few tenths of an Å (consecutive Cα 3.81 Å
-#: apart were refused without it).
-CA_REACH_SLACK = 1.0
-
-
-def reach(numbers_apart):
-    """Å: the farthest apart the Cα of two residues ``numbers_apart`` apart in the sequence (an
-    int or int array) may lie, ``numbers_apart * CA_CA_DISTANCE + CA_REACH_SLACK``: the one test
-    of every stage, and of `cryobuild.validation`, whether numbering can hold."""
-    return numbers_apart * CA_CA_DISTANCE + CA_REACH_SLACK
-
+__all__ = ["ChainMatch", "NamedChain", "concatenate"]
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ChainMatch:

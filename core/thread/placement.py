@@ -44,7 +44,8 @@ import dataclasses
 import numpy as np
 
 from ..sequences import Sequence
-from .matches import ChainMatch, reach
+from ..residues import reach
+from .matches import ChainMatch
 from .profiles import background_frequencies, match_emissions
 
 __all__ = [

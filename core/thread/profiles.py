@@ -56,7 +56,7 @@ from ..errors import InputError
 from ..progress import CancelToken, check_cancel
 from ..residues import NUM_AA
 from ..sequences import Sequence
-from .matches import reach
+from ..residues import reach
 
 __all__ = [
     "ALPHABET",
@@ -109,7 +109,7 @@ LONG_STEP = 4.2
 #: M -> I probability after a node whose step to the next is at least `LONG_STEP`.
 LONG_STEP_INSERT = 0.5
 #: Å: the farthest apart two nodes may lie that a delete numbers as consecutive residues
-#: (`step_delete_opens`): consecutive Cα are 3.80 Å apart, plus `matches.CA_REACH_SLACK`. Nodes
+#: (`step_delete_opens`): consecutive Cα are 3.80 Å apart, plus `residues.CA_REACH_SLACK`. Nodes
 #: left out inside a helix leave their flanks 5.0-6.2 Å apart (Cα i to i + 2, 3 or 4), so no
 #: looser bound keeps a delete from skipping real residues there.
 DELETE_REACH = reach(1)

@@ -39,7 +39,8 @@ from pyhmmer import easel, plan7
 
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..sequences import Sequence
-from .matches import ChainMatch, reach
+from ..residues import reach
+from .matches import ChainMatch
 from .profiles import (ALPHABET, background_block, calibrate, digital_sequence,
                        profile_from_probs)
 

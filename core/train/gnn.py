@@ -46,7 +46,7 @@ from ..maps import DensityMap, crop_box
 from ..models import BuiltModel, read_model
 from ..residues import AA_ORDER, BACKBONE_NAMES, MAX_ATOMS, NUM_AA, UNK_INDEX
 from ..simulate import SimulationOptions, simulate_map
-from ..thread.matches import CA_CA_DISTANCE
+from ..residues import CA_CA_DISTANCE
 from ..thread.profiles import background_frequencies
 from .loop import TrainingRun, add_noise_colour_arg, add_real_fold_args, random_files, worker_rng
 from .realism import Realism, coloured_noise, degrade_map, perturb_atoms
