@@ -114,8 +114,9 @@ NEIGHBOUR_SKIN = 1.0
 MAX_LINK_DISTANCE = 4.0
 #: ... unless their Cα are at most this far apart (Å; consecutive Cα are 3.8 Å apart): then the
 #: residues are neighbours whose frames point the wrong way (a residue added by closure or
-#: bridging before its one graph-network pass), and the bond is restored. The longest step
-#: closure's paths take (`thread.closure.STEP`). At 4.6 Å, a step of 4.8 Å between
+#: bridging before its one graph-network pass), and the bond is restored. Closure's paths take
+#: steps of up to 4.8 Å (`thread.closure.STEP`, `residues.reach`), which the last graph-network
+#: pass may lengthen a little. At 4.6 Å, a step of 4.8 Å between
 #: consecutively numbered residues on EMD-2566 (seed 0) and one on MAVS (seed 2) were left
 #: unbonded, and the density pulled them 6-7 Å apart (bond rmsd 0.13 and 0.09 Å); at 5.0 Å
 #: neither, and `bench.real --seeds 0 1 2` gave every figure the same to the digit but

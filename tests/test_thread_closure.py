@@ -95,6 +95,22 @@ def test_fragment_out_of_reach_is_left_alone():
     assert loose.nodes.tolist() == [9, 8, 7, 5, 4]
 
 
+
+def test_no_step_longer_than_one_residue_reaches():
+    """Nodes 4-9 run 4.9 Å apart from node 3 on to node 10, just past `residues.reach` (4.8 Å)
+    for consecutive residues: the gap stays open. (With steps allowed up to 5.0 Å, closure
+    numbered nodes 5-8 as residues 6-9, consecutive numbers 4.9 Å apart, which
+    `validation.numbered_out_of_reach` then counts.)"""
+    ca = np.zeros((14, 3))
+    for i in range(1, 14):
+        stretched = 4 <= i <= 10
+        ca[i, 0] = ca[i - 1, 0] + (3.43 if stretched else RISE)
+        ca[i, 1] = ca[i - 1, 1] + (3.5 if stretched else ZIG) * (1 if i % 2 else -1)
+    assert np.allclose(np.linalg.norm(np.diff(ca[3:11], axis=0), axis=1), 4.9, atol=0.01)
+    result = _scene(ca, _probs(SEQUENCE.aatype), [4, 5, 6, 7, 8, 9])
+    [threaded] = [m for m in result if m.threaded]
+    assert threaded.residue_number.tolist() == [1, 2, 3, 4, 11, 12, 13, 14]
+
 def test_fragment_whose_types_disagree_is_left_alone():
     """Nodes in the right places whose residue types contradict the sequence there."""
     ca = _zigzag(14)

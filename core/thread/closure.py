@@ -87,8 +87,9 @@ MAX_ANCHORED_GAP = 20
 #: Å: Cα-Cα distance of a step along the path. Consecutive Cα are 3.80 Å apart (trans
 #: peptides; 2.9 Å for the rare cis ones); where linking broke, the predicted Cα are further
 #: off: of the true neighbours left unlinked in the last round of 3 Å builds, 70% were 3.0-4.6
-#: Å apart and 87% 2.6-5.2 Å (linked ones: 99% within 3.0-4.6 Å; scratch diagnostic).
-STEP = (2.8, 5.0)
+#: Å apart and 87% 2.6-5.2 Å (linked ones: 99% within 3.0-4.6 Å; scratch diagnostic). The
+#: longest is ``reach(1)``, as every other stage numbers consecutive residues.
+STEP = (2.8, reach(1))
 #: Å: least and most distance from Cα(i) to Cα(i + 2). The Cα pseudo-bond angle is 80-150°
 #: in proteins (tight turns to extended strands), which puts Cα(i + 2) 4.9-7.3 Å from Cα(i).
 MIN_SKIP = 4.4
