@@ -35,7 +35,8 @@ HMM threader's result is returned instead, with a warning (`Threading.threader` 
 threaded). The caller names the chains (`joining.name_chains`).
 
 The split: one module per stage, each taking and returning `ChainMatch` lists, plus `matches`
-for those types and the Cα geometry every stage shares, so that stages import each other only
+for those types (the Cα reach every stage tests numbering by is `cryobuild.residues.reach`,
+which `cryobuild.validation` uses too), so that stages import each other only
 for what they compute (placement and closure score with the profiles' match emissions; closure
 extends only chains placement would anchor on). `profiles` also holds the profile files and
 database search of the ``build_no_seq`` and ``hmm_search`` commands: they are the same

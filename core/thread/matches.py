@@ -14,6 +14,7 @@ import numpy as np
 
 __all__ = ["ChainMatch", "NamedChain", "concatenate"]
 
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class ChainMatch:
     """A chain and the sequence positions threading gave its residues.
