@@ -12,7 +12,7 @@ from pyhmmer import plan7
 from cryobuild.chains import chain_ids, link_chains
 from cryobuild.cli import main as cli_main
 from cryobuild.models import read_model
-from cryobuild.residues import AA_ORDER
+from cryobuild.residues import AA_ORDER, reach
 from cryobuild.sequences import Sequence, read_fasta
 from cryobuild.thread import ChainMatch, joining, profiles, search
 
@@ -193,7 +193,7 @@ def test_a_stretch_joined_on_from_elsewhere_is_threaded_on_its_own(il2_path, mon
         for match in matches:
             nodes, numbered = match.nodes[match.assigned], match.residue_number[match.assigned]
             spans = np.linalg.norm(np.diff(ca[nodes], axis=0), axis=1)
-            out_of_reach += int(np.sum(spans > np.diff(numbered) * 3.8 + 1.0))
+            out_of_reach += int(np.sum(spans > reach(np.diff(numbered))))
             numbers[nodes] = numbered
         return out_of_reach, numbers
 
