@@ -60,7 +60,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .chains import MIN_EXISTENCE, ResiduePredictions, chain_ids, link_chains, runs_against
+from .chains import (MIN_EXISTENCE, ResiduePredictions, chain_ids, link_chains, relink_by_shape,
+                     runs_against)
 from .errors import BuildError, InputError
 from .extent import working_map
 from .features import NetworkMap, standardise
@@ -112,6 +113,12 @@ __all__ = [
 #: Threaded (and sequence-free) chains shorter than this (residues) are left out of the final
 #: model (METHODS §4); unassigned pieces need `UNASSIGNED_MIN_LENGTH`.
 MIN_CHAIN_LENGTH = 4
+#: Å: maps of this resolution or worse have their linked chains checked against known Cα shapes
+#: (`chains.relink_by_shape`). Three seeds of `bench.real`'s maps with the check everywhere:
+#: T20S α's sequence recall 0.30 -> 0.41 (0.27 -> 0.40 over six seeds), Nav β1 0.22 -> 0.28,
+#: the 3.5-4.5 Å band 0.224 -> 0.233, but TMV at 2.3 Å 0.81 -> 0.77 and 3JB0 D at 2.9 Å 0.98 ->
+#: 0.97, whose links are right already (docs/results_log.md, thirty-sixth stop).
+SHAPE_FROM_RESOLUTION = 3.5
 #: Confidence (0-100) below which a residue of an unassigned chain (traced, not threaded) is
 #: left out of the final model, with the stretches of fewer than `UNASSIGNED_MIN_LENGTH`
 #: residues it leaves between such residues. 65 is a predicted Cα error of 0.86 Å
@@ -949,6 +956,8 @@ def _traced_and_threaded(view: NetworkMap, points: CalphaPoints, sequences: list
         report(progress, "thread", 0.0, f"{label}: linking chains")
         predictions = residue_predictions(graph)
         chains = link_chains(predictions, options.min_existence)
+        if view.map_resolution >= SHAPE_FROM_RESOLUTION:
+            chains = relink_by_shape(chains, predictions.backbone[:, 1])
         graph = graph.turned(runs_against(predictions.backbone, chains))
         threading = thread(chains, graph.aa_probs, graph.confidence,
                            graph.atom14_positions[:, :3], sequences,

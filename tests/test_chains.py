@@ -13,11 +13,15 @@ from cryobuild.chains import (
     MAX_CA_CA,
     MAX_PEPTIDE_BOND,
     MIN_LINK_PROB,
+    SHAPE_MAX_RMS,
+    SHAPE_WINDOW,
     ResiduePredictions,
     chain_ids,
     link_chains,
+    relink_by_shape,
     remove_duplicates,
     runs_against,
+    shape_rms,
 )
 from cryobuild.models import read_model
 
@@ -242,3 +246,22 @@ def test_secondary_structure_of_a_helix_bundle_and_a_strand(il2_path):
     # the same trace numbered in runs of two: no run holds an i to i+2 span
     broken = dataclasses.replace(strand, residue_number=np.array([1, 2, 10, 11, 20, 21, 30, 31, 40, 41]))
     assert np.all(secondary_structure(broken) == 0)
+
+
+def test_a_link_no_protein_takes_gives_way_to_one_of_known_shape(il2_path):
+    """il2's first 20 Cα, traced as nodes 0-9 linked on to a false node folded back 40° onto
+    node 8 (a pseudo-bond angle no protein takes), and nodes 10-19 a chain of their own. No
+    window holding the false link fits a known Cα shape, the junction of nodes 9 and 10 does, and
+    the chain is traced through it; the false node is left alone. The true chain stays as it is."""
+    model = read_model(il2_path)
+    ca = model.ca[model.runs()[0][:20]].astype(np.float64)
+    back = (ca[8] - ca[9]) / np.linalg.norm(ca[8] - ca[9])
+    side = np.cross(back, ca[10] - ca[9])
+    side /= np.linalg.norm(side)
+    false = ca[9] + 3.8 * (np.cos(np.radians(40)) * back + np.sin(np.radians(40)) * side)
+    nodes = np.vstack([ca, false])
+    true = np.arange(20)
+    assert shape_rms(np.stack([ca[i:i + SHAPE_WINDOW] for i in range(15)])).max() < SHAPE_MAX_RMS
+    traced = [np.r_[true[:10], 20], true[10:]]
+    assert [chain.tolist() for chain in relink_by_shape(traced, nodes)] == [true.tolist(), [20]]
+    assert [chain.tolist() for chain in relink_by_shape([true], nodes)] == [true.tolist()]

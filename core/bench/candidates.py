@@ -29,7 +29,7 @@ property of the candidates holds the builds back (README, "What holds the bars b
   exact shape, which a build would have to infer.
 * ``library:K``: as ``fragments:K``, but each window's shape is not the deposited one: the
   mean of the `LIBRARY_BEST` fragments of K residues that fit its candidates best, of
-  `LIBRARY_SIZE` drawn from the training structures (`fragment_library`); runs of deposited
+  `LIBRARY_SIZE` drawn from the training structures (`train.ca_fragments.fragment_library`); runs of deposited
   residues shorter than K are not fitted. It still knows each candidate's residue.
 
 Every candidate gets the median score of the detector's own. The draws are seeded by the
@@ -48,9 +48,10 @@ from ..detect import inference
 from ..models import read_model
 from ..pipeline import BuildOptions
 from ..points import CalphaPoints
+from ..train.ca_fragments import fragment_library
 from .real import BANDS, modelled_cases, network_pairs, run_map
 
-__all__ = ["MODES", "OracleCandidates", "fragment_library", "oracle_points", "main"]
+__all__ = ["MODES", "OracleCandidates", "oracle_points", "main"]
 
 #: Å: a candidate this near a deposited Cα is on the protein (`bench.detect.COVER_DISTANCE`).
 NEAR = 2.5
@@ -100,22 +101,6 @@ def _superposed(moving: np.ndarray, target: np.ndarray, points: np.ndarray, best
     return moved.mean(0) + target.mean(0)
 
 
-def fragment_library(window: int, count: int, rng: np.random.Generator) -> np.ndarray:
-    """Cα fragments ``[count, window, 3]`` (Å): windows of ``window`` consecutive residues drawn
-    at random from the training structures (`data.default_split`, which keeps the real maps'
-    proteins out), the shapes ``library:K`` fits (module docstring)."""
-    from ..data import default_split
-
-    fragments = []
-    for record in default_split()["train"]:
-        model = read_model(record.path)
-        for run in model.runs():
-            for first in range(len(run) - window + 1):
-                fragments.append(model.ca[run[first:first + window]])
-    fragments = np.asarray(fragments, dtype=np.float64)
-    return fragments[rng.choice(len(fragments), min(count, len(fragments)), replace=False)]
-
-
 def _taken(distance: np.ndarray, nearest: np.ndarray, residues: int) -> np.ndarray:
     """For each of ``residues`` deposited Cα, the index of the candidate it takes, -1 for none,
     from each candidate's ``distance`` (Å) to its ``nearest`` Cα (``[C]`` each): candidates in
@@ -157,7 +142,7 @@ def oracle_points(mode: str, reference, detected: CalphaPoints, rng: np.random.G
                   library: np.ndarray | None = None) -> CalphaPoints:
     """The candidates of ``mode`` (module docstring; ``"noise:0.6"`` etc.) for the deposited
     model ``reference``, from the detector's candidates ``detected`` (``library:K`` fits the
-    fragments of ``library``, `fragment_library`)."""
+    fragments of ``library``, `train.ca_fragments.fragment_library`)."""
     name, _, value = mode.partition(":")
     ca = reference.ca
     distance, nearest = cKDTree(ca).query(detected.xyz)
