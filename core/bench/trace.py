@@ -11,18 +11,21 @@ partners are consecutive residues of one deposited chain. Per map:
 
 * **direction right**: of the nodes with a neighbour after them, the share whose predicted
   C - N points towards that neighbour's Cα (0.5 is a coin toss);
-* **in chains >= 10**: traced residues in chains of 10 or more, without -> with step 4;
-* **neighbours linked**: neighbour pairs consecutive in a chain, without -> with step 4, of
+* **in chains >= 10**: traced residues in chains of 10 or more, without -> with step 4 ->
+  with step 4 and `cryobuild.chains.relink_by_shape` (which builds apply on maps of
+  `cryobuild.pipeline.SHAPE_FROM_RESOLUTION` or worse; here on every map);
+* **neighbours linked**: neighbour pairs consecutive in a chain, the same three ways, of
   the neighbour pairs and of the deposited chains' consecutive pairs (those with a residue
   no node stands for cannot be linked), and of those with step 4 how many run against the
   deposited direction;
-* **right by chain length**: of the nodes in linked chains (with step 4) of 1, 2-3, 4-9 and 10
-  or more residues, the share paired with a deposited Cα; the last line sums them over the maps
+* **right by chain length**: of the nodes in linked chains (as the build links them) of 1, 2-3,
+  4-9 and 10 or more residues, the share paired with a deposited Cα; the last line sums them over the maps
   (`cryobuild.pipeline.UNASSIGNED_MIN_LENGTH` quotes it).
 
 A second table says what the links of those chains join and how close the Cα sit:
 
-* **links**: each link of the chains (with step 4) by the deposited residues nearest its two
+* **links**: each link of the chains (with step 4, as the build links them: with the shape
+  relink on maps of `cryobuild.pipeline.SHAPE_FROM_RESOLUTION` or worse) by the deposited residues nearest its two
   nodes (within 3 Å; not one-to-one, so two nodes on one residue show): *next* (consecutive
   residues of one chain), *skip* (two or three apart in one chain; the median Cα-Cα distance of
   those links beside it), *same* (one residue), *false* (a node with no deposited Cα within 3
@@ -53,7 +56,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from .. import pipeline
-from ..chains import link_chains
+from ..chains import link_chains, relink_by_shape
 from ..detect import inference
 from ..data import dev_cases
 from ..evaluate import match_calpha
@@ -186,9 +189,11 @@ def neighbour_pairs(node_ca: np.ndarray, reference) -> np.ndarray:
     return np.array(pairs, dtype=np.int64).reshape(-1, 2)
 
 
-def trace_figures(predictions, reference, candidates: np.ndarray | None = None) -> dict:
+def trace_figures(predictions, reference, candidates: np.ndarray | None = None,
+                  resolution: float = 0.0) -> dict:
     """The figures of the module docstring for one map's linking input ``predictions`` (and
-    its Cα candidates ``[M, 3]``, Å, for the placement of those; without them NaN)."""
+    its Cα candidates ``[M, 3]``, Å, for the placement of those; without them NaN) at the
+    map's ``resolution`` (Å; it decides whether the build relinks by shape)."""
     backbone = predictions.backbone
     pairs = neighbour_pairs(backbone[:, 1], reference)
     own = backbone[pairs[:, 0], 2] - backbone[pairs[:, 0], 0]
@@ -196,13 +201,20 @@ def trace_figures(predictions, reference, candidates: np.ndarray | None = None) 
     row = {"neighbour_pairs": len(pairs), "deposited_pairs": int(reference.follows().sum()),
            "direction_right": round(float(np.mean((own * towards).sum(-1) > 0)), 3)}
     true = set(map(tuple, pairs.tolist()))
-    for label, direction_free in (("directed", False), ("with_step4", True)):
+    linked = {}
+    for label, direction_free, by_shape in (("directed", False, False),
+                                            ("with_step4", True, False),
+                                            ("with_shape", True, True)):
         chains = link_chains(predictions, direction_free=direction_free)
+        if by_shape:
+            chains = relink_by_shape(chains, backbone[:, 1])
+        linked[label] = chains
         links = {(a, b) for chain in chains for a, b in zip(chain[:-1].tolist(), chain[1:].tolist())}
         row[f"in_long_chains_{label}"] = int(sum(len(c) for c in chains if len(c) >= LONG_CHAIN))
         row[f"linked_{label}"] = len(true & links) + len({(b, a) for a, b in true} & links)
-        if direction_free:
+        if direction_free and not by_shape:
             row["linked_against"] = len({(b, a) for a, b in true} & links)
+    chains = linked["with_shape" if resolution >= pipeline.SHAPE_FROM_RESOLUTION else "with_step4"]
     row["traced"] = int(sum(len(c) for c in chains))
     paired = np.zeros(len(backbone), dtype=bool)
     paired[match_calpha(backbone[:, 1], reference.ca)[0]] = True
@@ -248,11 +260,12 @@ def main(argv=None):
             continue
         row = {"case": case.name, "resolution": case.resolution, "networks": built["networks"]}
         row.update(trace_figures(record[0][0], read_model(case.model_path),
-                                 detected[0][1].points.xyz if detected else None))
+                                 detected[0][1].points.xyz if detected else None,
+                                 case.resolution))
         rows.append(row)
     labels = [label for label, _, _ in LENGTH_CLASSES]
-    print("\n| map | Å | direction right | traced | in chains >= 10 (without -> with step 4) "
-          "| neighbours linked (of pairs, of deposited pairs) | of them against the deposited direction | "
+    print("\n| map | Å | direction right | traced | in chains >= 10 (without -> with step 4 -> "
+          "with shapes) | neighbours linked, the same three ways (of pairs, of deposited pairs) | of them against the deposited direction | "
           + " | ".join(f"right in chains of {label}" for label in labels) + " |")
     print("|---|---|---|---|---|---|---|" + "---|" * len(labels))
 
@@ -263,8 +276,9 @@ def main(argv=None):
     for row in sorted(rows, key=lambda r: r["resolution"]):
         print(f"| {row['case']} | {row['resolution']} | {row['direction_right']:.2f} | "
               f"{row['traced']} | {row['in_long_chains_directed']} -> "
-              f"{row['in_long_chains_with_step4']} | {row['linked_directed']} -> "
-              f"{row['linked_with_step4']} ({row['neighbour_pairs']}, {row['deposited_pairs']}) | {row['linked_against']} | "
+              f"{row['in_long_chains_with_step4']} -> {row['in_long_chains_with_shape']} | "
+              f"{row['linked_directed']} -> {row['linked_with_step4']} -> "
+              f"{row['linked_with_shape']} ({row['neighbour_pairs']}, {row['deposited_pairs']}) | {row['linked_against']} | "
               f"{shares([row])} |")
     print(f"| all maps | | | | | | | {shares(rows)} |")
 
