@@ -19,17 +19,17 @@ partners are consecutive residues of one deposited chain. Per map:
   no node stands for cannot be linked), and of those with step 4 how many run against the
   deposited direction;
 * **right by chain length**: of the nodes in linked chains (as the build links them) of 1, 2-3,
-  4-9 and 10 or more residues, the share paired with a deposited Cα; the last line sums them over the maps
-  (`cryobuild.pipeline.UNASSIGNED_MIN_LENGTH` quotes it).
+  4-9 and 10 or more residues, the share paired with a deposited Cα; the last line sums them
+  over the maps (`cryobuild.pipeline.UNASSIGNED_MIN_LENGTH` quotes it).
 
 A second table says what the links of those chains join and how close the Cα sit:
 
 * **links**: each link of the chains (with step 4, as the build links them: with the shape
-  relink on maps of `cryobuild.pipeline.SHAPE_FROM_RESOLUTION` or worse) by the deposited residues nearest its two
-  nodes (within 3 Å; not one-to-one, so two nodes on one residue show): *next* (consecutive
-  residues of one chain), *skip* (two or three apart in one chain; the median Cα-Cα distance of
-  those links beside it), *same* (one residue), *false* (a node with no deposited Cα within 3
-  Å), *other* (anything else: another chain, farther along);
+  relink on maps of `cryobuild.pipeline.SHAPE_FROM_RESOLUTION` or worse) by the deposited
+  residues nearest its two nodes (within 3 Å; not one-to-one, so two nodes on one residue
+  show): *next* (consecutive residues of one chain), *skip* (two or three apart in one chain;
+  the median Cα-Cα distance of those links beside it), *same* (one residue), *false* (a node
+  with no deposited Cα within 3 Å), *other* (anything else: another chain, farther along);
 * **chain length**: median and longest chain;
 * **skips by Cα step** (one table pooled over the maps): the links on the protein (all but
   *false*) in classes of their Cα-Cα step (`STEP_EDGES`), and how many of them *skip*: where
