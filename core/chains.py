@@ -90,6 +90,7 @@ __all__ = [
     "link_chains",
     "runs_against",
     "load_ca_fragments",
+    "superposed_squares",
     "shape_rms",
     "relink_by_shape",
     "chain_ids",
@@ -135,11 +136,12 @@ SHAPE_MAX_RMS = 0.45
 #: Å: least and most Cα-Cα distance of two pieces' ends that `relink_by_shape` may join.
 SHAPE_STEP = (2.8, 4.6)
 #: Known shapes: windows of the training structures (`cryobuild.train.ca_fragments`), each also
-#: read backwards. 1,000 gave the builds of 5,000 at the speed of builds without the fit.
+#: read backwards. 1,000 gave the builds of 5,000 (docs/results_log.md, thirty-sixth stop).
 FRAGMENT_COUNT = 1000
 CA_FRAGMENTS_RESOURCE = "ca_fragments.json"
-#: Windows fitted at once (memory: this times the fragments times 9 float64).
-_SHAPE_BATCH = 256
+#: Windows fitted at once (memory: about this times 600 pairs of the packaged fragments, each
+#: two windows and a covariance, 45 float64).
+_SHAPE_BATCH = 512
 
 #: Chain names that fit PDB's one-character chain column, in the order they are used.
 _SINGLE_IDS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -431,24 +433,43 @@ def load_ca_fragments() -> np.ndarray:
     return np.concatenate([fragments, fragments[:, ::-1]])
 
 
-def shape_rms(windows: np.ndarray, fragments: np.ndarray | None = None) -> np.ndarray:
+def superposed_squares(moving: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Å² ``[...]``: the least sum of squared distances between ``moving`` and ``target`` (``[...,
+    W, 3]``, Å, broadcast against each other) after the rigid motion that best superposes one on
+    the other (Kabsch 1976, reflections excluded; both centred here)."""
+    moving = moving - moving.mean(axis=-2, keepdims=True)
+    target = target - target.mean(axis=-2, keepdims=True)
+    covariance = np.einsum("...wi,...wj->...ij", moving, target)
+    singular = np.linalg.svd(covariance, compute_uv=False)
+    singular[..., 2] *= np.sign(np.linalg.det(covariance))
+    return (moving**2).sum((-2, -1)) + (target**2).sum((-2, -1)) - 2 * singular.sum(-1)
+
+
+def shape_rms(windows: np.ndarray, fragments: np.ndarray | None = None, *,
+              within: float = SHAPE_MAX_RMS) -> np.ndarray:
     """Å ``[M]``: for each window ``[M, W, 3]`` of Cα (Å), the rms of its best fit to any of the
     ``fragments`` ``[F, W, 3]`` (centred; `load_ca_fragments` by default) after the optimal
-    rigid superposition (Kabsch 1976, reflections excluded)."""
+    rigid superposition (`superposed_squares`), where that is ``within`` Å or less; ``inf``
+    where no fragment fits that well.
+
+    Only the pairs that can fit are superposed: the rms of a fit is at least the difference of
+    the two radii of gyration (the cross term of the squares is at most the product of the
+    norms), which leaves about 30 % of the pairs of the packaged fragments at 0.45 Å."""
     fragments = load_ca_fragments() if fragments is None else fragments
     windows = np.asarray(windows, dtype=np.float64)
     windows = windows - windows.mean(axis=1, keepdims=True)
-    fragment_squares = (fragments**2).sum((1, 2))
-    best = np.empty(len(windows))
+    width = windows.shape[1]
+    gyration = np.sqrt((windows**2).sum((1, 2)) / width)
+    fragment_gyration = np.sqrt((fragments**2).sum((1, 2)) / width)
+    best = np.full(len(windows), np.inf)
     for first in range(0, len(windows), _SHAPE_BATCH):
-        batch = windows[first:first + _SHAPE_BATCH]
-        covariance = np.einsum("fwi,mwj->mfij", fragments, batch)
-        singular = np.linalg.svd(covariance, compute_uv=False)
-        singular[..., 2] *= np.sign(np.linalg.det(covariance))
-        squares = (fragment_squares[None] + (batch**2).sum((1, 2))[:, None]
-                   - 2 * singular.sum(-1))
-        best[first:first + _SHAPE_BATCH] = squares.min(axis=1)
-    return np.sqrt(np.maximum(best, 0.0) / windows.shape[1])
+        block = slice(first, first + _SHAPE_BATCH)
+        window, fragment = np.nonzero(
+            np.abs(gyration[block, None] - fragment_gyration[None]) <= within)
+        window += first
+        np.minimum.at(best, window, superposed_squares(fragments[fragment], windows[window]))
+    rms = np.sqrt(np.maximum(best, 0.0) / width)
+    return np.where(rms <= within, rms, np.inf)
 
 
 def relink_by_shape(chains: list[np.ndarray], ca: np.ndarray, *,
@@ -457,8 +478,9 @@ def relink_by_shape(chains: list[np.ndarray], ca: np.ndarray, *,
     known Cα shape exchanged for better-fitting ones where there are any.
 
     Each chain of at least `SHAPE_WINDOW` nodes is cut at every link no window holding it fits
-    within ``max_rms`` Å (`shape_rms`). The ends of all pieces (and of the chains too short to
-    fit) are then joined greedily, the best-fitting junction first: the last node of one piece
+    within ``max_rms`` Å (`shape_rms`); where no link is cut, the chains are returned as they
+    are. Otherwise the ends of all pieces (and of the chains too short to fit) are joined
+    greedily, the best-fitting junction first: the last node of one piece
     to the first of another whose Cα (``ca`` ``[N, 3]``, Å) lie `SHAPE_STEP` apart, scored by
     the best fit among the windows holding the junction, accepted within ``max_rms``, each end
     once and without cycles. A cut link whose two ends found no other partner is restored, so
@@ -466,14 +488,19 @@ def relink_by_shape(chains: list[np.ndarray], ca: np.ndarray, *,
     consecutive residues for 0.64-0.84 of the links at 3.5-4.8 Å; those whose windows fit, for
     0.83-0.89 (docs/results_log.md, thirty-sixth stop)."""
     width = SHAPE_WINDOW
-    pieces, restored = [], {}
+    windows = [chain[i:i + width] for chain in chains for i in range(len(chain) - width + 1)]
+    if not windows:
+        return list(chains)
+    fits = shape_rms(ca[np.stack(windows)], within=max_rms)
+    pieces, restored, first = [], {}, 0
     for chain in chains:
         if len(chain) < width:
             pieces.append(chain)
             continue
-        fits = shape_rms(np.stack([ca[chain[i:i + width]] for i in range(len(chain) - width + 1)]))
+        own = fits[first:first + len(chain) - width + 1]
+        first += len(own)
         # link j (node j to j + 1) lies in windows max(0, j - width + 2) .. j
-        held = np.array([fits[max(0, j - width + 2):j + 1].min() for j in range(len(chain) - 1)])
+        held = np.array([own[max(0, j - width + 2):j + 1].min() for j in range(len(chain) - 1)])
         split = np.split(chain, np.flatnonzero(held > max_rms) + 1)
         restored.update((len(pieces) + k, len(pieces) + k + 1) for k in range(len(split) - 1))
         pieces.extend(split)
@@ -494,7 +521,7 @@ def relink_by_shape(chains: list[np.ndarray], ca: np.ndarray, *,
             windows.append(ca[joined[first:first + width]])
     following, preceding = {}, {}
     if windows:
-        fits = shape_rms(np.stack(windows))
+        fits = shape_rms(np.stack(windows), within=max_rms)
         best = {}
         for pair, fit in zip(junctions, fits.tolist()):
             best[pair] = min(fit, best.get(pair, np.inf))

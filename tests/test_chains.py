@@ -22,6 +22,7 @@ from cryobuild.chains import (
     remove_duplicates,
     runs_against,
     shape_rms,
+    superposed_squares,
 )
 from cryobuild.models import read_model
 
@@ -265,3 +266,24 @@ def test_a_link_no_protein_takes_gives_way_to_one_of_known_shape(il2_path):
     traced = [np.r_[true[:10], 20], true[10:]]
     assert [chain.tolist() for chain in relink_by_shape(traced, nodes)] == [true.tolist(), [20]]
     assert [chain.tolist() for chain in relink_by_shape([true], nodes)] == [true.tolist()]
+
+
+def test_shape_fits_skip_only_fragments_that_cannot_fit():
+    """A rotated, moved copy superposes exactly; `shape_rms` (which superposes only the pairs
+    whose radii of gyration allow a fit within the cut) gives the best fit over every fragment
+    where that is within the cut, and inf elsewhere."""
+    from cryobuild.chains import load_ca_fragments
+
+    rng = np.random.default_rng(0)
+    fragments = load_ca_fragments()
+    rotation = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    rotation *= np.sign(np.linalg.det(rotation))
+    assert superposed_squares(fragments[:5] @ rotation + 7.0, fragments[:5]) == pytest.approx(
+        0.0, abs=1e-9)
+    windows = fragments[rng.integers(0, len(fragments), 40)] + rng.normal(0, 0.3, (40, 6, 3))
+    every = np.sqrt(np.maximum(superposed_squares(fragments[None], windows[:, None]), 0.0)
+                    / SHAPE_WINDOW).min(axis=1)
+    fits = shape_rms(windows)
+    within = every <= SHAPE_MAX_RMS
+    assert 0 < within.sum() < len(windows)
+    assert np.allclose(fits[within], every[within]) and np.isinf(fits[~within]).all()

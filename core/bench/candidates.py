@@ -44,6 +44,7 @@ import argparse
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ..chains import superposed_squares
 from ..detect import inference
 from ..models import read_model
 from ..pipeline import BuildOptions
@@ -87,15 +88,12 @@ def _superposed(moving: np.ndarray, target: np.ndarray, points: np.ndarray, best
     """The mean of ``points`` ``[L, P, 3]`` over the ``best`` of the L fits, each moved by the
     rigid motion that best superposes its ``moving`` ``[L, M, 3]`` on ``target`` ``[M, 3]``
     (M >= 3; least squares, Kabsch 1976); the fits are ranked by their residual sum of
-    squares, and only the ``best`` are moved (a library has 20,000)."""
-    mc = moving - moving.mean(1, keepdims=True)
-    tc = target - target.mean(0)
-    u, singular, vt = np.linalg.svd(np.einsum("lmi,mj->lij", mc, tc))
-    d = np.sign(np.linalg.det(u @ vt))
-    residual = (mc**2).sum((1, 2)) - 2 * (singular[:, 0] + singular[:, 1] + d * singular[:, 2])
-    rows = np.argsort(residual)[:best]  # the target's own sum of squares is common to all
-    u, vt = u[rows], vt[rows]
-    u[:, :, 2] *= d[rows, None]
+    squares (`chains.superposed_squares`), and only the ``best`` are moved (a library has
+    20,000)."""
+    rows = np.argsort(superposed_squares(moving, target))[:best]
+    mc = moving[rows] - moving[rows].mean(1, keepdims=True)
+    u, _, vt = np.linalg.svd(np.einsum("lmi,mj->lij", mc, target - target.mean(0)))
+    u[:, :, 2] *= np.sign(np.linalg.det(u @ vt))[:, None]
     rotation = u @ vt  # row vectors: x -> x @ rotation
     moved = np.einsum("lpi,lij->lpj", points[rows] - moving[rows].mean(1, keepdims=True), rotation)
     return moved.mean(0) + target.mean(0)
