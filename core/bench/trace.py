@@ -205,9 +205,8 @@ def trace_figures(predictions, reference, candidates: np.ndarray | None = None,
     for label, direction_free, by_shape in (("directed", False, False),
                                             ("with_step4", True, False),
                                             ("with_shape", True, True)):
-        chains = link_chains(predictions, direction_free=direction_free)
-        if by_shape:
-            chains = relink_by_shape(chains, backbone[:, 1])
+        chains = (relink_by_shape(linked["with_step4"], backbone[:, 1]) if by_shape
+                  else link_chains(predictions, direction_free=direction_free))
         linked[label] = chains
         links = {(a, b) for chain in chains for a, b in zip(chain[:-1].tolist(), chain[1:].tolist())}
         row[f"in_long_chains_{label}"] = int(sum(len(c) for c in chains if len(c) >= LONG_CHAIN))
