@@ -44,6 +44,9 @@ DOCK_SHARE = 0.3
 WINDOW_SHARE = 0.9
 #: The panel's sequence box, in text lines.
 SEQUENCE_LINES = 4
+#: Lines of the log that stay in view however short the dock: the controls above it scroll
+#: instead (at 1400x900 the whole panel scrolled, and hid the log's newest lines below the fold).
+LOG_MIN_LINES = 6
 #: The device choices: label and `Bridge.engine`'s device; "remote" takes its value from the
 #: address field (a Dask scheduler: inference runs on its workers, the session stays here).
 DEVICES = (("auto", "auto"), ("CPU", "cpu"), ("GPU", "cuda"), ("remote: tcp://…", "remote"))
@@ -230,8 +233,11 @@ class CryobuildPanel(QtWidgets.QWidget):
     # ------------------------------------------------------------------ layout
 
     def _build_form(self) -> None:
+        """The controls, scrolling when the dock is short, above the log, which keeps
+        `LOG_MIN_LINES` in view; a splitter between them lets the user give either more."""
         self.setWindowTitle("cryobuild")
-        outer = QtWidgets.QVBoxLayout(self)
+        controls = QtWidgets.QWidget()
+        outer = QtWidgets.QVBoxLayout(controls)
 
         inputs = QtWidgets.QGroupBox("Build")
         form = QtWidgets.QFormLayout(inputs)
@@ -364,7 +370,13 @@ class CryobuildPanel(QtWidgets.QWidget):
         self.log_view = QtWidgets.QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(2000)
-        outer.addWidget(self.log_view, 1)
+        self.log_view.setMinimumHeight(
+            LOG_MIN_LINES * self.log_view.fontMetrics().lineSpacing()
+            + 2 * self.log_view.frameWidth() + 8)  # + the document's margins
+        self.splitter = _ControlsAndLog(_ControlsArea(controls), self.log_view)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.splitter)
 
         self.open_map_button.clicked.connect(lambda: self.open_map())
         self.fasta_button.clicked.connect(lambda: self.load_fasta())
@@ -811,15 +823,58 @@ class CryobuildPanel(QtWidgets.QWidget):
             log.info("cryobuild: panel closed, %d job(s) cancelled", asked)
 
 
+class _ControlsAndLog(QtWidgets.QSplitter):
+    """The controls above the log. Each resize gives the controls their whole height where
+    there is room for it beside the log's minimum, and the log the rest (a splitter alone keeps
+    its old shares, so a dock made taller would still scroll its controls), until the user
+    drags the handle: then the user's split stays."""
+
+    def __init__(self, controls, log_view):
+        super().__init__(QtCore.Qt.Vertical)
+        self.addWidget(controls)
+        self.addWidget(log_view)
+        self.setChildrenCollapsible(False)
+        self.split_by_user = False
+        self.splitterMoved.connect(lambda *_: setattr(self, "split_by_user", True))
+
+    def resizeEvent(self, event):
+        super().resizeEvent(event)
+        if self.split_by_user:
+            return
+        total = sum(self.sizes())
+        controls = min(self.widget(0).needed_height(), total - self.widget(1).minimumHeight())
+        self.setSizes([max(controls, 0), total - max(controls, 0)])
+
+
+class _ControlsArea(QtWidgets.QScrollArea):
+    """The panel's controls, scrolled when the dock is shorter than they are. Its size hint is
+    the controls' whole height (a plain scroll area asks for at most 24 lines), so the splitter
+    gives them all they need first and the log the rest."""
+
+    def __init__(self, controls):
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setFrameShape(QtWidgets.QFrame.NoFrame)
+        self.setWidget(controls)
+
+    def needed_height(self) -> int:
+        """px the controls take at this width without scrolling (wrapped labels included)."""
+        controls = self.widget()
+        if controls.hasHeightForWidth():
+            return max(controls.heightForWidth(self.width()), controls.minimumSizeHint().height())
+        return controls.sizeHint().height()
+
+    def sizeHint(self):
+        hint = self.widget().sizeHint()
+        return QtCore.QSize(hint.width() + self.verticalScrollBar().sizeHint().width(), hint.height())
+
+
 class _PanelDock(QtWidgets.QDockWidget):
     def __init__(self, panel, parent=None):
         super().__init__("cryobuild", parent)
         self.panel = panel
         self.setObjectName("cryobuild_dock")
-        scroll = QtWidgets.QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(panel)
-        self.setWidget(scroll)
+        self.setWidget(panel)
 
     def closeEvent(self, event):
         self.panel.shutdown()

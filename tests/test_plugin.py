@@ -252,6 +252,24 @@ def test_panel_builds_and_validates_sequences_as_you_type(fresh_pymol, il2, qapp
     assert panel.grab().width() > 0
 
 
+def test_the_log_stays_in_view_and_the_controls_scroll_when_the_panel_is_short(fresh_pymol, il2, qapp):
+    """At 1400x900 the whole panel used to scroll and hid the log's newest lines below the
+    fold; now the controls scroll and the log keeps `LOG_MIN_LINES` lines in view."""
+    panel = open_panel(fresh_pymol, map_path=str(il2[0]))
+    lines = panel.log_view.fontMetrics().lineSpacing() * panel_module.LOG_MIN_LINES
+    for height in (300, 500, 1200):
+        panel.resize(420, height)
+        panel.show()
+        qapp.processEvents()
+        log_box = panel.log_view.geometry().translated(panel.log_view.parentWidget().mapTo(panel, QtCore.QPoint(0, 0)))
+        assert panel.rect().contains(log_box), (height, log_box, panel.rect())
+        assert panel.log_view.viewport().height() >= lines, height
+        controls = panel.splitter.widget(0)
+        scrolls = controls.verticalScrollBar().maximum() > 0
+        assert scrolls == (height - panel.log_view.minimumHeight() < controls.needed_height()), height
+    panel.hide()
+
+
 def test_the_remote_device_asks_for_a_scheduler_and_says_when_it_cannot_reach_it(fresh_pymol, il2, qapp):
     """"remote: tcp://…" shows an address field; a build without an address is refused with
     what to type; an unreachable scheduler is reported in the log; the engine for an address
