@@ -12,9 +12,11 @@ paths and writes nothing (the CLI and the engine write at the edges):
    sequence threading (`thread.thread`: pyhmmer profiles, unthreaded chains placed into the
    sequence gaps between threaded ones, joining, gaps of threaded chains filled and their ends
    extended with untraced nodes) and `thread.joining.name_chains`; the threaded model feeds
-   the next round (`_traced_and_threaded`). With ``restarts`` K > 1 the rounds run K times
-   from the candidates, each start with other random initial frames and threading at the
-   E-value cut / K, and the build goes on with the start that threads the most residues;
+   the next round (`_traced_and_threaded`). The rounds run K times from the candidates
+   (`starts_for`: by default 3 at 3.5 Å or worse, else 1), each start with other random
+   initial frames and threading at the E-value cut / K; the start that threads the most
+   residues is the base, and the others' threaded chains on density and sequence positions it
+   left free are merged into it (`_merged`, `thread.merging`);
 3. the threads of each sequence threaded only weakly checked against residue types that
    never saw it (`_blind_checked`: two more graph-network passes without the type prior, one
    given a composition stand-in for the sequences; `thread.confirm`), the unconfirmed ones
@@ -91,6 +93,7 @@ __all__ = [
     "UNASSIGNED_MIN_DETECTION",
     "UNASSIGNED_MIN_LENGTH",
     "RESTARTS",
+    "RESTARTS_FROM_RESOLUTION",
     "BuildOptions",
     "Networks",
     "ChainReport",
@@ -162,15 +165,17 @@ UNASSIGNED_MIN_LENGTH = 2
 #: on the demo but cost PSF1 0.12 of final Cα recall (0.62 -> 0.50) and γ-secretase 0.012.
 UNASSIGNED_MIN_DETECTION = 2 / 3
 #: Starts of a build's rounds from the Cα candidates (`BuildOptions.restarts`), each with other
-#: random initial frames; the build keeps the start that threads the most residues. At 3.5-4.5 Å
-#: which chains thread is a near miss that changes with the initial frames (sequence recall of one
-#: map over builds that differ in nothing that matters: Nav β1 0.00-0.37, MAVS 0.67-0.97;
-#: docs/results_log.md, "Sixteenth stop"). Before `features.reading_grid`, two starts took that
-#: band's mean from 0.13 to 0.18 at 2.1 times the build time, three to 0.19 at 3.1 times, and cost
-#: TMV 0.75 -> 0.69 (its marginal threads fail the cut divided by K) (``python -m
-#: cryobuild.bench.real --restarts K``, 2026-12-05): a gain the size of that spread, so one
-#: start by default.
-RESTARTS = 1
+#: random initial frames, on maps of `RESTARTS_FROM_RESOLUTION` or worse (`starts_for`). At
+#: 3.5-4.5 Å which chains thread is a near miss that changes with the initial frames (sequence
+#: recall of one map over builds that differ in nothing that matters: Nav β1 0.00-0.37, MAVS
+#: 0.67-0.97; docs/results_log.md, "Sixteenth stop"), so starts that each thread at the E-value
+#: cut / K thread different chains, and merged (`thread.merging.merge_starts`) they hold more
+#: than any one of them: on T20S α three starts numbered 0.45, 0.50 and 0.45 of the deposited
+#: residues right, and together 0.71 (docs/results_log.md, "Thirty-eighth stop"). Better than
+#: 3.5 Å one start threads nearly all it can, and the cut / K cost TMV its marginal threads
+#: (0.75 -> 0.69 with three starts, 2026-12-05), so one start there.
+RESTARTS = 3
+RESTARTS_FROM_RESOLUTION = 3.5
 #: Å: a node's detection support is the probability of the nearest Cα candidate within this
 #: distance (0 without one): the graph network moves nodes up to about 3 Å from the
 #: candidates they started from.
@@ -295,8 +300,9 @@ class BuildOptions:
     (`_final_residues`); blind_check: after the last round, a sequence threaded only weakly
     keeps its chains only if residue types that never saw it find one of them there too
     (`_blind_checked`, `thread.confirm`); restarts: how many times the rounds run from the Cα
-    candidates, each start with other random initial frames, the build keeping the start that
-    threads the most residues (`RESTARTS`)."""
+    candidates, each start with other random initial frames and threading at the E-value cut
+    divided by their number, their threads merged (None: `starts_for` the map's
+    resolution)."""
 
     rounds: int = 3
     threader: str = "hmm"
@@ -312,12 +318,12 @@ class BuildOptions:
     resolution: float | None = None
     threaded_only: bool = False
     blind_check: bool = True
-    restarts: int = RESTARTS
+    restarts: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.rounds, int) or not 1 <= self.rounds <= 20:
             raise InputError(f"rounds must be a whole number from 1 to 20, got {self.rounds!r}")
-        if not isinstance(self.restarts, int) or not 1 <= self.restarts <= 8:
+        if self.restarts is not None and (not isinstance(self.restarts, int) or not 1 <= self.restarts <= 8):
             raise InputError(f"restarts must be a whole number from 1 to 8, got {self.restarts!r}")
         if self.threader not in THREADERS:
             raise InputError(f"threader must be one of {', '.join(THREADERS)}, got {self.threader!r}")
@@ -921,6 +927,42 @@ class _Start:
         return int(sum(chain.match.assigned.sum() for chain in self.named if chain.match.threaded))
 
 
+def starts_for(options: BuildOptions, map_resolution: float) -> int:
+    """How many starts a build of a map of ``map_resolution`` Å runs: ``options.restarts``, or
+    by default `RESTARTS` at `RESTARTS_FROM_RESOLUTION` or worse and one otherwise."""
+    if options.restarts is not None:
+        return options.restarts
+    return RESTARTS if map_resolution >= RESTARTS_FROM_RESOLUTION else 1
+
+
+def _merged(starts: list[_Start], sequences: list[Sequence]) -> _Start:
+    """One start from several (`BuildOptions.restarts`), the first the base: its chains, and
+    the threaded chains of the others that stand on density and sequence positions it left
+    free (`thread.merging.merge_starts`), fitted into its copies and joined to the pieces they
+    continue as one start's chains are (`thread.copies.assign_copies`,
+    `thread.joining.join_matches`). The graph holds every start's last-round nodes; the last
+    round's model is the merged one (so the raw model holds every merged chain); the other
+    rounds and the blind check's count are the base's."""
+    from .gnn.refine import concatenate_graphs
+    from .thread.copies import assign_copies
+    from .thread.joining import join_matches
+    from .thread.merging import merge_starts
+
+    graph = concatenate_graphs([start.graph for start in starts])
+    shifts = np.cumsum([0] + [start.graph.num_nodes for start in starts[:-1]])
+    chains = [[dataclasses.replace(chain.match, nodes=chain.match.nodes + shift) for chain in start.named]
+              for start, shift in zip(starts, shifts)]
+    ca = graph.atom14_positions[:, 1]
+    matches = merge_starts(chains, ca, min_length=MIN_CHAIN_LENGTH)
+    matches = assign_copies(matches, ca, graph.aa_probs, graph.confidence, sequences)
+    matches = join_matches(matches, graph.atom14_positions[:, :3], graph.aa_probs)
+    named = name_chains(matches, sequences)
+    model, aa_probs, reports = _assemble(graph, named, sequences, final=False)
+    base = starts[0]
+    last = RoundResult(base.rounds[-1].index, model, aa_probs, reports)
+    return _Start(base.rounds[:-1] + [last], graph, named, base.dropped)
+
+
 def round_label(index: int, rounds: int, restarts: int = 1) -> str:
     """How progress, warnings and round events name round ``index`` (1-based over all starts)
     of a build of ``rounds`` rounds per start and ``restarts`` starts: ``"round 2/3"``, or with
@@ -1065,16 +1107,21 @@ def build(
     if not sequences and networks.gnn.config.use_sequence:
         residue_strings = [composition_stand_in(len(points))]
     seconds["gnn"] = seconds["thread"] = 0.0
-    # With more than one start each threads at a stricter E-value cut, so that keeping the
-    # best of them does not make a chance thread likelier than one start makes it.
-    start_options = dataclasses.replace(options, max_evalue=options.max_evalue / options.restarts)
+    # With more than one start each threads at a stricter E-value cut, so that merging them
+    # does not make a chance thread likelier than one start makes it.
+    restarts = starts_for(options, view.map_resolution)
+    notify("starts", restarts)
+    start_options = dataclasses.replace(options, max_evalue=options.max_evalue / restarts,
+                                        restarts=restarts)
     starts = []
-    for number in range(options.restarts):
+    for number in range(restarts):
         starts.append(_traced_and_threaded(
             view, points, sequences, residue_strings, networks, start_options, context, taken,
             seconds, progress, cancel, notify, frame_seed=options.seed + number,
             first_round=number * options.rounds, anchors=anchors))
     chosen = max(starts, key=lambda s: s.threaded_residues)  # the first of equals
+    if len(starts) > 1:
+        chosen = _merged([chosen] + [s for s in starts if s is not chosen], sequences)
     rounds, graph, named, dropped = chosen.rounds, chosen.graph, chosen.named, chosen.dropped
     if dropped:
         notify("warning", f"{dropped} chain{'s' if dropped > 1 else ''} threaded in the last "

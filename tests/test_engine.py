@@ -869,6 +869,18 @@ def test_rounds_of_several_starts_are_named_by_start():
         "start 2/2, round 3/3"]
 
 
+def test_a_map_of_4_angstrom_runs_three_starts_and_names_their_rounds(engine, il2):
+    """The pipeline decides how many starts a build runs (`pipeline.starts_for`: three at 3.5 Å
+    or worse) and says so before the rounds: the engine's round events and progress follow."""
+    density, _, sequence = il2
+    job = engine.start_build(density, [sequence], BuildOptions(rounds=1, relax=False, resolution=4.0))
+    events, _ = drive(job)
+    rounds = [e.message.split(":")[0] for e in events if e.kind == "round"]
+    assert rounds == ["start 1/3, round 1/1", "start 2/3, round 1/1", "start 3/3, round 1/1"], rounds
+    fractions = [e.fraction for e in events if e.kind == "round"]
+    assert fractions == sorted(fractions) and fractions[-1] < 1.0
+
+
 def test_spliced_reports_describe_each_chain_as_it_is_now(il2):
     """A chain that kept residues and gained new ones reports what it holds now and the best
     of its parts' alignments; a chain only kept keeps its report's figures; a gone chain goes."""

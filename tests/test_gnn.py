@@ -450,3 +450,26 @@ def test_bench_chain_error_parts_split_along_and_across_the_chain(il2_model):
     residues = np.arange(10, 40)[::-1]
     along, off = chain_error_parts(ca[residues] + 0.7 * tangent[residues], il2_model, residues)
     assert abs(along - 0.7) < 0.05 and off < 0.05
+
+
+def test_concatenated_graphs_keep_each_graphs_edges_on_its_own_nodes():
+    from cryobuild.gnn.refine import GraphOutput, concatenate_graphs
+
+    def graph(n, k, first):
+        edges = np.full((n, k), -1)
+        edges[:, 0] = (np.arange(n) + 1) % n  # each node's next one, in a ring
+        probs = np.zeros((n, k), np.float32)
+        probs[:, 0] = 0.9
+        return GraphOutput(
+            rotations=np.tile(np.eye(3, dtype=np.float32), (n, 1, 1)),
+            translations=np.full((n, 3), first, np.float32),
+            atom14_positions=np.zeros((n, 14, 3), np.float32), atom14_mask=np.zeros((n, 14), bool),
+            aa_probs=np.full((n, 20), 0.05, np.float32), confidence=np.full(n, first, np.float32),
+            existence=np.ones(n, np.float32), edge_index=edges, next_prob=probs,
+            previous_prob=probs.copy(), torsions=np.zeros((n, 20, 5, 2), np.float32))
+
+    joined = concatenate_graphs([graph(3, 2, 0.0), graph(4, 3, 1.0)])
+    assert joined.num_nodes == 7 and joined.edge_index.shape == (7, 3)
+    np.testing.assert_array_equal(joined.edge_index[:, 0], [1, 2, 0, 4, 5, 6, 3])
+    assert (joined.edge_index[:3, 1:] == -1).all() and (joined.next_prob[:3, 2] == 0).all()
+    np.testing.assert_array_equal(joined.confidence, [0, 0, 0, 1, 1, 1, 1])

@@ -173,10 +173,10 @@ def test_the_il2_reproduction_of_issue_17_places_no_position_twice(il2_path, tmp
         assert len(numbers) == len(set(numbers.tolist())), chain
 
 
-def test_restarts_keep_the_start_that_threads_the_most(il2_path, networks, monkeypatch):
-    """With ``restarts=2`` each start threads at half the E-value cut, and the build keeps the
-    start that threads the most residues: here the first start's threads are taken away, so a
-    build that kept the first start would hold no threaded chain."""
+def test_restarts_build_on_the_start_that_threads_the_most(il2_path, networks, monkeypatch):
+    """With ``restarts=2`` each start threads at half the E-value cut, and the build goes on
+    from the start that threads the most residues: here the first start's threads are taken
+    away, so a build that went on from the first start would hold no threaded chain."""
     import dataclasses
 
     from cryobuild import pipeline
@@ -201,3 +201,44 @@ def test_restarts_keep_the_start_that_threads_the_most(il2_path, networks, monke
     assert [(s, e) for s, e, _ in seen] == [(0, MAX_THREAD_EVALUE / 2), (1, MAX_THREAD_EVALUE / 2)]
     assert seen[1][2] > 0 and _threaded(result)
     assert [r.index for r in result.rounds] == [4, 5, 6]
+
+
+def test_restarts_merge_the_threads_each_start_holds_alone(il2_path, networks, monkeypatch):
+    """Each of two starts keeps the threads of one half of il2's sequence only; the merged
+    build threads residues of both halves, none twice (`thread.merging`)."""
+    import dataclasses
+
+    from cryobuild import pipeline
+
+    il2, text, _ = _protein(il2_path, "")
+    half = len(text) // 2
+    traced_and_threaded = pipeline._traced_and_threaded
+
+    def one_half(*args, frame_seed, **kwargs):
+        start = traced_and_threaded(*args, frame_seed=frame_seed, **kwargs)
+        named = []
+        for chain in start.named:
+            match = chain.match
+            numbers = match.residue_number
+            outside = (numbers > half) if frame_seed == 0 else (numbers <= half)
+            numbers = np.where(outside, -1, numbers)
+            if match.threaded and not (numbers >= 0).any():
+                match = dataclasses.replace(match, sequence_index=-1, residue_number=numbers)
+            else:
+                match = dataclasses.replace(match, residue_number=numbers)
+            named.append(dataclasses.replace(chain, match=match))
+        return dataclasses.replace(start, named=named)
+
+    monkeypatch.setattr(pipeline, "_traced_and_threaded", one_half)
+    result = _build([il2], [Sequence("il2", text)], networks, restarts=2)
+    numbers = result.final.residue_number[np.isin(result.final.chain_id, [r.chain_id for r in _threaded(result)])]
+    assert (numbers <= half).sum() >= 10 and (numbers > half).sum() >= 10, numbers
+    _no_position_twice(result)
+
+
+def test_maps_of_3_5_angstrom_or_worse_run_three_starts_by_default():
+    from cryobuild.pipeline import RESTARTS, BuildOptions, starts_for
+
+    assert starts_for(BuildOptions(), 3.4) == 1
+    assert starts_for(BuildOptions(), 3.5) == RESTARTS == 3
+    assert starts_for(BuildOptions(restarts=2), 4.5) == 2 and starts_for(BuildOptions(restarts=2), 2.0) == 2

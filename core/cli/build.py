@@ -88,12 +88,13 @@ def add_tuning_args(parser):
 def add_restarts_arg(parser):
     """``--restarts K`` (`pipeline.BuildOptions.restarts`), shared with the benchmarks that
     measure it."""
-    from ..pipeline import RESTARTS
+    from ..pipeline import RESTARTS, RESTARTS_FROM_RESOLUTION
 
-    parser.add_argument("--restarts", type=int, default=RESTARTS, metavar="K",
+    parser.add_argument("--restarts", type=int, default=None, metavar="K",
                         help="run the rounds K times from the Cα candidates, each with other random "
-                             "initial frames, and keep the start that threads the most residues (each "
-                             f"threads at max E-value / K; default {RESTARTS})")
+                             "initial frames and threading at max E-value / K, and merge their "
+                             f"threads (default: {RESTARTS} on maps of {RESTARTS_FROM_RESOLUTION:g} Å "
+                             "or worse, else 1)")
 
 
 def add_blind_check_arg(parser):

@@ -33,7 +33,8 @@ from .density import DensityVolume
 from .network import GraphInputs, GraphNetwork, confidence_from_error
 
 __all__ = [
-    "CROP_MAP_MARGIN", "GraphOutput", "RefineOptions", "crop_assignment", "load_gnn", "refine",
+    "CROP_MAP_MARGIN", "GraphOutput", "RefineOptions", "concatenate_graphs", "crop_assignment",
+    "load_gnn", "refine",
 ]
 
 _N, _CA, _C = (BACKBONE_NAMES.index(name) for name in ("N", "CA", "C"))
@@ -170,6 +171,25 @@ class GraphOutput:
             chain_id=np.full(self.num_nodes, chain_id),
             confidence=self.confidence,
         )
+
+
+def concatenate_graphs(graphs: list[GraphOutput]) -> GraphOutput:
+    """One graph of the nodes of ``graphs``, in order (a node ``i`` of the ``g``-th graph is
+    node ``i`` plus the nodes of the graphs before it): each graph's edges shifted with its
+    nodes, none between graphs, edge slots filled to the widest with empty ones (-1, p = 0)."""
+    width = max(g.edge_index.shape[1] for g in graphs)
+    edges, nexts, previous, shift = [], [], [], 0
+    for g in graphs:
+        pad = ((0, 0), (0, width - g.edge_index.shape[1]))
+        edges.append(np.pad(np.where(g.edge_index >= 0, g.edge_index + shift, -1), pad, constant_values=-1))
+        nexts.append(np.pad(g.next_prob, pad))
+        previous.append(np.pad(g.previous_prob, pad))
+        shift += g.num_nodes
+    joined = {field.name: np.concatenate([getattr(g, field.name) for g in graphs])
+              for field in dataclasses.fields(GraphOutput)
+              if field.name not in ("edge_index", "next_prob", "previous_prob")}
+    return GraphOutput(edge_index=np.concatenate(edges), next_prob=np.concatenate(nexts),
+                       previous_prob=np.concatenate(previous), **joined)
 
 
 Start = CalphaPoints | GraphOutput | BuiltModel
