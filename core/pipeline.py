@@ -12,11 +12,11 @@ paths and writes nothing (the CLI and the engine write at the edges):
    sequence threading (`thread.thread`: pyhmmer profiles, unthreaded chains placed into the
    sequence gaps between threaded ones, joining, gaps of threaded chains filled and their ends
    extended with untraced nodes) and `thread.joining.name_chains`; the threaded model feeds
-   the next round (`_traced_and_threaded`). The rounds run K times from the candidates
-   (`starts_for`: by default 3 at 3.5 Å or worse, else 1), each start with other random
-   initial frames and threading at the E-value cut / K; the start that threads the most
-   residues is the base, and the others' threaded chains on density and sequence positions it
-   left free are merged into it (`_merged`, `thread.merging`);
+   the next round (`_traced_and_threaded`). With ``restarts`` K > 1 the rounds run K times
+   from the candidates, each start with other random initial frames and threading at the
+   E-value cut / K; the start that threads the most residues is the base, and the others'
+   threaded chains on density and sequence positions it left free are merged into it
+   (`_merged`, `thread.merging`);
 3. the threads of each sequence threaded only weakly checked against residue types that
    never saw it (`_blind_checked`: two more graph-network passes without the type prior, one
    given a composition stand-in for the sequences; `thread.confirm`), the unconfirmed ones
@@ -93,7 +93,6 @@ __all__ = [
     "UNASSIGNED_MIN_DETECTION",
     "UNASSIGNED_MIN_LENGTH",
     "RESTARTS",
-    "RESTARTS_FROM_RESOLUTION",
     "BuildOptions",
     "Networks",
     "ChainReport",
@@ -165,17 +164,14 @@ UNASSIGNED_MIN_LENGTH = 2
 #: on the demo but cost PSF1 0.12 of final Cα recall (0.62 -> 0.50) and γ-secretase 0.012.
 UNASSIGNED_MIN_DETECTION = 2 / 3
 #: Starts of a build's rounds from the Cα candidates (`BuildOptions.restarts`), each with other
-#: random initial frames, on maps of `RESTARTS_FROM_RESOLUTION` or worse (`starts_for`). At
-#: 3.5-4.5 Å which chains thread is a near miss that changes with the initial frames (sequence
-#: recall of one map over builds that differ in nothing that matters: Nav β1 0.00-0.37, MAVS
-#: 0.67-0.97; docs/results_log.md, "Sixteenth stop"), so starts that each thread at the E-value
-#: cut / K thread different chains, and merged (`thread.merging.merge_starts`) they hold more
-#: than any one of them: on T20S α three starts numbered 0.45, 0.50 and 0.45 of the deposited
-#: residues right, and together 0.71 (docs/results_log.md, "Thirty-eighth stop"). Better than
-#: 3.5 Å one start threads nearly all it can, and the cut / K cost TMV its marginal threads
-#: (0.75 -> 0.69 with three starts, 2026-12-05), so one start there.
-RESTARTS = 3
-RESTARTS_FROM_RESOLUTION = 3.5
+#: random initial frames and threading at the E-value cut / K, their threads merged
+#: (`thread.merging.merge_starts`). At 3.5-4.5 Å which chains thread is a near miss that
+#: changes with the initial frames (Nav β1 0.00-0.37 over builds that differ in nothing that
+#: matters; docs/results_log.md, "Sixteenth stop"), so three starts merged thread more on some
+#: maps (T20S α 0.45 -> 0.57, pneumolysin 0.06 -> 0.15, every one of three builds higher) but
+#: not on the band (0.23 -> 0.24, Nav β1 0.28 -> 0.22) at 2.5 times the build time
+#: (γ-secretase 28 -> 70 s): docs/results_log.md, "Thirty-eighth stop". So one start by default.
+RESTARTS = 1
 #: Å: a node's detection support is the probability of the nearest Cα candidate within this
 #: distance (0 without one): the graph network moves nodes up to about 3 Å from the
 #: candidates they started from.
@@ -301,8 +297,7 @@ class BuildOptions:
     keeps its chains only if residue types that never saw it find one of them there too
     (`_blind_checked`, `thread.confirm`); restarts: how many times the rounds run from the Cα
     candidates, each start with other random initial frames and threading at the E-value cut
-    divided by their number, their threads merged (None: `starts_for` the map's
-    resolution)."""
+    divided by their number, their threads merged (`RESTARTS`)."""
 
     rounds: int = 3
     threader: str = "hmm"
@@ -318,12 +313,12 @@ class BuildOptions:
     resolution: float | None = None
     threaded_only: bool = False
     blind_check: bool = True
-    restarts: int | None = None
+    restarts: int = RESTARTS
 
     def __post_init__(self):
         if not isinstance(self.rounds, int) or not 1 <= self.rounds <= 20:
             raise InputError(f"rounds must be a whole number from 1 to 20, got {self.rounds!r}")
-        if self.restarts is not None and (not isinstance(self.restarts, int) or not 1 <= self.restarts <= 8):
+        if not isinstance(self.restarts, int) or not 1 <= self.restarts <= 8:
             raise InputError(f"restarts must be a whole number from 1 to 8, got {self.restarts!r}")
         if self.threader not in THREADERS:
             raise InputError(f"threader must be one of {', '.join(THREADERS)}, got {self.threader!r}")
@@ -927,14 +922,6 @@ class _Start:
         return int(sum(chain.match.assigned.sum() for chain in self.named if chain.match.threaded))
 
 
-def starts_for(options: BuildOptions, map_resolution: float) -> int:
-    """How many starts a build of a map of ``map_resolution`` Å runs: ``options.restarts``, or
-    by default `RESTARTS` at `RESTARTS_FROM_RESOLUTION` or worse and one otherwise."""
-    if options.restarts is not None:
-        return options.restarts
-    return RESTARTS if map_resolution >= RESTARTS_FROM_RESOLUTION else 1
-
-
 def _merged(starts: list[_Start], sequences: list[Sequence]) -> _Start:
     """One start from several (`BuildOptions.restarts`), the first the base: its chains, and
     the threaded chains of the others that stand on density and sequence positions it left
@@ -1109,12 +1096,9 @@ def build(
     seconds["gnn"] = seconds["thread"] = 0.0
     # With more than one start each threads at a stricter E-value cut, so that merging them
     # does not make a chance thread likelier than one start makes it.
-    restarts = starts_for(options, view.map_resolution)
-    notify("starts", restarts)
-    start_options = dataclasses.replace(options, max_evalue=options.max_evalue / restarts,
-                                        restarts=restarts)
+    start_options = dataclasses.replace(options, max_evalue=options.max_evalue / options.restarts)
     starts = []
-    for number in range(restarts):
+    for number in range(options.restarts):
         starts.append(_traced_and_threaded(
             view, points, sequences, residue_strings, networks, start_options, context, taken,
             seconds, progress, cancel, notify, frame_seed=options.seed + number,

@@ -235,10 +235,3 @@ def test_restarts_merge_the_threads_each_start_holds_alone(il2_path, networks, m
     assert (numbers <= half).sum() >= 10 and (numbers > half).sum() >= 10, numbers
     _no_position_twice(result)
 
-
-def test_maps_of_3_5_angstrom_or_worse_run_three_starts_by_default():
-    from cryobuild.pipeline import RESTARTS, BuildOptions, starts_for
-
-    assert starts_for(BuildOptions(), 3.4) == 1
-    assert starts_for(BuildOptions(), 3.5) == RESTARTS == 3
-    assert starts_for(BuildOptions(restarts=2), 4.5) == 2 and starts_for(BuildOptions(restarts=2), 2.0) == 2

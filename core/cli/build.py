@@ -88,13 +88,12 @@ def add_tuning_args(parser):
 def add_restarts_arg(parser):
     """``--restarts K`` (`pipeline.BuildOptions.restarts`), shared with the benchmarks that
     measure it."""
-    from ..pipeline import RESTARTS, RESTARTS_FROM_RESOLUTION
+    from ..pipeline import RESTARTS
 
-    parser.add_argument("--restarts", type=int, default=None, metavar="K",
+    parser.add_argument("--restarts", type=int, default=RESTARTS, metavar="K",
                         help="run the rounds K times from the Cα candidates, each with other random "
                              "initial frames and threading at max E-value / K, and merge their "
-                             f"threads (default: {RESTARTS} on maps of {RESTARTS_FROM_RESOLUTION:g} Å "
-                             "or worse, else 1)")
+                             f"threads (default {RESTARTS})")
 
 
 def add_blind_check_arg(parser):

@@ -628,7 +628,7 @@ class Engine:
         session records the resolution the map was read at (``estimated``: whether it is an
         estimate, when ``options.resolution`` is one a region's job took; None: as the build
         says)."""
-        progress = _Progress(job, options.rounds * (options.restarts or 1))  # until "starts" says
+        progress = _Progress(job, options.rounds * options.restarts)
         networks = self._load(progress)
         for message in map_warnings(density):
             _warn(job, message)
@@ -644,7 +644,6 @@ class Engine:
             threaded, taken = sequences, None
         keeps_model = getattr(job, "keeps_model", False)
         rounds = []
-        starts = [options.restarts or 1]
 
         def named(model, reports):
             """``model``'s chains renamed to the session's, the renames and chain -> sequence."""
@@ -658,10 +657,6 @@ class Engine:
             if kind == "points":
                 job._emit("points", stage="detect", message=f"{len(payload)} Cα candidates", payload=payload)
                 return
-            if kind == "starts":  # how many starts the rounds run (`pipeline.starts_for`)
-                starts[0] = payload
-                progress.rounds = options.rounds * payload
-                return
             renames = {}
             if session is not None:
                 model, renames, chain_sequences = named(payload.model, payload.chains)
@@ -674,7 +669,7 @@ class Engine:
             rounds.append(result)
             progress.rounds_done = payload.index
             job._emit("round", stage="thread", fraction=progress.overall("thread", 0.0),
-                      message=f"{round_label(payload.index, options.rounds, starts[0])}: "
+                      message=f"{round_label(payload.index, options.rounds, options.restarts)}: "
                               f"{result.model.num_residues} residues in {len(result.chains)} chains",
                       payload=result)
 
