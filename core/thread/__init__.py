@@ -26,7 +26,9 @@ The stages run in this order, one module each; the two threaders differ only in 
 
 After a build's last round, `confirm` checks the weak threads against residue types blind to
 their sequence. It is not a stage of `thread`: its readings are graph-network passes, which the
-pipeline runs (`pipeline._blind_checked`), and it runs once, not every round.
+pipeline runs (`pipeline._blind_checked`), and it runs once, not every round. Nor is `merging`, which
+merges the threadings of several starts of a build's rounds into the one that threads most
+(`pipeline._merged`, with ``restarts`` > 1).
 
 With the Structure Generator the HMM threader runs as well: when the Structure Generator
 threads fewer than `STRUCTGEN_MIN_SHARE` of the residues the HMM threader threads, or numbers
