@@ -244,9 +244,7 @@ def _stretch(flank: tuple[int, np.ndarray], ca: np.ndarray, number: int) -> floa
 
 def _restrict(match: ChainMatch, fit: _Fit) -> ChainMatch:
     """``match`` restricted to ``fit``'s span of its nodes."""
-    span = slice(fit.start, fit.stop)
-    return dataclasses.replace(match, nodes=match.nodes[span],
-                               residue_number=match.residue_number[span], aatype=match.aatype[span])
+    return match.part(slice(fit.start, fit.stop))
 
 
 def _cut_off(match: ChainMatch, fit: _Fit, aa_probs: np.ndarray) -> list[ChainMatch]:
@@ -513,9 +511,7 @@ def _in_sequence_order(pieces: list[ChainMatch]) -> ChainMatch:
         jumps = assigned[1:][np.diff(piece.residue_number[assigned]) != 1]
         bounds = [0, *jumps.tolist(), len(piece.nodes)]
         for start, end in zip(bounds[:-1], bounds[1:]):
-            run = dataclasses.replace(piece, nodes=piece.nodes[start:end],
-                                      residue_number=piece.residue_number[start:end],
-                                      aatype=piece.aatype[start:end],
+            run = dataclasses.replace(piece.part(slice(start, end)),
                                       score=piece.score if start == 0 else 0.0)
             runs.append((int(run.residue_number[run.assigned][0]), run))
     return concatenate([run for _, run in sorted(runs, key=lambda item: item[0])])

@@ -6,7 +6,6 @@ junction overlaps); `name_chains` orders chains by sequence and copy and gives t
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 
@@ -147,9 +146,7 @@ def _trim_overlap(first: ChainMatch, second: ChainMatch, at_end: bool) -> tuple[
         keep = np.arange(len(second.nodes)) > np.flatnonzero(
             second.assigned & (second.residue_number <= hi))[-1]
         chain = second
-    kept = dataclasses.replace(chain, nodes=chain.nodes[keep], residue_number=chain.residue_number[keep],
-                               aatype=chain.aatype[keep])
-    return kept, chain.nodes[~keep]
+    return chain.part(keep), chain.nodes[~keep]
 
 
 def _join_gap_and_distance(first: ChainMatch, second: ChainMatch,

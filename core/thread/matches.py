@@ -75,6 +75,13 @@ class ChainMatch:
             evalue=evalue,
         )
 
+    def part(self, residues) -> ChainMatch:
+        """This chain's residues ``residues`` (a slice, or bool ``[L]``), in chain order, with
+        its sequence, score and E-value."""
+        return dataclasses.replace(self, nodes=self.nodes[residues],
+                                   residue_number=self.residue_number[residues],
+                                   aatype=self.aatype[residues])
+
     @property
     def threaded(self) -> bool:
         return self.sequence_index >= 0

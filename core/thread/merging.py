@@ -86,7 +86,7 @@ def merge_starts(starts: list[list[ChainMatch]], ca: np.ndarray, *, min_length: 
                 held.setdefault(piece.sequence_index, set()).update(
                     piece.residue_number[piece.assigned].tolist())
     covered = _numbered_nodes(added)
-    kept = [_without(m, _near_nodes(m, covered, ca) & ~m.assigned) for m in kept]
+    kept = [m.part(~(_near_nodes(m, covered, ca) & ~m.assigned)) for m in kept]
     unthreaded = [piece for m in base if not m.threaded
                   for piece in _runs(m, ~_near_nodes(m, covered, ca), numbered_ends=False)]
     return kept + added + unthreaded
@@ -97,14 +97,6 @@ def _numbered_nodes(chains: list[ChainMatch]) -> np.ndarray:
     if not chains:
         return np.zeros(0, np.int64)
     return np.concatenate([c.nodes[c.assigned] for c in chains])
-
-
-def _without(match: ChainMatch, drop: np.ndarray) -> ChainMatch:
-    """``match`` without the residues ``drop`` (bool ``[L]``)."""
-    if not drop.any():
-        return match
-    return dataclasses.replace(match, nodes=match.nodes[~drop], residue_number=match.residue_number[~drop],
-                               aatype=match.aatype[~drop])
 
 
 def _near_nodes(match: ChainMatch, nodes: np.ndarray, ca: np.ndarray) -> np.ndarray:
@@ -129,8 +121,5 @@ def _runs(match: ChainMatch, free: np.ndarray, *, numbered_ends: bool = True) ->
             if not len(numbered):
                 continue
             first, stop = numbered[0], numbered[-1] + 1
-        part = slice(first, stop)
-        runs.append(ChainMatch(nodes=match.nodes[part], sequence_index=match.sequence_index,
-                               residue_number=match.residue_number[part], aatype=match.aatype[part],
-                               score=match.score, evalue=match.evalue))
+        runs.append(match.part(slice(first, stop)))
     return runs
