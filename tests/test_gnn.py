@@ -315,6 +315,39 @@ def test_real_map_crops_are_varied_only_when_asked(il2_view_3A, il2_model):
     np.testing.assert_array_equal(varied.aatype, plain.aatype)
 
 
+def test_real_map_crops_read_at_a_worse_resolution_lose_the_finer_detail(il2_view_3A, il2_model):
+    """``real_blur_fraction`` reads a real crop at a resolution drawn from
+    ``real_blur_resolution``: its detail finer than that range is gone; a map already worse
+    than the range comes back as it is."""
+    from cryobuild.maps import frequency_radius
+    from cryobuild.train.gnn import GraphAugmentation, make_sample
+
+    view, structure = il2_view_3A
+    structure = structure.clone()
+    structure[0][0].name = "A"
+
+    def sample(blur_range):
+        aug = GraphAugmentation(real_blur_fraction=1.0, real_blur_resolution=blur_range,
+                                real_noise=(0.0, 0.0), fake_fraction=0.0,
+                                sidechain_decoys=(0.0, 0.0))
+        return make_sample(structure, il2_model, ["A"], aug, np.random.default_rng(5),
+                           real_view=view).density
+
+    def fine_share(density) -> float:
+        """Share of the crop's power at frequencies finer than 1/3.6 Å⁻¹."""
+        power = np.abs(np.fft.rfftn(density.grid - density.grid.mean())) ** 2
+        s = frequency_radius(density.grid.shape, density.voxel_size[::-1])
+        return float(power[s > 1 / 3.6].sum() / power.sum())
+
+    plain = sample((2.0, 2.5))
+    lo = np.round(view.density.xyz_to_voxel(plain.origin)).astype(int)[::-1]
+    window = view.density.grid[tuple(slice(a, a + n) for a, n in zip(lo, plain.grid.shape))]
+    np.testing.assert_array_equal(plain.grid, window)
+    blurred = sample((4.5, 5.0))
+    assert fine_share(blurred) < 0.2 * fine_share(plain)
+    assert 0.5 < float(blurred.grid.std()) / float(plain.grid.std()) < 2.0
+
+
 def test_training_starts_take_their_rms_error_from_the_range(il2_view_3A, il2_model):
     """`GraphAugmentation.start_error` is the rms distance (Å) of a crop's start Cα from the
     deposited ones, drawn per crop from its range."""
