@@ -294,8 +294,9 @@ def simulated_cases(count: int, resolution: float, seed: int = 0) -> list[BenchC
     return cases
 
 
-def folder_case(folder: Path) -> BenchCase:
-    """A case folder (``case.json``, its map, ``ref.cif``, optional ``seq.fasta``)."""
+def folder_case(folder: Path, resolution: float | None = None) -> BenchCase:
+    """A case folder (``case.json``, its map, ``ref.cif``, optional ``seq.fasta``), its map
+    read at ``resolution`` Å (default: the one ``case.json`` states)."""
     from ..sequences import read_fasta
 
     info = json.loads((folder / "case.json").read_text())
@@ -305,7 +306,7 @@ def folder_case(folder: Path) -> BenchCase:
         sequences = tuple(s.residues for s in read_fasta(fasta))
     else:
         sequences = tuple(dict.fromkeys(reference.entity_sequences.values()))
-    view = standardise(read_map(folder / info["map"]), info.get("resolution"))
+    view = standardise(read_map(folder / info["map"]), resolution or info.get("resolution"))
     return BenchCase(folder.name, view, reference, sequences)
 
 

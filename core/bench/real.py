@@ -155,7 +155,8 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
             reference_figures: bool = True, keep: Path | None = None) -> dict:
     """Build one real map with the first pair that did not see it, and score it; with
     ``reference_figures`` also what does not depend on the build (the residue-type accuracy
-    from the deposited Cα in `TYPE_ROUNDS` rounds, the deposited model's fit to the map); the
+    from the deposited Cα in `TYPE_ROUNDS` rounds, read at the
+    resolution the build read the map at, the deposited model's fit to the map); the
     build's outputs go to ``keep / case.name`` when ``keep`` is given."""
     pair, seen = pair_for(case.name, pairs)
     networks = pair.networks(device)
@@ -178,8 +179,9 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
     row.update(detector_recall=round(detected["recall"], 3), detector_precision=round(detected["precision"], 3),
                map_resolution=round(result.view.map_resolution, 2))
     if reference_figures:
-        types = run_gnn_case(folder_case(case.folder), networks.gnn, rounds=TYPE_ROUNDS,
-                             device=networks.device)
+        # at the resolution the build read (`--resolution`, `--estimate-resolution`)
+        types = run_gnn_case(folder_case(case.folder, result.view.map_resolution), networks.gnn,
+                             rounds=TYPE_ROUNDS, device=networks.device)
         row["type_accuracy"] = round(types["aa_accuracy"], 3)
         row["deposited_cc_mask"] = round(
             map_fit(reference, density, result.view.map_resolution).cc_mask, 3)
