@@ -925,8 +925,8 @@ class _Start:
 def _merged(starts: list[_Start], sequences: list[Sequence]) -> _Start:
     """One start from several (`BuildOptions.restarts`), the first the base: its chains, and
     the threaded chains of the others that stand on density and sequence positions it left
-    free (`thread.merging.merge_starts`), fitted into its copies and joined to the pieces they
-    continue as one start's chains are (`thread.copies.assign_copies`,
+    free (`thread.merging.merge_starts`), fitted into its copies after its own chains and joined
+    to the pieces they continue as one start's chains are (`thread.copies.assign_copies`,
     `thread.joining.join_matches`). The graph holds every start's last-round nodes; the last
     round's model is the merged one (so the raw model holds every merged chain); the other
     rounds and the blind check's count are the base's."""
@@ -941,7 +941,10 @@ def _merged(starts: list[_Start], sequences: list[Sequence]) -> _Start:
               for start, shift in zip(starts, shifts)]
     ca = graph.atom14_positions[:, 1]
     matches = merge_starts(chains, ca, min_length=MIN_CHAIN_LENGTH)
-    matches = assign_copies(matches, ca, graph.aa_probs, graph.confidence, sequences)
+    # the pieces the other starts add are the chains on their nodes
+    added = [m for m in matches if len(m.nodes) and m.nodes.min() >= shifts[1]]
+    matches = assign_copies(matches, ca, graph.aa_probs, graph.confidence, sequences,
+                            placed_last=added)
     matches = join_matches(matches, graph.atom14_positions[:, :3], graph.aa_probs)
     named = name_chains(matches, sequences)
     model, aa_probs, reports = _assemble(graph, named, sequences, final=False)

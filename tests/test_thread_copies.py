@@ -118,6 +118,29 @@ def test_no_position_is_placed_twice_within_a_copy():
     assert len(both) > len(set(both.tolist()))
 
 
+def test_chains_placed_last_fit_around_the_others_whatever_their_e_value():
+    """A chain of ``placed_last`` (a piece another start adds, `thread.merging`) is fitted into
+    the copy after the other chains, even when its E-value is stronger: it is the one cut where
+    the two claim the same positions. Without it, the stronger chain goes first and cuts the
+    other."""
+    ca = []
+    base = _match(_nodes(ca, _line(1, 40)), 1, 1e-6)
+    piece = _match(_nodes(ca, _line(31, 30, origin=(0, 1, 0))), 31, 1e-12)  # 31-60, beside it
+    ca = np.concatenate(ca)
+    probs = _probs(len(ca))
+
+    def owners(**kwargs) -> dict:
+        copies = assign_copies([base, piece], ca, probs, np.full(len(ca), 80.0), [SEQUENCE], **kwargs)
+        chain, = [m for m in copies if m.threaded]
+        return {int(n): int(node) for n, node in zip(chain.residue_number, chain.nodes)}
+
+    last = owners(placed_last=[piece])
+    assert all(last[position] in base.nodes for position in range(1, 41))
+    assert all(last[position] in piece.nodes for position in range(41, 61))
+    first = owners()
+    assert all(first[position] in piece.nodes for position in range(31, 61))
+
+
 def test_a_contested_end_goes_to_the_chain_whose_residues_fit_it():
     """The stronger chain (by E-value) claims 50-57 at its start with residues that do not fit
     those positions; a weaker chain whose residues do fit them keeps them."""

@@ -45,8 +45,8 @@ def test_another_start_adds_threaded_pieces_only_on_new_density_and_free_positio
     assert len(threaded) == 2
     piece = threaded[1]
     np.testing.assert_array_equal(piece.residue_number, np.arange(11, 17))
-    # the piece takes no E-value stronger than the base's weakest threaded chain
-    assert piece.evalue == 1e-6
+    # the piece keeps its chain's E-value (`assign_copies` takes it after the base's chains)
+    assert piece.evalue == 1e-8
     # the base's unthreaded chain keeps only its nodes away from the piece (residues 17-20)
     unthreaded = [m for m in merged if not m.threaded]
     kept = np.concatenate([m.nodes for m in unthreaded])

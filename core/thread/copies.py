@@ -57,6 +57,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+from collections.abc import Iterable
 from importlib import resources
 
 import numpy as np
@@ -532,18 +533,23 @@ def _lies_along(match: ChainMatch, copies: list[list[ChainMatch]], ca: np.ndarra
 
 
 def assign_copies(matches: list[ChainMatch], ca: np.ndarray, aa_probs: np.ndarray,
-                  confidence: np.ndarray, sequences: list[Sequence]) -> list[ChainMatch]:
+                  confidence: np.ndarray, sequences: list[Sequence], *,
+                  placed_last: Iterable[ChainMatch] = ()) -> list[ChainMatch]:
     """Group the threaded chains of ``matches`` into copies of their sequences (module
     docstring); ``ca`` ``[N, 3]`` Å, ``aa_probs`` ``[N, 20]`` and ``confidence`` ``[N]``
-    (0-100) of all nodes.
+    (0-100) of all nodes. The chains of ``placed_last`` (some of ``matches``) are taken after
+    all the others, each group strongest first: pieces another start of the build adds
+    (`merging`), which must fit into the copies of the start they are added to rather than cut
+    its chains to fit themselves, whatever their own E-values.
 
     Returns one chain per copy (copies in the order they were started: strongest chain
     first), then the unthreaded chains as they were, then the pieces cut off and the chains
     that lay along a copy (`_lies_along`), unthreaded."""
     ca = np.asarray(ca, dtype=np.float64)
     evidence = _Evidence(aa_probs, confidence, sequences)
+    last = {id(m) for m in placed_last}
     threaded = sorted((m for m in matches if m.threaded and m.assigned.any()),
-                      key=lambda m: (m.evalue, -int(m.assigned.sum())))
+                      key=lambda m: (id(m) in last, m.evalue, -int(m.assigned.sum())))
     copies: list[list[ChainMatch]] = []
     leftover: list[ChainMatch] = []
     for match in threaded:

@@ -11,13 +11,12 @@ threading at the cut.
 
 The chains come in one node space: the caller concatenates the starts' nodes (their Cα
 ``ca``) and shifts each start's node indices by the nodes before it. The merged list then goes
-through `copies.assign_copies` and `joining.join_matches` as one start's chains do, so that an
-added chain fills a gap of a copy and is joined to the pieces it continues.
+through `copies.assign_copies` (the added pieces last) and `joining.join_matches` as one
+start's chains do, so that an added chain fills a gap of a copy and is joined to the pieces it
+continues.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 
@@ -44,10 +43,10 @@ def merge_starts(starts: list[list[ChainMatch]], ca: np.ndarray, *, min_length: 
     nodes lie farther than `SAME_RESIDUE` from every numbered node kept so far and whose
     sequence positions no kept chain of the sequence holds, trimmed to numbered ends, with at
     least ``min_length`` numbered residues. A chain whose numbered residues on kept ones mostly
-    carry other numbers than those (`MIN_AGREEMENT`) gives none. A piece's E-value is the weaker
-    of its chain's and the base's weakest threaded chain's: it is part of that chain only, and
-    `copies.assign_copies`, which takes chains strongest first, must fit the pieces into the
-    base's copies, not cut the base's chains to fit the pieces. The base's chains lose their
+    carry other numbers than those (`MIN_AGREEMENT`) gives none. A piece keeps its chain's
+    E-value; the caller hands the pieces to `copies.assign_copies` as ``placed_last``, so that
+    they fit into the base's copies rather than cut the base's chains to fit themselves (a
+    piece's chain may be stronger than the base's chains it meets). The base's chains lose their
     unnumbered nodes an added piece stands on (the final model holds only numbered residues
     of threaded chains, and two nodes on one residue would crowd the last graph-network pass):
     a threaded chain keeps its other nodes, an unthreaded one each run left, in order.
@@ -61,7 +60,6 @@ def merge_starts(starts: list[list[ChainMatch]], ca: np.ndarray, *, min_length: 
     held = {}  # sequence index -> set of positions the kept chains hold
     for match in kept:
         held.setdefault(match.sequence_index, set()).update(match.residue_number[match.assigned].tolist())
-    weakest = max((m.evalue for m in kept), default=0.0)
     added = []
     for match in sorted(others, key=lambda m: (m.evalue, -int(m.assigned.sum()))):
         same = [k for k in kept + added if k.sequence_index == match.sequence_index]
@@ -80,7 +78,6 @@ def merge_starts(starts: list[list[ChainMatch]], ca: np.ndarray, *, min_length: 
             [k for k in kept + added if k.sequence_index != match.sequence_index]), ca)
         held_here = np.isin(match.residue_number, list(held.get(match.sequence_index, ()))) & match.assigned
         for piece in _runs(match, ~(near | others_near | held_here)):
-            piece = dataclasses.replace(piece, evalue=max(piece.evalue, weakest))
             if piece.assigned.sum() >= min_length:
                 added.append(piece)
                 held.setdefault(piece.sequence_index, set()).update(
