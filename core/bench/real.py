@@ -155,9 +155,9 @@ def run_map(case, pairs: list[NetworkPair], options: BuildOptions, device, *,
             reference_figures: bool = True, keep: Path | None = None) -> dict:
     """Build one real map with the first pair that did not see it, and score it; with
     ``reference_figures`` also what does not depend on the build (the residue-type accuracy
-    from the deposited Cα in `TYPE_ROUNDS` rounds, read at the
-    resolution the build read the map at, the deposited model's fit to the map); the
-    build's outputs go to ``keep / case.name`` when ``keep`` is given."""
+    from the deposited Cα in `TYPE_ROUNDS` rounds, read at the resolution the build read the
+    map at; the deposited model's fit to the map); the build's outputs go to
+    ``keep / case.name`` when ``keep`` is given."""
     pair, seen = pair_for(case.name, pairs)
     networks = pair.networks(device)
     reference = read_model(case.model_path)
