@@ -6,7 +6,6 @@ junction overlaps); `name_chains` orders chains by sequence and copy and gives t
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from ..chains import chain_ids
