@@ -142,9 +142,9 @@ class GraphAugmentation:
     #: thirty-ninth stop): at 3.5-5.5 Å it has seen only our simulator's texture and the few
     #: real maps of its fold at those resolutions, and each fold's 2.3-3.2 Å maps can show it
     #: real density at the band's resolutions with their accurate deposited models. Half the
-    #: real crops read so for 55 min (`gnn_B39`, weights/MANIFEST.md, thirty-ninth stop), the
-    #: fold-A types from the deposited Cα rose 0.305 -> 0.312 and whole builds threaded no
-    #: more: not in the bundled weights.
+    #: real crops read so for 55 min (`weights/gnn_realblur.pt`, weights/MANIFEST.md,
+    #: thirty-ninth stop), the fold-A types from the deposited Cα rose 0.305 -> 0.312 and whole
+    #: builds threaded no more: not in the bundled weights.
     real_blur_fraction: float = 0.0
     real_blur_resolution: tuple[float, float] = (3.5, 5.5)
     #: Largest shift of the start Cα along the chain, as a fraction of the step to the next (or
