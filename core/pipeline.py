@@ -940,11 +940,9 @@ def _merged(starts: list[_Start], sequences: list[Sequence]) -> _Start:
     chains = [[dataclasses.replace(chain.match, nodes=chain.match.nodes + shift) for chain in start.named]
               for start, shift in zip(starts, shifts)]
     ca = graph.atom14_positions[:, 1]
-    matches = merge_starts(chains, ca, min_length=MIN_CHAIN_LENGTH)
-    # the pieces the other starts add are the chains on their nodes
-    added = [m for m in matches if len(m.nodes) and m.nodes.min() >= shifts[1]]
-    matches = assign_copies(matches, ca, graph.aa_probs, graph.confidence, sequences,
-                            placed_last=added)
+    merged = merge_starts(chains, ca, min_length=MIN_CHAIN_LENGTH)
+    matches = assign_copies(merged.chains, ca, graph.aa_probs, graph.confidence, sequences,
+                            placed_last=merged.added)
     matches = join_matches(matches, graph.atom14_positions[:, :3], graph.aa_probs)
     named = name_chains(matches, sequences)
     model, aa_probs, reports = _assemble(graph, named, sequences, final=False)

@@ -40,10 +40,13 @@ def test_another_start_adds_threaded_pieces_only_on_new_density_and_free_positio
             _chain(space.on(range(11, 21), 0.0), np.full(10, -1), evalue=np.inf)]
     # another start threads residues 8-16 in the same register: 11-16 are new
     extends = _chain(space.on(range(8, 17)), np.arange(8, 17), evalue=1e-8)
-    merged = merge_starts([base, [extends]], space.ca, min_length=4)
+    result = merge_starts([base, [extends]], space.ca, min_length=4)
+    merged = result.chains
     threaded = [m for m in merged if m.threaded]
     assert len(threaded) == 2
     piece = threaded[1]
+    # the added piece is named as such, for `assign_copies`' placed_last
+    assert result.added == [piece] and result.kept == threaded[:1]
     np.testing.assert_array_equal(piece.residue_number, np.arange(11, 17))
     # the piece keeps its chain's E-value (`assign_copies` takes it after the base's chains)
     assert piece.evalue == 1e-8
@@ -63,7 +66,7 @@ def test_a_start_that_numbers_kept_residues_otherwise_gives_nothing():
     base = [_chain(space.on(range(1, 11), 0.0), np.arange(1, 11), evalue=1e-6)]
     # the same residues 6-10 numbered 8-12, then new ones: another register, not new residues
     shifted = _chain(space.on(range(6, 16)), np.arange(8, 18), evalue=1e-8)
-    merged = merge_starts([base, [shifted]], space.ca, min_length=4)
+    merged = merge_starts([base, [shifted]], space.ca, min_length=4).chains
     assert [m.threaded for m in merged] == [True]
 
 
@@ -74,5 +77,5 @@ def test_pieces_too_short_or_on_held_positions_are_not_added():
     short = _chain(space.on(range(9, 14)), np.arange(9, 14))
     # new density, but numbered 1-6 (positions the base holds): a copy elsewhere is not merged
     held = _chain(space.on(range(25, 31)), np.arange(1, 7))
-    merged = merge_starts([base, [short], [held]], space.ca, min_length=4)
+    merged = merge_starts([base, [short], [held]], space.ca, min_length=4).chains
     assert [m.threaded for m in merged] == [True]

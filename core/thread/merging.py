@@ -18,11 +18,13 @@ continues.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from .matches import ChainMatch
 
-__all__ = ["MIN_AGREEMENT", "SAME_RESIDUE", "merge_starts"]
+__all__ = ["MIN_AGREEMENT", "SAME_RESIDUE", "MergedStarts", "merge_starts"]
 
 #: Å: a node of another start this close to a node already in the merged model stands on the
 #: same residue (two starts' nodes of one residue lie about 1 Å apart at 4-5 Å, consecutive
@@ -33,9 +35,34 @@ SAME_RESIDUE = 2.5
 MIN_AGREEMENT = 0.5
 
 
+@dataclasses.dataclass(frozen=True)
+class MergedStarts:
+    """What `merge_starts` keeps, by where it came from.
+
+    Attributes
+    ----------
+    kept : list[ChainMatch]
+        The base start's threaded chains (less the unnumbered nodes an added piece stands on).
+    added : list[ChainMatch]
+        The pieces the other starts add, strongest E-value first: `copies.assign_copies` takes
+        them as ``placed_last``.
+    unthreaded : list[ChainMatch]
+        The base start's unthreaded chains, less the nodes an added piece stands on.
+    """
+
+    kept: list[ChainMatch]
+    added: list[ChainMatch]
+    unthreaded: list[ChainMatch]
+
+    @property
+    def chains(self) -> list[ChainMatch]:
+        """Every chain: ``kept``, then ``added``, then ``unthreaded``."""
+        return self.kept + self.added + self.unthreaded
+
+
 def merge_starts(starts: list[list[ChainMatch]], ca: np.ndarray, *, min_length: int
-                 ) -> list[ChainMatch]:
-    """One list of chains from the chains of several starts (`ChainMatch` lists, nodes already
+                 ) -> MergedStarts:
+    """One set of chains from the chains of several starts (`ChainMatch` lists, nodes already
     in one node space with Cα ``ca`` ``[N, 3]``, Å), the first start's the base.
 
     Kept: every chain of the first start; then, strongest E-value first over the other starts,
@@ -44,9 +71,11 @@ def merge_starts(starts: list[list[ChainMatch]], ca: np.ndarray, *, min_length: 
     sequence positions no kept chain of the sequence holds, trimmed to numbered ends, with at
     least ``min_length`` numbered residues. A chain whose numbered residues on kept ones mostly
     carry other numbers than those (`MIN_AGREEMENT`) gives none. A piece keeps its chain's
-    E-value; the caller hands the pieces to `copies.assign_copies` as ``placed_last``, so that
-    they fit into the base's copies rather than cut the base's chains to fit themselves (a
-    piece's chain may be stronger than the base's chains it meets). The base's chains lose their
+    E-value; the caller hands the pieces (`MergedStarts.added`) to `copies.assign_copies` as
+    ``placed_last``, so that they fit into the base's copies rather than cut the base's chains
+    to fit themselves (a piece's chain may be stronger than the base's chains it meets). Where
+    each chain came from is returned, not left for the caller to infer from node indices.
+    The base's chains lose their
     unnumbered nodes an added piece stands on (the final model holds only numbered residues
     of threaded chains, and two nodes on one residue would crowd the last graph-network pass):
     a threaded chain keeps its other nodes, an unthreaded one each run left, in order.
@@ -86,7 +115,7 @@ def merge_starts(starts: list[list[ChainMatch]], ca: np.ndarray, *, min_length: 
     kept = [m.part(~(_near_nodes(m, covered, ca) & ~m.assigned)) for m in kept]
     unthreaded = [piece for m in base if not m.threaded
                   for piece in _runs(m, ~_near_nodes(m, covered, ca), numbered_ends=False)]
-    return kept + added + unthreaded
+    return MergedStarts(kept, added, unthreaded)
 
 
 def _numbered_nodes(chains: list[ChainMatch]) -> np.ndarray:
